@@ -1,0 +1,369 @@
+"""The RulesTable: rules with their bucket claims, the per-key ledger, and per-rule progress.
+
+Item layout (pk / sk):
+- ``RULE#<id>`` / ``RULE``        the rule
+- ``SRC#<bucket>`` / ``CLAIM``    the rule a source bucket replicates through
+- ``DST#<bucket>`` / ``CLAIM``    the rule a destination bucket receives from
+- ``RULE#<id>`` / ``KEY#<key>``   the ledger: last applied sequencer, revision, ETag (TTL: expires_at)
+- ``RULE#<id>`` / ``PROGRESS``    counters (atomic ADD) and the time of the last sync
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from crr.adapters.clients import error_code, error_message
+from crr.errors import (
+    DestinationAlreadyClaimedError,
+    LedgerConflictError,
+    RuleAlreadyExistsError,
+    RuleNotFoundError,
+    SourceAlreadyReplicatingError,
+    SourceIsDestinationError,
+    StateStoreError,
+)
+from crr.ports import LedgerEntry, ProgressDelta
+from crr.rules import ReplicationRule, RuleStatus
+
+RULE_SK = "RULE"
+CLAIM_SK = "CLAIM"
+PROGRESS_SK = "PROGRESS"
+# A ledger entry only saves work (the replicator reconciles state, not events), so it may expire;
+# 30 days outlives an SQS message (14 days) plus its time in the DLQ awaiting replay.
+LEDGER_TTL = timedelta(days=30)
+# DynamoDB sort keys stop at 1024 bytes; S3 keys may use all 1024, so long ones are hashed.
+_MAX_PLAIN_SK_BYTES = 1000
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _to_item(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: _serializer.serialize(value) for name, value in values.items() if value is not None}
+
+
+def _from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
+def rule_pk(rule_id: str) -> str:
+    return f"RULE#{rule_id}"
+
+
+def ledger_sk(key: str) -> str:
+    if len(key.encode("utf-8")) <= _MAX_PLAIN_SK_BYTES:
+        return f"KEY#{key}"
+    return f"KEYH#{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
+
+
+def _state_error(exc: ClientError, operation: str) -> StateStoreError:
+    return StateStoreError(f"DynamoDB {operation} failed: {error_code(exc)}: {error_message(exc)}")
+
+
+class DynamoRules:
+    """Rules and claims. ``rule_for_source`` (the hot path) caches answers for ``cache_seconds``."""
+
+    def __init__(self, client: Any, table_name: str, cache_seconds: float = 5.0) -> None:
+        self._db = client
+        self._table = table_name
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[ReplicationRule | None, float]] = {}
+        self._lock = threading.Lock()
+
+    # ---- hot path --------------------------------------------------------------------------------
+
+    def rule_for_source(self, bucket: str) -> ReplicationRule | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(bucket)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        claim = self._get(f"SRC#{bucket}", CLAIM_SK)
+        rule = self.find(str(claim["rule_id"])) if claim else None
+        with self._lock:
+            self._cache[bucket] = (rule, now + self._cache_seconds)
+        return rule
+
+    # ---- management --------------------------------------------------------------------------------
+
+    def find(self, rule_id: str) -> ReplicationRule | None:
+        item = self._get(rule_pk(rule_id), RULE_SK)
+        return _rule_from(item) if item else None
+
+    def get(self, rule_id: str) -> ReplicationRule:
+        rule = self.find(rule_id)
+        if rule is None:
+            raise RuleNotFoundError(rule_id)
+        return rule
+
+    def list(self) -> list[ReplicationRule]:
+        rules: list[ReplicationRule] = []
+        for item in self._scan_rules():
+            rules.append(_rule_from(item))
+        return sorted(rules, key=lambda rule: rule.rule_id)
+
+    def create(self, rule: ReplicationRule) -> None:
+        """Store the rule and its two claims atomically.
+
+        Raises RuleAlreadyExistsError, SourceAlreadyReplicatingError, DestinationAlreadyClaimedError or
+        SourceIsDestinationError naming the rule already holding the conflicting claim.
+        """
+        absent = "attribute_not_exists(pk)"
+        items = [
+            {"Put": {"TableName": self._table, "Item": _rule_item(rule), "ConditionExpression": absent}},
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "ConditionExpression": absent,
+                    "Item": _to_item({"pk": f"SRC#{rule.source_bucket}", "sk": CLAIM_SK, "rule_id": rule.rule_id}),
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "ConditionExpression": absent,
+                    "Item": _to_item({"pk": f"DST#{rule.destination_bucket}", "sk": CLAIM_SK, "rule_id": rule.rule_id}),
+                }
+            },
+            # No chaining: the source must not receive replicas, the destination must not send them.
+            {
+                "ConditionCheck": {
+                    "TableName": self._table,
+                    "ConditionExpression": absent,
+                    "Key": _to_item({"pk": f"DST#{rule.source_bucket}", "sk": CLAIM_SK}),
+                }
+            },
+            {
+                "ConditionCheck": {
+                    "TableName": self._table,
+                    "ConditionExpression": absent,
+                    "Key": _to_item({"pk": f"SRC#{rule.destination_bucket}", "sk": CLAIM_SK}),
+                }
+            },
+        ]
+        try:
+            self._db.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise _state_error(exc, "TransactWriteItems") from exc
+            raise self._claim_conflict(rule, exc) from exc
+        self._forget(rule.source_bucket)
+
+    def _claim_conflict(self, rule: ReplicationRule, exc: ClientError) -> Exception:
+        reasons = [reason.get("Code") for reason in exc.response.get("CancellationReasons", [])]
+        failed = {index for index, code in enumerate(reasons) if code == "ConditionalCheckFailed"}
+        checks: list[tuple[int, str, Any]] = [
+            (0, rule_pk(rule.rule_id), lambda _owner: RuleAlreadyExistsError(rule.rule_id)),
+            (1, f"SRC#{rule.source_bucket}", lambda owner: SourceAlreadyReplicatingError(rule.source_bucket, owner)),
+            (
+                2,
+                f"DST#{rule.destination_bucket}",
+                lambda owner: DestinationAlreadyClaimedError(rule.destination_bucket, owner, "destination"),
+            ),
+            (3, f"DST#{rule.source_bucket}", lambda owner: SourceIsDestinationError(rule.source_bucket, owner)),
+            (
+                4,
+                f"SRC#{rule.destination_bucket}",
+                lambda owner: DestinationAlreadyClaimedError(rule.destination_bucket, owner, "source"),
+            ),
+        ]
+        for index, pk, make_error in checks:
+            # When the service gives no reasons, find the conflicting item by looking.
+            sk = RULE_SK if index == 0 else CLAIM_SK
+            if (failed and index not in failed) or (not failed and self._get(pk, sk) is None):
+                continue
+            claim = self._get(pk, sk) or {}
+            error: Exception = make_error(str(claim.get("rule_id", "?")))
+            return error
+        return StateStoreError(f"rule {rule.rule_id} was not stored: transaction cancelled ({reasons})")
+
+    def set_status(self, rule_id: str, status: RuleStatus) -> ReplicationRule:
+        rule = self.get(rule_id).with_status(status)
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": rule_pk(rule_id), "sk": RULE_SK}),
+                UpdateExpression="SET #status = :status",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_to_item({":status": status.value}),
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise RuleNotFoundError(rule_id) from exc
+            raise _state_error(exc, "UpdateItem") from exc
+        self._forget(rule.source_bucket)
+        return rule
+
+    def remove(self, rule_id: str) -> ReplicationRule:
+        """Delete the rule and release its claims (the ledger stays and ages out through its TTL)."""
+        rule = self.get(rule_id)
+        owned = "rule_id = :rule_id"
+        values = _to_item({":rule_id": rule_id})
+        items = [
+            {"Delete": {"TableName": self._table, "Key": _to_item({"pk": rule_pk(rule_id), "sk": RULE_SK})}},
+            {
+                "Delete": {
+                    "TableName": self._table,
+                    "ConditionExpression": owned,
+                    "ExpressionAttributeValues": values,
+                    "Key": _to_item({"pk": f"SRC#{rule.source_bucket}", "sk": CLAIM_SK}),
+                }
+            },
+            {
+                "Delete": {
+                    "TableName": self._table,
+                    "ConditionExpression": owned,
+                    "ExpressionAttributeValues": values,
+                    "Key": _to_item({"pk": f"DST#{rule.destination_bucket}", "sk": CLAIM_SK}),
+                }
+            },
+            {"Delete": {"TableName": self._table, "Key": _to_item({"pk": rule_pk(rule_id), "sk": PROGRESS_SK})}},
+        ]
+        try:
+            self._db.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            raise _state_error(exc, "TransactWriteItems") from exc
+        self._forget(rule.source_bucket)
+        return rule
+
+    def _forget(self, bucket: str) -> None:
+        with self._lock:
+            self._cache.pop(bucket, None)
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        try:
+            found = self._db.get_item(TableName=self._table, Key=_to_item({"pk": pk, "sk": sk}), ConsistentRead=True)
+        except ClientError as exc:
+            raise _state_error(exc, "GetItem") from exc
+        item = found.get("Item")
+        return _from_item(item) if item else None
+
+    def _scan_rules(self) -> Iterator[dict[str, Any]]:
+        paginator = self._db.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self._table,
+            FilterExpression="sk = :rule",
+            ExpressionAttributeValues=_to_item({":rule": RULE_SK}),
+            ConsistentRead=True,
+        )
+        try:
+            for page in pages:
+                for item in page.get("Items", []):
+                    yield _from_item(item)
+        except ClientError as exc:
+            raise _state_error(exc, "Scan") from exc
+
+
+def _rule_item(rule: ReplicationRule) -> dict[str, Any]:
+    values = rule.model_dump(mode="json")
+    values["prefixes"] = list(rule.prefixes)
+    return _to_item({"pk": rule_pk(rule.rule_id), "sk": RULE_SK, **values})
+
+
+def _rule_from(item: dict[str, Any]) -> ReplicationRule:
+    fields = {name: value for name, value in item.items() if name not in {"pk", "sk"}}
+    fields["prefixes"] = tuple(fields.get("prefixes", ()))
+    return ReplicationRule.model_validate(fields)
+
+
+class DynamoLedger:
+    """KeyLedger over DynamoDB: one consistent GetItem to read, one conditional PutItem to record."""
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._db = client
+        self._table = table_name
+
+    def read(self, rule_id: str, key: str) -> LedgerEntry | None:
+        try:
+            found = self._db.get_item(
+                TableName=self._table,
+                Key=_to_item({"pk": rule_pk(rule_id), "sk": ledger_sk(key)}),
+                ConsistentRead=True,
+            )
+        except ClientError as exc:
+            raise _state_error(exc, "GetItem") from exc
+        if "Item" not in found:
+            return None
+        item = _from_item(found["Item"])
+        return LedgerEntry(
+            revision=int(item["rev"]),
+            sequencer=item.get("seq"),
+            etag=item.get("etag"),
+            deleted=bool(item.get("deleted", False)),
+            applied_at=datetime.fromisoformat(str(item["applied_at"])),
+        )
+
+    def record(self, rule_id: str, key: str, entry: LedgerEntry, expected_revision: int | None) -> None:
+        item = {
+            "pk": rule_pk(rule_id),
+            "sk": ledger_sk(key),
+            "key": key,
+            "rev": entry.revision,
+            "seq": entry.sequencer,
+            "etag": entry.etag,
+            "deleted": entry.deleted,
+            "applied_at": entry.applied_at.isoformat(),
+            "expires_at": int((entry.applied_at + LEDGER_TTL).timestamp()),
+        }
+        if expected_revision is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "rev = :expected",
+                "ExpressionAttributeValues": _to_item({":expected": expected_revision}),
+            }
+        try:
+            self._db.put_item(TableName=self._table, Item=_to_item(item), **condition)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise LedgerConflictError(f"ledger of {key!r} moved past revision {expected_revision}") from exc
+            raise _state_error(exc, "PutItem") from exc
+
+
+class DynamoProgress:
+    """ProgressSink: one UpdateItem with atomic ADDs per rule per batch."""
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._db = client
+        self._table = table_name
+
+    def add(self, rule_id: str, delta: ProgressDelta, applied_at: datetime) -> None:
+        expression = (
+            "ADD objects_copied :copied, bytes_copied :bytes, deletes_applied :deletes, skipped :skipped "
+            "SET last_sync_at = :now"
+        )
+        values: dict[str, Any] = {
+            ":copied": delta.objects_copied,
+            ":bytes": delta.bytes_copied,
+            ":deletes": delta.deletes_applied,
+            ":skipped": delta.skipped,
+            ":now": applied_at.astimezone(UTC).isoformat(),
+        }
+        if delta.latest_event_time is not None:
+            expression += ", last_event_time = :event_time"
+            values[":event_time"] = delta.latest_event_time.astimezone(UTC).isoformat()
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": rule_pk(rule_id), "sk": PROGRESS_SK}),
+                UpdateExpression=expression,
+                ExpressionAttributeValues=_to_item(values),
+            )
+        except ClientError as exc:
+            raise _state_error(exc, "UpdateItem") from exc
+
+    def read(self, rule_id: str) -> dict[str, Any]:
+        try:
+            found = self._db.get_item(TableName=self._table, Key=_to_item({"pk": rule_pk(rule_id), "sk": PROGRESS_SK}))
+        except ClientError as exc:
+            raise _state_error(exc, "GetItem") from exc
+        return _from_item(found["Item"]) if "Item" in found else {}

@@ -1,0 +1,208 @@
+"""S3 for the replicator: HEAD the source, server-side copy into the destination region, delete."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from crr.adapters.clients import ClientFactory, error_code, error_message, http_status
+from crr.errors import (
+    AccessDeniedError,
+    BucketMissingError,
+    SourceChangedError,
+    SourceGoneError,
+    StorageError,
+    UnknownBucketError,
+)
+from crr.ports import AclGrants, CopyRequest, ObjectState
+
+_MISSING_KEY = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
+_PERMISSIONS = {"FULL_CONTROL": "full_control", "READ": "read", "READ_ACP": "read_acp", "WRITE_ACP": "write_acp"}
+_OPTIONAL_HEADERS = {
+    "CacheControl": "cache_control",
+    "ContentDisposition": "content_disposition",
+    "ContentEncoding": "content_encoding",
+    "ContentLanguage": "content_language",
+}
+
+
+def storage_error(exc: ClientError, operation: str, bucket: str, key: str | None) -> StorageError:
+    """Translate an S3 ClientError into the crr error a caller can act on."""
+    code, message = error_code(exc), error_message(exc)
+    if code == "NoSuchBucket":
+        return BucketMissingError(operation, bucket, key, code, message or "bucket does not exist")
+    if code in {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem"}:
+        return AccessDeniedError(operation, bucket, key, code, message or "access denied")
+    return StorageError(operation, bucket, key, code, message or f"HTTP {http_status(exc)}")
+
+
+class S3ObjectStore:
+    """ObjectStore over boto3. ACL mode is looked up once per bucket and cached for ``ownership_ttl``."""
+
+    def __init__(self, clients: ClientFactory, ownership_ttl: float = 300.0) -> None:
+        self._clients = clients
+        self._ownership_ttl = ownership_ttl
+        self._acls_enabled: dict[str, tuple[bool, float]] = {}
+        self._lock = threading.Lock()
+
+    def _s3(self, region: str) -> Any:
+        return self._clients.client("s3", region)
+
+    def head(self, bucket: str, region: str, key: str) -> ObjectState | None:
+        try:
+            found = self._s3(region).head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in _MISSING_KEY:
+                return None  # includes a current delete marker
+            raise storage_error(exc, "HeadObject", bucket, key) from exc
+        version = found.get("VersionId")
+        return ObjectState(
+            key=key,
+            etag=found["ETag"],
+            size=int(found["ContentLength"]),
+            last_modified=found["LastModified"],
+            version_id=version if version not in (None, "null") else None,
+            metadata=dict(found.get("Metadata", {})),
+            content_type=found.get("ContentType"),
+            expires=found.get("ExpiresString"),
+            storage_class=found.get("StorageClass"),
+            server_side_encryption=found.get("ServerSideEncryption"),
+            **{field: found[name] for name, field in _OPTIONAL_HEADERS.items() if found.get(name)},
+        )
+
+    def copy(self, request: CopyRequest) -> str:
+        state = request.state
+        source: dict[str, str] = {"Bucket": request.source_bucket, "Key": state.key}
+        if state.version_id:
+            source["VersionId"] = state.version_id
+        params: dict[str, Any] = {
+            "Bucket": request.destination_bucket,
+            "Key": state.key,
+            "CopySource": source,
+            "CopySourceIfMatch": state.etag,
+            "MetadataDirective": "REPLACE",
+            "Metadata": request.metadata,
+            "TaggingDirective": "COPY",
+            "ContentType": state.content_type or "binary/octet-stream",
+        }
+        params.update(
+            {name: getattr(state, field) for name, field in _OPTIONAL_HEADERS.items() if getattr(state, field)}
+        )
+        if state.expires:
+            params["Expires"] = state.expires
+        if request.storage_class and request.storage_class != "STANDARD":
+            params["StorageClass"] = request.storage_class
+        if state.server_side_encryption == "AES256":
+            params["ServerSideEncryption"] = "AES256"
+        if request.grants is not None:
+            params.update(_grant_params(request.grants))
+        try:
+            copied = self._s3(request.destination_region).copy_object(**params)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in {"PreconditionFailed", "412"}:
+                raise SourceChangedError(f"{request.source_bucket}/{state.key} changed since HEAD") from exc
+            if code in _MISSING_KEY:
+                raise SourceGoneError(f"{request.source_bucket}/{state.key} vanished since HEAD") from exc
+            raise storage_error(exc, "CopyObject", request.destination_bucket, state.key) from exc
+        return str(copied.get("CopyObjectResult", {}).get("ETag", ""))
+
+    def delete(self, bucket: str, region: str, key: str) -> None:
+        try:
+            self._s3(region).delete_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            raise storage_error(exc, "DeleteObject", bucket, key) from exc
+
+    def acl_grants(
+        self,
+        *,
+        bucket: str,
+        region: str,
+        destination_bucket: str,
+        destination_region: str,
+        key: str,
+        version_id: str | None,
+    ) -> AclGrants | None:
+        if not (
+            self._acls_enabled_on(bucket, region) and self._acls_enabled_on(destination_bucket, destination_region)
+        ):
+            return None
+        params: dict[str, str] = {"Bucket": bucket, "Key": key}
+        if version_id:
+            params["VersionId"] = version_id
+        try:
+            acl = self._s3(region).get_object_acl(**params)
+        except ClientError as exc:
+            raise storage_error(exc, "GetObjectAcl", bucket, key) from exc
+        return _grants_from_acl(acl.get("Grants", []))
+
+    def _acls_enabled_on(self, bucket: str, region: str) -> bool:
+        """False when Object Ownership is BucketOwnerEnforced (ACLs disabled: the default since 2023)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._acls_enabled.get(bucket)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        try:
+            controls = self._s3(region).get_bucket_ownership_controls(Bucket=bucket)
+            rules = controls.get("OwnershipControls", {}).get("Rules", [])
+            enabled = not any(rule.get("ObjectOwnership") == "BucketOwnerEnforced" for rule in rules)
+        except ClientError as exc:
+            if error_code(exc) != "OwnershipControlsNotFoundError":
+                raise storage_error(exc, "GetBucketOwnershipControls", bucket, None) from exc
+            enabled = True  # buckets without ownership controls predate them and use ACLs
+        with self._lock:
+            self._acls_enabled[bucket] = (enabled, now + self._ownership_ttl)
+        return enabled
+
+
+def _grant_params(grants: AclGrants) -> dict[str, str]:
+    names = {
+        "full_control": "GrantFullControl",
+        "read": "GrantRead",
+        "read_acp": "GrantReadACP",
+        "write_acp": "GrantWriteACP",
+    }
+    return {names[field]: value for field, value in vars(grants).items() if value}
+
+
+def _grants_from_acl(grants: list[dict[str, Any]]) -> AclGrants:
+    by_permission: dict[str, list[str]] = {}
+    for grant in grants:
+        field = _PERMISSIONS.get(grant.get("Permission", ""))
+        grantee = grant.get("Grantee", {})
+        if field is None:
+            continue  # WRITE on objects is not a thing S3 honours; nothing else to carry
+        if grantee.get("Type") == "CanonicalUser":
+            by_permission.setdefault(field, []).append(f'id="{grantee["ID"]}"')
+        elif grantee.get("Type") == "Group":
+            by_permission.setdefault(field, []).append(f'uri="{grantee["URI"]}"')
+        elif grantee.get("Type") == "AmazonCustomerByEmail":
+            by_permission.setdefault(field, []).append(f'emailAddress="{grantee["EmailAddress"]}"')
+    return AclGrants(**{field: ", ".join(values) for field, values in by_permission.items()})
+
+
+class S3Buckets:
+    """Bucket-level questions the CLI asks when a rule is added: does it exist, where is it."""
+
+    def __init__(self, clients: ClientFactory, home_region: str) -> None:
+        self._clients = clients
+        self._home_region = home_region
+
+    def region_of(self, bucket: str) -> str:
+        """The bucket's region. Raises UnknownBucketError when it does not exist or is not visible."""
+        try:
+            found = self._clients.client("s3", self._home_region).get_bucket_location(Bucket=bucket)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in {"NoSuchBucket", "404", "NotFound"}:
+                raise UnknownBucketError(bucket) from exc
+            if code in {"AccessDenied", "403"}:
+                raise UnknownBucketError(bucket, "is not accessible with these credentials (AccessDenied)") from exc
+            raise storage_error(exc, "GetBucketLocation", bucket, None) from exc
+        # us-east-1 answers with no constraint; EU is the legacy name of eu-west-1.
+        constraint = found.get("LocationConstraint") or "us-east-1"
+        return "eu-west-1" if constraint == "EU" else str(constraint)

@@ -1,0 +1,155 @@
+"""Domain errors. Adapters translate AWS ``ClientError`` into these, so callers act on meaning, not codes."""
+
+from __future__ import annotations
+
+
+class CrrError(Exception):
+    """Base of every error crr raises on purpose."""
+
+
+# ---- rules -------------------------------------------------------------------------------------
+
+
+class RuleError(CrrError):
+    """A rule cannot be created or changed as asked."""
+
+
+class InvalidRuleError(RuleError):
+    """The rule's own fields are inconsistent (same region, same bucket, bad prefix, bad name)."""
+
+
+class SameRegionError(InvalidRuleError):
+    pass
+
+
+class SameBucketError(InvalidRuleError):
+    pass
+
+
+class InvalidPrefixError(InvalidRuleError):
+    pass
+
+
+class SourceAlreadyReplicatingError(RuleError):
+    """The source bucket already has a rule: one destination per source bucket."""
+
+    def __init__(self, bucket: str, existing_rule_id: str) -> None:
+        super().__init__(
+            f"source bucket {bucket!r} already replicates through rule {existing_rule_id!r}; "
+            "a source bucket has exactly one destination (remove that rule first)"
+        )
+        self.bucket = bucket
+        self.existing_rule_id = existing_rule_id
+
+
+class DestinationAlreadyClaimedError(RuleError):
+    """The destination bucket already receives from another source (or replicates itself: no chaining)."""
+
+    def __init__(self, bucket: str, existing_rule_id: str, role: str) -> None:
+        super().__init__(
+            f"destination bucket {bucket!r} is already the {role} of rule {existing_rule_id!r}; "
+            "a destination receives from one source only and cannot itself be replicated onwards"
+        )
+        self.bucket = bucket
+        self.existing_rule_id = existing_rule_id
+
+
+class SourceIsDestinationError(RuleError):
+    """The source bucket already receives replicas: replicating it onwards would chain a third bucket."""
+
+    def __init__(self, bucket: str, existing_rule_id: str) -> None:
+        super().__init__(
+            f"source bucket {bucket!r} is the destination of rule {existing_rule_id!r}; "
+            "chaining replication through a third bucket is not supported"
+        )
+        self.bucket = bucket
+        self.existing_rule_id = existing_rule_id
+
+
+class UnknownBucketError(RuleError):
+    def __init__(self, bucket: str, detail: str = "does not exist or is not visible to these credentials") -> None:
+        super().__init__(f"bucket {bucket!r} {detail}")
+        self.bucket = bucket
+
+
+class BucketRegionMismatchError(RuleError):
+    def __init__(self, bucket: str, declared: str, actual: str) -> None:
+        super().__init__(f"bucket {bucket!r} is in {actual}, not {declared} as the rule says")
+        self.bucket = bucket
+
+
+class BucketNotAllowedError(RuleError):
+    """The stack's IAM policy does not cover the bucket (least privilege: buckets are deploy parameters)."""
+
+    def __init__(self, bucket: str, parameter: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"bucket {bucket!r} is not in the stack's {parameter} ({', '.join(allowed) or 'empty'}); "
+            f"redeploy the stack with {parameter} including it so the function may access it"
+        )
+        self.bucket = bucket
+
+
+class RuleNotFoundError(RuleError):
+    def __init__(self, rule_id: str) -> None:
+        super().__init__(f"no rule {rule_id!r}")
+        self.rule_id = rule_id
+
+
+class RuleAlreadyExistsError(RuleError):
+    def __init__(self, rule_id: str) -> None:
+        super().__init__(f"a rule with id {rule_id!r} already exists")
+        self.rule_id = rule_id
+
+
+# ---- events ------------------------------------------------------------------------------------
+
+
+class MalformedEventError(CrrError):
+    """A queue message is not an S3 change notification we can act on."""
+
+
+# ---- storage -----------------------------------------------------------------------------------
+
+
+class StorageError(CrrError):
+    """An S3 call failed for a reason the replicator cannot fix by reconciling again."""
+
+    def __init__(self, operation: str, bucket: str, key: str | None, code: str, message: str) -> None:
+        where = f"{bucket}/{key}" if key is not None else bucket
+        super().__init__(f"{operation} on {where} failed: {code}: {message}")
+        self.operation = operation
+        self.bucket = bucket
+        self.key = key
+        self.code = code
+
+
+class BucketMissingError(StorageError):
+    pass
+
+
+class AccessDeniedError(StorageError):
+    pass
+
+
+class SourceChangedError(CrrError):
+    """The source object changed between reading it and copying it (precondition failed)."""
+
+
+class LedgerConflictError(CrrError):
+    """Someone else applied a change to the same key between our ledger read and our ledger write."""
+
+
+class StateStoreError(CrrError):
+    """DynamoDB refused or failed a request."""
+
+
+class SourceGoneError(CrrError):
+    """The source key vanished between reading it and copying it."""
+
+
+class ObjectTooLargeError(CrrError):
+    """The object is above what a single CopyObject can copy (5 GiB); multipart copy is not built yet."""
+
+
+class ReconcileContentionError(CrrError):
+    """Reconciling one key kept colliding with concurrent work; the record is retried later."""

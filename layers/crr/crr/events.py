@@ -1,0 +1,247 @@
+"""S3 change notifications as they arrive in queue messages, reduced to what replication needs.
+
+The replicator trusts a notification only as a hint that a key changed (DESIGN.md §3), so the
+models here are deliberately lenient about fields replication never reads (Powertools' strict S3
+models would dead-letter a real change over a missing ``requestParameters``), and strict about the
+ones it does read: bucket, key, sequencer.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+from urllib.parse import unquote_plus
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from crr.errors import MalformedEventError
+from crr.rules import MAX_KEY_BYTES
+from crr.sequencer import is_valid_sequencer
+
+
+class ChangeKind(StrEnum):
+    CREATED = "created"
+    REMOVED = "removed"
+    METADATA = "metadata"  # tags or ACL changed; the object's bytes did not
+
+
+class ChangeEvent(BaseModel):
+    """A hint that ``key`` in ``bucket`` changed; replication reconciles the key's current state."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    kind: ChangeKind
+    event_name: str
+    event_time: datetime
+    sequencer: str | None = None
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None
+    region: str | None = None
+
+
+class IgnoredNotification(BaseModel):
+    """A message that is well formed but asks for nothing (s3:TestEvent, lifecycle actions, ...)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    bucket: str | None = None
+
+
+# ---- wire shapes (only the fields we read) ------------------------------------------------------
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class _S3Bucket(_Lenient):
+    name: str = Field(min_length=1)
+
+
+class _S3Object(_Lenient):
+    key: str = Field(min_length=1)
+    size: int | None = Field(default=None, ge=0)
+    etag: str | None = Field(default=None, alias="eTag")
+    version_id: str | None = Field(default=None, alias="versionId")
+    sequencer: str | None = None
+
+
+class _S3Entity(_Lenient):
+    bucket: _S3Bucket
+    object: _S3Object
+
+
+class _S3Record(_Lenient):
+    event_source: Literal["aws:s3"] = Field(alias="eventSource")
+    event_name: str = Field(alias="eventName")
+    event_time: datetime = Field(alias="eventTime")
+    aws_region: str | None = Field(default=None, alias="awsRegion")
+    s3: _S3Entity
+
+
+class _S3Notification(_Lenient):
+    records: list[_S3Record] = Field(alias="Records")
+
+
+class _EventBridgeObject(_Lenient):
+    key: str = Field(min_length=1)
+    size: int | None = Field(default=None, ge=0)
+    etag: str | None = None
+    version_id: str | None = Field(default=None, alias="version-id")
+    sequencer: str | None = None
+
+
+class _EventBridgeDetail(_Lenient):
+    bucket: _S3Bucket
+    object: _EventBridgeObject
+    deletion_type: str | None = Field(default=None, alias="deletion-type")
+
+
+class _EventBridgeEvent(_Lenient):
+    detail_type: str = Field(alias="detail-type")
+    source: Literal["aws.s3"]
+    time: datetime
+    region: str | None = None
+    detail: _EventBridgeDetail
+
+
+_EVENTBRIDGE_KINDS = {
+    "Object Created": ChangeKind.CREATED,
+    "Object Deleted": ChangeKind.REMOVED,
+    "Object Tags Added": ChangeKind.METADATA,
+    "Object Tags Deleted": ChangeKind.METADATA,
+    "Object ACL Updated": ChangeKind.METADATA,
+}
+
+
+def _kind_of(event_name: str) -> ChangeKind | None:
+    """Map an S3 event name (``ObjectCreated:Put``, ``s3:ObjectRemoved:Delete``...) to a kind, or None."""
+    name = event_name.removeprefix("s3:")
+    if name.startswith("ObjectCreated:"):
+        return ChangeKind.CREATED
+    if name.startswith("ObjectRemoved:"):
+        return ChangeKind.REMOVED
+    if name.startswith(("ObjectTagging:", "ObjectAcl:")):
+        return ChangeKind.METADATA
+    return None
+
+
+def decode_key(raw: str) -> str:
+    """Decode a notification key (form-URL-encoded: ``+`` is a space) into the real S3 key.
+
+    Raises MalformedEventError for percent-escapes that are not UTF-8 or a key S3 could not hold.
+    """
+    try:
+        key = unquote_plus(raw, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise MalformedEventError(f"object key {raw[:80]!r} has percent-escapes that are not UTF-8") from exc
+    if not key:
+        raise MalformedEventError("object key is empty")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise MalformedEventError(f"object key is longer than {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def _checked_sequencer(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if not is_valid_sequencer(value):
+        raise MalformedEventError(f"sequencer {value[:40]!r} is not a hex string")
+    return value
+
+
+def _from_s3_record(record: _S3Record) -> ChangeEvent | IgnoredNotification:
+    kind = _kind_of(record.event_name)
+    if kind is None:
+        return IgnoredNotification(
+            reason=f"event {record.event_name} does not change what replicates", bucket=record.s3.bucket.name
+        )
+    obj = record.s3.object
+    return ChangeEvent(
+        bucket=record.s3.bucket.name,
+        key=decode_key(obj.key),
+        kind=kind,
+        event_name=record.event_name.removeprefix("s3:"),
+        event_time=record.event_time,
+        sequencer=_checked_sequencer(obj.sequencer),
+        version_id=obj.version_id if obj.version_id not in (None, "", "null") else None,
+        etag=obj.etag,
+        size=obj.size,
+        region=record.aws_region,
+    )
+
+
+def _from_eventbridge(event: _EventBridgeEvent) -> ChangeEvent | IgnoredNotification:
+    kind = _EVENTBRIDGE_KINDS.get(event.detail_type)
+    if kind is None:
+        return IgnoredNotification(
+            reason=f"EventBridge {event.detail_type!r} does not change what replicates",
+            bucket=event.detail.bucket.name,
+        )
+    obj = event.detail.object
+    return ChangeEvent(
+        bucket=event.detail.bucket.name,
+        key=decode_key(obj.key),
+        kind=kind,
+        event_name=event.detail_type,
+        event_time=event.time,
+        sequencer=_checked_sequencer(obj.sequencer),
+        version_id=obj.version_id if obj.version_id not in (None, "", "null") else None,
+        etag=obj.etag,
+        size=obj.size,
+        region=event.region,
+    )
+
+
+def _load_json(body: str) -> Any:
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise MalformedEventError(f"message body is not JSON: {exc}") from exc
+
+
+def parse_notification(body: str) -> list[ChangeEvent | IgnoredNotification]:
+    """Parse one queue message body into change events.
+
+    Accepts an S3 notification (``Records``), an EventBridge S3 event, an SNS envelope around either,
+    and ``s3:TestEvent``. Raises MalformedEventError for anything else, saying what was wrong.
+    """
+    document = _load_json(body)
+    if isinstance(document, dict) and document.get("Type") == "Notification" and "Message" in document:
+        message = document["Message"]
+        if not isinstance(message, str):
+            raise MalformedEventError("SNS envelope's Message is not a string")
+        document = _load_json(message)
+    if not isinstance(document, dict):
+        raise MalformedEventError(f"message body is a JSON {type(document).__name__}, not an object")
+    if document.get("Event") == "s3:TestEvent":
+        return [
+            IgnoredNotification(
+                reason="s3:TestEvent sent when notifications were configured", bucket=document.get("Bucket")
+            )
+        ]
+    try:
+        if "Records" in document:
+            notification = _S3Notification.model_validate(document)
+            if not notification.records:
+                raise MalformedEventError("S3 notification has an empty Records list")
+            return [_from_s3_record(record) for record in notification.records]
+        if "detail-type" in document:
+            return [_from_eventbridge(_EventBridgeEvent.model_validate(document))]
+    except ValidationError as exc:
+        raise MalformedEventError(f"not an S3 change notification: {_summarise(exc)}") from None
+    raise MalformedEventError("message is neither an S3 notification, an EventBridge S3 event nor s3:TestEvent")
+
+
+def _summarise(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,146 @@
+"""The interfaces the replication domain needs from the outside world, and the values they exchange.
+
+Adapters in ``crr.adapters`` implement them over boto3; tests implement them in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from crr.rules import ReplicationRule
+
+# User-metadata keys crr writes on every replica (S3 returns them lower-cased). They make a replica
+# recognisable with the HEAD the replicator already does, at no extra request (DESIGN.md §3.4).
+MARKER_ORIGIN_BUCKET = "crr-origin-bucket"
+MARKER_ORIGIN_TIME = "crr-origin-time"
+MARKER_KEYS = frozenset({MARKER_ORIGIN_BUCKET, MARKER_ORIGIN_TIME})
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """What a HEAD of the source says about the current version of a key."""
+
+    key: str
+    etag: str
+    size: int
+    last_modified: datetime
+    version_id: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    cache_control: str | None = None
+    content_disposition: str | None = None
+    content_encoding: str | None = None
+    content_language: str | None = None
+    expires: str | None = None
+    storage_class: str | None = None
+    server_side_encryption: str | None = None
+
+    @property
+    def replica_of(self) -> str | None:
+        """The bucket this object was replicated from, when crr wrote it as a replica."""
+        return self.metadata.get(MARKER_ORIGIN_BUCKET)
+
+    @property
+    def user_metadata(self) -> dict[str, str]:
+        """Metadata the user wrote, without crr's replica marker."""
+        return {k: v for k, v in self.metadata.items() if k not in MARKER_KEYS}
+
+
+@dataclass(frozen=True)
+class AclGrants:
+    """ACL grants in CopyObject's header form (``id="..."``, ``uri="..."``), one string per permission."""
+
+    full_control: str | None = None
+    read: str | None = None
+    read_acp: str | None = None
+    write_acp: str | None = None
+
+
+@dataclass(frozen=True)
+class CopyRequest:
+    source_bucket: str
+    source_region: str
+    destination_bucket: str
+    destination_region: str
+    state: ObjectState
+    metadata: dict[str, str]
+    storage_class: str | None
+    grants: AclGrants | None
+
+
+class ObjectStore(Protocol):
+    """S3 as replication sees it. Each method is one request unless it says otherwise."""
+
+    def head(self, bucket: str, region: str, key: str) -> ObjectState | None:
+        """The current version of ``key``, or None when it does not exist (or is a delete marker)."""
+        ...
+
+    def acl_grants(
+        self,
+        *,
+        bucket: str,
+        region: str,
+        destination_bucket: str,
+        destination_region: str,
+        key: str,
+        version_id: str | None,
+    ) -> AclGrants | None:
+        """Grants to carry over, or None when either bucket has ACLs disabled (no request then)."""
+        ...
+
+    def copy(self, request: CopyRequest) -> str:
+        """Server-side copy pinned to ``request.state``'s version/ETag; returns the replica's ETag.
+
+        Raises SourceChangedError when the source no longer matches, SourceGoneError when it vanished.
+        """
+        ...
+
+    def delete(self, bucket: str, region: str, key: str) -> None:
+        """Delete ``key`` (a delete marker on a versioned bucket); deleting a missing key succeeds."""
+        ...
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """What the replicator last applied for one (rule, key)."""
+
+    revision: int
+    sequencer: str | None
+    etag: str | None
+    deleted: bool
+    applied_at: datetime
+
+
+class KeyLedger(Protocol):
+    def read(self, rule_id: str, key: str) -> LedgerEntry | None: ...
+
+    def record(self, rule_id: str, key: str, entry: LedgerEntry, expected_revision: int | None) -> None:
+        """Store ``entry`` if the stored revision is still ``expected_revision`` (None: no entry yet).
+
+        Raises LedgerConflictError otherwise.
+        """
+        ...
+
+
+class RuleLookup(Protocol):
+    def rule_for_source(self, bucket: str) -> ReplicationRule | None: ...
+
+
+@dataclass
+class ProgressDelta:
+    """Counters one batch adds to a rule's progress."""
+
+    objects_copied: int = 0
+    bytes_copied: int = 0
+    deletes_applied: int = 0
+    skipped: int = 0
+    latest_event_time: datetime | None = None
+
+    def is_empty(self) -> bool:
+        return not (self.objects_copied or self.deletes_applied or self.skipped)
+
+
+class ProgressSink(Protocol):
+    def add(self, rule_id: str, delta: ProgressDelta, applied_at: datetime) -> None: ...

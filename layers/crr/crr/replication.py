@@ -1,0 +1,250 @@
+"""Real-time replication of one change: make the destination match the source's current state.
+
+Correctness (DESIGN.md §3), in the words of this module:
+- an event is only a hint that a key changed: we HEAD the source and copy its *current* version,
+  or delete the replica when the source no longer has the key;
+- the per-(rule, key) ledger keeps the highest sequencer applied, so duplicates and stale events
+  cost one DynamoDB read and nothing else;
+- the ledger write is optimistic (conditional on the revision we read). If it fails, another
+  worker applied a change between our read and our write, and our copy may have landed after
+  theirs with older bytes, so we reconcile again. Whichever of two racing workers writes the
+  ledger second always re-copies the current source, so the last replica written is never older
+  than the last source write either of them saw;
+- every copy is pinned to the version and ETag the HEAD returned, so metadata and bytes of a
+  replica always come from the same source write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from crr.errors import (
+    LedgerConflictError,
+    ObjectTooLargeError,
+    ReconcileContentionError,
+    SourceChangedError,
+    SourceGoneError,
+)
+from crr.events import ChangeEvent
+from crr.ports import (
+    MARKER_ORIGIN_BUCKET,
+    MARKER_ORIGIN_TIME,
+    CopyRequest,
+    KeyLedger,
+    LedgerEntry,
+    ObjectState,
+    ObjectStore,
+    ProgressDelta,
+    ProgressSink,
+    RuleLookup,
+)
+from crr.rules import ReplicationRule
+from crr.sequencer import compare_sequencers
+
+MAX_SINGLE_COPY_BYTES = 5 * 1024**3
+# Each attempt is a full reconcile; contention on one key beyond this is left to the queue's retry.
+MAX_RECONCILE_ATTEMPTS = 5
+
+
+class Outcome(StrEnum):
+    COPIED = "copied"
+    DELETED = "deleted"
+    DUPLICATE = "duplicate"  # this sequencer was already applied
+    STALE = "stale"  # a newer change of the key was already applied
+    NO_RULE = "no_rule"
+    RULE_PAUSED = "rule_paused"
+    OUTSIDE_PREFIXES = "outside_prefixes"
+    DELETES_NOT_REPLICATED = "deletes_not_replicated"
+    REPLICA_OF_DESTINATION = "replica_of_destination"  # written by the opposite rule: never sent back
+
+
+APPLIED = frozenset({Outcome.COPIED, Outcome.DELETED})
+
+
+@dataclass(frozen=True)
+class ReplicationResult:
+    outcome: Outcome
+    rule_id: str | None = None
+    bytes_copied: int = 0
+    attempts: int = 0
+    detail: str = ""
+
+
+@dataclass
+class _BatchProgress:
+    per_rule: dict[str, ProgressDelta] = field(default_factory=dict)
+
+    def count(self, rule_id: str, result: ReplicationResult, event: ChangeEvent) -> None:
+        delta = self.per_rule.setdefault(rule_id, ProgressDelta())
+        if result.outcome is Outcome.COPIED:
+            delta.objects_copied += 1
+            delta.bytes_copied += result.bytes_copied
+        elif result.outcome is Outcome.DELETED:
+            delta.deletes_applied += 1
+        else:
+            delta.skipped += 1
+        if result.outcome in APPLIED and (
+            delta.latest_event_time is None or event.event_time > delta.latest_event_time
+        ):
+            delta.latest_event_time = event.event_time
+
+
+class Replicator:
+    """Applies change events for the rules it can look up. Thread-safe if its ports are."""
+
+    def __init__(
+        self,
+        rules: RuleLookup,
+        objects: ObjectStore,
+        ledger: KeyLedger,
+        progress: ProgressSink,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._rules = rules
+        self._objects = objects
+        self._ledger = ledger
+        self._progress = progress
+        self._clock = clock
+        self._batch: _BatchProgress | None = None
+
+    @contextmanager
+    def batch(self) -> Iterator[Replicator]:
+        """Group applies so progress is written once per rule per batch, not once per object."""
+        self._batch = _BatchProgress()
+        try:
+            yield self
+        finally:
+            batch, self._batch = self._batch, None
+            now = self._clock()
+            for rule_id, delta in batch.per_rule.items():
+                if not delta.is_empty():
+                    self._progress.add(rule_id, delta, now)
+
+    def apply(self, event: ChangeEvent) -> ReplicationResult:
+        """Bring the replica of ``event.key`` in line with the source's current state.
+
+        Raises StorageError subclasses for S3 failures that reconciling again cannot fix,
+        StateStoreError for DynamoDB failures, ReconcileContentionError under persistent races and
+        ObjectTooLargeError above the single-copy limit; the caller retries the record.
+        """
+        rule = self._rules.rule_for_source(event.bucket)
+        if rule is None:
+            return ReplicationResult(Outcome.NO_RULE, detail=f"no rule replicates bucket {event.bucket}")
+        if not rule.enabled:
+            return self._skipped(rule, event, Outcome.RULE_PAUSED, "rule is paused")
+        if not rule.selects(event.key):
+            return self._skipped(rule, event, Outcome.OUTSIDE_PREFIXES, f"key outside {list(rule.prefixes)}")
+        entry = self._ledger.read(rule.rule_id, event.key)
+        fenced = _fence(event, entry)
+        if fenced is not None:
+            return self._skipped(rule, event, fenced, f"ledger holds sequencer {entry and entry.sequencer}")
+        result = self._reconcile_until_settled(rule, event, entry)
+        if self._batch is not None:
+            self._batch.count(rule.rule_id, result, event)
+        return result
+
+    def _skipped(self, rule: ReplicationRule, event: ChangeEvent, outcome: Outcome, detail: str) -> ReplicationResult:
+        result = ReplicationResult(outcome, rule_id=rule.rule_id, detail=detail)
+        if self._batch is not None:
+            self._batch.count(rule.rule_id, result, event)
+        return result
+
+    def _reconcile_until_settled(
+        self, rule: ReplicationRule, event: ChangeEvent, entry: LedgerEntry | None
+    ) -> ReplicationResult:
+        for attempt in range(1, MAX_RECONCILE_ATTEMPTS + 1):
+            outcome, state = self._reconcile_once(rule, event.key)
+            if outcome is Outcome.REPLICA_OF_DESTINATION:
+                # Nothing was written; no ledger entry is needed to stay correct.
+                return ReplicationResult(outcome, rule.rule_id, attempts=attempt, detail="object is a replica")
+            newest = _newest(event.sequencer, entry.sequencer if entry else None)
+            record = LedgerEntry(
+                revision=(entry.revision if entry else 0) + 1,
+                sequencer=newest,
+                etag=state.etag if state else None,
+                deleted=state is None,
+                applied_at=self._clock(),
+            )
+            try:
+                self._ledger.record(rule.rule_id, event.key, record, entry.revision if entry else None)
+            except LedgerConflictError:
+                entry = self._ledger.read(rule.rule_id, event.key)
+                continue
+            copied = state.size if (state and outcome is Outcome.COPIED) else 0
+            return ReplicationResult(outcome, rule.rule_id, bytes_copied=copied, attempts=attempt)
+        raise ReconcileContentionError(
+            f"key {event.key!r} of rule {rule.rule_id} changed under us {MAX_RECONCILE_ATTEMPTS} times"
+        )
+
+    def _reconcile_once(self, rule: ReplicationRule, key: str) -> tuple[Outcome, ObjectState | None]:
+        """One HEAD and one write: copy the current version, or delete the replica."""
+        for _ in range(MAX_RECONCILE_ATTEMPTS):
+            state = self._objects.head(rule.source_bucket, rule.source_region, key)
+            if state is None:
+                return self._remove_replica(rule, key), None
+            if state.replica_of == rule.destination_bucket:
+                return Outcome.REPLICA_OF_DESTINATION, state
+            if state.size > MAX_SINGLE_COPY_BYTES:
+                raise ObjectTooLargeError(
+                    f"{rule.source_bucket}/{key} is {state.size} bytes; single copies stop at 5 GiB"
+                )
+            try:
+                self._objects.copy(self._copy_request(rule, state))
+            except SourceChangedError:
+                continue  # overwritten between HEAD and copy: read the newer version
+            except SourceGoneError:
+                return self._remove_replica(rule, key), None
+            return Outcome.COPIED, state
+        raise ReconcileContentionError(f"source {rule.source_bucket}/{key} kept changing during copy")
+
+    def _remove_replica(self, rule: ReplicationRule, key: str) -> Outcome:
+        if not rule.replicate_deletes:
+            return Outcome.DELETES_NOT_REPLICATED
+        self._objects.delete(rule.destination_bucket, rule.destination_region, key)
+        return Outcome.DELETED
+
+    def _copy_request(self, rule: ReplicationRule, state: ObjectState) -> CopyRequest:
+        grants = self._objects.acl_grants(
+            bucket=rule.source_bucket,
+            region=rule.source_region,
+            destination_bucket=rule.destination_bucket,
+            destination_region=rule.destination_region,
+            key=state.key,
+            version_id=state.version_id,
+        )
+        marker = {
+            MARKER_ORIGIN_BUCKET: rule.source_bucket,
+            MARKER_ORIGIN_TIME: state.last_modified.astimezone(UTC).isoformat(timespec="milliseconds"),
+        }
+        return CopyRequest(
+            source_bucket=rule.source_bucket,
+            source_region=rule.source_region,
+            destination_bucket=rule.destination_bucket,
+            destination_region=rule.destination_region,
+            state=state,
+            metadata={**state.user_metadata, **marker},
+            storage_class=rule.storage_class or state.storage_class,
+            grants=grants,
+        )
+
+
+def _fence(event: ChangeEvent, entry: LedgerEntry | None) -> Outcome | None:
+    """DUPLICATE / STALE when the ledger already holds this change or a newer one, else None."""
+    if entry is None or entry.sequencer is None or event.sequencer is None:
+        return None
+    order = compare_sequencers(event.sequencer, entry.sequencer)
+    if order == 0:
+        return Outcome.DUPLICATE
+    return Outcome.STALE if order < 0 else None
+
+
+def _newest(a: str | None, b: str | None) -> str | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if compare_sequencers(a, b) >= 0 else b

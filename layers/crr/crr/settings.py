@@ -1,0 +1,43 @@
+"""Function configuration, read from the environment per invocation (never at import)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from crr.errors import CrrError
+
+
+class ConfigurationError(CrrError):
+    """A required setting is missing or malformed: the deployment is broken, not the record."""
+
+
+class FunctionSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    rules_table_name: str = Field(min_length=1)
+    region: str = Field(min_length=1)
+    rule_cache_seconds: float = Field(default=5.0, ge=0)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> FunctionSettings:
+        """Raises ConfigurationError naming the variable that is missing or wrong."""
+        env = os.environ if environ is None else environ
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        values = {
+            "rules_table_name": env.get("RULES_TABLE_NAME"),
+            "region": region,
+            "rule_cache_seconds": env.get("RULE_CACHE_SECONDS", "5"),
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            names = {
+                "rules_table_name": "RULES_TABLE_NAME",
+                "region": "AWS_REGION",
+                "rule_cache_seconds": "RULE_CACHE_SECONDS",
+            }
+            problems = ", ".join(f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors())
+            raise ConfigurationError(f"function environment is incomplete: {problems}") from None

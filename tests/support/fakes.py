@@ -1,0 +1,212 @@
+"""In-memory fakes of crr's ports (ObjectStore, KeyLedger, RuleLookup, ProgressSink).
+
+They keep S3's semantics that replication depends on: versions, CopySource pinning by VersionId and
+If-Match, TaggingDirective=COPY, delete markers. Every call passes through ``yield_point`` so a test
+can interleave concurrent workers deterministically (see ``interleave.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from crr.errors import BucketMissingError, LedgerConflictError, SourceChangedError, SourceGoneError
+from crr.ports import AclGrants, CopyRequest, LedgerEntry, ObjectState, ProgressDelta
+from crr.rules import ReplicationRule
+
+
+def _no_yield() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    version_id: str
+    body: bytes
+    etag: str
+    metadata: dict[str, str]
+    tags: dict[str, str]
+    content_type: str
+    last_modified: datetime
+    is_delete_marker: bool = False
+
+
+@dataclass
+class FakeBucket:
+    region: str
+    versioned: bool = False
+    acls_enabled: bool = False
+    history: dict[str, list[StoredVersion]] = field(default_factory=dict)
+    acls: dict[str, AclGrants] = field(default_factory=dict)
+
+    def current(self, key: str) -> StoredVersion | None:
+        versions = self.history.get(key)
+        if not versions or versions[-1].is_delete_marker:
+            return None
+        return versions[-1]
+
+
+class FakeS3:
+    """Buckets in any region; counts requests by operation."""
+
+    def __init__(self, yield_point: Callable[[], None] = _no_yield) -> None:
+        self.buckets: dict[str, FakeBucket] = {}
+        self.calls: dict[str, int] = {}
+        self.yield_point = yield_point
+        self._versions = itertools.count(1)
+        self._clock = itertools.count(1)
+        self._lock = threading.RLock()
+
+    def create_bucket(self, name: str, region: str, *, versioned: bool = False, acls: bool = False) -> None:
+        self.buckets[name] = FakeBucket(region=region, versioned=versioned, acls_enabled=acls)
+
+    def _bucket(self, name: str, operation: str) -> FakeBucket:
+        if name not in self.buckets:
+            raise BucketMissingError(operation, name, None, "NoSuchBucket", "The specified bucket does not exist")
+        return self.buckets[name]
+
+    def _count(self, operation: str) -> None:
+        self.calls[operation] = self.calls.get(operation, 0) + 1
+
+    def _now(self) -> datetime:
+        return datetime(2026, 11, 25, tzinfo=UTC) + timedelta(milliseconds=next(self._clock))
+
+    # ---- what users do ------------------------------------------------------------------------
+
+    def put(self, bucket: str, key: str, body: bytes, *, metadata: dict[str, str] | None = None,
+            tags: dict[str, str] | None = None, content_type: str = "binary/octet-stream") -> StoredVersion:
+        with self._lock:
+            target = self._bucket(bucket, "PutObject")
+            version = StoredVersion(
+                version_id=f"v{next(self._versions)}" if target.versioned else "null",
+                body=body, etag=f'"{hashlib.md5(body).hexdigest()}"', metadata=dict(metadata or {}),  # noqa: S324
+                tags=dict(tags or {}), content_type=content_type, last_modified=self._now(),
+            )
+            self._store(target, key, version)
+            return version
+
+    def remove(self, bucket: str, key: str) -> None:
+        with self._lock:
+            target = self._bucket(bucket, "DeleteObject")
+            if target.versioned:
+                marker = StoredVersion(f"v{next(self._versions)}", b"", "", {}, {}, "", self._now(), True)
+                target.history.setdefault(key, []).append(marker)
+            else:
+                target.history.pop(key, None)
+
+    @staticmethod
+    def _store(target: FakeBucket, key: str, version: StoredVersion) -> None:
+        if target.versioned:
+            target.history.setdefault(key, []).append(version)
+        else:
+            target.history[key] = [version]
+
+    def current(self, bucket: str, key: str) -> StoredVersion | None:
+        with self._lock:
+            return self.buckets[bucket].current(key)
+
+    def keys(self, bucket: str) -> set[str]:
+        with self._lock:
+            found = self.buckets[bucket]
+            return {key for key in found.history if found.current(key) is not None}
+
+    # ---- ObjectStore ------------------------------------------------------------------------
+
+    def head(self, bucket: str, region: str, key: str) -> ObjectState | None:
+        self.yield_point()
+        with self._lock:
+            self._count("HeadObject")
+            found = self._bucket(bucket, "HeadObject").current(key)
+            if found is None:
+                return None
+            return ObjectState(
+                key=key, etag=found.etag, size=len(found.body), last_modified=found.last_modified,
+                version_id=None if found.version_id == "null" else found.version_id,
+                metadata=dict(found.metadata), content_type=found.content_type,
+            )
+
+    def acl_grants(self, *, bucket: str, region: str, destination_bucket: str, destination_region: str,
+                   key: str, version_id: str | None) -> AclGrants | None:
+        with self._lock:
+            if not (self.buckets[bucket].acls_enabled and self.buckets[destination_bucket].acls_enabled):
+                return None
+            self._count("GetObjectAcl")
+            return self.buckets[bucket].acls.get(key, AclGrants(full_control='id="owner"'))
+
+    def copy(self, request: CopyRequest) -> str:
+        # A server-side copy reads the source and writes the destination at different moments;
+        # the yield between them lets another worker's copy land in between, as in S3.
+        self.yield_point()
+        with self._lock:
+            self._count("CopyObject")
+            source = self._bucket(request.source_bucket, "CopyObject")
+            versions = source.history.get(request.state.key, [])
+            if request.state.version_id:
+                pinned = [v for v in versions if v.version_id == request.state.version_id and not v.is_delete_marker]
+                if not pinned:
+                    raise SourceGoneError("no such version")
+                read = pinned[0]
+            else:
+                read = source.current(request.state.key)  # type: ignore[assignment]
+                if read is None:
+                    raise SourceGoneError("NoSuchKey")
+            if read.etag != request.state.etag:
+                raise SourceChangedError("PreconditionFailed")
+            destination = self._bucket(request.destination_bucket, "CopyObject")
+        self.yield_point()
+        with self._lock:
+            written = replace(read, metadata=dict(request.metadata), content_type=request.state.content_type or "",
+                              version_id="null", last_modified=self._now())
+            self._store(destination, request.state.key, written)
+            if request.grants is not None:
+                destination.acls[request.state.key] = request.grants
+            return written.etag
+
+    def delete(self, bucket: str, region: str, key: str) -> None:
+        self.yield_point()
+        with self._lock:
+            self._count("DeleteObject")
+            self._bucket(bucket, "DeleteObject")
+        self.remove(bucket, key)
+
+
+class FakeLedger:
+    def __init__(self, yield_point: Callable[[], None] = _no_yield) -> None:
+        self.entries: dict[tuple[str, str], LedgerEntry] = {}
+        self.writes = 0
+        self.yield_point = yield_point
+        self._lock = threading.Lock()
+
+    def read(self, rule_id: str, key: str) -> LedgerEntry | None:
+        self.yield_point()
+        with self._lock:
+            return self.entries.get((rule_id, key))
+
+    def record(self, rule_id: str, key: str, entry: LedgerEntry, expected_revision: int | None) -> None:
+        self.yield_point()
+        with self._lock:
+            self.writes += 1
+            stored = self.entries.get((rule_id, key))
+            if (stored.revision if stored else None) != expected_revision:
+                raise LedgerConflictError(f"expected revision {expected_revision}")
+            self.entries[(rule_id, key)] = entry
+
+
+class FakeRules:
+    def __init__(self, *rules: ReplicationRule) -> None:
+        self.rules = {rule.source_bucket: rule for rule in rules}
+
+    def rule_for_source(self, bucket: str) -> ReplicationRule | None:
+        return self.rules.get(bucket)
+
+
+class FakeProgress:
+    def __init__(self) -> None:
+        self.added: list[tuple[str, ProgressDelta]] = []
+
+    def add(self, rule_id: str, delta: ProgressDelta, applied_at: datetime) -> None:
+        self.added.append((rule_id, delta))

@@ -1,0 +1,101 @@
+"""Deterministic interleaving of threads: one runs at a time, and a seeded RNG picks which one
+continues at every yield point. A failing interleaving therefore replays exactly from its seed.
+
+With ``stickiness`` q the running thread keeps the baton with probability q: races that need one
+worker to stall while another completes several requests become likely instead of rare.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+
+
+class Interleaver:
+    def __init__(self, rng: random.Random, stickiness: float = 0.0) -> None:
+        self._rng = rng
+        self._stickiness = stickiness
+        self._turns: list[threading.Event] = []
+        self._finished: list[bool] = []
+        self._handed_back = threading.Event()
+        self._local = threading.local()
+        self.errors: list[BaseException] = []
+
+    def yield_point(self, idle: bool = False) -> None:
+        """Give the baton back to the scheduler; called by fakes before each simulated request.
+
+        ``idle``: the caller is only waiting for work, so others go first while any can run.
+        """
+        worker = getattr(self._local, "worker", None)
+        if worker is None:
+            return
+        self._idle[worker] = idle
+        self._handed_back.set()
+        self._turns[worker].wait()
+        self._turns[worker].clear()
+
+    def wake_all(self) -> None:
+        """New work exists: idle threads compete for the baton again."""
+        self._idle = [False for _ in self._idle]
+
+    def run(self, tasks: list[Callable[[], None]], max_steps: int = 100_000) -> None:
+        """Run ``tasks`` to completion, interleaved at yield points. Re-raises the first task error."""
+        self._turns = [threading.Event() for _ in tasks]
+        self._finished = [False for _ in tasks]
+        self._idle = [False for _ in tasks]
+        threads = [threading.Thread(target=self._work, args=(index, task), daemon=True)
+                   for index, task in enumerate(tasks)]
+        for thread in threads:
+            thread.start()
+        alive = list(range(len(tasks)))
+        chosen = -1
+        for _ in range(max_steps):
+            if not alive:
+                break
+            busy = [index for index in alive if not self._idle[index]] or alive
+            if chosen not in busy or self._rng.random() >= self._stickiness:
+                chosen = self._rng.choice(busy)
+            self._handed_back.clear()
+            self._turns[chosen].set()
+            if not self._handed_back.wait(timeout=30):
+                raise RuntimeError("a task neither yielded nor finished within 30 s")
+            if self._finished[chosen]:
+                alive.remove(chosen)
+        else:
+            raise RuntimeError(f"tasks did not finish within {max_steps} steps")
+        for thread in threads:
+            thread.join(timeout=5)
+        if self.errors:
+            raise self.errors[0]
+
+    def _work(self, index: int, task: Callable[[], None]) -> None:
+        self._local.worker = index
+        self._turns[index].wait()
+        self._turns[index].clear()
+        try:
+            task()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test through run()
+            self.errors.append(exc)
+        finally:
+            self._finished[index] = True
+            self._handed_back.set()
+
+
+class Script(random.Random):
+    """A scripted schedule for Interleaver: ``choice`` returns the listed task indices in order
+    (then the lowest runnable one), and threads never keep the baton by stickiness."""
+
+    def __init__(self, order: list[int]) -> None:
+        super().__init__(0)
+        self._order = list(order)
+
+    def choice(self, seq):  # type: ignore[no-untyped-def,override]
+        while self._order:
+            wanted = self._order.pop(0)
+            if wanted in seq:
+                return wanted
+        return min(seq)
+
+    def random(self) -> float:
+        return 1.0

@@ -1,0 +1,277 @@
+"""Replicator behaviour over in-memory fakes: one path per test, Given / When / Then."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from crr.errors import BucketMissingError, ObjectTooLargeError
+from crr.events import ChangeEvent, ChangeKind
+from crr.ports import AclGrants, ObjectState
+from crr.replication import Outcome, Replicator
+from crr.rules import ReplicationRule, RuleStatus
+from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.interleave import Interleaver, Script
+
+SRC, DST = "src-bucket", "dst-bucket"
+
+
+def make_rule(**overrides: object) -> ReplicationRule:
+    fields: dict[str, object] = dict(rule_id="r1", source_bucket=SRC, source_region="us-west-1",
+                                     destination_bucket=DST, destination_region="us-east-1")
+    fields.update(overrides)
+    return ReplicationRule.create(**fields)
+
+
+def change(key: str, sequencer: str | None = "0A", kind: ChangeKind = ChangeKind.CREATED) -> ChangeEvent:
+    return ChangeEvent(bucket=SRC, key=key, kind=kind, event_name="ObjectCreated:Put",
+                       event_time=datetime(2026, 11, 25, tzinfo=UTC), sequencer=sequencer)
+
+
+class World:
+    def __init__(self, rule: ReplicationRule | None = None, *, versioned: bool = False, acls: bool = False,
+                 yield_point: object = None) -> None:
+        hook = yield_point if callable(yield_point) else (lambda: None)
+        self.s3 = FakeS3(hook)
+        self.s3.create_bucket(SRC, "us-west-1", versioned=versioned, acls=acls)
+        self.s3.create_bucket(DST, "us-east-1", acls=acls)
+        self.ledger = FakeLedger(hook)
+        self.progress = FakeProgress()
+        self.rules = FakeRules(rule or make_rule())
+
+    def replicator(self) -> Replicator:
+        return Replicator(self.rules, self.s3, self.ledger, self.progress)
+
+
+def test_a_new_object_is_copied_with_its_headers_metadata_and_tags_and_marked_as_replica() -> None:
+    # Given an object with metadata, tags and a content type in the source
+    world = World()
+    world.s3.put(SRC, "docs/a b+c.txt", b"hello", metadata={"owner": "ana"}, tags={"team": "x"},
+                 content_type="text/plain")
+    # When its creation is applied
+    result = world.replicator().apply(change("docs/a b+c.txt"))
+    # Then the replica holds the same bytes, metadata, tags and content type, plus the replica marker
+    replica = world.s3.current(DST, "docs/a b+c.txt")
+    assert result.outcome is Outcome.COPIED and result.bytes_copied == 5
+    assert replica is not None and replica.body == b"hello" and replica.tags == {"team": "x"}
+    assert replica.content_type == "text/plain"
+    assert replica.metadata["owner"] == "ana" and replica.metadata["crr-origin-bucket"] == SRC
+
+
+def test_a_copy_costs_one_head_and_one_copy_and_one_ledger_write() -> None:
+    # Given a source object
+    world = World()
+    world.s3.put(SRC, "k", b"x")
+    # When it is replicated
+    world.replicator().apply(change("k"))
+    # Then exactly two S3 requests and one ledger write were made
+    assert world.s3.calls == {"HeadObject": 1, "CopyObject": 1}
+    assert world.ledger.writes == 1
+
+
+def test_a_duplicate_notification_costs_no_s3_request() -> None:
+    # Given a change already applied
+    world = World()
+    world.s3.put(SRC, "k", b"x")
+    replicator = world.replicator()
+    replicator.apply(change("k", "0B"))
+    calls_before = dict(world.s3.calls)
+    # When the same notification arrives again, and then an older one
+    duplicate = replicator.apply(change("k", "0B"))
+    stale = replicator.apply(change("k", "0000A"))
+    # Then both are skipped without touching S3
+    assert (duplicate.outcome, stale.outcome) == (Outcome.DUPLICATE, Outcome.STALE)
+    assert world.s3.calls == calls_before
+
+
+def test_an_event_for_a_deleted_key_deletes_the_replica() -> None:
+    # Given a replicated object that is then deleted at the source
+    world = World()
+    world.s3.put(SRC, "k", b"x")
+    replicator = world.replicator()
+    replicator.apply(change("k", "01"))
+    world.s3.remove(SRC, "k")
+    # When the removal is applied
+    result = replicator.apply(change("k", "02", ChangeKind.REMOVED))
+    # Then the replica is gone
+    assert result.outcome is Outcome.DELETED
+    assert world.s3.current(DST, "k") is None
+
+
+def test_a_stale_create_event_for_a_key_deleted_since_deletes_instead_of_resurrecting() -> None:
+    # Given a key created then deleted at the source, with only the create notification arriving
+    world = World()
+    world.s3.put(SRC, "k", b"x")
+    world.s3.put(DST, "k", b"x")
+    world.s3.remove(SRC, "k")
+    # When the create is applied
+    result = world.replicator().apply(change("k", "01"))
+    # Then the replicator follows the source's state, not the event: the replica is deleted
+    assert result.outcome is Outcome.DELETED
+    assert world.s3.current(DST, "k") is None
+
+
+def test_deletes_are_not_replicated_when_the_rule_says_so() -> None:
+    # Given a rule without delete replication and a replica whose source was deleted
+    world = World(make_rule(replicate_deletes=False))
+    world.s3.put(DST, "k", b"x")
+    # When the removal is applied
+    result = world.replicator().apply(change("k", "02", ChangeKind.REMOVED))
+    # Then the replica stays
+    assert result.outcome is Outcome.DELETES_NOT_REPLICATED
+    assert world.s3.current(DST, "k") is not None
+
+
+@pytest.mark.parametrize(
+    ("rule", "key", "expected"),
+    [
+        (make_rule(status=RuleStatus.PAUSED), "k", Outcome.RULE_PAUSED),
+        (make_rule(prefixes=("logs/",)), "data/k", Outcome.OUTSIDE_PREFIXES),
+        (make_rule(source_bucket="other-bucket"), "k", Outcome.NO_RULE),
+    ],
+)
+def test_records_the_rule_does_not_cover_are_acknowledged_without_s3_calls(
+    rule: ReplicationRule, key: str, expected: Outcome
+) -> None:
+    # Given a rule that is paused, filters by prefix, or covers another bucket
+    world = World(rule)
+    world.s3.put(SRC, key, b"x")
+    # When a change for the key arrives
+    result = world.replicator().apply(change(key))
+    # Then it is skipped with the reason and nothing was called
+    assert result.outcome is expected
+    assert world.s3.calls == {}
+
+
+def test_an_object_that_is_a_replica_from_the_destination_is_not_sent_back() -> None:
+    # Given a source object that the opposite rule wrote as a replica of the destination bucket
+    world = World()
+    world.s3.put(SRC, "k", b"x", metadata={"crr-origin-bucket": DST})
+    # When its notification is applied
+    result = world.replicator().apply(change("k"))
+    # Then no copy is made
+    assert result.outcome is Outcome.REPLICA_OF_DESTINATION
+    assert "CopyObject" not in world.s3.calls
+
+
+def test_acl_grants_are_carried_when_both_buckets_use_acls() -> None:
+    # Given buckets with ACLs enabled and an object readable by all users
+    world = World(acls=True)
+    world.s3.put(SRC, "k", b"x")
+    grants = AclGrants(full_control='id="owner"', read='uri="http://acs.amazonaws.com/groups/global/AllUsers"')
+    world.s3.buckets[SRC].acls["k"] = grants
+    # When it is replicated
+    world.replicator().apply(change("k"))
+    # Then the replica carries the same grants
+    assert world.s3.buckets[DST].acls["k"] == grants
+
+
+def test_a_source_overwritten_between_head_and_copy_is_copied_at_its_new_version() -> None:
+    # Given an unversioned source overwritten right after the replicator's HEAD
+    world = World()
+    world.s3.put(SRC, "k", b"old")
+    original_head = world.s3.head
+
+    def head_then_overwrite(bucket: str, region: str, key: str) -> ObjectState | None:
+        state = original_head(bucket, region, key)
+        if world.s3.calls["HeadObject"] == 1:
+            world.s3.put(SRC, "k", b"new")
+        return state
+
+    world.s3.head = head_then_overwrite  # type: ignore[method-assign]
+    # When the change is applied
+    world.replicator().apply(change("k"))
+    # Then the pinned copy failed its precondition and the newer version was copied instead
+    replica = world.s3.current(DST, "k")
+    assert replica is not None and replica.body == b"new"
+    assert world.s3.calls["HeadObject"] == 2
+
+
+def test_a_missing_destination_bucket_raises_a_specific_error() -> None:
+    # Given a rule whose destination bucket does not exist
+    world = World()
+    del world.s3.buckets[DST]
+    world.s3.put(SRC, "k", b"x")
+    # When a change is applied, Then the error names the bucket
+    with pytest.raises(BucketMissingError, match=DST):
+        world.replicator().apply(change("k"))
+    assert world.ledger.entries == {}
+
+
+def test_objects_above_the_single_copy_limit_are_refused_clearly() -> None:
+    # Given a HEAD that reports 6 GiB
+    world = World()
+    world.s3.put(SRC, "big", b"x")
+    original_head = world.s3.head
+
+    def huge(bucket: str, region: str, key: str) -> ObjectState | None:
+        state = original_head(bucket, region, key)
+        assert state is not None
+        return ObjectState(key=state.key, etag=state.etag, size=6 * 1024**3, last_modified=state.last_modified)
+
+    world.s3.head = huge  # type: ignore[method-assign]
+    # When it is applied, Then the replicator refuses before copying
+    with pytest.raises(ObjectTooLargeError):
+        world.replicator().apply(change("big"))
+    assert "CopyObject" not in world.s3.calls
+
+
+def test_progress_is_written_once_per_rule_per_batch() -> None:
+    # Given three objects
+    world = World()
+    for key in ("a", "b", "c"):
+        world.s3.put(SRC, key, b"12")
+    replicator = world.replicator()
+    # When they are applied in one batch
+    with replicator.batch():
+        for key in ("a", "b", "c"):
+            replicator.apply(change(key))
+    # Then one progress update carries all three
+    assert len(world.progress.added) == 1
+    rule_id, delta = world.progress.added[0]
+    assert (rule_id, delta.objects_copied, delta.bytes_copied) == ("r1", 3, 6)
+
+
+# ---- races, scripted: task 0 = worker A, 1 = worker B, 2 = the user -----------------------------------
+
+
+def _race(order: list[int]) -> FakeS3:
+    """Worker A handles v1's event, the user then writes v2, worker B handles v2's event."""
+    scheduler = Interleaver(Script(order))
+    world = World(versioned=True, yield_point=scheduler.yield_point)
+    world.s3.put(SRC, "k", b"v1")
+    a, b = world.replicator(), world.replicator()
+    v2_written: list[bool] = []
+
+    def user() -> None:
+        scheduler.yield_point()
+        world.s3.put(SRC, "k", b"v2")
+        v2_written.append(True)
+
+    def worker_b() -> None:
+        while not v2_written:
+            scheduler.yield_point()
+        b.apply(change("k", "02"))
+
+    scheduler.run([lambda: a.apply(change("k", "01")), worker_b, user])
+    return world.s3
+
+
+def test_an_older_copy_landing_after_a_newer_one_is_repaired_by_reconciling_again() -> None:
+    # Given A has read v1 (ledger, HEAD, copy-read) when the user writes v2 and B replicates v2 fully,
+    # When A's copy of v1 lands after B's and A's ledger write then conflicts,
+    # yield points: A: ledger, head, copy-read, copy-write, record; B: wait, ledger, head, copy-r, copy-w, record
+    s3 = _race([0, 0, 0, 0, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    # Then A reconciled again and the replica holds v2
+    replica = s3.current(DST, "k")
+    assert replica is not None and replica.body == b"v2"
+
+
+def test_when_the_older_copy_records_first_the_newer_worker_reconciles_again() -> None:
+    # Given B's copy of v2 lands first, then A's copy of v1, and A records the ledger before B,
+    # When B's ledger write conflicts,
+    s3 = _race([0, 0, 0, 0, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
+    # Then B reconciled again and the replica holds v2
+    replica = s3.current(DST, "k")
+    assert replica is not None and replica.body == b"v2"
