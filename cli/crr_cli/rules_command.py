@@ -1,0 +1,115 @@
+"""`crr rules add|list|show|pause|resume|remove`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from crr.adapters.clients import ClientFactory
+from crr.adapters.dynamodb import DynamoRules
+from crr.adapters.notifications import S3BucketNotifications
+from crr.adapters.s3 import S3Buckets
+from crr.catalog import RuleCatalog, RuleRequest
+from crr.rules import ReplicationRule
+
+from crr_cli.stack import discover_stack
+
+
+def add_rules_parser(subparsers: Any) -> None:
+    rules = subparsers.add_parser("rules", help="manage replication rules")
+    actions = rules.add_subparsers(dest="action", required=True)
+
+    add = actions.add_parser("add", help="replicate a source bucket into a destination bucket")
+    add.add_argument("--source", required=True, help="source bucket (in the stack's region)")
+    add.add_argument("--destination", required=True, help="destination bucket (in another region)")
+    add.add_argument("--id", dest="rule_id", help="rule id (default: the source bucket's name)")
+    add.add_argument("--source-region", help="expected region of the source bucket (checked)")
+    add.add_argument("--destination-region", help="expected region of the destination bucket (checked)")
+    add.add_argument("--prefix", dest="prefixes", action="append", default=[], help="replicate only keys under it")
+    add.add_argument("--no-deletes", dest="replicate_deletes", action="store_false", help="do not replicate deletions")
+    add.add_argument("--storage-class", help="write replicas in this storage class")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(func=_add)
+
+    listing = actions.add_parser("list", help="list rules")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=_list)
+
+    for name, function, text in (
+        ("show", _show, "show one rule"),
+        ("pause", _pause, "stop replicating (records are acknowledged)"),
+        ("resume", _resume, "replicate again"),
+        ("remove", _remove, "delete the rule and unwire its notifications"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("rule_id", metavar="RULE")
+        action.add_argument("--json", action="store_true")
+        action.set_defaults(func=function)
+
+
+def _catalog(args: argparse.Namespace) -> RuleCatalog:
+    clients = ClientFactory()
+    stack = discover_stack(clients, args.stack, args.region)
+    rules = DynamoRules(clients.client("dynamodb", stack.region), stack.rules_table, cache_seconds=0)
+    return RuleCatalog(rules, S3Buckets(clients, stack.region), S3BucketNotifications(clients), stack.scope)
+
+
+def _print_rules(rules: list[ReplicationRule], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([rule.model_dump(mode="json") for rule in rules], indent=2))
+        return
+    if not rules:
+        print("no rules")
+        return
+    print(f"{'RULE':<24} {'STATUS':<8} {'SOURCE':<40} {'DESTINATION':<40} {'PREFIXES':<20} DELETES")
+    for rule in rules:
+        source = f"{rule.source_bucket} ({rule.source_region})"
+        destination = f"{rule.destination_bucket} ({rule.destination_region})"
+        prefixes = ",".join(rule.prefixes) or "*"
+        deletes = "yes" if rule.replicate_deletes else "no"
+        print(f"{rule.rule_id:<24} {rule.status.value:<8} {source:<40} {destination:<40} {prefixes:<20} {deletes}")
+
+
+def _add(args: argparse.Namespace) -> int:
+    rule = _catalog(args).add(
+        RuleRequest(
+            source_bucket=args.source,
+            destination_bucket=args.destination,
+            rule_id=args.rule_id,
+            source_region=args.source_region,
+            destination_region=args.destination_region,
+            prefixes=tuple(args.prefixes),
+            replicate_deletes=args.replicate_deletes,
+            storage_class=args.storage_class,
+        )
+    )
+    _print_rules([rule], args.json)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    _print_rules(_catalog(args).list(), args.json)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    _print_rules([_catalog(args).show(args.rule_id)], args.json)
+    return 0
+
+
+def _pause(args: argparse.Namespace) -> int:
+    _print_rules([_catalog(args).pause(args.rule_id)], args.json)
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    _print_rules([_catalog(args).resume(args.rule_id)], args.json)
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    rule = _catalog(args).remove(args.rule_id)
+    if not args.json:
+        print(f"removed rule {rule.rule_id}; notifications from {rule.source_bucket} unwired")
+    return 0

@@ -1,0 +1,67 @@
+"""Find a deployed crr stack's resources from its CloudFormation outputs and parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+from crr.adapters.clients import ClientFactory, error_code, error_message
+from crr.catalog import StackScope
+from crr.errors import CrrError
+
+
+class StackNotFoundError(CrrError):
+    pass
+
+
+@dataclass(frozen=True)
+class CrrStack:
+    name: str
+    region: str
+    rules_table: str
+    queue_url: str
+    queue_arn: str
+    dlq_url: str
+    source_buckets: tuple[str, ...]
+    destination_buckets: tuple[str, ...]
+
+    @property
+    def scope(self) -> StackScope:
+        return StackScope(
+            region=self.region,
+            queue_arn=self.queue_arn,
+            source_buckets=self.source_buckets,
+            destination_buckets=self.destination_buckets,
+        )
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
+def discover_stack(clients: ClientFactory, name: str, region: str) -> CrrStack:
+    """Raises StackNotFoundError when the stack is missing or is not a crr stack."""
+    cloudformation: Any = clients.client("cloudformation", region)
+    try:
+        stacks = cloudformation.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as exc:
+        raise StackNotFoundError(
+            f"stack {name!r} not found in {region} ({error_code(exc)}: {error_message(exc)}); "
+            "pass --stack and --region, or deploy it with `sam deploy`"
+        ) from exc
+    outputs = {entry["OutputKey"]: entry["OutputValue"] for entry in stacks[0].get("Outputs", [])}
+    needed = ("RulesTableName", "ReplicationQueueUrl", "ReplicationQueueArn", "ReplicationDLQUrl")
+    missing = [key for key in needed if key not in outputs]
+    if missing:
+        raise StackNotFoundError(f"stack {name!r} lacks the outputs {missing}: is it a crr stack?")
+    return CrrStack(
+        name=name,
+        region=region,
+        rules_table=outputs["RulesTableName"],
+        queue_url=outputs["ReplicationQueueUrl"],
+        queue_arn=outputs["ReplicationQueueArn"],
+        dlq_url=outputs["ReplicationDLQUrl"],
+        source_buckets=_names(outputs.get("SourceBuckets", "")),
+        destination_buckets=_names(outputs.get("DestinationBuckets", "")),
+    )

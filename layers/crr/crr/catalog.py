@@ -1,0 +1,130 @@
+"""Managing rules: the checks and steps of add / pause / resume / remove, free of AWS calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from crr.errors import BucketNotAllowedError, BucketRegionMismatchError, InvalidRuleError
+from crr.rules import ReplicationRule, RuleStatus
+
+
+class BucketDirectory(Protocol):
+    def region_of(self, bucket: str) -> str:
+        """Raises UnknownBucketError when the bucket does not exist or cannot be seen."""
+        ...
+
+
+class NotificationWiring(Protocol):
+    def subscribe(self, rule: ReplicationRule, queue_arn: str) -> None:
+        """Point the source bucket's change notifications at the queue, keeping every other configuration."""
+        ...
+
+    def unsubscribe(self, rule: ReplicationRule) -> None:
+        """Take away only this rule's notification configurations."""
+        ...
+
+
+class RuleStore(Protocol):
+    def create(self, rule: ReplicationRule) -> None: ...
+    def get(self, rule_id: str) -> ReplicationRule: ...
+    def list(self) -> list[ReplicationRule]: ...
+    def set_status(self, rule_id: str, status: RuleStatus) -> ReplicationRule: ...
+    def remove(self, rule_id: str) -> ReplicationRule: ...
+
+
+@dataclass(frozen=True)
+class StackScope:
+    """What one deployed stack can do: its region, its queue, and the buckets its IAM policy names."""
+
+    region: str
+    queue_arn: str
+    source_buckets: Sequence[str] = field(default_factory=tuple)
+    destination_buckets: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class RuleRequest:
+    source_bucket: str
+    destination_bucket: str
+    rule_id: str | None = None
+    source_region: str | None = None
+    destination_region: str | None = None
+    prefixes: tuple[str, ...] = ()
+    replicate_deletes: bool = True
+    storage_class: str | None = None
+
+
+class RuleCatalog:
+    def __init__(
+        self, store: RuleStore, buckets: BucketDirectory, notifications: NotificationWiring, scope: StackScope
+    ) -> None:
+        self._store = store
+        self._buckets = buckets
+        self._notifications = notifications
+        self._scope = scope
+
+    def add(self, request: RuleRequest) -> ReplicationRule:
+        """Validate, store with its claims, then wire the source bucket's notifications to the queue.
+
+        Raises InvalidRuleError subclasses, UnknownBucketError, BucketRegionMismatchError,
+        BucketNotAllowedError, or the claim conflicts of ``RuleStore.create``.
+        """
+        source_region = self._located(request.source_bucket, request.source_region)
+        destination_region = self._located(request.destination_bucket, request.destination_region)
+        rule = ReplicationRule.create(
+            rule_id=request.rule_id or request.source_bucket,
+            source_bucket=request.source_bucket,
+            source_region=source_region,
+            destination_bucket=request.destination_bucket,
+            destination_region=destination_region,
+            prefixes=request.prefixes,
+            replicate_deletes=request.replicate_deletes,
+            storage_class=request.storage_class,
+        )
+        if source_region != self._scope.region:
+            raise InvalidRuleError(
+                f"source bucket {rule.source_bucket!r} is in {source_region} but this stack is in "
+                f"{self._scope.region}: S3 only notifies queues in the bucket's own region, so deploy crr "
+                f"in {source_region} and add the rule there"
+            )
+        _require_allowed(rule.source_bucket, "SourceBuckets", self._scope.source_buckets)
+        _require_allowed(rule.destination_bucket, "DestinationBuckets", self._scope.destination_buckets)
+        self._store.create(rule)
+        try:
+            self._notifications.subscribe(rule, self._scope.queue_arn)
+        except Exception:
+            self._store.remove(rule.rule_id)  # no rule without its notifications
+            raise
+        return rule
+
+    def _located(self, bucket: str, declared: str | None) -> str:
+        actual = self._buckets.region_of(bucket)
+        if declared is not None and declared != actual:
+            raise BucketRegionMismatchError(bucket, declared, actual)
+        return actual
+
+    def list(self) -> list[ReplicationRule]:
+        return self._store.list()
+
+    def show(self, rule_id: str) -> ReplicationRule:
+        return self._store.get(rule_id)
+
+    def pause(self, rule_id: str) -> ReplicationRule:
+        """Paused rules acknowledge their records without copying (notifications stay wired)."""
+        return self._store.set_status(rule_id, RuleStatus.PAUSED)
+
+    def resume(self, rule_id: str) -> ReplicationRule:
+        return self._store.set_status(rule_id, RuleStatus.ENABLED)
+
+    def remove(self, rule_id: str) -> ReplicationRule:
+        """Unwire notifications first, so no record arrives for a rule that no longer exists."""
+        rule = self._store.get(rule_id)
+        self._notifications.unsubscribe(rule)
+        return self._store.remove(rule_id)
+
+
+def _require_allowed(bucket: str, parameter: str, allowed: Sequence[str]) -> None:
+    if bucket not in allowed:
+        raise BucketNotAllowedError(bucket, parameter, list(allowed))

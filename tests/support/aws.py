@@ -1,0 +1,37 @@
+"""Helpers for tests that talk to moto (in-process ``mock_aws``) or the local cloud."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+LOCAL_CONFIG = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+
+
+def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
+    return boto3.client(service, region_name=region, endpoint_url=endpoint_url, config=LOCAL_CONFIG,  # type: ignore[call-overload]
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def create_rules_table(dynamodb: Any, name: str) -> None:
+    """The RulesTable's key schema, as template.yaml declares it."""
+    dynamodb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+
+
+def create_bucket(s3: Any, name: str, region: str, *, versioned: bool = False, acls: bool = False) -> None:
+    """A bucket as AWS makes them today (ACLs disabled) unless ``acls``."""
+    params: dict[str, Any] = {"Bucket": name}
+    if region != "us-east-1":
+        params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    s3.create_bucket(**params)
+    ownership = "BucketOwnerPreferred" if acls else "BucketOwnerEnforced"
+    s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls={"Rules": [{"ObjectOwnership": ownership}]})
+    if versioned:
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})

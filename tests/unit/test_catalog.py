@@ -1,0 +1,85 @@
+"""Adding and removing rules: validation against real bucket state, and notification wiring that
+leaves other configurations alone (moto)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from crr.adapters.clients import ClientFactory
+from crr.adapters.dynamodb import DynamoRules
+from crr.adapters.notifications import S3BucketNotifications
+from crr.adapters.s3 import S3Buckets
+from crr.catalog import RuleCatalog, RuleRequest, StackScope
+from crr.errors import BucketNotAllowedError, BucketRegionMismatchError, InvalidRuleError, UnknownBucketError
+from tests.support.aws import client, create_bucket, create_rules_table
+
+SRC, DST, TABLE = "src-bucket", "dst-bucket", "rules"
+
+
+@pytest.fixture
+def world(aws: None) -> dict[str, Any]:
+    s3, s3_east, sqs = client("s3", "us-west-1"), client("s3", "us-east-1"), client("sqs", "us-west-1")
+    create_bucket(s3, SRC, "us-west-1")
+    create_bucket(s3, "other-west", "us-west-1")
+    create_bucket(s3_east, DST, "us-east-1")
+    dynamodb = client("dynamodb", "us-west-1")
+    create_rules_table(dynamodb, TABLE)
+    queue = sqs.create_queue(QueueName="replication")["QueueUrl"]
+    theirs = sqs.create_queue(QueueName="theirs")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    their_arn = sqs.get_queue_attributes(QueueUrl=theirs, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    clients = ClientFactory()
+    scope = StackScope(region="us-west-1", queue_arn=arn, source_buckets=(SRC, "other-west"), destination_buckets=(DST,))
+    catalog = RuleCatalog(DynamoRules(dynamodb, TABLE), S3Buckets(clients, "us-west-1"),
+                          S3BucketNotifications(clients), scope)
+    return {"catalog": catalog, "s3": s3, "queue_arn": arn, "their_arn": their_arn}
+
+
+def queue_configs(s3: Any) -> list[dict[str, Any]]:
+    return list(s3.get_bucket_notification_configuration(Bucket=SRC).get("QueueConfigurations", []))
+
+
+def test_adding_a_rule_keeps_existing_notifications_and_removing_takes_only_its_own(world: dict[str, Any]) -> None:
+    # Given a source bucket already notifying someone else's queue about uploads under uploads/
+    s3 = world["s3"]
+    theirs = {"Id": "their-uploads", "QueueArn": world["their_arn"], "Events": ["s3:ObjectCreated:*"],
+              "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}}}
+    s3.put_bucket_notification_configuration(Bucket=SRC, NotificationConfiguration={"QueueConfigurations": [theirs]})
+    # When a rule is added
+    rule = world["catalog"].add(RuleRequest(source_bucket=SRC, destination_bucket=DST, prefixes=("data/",)))
+    # Then both configurations are there, ours pointing at the replication queue
+    by_id = {config["Id"]: config for config in queue_configs(s3)}
+    assert set(by_id) == {"their-uploads", "crr-src-bucket-0"}
+    assert by_id["crr-src-bucket-0"]["QueueArn"] == world["queue_arn"]
+    assert rule.source_region == "us-west-1" and rule.destination_region == "us-east-1"
+    # When the rule is removed, Then only its configuration goes
+    world["catalog"].remove(rule.rule_id)
+    assert [config["Id"] for config in queue_configs(s3)] == ["their-uploads"]
+    assert world["catalog"].list() == []
+
+
+@pytest.mark.parametrize(
+    ("request_", "error", "message"),
+    [
+        (RuleRequest(source_bucket="ghost-bucket", destination_bucket=DST), UnknownBucketError, "ghost-bucket"),
+        (RuleRequest(source_bucket=SRC, destination_bucket=DST, destination_region="eu-west-1"),
+         BucketRegionMismatchError, "is in us-east-1, not eu-west-1"),
+        (RuleRequest(source_bucket=SRC, destination_bucket="other-west"), InvalidRuleError, "both in us-west-1"),
+        (RuleRequest(source_bucket=DST, destination_bucket=SRC), InvalidRuleError, "deploy crr in us-east-1"),
+    ],
+)
+def test_rules_that_cannot_work_are_refused_before_anything_is_written(
+    world: dict[str, Any], request_: RuleRequest, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        world["catalog"].add(request_)
+    assert world["catalog"].list() == []
+    assert queue_configs(world["s3"]) == []
+
+
+def test_buckets_outside_the_stacks_iam_scope_are_refused_with_the_fix(world: dict[str, Any]) -> None:
+    create_bucket(client("s3", "us-east-1"), "unlisted-dst", "us-east-1")
+    with pytest.raises(BucketNotAllowedError, match="redeploy the stack with DestinationBuckets"):
+        world["catalog"].add(RuleRequest(source_bucket=SRC, destination_bucket="unlisted-dst"))

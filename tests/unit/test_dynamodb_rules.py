@@ -1,0 +1,117 @@
+"""Rules, claims and the ledger in DynamoDB (moto): the one-destination and no-chaining guarantees."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from crr.adapters.dynamodb import DynamoLedger, DynamoProgress, DynamoRules, ledger_sk
+from crr.errors import (
+    DestinationAlreadyClaimedError,
+    LedgerConflictError,
+    RuleAlreadyExistsError,
+    RuleNotFoundError,
+    SourceAlreadyReplicatingError,
+    SourceIsDestinationError,
+)
+from crr.ports import LedgerEntry, ProgressDelta
+from crr.rules import ReplicationRule, RuleStatus
+from tests.support.aws import client, create_rules_table
+
+TABLE = "rules"
+
+
+@pytest.fixture
+def dynamodb(aws: None) -> Any:
+    db = client("dynamodb", "us-west-1")
+    create_rules_table(db, TABLE)
+    return db
+
+
+def rule(rule_id: str, source: str, destination: str) -> ReplicationRule:
+    return ReplicationRule.create(rule_id=rule_id, source_bucket=source, source_region="us-west-1",
+                                  destination_bucket=destination, destination_region="us-east-1")
+
+
+def test_a_created_rule_is_found_by_its_source_bucket(dynamodb: Any) -> None:
+    rules = DynamoRules(dynamodb, TABLE)
+    rules.create(rule("r1", "src-a", "dst-b"))
+    found = rules.rule_for_source("src-a")
+    assert found is not None and found.destination_bucket == "dst-b"
+    assert rules.rule_for_source("dst-b") is None
+
+
+@pytest.mark.parametrize(
+    ("second", "error", "message"),
+    [
+        (rule("r2", "src-a", "dst-c"), SourceAlreadyReplicatingError, "through rule 'r1'"),
+        (rule("r2", "src-c", "dst-b"), DestinationAlreadyClaimedError, "destination of rule 'r1'"),
+        (rule("r2", "dst-b", "dst-c"), SourceIsDestinationError, "destination of rule 'r1'"),
+        (rule("r2", "src-c", "src-a"), DestinationAlreadyClaimedError, "source of rule 'r1'"),
+        (rule("r1", "src-x", "dst-y"), RuleAlreadyExistsError, "'r1' already exists"),
+    ],
+)
+def test_conflicting_rules_are_refused_naming_the_rule_in_the_way(
+    dynamodb: Any, second: ReplicationRule, error: type[Exception], message: str
+) -> None:
+    # Given rule r1: src-a → dst-b
+    rules = DynamoRules(dynamodb, TABLE)
+    rules.create(rule("r1", "src-a", "dst-b"))
+    # When a second rule would reuse a claimed bucket, chain, or reuse the id, Then it is refused
+    with pytest.raises(error, match=message):
+        rules.create(second)
+    # And nothing of the refused rule was written
+    assert [r.rule_id for r in rules.list()] == ["r1"]
+
+
+def test_removing_a_rule_releases_its_claims(dynamodb: Any) -> None:
+    rules = DynamoRules(dynamodb, TABLE)
+    rules.create(rule("r1", "src-a", "dst-b"))
+    rules.remove("r1")
+    rules.create(rule("r2", "src-a", "dst-b"))
+    assert [r.rule_id for r in rules.list()] == ["r2"]
+
+
+def test_pausing_changes_the_status_seen_by_the_replicator(dynamodb: Any) -> None:
+    rules = DynamoRules(dynamodb, TABLE, cache_seconds=60)
+    rules.create(rule("r1", "src-a", "dst-b"))
+    assert rules.rule_for_source("src-a") is not None
+    rules.set_status("r1", RuleStatus.PAUSED)
+    paused = rules.rule_for_source("src-a")
+    assert paused is not None and paused.status is RuleStatus.PAUSED
+
+
+def test_unknown_rules_raise_rule_not_found(dynamodb: Any) -> None:
+    with pytest.raises(RuleNotFoundError, match="no rule 'ghost'"):
+        DynamoRules(dynamodb, TABLE).set_status("ghost", RuleStatus.PAUSED)
+
+
+def test_the_ledger_write_is_conditional_on_the_revision_read(dynamodb: Any) -> None:
+    ledger = DynamoLedger(dynamodb, TABLE)
+    now = datetime.now(UTC)
+    ledger.record("r1", "k", LedgerEntry(1, "0A", '"e1"', False, now), expected_revision=None)
+    # When two writers both expected revision 1, the second one conflicts
+    ledger.record("r1", "k", LedgerEntry(2, "0B", '"e2"', False, now), expected_revision=1)
+    with pytest.raises(LedgerConflictError):
+        ledger.record("r1", "k", LedgerEntry(2, "0C", '"e3"', False, now), expected_revision=1)
+    stored = ledger.read("r1", "k")
+    assert stored is not None and (stored.revision, stored.sequencer) == (2, "0B")
+
+
+def test_keys_too_long_for_a_sort_key_are_hashed(dynamodb: Any) -> None:
+    long_key = "é" * 512  # 1024 bytes
+    ledger = DynamoLedger(dynamodb, TABLE)
+    ledger.record("r1", long_key, LedgerEntry(1, "01", None, True, datetime.now(UTC)), expected_revision=None)
+    assert ledger_sk(long_key).startswith("KEYH#")
+    assert ledger.read("r1", long_key) is not None
+
+
+def test_progress_accumulates_atomically(dynamodb: Any) -> None:
+    progress = DynamoProgress(dynamodb, TABLE)
+    now = datetime.now(UTC)
+    progress.add("r1", ProgressDelta(objects_copied=2, bytes_copied=10), now)
+    progress.add("r1", ProgressDelta(objects_copied=1, bytes_copied=5, deletes_applied=1), now)
+    stored = progress.read("r1")
+    assert (stored["objects_copied"], stored["bytes_copied"], stored["deletes_applied"]) == (3, 15, 1)

@@ -1,0 +1,82 @@
+"""ReplicateFunction's handler in process over moto: batch in, partial batch response out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from crr.adapters.dynamodb import DynamoRules
+from crr.rules import ReplicationRule
+from tests.support.aws import client, create_bucket, create_rules_table
+from tests.support.events import load_body, load_event, sqs_event
+
+SRC, DST, TABLE = "crr-demo-source", "crr-demo-replica", "rules"
+
+
+class Context:
+    function_name = "ReplicateFunction"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-west-1:123456789012:function:ReplicateFunction"
+    aws_request_id = "req-1"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 60_000
+
+
+@pytest.fixture
+def deployed(aws: None, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("RULES_TABLE_NAME", TABLE)
+    monkeypatch.setenv("AWS_REGION", "us-west-1")
+    s3 = client("s3", "us-west-1")
+    create_bucket(s3, SRC, "us-west-1", versioned=True)
+    create_bucket(client("s3", "us-east-1"), DST, "us-east-1")
+    dynamodb = client("dynamodb", "us-west-1")
+    create_rules_table(dynamodb, TABLE)
+    DynamoRules(dynamodb, TABLE).create(ReplicationRule.create(
+        rule_id="demo", source_bucket=SRC, source_region="us-west-1", destination_bucket=DST,
+        destination_region="us-east-1"))
+    from functions.replicate import handler
+
+    return handler, s3
+
+
+def notification_for(s3: Any, key: str) -> str:
+    """The sample put notification, pointed at an object that really exists."""
+    head = s3.head_object(Bucket=SRC, Key=key)
+    document = load_event("s3/object-created-put")
+    obj = document["Records"][0]["s3"]["object"]
+    obj.update(key=key, versionId=head["VersionId"], eTag=head["ETag"].strip('"'))
+    return json.dumps(document)
+
+
+def test_a_batch_replicates_its_objects_and_fails_only_the_malformed_record(deployed: Any) -> None:
+    handler, s3 = deployed
+    # Given an object in the source and a batch holding its notification, a test event and garbage
+    s3.put_object(Bucket=SRC, Key="reports/2026/summary.csv", Body=b"a,b\n", ContentType="text/csv")
+    event = sqs_event(notification_for(s3, "reports/2026/summary.csv"), load_body("s3/test-event"), "{garbage")
+    # When the handler runs
+    response = handler.lambda_handler(event, Context())
+    # Then only the garbage record is reported failed, and the object is in the destination
+    assert response["batchItemFailures"] == [{"itemIdentifier": event["Records"][2]["messageId"]}]
+    replica = client("s3", "us-east-1").get_object(Bucket=DST, Key="reports/2026/summary.csv")
+    assert replica["Body"].read() == b"a,b\n" and replica["ContentType"] == "text/csv"
+
+
+def test_a_record_for_a_bucket_without_a_rule_is_acknowledged(deployed: Any) -> None:
+    handler, _ = deployed
+    document = load_event("s3/object-created-put")
+    document["Records"][0]["s3"]["bucket"]["name"] = "unruled-bucket"
+    response = handler.lambda_handler(sqs_event(json.dumps(document)), Context())
+    assert response["batchItemFailures"] == []
+
+
+def test_a_missing_table_setting_fails_the_invocation_clearly(deployed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    handler, _ = deployed
+    monkeypatch.delenv("RULES_TABLE_NAME")
+    from crr.settings import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="RULES_TABLE_NAME"):
+        handler.lambda_handler(sqs_event(load_body("s3/test-event")), Context())

@@ -1,0 +1,49 @@
+"""Rule validation: the errors a user sees for each kind of bad rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from crr.errors import InvalidPrefixError, InvalidRuleError, SameBucketError, SameRegionError
+from crr.rules import ReplicationRule, RuleStatus
+
+BASE: dict[str, object] = dict(rule_id="r1", source_bucket="src-a", source_region="us-west-1",
+                               destination_bucket="dst-b", destination_region="us-east-1")
+
+
+def rule(**overrides: object) -> ReplicationRule:
+    return ReplicationRule.create(**{**BASE, **overrides})
+
+
+def test_a_valid_rule_defaults_to_enabled_with_deletes_and_all_keys() -> None:
+    made = rule()
+    assert made.status is RuleStatus.ENABLED and made.replicate_deletes and made.selects("any/key")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        ({"destination_region": "us-west-1"}, SameRegionError, "both in us-west-1"),
+        ({"destination_bucket": "src-a"}, SameBucketError, "both bucket 'src-a'"),
+        ({"prefixes": ("/logs",)}, InvalidPrefixError, "starts with '/'"),
+        ({"prefixes": ("",)}, InvalidPrefixError, "empty prefix"),
+        ({"prefixes": ("a\nb",)}, InvalidPrefixError, "control characters"),
+        ({"prefixes": ("k" * 1025,)}, InvalidPrefixError, "longer than an S3 key"),
+        ({"prefixes": ("logs/", "logs/2026/")}, InvalidPrefixError, "already covered"),
+        ({"source_bucket": "Has_Upper"}, InvalidRuleError, "not a valid S3 bucket name"),
+        ({"source_bucket": "192.168.0.1"}, InvalidRuleError, "not a valid S3 bucket name"),
+        ({"destination_region": "mars-1"}, InvalidRuleError, "not an AWS region"),
+        ({"storage_class": "CHEAP"}, InvalidRuleError, "storage class 'CHEAP'"),
+        ({"rule_id": "bad id!"}, InvalidRuleError, "rule id"),
+        ({"replicate_deletes": "perhaps"}, InvalidRuleError, "replicate_deletes"),
+    ],
+)
+def test_invalid_rules_raise_specific_errors(overrides: dict[str, object], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        rule(**overrides)
+
+
+def test_prefixes_select_only_their_keys() -> None:
+    made = rule(prefixes=("logs/", "img/"))
+    assert made.selects("logs/a") and made.selects("img/b") and not made.selects("data/c")
+    assert made.prefixes == ("img/", "logs/")

@@ -1,0 +1,110 @@
+"""The S3 adapter over moto: what a replica carries, and how S3 errors are translated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from crr.adapters.clients import ClientFactory
+from crr.adapters.s3 import S3Buckets, S3ObjectStore
+from crr.errors import BucketMissingError, SourceGoneError, UnknownBucketError
+from crr.ports import CopyRequest, ObjectState
+from tests.support.aws import client, create_bucket
+
+SRC, DST = "src-bucket", "dst-bucket"
+
+
+@pytest.fixture
+def s3(aws: None) -> Any:
+    return client("s3", "us-west-1")
+
+
+def copy_request(state: ObjectState, store: S3ObjectStore, metadata: dict[str, str] | None = None) -> CopyRequest:
+    grants = store.acl_grants(bucket=SRC, region="us-west-1", destination_bucket=DST, destination_region="us-east-1",
+                              key=state.key, version_id=state.version_id)
+    return CopyRequest(SRC, "us-west-1", DST, "us-east-1", state, metadata or state.metadata, None, grants)
+
+
+def test_a_copy_carries_content_headers_metadata_and_tags(s3: Any) -> None:
+    # Given a versioned source object with every replicated header, metadata and tags
+    create_bucket(s3, SRC, "us-west-1", versioned=True)
+    create_bucket(client("s3", "us-east-1"), DST, "us-east-1")
+    s3.put_object(Bucket=SRC, Key="a b/c+d.txt", Body=b"payload", ContentType="text/csv", CacheControl="max-age=60",
+                  ContentDisposition="attachment", ContentEncoding="identity", ContentLanguage="de",
+                  Metadata={"owner": "ana"}, Tagging="team=x&tier=gold")
+    store = S3ObjectStore(ClientFactory())
+    state = store.head(SRC, "us-west-1", "a b/c+d.txt")
+    assert state is not None and state.version_id is not None
+    # When it is copied with the replica marker
+    store.copy(copy_request(state, store, {**state.metadata, "crr-origin-bucket": SRC}))
+    # Then the replica has the same bytes, headers, metadata (plus marker) and tags
+    replica = client("s3", "us-east-1").get_object(Bucket=DST, Key="a b/c+d.txt")
+    assert replica["Body"].read() == b"payload"
+    assert (replica["ContentType"], replica["CacheControl"], replica["ContentDisposition"]) == (
+        "text/csv", "max-age=60", "attachment")
+    assert (replica["ContentEncoding"], replica["ContentLanguage"]) == ("identity", "de")
+    assert replica["Metadata"] == {"owner": "ana", "crr-origin-bucket": SRC}
+    tags = client("s3", "us-east-1").get_object_tagging(Bucket=DST, Key="a b/c+d.txt")["TagSet"]
+    assert sorted((t["Key"], t["Value"]) for t in tags) == [("team", "x"), ("tier", "gold")]
+
+
+def test_acl_grants_are_copied_when_both_buckets_use_acls(s3: Any) -> None:
+    create_bucket(s3, SRC, "us-west-1", acls=True)
+    create_bucket(client("s3", "us-east-1"), DST, "us-east-1", acls=True)
+    s3.put_object(Bucket=SRC, Key="public.txt", Body=b"x", ACL="public-read")
+    store = S3ObjectStore(ClientFactory())
+    state = store.head(SRC, "us-west-1", "public.txt")
+    assert state is not None
+    store.copy(copy_request(state, store))
+    grants = client("s3", "us-east-1").get_object_acl(Bucket=DST, Key="public.txt")["Grants"]
+    assert any(g["Grantee"].get("URI", "").endswith("AllUsers") and g["Permission"] == "READ" for g in grants)
+
+
+def test_no_acl_request_is_made_when_acls_are_disabled(s3: Any) -> None:
+    create_bucket(s3, SRC, "us-west-1")
+    create_bucket(client("s3", "us-east-1"), DST, "us-east-1")
+    store = S3ObjectStore(ClientFactory())
+    assert store.acl_grants(bucket=SRC, region="us-west-1", destination_bucket=DST, destination_region="us-east-1",
+                            key="k", version_id=None) is None
+
+
+def test_head_of_a_missing_key_or_a_delete_marker_is_none(s3: Any) -> None:
+    create_bucket(s3, SRC, "us-west-1", versioned=True)
+    s3.put_object(Bucket=SRC, Key="gone", Body=b"x")
+    s3.delete_object(Bucket=SRC, Key="gone")
+    store = S3ObjectStore(ClientFactory())
+    assert store.head(SRC, "us-west-1", "gone") is None
+    assert store.head(SRC, "us-west-1", "never") is None
+
+
+def test_copying_a_vanished_source_raises_source_gone(s3: Any) -> None:
+    create_bucket(s3, SRC, "us-west-1")
+    create_bucket(client("s3", "us-east-1"), DST, "us-east-1")
+    s3.put_object(Bucket=SRC, Key="k", Body=b"x")
+    store = S3ObjectStore(ClientFactory())
+    state = store.head(SRC, "us-west-1", "k")
+    assert state is not None
+    s3.delete_object(Bucket=SRC, Key="k")
+    with pytest.raises(SourceGoneError):
+        store.copy(copy_request(state, store))
+
+
+def test_a_missing_destination_bucket_is_reported_as_such(s3: Any) -> None:
+    create_bucket(s3, SRC, "us-west-1")
+    s3.put_object(Bucket=SRC, Key="k", Body=b"x")
+    store = S3ObjectStore(ClientFactory())
+    state = store.head(SRC, "us-west-1", "k")
+    assert state is not None
+    request = CopyRequest(SRC, "us-west-1", "no-such-bucket", "us-east-1", state, {}, None, None)
+    with pytest.raises(BucketMissingError, match="no-such-bucket"):
+        store.copy(request)
+
+
+def test_bucket_regions_are_looked_up_and_unknown_buckets_named(s3: Any) -> None:
+    create_bucket(s3, SRC, "us-west-1")
+    create_bucket(client("s3", "us-east-1"), DST, "us-east-1")
+    buckets = S3Buckets(ClientFactory(), "us-west-1")
+    assert (buckets.region_of(SRC), buckets.region_of(DST)) == ("us-west-1", "us-east-1")
+    with pytest.raises(UnknownBucketError, match="'ghost-bucket' does not exist"):
+        buckets.region_of("ghost-bucket")
