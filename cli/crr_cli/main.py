@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 
 from crr.errors import CrrError
-
 from crr_cli.localcloud.command import add_local_parser
 from crr_cli.rules_command import add_rules_parser
 

@@ -12,7 +12,6 @@ from crr.adapters.notifications import S3BucketNotifications
 from crr.adapters.s3 import S3Buckets
 from crr.catalog import RuleCatalog, RuleRequest
 from crr.rules import ReplicationRule
-
 from crr_cli.stack import discover_stack
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
+
 from crr.adapters.clients import ClientFactory, error_code, error_message
 from crr.catalog import StackScope
 from crr.errors import CrrError
@@ -62,6 +63,6 @@ def discover_stack(clients: ClientFactory, name: str, region: str) -> CrrStack:
         queue_url=outputs["ReplicationQueueUrl"],
         queue_arn=outputs["ReplicationQueueArn"],
         dlq_url=outputs["ReplicationDLQUrl"],
-        source_buckets=_names(outputs.get("SourceBuckets", "")),
-        destination_buckets=_names(outputs.get("DestinationBuckets", "")),
+        source_buckets=_names(outputs.get("AllowedSourceBuckets", "")),
+        destination_buckets=_names(outputs.get("AllowedDestinationBuckets", "")),
     )

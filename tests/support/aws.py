@@ -11,16 +11,25 @@ LOCAL_CONFIG = Config(request_checksum_calculation="when_required", response_che
 
 
 def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
-    return boto3.client(service, region_name=region, endpoint_url=endpoint_url, config=LOCAL_CONFIG,  # type: ignore[call-overload]
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint_url,
+        config=LOCAL_CONFIG,  # type: ignore[call-overload]
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def create_rules_table(dynamodb: Any, name: str) -> None:
     """The RulesTable's key schema, as template.yaml declares it."""
     dynamodb.create_table(
-        TableName=name, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                              {"AttributeName": "sk", "AttributeType": "S"}],
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
     )
 

@@ -77,14 +77,26 @@ class FakeS3:
 
     # ---- what users do ------------------------------------------------------------------------
 
-    def put(self, bucket: str, key: str, body: bytes, *, metadata: dict[str, str] | None = None,
-            tags: dict[str, str] | None = None, content_type: str = "binary/octet-stream") -> StoredVersion:
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes,
+        *,
+        metadata: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        content_type: str = "binary/octet-stream",
+    ) -> StoredVersion:
         with self._lock:
             target = self._bucket(bucket, "PutObject")
             version = StoredVersion(
                 version_id=f"v{next(self._versions)}" if target.versioned else "null",
-                body=body, etag=f'"{hashlib.md5(body).hexdigest()}"', metadata=dict(metadata or {}),  # noqa: S324
-                tags=dict(tags or {}), content_type=content_type, last_modified=self._now(),
+                body=body,
+                etag=f'"{hashlib.md5(body).hexdigest()}"',
+                metadata=dict(metadata or {}),
+                tags=dict(tags or {}),
+                content_type=content_type,
+                last_modified=self._now(),
             )
             self._store(target, key, version)
             return version
@@ -124,13 +136,25 @@ class FakeS3:
             if found is None:
                 return None
             return ObjectState(
-                key=key, etag=found.etag, size=len(found.body), last_modified=found.last_modified,
+                key=key,
+                etag=found.etag,
+                size=len(found.body),
+                last_modified=found.last_modified,
                 version_id=None if found.version_id == "null" else found.version_id,
-                metadata=dict(found.metadata), content_type=found.content_type,
+                metadata=dict(found.metadata),
+                content_type=found.content_type,
             )
 
-    def acl_grants(self, *, bucket: str, region: str, destination_bucket: str, destination_region: str,
-                   key: str, version_id: str | None) -> AclGrants | None:
+    def acl_grants(
+        self,
+        *,
+        bucket: str,
+        region: str,
+        destination_bucket: str,
+        destination_region: str,
+        key: str,
+        version_id: str | None,
+    ) -> AclGrants | None:
         with self._lock:
             if not (self.buckets[bucket].acls_enabled and self.buckets[destination_bucket].acls_enabled):
                 return None
@@ -159,8 +183,13 @@ class FakeS3:
             destination = self._bucket(request.destination_bucket, "CopyObject")
         self.yield_point()
         with self._lock:
-            written = replace(read, metadata=dict(request.metadata), content_type=request.state.content_type or "",
-                              version_id="null", last_modified=self._now())
+            written = replace(
+                read,
+                metadata=dict(request.metadata),
+                content_type=request.state.content_type or "",
+                version_id="null",
+                last_modified=self._now(),
+            )
             self._store(destination, request.state.key, written)
             if request.grants is not None:
                 destination.acls[request.state.key] = request.grants

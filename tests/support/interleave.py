@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 class Interleaver:
@@ -20,6 +20,7 @@ class Interleaver:
         self._finished: list[bool] = []
         self._handed_back = threading.Event()
         self._local = threading.local()
+        self._idle: list[bool] = []
         self.errors: list[BaseException] = []
 
     def yield_point(self, idle: bool = False) -> None:
@@ -39,13 +40,14 @@ class Interleaver:
         """New work exists: idle threads compete for the baton again."""
         self._idle = [False for _ in self._idle]
 
-    def run(self, tasks: list[Callable[[], None]], max_steps: int = 100_000) -> None:
+    def run(self, tasks: Sequence[Callable[[], object]], max_steps: int = 100_000) -> None:
         """Run ``tasks`` to completion, interleaved at yield points. Re-raises the first task error."""
         self._turns = [threading.Event() for _ in tasks]
         self._finished = [False for _ in tasks]
         self._idle = [False for _ in tasks]
-        threads = [threading.Thread(target=self._work, args=(index, task), daemon=True)
-                   for index, task in enumerate(tasks)]
+        threads = [
+            threading.Thread(target=self._work, args=(index, task), daemon=True) for index, task in enumerate(tasks)
+        ]
         for thread in threads:
             thread.start()
         alive = list(range(len(tasks)))
@@ -69,7 +71,7 @@ class Interleaver:
         if self.errors:
             raise self.errors[0]
 
-    def _work(self, index: int, task: Callable[[], None]) -> None:
+    def _work(self, index: int, task: Callable[[], object]) -> None:
         self._local.worker = index
         self._turns[index].wait()
         self._turns[index].clear()
@@ -90,7 +92,7 @@ class Script(random.Random):
         super().__init__(0)
         self._order = list(order)
 
-    def choice(self, seq):  # type: ignore[no-untyped-def,override]
+    def choice(self, seq):  # type: ignore[no-untyped-def]
         while self._order:
             wanted = self._order.pop(0)
             if wanted in seq:

@@ -31,9 +31,12 @@ def world(aws: None) -> dict[str, Any]:
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     their_arn = sqs.get_queue_attributes(QueueUrl=theirs, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     clients = ClientFactory()
-    scope = StackScope(region="us-west-1", queue_arn=arn, source_buckets=(SRC, "other-west"), destination_buckets=(DST,))
-    catalog = RuleCatalog(DynamoRules(dynamodb, TABLE), S3Buckets(clients, "us-west-1"),
-                          S3BucketNotifications(clients), scope)
+    scope = StackScope(
+        region="us-west-1", queue_arn=arn, source_buckets=(SRC, "other-west"), destination_buckets=(DST,)
+    )
+    catalog = RuleCatalog(
+        DynamoRules(dynamodb, TABLE), S3Buckets(clients, "us-west-1"), S3BucketNotifications(clients), scope
+    )
     return {"catalog": catalog, "s3": s3, "queue_arn": arn, "their_arn": their_arn}
 
 
@@ -44,8 +47,12 @@ def queue_configs(s3: Any) -> list[dict[str, Any]]:
 def test_adding_a_rule_keeps_existing_notifications_and_removing_takes_only_its_own(world: dict[str, Any]) -> None:
     # Given a source bucket already notifying someone else's queue about uploads under uploads/
     s3 = world["s3"]
-    theirs = {"Id": "their-uploads", "QueueArn": world["their_arn"], "Events": ["s3:ObjectCreated:*"],
-              "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}}}
+    theirs = {
+        "Id": "their-uploads",
+        "QueueArn": world["their_arn"],
+        "Events": ["s3:ObjectCreated:*"],
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}},
+    }
     s3.put_bucket_notification_configuration(Bucket=SRC, NotificationConfiguration={"QueueConfigurations": [theirs]})
     # When a rule is added
     rule = world["catalog"].add(RuleRequest(source_bucket=SRC, destination_bucket=DST, prefixes=("data/",)))
@@ -53,7 +60,8 @@ def test_adding_a_rule_keeps_existing_notifications_and_removing_takes_only_its_
     by_id = {config["Id"]: config for config in queue_configs(s3)}
     assert set(by_id) == {"their-uploads", "crr-src-bucket-0"}
     assert by_id["crr-src-bucket-0"]["QueueArn"] == world["queue_arn"]
-    assert rule.source_region == "us-west-1" and rule.destination_region == "us-east-1"
+    assert rule.source_region == "us-west-1"
+    assert rule.destination_region == "us-east-1"
     # When the rule is removed, Then only its configuration goes
     world["catalog"].remove(rule.rule_id)
     assert [config["Id"] for config in queue_configs(s3)] == ["their-uploads"]
@@ -64,8 +72,11 @@ def test_adding_a_rule_keeps_existing_notifications_and_removing_takes_only_its_
     ("request_", "error", "message"),
     [
         (RuleRequest(source_bucket="ghost-bucket", destination_bucket=DST), UnknownBucketError, "ghost-bucket"),
-        (RuleRequest(source_bucket=SRC, destination_bucket=DST, destination_region="eu-west-1"),
-         BucketRegionMismatchError, "is in us-east-1, not eu-west-1"),
+        (
+            RuleRequest(source_bucket=SRC, destination_bucket=DST, destination_region="eu-west-1"),
+            BucketRegionMismatchError,
+            "is in us-east-1, not eu-west-1",
+        ),
         (RuleRequest(source_bucket=SRC, destination_bucket="other-west"), InvalidRuleError, "both in us-west-1"),
         (RuleRequest(source_bucket=DST, destination_bucket=SRC), InvalidRuleError, "deploy crr in us-east-1"),
     ],

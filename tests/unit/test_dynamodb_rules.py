@@ -31,15 +31,21 @@ def dynamodb(aws: None) -> Any:
 
 
 def rule(rule_id: str, source: str, destination: str) -> ReplicationRule:
-    return ReplicationRule.create(rule_id=rule_id, source_bucket=source, source_region="us-west-1",
-                                  destination_bucket=destination, destination_region="us-east-1")
+    return ReplicationRule.create(
+        rule_id=rule_id,
+        source_bucket=source,
+        source_region="us-west-1",
+        destination_bucket=destination,
+        destination_region="us-east-1",
+    )
 
 
 def test_a_created_rule_is_found_by_its_source_bucket(dynamodb: Any) -> None:
     rules = DynamoRules(dynamodb, TABLE)
     rules.create(rule("r1", "src-a", "dst-b"))
     found = rules.rule_for_source("src-a")
-    assert found is not None and found.destination_bucket == "dst-b"
+    assert found is not None
+    assert found.destination_bucket == "dst-b"
     assert rules.rule_for_source("dst-b") is None
 
 
@@ -80,7 +86,8 @@ def test_pausing_changes_the_status_seen_by_the_replicator(dynamodb: Any) -> Non
     assert rules.rule_for_source("src-a") is not None
     rules.set_status("r1", RuleStatus.PAUSED)
     paused = rules.rule_for_source("src-a")
-    assert paused is not None and paused.status is RuleStatus.PAUSED
+    assert paused is not None
+    assert paused.status is RuleStatus.PAUSED
 
 
 def test_unknown_rules_raise_rule_not_found(dynamodb: Any) -> None:
@@ -97,7 +104,8 @@ def test_the_ledger_write_is_conditional_on_the_revision_read(dynamodb: Any) -> 
     with pytest.raises(LedgerConflictError):
         ledger.record("r1", "k", LedgerEntry(2, "0C", '"e3"', False, now), expected_revision=1)
     stored = ledger.read("r1", "k")
-    assert stored is not None and (stored.revision, stored.sequencer) == (2, "0B")
+    assert stored is not None
+    assert (stored.revision, stored.sequencer) == (2, "0B")
 
 
 def test_keys_too_long_for_a_sort_key_are_hashed(dynamodb: Any) -> None:

@@ -24,7 +24,8 @@ def test_a_put_record_yields_bucket_key_sequencer_version_and_etag() -> None:
     assert (event.bucket, event.key, event.kind) == ("crr-demo-source", "reports/2026/summary.csv", ChangeKind.CREATED)
     assert event.sequencer == "0055AED6DCD90281E5"
     assert event.version_id == "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"
-    assert event.size == 1024 and event.etag == "d41d8cd98f00b204e9800998ecf8427e"
+    assert event.size == 1024
+    assert event.etag == "d41d8cd98f00b204e9800998ecf8427e"
 
 
 def test_keys_are_form_url_decoded() -> None:
@@ -52,8 +53,13 @@ def test_a_versioned_delete_and_a_plain_delete_are_removals() -> None:
 def test_eventbridge_events_delivered_through_sqs_are_understood() -> None:
     created = only_change(load_body("eventbridge/object-created"))
     deleted = only_change(load_body("eventbridge/object-deleted"))
-    assert (created.kind, created.key, created.sequencer) == (ChangeKind.CREATED, "images/cat dog.png", "00617F08299329D189")
-    assert deleted.kind is ChangeKind.REMOVED and deleted.version_id == "1DaF4.pRkA7w0S2cM3yV3Yxq2ZlT9k5n"
+    assert (created.kind, created.key, created.sequencer) == (
+        ChangeKind.CREATED,
+        "images/cat dog.png",
+        "00617F08299329D189",
+    )
+    assert deleted.kind is ChangeKind.REMOVED
+    assert deleted.version_id == "1DaF4.pRkA7w0S2cM3yV3Yxq2ZlT9k5n"
 
 
 def test_an_sns_envelope_is_unwrapped() -> None:
@@ -65,22 +71,28 @@ def test_an_sns_envelope_is_unwrapped() -> None:
 
 def test_the_s3_test_event_is_ignored_with_a_reason() -> None:
     [ignored] = parse_notification(load_body("s3/test-event"))
-    assert isinstance(ignored, IgnoredNotification) and "TestEvent" in ignored.reason
+    assert isinstance(ignored, IgnoredNotification)
+    assert "TestEvent" in ignored.reason
 
 
 def test_lifecycle_expirations_are_ignored_with_a_reason() -> None:
     [ignored] = parse_notification(load_body("s3/lifecycle-expiration"))
-    assert isinstance(ignored, IgnoredNotification) and "LifecycleExpiration:Delete" in ignored.reason
+    assert isinstance(ignored, IgnoredNotification)
+    assert "LifecycleExpiration:Delete" in ignored.reason
 
 
 def test_tag_changes_reconcile_without_a_sequencer() -> None:
     event = only_change(load_body("s3/object-tagging-put"))
-    assert event.kind is ChangeKind.METADATA and event.sequencer is None
+    assert event.kind is ChangeKind.METADATA
+    assert event.sequencer is None
 
 
 def test_the_duplicated_complete_multipart_upload_notifications_parse_identically() -> None:
     # Given the same CompleteMultipartUpload notification delivered twice (S3 does this)
-    first, second = only_change(load_body("s3/object-complete-multipart")), only_change(load_body("s3/object-complete-multipart"))
+    first, second = (
+        only_change(load_body("s3/object-complete-multipart")),
+        only_change(load_body("s3/object-complete-multipart")),
+    )
     # Then both carry the same sequencer, which the ledger turns into one copy
     assert first.sequencer == second.sequencer == "0055AED6DCD9028200"
 

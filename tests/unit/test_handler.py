@@ -35,9 +35,15 @@ def deployed(aws: None, monkeypatch: pytest.MonkeyPatch) -> Any:
     create_bucket(client("s3", "us-east-1"), DST, "us-east-1")
     dynamodb = client("dynamodb", "us-west-1")
     create_rules_table(dynamodb, TABLE)
-    DynamoRules(dynamodb, TABLE).create(ReplicationRule.create(
-        rule_id="demo", source_bucket=SRC, source_region="us-west-1", destination_bucket=DST,
-        destination_region="us-east-1"))
+    DynamoRules(dynamodb, TABLE).create(
+        ReplicationRule.create(
+            rule_id="demo",
+            source_bucket=SRC,
+            source_region="us-west-1",
+            destination_bucket=DST,
+            destination_region="us-east-1",
+        )
+    )
     from functions.replicate import handler
 
     return handler, s3
@@ -62,7 +68,8 @@ def test_a_batch_replicates_its_objects_and_fails_only_the_malformed_record(depl
     # Then only the garbage record is reported failed, and the object is in the destination
     assert response["batchItemFailures"] == [{"itemIdentifier": event["Records"][2]["messageId"]}]
     replica = client("s3", "us-east-1").get_object(Bucket=DST, Key="reports/2026/summary.csv")
-    assert replica["Body"].read() == b"a,b\n" and replica["ContentType"] == "text/csv"
+    assert replica["Body"].read() == b"a,b\n"
+    assert replica["ContentType"] == "text/csv"
 
 
 def test_a_record_for_a_bucket_without_a_rule_is_acknowledged(deployed: Any) -> None:

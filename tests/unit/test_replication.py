@@ -18,20 +18,37 @@ SRC, DST = "src-bucket", "dst-bucket"
 
 
 def make_rule(**overrides: object) -> ReplicationRule:
-    fields: dict[str, object] = dict(rule_id="r1", source_bucket=SRC, source_region="us-west-1",
-                                     destination_bucket=DST, destination_region="us-east-1")
+    fields: dict[str, object] = dict(
+        rule_id="r1",
+        source_bucket=SRC,
+        source_region="us-west-1",
+        destination_bucket=DST,
+        destination_region="us-east-1",
+    )
     fields.update(overrides)
     return ReplicationRule.create(**fields)
 
 
 def change(key: str, sequencer: str | None = "0A", kind: ChangeKind = ChangeKind.CREATED) -> ChangeEvent:
-    return ChangeEvent(bucket=SRC, key=key, kind=kind, event_name="ObjectCreated:Put",
-                       event_time=datetime(2026, 11, 25, tzinfo=UTC), sequencer=sequencer)
+    return ChangeEvent(
+        bucket=SRC,
+        key=key,
+        kind=kind,
+        event_name="ObjectCreated:Put",
+        event_time=datetime(2026, 11, 25, tzinfo=UTC),
+        sequencer=sequencer,
+    )
 
 
 class World:
-    def __init__(self, rule: ReplicationRule | None = None, *, versioned: bool = False, acls: bool = False,
-                 yield_point: object = None) -> None:
+    def __init__(
+        self,
+        rule: ReplicationRule | None = None,
+        *,
+        versioned: bool = False,
+        acls: bool = False,
+        yield_point: object = None,
+    ) -> None:
         hook = yield_point if callable(yield_point) else (lambda: None)
         self.s3 = FakeS3(hook)
         self.s3.create_bucket(SRC, "us-west-1", versioned=versioned, acls=acls)
@@ -47,16 +64,21 @@ class World:
 def test_a_new_object_is_copied_with_its_headers_metadata_and_tags_and_marked_as_replica() -> None:
     # Given an object with metadata, tags and a content type in the source
     world = World()
-    world.s3.put(SRC, "docs/a b+c.txt", b"hello", metadata={"owner": "ana"}, tags={"team": "x"},
-                 content_type="text/plain")
+    world.s3.put(
+        SRC, "docs/a b+c.txt", b"hello", metadata={"owner": "ana"}, tags={"team": "x"}, content_type="text/plain"
+    )
     # When its creation is applied
     result = world.replicator().apply(change("docs/a b+c.txt"))
     # Then the replica holds the same bytes, metadata, tags and content type, plus the replica marker
     replica = world.s3.current(DST, "docs/a b+c.txt")
-    assert result.outcome is Outcome.COPIED and result.bytes_copied == 5
-    assert replica is not None and replica.body == b"hello" and replica.tags == {"team": "x"}
+    assert result.outcome is Outcome.COPIED
+    assert result.bytes_copied == 5
+    assert replica is not None
+    assert replica.body == b"hello"
+    assert replica.tags == {"team": "x"}
     assert replica.content_type == "text/plain"
-    assert replica.metadata["owner"] == "ana" and replica.metadata["crr-origin-bucket"] == SRC
+    assert replica.metadata["owner"] == "ana"
+    assert replica.metadata["crr-origin-bucket"] == SRC
 
 
 def test_a_copy_costs_one_head_and_one_copy_and_one_ledger_write() -> None:
@@ -184,7 +206,8 @@ def test_a_source_overwritten_between_head_and_copy_is_copied_at_its_new_version
     world.replicator().apply(change("k"))
     # Then the pinned copy failed its precondition and the newer version was copied instead
     replica = world.s3.current(DST, "k")
-    assert replica is not None and replica.body == b"new"
+    assert replica is not None
+    assert replica.body == b"new"
     assert world.s3.calls["HeadObject"] == 2
 
 
@@ -265,7 +288,8 @@ def test_an_older_copy_landing_after_a_newer_one_is_repaired_by_reconciling_agai
     s3 = _race([0, 0, 0, 0, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
     # Then A reconciled again and the replica holds v2
     replica = s3.current(DST, "k")
-    assert replica is not None and replica.body == b"v2"
+    assert replica is not None
+    assert replica.body == b"v2"
 
 
 def test_when_the_older_copy_records_first_the_newer_worker_reconciles_again() -> None:
@@ -274,4 +298,5 @@ def test_when_the_older_copy_records_first_the_newer_worker_reconciles_again() -
     s3 = _race([0, 0, 0, 0, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
     # Then B reconciled again and the replica holds v2
     replica = s3.current(DST, "k")
-    assert replica is not None and replica.body == b"v2"
+    assert replica is not None
+    assert replica.body == b"v2"

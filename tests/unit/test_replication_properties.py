@@ -35,6 +35,21 @@ user_ops = st.lists(
 )
 
 
+def _assert_replica_equals_source(s3: FakeS3) -> None:
+    """The destination holds exactly the source's current state, key by key."""
+    for key in KEYS:
+        source, replica = s3.current(SOURCE, key), s3.current(DESTINATION, key)
+        if source is None:
+            assert replica is None, f"{key!r} was deleted at the source but survives in the replica"
+            continue
+        assert replica is not None, f"{key!r} is missing from the replica"
+        assert replica.body == source.body, f"{key!r}: replica holds {replica.body!r}, source {source.body!r}"
+        assert {k: v for k, v in replica.metadata.items() if not k.startswith("crr-")} == source.metadata
+        assert replica.tags == source.tags
+        assert replica.content_type == source.content_type
+        assert replica.metadata["crr-origin-bucket"] == SOURCE
+
+
 def _scenario(
     ops: list[UserOp], workers: int, versioned: bool, duplicates: int, rng: random.Random, stickiness: float
 ) -> None:
@@ -44,8 +59,11 @@ def _scenario(
     s3.create_bucket(DESTINATION, "us-east-1")
     ledger = FakeLedger(scheduler.yield_point)
     rule = ReplicationRule.create(
-        rule_id="r", source_bucket=SOURCE, source_region="us-west-1",
-        destination_bucket=DESTINATION, destination_region="us-east-1",
+        rule_id="r",
+        source_bucket=SOURCE,
+        source_region="us-west-1",
+        destination_bucket=DESTINATION,
+        destination_region="us-east-1",
     )
     rules, progress = FakeRules(rule), FakeProgress()
     pending: list[ChangeEvent] = []
@@ -57,14 +75,23 @@ def _scenario(
         for op in ops:
             scheduler.yield_point()
             if op.put:
-                s3.put(SOURCE, op.key, f"{op.key}:{op.content}".encode(), metadata={"content": str(op.content)},
-                       tags={"t": str(op.content)}, content_type=f"text/v{op.content}")
+                s3.put(
+                    SOURCE,
+                    op.key,
+                    f"{op.key}:{op.content}".encode(),
+                    metadata={"content": str(op.content)},
+                    tags={"t": str(op.content)},
+                    content_type=f"text/v{op.content}",
+                )
             else:
                 s3.remove(SOURCE, op.key)
             event = ChangeEvent(
-                bucket=SOURCE, key=op.key, kind=ChangeKind.CREATED if op.put else ChangeKind.REMOVED,
+                bucket=SOURCE,
+                key=op.key,
+                kind=ChangeKind.CREATED if op.put else ChangeKind.REMOVED,
                 event_name="ObjectCreated:Put" if op.put else "ObjectRemoved:Delete",
-                event_time=s3._now(), sequencer=f"{next(sequencers):X}",
+                event_time=s3._now(),
+                sequencer=f"{next(sequencers):X}",
             )
             # At-least-once delivery: some notifications arrive more than once.
             pending.extend([event] * rng.randint(1, duplicates))
@@ -88,18 +115,7 @@ def _scenario(
 
     scheduler.run([user] + [worker for _ in range(workers)])
 
-    # Then the destination holds exactly the source's current state, key by key.
-    for key in KEYS:
-        source, replica = s3.current(SOURCE, key), s3.current(DESTINATION, key)
-        if source is None:
-            assert replica is None, f"{key!r} was deleted at the source but survives in the replica"
-            continue
-        assert replica is not None, f"{key!r} is missing from the replica"
-        assert replica.body == source.body, f"{key!r}: replica holds {replica.body!r}, source {source.body!r}"
-        assert {k: v for k, v in replica.metadata.items() if not k.startswith("crr-")} == source.metadata
-        assert replica.tags == source.tags
-        assert replica.content_type == source.content_type
-        assert replica.metadata["crr-origin-bucket"] == SOURCE
+    _assert_replica_equals_source(s3)
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,8 +7,13 @@ import pytest
 from crr.errors import InvalidPrefixError, InvalidRuleError, SameBucketError, SameRegionError
 from crr.rules import ReplicationRule, RuleStatus
 
-BASE: dict[str, object] = dict(rule_id="r1", source_bucket="src-a", source_region="us-west-1",
-                               destination_bucket="dst-b", destination_region="us-east-1")
+BASE: dict[str, object] = dict(
+    rule_id="r1",
+    source_bucket="src-a",
+    source_region="us-west-1",
+    destination_bucket="dst-b",
+    destination_region="us-east-1",
+)
 
 
 def rule(**overrides: object) -> ReplicationRule:
@@ -17,7 +22,9 @@ def rule(**overrides: object) -> ReplicationRule:
 
 def test_a_valid_rule_defaults_to_enabled_with_deletes_and_all_keys() -> None:
     made = rule()
-    assert made.status is RuleStatus.ENABLED and made.replicate_deletes and made.selects("any/key")
+    assert made.status is RuleStatus.ENABLED
+    assert made.replicate_deletes
+    assert made.selects("any/key")
 
 
 @pytest.mark.parametrize(
@@ -38,12 +45,16 @@ def test_a_valid_rule_defaults_to_enabled_with_deletes_and_all_keys() -> None:
         ({"replicate_deletes": "perhaps"}, InvalidRuleError, "replicate_deletes"),
     ],
 )
-def test_invalid_rules_raise_specific_errors(overrides: dict[str, object], error: type[Exception], message: str) -> None:
+def test_invalid_rules_raise_specific_errors(
+    overrides: dict[str, object], error: type[Exception], message: str
+) -> None:
     with pytest.raises(error, match=message):
         rule(**overrides)
 
 
 def test_prefixes_select_only_their_keys() -> None:
     made = rule(prefixes=("logs/", "img/"))
-    assert made.selects("logs/a") and made.selects("img/b") and not made.selects("data/c")
+    assert made.selects("logs/a")
+    assert made.selects("img/b")
+    assert not made.selects("data/c")
     assert made.prefixes == ("img/", "logs/")

@@ -21,8 +21,14 @@ def s3(aws: None) -> Any:
 
 
 def copy_request(state: ObjectState, store: S3ObjectStore, metadata: dict[str, str] | None = None) -> CopyRequest:
-    grants = store.acl_grants(bucket=SRC, region="us-west-1", destination_bucket=DST, destination_region="us-east-1",
-                              key=state.key, version_id=state.version_id)
+    grants = store.acl_grants(
+        bucket=SRC,
+        region="us-west-1",
+        destination_bucket=DST,
+        destination_region="us-east-1",
+        key=state.key,
+        version_id=state.version_id,
+    )
     return CopyRequest(SRC, "us-west-1", DST, "us-east-1", state, metadata or state.metadata, None, grants)
 
 
@@ -30,19 +36,32 @@ def test_a_copy_carries_content_headers_metadata_and_tags(s3: Any) -> None:
     # Given a versioned source object with every replicated header, metadata and tags
     create_bucket(s3, SRC, "us-west-1", versioned=True)
     create_bucket(client("s3", "us-east-1"), DST, "us-east-1")
-    s3.put_object(Bucket=SRC, Key="a b/c+d.txt", Body=b"payload", ContentType="text/csv", CacheControl="max-age=60",
-                  ContentDisposition="attachment", ContentEncoding="identity", ContentLanguage="de",
-                  Metadata={"owner": "ana"}, Tagging="team=x&tier=gold")
+    s3.put_object(
+        Bucket=SRC,
+        Key="a b/c+d.txt",
+        Body=b"payload",
+        ContentType="text/csv",
+        CacheControl="max-age=60",
+        ContentDisposition="attachment",
+        ContentEncoding="identity",
+        ContentLanguage="de",
+        Metadata={"owner": "ana"},
+        Tagging="team=x&tier=gold",
+    )
     store = S3ObjectStore(ClientFactory())
     state = store.head(SRC, "us-west-1", "a b/c+d.txt")
-    assert state is not None and state.version_id is not None
+    assert state is not None
+    assert state.version_id is not None
     # When it is copied with the replica marker
     store.copy(copy_request(state, store, {**state.metadata, "crr-origin-bucket": SRC}))
     # Then the replica has the same bytes, headers, metadata (plus marker) and tags
     replica = client("s3", "us-east-1").get_object(Bucket=DST, Key="a b/c+d.txt")
     assert replica["Body"].read() == b"payload"
     assert (replica["ContentType"], replica["CacheControl"], replica["ContentDisposition"]) == (
-        "text/csv", "max-age=60", "attachment")
+        "text/csv",
+        "max-age=60",
+        "attachment",
+    )
     assert (replica["ContentEncoding"], replica["ContentLanguage"]) == ("identity", "de")
     assert replica["Metadata"] == {"owner": "ana", "crr-origin-bucket": SRC}
     tags = client("s3", "us-east-1").get_object_tagging(Bucket=DST, Key="a b/c+d.txt")["TagSet"]
@@ -65,8 +84,17 @@ def test_no_acl_request_is_made_when_acls_are_disabled(s3: Any) -> None:
     create_bucket(s3, SRC, "us-west-1")
     create_bucket(client("s3", "us-east-1"), DST, "us-east-1")
     store = S3ObjectStore(ClientFactory())
-    assert store.acl_grants(bucket=SRC, region="us-west-1", destination_bucket=DST, destination_region="us-east-1",
-                            key="k", version_id=None) is None
+    assert (
+        store.acl_grants(
+            bucket=SRC,
+            region="us-west-1",
+            destination_bucket=DST,
+            destination_region="us-east-1",
+            key="k",
+            version_id=None,
+        )
+        is None
+    )
 
 
 def test_head_of_a_missing_key_or_a_delete_marker_is_none(s3: Any) -> None:
