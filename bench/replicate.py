@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from crr_cli.demo import _create_bucket, _local_environment
+from crr_cli.demo import create_bucket, local_aws_environment
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.main import main as crr
 
@@ -55,10 +55,10 @@ class Watcher(threading.Thread):
         self._s3 = s3
         self._pending = sorted(keys)
         self.seen_at: dict[str, float] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while self._pending and not self._stop.is_set():
+        while self._pending and not self._halt.is_set():
             params: dict[str, Any] = {"Bucket": DESTINATION, "Prefix": "bench/", "MaxKeys": 1000}
             position = self._pending[0]
             if position > "bench/":
@@ -71,7 +71,7 @@ class Watcher(threading.Thread):
             time.sleep(0.01)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
 
 def run(objects: int, rate: float, size: int, deadline_s: float) -> int:
@@ -84,9 +84,9 @@ def run(objects: int, rate: float, size: int, deadline_s: float) -> int:
             {"SourceBuckets": SOURCE, "DestinationBuckets": DESTINATION, "FunctionTimeoutSeconds": "30"},
         )
         source_s3, replica_s3 = cloud.client("s3", SOURCE_REGION), cloud.client("s3", DESTINATION_REGION)
-        _create_bucket(source_s3, SOURCE, SOURCE_REGION, versioned=True)
-        _create_bucket(replica_s3, DESTINATION, DESTINATION_REGION, versioned=False)
-        with _local_environment(endpoint):
+        create_bucket(source_s3, SOURCE, SOURCE_REGION, versioned=True)
+        create_bucket(replica_s3, DESTINATION, DESTINATION_REGION, versioned=False)
+        with local_aws_environment(endpoint):
             crr(
                 [
                     "--stack",

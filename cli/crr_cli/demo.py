@@ -73,7 +73,7 @@ DELETES = ["to-delete/old.log", "to-delete/older.log"]
 
 
 @contextmanager
-def _local_environment(endpoint: str) -> Iterator[None]:
+def local_aws_environment(endpoint: str) -> Iterator[None]:
     """Point the CLI (and anything else using the standard AWS environment) at the local cloud."""
     saved = {
         name: os.environ.get(name)
@@ -96,7 +96,7 @@ def _local_environment(endpoint: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _create_bucket(s3: Any, name: str, region: str, versioned: bool) -> None:
+def create_bucket(s3: Any, name: str, region: str, versioned: bool) -> None:
     params: dict[str, Any] = {"Bucket": name}
     if region != "us-east-1":
         params["CreateBucketConfiguration"] = {"LocationConstraint": region}
@@ -139,10 +139,10 @@ def run(deadline_s: float) -> int:
             f"({time.monotonic() - started:.1f}s); function logs in {cloud.log_dir}"
         )
         source_s3, replica_s3 = cloud.client("s3", SOURCE_REGION), cloud.client("s3", DESTINATION_REGION)
-        _create_bucket(source_s3, SOURCE, SOURCE_REGION, versioned=True)
-        _create_bucket(replica_s3, DESTINATION, DESTINATION_REGION, versioned=False)
+        create_bucket(source_s3, SOURCE, SOURCE_REGION, versioned=True)
+        create_bucket(replica_s3, DESTINATION, DESTINATION_REGION, versioned=False)
         print(f"  buckets: {SOURCE} ({SOURCE_REGION}, versioned) → {DESTINATION} ({DESTINATION_REGION})")
-        with _local_environment(endpoint):
+        with local_aws_environment(endpoint):
             print("$ crr rules add --source crr-demo-source --destination crr-demo-replica")
             if (
                 crr(

@@ -1,0 +1,558 @@
+"""Deploy a SAM template into the local cloud's moto CloudFormation, offline.
+
+The steps mirror `sam package` + `sam deploy`, minus everything that needs AWS:
+1. zip every local `CodeUri` / `ContentUri` into an artifacts bucket in moto and point the
+   template at it (remembering which directory each function's code came from);
+2. transform SAM to CloudFormation with aws-sam-translator, with a managed-policy map that never
+   calls IAM;
+3. fix the template where moto's CloudFormation would get it wrong, and take out the resources
+   it must not create (see `_DEFERRED_TYPES`): their properties go through stack outputs wrapped in
+   `Fn::ToJsonString`, so moto resolves every intrinsic in them and we apply them afterwards;
+4. create the stack, wait for CREATE_COMPLETE, apply the deferred settings (`_FIXUPS`), and
+   describe what was deployed: outputs, functions (code dir, handler, timeout, environment) and the
+   SQS event-source mappings the local poller has to run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from samtranslator.metrics.metrics import DummyMetricsPublisher, Metrics
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+
+from crr_cli.localcloud.cfn_yaml import load_cfn_template
+from crr_cli.localcloud.clients import ClientFactory
+
+ARTIFACTS_BUCKET_PREFIX = "crr-localcloud-artifacts"
+DEFERRED_OUTPUT_PREFIX = "LocalCloudDeferred"
+STACK_WAIT_TIMEOUT_S = 120.0
+
+# The AWS managed policies SAM attaches to function roles; resolved here so no IAM call is needed.
+MANAGED_POLICIES: Mapping[str, str] = {
+    name: f"arn:aws:iam::aws:policy/{path}"
+    for name, path in {
+        "AWSLambdaBasicExecutionRole": "service-role/AWSLambdaBasicExecutionRole",
+        "AWSLambdaSQSQueueExecutionRole": "service-role/AWSLambdaSQSQueueExecutionRole",
+        "AWSLambdaDynamoDBExecutionRole": "service-role/AWSLambdaDynamoDBExecutionRole",
+        "AWSLambdaKinesisExecutionRole": "service-role/AWSLambdaKinesisExecutionRole",
+        "AWSLambdaVPCAccessExecutionRole": "service-role/AWSLambdaVPCAccessExecutionRole",
+        "AWSLambdaRole": "service-role/AWSLambdaRole",
+        "AWSXrayWriteOnlyAccess": "AWSXrayWriteOnlyAccess",
+        "AWSXRayDaemonWriteAccess": "AWSXRayDaemonWriteAccess",
+        "CloudWatchLambdaInsightsExecutionRolePolicy": "CloudWatchLambdaInsightsExecutionRolePolicy",
+    }.items()
+}
+
+# Resource types taken out of the template before moto sees it, with the reason.
+_DEFERRED_TYPES: Mapping[str, str] = {
+    # moto would run the mapping inline inside SendMessage, and needs Docker to run Lambda code.
+    "AWS::Lambda::EventSourceMapping": "run by the local SQS poller",
+    # moto's CloudFormation has no QueuePolicy; applied with SetQueueAttributes instead.
+    "AWS::SQS::QueuePolicy": "applied with SetQueueAttributes",
+}
+# Properties moto's CloudFormation ignores on resources it does create; applied after creation.
+# (Later: AWS::S3::Bucket NotificationConfiguration/VersioningConfiguration and the state
+# machines' DefinitionSubstitutions belong here, with a fix-up in `_FIXUPS`.)
+_SHADOWED_PROPERTIES: Mapping[str, tuple[str, ...]] = {
+    "AWS::DynamoDB::Table": ("TimeToLiveSpecification", "PointInTimeRecoverySpecification"),
+}
+_PSEUDO_PARAMETERS = ("AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::StackName", "AWS::URLSuffix")
+_SKIPPED_IN_ZIPS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".aws-sam"}
+
+
+class DeployError(RuntimeError):
+    """The template cannot be deployed locally, or moto's CloudFormation failed to create the stack."""
+
+
+@dataclass(frozen=True)
+class StackResource:
+    """One resource of the created stack, as moto's CloudFormation reports it."""
+
+    logical_id: str
+    resource_type: str
+    physical_id: str
+
+
+@dataclass(frozen=True)
+class DeployedFunction:
+    """A Lambda function of the stack and everything the local executor needs to run it."""
+
+    stack_name: str
+    logical_id: str
+    name: str
+    arn: str
+    code_dir: Path
+    handler: str
+    runtime: str
+    timeout_s: int
+    memory_mb: int
+    environment: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class EventSourceMapping:
+    """An SQS event-source mapping of the template, resolved, for the local poller."""
+
+    logical_id: str
+    function_logical_id: str
+    function_name: str
+    queue_arn: str
+    queue_url: str
+    batch_size: int
+    batching_window_s: int
+    function_response_types: tuple[str, ...]
+    maximum_concurrency: int | None
+    enabled: bool
+
+    @property
+    def report_batch_item_failures(self) -> bool:
+        return "ReportBatchItemFailures" in self.function_response_types
+
+
+@dataclass(frozen=True)
+class DeployedStack:
+    """What `deploy_stack` created: outputs, resources, functions and SQS event sources."""
+
+    stack_name: str
+    stack_id: str
+    region: str
+    parameters: Mapping[str, str]
+    outputs: Mapping[str, str]
+    resources: Mapping[str, StackResource]
+    functions: Mapping[str, DeployedFunction]
+    event_source_mappings: tuple[EventSourceMapping, ...]
+    fixups: tuple[str, ...] = field(default=())
+
+    def function(self, name: str) -> DeployedFunction:
+        """The function with logical id or physical name `name`; KeyError when there is none."""
+        if name in self.functions:
+            return self.functions[name]
+        for function in self.functions.values():
+            if name in (function.name, function.arn):
+                return function
+        raise KeyError(name)
+
+    def physical_id(self, logical_id: str) -> str:
+        """Physical id of the resource `logical_id`; KeyError when the stack has no such resource."""
+        return self.resources[logical_id].physical_id
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    """A resource (or some properties of one) whose settings we apply after the stack exists."""
+
+    logical_id: str
+    resource_type: str
+    properties: Mapping[str, Any]
+
+
+@dataclass
+class _FixupContext:
+    clients: ClientFactory
+    region: str
+    resources: Mapping[str, StackResource]
+    applied: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ packaging
+
+
+def _zip_directory(directory: Path) -> bytes:
+    """A deterministic zip of `directory` (sorted entries, fixed timestamps, no caches)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(directory.rglob("*")):
+            relative = path.relative_to(directory)
+            if not path.is_file() or _SKIPPED_IN_ZIPS.intersection(relative.parts) or path.suffix == ".pyc":
+                continue
+            info = zipfile.ZipInfo(relative.as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:
+    try:
+        if region == "us-east-1":
+            s3.create_bucket(Bucket=bucket)
+        else:
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+
+
+def _local_dir(uri: Any, base_dir: Path, what: str) -> Path | None:
+    """The directory a local `CodeUri`/`ContentUri` names, or None when it is not a local path."""
+    if not isinstance(uri, str) or uri.startswith("s3://"):
+        return None
+    directory = (base_dir / uri).resolve()
+    if not directory.is_dir():
+        raise DeployError(f"{what} points at {directory}, which is not a directory")
+    return directory
+
+
+def _package(
+    sam: dict[str, Any], base_dir: Path, clients: ClientFactory, region: str, stack_name: str
+) -> dict[str, Path]:
+    """Upload local code directories, rewrite the URIs in `sam`; returns function logical id -> code dir."""
+    s3 = clients.client("s3", region)
+    bucket = f"{ARTIFACTS_BUCKET_PREFIX}-{region}"
+    _ensure_bucket(s3, bucket, region)
+    global_code_uri = sam.get("Globals", {}).get("Function", {}).get("CodeUri")
+    code_dirs: dict[str, Path] = {}
+    for logical_id, resource in sam.get("Resources", {}).items():
+        kind = resource.get("Type")
+        properties = resource.setdefault("Properties", {})
+        if kind == "AWS::Serverless::Function":
+            uri_key, uri = "CodeUri", properties.get("CodeUri", global_code_uri)
+        elif kind == "AWS::Serverless::LayerVersion":
+            uri_key, uri = "ContentUri", properties.get("ContentUri")
+        else:
+            continue
+        directory = _local_dir(uri, base_dir, f"{logical_id}.{uri_key}")
+        if directory is None:
+            continue
+        archive = _zip_directory(directory)
+        key = f"{stack_name}/{logical_id}/{hashlib.sha256(archive).hexdigest()}.zip"
+        s3.put_object(Bucket=bucket, Key=key, Body=archive)
+        properties[uri_key] = f"s3://{bucket}/{key}"
+        if kind == "AWS::Serverless::Function":
+            code_dirs[logical_id] = directory
+    return code_dirs
+
+
+# ------------------------------------------------------------------ template preparation
+
+
+def _check_parameters(sam: Mapping[str, Any], parameters: Mapping[str, str]) -> dict[str, str]:
+    """Parameter values including defaults; DeployError names the required ones missing."""
+    declared: Mapping[str, Any] = sam.get("Parameters", {})
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise DeployError(f"unknown template parameters: {', '.join(unknown)}")
+    missing = sorted(name for name, spec in declared.items() if "Default" not in spec and name not in parameters)
+    if missing:
+        raise DeployError(f"missing required template parameters: {', '.join(missing)}")
+    values = {name: str(spec["Default"]) for name, spec in declared.items() if "Default" in spec}
+    values.update(parameters)
+    return values
+
+
+def _transform(sam: dict[str, Any], parameters: Mapping[str, str], region: str) -> dict[str, Any]:
+    """SAM -> CloudFormation, offline (the managed-policy map is `MANAGED_POLICIES`)."""
+    # Our own offline metrics object, published (to nowhere) so it does not warn when collected.
+    metrics = Metrics("ServerlessTransform", DummyMetricsPublisher())
+    session = boto3.session.Session(region_name=region)
+    translator = Translator(None, Parser(), boto_session=session, metrics=metrics)
+    try:
+        template: dict[str, Any] = translator.translate(
+            copy.deepcopy(sam),
+            parameter_values=dict(parameters),
+            get_managed_policy_map=lambda: dict(MANAGED_POLICIES),
+        )
+    except Exception as error:  # samtranslator raises its own hierarchy; all mean "invalid template"
+        raise DeployError(f"SAM transform failed: {error}") from error
+    finally:
+        metrics.publish()
+    return template
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _resolve_find_in_map(template: dict[str, Any], values: Mapping[str, str]) -> int:
+    """Replace `Fn::FindInMap` whose keys are literals or parameter refs by the mapped value.
+
+    moto casts Number parameters to int before looking them up in a mapping whose keys are strings
+    (KeyError, HTTP 500). Returns how many lookups were resolved.
+    """
+    mappings: Mapping[str, Any] = template.get("Mappings", {})
+
+    def key_of(node: Any) -> str | None:
+        if isinstance(node, dict) and set(node) == {"Ref"}:
+            return values.get(node["Ref"])
+        if isinstance(node, str | int | float):
+            return str(node)
+        return None
+
+    resolved = 0
+    for node in list(_walk(template.get("Resources", {}))) + list(_walk(template.get("Outputs", {}))):
+        for key, value in list(node.items()):
+            if not (isinstance(value, dict) and set(value) == {"Fn::FindInMap"}):
+                continue
+            parts = [key_of(part) for part in value["Fn::FindInMap"]]
+            path = [part for part in parts if part is not None]
+            if len(path) != 3 or len(parts) != 3:
+                continue
+            try:
+                node[key] = mappings[path[0]][path[1]][path[2]]
+            except KeyError as error:
+                raise DeployError(f"Fn::FindInMap {path} has no value in Mappings") from error
+            resolved += 1
+    return resolved
+
+
+def _defer(template: dict[str, Any]) -> list[str]:
+    """Take deferred resources out of `template` and export the properties we apply later.
+
+    Each export is an output `<prefix><LogicalId>` whose value is `Fn::ToJsonString` of the
+    properties, so moto resolves their intrinsics. Returns the logical ids removed.
+    """
+    resources: dict[str, Any] = template["Resources"]
+    outputs: dict[str, Any] = template.setdefault("Outputs", {})
+    removed: list[str] = []
+    for logical_id, resource in list(resources.items()):
+        kind = resource.get("Type", "")
+        properties = resource.get("Properties", {})
+        if kind in _DEFERRED_TYPES:
+            exported = properties
+            removed.append(logical_id)
+            del resources[logical_id]
+        elif kind in _SHADOWED_PROPERTIES:
+            exported = {name: properties[name] for name in _SHADOWED_PROPERTIES[kind] if name in properties}
+            if not exported:
+                continue
+        else:
+            continue
+        outputs[f"{DEFERRED_OUTPUT_PREFIX}{logical_id}"] = {
+            "Value": {"Fn::ToJsonString": {"Type": kind, "Properties": exported}}
+        }
+    for resource in resources.values():
+        depends = resource.get("DependsOn")
+        if isinstance(depends, str) and depends in removed:
+            del resource["DependsOn"]
+        elif isinstance(depends, list):
+            resource["DependsOn"] = [name for name in depends if name not in removed]
+    return removed
+
+
+# ------------------------------------------------------------------ stack creation
+
+
+def _wait_for_stack(cloudformation: Any, stack_name: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    interval = 0.02
+    while True:
+        stack: dict[str, Any] = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
+        status = str(stack["StackStatus"])
+        if not status.endswith("_IN_PROGRESS"):
+            if status != "CREATE_COMPLETE":
+                reason = stack.get("StackStatusReason", "no reason given")
+                raise DeployError(f"stack {stack_name} ended in {status}: {reason}")
+            return stack
+        if time.monotonic() > deadline:
+            raise DeployError(f"stack {stack_name} still {status} after {timeout_s:.0f}s")
+        time.sleep(interval)
+        interval = min(interval * 2, 0.5)
+
+
+def _stack_resources(cloudformation: Any, stack_name: str) -> dict[str, StackResource]:
+    paginator = cloudformation.get_paginator("list_stack_resources")
+    resources: dict[str, StackResource] = {}
+    for page in paginator.paginate(StackName=stack_name):
+        for summary in page["StackResourceSummaries"]:
+            logical_id = summary["LogicalResourceId"]
+            if logical_id:  # moto lists unsupported types under an empty id
+                resources[logical_id] = StackResource(
+                    logical_id, summary["ResourceType"], summary.get("PhysicalResourceId", "")
+                )
+    return resources
+
+
+# ------------------------------------------------------------------ fix-ups after creation
+
+
+def _fix_queue_policy(context: _FixupContext, deferred: _Deferred) -> None:
+    sqs = context.clients.client("sqs", context.region)
+    policy = json.dumps(deferred.properties["PolicyDocument"])
+    queues = deferred.properties.get("Queues", [])
+    for queue_url in queues:
+        sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": policy})
+    context.applied.append(f"{deferred.logical_id}: queue policy set on {len(queues)} queue(s)")
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def _fix_table(context: _FixupContext, deferred: _Deferred) -> None:
+    dynamodb = context.clients.client("dynamodb", context.region)
+    table = context.resources[deferred.logical_id].physical_id
+    ttl = deferred.properties.get("TimeToLiveSpecification")
+    if ttl and _truthy(ttl.get("Enabled")):
+        dynamodb.update_time_to_live(
+            TableName=table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+        )
+        context.applied.append(f"{deferred.logical_id}: time to live on {ttl['AttributeName']}")
+    pitr = deferred.properties.get("PointInTimeRecoverySpecification")
+    if pitr and _truthy(pitr.get("PointInTimeRecoveryEnabled")):
+        dynamodb.update_continuous_backups(
+            TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+        )
+        context.applied.append(f"{deferred.logical_id}: point-in-time recovery enabled")
+
+
+_FIXUPS: Mapping[str, Callable[[_FixupContext, _Deferred], None]] = {
+    "AWS::SQS::QueuePolicy": _fix_queue_policy,
+    "AWS::DynamoDB::Table": _fix_table,
+}
+
+
+def _queue_url(clients: ClientFactory, queue_arn: str) -> str:
+    _, _, _, region, account, name = queue_arn.split(":", 5)
+    sqs = clients.client("sqs", region)
+    url: str = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    return url
+
+
+def _event_source_mapping(
+    clients: ClientFactory, deferred: _Deferred, functions: Mapping[str, DeployedFunction]
+) -> EventSourceMapping | str:
+    """The resolved mapping, or a note saying why the local cloud does not run it."""
+    properties = deferred.properties
+    source = str(properties.get("EventSourceArn", ""))
+    if not source.startswith("arn:aws:sqs:"):
+        return f"{deferred.logical_id}: event source {source or '?'} is not SQS; not polled locally"
+    target = str(properties["FunctionName"])
+    function = next((f for f in functions.values() if target in (f.name, f.arn, f.logical_id)), None)
+    if function is None:
+        return f"{deferred.logical_id}: function {target} is not run locally; not polled"
+    scaling = properties.get("ScalingConfig") or {}
+    concurrency = scaling.get("MaximumConcurrency")
+    return EventSourceMapping(
+        logical_id=deferred.logical_id,
+        function_logical_id=function.logical_id,
+        function_name=function.name,
+        queue_arn=source,
+        queue_url=_queue_url(clients, source),
+        batch_size=int(properties.get("BatchSize", 10)),
+        batching_window_s=int(properties.get("MaximumBatchingWindowInSeconds", 0)),
+        function_response_types=tuple(properties.get("FunctionResponseTypes", ())),
+        maximum_concurrency=int(concurrency) if concurrency is not None else None,
+        enabled=_truthy(properties.get("Enabled", True)),
+    )
+
+
+def _describe_functions(
+    clients: ClientFactory,
+    stack_name: str,
+    region: str,
+    resources: Mapping[str, StackResource],
+    code_dirs: Mapping[str, Path],
+) -> tuple[dict[str, DeployedFunction], list[str]]:
+    lambda_client = clients.client("lambda", region)
+    functions: dict[str, DeployedFunction] = {}
+    notes: list[str] = []
+    for resource in resources.values():
+        if resource.resource_type != "AWS::Lambda::Function":
+            continue
+        if resource.logical_id not in code_dirs:
+            notes.append(f"{resource.logical_id}: no local CodeUri; the local cloud cannot run it")
+            continue
+        config = lambda_client.get_function_configuration(FunctionName=resource.physical_id)
+        functions[resource.logical_id] = DeployedFunction(
+            stack_name=stack_name,
+            logical_id=resource.logical_id,
+            name=config["FunctionName"],
+            arn=config["FunctionArn"],
+            code_dir=code_dirs[resource.logical_id],
+            handler=config["Handler"],
+            runtime=config.get("Runtime", ""),
+            timeout_s=int(config.get("Timeout", 3)),
+            memory_mb=int(config.get("MemorySize", 128)),
+            environment=dict(config.get("Environment", {}).get("Variables", {})),
+        )
+    return functions, notes
+
+
+def deploy_stack(
+    clients: ClientFactory,
+    template_path: Path,
+    stack_name: str,
+    region: str,
+    parameters: Mapping[str, str],
+    *,
+    timeout_s: float = STACK_WAIT_TIMEOUT_S,
+) -> DeployedStack:
+    """Package, transform and create `template_path` as stack `stack_name` in `region`.
+
+    Raises DeployError when the template cannot be transformed or deployed locally, or the stack
+    does not reach CREATE_COMPLETE within `timeout_s`; botocore errors from moto pass through.
+    """
+    sam = load_cfn_template(template_path)
+    values = _check_parameters(sam, parameters)
+    code_dirs = _package(sam, template_path.parent.resolve(), clients, region, stack_name)
+    template = _transform(sam, parameters, region)
+    pseudo = {"AWS::Region": region, "AWS::StackName": stack_name}
+    resolved_lookups = _resolve_find_in_map(template, {**values, **pseudo})
+    _defer(template)
+
+    cloudformation = clients.client("cloudformation", region)
+    cloudformation.create_stack(
+        StackName=stack_name,
+        TemplateBody=json.dumps(template),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
+    )
+    stack = _wait_for_stack(cloudformation, stack_name, timeout_s)
+    resources = _stack_resources(cloudformation, stack_name)
+
+    outputs: dict[str, str] = {}
+    deferred: list[_Deferred] = []
+    for output in stack.get("Outputs", []):
+        key, value = output["OutputKey"], output["OutputValue"]
+        if key.startswith(DEFERRED_OUTPUT_PREFIX):
+            exported = json.loads(value)
+            logical_id = key.removeprefix(DEFERRED_OUTPUT_PREFIX)
+            deferred.append(_Deferred(logical_id, exported["Type"], exported["Properties"]))
+        else:
+            outputs[key] = value
+
+    context = _FixupContext(clients, region, resources)
+    if resolved_lookups:
+        context.applied.append(f"template: {resolved_lookups} Fn::FindInMap lookup(s) resolved before creation")
+    for item in deferred:
+        fixup = _FIXUPS.get(item.resource_type)
+        if fixup is not None:
+            fixup(context, item)
+
+    functions, notes = _describe_functions(clients, stack_name, region, resources, code_dirs)
+    mappings: list[EventSourceMapping] = []
+    for item in deferred:
+        if item.resource_type == "AWS::Lambda::EventSourceMapping":
+            mapping = _event_source_mapping(clients, item, functions)
+            if isinstance(mapping, str):
+                notes.append(mapping)
+            else:
+                mappings.append(mapping)
+                context.applied.append(f"{item.logical_id}: run by the local SQS poller")
+    return DeployedStack(
+        stack_name=stack_name,
+        stack_id=str(stack["StackId"]),
+        region=region,
+        parameters=values,
+        outputs=outputs,
+        resources=resources,
+        functions=functions,
+        event_source_mappings=tuple(mappings),
+        fixups=tuple(context.applied + notes),
+    )

@@ -1,0 +1,500 @@
+"""The embedded local cloud: deploy over HTTP, warm workers, SQS event source, S3 event seams."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import textwrap
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crr_cli.localcloud.cloud import LocalCloud
+from crr_cli.localcloud.command import add_local_parser, run_local_up
+from crr_cli.localcloud.deploy import DeployedStack
+
+pytestmark = pytest.mark.integration
+
+REGION = "us-west-1"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+PROBE_HANDLER = """
+import json
+import os
+import time
+
+import boto3
+
+_sqs = boto3.client("sqs")  # built once per warm worker
+_invocations = {"count": 0}
+
+
+def lambda_handler(event, context):
+    entered = time.time()
+    _invocations["count"] += 1
+    print("probe handler writes to stdout; the protocol must not see it")
+    if "raise" in event:
+        raise RuntimeError(event["raise"])
+    time.sleep(event.get("sleep", 0))
+    observation = {
+        "pid": os.getpid(),
+        "entered": entered,
+        "warm_invocations": _invocations["count"],
+        "function_name": os.environ["AWS_LAMBDA_FUNCTION_NAME"],
+        "region": os.environ["AWS_REGION"],
+        "endpoint": os.environ["AWS_ENDPOINT_URL"],
+        "setting": os.environ["PROBE_SETTING"],
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "records": [],
+    }
+    failures = []
+    for record in event.get("Records", []):
+        body = json.loads(record["body"])
+        observation["records"].append(
+            {
+                "id": body["id"],
+                "sent": body.get("sent"),
+                "receive_count": int(record["attributes"]["ApproximateReceiveCount"]),
+                "event_source": record["eventSource"],
+                "attribute": record["messageAttributes"].get("kind", {}).get("stringValue"),
+            }
+        )
+        if body.get("action") == "fail":
+            failures.append({"itemIdentifier": record["messageId"]})
+    if observation["records"]:
+        _sqs.send_message(QueueUrl=os.environ["OBSERVATIONS_QUEUE_URL"], MessageBody=json.dumps(observation))
+    return {"batchItemFailures": failures, "observation": observation}
+"""
+
+PROBE_TEMPLATE = """
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Description: throwaway stack for the local cloud's own tests
+Parameters:
+  MaxReceiveCount:
+    Type: Number
+    Default: 5
+Globals:
+  Function:
+    Runtime: python3.11
+    Timeout: 1
+    MemorySize: 256
+Resources:
+  ProbeFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: probe/
+      Handler: handler.lambda_handler
+      Environment:
+        Variables:
+          OBSERVATIONS_QUEUE_URL: !Ref ObservationsQueue
+          PROBE_SETTING: from-template
+      Events:
+        Work:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt WorkQueue.Arn
+            BatchSize: 10
+            FunctionResponseTypes: [ReportBatchItemFailures]
+            ScalingConfig:
+              MaximumConcurrency: 2
+  WorkQueue:
+    Type: AWS::SQS::Queue
+    Properties:
+      VisibilityTimeout: 2
+      RedrivePolicy:
+        deadLetterTargetArn: !GetAtt WorkDLQ.Arn
+        maxReceiveCount: !Ref MaxReceiveCount
+  WorkDLQ:
+    Type: AWS::SQS::Queue
+  ObservationsQueue:
+    Type: AWS::SQS::Queue
+Outputs:
+  WorkQueueUrl:
+    Value: !Ref WorkQueue
+  WorkDLQUrl:
+    Value: !Ref WorkDLQ
+  ObservationsQueueUrl:
+    Value: !Ref ObservationsQueue
+"""
+
+
+@dataclass
+class ProbeStack:
+    """The deployed probe stack plus the observations its handler reported so far."""
+
+    cloud: LocalCloud
+    stack: DeployedStack
+    code_dir: Path
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def sqs(self) -> Any:
+        return self.cloud.client("sqs", REGION)
+
+    def send(self, action: str = "ok") -> str:
+        message_id = uuid.uuid4().hex
+        self.sqs.send_message(
+            QueueUrl=self.stack.outputs["WorkQueueUrl"],
+            MessageBody=json.dumps({"id": message_id, "action": action}),
+            MessageAttributes={"kind": {"DataType": "String", "StringValue": action}},
+        )
+        return message_id
+
+    def observations_of(self, message_id: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(invocation, record) pairs the handler reported for `message_id`, collected so far."""
+        response = self.sqs.receive_message(
+            QueueUrl=self.stack.outputs["ObservationsQueueUrl"], MaxNumberOfMessages=10, WaitTimeSeconds=0
+        )
+        for message in response.get("Messages", []):
+            self.seen.append(json.loads(message["Body"]))
+            self.sqs.delete_message(
+                QueueUrl=self.stack.outputs["ObservationsQueueUrl"], ReceiptHandle=message["ReceiptHandle"]
+            )
+        return [(seen, record) for seen in self.seen for record in seen["records"] if record["id"] == message_id]
+
+    def queue_is_empty(self, output: str) -> bool:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.stack.outputs[output],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return bool(attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"})
+
+
+def write_probe_project(root: Path) -> Path:
+    code_dir = root / "probe"
+    code_dir.mkdir(parents=True)
+    (code_dir / "handler.py").write_text(textwrap.dedent(PROBE_HANDLER), encoding="utf-8")
+    template = root / "template.yaml"
+    template.write_text(PROBE_TEMPLATE, encoding="utf-8")
+    return template
+
+
+@pytest.fixture(scope="module")
+def probe(local_cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> ProbeStack:
+    template = write_probe_project(tmp_path_factory.mktemp("probe-project"))
+    stack = local_cloud.deploy(template, "probe", REGION, {"MaxReceiveCount": "2"})
+    return ProbeStack(local_cloud, stack, template.parent / "probe")
+
+
+def test_deploy_creates_the_stack_and_its_resources_in_moto(probe: ProbeStack) -> None:
+    # Given the probe template deployed into the local cloud
+    cloud, stack = probe.cloud, probe.stack
+
+    # When we look at the stack and its resources over HTTP
+    described = cloud.client("cloudformation", REGION).describe_stacks(StackName="probe")["Stacks"][0]
+    work_queue = probe.sqs.get_queue_attributes(
+        QueueUrl=stack.outputs["WorkQueueUrl"], AttributeNames=["RedrivePolicy", "VisibilityTimeout"]
+    )["Attributes"]
+    function = stack.function("ProbeFunction")
+    mappings_in_moto = cloud.client("lambda", REGION).list_event_source_mappings(FunctionName=function.name)
+
+    # Then the stack is complete, with the queues, the function and its SQS event source resolved
+    assert described["StackStatus"] == "CREATE_COMPLETE"
+    assert json.loads(work_queue["RedrivePolicy"])["maxReceiveCount"] == 2
+    assert work_queue["VisibilityTimeout"] == "2"
+    assert function.code_dir == probe.code_dir.resolve()
+    assert function.handler == "handler.lambda_handler"
+    assert function.timeout_s == 1
+    assert function.environment["OBSERVATIONS_QUEUE_URL"] == stack.outputs["ObservationsQueueUrl"]
+    (mapping,) = stack.event_source_mappings
+    assert mapping.function_name == function.name
+    assert mapping.queue_arn.endswith(stack.outputs["WorkQueueUrl"].rsplit("/", 1)[1])
+    assert (mapping.batch_size, mapping.maximum_concurrency, mapping.report_batch_item_failures) == (10, 2, True)
+    # and moto itself has no mapping (it would run it inline inside SendMessage)
+    assert mappings_in_moto["EventSourceMappings"] == []
+
+
+def test_messages_reach_the_handler_in_a_warm_worker_and_are_deleted(probe: ProbeStack, eventually: Any) -> None:
+    # Given a message that the handler processes successfully
+    first = probe.send()
+
+    # When it has been handled, and a second one after it
+    ((first_call, first_record),) = eventually(lambda: probe.observations_of(first), what="first delivery")
+    second = probe.send()
+    ((second_call, _),) = eventually(lambda: probe.observations_of(second), what="second delivery")
+
+    # Then the same warm worker handled both batches, with the function's environment and context
+    assert second_call["pid"] == first_call["pid"]
+    assert second_call["warm_invocations"] > first_call["warm_invocations"]
+    assert first_call["function_name"] == probe.stack.function("ProbeFunction").name
+    assert (first_call["region"], first_call["setting"]) == (REGION, "from-template")
+    assert first_call["endpoint"] == probe.cloud.endpoint_url
+    assert 0 < first_call["remaining_ms"] <= 1000
+    assert first_record["event_source"] == "aws:sqs"
+    assert first_record["attribute"] == "ok"
+    # and both messages were deleted rather than left for redelivery
+    eventually(lambda: probe.queue_is_empty("WorkQueueUrl"), what="work queue to drain")
+    assert probe.queue_is_empty("WorkDLQUrl")
+
+
+def test_a_reported_batch_item_failure_reaches_the_dlq_after_max_receives(probe: ProbeStack, eventually: Any) -> None:
+    # Given a record the handler lists in batchItemFailures, and one it handles
+    failing = probe.send("fail")
+    succeeding = probe.send("ok")
+
+    # When the poller keeps receiving until moto's redrive policy moves the failing one
+    def failing_in_dlq() -> dict[str, Any] | None:
+        response = probe.sqs.receive_message(
+            QueueUrl=probe.stack.outputs["WorkDLQUrl"], MessageSystemAttributeNames=["All"], WaitTimeSeconds=0
+        )
+        for message in response.get("Messages", []):
+            if json.loads(message["Body"])["id"] == failing:
+                return dict(message)
+        return None
+
+    dead = eventually(failing_in_dlq, timeout=20, what="the failing record in the DLQ")
+
+    # Then it was delivered exactly maxReceiveCount (2) times, the other record once and deleted
+    counts = sorted(record["receive_count"] for _, record in probe.observations_of(failing))
+    assert counts == [1, 2]
+    assert int(dead["Attributes"]["ApproximateReceiveCount"]) >= 2
+    assert len(probe.observations_of(succeeding)) == 1
+    eventually(lambda: probe.queue_is_empty("WorkQueueUrl"), what="work queue to drain")
+
+
+def test_handler_exception_is_an_invocation_error_and_keeps_the_worker(probe: ProbeStack) -> None:
+    # Given the probe function, invoked directly
+    function = probe.stack.function("ProbeFunction").name
+
+    # When the handler raises, and is then invoked again
+    failed = probe.cloud.invoke(function, {"raise": "boom"})
+    after = probe.cloud.invoke(function, {})
+
+    # Then the first is a Lambda-style function error, and the worker survived it
+    assert failed.error is not None
+    assert (failed.error["errorType"], failed.error["errorMessage"]) == ("RuntimeError", "boom")
+    assert after.ok
+    assert after.worker_pid == failed.worker_pid
+
+
+def test_a_handler_over_its_timeout_is_killed_and_its_worker_replaced(probe: ProbeStack, eventually: Any) -> None:
+    # Given the probe function with a 1 s timeout
+    function = probe.stack.function("ProbeFunction").name
+    warm = probe.cloud.invoke(function, {})
+
+    # When an invocation sleeps past the timeout
+    timed_out = probe.cloud.invoke(function, {"sleep": 5})
+    after = probe.cloud.invoke(function, {})
+
+    # Then it fails as a timeout after about 1 s, its worker is gone, and a new worker answers
+    assert timed_out.timed_out
+    assert timed_out.error is not None
+    assert timed_out.error["errorMessage"] == "Task timed out after 1.00 seconds"
+    assert 900 <= timed_out.duration_ms < 2500
+    assert timed_out.worker_pid == warm.worker_pid
+    assert timed_out.worker_pid not in probe.cloud.executor.pool(function).worker_pids()
+    assert timed_out.worker_pid is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(timed_out.worker_pid, 0)
+    assert after.ok
+    assert after.worker_pid != timed_out.worker_pid
+    log = probe.cloud.log_dir / "probe-ProbeFunction.log"
+    assert "Task timed out after 1.00 seconds" in log.read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------ S3 event seams
+
+
+def s3_records(cloud: LocalCloud, queue_url: str, count: int, eventually: Any) -> list[dict[str, Any]]:
+    sqs = cloud.client("sqs", REGION)
+    records: list[dict[str, Any]] = []
+
+    def collect() -> bool:
+        response = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        for message in response.get("Messages", []):
+            body = json.loads(message["Body"])
+            records.extend(body.get("Records", []))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return len(records) >= count
+
+    eventually(collect, what=f"{count} S3 event records")
+    return records
+
+
+def notified_bucket(cloud: LocalCloud, name: str, versioned: bool) -> str:
+    s3, sqs = cloud.client("s3", REGION), cloud.client("sqs", REGION)
+    queue_url: str = sqs.create_queue(QueueName=f"{name}-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+    if versioned:
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_notification_configuration(
+        Bucket=name,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]
+        },
+    )
+    return queue_url
+
+
+SEQUENCER = re.compile(r"^[0-9A-F]{16}$")
+
+
+def test_s3_records_carry_sequencer_version_and_delete_markers(local_cloud: LocalCloud, eventually: Any) -> None:
+    # Given a versioned bucket notifying a queue
+    bucket = f"seams-versioned-{uuid.uuid4().hex[:8]}"
+    queue_url = notified_bucket(local_cloud, bucket, versioned=True)
+    s3 = local_cloud.client("s3", REGION)
+
+    # When a key is written twice, copied, uploaded in parts, deleted, and one version removed
+    first = s3.put_object(Bucket=bucket, Key="a key", Body=b"one")["VersionId"]
+    second = s3.put_object(Bucket=bucket, Key="a key", Body=b"two!")["VersionId"]
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "a key"})
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="parts")["UploadId"]
+    part = s3.upload_part(Bucket=bucket, Key="parts", UploadId=upload, PartNumber=1, Body=b"p" * 10)
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="parts",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    marker = s3.delete_object(Bucket=bucket, Key="a key")["VersionId"]
+    s3.delete_object(Bucket=bucket, Key="a key", VersionId=first)
+    s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "copy"}]})
+    records = s3_records(local_cloud, queue_url, 7, eventually)
+
+    # Then each change produced one record, with increasing sequencers and the versions involved
+    summary = [(r["eventName"], r["s3"]["object"]["key"], r["s3"]["object"].get("versionId")) for r in records]
+    by_sequencer = sorted(records, key=lambda r: r["s3"]["object"]["sequencer"])
+    assert [r["eventName"] for r in by_sequencer] == [
+        "ObjectCreated:Put",
+        "ObjectCreated:Put",
+        "ObjectCreated:Copy",
+        "ObjectCreated:CompleteMultipartUpload",
+        "ObjectRemoved:DeleteMarkerCreated",
+        "ObjectRemoved:Delete",
+        "ObjectRemoved:DeleteMarkerCreated",
+    ], summary
+    assert all(SEQUENCER.match(r["s3"]["object"]["sequencer"]) for r in records)
+    assert len({r["s3"]["object"]["sequencer"] for r in records}) == 7
+    key_versions = [r["s3"]["object"]["versionId"] for r in by_sequencer if r["s3"]["object"]["key"] == "a+key"]
+    assert key_versions == [first, second, marker, first]
+    assert all(r["s3"]["object"].get("versionId") for r in records)
+    put = by_sequencer[0]
+    assert (put["awsRegion"], put["s3"]["object"]["size"], put["s3"]["bucket"]["name"]) == (REGION, 3, bucket)
+    assert put["s3"]["object"]["eTag"]
+    assert "eTag" not in by_sequencer[4]["s3"]["object"]
+
+
+def test_s3_records_on_an_unversioned_bucket_have_sequencers_and_no_version(
+    local_cloud: LocalCloud, eventually: Any
+) -> None:
+    # Given an unversioned bucket notifying a queue
+    bucket = f"seams-plain-{uuid.uuid4().hex[:8]}"
+    queue_url = notified_bucket(local_cloud, bucket, versioned=False)
+    s3 = local_cloud.client("s3", REGION)
+
+    # When a key is created, overwritten and deleted
+    s3.put_object(Bucket=bucket, Key="k", Body=b"1", Metadata={"origin": "test"})
+    s3.put_object(Bucket=bucket, Key="k", Body=b"22")
+    s3.delete_object(Bucket=bucket, Key="k")
+    records = s3_records(local_cloud, queue_url, 3, eventually)
+
+    # Then the records' sequencers follow the writes, and none carries a version id
+    ordered = sorted(records, key=lambda r: r["s3"]["object"]["sequencer"])
+    assert [r["eventName"] for r in ordered] == ["ObjectCreated:Put", "ObjectCreated:Put", "ObjectRemoved:Delete"]
+    assert [r["s3"]["object"].get("size") for r in ordered[:2]] == [1, 2]
+    assert not any("versionId" in r["s3"]["object"] for r in records)
+
+
+# ------------------------------------------------------------------ the real template and `crr local up`
+
+
+def test_the_project_template_deploys_with_its_fixups(local_cloud: LocalCloud) -> None:
+    # Given the project's own template with the local-test parameters
+    parameters = {
+        "SourceBuckets": "src-a",
+        "DestinationBuckets": "dst-b",
+        "FunctionTimeoutSeconds": "2",
+        "MaxReceiveCount": "2",
+    }
+
+    # When it is deployed without starting pollers (the handler is not needed for this)
+    stack = local_cloud.deploy(REPO_ROOT / "template.yaml", "crr-template", REGION, parameters, event_sources=False)
+
+    # Then moto created it, and the settings moto's CloudFormation ignores were applied by us
+    types = {resource.resource_type for resource in stack.resources.values()}
+    assert {"AWS::Lambda::Function", "AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::IAM::Role"} <= types
+    table = stack.outputs["RulesTableName"]
+    dynamodb = local_cloud.client("dynamodb", REGION)
+    assert dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"
+    backups = dynamodb.describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"]
+    assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+    policy = local_cloud.client("sqs", REGION).get_queue_attributes(
+        QueueUrl=stack.outputs["ReplicationQueueUrl"], AttributeNames=["Policy"]
+    )["Attributes"]["Policy"]
+    assert json.loads(policy)["Statement"][0]["Principal"] == {"Service": "s3.amazonaws.com"}
+    function = stack.function("ReplicateFunction")
+    assert function.timeout_s == 2
+    assert function.environment["RULES_TABLE_NAME"] == table
+    (mapping,) = stack.event_source_mappings
+    assert mapping.function_logical_id == "ReplicateFunction"
+    assert mapping.report_batch_item_failures
+
+
+def child_processes() -> set[int]:
+    """Pids of this process's children (Linux /proc)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            children.add(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_local_up_prints_the_endpoint_and_stops_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], eventually: Any
+) -> None:
+    # Given `crr local up` running a throwaway template on a free port
+    template = write_probe_project(tmp_path)
+    children_before = child_processes()
+    ready, stop = threading.Event(), threading.Event()
+    result: list[int] = []
+
+    def run() -> None:
+        state_dir = tmp_path / "state"
+        result.append(run_local_up(0, "up-probe", REGION, {}, template, state_dir=state_dir, ready=ready, stop=stop))
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        eventually(lambda: ready.is_set() or not runner.is_alive(), timeout=60, what="local up to be ready")
+    finally:
+        # When it is asked to stop
+        stop.set()
+        runner.join(timeout=30)
+
+    # Then it printed how to use it, returned 0 and left no process behind
+    printed = capsys.readouterr().out
+    assert result == [0]
+    assert child_processes() <= children_before
+    assert re.search(r"export AWS_ENDPOINT_URL=http://127\.0\.0\.1:\d+ AWS_ACCESS_KEY_ID=testing ", printed)
+    assert f"AWS_REGION={REGION}" in printed
+    assert "stack up-probe" in printed
+
+
+def test_local_parser_registers_up_with_its_options() -> None:
+    # Given a CLI parser with the local commands
+    parser = argparse.ArgumentParser(prog="crr")
+    add_local_parser(parser.add_subparsers(dest="command", required=True))
+
+    # When `local up` is parsed with options
+    arguments = parser.parse_args(
+        ["local", "up", "--port", "0", "--stack", "s", "--region", "eu-west-1", "--parameter", "A=b=c"]
+    )
+
+    # Then every option lands, and `func` runs the command
+    assert (arguments.port, arguments.stack, arguments.region) == (0, "s", "eu-west-1")
+    assert arguments.parameter == [("A", "b=c")]
+    assert callable(arguments.func)

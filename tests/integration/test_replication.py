@@ -1,0 +1,202 @@
+"""Replication over the real path on the local cloud: S3 notification → SQS → local Lambda running
+the real handler → destination bucket in another region, with the CLI run as its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crr_cli.demo import create_bucket
+from crr_cli.localcloud.cloud import LocalCloud
+from crr_cli.localcloud.deploy import DeployedStack
+from crr_cli.snapshot import compare, list_keys, snapshot
+
+pytestmark = pytest.mark.integration
+
+WEST, EAST = "us-west-1", "us-east-1"
+STACK = "crr-it"
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+PAIRS = {
+    "main": ("it-src-main", "it-dst-main"),
+    "prefix": ("it-src-prefix", "it-dst-prefix"),
+    "pause": ("it-src-pause", "it-dst-pause"),
+    "broken": ("it-src-broken", "it-dst-broken"),
+}
+
+
+def run_crr(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The operator CLI as a user runs it, pointed at the local cloud through the standard environment."""
+    environment = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": WEST,
+    }
+    environment.pop("AWS_PROFILE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "crr_cli.main", "--stack", STACK, *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(local_cloud: LocalCloud) -> DeployedStack:
+    """The real template, with a 2 s function timeout (12 s visibility) and redrive after 2 receives."""
+    sources = ",".join(source for source, _ in PAIRS.values())
+    destinations = ",".join(destination for _, destination in PAIRS.values())
+    deployed = local_cloud.deploy(
+        TEMPLATE,
+        STACK,
+        WEST,
+        {
+            "SourceBuckets": sources,
+            "DestinationBuckets": destinations,
+            "FunctionTimeoutSeconds": "2",
+            "MaxReceiveCount": "2",
+            "MaximumConcurrency": "2",
+        },
+    )
+    west, east = local_cloud.client("s3", WEST), local_cloud.client("s3", EAST)
+    for source, destination in PAIRS.values():
+        create_bucket(west, source, WEST, versioned=True)
+        create_bucket(east, destination, EAST, versioned=False)
+    return deployed
+
+
+def add_rule(local_cloud: LocalCloud, pair: str, *options: str) -> None:
+    source, destination = PAIRS[pair]
+    added = run_crr(
+        local_cloud.endpoint_url, "rules", "add", "--source", source, "--destination", destination, *options
+    )
+    assert added.returncode == 0, added.stderr
+
+
+def queue_drained(local_cloud: LocalCloud, stack: DeployedStack) -> bool:
+    attributes = local_cloud.client("sqs", WEST).get_queue_attributes(
+        QueueUrl=stack.outputs["ReplicationQueueUrl"],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return bool(attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0")
+
+
+def test_creates_overwrites_and_deletes_reach_the_other_region(
+    local_cloud: LocalCloud, stack: DeployedStack, eventually: Callable[..., Any]
+) -> None:
+    # Given a rule added with the CLI
+    source, destination = PAIRS["main"]
+    add_rule(local_cloud, "main")
+    west, east = local_cloud.client("s3", WEST), local_cloud.client("s3", EAST)
+    # When objects with awkward keys are created, overwritten and deleted
+    for key in ("a b.txt", "c++/x+y.txt", "100%.txt", "ünï/日本.txt", "deep/er/key", "empty"):
+        west.put_object(
+            Bucket=source,
+            Key=key,
+            Body=key.encode() if key != "empty" else b"",
+            Metadata={"k": "v"},
+            Tagging="t=1",
+            ContentType="text/plain",
+            CacheControl="no-cache",
+        )
+    west.put_object(Bucket=source, Key="a b.txt", Body=b"overwritten", ContentType="text/markdown")
+    west.delete_object(Bucket=source, Key="deep/er/key")
+    # Then the destination converges on the source in keys, bytes, headers, metadata and tags
+    difference = eventually(
+        lambda: (d := compare(snapshot(west, source), snapshot(east, destination))).equal and d,
+        timeout=30,
+        what="the replica to equal the source",
+    )
+    assert difference.equal
+    replica = east.head_object(Bucket=destination, Key="a b.txt")
+    assert replica["ContentType"] == "text/markdown"
+    assert replica["Metadata"]["crr-origin-bucket"] == source
+
+
+def test_a_prefix_rule_replicates_only_its_prefix(
+    local_cloud: LocalCloud, stack: DeployedStack, eventually: Callable[..., Any]
+) -> None:
+    # Given a rule limited to data/
+    source, destination = PAIRS["prefix"]
+    add_rule(local_cloud, "prefix", "--prefix", "data/")
+    west, east = local_cloud.client("s3", WEST), local_cloud.client("s3", EAST)
+    # When keys inside and outside the prefix are written
+    west.put_object(Bucket=source, Key="logs/outside", Body=b"no")
+    west.put_object(Bucket=source, Key="data/inside", Body=b"yes")
+    # Then the inside key arrives, and once the queue is drained the outside key has not
+    eventually(lambda: "data/inside" in list_keys(east, destination), timeout=30, what="data/inside")
+    eventually(lambda: queue_drained(local_cloud, stack), timeout=30, what="the queue to drain")
+    assert list_keys(east, destination) == ["data/inside"]
+
+
+def test_a_paused_rule_acknowledges_changes_and_a_resumed_one_replicates_again(
+    local_cloud: LocalCloud, stack: DeployedStack, eventually: Callable[..., Any]
+) -> None:
+    source, destination = PAIRS["pause"]
+    add_rule(local_cloud, "pause")
+    west, east = local_cloud.client("s3", WEST), local_cloud.client("s3", EAST)
+    # Given the rule paused with the CLI
+    paused = run_crr(local_cloud.endpoint_url, "rules", "pause", source, "--json")
+    assert paused.returncode == 0, paused.stderr
+    assert json.loads(paused.stdout)[0]["status"] == "paused"
+    # When an object is written, Then its record is acknowledged without a copy
+    west.put_object(Bucket=source, Key="while-paused", Body=b"x")
+    eventually(lambda: queue_drained(local_cloud, stack), timeout=30, what="the queue to drain")
+    assert list_keys(east, destination) == []
+    # When the rule is resumed (the function's rule cache lasts 5 s), Then new writes replicate again
+    assert run_crr(local_cloud.endpoint_url, "rules", "resume", source).returncode == 0
+
+    def replicated_after_resume() -> bool:
+        west.put_object(Bucket=source, Key="after-resume", Body=b"y")
+        return "after-resume" in list_keys(east, destination)
+
+    eventually(replicated_after_resume, timeout=30, what="after-resume in the replica")
+
+
+def test_records_that_keep_failing_reach_the_dead_letter_queue_through_redrive(
+    local_cloud: LocalCloud, stack: DeployedStack, eventually: Callable[..., Any]
+) -> None:
+    # Given a rule whose destination bucket disappears after the rule was added
+    source, destination = PAIRS["broken"]
+    add_rule(local_cloud, "broken")
+    east, west, sqs = local_cloud.client("s3", EAST), local_cloud.client("s3", WEST), local_cloud.client("sqs", WEST)
+    east.delete_bucket(Bucket=destination)
+    # When an object is written (every copy fails: NoSuchBucket) and a malformed message arrives
+    west.put_object(Bucket=source, Key="doomed.txt", Body=b"x")
+    sqs.send_message(QueueUrl=stack.outputs["ReplicationQueueUrl"], MessageBody="{not json")
+    found: dict[str, dict[str, Any]] = {}
+
+    def both_dead_lettered() -> bool:
+        answer = sqs.receive_message(
+            QueueUrl=stack.outputs["ReplicationDLQUrl"],
+            MaxNumberOfMessages=10,
+            AttributeNames=["All"],
+            VisibilityTimeout=60,
+        )
+        for message in answer.get("Messages", []):
+            found[message["Body"][:40]] = message
+        return any("doomed.txt" in body for body in (m["Body"] for m in found.values())) and "{not json" in found
+
+    # Then after MaxReceiveCount (2) deliveries both are in the DLQ, having been received twice each
+    eventually(both_dead_lettered, timeout=90, what="both records in the DLQ")
+    assert all(int(message["Attributes"]["ApproximateReceiveCount"]) >= 2 for message in found.values())
+    # And the source keeps its object: a failure never touches it
+    assert west.head_object(Bucket=source, Key="doomed.txt")["ContentLength"] == 1
+
+
+def test_the_cli_refuses_unknown_buckets_with_a_clear_error(local_cloud: LocalCloud, stack: DeployedStack) -> None:
+    refused = run_crr(
+        local_cloud.endpoint_url, "rules", "add", "--source", "no-such-source-bucket", "--destination", "it-dst-main"
+    )
+    assert refused.returncode == 1
+    assert "bucket 'no-such-source-bucket' does not exist" in refused.stderr
