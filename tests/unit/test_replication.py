@@ -256,6 +256,22 @@ def test_progress_is_written_once_per_rule_per_batch() -> None:
     assert (rule_id, delta.objects_copied, delta.bytes_copied) == ("r1", 3, 6)
 
 
+def test_progress_of_consecutive_small_batches_is_written_once_per_interval() -> None:
+    # Given a warm replicator flushing progress at most once per second, and a fake clock
+    world = World()
+    now = [100.0]
+    replicator = Replicator(world.rules, world.s3, world.ledger, world.progress, monotonic=lambda: now[0])
+    for key in ("a", "b", "c", "d"):
+        world.s3.put(SRC, key, b"1")
+    # When four one-record batches arrive, the first at t=100 and the rest within the second
+    for key, at in (("a", 100.0), ("b", 100.3), ("c", 100.6), ("d", 101.2)):
+        now[0] = at
+        with replicator.batch():
+            replicator.apply(change(key))
+    # Then progress was written twice: at once for the first batch, then for b, c and d together
+    assert [delta.objects_copied for _, delta in world.progress.added] == [1, 3]
+
+
 # ---- races, scripted: task 0 = worker A, 1 = worker B, 2 = the user -----------------------------------
 
 

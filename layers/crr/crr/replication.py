@@ -16,6 +16,8 @@ Correctness (DESIGN.md §3), in the words of this module:
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -102,27 +104,43 @@ class Replicator:
         objects: ObjectStore,
         ledger: KeyLedger,
         progress: ProgressSink,
+        *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        progress_interval: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._rules = rules
         self._objects = objects
         self._ledger = ledger
         self._progress = progress
         self._clock = clock
-        self._batch: _BatchProgress | None = None
+        self._progress_interval = progress_interval
+        self._monotonic = monotonic
+        self._pending = _BatchProgress()
+        self._last_flush = -math.inf
 
     @contextmanager
     def batch(self) -> Iterator[Replicator]:
-        """Group applies so progress is written once per rule per batch, not once per object."""
-        self._batch = _BatchProgress()
+        """Group applies so progress costs one write per rule per flush interval, not one per object.
+
+        Counts accumulate across batches of a warm process and are written at the end of the first
+        batch after ``progress_interval`` seconds (0: every batch). At low rates batches hold one
+        record, so flushing per batch would double the DynamoDB writes per object.
+        """
         try:
             yield self
         finally:
-            batch, self._batch = self._batch, None
-            now = self._clock()
-            for rule_id, delta in batch.per_rule.items():
-                if not delta.is_empty():
-                    self._progress.add(rule_id, delta, now)
+            if self._monotonic() - self._last_flush >= self._progress_interval:
+                self.flush_progress()
+
+    def flush_progress(self) -> None:
+        """Write the accumulated progress now (one UpdateItem per rule with something to count)."""
+        pending, self._pending = self._pending, _BatchProgress()
+        self._last_flush = self._monotonic()
+        now = self._clock()
+        for rule_id, delta in pending.per_rule.items():
+            if not delta.is_empty():
+                self._progress.add(rule_id, delta, now)
 
     def apply(self, event: ChangeEvent) -> ReplicationResult:
         """Bring the replica of ``event.key`` in line with the source's current state.
@@ -143,14 +161,12 @@ class Replicator:
         if fenced is not None:
             return self._skipped(rule, event, fenced, f"ledger holds sequencer {entry and entry.sequencer}")
         result = self._reconcile_until_settled(rule, event, entry)
-        if self._batch is not None:
-            self._batch.count(rule.rule_id, result, event)
+        self._pending.count(rule.rule_id, result, event)
         return result
 
     def _skipped(self, rule: ReplicationRule, event: ChangeEvent, outcome: Outcome, detail: str) -> ReplicationResult:
         result = ReplicationResult(outcome, rule_id=rule.rule_id, detail=detail)
-        if self._batch is not None:
-            self._batch.count(rule.rule_id, result, event)
+        self._pending.count(rule.rule_id, result, event)
         return result
 
     def _reconcile_until_settled(

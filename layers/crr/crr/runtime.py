@@ -28,6 +28,7 @@ def _service_for(settings: FunctionSettings) -> ReplicationService:
         objects=S3ObjectStore(clients),
         ledger=DynamoLedger(dynamodb, settings.rules_table_name),
         progress=DynamoProgress(dynamodb, settings.rules_table_name),
+        progress_interval=settings.progress_flush_seconds,
     )
     return ReplicationService(replicator)
 

@@ -20,6 +20,7 @@ class FunctionSettings(BaseModel):
     rules_table_name: str = Field(min_length=1)
     region: str = Field(min_length=1)
     rule_cache_seconds: float = Field(default=5.0, ge=0)
+    progress_flush_seconds: float = Field(default=1.0, ge=0)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> FunctionSettings:
@@ -30,6 +31,7 @@ class FunctionSettings(BaseModel):
             "rules_table_name": env.get("RULES_TABLE_NAME"),
             "region": region,
             "rule_cache_seconds": env.get("RULE_CACHE_SECONDS", "5"),
+            "progress_flush_seconds": env.get("PROGRESS_FLUSH_SECONDS", "1"),
         }
         try:
             return cls.model_validate(values)
@@ -38,6 +40,7 @@ class FunctionSettings(BaseModel):
                 "rules_table_name": "RULES_TABLE_NAME",
                 "region": "AWS_REGION",
                 "rule_cache_seconds": "RULE_CACHE_SECONDS",
+                "progress_flush_seconds": "PROGRESS_FLUSH_SECONDS",
             }
             problems = ", ".join(f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors())
             raise ConfigurationError(f"function environment is incomplete: {problems}") from None
