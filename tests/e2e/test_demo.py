@@ -16,8 +16,15 @@ def test_the_demo_replicates_creates_overwrites_and_deletes_into_the_other_regio
     # Given a fresh working directory (the local cloud keeps its state and logs there)
     environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     # When the demo runs
-    finished = subprocess.run([sys.executable, "-m", "crr_cli.demo", "--deadline", "90"], cwd=tmp_path,
-                              env=environment, capture_output=True, text=True, timeout=240, check=False)
+    finished = subprocess.run(
+        [sys.executable, "-m", "crr_cli.demo", "--deadline", "90"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     # Then it reports a replica equal to the source, with the deleted keys gone
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     assert "OK: 7 objects in crr-demo-replica equal crr-demo-source" in finished.stdout
