@@ -13,11 +13,9 @@ write per object, p50 ≤ 200 ms and p99 ≤ 1 s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
@@ -36,23 +34,9 @@ S3_REPLICATOR_OPS = ("HeadObject", "CopyObject", "DeleteObject", "GetObjectAcl",
 DYNAMODB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
 
 
-def request_counts(endpoint: str, reset: bool = False) -> dict[str, int]:
-    request = urllib.request.Request(f"{endpoint}/_crr/requests", method="POST" if reset else "GET")  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - local endpoint
-        counts: dict[str, int] = json.loads(answer.read())
-    return counts
-
-
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def write_times(endpoint: str, bucket: str) -> dict[str, float]:
-    """When each key of ``bucket`` was last stored, as the server saw it (epoch seconds)."""
-    with urllib.request.urlopen(f"{endpoint}/_crr/writes?bucket={bucket}", timeout=10) as answer:  # noqa: S310
-        times: dict[str, float] = json.loads(answer.read())
-    return times
 
 
 def queue_drained(cloud: LocalCloud, queue_url: str) -> bool:
@@ -86,7 +70,7 @@ def deploy(cloud: LocalCloud, concurrency: int) -> str:
     )
     create_bucket(cloud.client("s3", SOURCE_REGION), SOURCE, SOURCE_REGION, versioned=True)
     create_bucket(cloud.client("s3", DESTINATION_REGION), DESTINATION, DESTINATION_REGION, versioned=False)
-    with local_aws_environment(cloud.endpoint_url), redirect_stdout(StringIO()):
+    with local_aws_environment(cloud), redirect_stdout(StringIO()):
         crr(
             [
                 "--stack",
@@ -110,7 +94,7 @@ def warm_up(cloud: LocalCloud, queue_url: str) -> bool:
     for index in range(20):
         source_s3.put_object(Bucket=SOURCE, Key=f"warmup/{index}", Body=b"w")
     warm = {f"warmup/{index}" for index in range(20)}
-    return wait_for(lambda: warm <= set(write_times(cloud.endpoint_url, DESTINATION)), 60) and wait_for(
+    return wait_for(lambda: warm <= set(cloud.write_times(DESTINATION)), 60) and wait_for(
         lambda: queue_drained(cloud, queue_url), 60
     )
 
@@ -171,14 +155,14 @@ def run(objects: int, rate: float, size: int, deadline_s: float, concurrency: in
         if not warm_up(cloud, queue_url):
             print("warm-up objects never replicated; see .local-cloud/logs", file=sys.stderr)
             return 1
-        request_counts(cloud.endpoint_url, reset=True)
+        cloud.request_counts(reset=True)
         started = time.time()
         put_at = write_steadily(cloud, keys, rate, size)
         written = time.time()
-        wait_for(lambda: set(keys) <= set(write_times(cloud.endpoint_url, DESTINATION)), deadline_s)
+        wait_for(lambda: set(keys) <= set(cloud.write_times(DESTINATION)), deadline_s)
         wait_for(lambda: queue_drained(cloud, queue_url), 30)  # the last acknowledgements and progress
-        replicas = write_times(cloud.endpoint_url, DESTINATION)
-        counts = request_counts(cloud.endpoint_url)
+        replicas = cloud.write_times(DESTINATION)
+        counts = cloud.request_counts()
     # A replica is visible once its CopyObject is stored (S3 reads are strongly consistent).
     latencies = [(replicas[key] - put_at[key]) * 1000 for key in keys if key in replicas and key in put_at]
     last = max((replicas[key] for key in keys if key in replicas), default=written)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crr_cli.localcloud.clients import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.main import main as crr
 from crr_cli.snapshot import Difference, compare, snapshot
@@ -73,19 +72,16 @@ DELETES = ["to-delete/old.log", "to-delete/older.log"]
 
 
 @contextmanager
-def local_aws_environment(endpoint: str) -> Iterator[None]:
+def local_aws_environment(cloud: LocalCloud, region: str = SOURCE_REGION) -> Iterator[None]:
     """Point the CLI (and anything else using the standard AWS environment) at the local cloud."""
-    saved = {
-        name: os.environ.get(name)
-        for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_PROFILE")
-    }
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID=LOCAL_ACCESS_KEY_ID,
-        AWS_SECRET_ACCESS_KEY=LOCAL_SECRET_ACCESS_KEY,
-        AWS_REGION=SOURCE_REGION,
-    )
-    os.environ.pop("AWS_PROFILE", None)
+    wanted = {**cloud.aws_environment(), "AWS_REGION": region}
+    # A stale AWS_ENDPOINT_URL_<SERVICE> from the shell would override the local cloud's endpoints.
+    removed = [name for name in os.environ if name.startswith("AWS_ENDPOINT_URL_") and name not in wanted]
+    removed.append("AWS_PROFILE")
+    saved = {name: os.environ.get(name) for name in (*wanted, *removed)}
+    os.environ.update(wanted)
+    for name in removed:
+        os.environ.pop(name, None)
     try:
         yield
     finally:
@@ -142,7 +138,7 @@ def run(deadline_s: float) -> int:
         create_bucket(source_s3, SOURCE, SOURCE_REGION, versioned=True)
         create_bucket(replica_s3, DESTINATION, DESTINATION_REGION, versioned=False)
         print(f"  buckets: {SOURCE} ({SOURCE_REGION}, versioned) → {DESTINATION} ({DESTINATION_REGION})")
-        with local_aws_environment(endpoint):
+        with local_aws_environment(cloud):
             print("$ crr rules add --source crr-demo-source --destination crr-demo-replica")
             if (
                 crr(

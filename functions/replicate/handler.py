@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from crr.observability import logger, metrics, tracer
+from crr.ports import QueueMessage
 from crr.runtime import replication_service
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -21,8 +22,15 @@ processor = BatchProcessor(event_type=EventType.SQS)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     service = replication_service()
 
-    def apply(record: SQSRecord) -> None:
-        service.apply_message(record.body, record.message_id)
+    def handle(record: SQSRecord) -> None:
+        service.handle(
+            QueueMessage(
+                message_id=record.message_id,
+                body=record.body,
+                receipt_handle=record.receipt_handle,
+                receive_count=int(record.attributes.approximate_receive_count or 1),
+            )
+        )
 
     with service.batch():
-        return process_partial_response(event=event, record_handler=apply, processor=processor, context=context)
+        return process_partial_response(event=event, record_handler=handle, processor=processor, context=context)

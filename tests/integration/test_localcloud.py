@@ -8,12 +8,16 @@ import os
 import re
 import textwrap
 import threading
+import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.command import add_local_parser, run_local_up
@@ -32,6 +36,7 @@ import time
 import boto3
 
 _sqs = boto3.client("sqs")  # built once per warm worker
+_dynamodb = boto3.client("dynamodb")
 _invocations = {"count": 0}
 
 
@@ -42,6 +47,9 @@ def lambda_handler(event, context):
     if "raise" in event:
         raise RuntimeError(event["raise"])
     time.sleep(event.get("sleep", 0))
+    if "remember" in event:
+        item = {"pk": {"S": event["remember"]}, "sk": {"S": "probe"}, "kind": {"S": "memo"}}
+        _dynamodb.put_item(TableName=os.environ["PROBE_TABLE_NAME"], Item=item)
     observation = {
         "pid": os.getpid(),
         "entered": entered,
@@ -49,6 +57,7 @@ def lambda_handler(event, context):
         "function_name": os.environ["AWS_LAMBDA_FUNCTION_NAME"],
         "region": os.environ["AWS_REGION"],
         "endpoint": os.environ["AWS_ENDPOINT_URL"],
+        "dynamodb_endpoint": _dynamodb.meta.endpoint_url,
         "setting": os.environ["PROBE_SETTING"],
         "remaining_ms": context.get_remaining_time_in_millis(),
         "records": [],
@@ -94,6 +103,7 @@ Resources:
       Environment:
         Variables:
           OBSERVATIONS_QUEUE_URL: !Ref ObservationsQueue
+          PROBE_TABLE_NAME: !Ref ProbeTable
           PROBE_SETTING: from-template
       Events:
         Work:
@@ -115,6 +125,30 @@ Resources:
     Type: AWS::SQS::Queue
   ObservationsQueue:
     Type: AWS::SQS::Queue
+  ProbeTable:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      BillingMode: PROVISIONED
+      ProvisionedThroughput: {ReadCapacityUnits: 5, WriteCapacityUnits: 4}
+      AttributeDefinitions:
+        - {AttributeName: pk, AttributeType: S}
+        - {AttributeName: sk, AttributeType: S}
+        - {AttributeName: kind, AttributeType: S}
+      KeySchema:
+        - {AttributeName: pk, KeyType: HASH}
+        - {AttributeName: sk, KeyType: RANGE}
+      GlobalSecondaryIndexes:
+        - IndexName: by-kind
+          KeySchema: [{AttributeName: kind, KeyType: HASH}]
+          Projection: {ProjectionType: KEYS_ONLY}
+          ProvisionedThroughput: {ReadCapacityUnits: 2, WriteCapacityUnits: 1}
+      LocalSecondaryIndexes:
+        - IndexName: by-pk-kind
+          KeySchema: [{AttributeName: pk, KeyType: HASH}, {AttributeName: kind, KeyType: RANGE}]
+          Projection: {ProjectionType: ALL}
+      StreamSpecification: {StreamViewType: NEW_IMAGE}
+      TimeToLiveSpecification: {AttributeName: expires_at, Enabled: true}
+      Tags: [{Key: purpose, Value: probe}]
 Outputs:
   WorkQueueUrl:
     Value: !Ref WorkQueue
@@ -122,6 +156,8 @@ Outputs:
     Value: !Ref WorkDLQ
   ObservationsQueueUrl:
     Value: !Ref ObservationsQueue
+  ProbeTableName:
+    Value: !Ref ProbeTable
 """
 
 
@@ -211,6 +247,34 @@ def test_deploy_creates_the_stack_and_its_resources_in_moto(probe: ProbeStack) -
     assert mappings_in_moto["EventSourceMappings"] == []
 
 
+def test_deploy_creates_the_stacks_tables_in_the_dynamodb_process(probe: ProbeStack) -> None:
+    # Given the probe stack, whose table has indexes, a stream, provisioned throughput and TTL
+    cloud, table = probe.cloud, probe.stack.outputs["ProbeTableName"]
+    dynamodb = cloud.client("dynamodb", REGION)
+
+    # When the table is described through the local cloud's DynamoDB endpoint
+    described = dynamodb.describe_table(TableName=table)["Table"]
+    ttl = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    tags = dynamodb.list_tags_of_resource(ResourceArn=described["TableArn"])["Tags"]
+
+    # Then it was created there, by our fix-up, as the template describes it
+    assert cloud.dynamodb_endpoint_url != cloud.endpoint_url
+    assert dynamodb.meta.endpoint_url == cloud.dynamodb_endpoint_url
+    assert f"ProbeTable: table {table} created at {cloud.dynamodb_endpoint_url}" in probe.stack.fixups
+    assert [(k["AttributeName"], k["KeyType"]) for k in described["KeySchema"]] == [("pk", "HASH"), ("sk", "RANGE")]
+    assert {a["AttributeName"] for a in described["AttributeDefinitions"]} == {"pk", "sk", "kind"}
+    assert described["BillingModeSummary"]["BillingMode"] == "PROVISIONED"
+    throughput = described["ProvisionedThroughput"]
+    assert (throughput["ReadCapacityUnits"], throughput["WriteCapacityUnits"]) == (5, 4)
+    (global_index,) = described["GlobalSecondaryIndexes"]
+    assert (global_index["IndexName"], global_index["Projection"]["ProjectionType"]) == ("by-kind", "KEYS_ONLY")
+    assert global_index["ProvisionedThroughput"]["ReadCapacityUnits"] == 2
+    assert [index["IndexName"] for index in described["LocalSecondaryIndexes"]] == ["by-pk-kind"]
+    assert described["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
+    assert tags == [{"Key": "purpose", "Value": "probe"}]
+
+
 def test_messages_reach_the_handler_in_a_warm_worker_and_are_deleted(probe: ProbeStack, eventually: Any) -> None:
     # Given a message that the handler processes successfully
     first = probe.send()
@@ -232,6 +296,110 @@ def test_messages_reach_the_handler_in_a_warm_worker_and_are_deleted(probe: Prob
     # and both messages were deleted rather than left for redelivery
     eventually(lambda: probe.queue_is_empty("WorkQueueUrl"), what="work queue to drain")
     assert probe.queue_is_empty("WorkDLQUrl")
+
+
+def served_by(endpoint: str) -> dict[str, int]:
+    """The request counts of one moto process of the local cloud."""
+    with urllib.request.urlopen(f"{endpoint}/_crr/requests", timeout=10) as answer:
+        counts: dict[str, int] = json.loads(answer.read())
+    return counts
+
+
+def test_a_functions_dynamodb_calls_reach_the_dynamodb_process(probe: ProbeStack) -> None:
+    # Given the probe function, whose handler writes an item when asked to
+    cloud, table = probe.cloud, probe.stack.outputs["ProbeTableName"]
+    function = probe.stack.function("ProbeFunction").name
+    key = {"pk": {"S": f"memo-{uuid.uuid4().hex}"}, "sk": {"S": "probe"}}
+    cloud.request_counts(reset=True)
+
+    # When it is invoked and writes its item
+    invocation = cloud.invoke(function, {"remember": key["pk"]["S"]})
+
+    # Then its boto3 client (AWS_ENDPOINT_URL_DYNAMODB) used the DynamoDB process, where the item is
+    assert invocation.ok, invocation.error
+    assert invocation.payload["observation"]["dynamodb_endpoint"] == cloud.dynamodb_endpoint_url
+    assert invocation.payload["observation"]["endpoint"] == cloud.endpoint_url
+    assert cloud.client("dynamodb", REGION).get_item(TableName=table, Key=key)["Item"]["kind"] == {"S": "memo"}
+    # and the main process saw no DynamoDB request, while the aggregate counts include the write
+    assert served_by(cloud.dynamodb_endpoint_url).get("dynamodb:PutItem") == 1
+    assert not any(name.startswith("dynamodb:") for name in served_by(cloud.endpoint_url))
+    assert cloud.request_counts()["dynamodb:PutItem"] == 1
+
+
+def test_each_process_refuses_the_services_of_the_other(local_cloud: LocalCloud) -> None:
+    # Given the environment the local cloud hands out, and clients pointed at the wrong process
+    environment = local_cloud.aws_environment()
+
+    def client(service: str, endpoint: str) -> Any:
+        return boto3.client(  # type: ignore[call-overload]
+            service,
+            region_name=REGION,
+            endpoint_url=endpoint,
+            aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    # When they are used, Then they fail loudly rather than finding (or filling) state nobody reads,
+    # such as the orphan tables moto's CloudFormation creates in the main process
+    with pytest.raises(ClientError) as sqs_refused:
+        client("sqs", environment["AWS_ENDPOINT_URL_DYNAMODB"]).list_queues()
+    with pytest.raises(ClientError) as dynamodb_refused:
+        client("dynamodb", environment["AWS_ENDPOINT_URL"]).list_tables()
+    with pytest.raises(ClientError) as streams_refused:
+        client("dynamodbstreams", environment["AWS_ENDPOINT_URL"]).list_streams()
+    for refused in (sqs_refused, dynamodb_refused, streams_refused):
+        assert refused.value.response["Error"]["Code"] == "LocalCloudWrongEndpoint"
+    assert local_cloud.dynamodb_endpoint_url in dynamodb_refused.value.response["Error"]["Message"]
+    # and the environment routes each service to its process
+    assert environment["AWS_ENDPOINT_URL"] == local_cloud.endpoint_url
+    assert environment["AWS_ENDPOINT_URL_DYNAMODB_STREAMS"] == local_cloud.dynamodb_endpoint_url
+    assert "AWS_REGION" not in environment
+
+
+def test_step_functions_dynamodb_tasks_reach_the_dynamodb_process(local_cloud: LocalCloud) -> None:
+    # Given a table in the DynamoDB process and a state machine (in the main process) that writes
+    # it with an optimised integration and reads it back with an AWS SDK integration
+    table = f"sfn-{uuid.uuid4().hex[:8]}"
+    local_cloud.client("dynamodb", REGION).create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    item = {"pk": {"S.$": "$.key"}}
+    definition = {
+        "StartAt": "Put",
+        "States": {
+            "Put": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::dynamodb:putItem",
+                "Parameters": {"TableName": table, "Item": item},
+                "ResultPath": None,
+                "Next": "Get",
+            },
+            "Get": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::aws-sdk:dynamodb:getItem",
+                "Parameters": {"TableName": table, "Key": item},
+                "End": True,
+            },
+        },
+    }
+    sfn = local_cloud.client("stepfunctions", REGION)
+    machine = sfn.create_state_machine(
+        name=table, definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/sfn"
+    )["stateMachineArn"]
+
+    # When it runs
+    execution = sfn.start_execution(stateMachineArn=machine, name="run", input=json.dumps({"key": "k1"}))
+    deadline = time.monotonic() + 15
+    while (described := sfn.describe_execution(executionArn=execution["executionArn"]))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "the execution did not finish"
+        time.sleep(0.05)
+
+    # Then both tasks used the table in the DynamoDB process
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert json.loads(described["output"])["Item"] == {"pk": {"S": "k1"}}
 
 
 def test_a_reported_batch_item_failure_reaches_the_dlq_after_max_receives(probe: ProbeStack, eventually: Any) -> None:
@@ -424,6 +592,11 @@ def test_the_project_template_deploys_with_its_fixups(local_cloud: LocalCloud) -
     assert {"AWS::Lambda::Function", "AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::IAM::Role"} <= types
     table = stack.outputs["RulesTableName"]
     dynamodb = local_cloud.client("dynamodb", REGION)
+    assert f"RulesTable: table {table} created at {local_cloud.dynamodb_endpoint_url}" in stack.fixups
+    described = dynamodb.describe_table(TableName=table)["Table"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in described["KeySchema"]] == [("pk", "HASH"), ("sk", "RANGE")]
+    assert described["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert described["SSEDescription"]["Status"] == "ENABLED"
     assert dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"
     backups = dynamodb.describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"]
     assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
@@ -480,6 +653,9 @@ def test_local_up_prints_the_endpoint_and_stops_cleanly(
     assert result == [0]
     assert child_processes() <= children_before
     assert re.search(r"export AWS_ENDPOINT_URL=http://127\.0\.0\.1:\d+ AWS_ACCESS_KEY_ID=testing ", printed)
+    assert re.search(
+        r"^export AWS_ENDPOINT_URL_DYNAMODB=http://127\.0\.0\.1:\d+ AWS_ENDPOINT_URL_DYNAMODB_STREAMS=", printed, re.M
+    )
     assert f"AWS_REGION={REGION}" in printed
     assert "stack up-probe" in printed
 
@@ -490,11 +666,12 @@ def test_local_parser_registers_up_with_its_options() -> None:
     add_local_parser(parser.add_subparsers(dest="command", required=True))
 
     # When `local up` is parsed with options
-    arguments = parser.parse_args(
-        ["local", "up", "--port", "0", "--stack", "s", "--region", "eu-west-1", "--parameter", "A=b=c"]
-    )
+    options = ["--port", "0", "--dynamodb-port", "0", "--stack", "s", "--region", "eu-west-1", "--parameter", "A=b=c"]
+    arguments = parser.parse_args(["local", "up", *options])
+    defaults = parser.parse_args(["local", "up"])
 
     # Then every option lands, and `func` runs the command
-    assert (arguments.port, arguments.stack, arguments.region) == (0, "s", "eu-west-1")
+    assert (arguments.port, arguments.dynamodb_port, arguments.stack, arguments.region) == (0, 0, "s", "eu-west-1")
+    assert (defaults.port, defaults.dynamodb_port) == (4566, 4569)
     assert arguments.parameter == [("A", "b=c")]
     assert callable(arguments.func)

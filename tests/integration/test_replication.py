@@ -31,15 +31,11 @@ PAIRS = {
 }
 
 
-def run_crr(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
     """The operator CLI as a user runs it, pointed at the local cloud through the standard environment."""
-    environment = {
-        **os.environ,
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": WEST,
-    }
+    # A stale AWS_ENDPOINT_URL_<SERVICE> in the shell would override the local cloud's endpoints.
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_ENDPOINT_URL")}
+    environment.update(cloud.aws_environment(), AWS_REGION=WEST)
     environment.pop("AWS_PROFILE", None)
     return subprocess.run(
         [sys.executable, "-m", "crr_cli.main", "--stack", STACK, *args],
@@ -77,9 +73,7 @@ def stack(local_cloud: LocalCloud) -> DeployedStack:
 
 def add_rule(local_cloud: LocalCloud, pair: str, *options: str) -> None:
     source, destination = PAIRS[pair]
-    added = run_crr(
-        local_cloud.endpoint_url, "rules", "add", "--source", source, "--destination", destination, *options
-    )
+    added = run_crr(local_cloud, "rules", "add", "--source", source, "--destination", destination, *options)
     assert added.returncode == 0, added.stderr
 
 
@@ -146,7 +140,7 @@ def test_a_paused_rule_acknowledges_changes_and_a_resumed_one_replicates_again(
     add_rule(local_cloud, "pause")
     west, east = local_cloud.client("s3", WEST), local_cloud.client("s3", EAST)
     # Given the rule paused with the CLI
-    paused = run_crr(local_cloud.endpoint_url, "rules", "pause", source, "--json")
+    paused = run_crr(local_cloud, "rules", "pause", source, "--json")
     assert paused.returncode == 0, paused.stderr
     assert json.loads(paused.stdout)[0]["status"] == "paused"
     # When an object is written, Then its record is acknowledged without a copy
@@ -154,7 +148,7 @@ def test_a_paused_rule_acknowledges_changes_and_a_resumed_one_replicates_again(
     eventually(lambda: queue_drained(local_cloud, stack), timeout=30, what="the queue to drain")
     assert list_keys(east, destination) == []
     # When the rule is resumed (the function's rule cache lasts 5 s), Then new writes replicate again
-    assert run_crr(local_cloud.endpoint_url, "rules", "resume", source).returncode == 0
+    assert run_crr(local_cloud, "rules", "resume", source).returncode == 0
 
     def replicated_after_resume() -> bool:
         west.put_object(Bucket=source, Key="after-resume", Body=b"y")
@@ -163,7 +157,7 @@ def test_a_paused_rule_acknowledges_changes_and_a_resumed_one_replicates_again(
     eventually(replicated_after_resume, timeout=30, what="after-resume in the replica")
 
 
-def test_records_that_keep_failing_reach_the_dead_letter_queue_through_redrive(
+def test_hopeless_records_are_dead_lettered_with_reasons_and_replayed_once_fixed(
     local_cloud: LocalCloud, stack: DeployedStack, eventually: Callable[..., Any]
 ) -> None:
     # Given a rule whose destination bucket disappears after the rule was added
@@ -171,32 +165,36 @@ def test_records_that_keep_failing_reach_the_dead_letter_queue_through_redrive(
     add_rule(local_cloud, "broken")
     east, west, sqs = local_cloud.client("s3", EAST), local_cloud.client("s3", WEST), local_cloud.client("sqs", WEST)
     east.delete_bucket(Bucket=destination)
-    # When an object is written (every copy fails: NoSuchBucket) and a malformed message arrives
-    west.put_object(Bucket=source, Key="doomed.txt", Body=b"x")
+    # When an object is written (its copy fails: NoSuchBucket) and a malformed message arrives
+    west.put_object(Bucket=source, Key="doomed/one.txt", Body=b"x")
     sqs.send_message(QueueUrl=stack.outputs["ReplicationQueueUrl"], MessageBody="{not json")
-    found: dict[str, dict[str, Any]] = {}
 
-    def both_dead_lettered() -> bool:
-        answer = sqs.receive_message(
-            QueueUrl=stack.outputs["ReplicationDLQUrl"],
-            MaxNumberOfMessages=10,
-            AttributeNames=["All"],
-            VisibilityTimeout=60,
-        )
-        for message in answer.get("Messages", []):
-            found[message["Body"][:40]] = message
-        return any("doomed.txt" in body for body in (m["Body"] for m in found.values())) and "{not json" in found
+    def listed() -> dict[str, Any] | None:
+        answer = run_crr(local_cloud, "dlq", "list", "--json")
+        summary: dict[str, Any] = json.loads(answer.stdout)
+        return summary if summary["total"] == 2 else None
 
-    # Then after MaxReceiveCount (2) deliveries both are in the DLQ, having been received twice each
-    eventually(both_dead_lettered, timeout=90, what="both records in the DLQ")
-    assert all(int(message["Attributes"]["ApproximateReceiveCount"]) >= 2 for message in found.values())
+    # Then both reach the DLQ at once (no retries can help), and `crr dlq list` says why
+    summary = eventually(listed, timeout=30, what="two dead letters")
+    reasons = {reason["code"]: reason for reason in summary["reasons"]}
+    assert set(reasons) == {"NoSuchBucket", "MalformedEvent"}
+    assert reasons["NoSuchBucket"]["sample_keys"] == ["doomed/one.txt"]
+    assert "it-dst-broken" in reasons["NoSuchBucket"]["sample_message"]
     # And the source keeps its object: a failure never touches it
-    assert west.head_object(Bucket=source, Key="doomed.txt")["ContentLength"] == 1
+    assert west.head_object(Bucket=source, Key="doomed/one.txt")["ContentLength"] == 1
+    # When the bucket is back and the NoSuchBucket records are replayed
+    create_bucket(east, destination, EAST, versioned=False)
+    dry = run_crr(local_cloud, "dlq", "replay", "--reason", "NoSuchBucket", "--dry-run", "--json")
+    assert json.loads(dry.stdout)["matched"] == 1
+    replayed = run_crr(local_cloud, "dlq", "replay", "--reason", "NoSuchBucket", "--json")
+    assert json.loads(replayed.stdout)["replayed"] == 1, replayed.stderr
+    # Then the object replicates, and only the malformed message is left in the DLQ
+    eventually(lambda: "doomed/one.txt" in list_keys(east, destination), timeout=30, what="the replayed object")
+    left = json.loads(run_crr(local_cloud, "dlq", "list", "--json").stdout)
+    assert [reason["code"] for reason in left["reasons"]] == ["MalformedEvent"]
 
 
 def test_the_cli_refuses_unknown_buckets_with_a_clear_error(local_cloud: LocalCloud, stack: DeployedStack) -> None:
-    refused = run_crr(
-        local_cloud.endpoint_url, "rules", "add", "--source", "no-such-source-bucket", "--destination", "it-dst-main"
-    )
+    refused = run_crr(local_cloud, "rules", "add", "--source", "no-such-source-bucket", "--destination", "it-dst-main")
     assert refused.returncode == 1
     assert "bucket 'no-such-source-bucket' does not exist" in refused.stderr

@@ -21,6 +21,11 @@ def load_body(name: str) -> str:
     return json.dumps(load_event(name))
 
 
+def load_raw_body(name: str) -> str:
+    """A sample file's text verbatim, for bodies that are not JSON (``load_body`` would re-dump them)."""
+    return (EVENTS_DIR / f"{name}.json").read_text(encoding="utf-8")
+
+
 def sqs_event(*bodies: str, queue_arn: str = "arn:aws:sqs:us-west-1:111122223333:crr-test") -> dict[str, Any]:
     """An SQS Lambda event with one record per body, shaped like the event source mapping's."""
     template = load_event("sqs/replicate-batch")["Records"][0]

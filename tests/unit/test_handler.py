@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -30,6 +31,9 @@ class Context:
 def deployed(aws: None, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("RULES_TABLE_NAME", TABLE)
     monkeypatch.setenv("AWS_REGION", "us-west-1")
+    sqs = client("sqs", "us-west-1")
+    monkeypatch.setenv("REPLICATION_QUEUE_URL", sqs.create_queue(QueueName="replication")["QueueUrl"])
+    monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", sqs.create_queue(QueueName="replication-dlq")["QueueUrl"])
     s3 = client("s3", "us-west-1")
     create_bucket(s3, SRC, "us-west-1", versioned=True)
     create_bucket(client("s3", "us-east-1"), DST, "us-east-1")
@@ -58,15 +62,22 @@ def notification_for(s3: Any, key: str) -> str:
     return json.dumps(document)
 
 
-def test_a_batch_replicates_its_objects_and_fails_only_the_malformed_record(deployed: Any) -> None:
+def test_a_batch_replicates_its_objects_and_dead_letters_the_malformed_record_with_its_reason(deployed: Any) -> None:
     handler, s3 = deployed
     # Given an object in the source and a batch holding its notification, a test event and garbage
     s3.put_object(Bucket=SRC, Key="reports/2026/summary.csv", Body=b"a,b\n", ContentType="text/csv")
     event = sqs_event(notification_for(s3, "reports/2026/summary.csv"), load_body("s3/test-event"), "{garbage")
     # When the handler runs
     response = handler.lambda_handler(event, Context())
-    # Then only the garbage record is reported failed, and the object is in the destination
-    assert response["batchItemFailures"] == [{"itemIdentifier": event["Records"][2]["messageId"]}]
+    # Then no record is left to retry: the garbage went straight to the DLQ, saying why
+    assert response["batchItemFailures"] == []
+    sqs = client("sqs", "us-west-1")
+    dead = sqs.receive_message(QueueUrl=os.environ["DEAD_LETTER_QUEUE_URL"], MessageAttributeNames=["All"])
+    [letter] = dead["Messages"]
+    assert letter["Body"] == "{garbage"
+    assert letter["MessageAttributes"]["crr-error-code"]["StringValue"] == "MalformedEvent"
+    assert letter["MessageAttributes"]["crr-original-message-id"]["StringValue"] == event["Records"][2]["messageId"]
+    # And the object is in the destination
     replica = client("s3", "us-east-1").get_object(Bucket=DST, Key="reports/2026/summary.csv")
     assert replica["Body"].read() == b"a,b\n"
     assert replica["ContentType"] == "text/csv"

@@ -1,16 +1,22 @@
-"""`LocalCloud`: moto in its own process + our template deploy, Lambda executor and SQS pollers.
+"""`LocalCloud`: moto in its own processes + our template deploy, Lambda executor and SQS pollers.
 
     with LocalCloud() as cloud:
         endpoint = cloud.start()
         stack = cloud.deploy(Path("template.yaml"), "crr-local", "us-west-1", {...})
         cloud.client("s3", "us-west-1").put_object(...)
+        subprocess.run([...], env={**os.environ, **cloud.aws_environment(), "AWS_REGION": "us-west-1"})
+
+A moto server is GIL-bound, so one process tops out at one core. DynamoDB has no in-process
+coupling to the other services (unlike S3 -> SQS notifications), so it gets a second moto process:
+`endpoint_url` serves everything else, `dynamodb_endpoint_url` serves DynamoDB and DynamoDB
+Streams. `client()`, the functions' workers (`AWS_ENDPOINT_URL_DYNAMODB`), `aws_environment()`
+and moto's Step Functions tasks all route DynamoDB there; `request_counts()` adds up both.
 
 Dev and test tool only; never deployed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -18,14 +24,23 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from crr_cli.localcloud.clients import ClientFactory
+from crr_cli.localcloud.clients import (
+    LOCAL_ACCESS_KEY_ID,
+    LOCAL_SECRET_ACCESS_KEY,
+    ROUTED_SERVICES,
+    ClientFactory,
+    endpoint_environment,
+)
 from crr_cli.localcloud.deploy import DeployedStack, deploy_stack
 from crr_cli.localcloud.executor import FunctionSpec, Invocation, LambdaExecutor
 from crr_cli.localcloud.poller import DEFAULT_CONCURRENCY, SqsEventSourcePoller
@@ -34,6 +49,7 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 MIN_POOL_SIZE = 2  # Lambda's smallest MaximumConcurrency
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}}
+DYNAMODB_SIGNING_NAME = "dynamodb"  # DynamoDB Streams requests are signed as `dynamodb` too
 
 
 class LocalCloudError(RuntimeError):
@@ -47,15 +63,101 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
+def _request_json(url: str, *, method: str = "GET", document: Any = None, timeout: float = 10) -> Any:
+    data = None if document is None else json.dumps(document).encode("utf-8")
+    request = urllib.request.Request(  # noqa: S310 - fixed http URLs on 127.0.0.1
+        url, data=data, headers={"Content-Type": "application/json"}, method=method
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+        body = answer.read()
+    return json.loads(body) if body else None
+
+
+@dataclass
+class _MotoServer:
+    """One moto server child process (`moto_process`) and where it logs and serves."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port_file: Path
+    log_path: Path
+    endpoint_url: str | None = None
+
+    @classmethod
+    def spawn(
+        cls, name: str, port: int | None, state_dir: Path, log_dir: Path, services: str | None = None
+    ) -> _MotoServer:
+        """Start `python -m crr_cli.localcloud.moto_process` logging to `<log_dir>/<name>.log`."""
+        port_file = state_dir / f"{name}-{uuid.uuid4().hex}.port"
+        log_path = log_dir / f"{name}.log"
+        environment = dict(os.environ)
+        if port:
+            environment["MOTO_PORT"] = str(port)
+        command = [sys.executable, "-m", "crr_cli.localcloud.moto_process", "--port", str(port or 0)]
+        command += ["--port-file", str(port_file), "--parent-pid", str(os.getpid())]
+        if services:
+            command += ["--services", services]
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=log, env=environment, start_new_session=True)
+        return cls(name, process, port_file, log_path)
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise LocalCloudError(f"{self.name} exited with {self.process.returncode}:\n{_tail(self.log_path)}")
+
+    def wait_for_port(self, deadline: float) -> str:
+        """Wait until the server has bound its port; returns (and remembers) its endpoint."""
+        try:
+            while not self.port_file.exists():
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    raise LocalCloudError(
+                        f"{self.name} did not bind within {START_TIMEOUT_S:.0f}s:\n{_tail(self.log_path)}"
+                    )
+                time.sleep(0.02)
+            port = int(self.port_file.read_text(encoding="utf-8"))
+        finally:
+            self.port_file.unlink(missing_ok=True)
+        self.endpoint_url = f"http://127.0.0.1:{port}"
+        return self.endpoint_url
+
+    def post_until_ready(self, path: str, document: Any, deadline: float) -> None:
+        """POST `document` to `path`, retrying until the server answers (it binds before it serves)."""
+        while True:
+            self.check_alive()
+            try:
+                _request_json(f"{self.endpoint_url}{path}", method="POST", document=document, timeout=5)
+            except (urllib.error.URLError, ConnectionError) as error:
+                if time.monotonic() > deadline:
+                    raise LocalCloudError(f"{self.name} not ready within {START_TIMEOUT_S:.0f}s: {error}") from error
+                time.sleep(0.02)
+            else:
+                return
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+
+    def wait(self) -> None:
+        """Reap the process after `terminate()`, killing it when it outlives STOP_TIMEOUT_S."""
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.port_file.unlink(missing_ok=True)
+
+
 class LocalCloud:
-    """The embedded local cloud: moto server process, deployed stacks, warm workers, SQS pollers."""
+    """The embedded local cloud: two moto server processes (everything / DynamoDB), deployed stacks,
+    warm workers, SQS pollers."""
 
     def __init__(self, *, state_dir: Path | None = None, log_dir: Path | None = None) -> None:
         self.state_dir = (state_dir or Path.cwd() / ".local-cloud").resolve()
         self.log_dir = (log_dir or self.state_dir / "logs").resolve()
         self.stacks: dict[str, DeployedStack] = {}
-        self._endpoint_url: str | None = None
-        self._moto: subprocess.Popen[bytes] | None = None
+        self._moto: _MotoServer | None = None
+        self._dynamodb: _MotoServer | None = None
         self._clients: ClientFactory | None = None
         self._executor: LambdaExecutor | None = None
         self._pollers: list[SqsEventSourcePoller] = []
@@ -73,85 +175,71 @@ class LocalCloud:
 
     @property
     def endpoint_url(self) -> str:
-        if self._endpoint_url is None:
-            raise LocalCloudError("the local cloud is not started")
-        return self._endpoint_url
+        """The main endpoint: every service except those in `service_endpoints`."""
+        return self.clients.endpoint_url
+
+    @property
+    def dynamodb_endpoint_url(self) -> str:
+        """The endpoint of the DynamoDB process (DynamoDB and DynamoDB Streams)."""
+        return self.clients.endpoint_for("dynamodb")
+
+    @property
+    def service_endpoints(self) -> dict[str, str]:
+        """boto3 service name -> endpoint, for the services not served by `endpoint_url`."""
+        return dict(self.clients.service_endpoints)
+
+    def endpoint_for(self, service: str) -> str:
+        """The endpoint serving `service` (boto3 service name)."""
+        return self.clients.endpoint_for(service)
 
     @property
     def moto_pid(self) -> int | None:
-        return None if self._moto is None else self._moto.pid
+        """Process id of the main moto server."""
+        return None if self._moto is None else self._moto.process.pid
 
-    def start(self, port: int | None = None) -> str:
-        """Start moto (on `port`, or a free port when None) and wait until it serves; returns the endpoint.
+    @property
+    def dynamodb_moto_pid(self) -> int | None:
+        """Process id of the DynamoDB moto server."""
+        return None if self._dynamodb is None else self._dynamodb.process.pid
 
-        Raises LocalCloudError when moto exits early (e.g. the port is taken) or is not ready within
-        START_TIMEOUT_S.
+    def start(self, port: int | None = None, *, dynamodb_port: int | None = None) -> str:
+        """Start both moto servers (on `port` / `dynamodb_port`, or free ports when None or 0) and
+        wait until they serve; returns the main endpoint.
+
+        Raises LocalCloudError when a server exits early (e.g. its port is taken) or is not ready
+        within START_TIMEOUT_S; nothing is left running then.
         """
         if self._moto is not None:
             raise LocalCloudError("the local cloud is already started")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        port_file = self.state_dir / f"moto-{uuid.uuid4().hex}.port"
-        log_path = self.log_dir / "moto.log"
-        environment = dict(os.environ)
-        if port:
-            environment["MOTO_PORT"] = str(port)
-        command = [sys.executable, "-m", "crr_cli.localcloud.moto_process", "--port", str(port or 0)]
-        command += ["--port-file", str(port_file), "--parent-pid", str(os.getpid())]
-        with log_path.open("ab") as log:
-            self._moto = subprocess.Popen(command, stdout=log, stderr=log, env=environment, start_new_session=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
-            bound = self._wait_for_port(port_file, log_path)
-            self._endpoint_url = f"http://127.0.0.1:{bound}"
-            self._configure_moto(log_path)
+            # Both start at once: each takes a fraction of a second to import moto.
+            self._moto = _MotoServer.spawn("moto", port, self.state_dir, self.log_dir)
+            self._dynamodb = _MotoServer.spawn(
+                "moto-dynamodb", dynamodb_port, self.state_dir, self.log_dir, services=DYNAMODB_SIGNING_NAME
+            )
+            deadline = time.monotonic() + START_TIMEOUT_S
+            endpoint = self._moto.wait_for_port(deadline)
+            dynamodb = self._dynamodb.wait_for_port(deadline)
+            routes = dict.fromkeys(ROUTED_SERVICES, dynamodb)
+            self._moto.post_until_ready("/moto-api/config", MOTO_CONFIG, deadline)
+            self._moto.post_until_ready("/_crr/endpoints", routes, deadline)
+            self._dynamodb.post_until_ready("/_crr/requests", None, deadline)  # serving, counts zeroed
         except BaseException:
             self.stop()
             raise
-        finally:
-            port_file.unlink(missing_ok=True)
-        self._clients = ClientFactory(self._endpoint_url)
-        self._executor = LambdaExecutor(self._endpoint_url, self.log_dir)
-        return self._endpoint_url
-
-    def _check_moto_alive(self, log_path: Path) -> None:
-        assert self._moto is not None
-        if self._moto.poll() is not None:
-            raise LocalCloudError(f"moto exited with {self._moto.returncode}:\n{_tail(log_path)}")
-
-    def _wait_for_port(self, port_file: Path, log_path: Path) -> int:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not port_file.exists():
-            self._check_moto_alive(log_path)
-            if time.monotonic() > deadline:
-                raise LocalCloudError(f"moto did not bind within {START_TIMEOUT_S:.0f}s:\n{_tail(log_path)}")
-            time.sleep(0.02)
-        return int(port_file.read_text(encoding="utf-8"))
-
-    def _configure_moto(self, log_path: Path) -> None:
-        """POST moto's config (Step Functions execute ASL), retrying until moto answers."""
-        request = urllib.request.Request(  # noqa: S310 - a fixed http URL on 127.0.0.1
-            f"{self.endpoint_url}/moto-api/config",
-            data=json.dumps(MOTO_CONFIG).encode("utf-8"),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            self._check_moto_alive(log_path)
-            try:
-                with urllib.request.urlopen(request, timeout=5):  # noqa: S310
-                    return
-            except (urllib.error.URLError, ConnectionError) as error:
-                if time.monotonic() > deadline:
-                    raise LocalCloudError(f"moto not ready within {START_TIMEOUT_S:.0f}s: {error}") from error
-                time.sleep(0.02)
+        self._clients = ClientFactory(endpoint, service_endpoints=routes)
+        self._executor = LambdaExecutor(endpoint, self.log_dir, routes)
+        return endpoint
 
     def stop(self) -> None:
-        """Stop pollers, workers and the moto process (idempotent); leaves no child processes."""
+        """Stop pollers, workers and both moto processes (idempotent); leaves no child processes."""
         with self._lock:
             pollers, self._pollers = self._pollers, []
             executor, self._executor = self._executor, None
-            moto, self._moto = self._moto, None
-            self._endpoint_url = None
+            servers = [server for server in (self._moto, self._dynamodb) if server is not None]
+            self._moto = self._dynamodb = None
             self._clients = None
         for poller in pollers:
             poller.request_stop()  # signal all before joining any
@@ -159,13 +247,27 @@ class LocalCloud:
             poller.stop()
         if executor is not None:
             executor.close()
-        if moto is not None:
-            moto.terminate()
-            try:
-                moto.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                moto.kill()
-                moto.wait()
+        for server in servers:
+            server.terminate()  # signal both before waiting for either
+        for server in servers:
+            server.wait()
+
+    def aws_environment(self) -> dict[str, str]:
+        """The standard AWS environment variables that point an SDK, the AWS CLI or `crr` at the
+        local cloud: `AWS_ENDPOINT_URL`, the service-specific `AWS_ENDPOINT_URL_DYNAMODB` and
+        `AWS_ENDPOINT_URL_DYNAMODB_STREAMS`, and the test credentials. No region: add `AWS_REGION`
+        (and drop `AWS_PROFILE`) yourself."""
+        return {
+            **endpoint_environment(self.endpoint_url, self.service_endpoints),
+            "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_ACCESS_KEY,
+        }
+
+    def _servers(self) -> list[_MotoServer]:
+        servers = [server for server in (self._moto, self._dynamodb) if server is not None]
+        if not servers:
+            raise LocalCloudError("the local cloud is not started")
+        return servers
 
     # ------------------------------------------------------------------ use
 
@@ -182,7 +284,8 @@ class LocalCloud:
         return self._executor
 
     def client(self, service: str, region: str | None = None) -> Any:
-        """A cached boto3 client for the local endpoint (test credentials, checksums when required)."""
+        """A cached boto3 client for the endpoint serving `service` (test credentials, checksums when
+        required)."""
         return self.clients.client(service, region)
 
     def deploy(
@@ -223,7 +326,28 @@ class LocalCloud:
         return self.executor.invoke(function, event)
 
     def reset_moto(self) -> None:
-        """Forget all moto state (stacks included); pollers of deleted queues then log errors."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")  # noqa: S310
-        with contextlib.closing(urllib.request.urlopen(request, timeout=10)):  # noqa: S310
-            pass
+        """Forget all moto state (stacks and tables included) in both processes; pollers of deleted
+        queues then log errors."""
+        for server in self._servers():
+            _request_json(f"{server.endpoint_url}/moto-api/reset", method="POST")
+
+    # ------------------------------------------------------------------ measuring
+
+    def request_counts(self, reset: bool = False) -> dict[str, int]:
+        """Requests served so far by both moto processes, as `{"<service>:<operation>": count}`
+        (signed requests only; see `request_counter`). `reset` zeroes the counters and returns the
+        counts up to then."""
+        total: Counter[str] = Counter()
+        for server in self._servers():
+            counts = _request_json(f"{server.endpoint_url}/_crr/requests", method="POST" if reset else "GET")
+            total.update({str(name): int(count) for name, count in counts.items()})
+        return dict(total)
+
+    def write_times(self, bucket: str) -> dict[str, float]:
+        """When (epoch seconds, server clock) each key of `bucket` was last stored by a successful
+        PutObject or CopyObject."""
+        if self._moto is None:
+            raise LocalCloudError("the local cloud is not started")
+        query = urllib.parse.urlencode({"bucket": bucket})
+        times = _request_json(f"{self._moto.endpoint_url}/_crr/writes?{query}")
+        return {str(key): float(value) for key, value in times.items()}

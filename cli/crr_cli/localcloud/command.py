@@ -14,11 +14,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from crr_cli.localcloud.clients import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
+from crr_cli.localcloud.clients import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, ROUTED_SERVICES
 from crr_cli.localcloud.cloud import LocalCloud, LocalCloudError
 from crr_cli.localcloud.deploy import DeployError
 
 DEFAULT_PORT = 4566  # the port tools preconfigured for LocalStack already point at
+DEFAULT_DYNAMODB_PORT = 4569  # LocalStack's former DynamoDB port
 DEFAULT_STACK = "crr-local"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_TEMPLATE = Path("template.yaml")
@@ -38,24 +39,26 @@ def run_local_up(
     parameters: Mapping[str, str],
     template: Path,
     *,
+    dynamodb_port: int | None = None,
     state_dir: Path | None = None,
     ready: threading.Event | None = None,
     stop: threading.Event | None = None,
 ) -> int:
     """Start the local cloud, deploy `template`, print how to reach it, serve until interrupted.
 
-    Returns 0 after a clean stop (Ctrl-C, SIGTERM or `stop` set), 1 when start or deploy fails.
-    `ready` is set once everything serves; `stop` lets a caller (a test) end the run.
+    `port` and `dynamodb_port` are the main and the DynamoDB endpoints' ports (None or 0: free
+    ports). Returns 0 after a clean stop (Ctrl-C, SIGTERM or `stop` set), 1 when start or deploy
+    fails. `ready` is set once everything serves; `stop` lets a caller (a test) end the run.
     """
     stop = stop or threading.Event()
     previous = _install_stop_signals(stop)
     cloud = LocalCloud(state_dir=state_dir)
     try:
         started = time.monotonic()
-        endpoint = cloud.start(port or None)
+        endpoint = cloud.start(port or None, dynamodb_port=dynamodb_port or None)
         stack = cloud.deploy(template, stack_name, region, parameters)
         elapsed = time.monotonic() - started
-        print(f"crr local cloud ready in {elapsed:.1f}s on {endpoint}")
+        print(f"crr local cloud ready in {elapsed:.1f}s on {endpoint} (DynamoDB on {cloud.dynamodb_endpoint_url})")
         print(f"stack {stack.stack_name} in {region}; function logs in {cloud.log_dir}")
         for key, value in sorted(stack.outputs.items()):
             print(f"  {key} = {value}")
@@ -64,6 +67,9 @@ def run_local_up(
         print("point the AWS CLI, SDKs and crr at it with:")
         print(f"export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID={LOCAL_ACCESS_KEY_ID} ", end="")
         print(f"AWS_SECRET_ACCESS_KEY={LOCAL_SECRET_ACCESS_KEY} AWS_REGION={region}")
+        # The service-specific variables win over AWS_ENDPOINT_URL in the AWS SDKs and CLI.
+        routed = " ".join(f"{ROUTED_SERVICES[name]}={url}" for name, url in cloud.service_endpoints.items())
+        print(f"export {routed}")
         print("Ctrl-C stops it.", flush=True)
         if ready is not None:
             ready.set()
@@ -104,6 +110,7 @@ def _run_from_arguments(arguments: argparse.Namespace) -> int:
         arguments.region,
         dict(arguments.parameter),
         arguments.template,
+        dynamodb_port=arguments.dynamodb_port,
     )
 
 
@@ -114,9 +121,16 @@ def add_local_parser(subparsers: Any) -> None:
     up = commands.add_parser(
         "up",
         help="start moto, deploy the template, run the functions locally; Ctrl-C stops",
-        description="Runs in the foreground and prints the AWS_ENDPOINT_URL to export.",
+        description="Runs in the foreground and prints the AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_DYNAMODB) to export.",
     )
     up.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"0 picks a free port (default {DEFAULT_PORT})")
+    up.add_argument(
+        "--dynamodb-port",
+        type=int,
+        default=DEFAULT_DYNAMODB_PORT,
+        help=f"port of the DynamoDB endpoint (a moto process of its own); 0 picks a free port "
+        f"(default {DEFAULT_DYNAMODB_PORT})",
+    )
     up.add_argument("--stack", default=DEFAULT_STACK, help=f"stack name (default {DEFAULT_STACK})")
     up.add_argument("--region", default=DEFAULT_REGION, help=f"stack region (default {DEFAULT_REGION})")
     up.add_argument(

@@ -11,6 +11,11 @@ The steps mirror `sam package` + `sam deploy`, minus everything that needs AWS:
 4. create the stack, wait for CREATE_COMPLETE, apply the deferred settings (`_FIXUPS`), and
    describe what was deployed: outputs, functions (code dir, handler, timeout, environment) and the
    SQS event-source mappings the local poller has to run.
+
+The local cloud serves DynamoDB from a moto process of its own, which moto's CloudFormation (in
+the main process) cannot reach: tables are created by the stack as usual (so `Ref`/`GetAtt` and
+the physical names work) and then created again, with all their properties, through the clients'
+DynamoDB endpoint (`_RECREATED_TYPES`).
 """
 
 from __future__ import annotations
@@ -61,12 +66,20 @@ _DEFERRED_TYPES: Mapping[str, str] = {
     # moto's CloudFormation has no QueuePolicy; applied with SetQueueAttributes instead.
     "AWS::SQS::QueuePolicy": "applied with SetQueueAttributes",
 }
+# Resource types moto's CloudFormation creates (they keep their physical ids, Refs and GetAtts) but
+# which are really served elsewhere: all their properties are exported and `_FIXUPS` creates them
+# again where they are served.
+_RECREATED_TYPES: Mapping[str, str] = {
+    # The local cloud serves DynamoDB from its own moto process (cloud.py). The table moto's
+    # CloudFormation creates in the main process is an orphan nothing reads or writes (every
+    # DynamoDB client of the local cloud goes to the DynamoDB process): harmless. It also carries
+    # neither TTL nor point-in-time recovery, which moto's CloudFormation ignores.
+    "AWS::DynamoDB::Table": "created again in the DynamoDB process",
+}
 # Properties moto's CloudFormation ignores on resources it does create; applied after creation.
 # (Later: AWS::S3::Bucket NotificationConfiguration/VersioningConfiguration and the state
 # machines' DefinitionSubstitutions belong here, with a fix-up in `_FIXUPS`.)
-_SHADOWED_PROPERTIES: Mapping[str, tuple[str, ...]] = {
-    "AWS::DynamoDB::Table": ("TimeToLiveSpecification", "PointInTimeRecoverySpecification"),
-}
+_SHADOWED_PROPERTIES: Mapping[str, tuple[str, ...]] = {}
 _PSEUDO_PARAMETERS = ("AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::StackName", "AWS::URLSuffix")
 _SKIPPED_IN_ZIPS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".aws-sam"}
 
@@ -326,6 +339,8 @@ def _defer(template: dict[str, Any]) -> list[str]:
             exported = properties
             removed.append(logical_id)
             del resources[logical_id]
+        elif kind in _RECREATED_TYPES:
+            exported = properties
         elif kind in _SHADOWED_PROPERTIES:
             exported = {name: properties[name] for name in _SHADOWED_PROPERTIES[kind] if name in properties}
             if not exported:
@@ -393,9 +408,70 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
 
 
+# CloudFormation properties of AWS::DynamoDB::Table that CreateTable takes unchanged, and those the
+# fix-up applies with other calls; any other property is reported as not applied locally.
+_TABLE_PROPERTIES_AS_IS = ("AttributeDefinitions", "KeySchema", "BillingMode", "TableClass", "Tags")
+_TABLE_PROPERTIES_APPLIED = ("TableName", "TimeToLiveSpecification", "PointInTimeRecoverySpecification")
+_TABLE_THROUGHPUTS = ("ProvisionedThroughput", "OnDemandThroughput", "WarmThroughput")
+_INDEX_PROPERTIES = ("IndexName", "KeySchema", "Projection", *_TABLE_THROUGHPUTS)
+
+
+def _throughputs(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """The throughput settings of a table or index, with the numbers as ints (JSON may quote them)."""
+    return {
+        name: {setting: int(value) for setting, value in properties[name].items()}
+        for name in _TABLE_THROUGHPUTS
+        if properties.get(name)
+    }
+
+
+def _index(properties: Mapping[str, Any]) -> dict[str, Any]:
+    index = {name: properties[name] for name in ("IndexName", "KeySchema", "Projection") if name in properties}
+    return {**index, **_throughputs(properties)}
+
+
+def _create_table_request(table: str, properties: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """CreateTable parameters for a table with these CloudFormation properties, and the names of the
+    properties that have no local equivalent (ContributorInsights, Kinesis, resource policy, import)."""
+    request: dict[str, Any] = {"TableName": table, **_throughputs(properties)}
+    request.update({name: properties[name] for name in _TABLE_PROPERTIES_AS_IS if name in properties})
+    for name in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+        if properties.get(name):
+            request[name] = [_index(index) for index in properties[name]]
+    sse = properties.get("SSESpecification")
+    if sse:
+        request["SSESpecification"] = {"Enabled": _truthy(sse.get("SSEEnabled"))}
+        request["SSESpecification"].update({k: sse[k] for k in ("SSEType", "KMSMasterKeyId") if k in sse})
+    stream = properties.get("StreamSpecification")
+    if stream and stream.get("StreamViewType"):
+        request["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
+    if "DeletionProtectionEnabled" in properties:
+        request["DeletionProtectionEnabled"] = _truthy(properties["DeletionProtectionEnabled"])
+    handled = {*request, *_TABLE_PROPERTIES_APPLIED}
+    ignored = sorted(name for name in properties if name not in handled)
+    ignored += sorted(
+        f"{index['IndexName']}.{name}"
+        for index in properties.get("GlobalSecondaryIndexes", [])
+        for name in index
+        if name not in _INDEX_PROPERTIES
+    )
+    return request, ignored
+
+
 def _fix_table(context: _FixupContext, deferred: _Deferred) -> None:
+    """Create the table in the process that serves DynamoDB, then its TTL and point-in-time recovery
+    (which moto's CloudFormation ignores)."""
     dynamodb = context.clients.client("dynamodb", context.region)
     table = context.resources[deferred.logical_id].physical_id
+    request, ignored = _create_table_request(table, deferred.properties)
+    where = context.clients.endpoint_for("dynamodb")
+    try:
+        dynamodb.create_table(**request)
+        context.applied.append(f"{deferred.logical_id}: table {table} created at {where}")
+    except dynamodb.exceptions.ResourceInUseException:  # same process as CloudFormation, or a leftover
+        context.applied.append(f"{deferred.logical_id}: table {table} already exists at {where}; kept")
+    if ignored:
+        context.applied.append(f"{deferred.logical_id}: not applied locally: {', '.join(ignored)}")
     ttl = deferred.properties.get("TimeToLiveSpecification")
     if ttl and _truthy(ttl.get("Enabled")):
         dynamodb.update_time_to_live(

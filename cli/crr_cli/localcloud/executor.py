@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from crr_cli.localcloud import protocol
-from crr_cli.localcloud.clients import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
+from crr_cli.localcloud.clients import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, endpoint_environment
 from crr_cli.localcloud.deploy import DeployedFunction
 
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase
@@ -65,7 +65,8 @@ class FunctionSpec:
             handler=function.handler,
             timeout_s=float(function.timeout_s),
             memory_mb=function.memory_mb,
-            environment=dict(function.environment),
+            # Lambda hands every variable over as a string; moto keeps a Number parameter an int.
+            environment={name: str(value) for name, value in function.environment.items()},
         )
 
 
@@ -89,16 +90,20 @@ class Invocation:
         return self.error is not None and self.error["errorType"] == TIMED_OUT
 
 
-def worker_environment(spec: FunctionSpec, endpoint_url: str, region: str) -> dict[str, str]:
+def worker_environment(
+    spec: FunctionSpec, endpoint_url: str, region: str, service_endpoints: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment of a worker of `spec`: the function's variables plus Lambda's and ours.
 
-    Lambda's reserved variables and the local-cloud wiring override the function's own variables.
+    `service_endpoints` (boto3 service name -> endpoint) become the service-specific
+    `AWS_ENDPOINT_URL_<SERVICE>` variables, which boto3 prefers over `AWS_ENDPOINT_URL`. Lambda's
+    reserved variables and the local-cloud wiring override the function's own variables.
     """
     environment = {name: os.environ[name] for name in _INHERITED_VARIABLES if name in os.environ}
     environment.update(spec.environment)
+    environment.update(endpoint_environment(endpoint_url, service_endpoints or {}))
     environment.update(
         {
-            "AWS_ENDPOINT_URL": endpoint_url,
             "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_ACCESS_KEY,
             "AWS_REGION": region,
@@ -347,8 +352,9 @@ class FunctionPool:
 class LambdaExecutor:
     """The local Lambda service: one `FunctionPool` per registered function."""
 
-    def __init__(self, endpoint_url: str, log_dir: Path) -> None:
+    def __init__(self, endpoint_url: str, log_dir: Path, service_endpoints: Mapping[str, str] | None = None) -> None:
         self.endpoint_url = endpoint_url
+        self.service_endpoints = dict(service_endpoints or {})
         self.log_dir = log_dir
         self._pools: dict[str, FunctionPool] = {}
         self._lock = threading.Lock()
@@ -361,7 +367,7 @@ class LambdaExecutor:
         several stacks share).
         """
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        environment = worker_environment(spec, self.endpoint_url, region)
+        environment = worker_environment(spec, self.endpoint_url, region, self.service_endpoints)
         log_path = self.log_dir / f"{spec.stack_name}-{spec.logical_id}.log"
         pool = FunctionPool(spec, environment, concurrency, log_path)
         with self._lock:

@@ -1,30 +1,39 @@
-"""The moto server process of the local cloud: `python -m crr_cli.localcloud.moto_process --port N`.
+"""A moto server process of the local cloud: `python -m crr_cli.localcloud.moto_process --port N`.
 
-Applies our seams (`moto_seams`) before serving, binds 127.0.0.1 (port 0 picks a free one), exports
-the bound port as `MOTO_PORT` (moto's Step Functions interpreter calls back to it), writes the port
-to `--port-file` once it accepts connections, and exits when SIGTERM/SIGINT arrives or its parent
-process goes away, so a crashed parent leaves no orphan server behind.
+Binds 127.0.0.1 (port 0 picks a free one), exports the bound port as `MOTO_PORT` (moto's Step
+Functions interpreter calls back to it), writes the port to `--port-file` once it accepts
+connections, and exits when SIGTERM/SIGINT arrives or its parent process goes away, so a crashed
+parent leaves no orphan server behind.
+
+The local cloud runs two: the main one serves every service, with our seams (`moto_seams`); one
+started with `--services dynamodb` serves DynamoDB (and DynamoDB Streams, signed as `dynamodb`)
+only, so the two GIL-bound servers use two cores. The main one accepts `POST /_crr/endpoints` with
+a JSON object `{boto3 service name: endpoint}`: Step Functions tasks for those services then go
+there. Each refuses the requests of services the other serves (`LocalCloudRoutes`). Both count
+requests (`request_counter`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from crr_cli.localcloud import moto_seams
-from crr_cli.localcloud.request_counter import RequestCounter
+from crr_cli.localcloud.request_counter import Environ, RequestCounter, StartResponse, WsgiApp, signing_service
 
 PARENT_CHECK_INTERVAL_S = 1.0
+ENDPOINTS_PATH = "/_crr/endpoints"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,7 +42,66 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--port-file", type=Path, help="written with the bound port once serving")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
+    parser.add_argument(
+        "--services",
+        type=lambda text: frozenset(filter(None, text.split(","))),
+        help="comma-separated signing names to serve (e.g. dynamodb); others are refused. Default: all, with seams",
+    )
     return parser.parse_args(argv)
+
+
+def _answer(start_response: StartResponse, status: str, document: object) -> list[bytes]:
+    body = json.dumps(document).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class LocalCloudRoutes:
+    """WSGI wrapper that keeps every service in exactly one process of the local cloud.
+
+    With `services` (a DynamoDB process), requests signed for any other service are refused. Without
+    (the main process), `POST /_crr/endpoints` names the services served elsewhere: from then on their
+    requests are refused here, and Step Functions tasks for them go there. A client pointed at the
+    wrong process thus fails loudly instead of finding (or filling) state nobody else sees, such as
+    the orphan tables moto's CloudFormation creates here.
+    """
+
+    def __init__(self, app: WsgiApp, services: frozenset[str] | None) -> None:
+        self._app = app
+        self._services = services
+        self._elsewhere: dict[str, str] = {}  # boto3 service name -> endpoint
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == ENDPOINTS_PATH:
+            return self._set_endpoints(environ, start_response)
+        service = signing_service(environ)  # DynamoDB Streams signs as dynamodb, like DynamoDB
+        if service is None:
+            return self._app(environ, start_response)
+        if self._services is not None and service not in self._services:
+            served = ", ".join(sorted(self._services))
+            return self._refuse(
+                start_response, f"this process serves only {served}; send {service} to AWS_ENDPOINT_URL"
+            )
+        if service in self._elsewhere:
+            return self._refuse(start_response, f"{service} is served at {self._elsewhere[service]}, not here")
+        return self._app(environ, start_response)
+
+    def _refuse(self, start_response: StartResponse, reason: str) -> Iterable[bytes]:
+        message = f"wrong local cloud endpoint: {reason} (see `LocalCloud.aws_environment()`)"
+        print(message, file=sys.stderr, flush=True)
+        return _answer(start_response, "400 Bad Request", {"__type": "LocalCloudWrongEndpoint", "message": message})
+
+    def _set_endpoints(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if self._services is not None or environ["REQUEST_METHOD"] != "POST":
+            return _answer(start_response, "404 Not Found", {"message": "only the main process routes endpoints"})
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        document = json.loads(environ["wsgi.input"].read(length) or b"{}")
+        endpoints = {str(name): str(url) for name, url in document.items()}
+        from crr_cli.localcloud import moto_seams  # noqa: PLC0415 - see main()
+
+        moto_seams.route_step_functions_tasks(endpoints)
+        self._elsewhere.update(endpoints)
+        return _answer(start_response, "200 OK", endpoints)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -59,12 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.parent_pid:
         _exit_when_orphaned(args.parent_pid)
 
-    moto_seams.install()
+    if args.services is None:
+        # Imported only here: the seams load moto's S3 and SQS, which a DynamoDB-only process never needs.
+        from crr_cli.localcloud import moto_seams  # noqa: PLC0415
+
+        moto_seams.install()
     # One log line per request costs throughput and buries the errors that matter.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
     # Counting at the server sees every process's requests (benchmarks read GET /_crr/requests).
-    app = RequestCounter(DomainDispatcherApplication(create_backend_app))
+    app = LocalCloudRoutes(RequestCounter(DomainDispatcherApplication(create_backend_app)), args.services)
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     os.environ["MOTO_PORT"] = str(server.server_port)
 
@@ -75,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     if args.port_file:
         _write_atomically(args.port_file, str(server.server_port))
-    print(f"moto serving on http://{args.host}:{server.server_port}", file=sys.stderr, flush=True)
+    serving = "all services" if args.services is None else ", ".join(sorted(args.services))
+    print(f"moto serving {serving} on http://{args.host}:{server.server_port}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except SystemExit:

@@ -19,19 +19,28 @@ One performance seam rides along: moto's SQS checks every queued message's visib
 datetime-based clock on each SendMessage (it builds all queue attributes to read one flag), so a
 send costs O(queue depth) at ~4 us per message; a float clock makes that about 7x cheaper.
 
-Only `install()` is public; it is idempotent and must run before the server serves requests.
+One routing seam: the local cloud serves DynamoDB from a second moto process, but moto's Step
+Functions interpreter sends its service tasks (`arn:aws:states:::dynamodb:*`, `aws-sdk:dynamodb:*`)
+back to this process. `route_step_functions_tasks` points the tasks of chosen services elsewhere.
+
+`install()` is idempotent and must run before the server serves requests;
+`route_step_functions_tasks()` may run at any time (the local cloud calls it right after start).
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
 import moto.sqs.models as sqs_models
+from botocore.config import Config
 from moto.s3 import notifications
 from moto.s3.models import S3Backend
 from moto.s3.responses import S3Response
@@ -248,3 +257,47 @@ def install() -> None:
         setattr(S3Response, name, _defer_until_request_returns(getattr(S3Response, name), delivery))
     setattr(sqs_models, "unix_time_millis", _fast_unix_time_millis(getattr(sqs_models, "unix_time_millis")))  # noqa: B009, B010
     _installed = True
+
+
+# ------------------------------------------------------------------ Step Functions task routing
+
+_BOTO_CLIENT_MODULE = "moto.stepfunctions.parser.asl.utils.boto_client"
+_routed_endpoints: dict[str, str] = {}
+_TASK_CLIENT_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60)
+
+
+def _routing(original: Callable[..., Any]) -> Callable[..., Any]:
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        endpoint = _routed_endpoints.get(service)
+        if endpoint is None:
+            return original(region, service, state_credentials)
+        return boto3.client(
+            service,  # type: ignore[call-overload]
+            region_name=region,
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106 - moto's dummy credentials
+            config=_TASK_CLIENT_CONFIG,
+        )
+
+    boto_client_for.crr_routing = True  # type: ignore[attr-defined]
+    return boto_client_for
+
+
+def route_step_functions_tasks(endpoints: Mapping[str, str]) -> None:
+    """Send Step Functions service tasks for these boto3 services to these endpoints (idempotent).
+
+    moto's task states build their clients with `boto_client_for`, imported by name into each task
+    module when Step Functions first runs; the module's function is replaced (imported lazily here,
+    it is not cheap) and so is any copy a module already imported.
+    """
+    _routed_endpoints.update(endpoints)
+    module: Any = importlib.import_module(_BOTO_CLIENT_MODULE)
+    original = module.boto_client_for
+    if getattr(original, "crr_routing", False):
+        return
+    routed = _routing(original)
+    module.boto_client_for = routed
+    for name, loaded in list(sys.modules.items()):
+        if name.startswith("moto.stepfunctions.") and getattr(loaded, "boto_client_for", None) is original:
+            setattr(loaded, "boto_client_for", routed)  # noqa: B010 - a module attribute, patched

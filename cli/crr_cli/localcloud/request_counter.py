@@ -1,7 +1,10 @@
-"""Count the local cloud's requests by service and operation, server side.
+"""Count the local cloud's requests by service and operation, and time object writes, server side.
 
-Benchmarks ask ``GET /_crr/requests`` for the counts (``POST /_crr/requests/reset`` zeroes them):
+Benchmarks ask ``GET /_crr/requests`` for the counts (``POST /_crr/requests`` answers and zeroes them):
 handlers run in other processes, so counting where the requests arrive is the only complete view.
+``GET /_crr/writes?bucket=NAME`` answers when (epoch seconds) each key of the bucket was last
+written by a successful PutObject/CopyObject: the moment a replica became visible, measured
+without adding any request.
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -57,27 +61,46 @@ def s3_operation(method: str, path: str, query: dict[str, list[str]], copy_sourc
     return f"{method.title()}Bucket{subresource[:1].upper()}{subresource[1:]}"
 
 
+def signing_service(environ: Environ) -> str | None:
+    """The service a SigV4-signed request is signed for (`dynamodb` also for DynamoDB Streams), or
+    None for an unsigned request such as moto's own API."""
+    scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    return None if scope is None else scope.group(1)
+
+
 class RequestCounter:
     def __init__(self, app: WsgiApp) -> None:
         self._app = app
         self._counts: Counter[str] = Counter()
+        self._written_at: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path.startswith("/_crr/requests"):
+        if path.startswith("/_crr/"):
             return self._answer(environ, start_response)
         name = self._name(environ)
         if name:
             with self._lock:
                 self._counts[name] += 1
+        if name in {"s3:PutObject", "s3:CopyObject"}:
+            return self._app(environ, self._timing_write(path, start_response))
         return self._app(environ, start_response)
 
+    def _timing_write(self, path: str, start_response: StartResponse) -> StartResponse:
+        def record_if_stored(status: str, headers: Any, *args: Any) -> Any:
+            if status.startswith("200"):
+                bucket, _, key = path.lstrip("/").partition("/")
+                with self._lock:
+                    self._written_at.setdefault(bucket, {})[unquote(key)] = time.time()
+            return start_response(status, headers, *args)
+
+        return record_if_stored
+
     def _name(self, environ: Environ) -> str | None:
-        scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-        if scope is None:
+        service = signing_service(environ)
+        if service is None:
             return None  # moto's own API, unsigned calls
-        service = scope.group(1)
         target = environ.get("HTTP_X_AMZ_TARGET")
         if target:
             return f"{service}:{target.rsplit('.', 1)[-1]}"
@@ -91,8 +114,12 @@ class RequestCounter:
 
     def _answer(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         with self._lock:
-            if environ["REQUEST_METHOD"] == "POST":
-                self._counts.clear()
-            body = json.dumps(dict(self._counts)).encode()
+            if environ["PATH_INFO"].startswith("/_crr/writes"):
+                bucket = parse_qs(environ.get("QUERY_STRING", "")).get("bucket", [""])[0]
+                body = json.dumps(self._written_at.get(bucket, {})).encode()
+            else:
+                body = json.dumps(dict(self._counts)).encode()
+                if environ["REQUEST_METHOD"] == "POST":  # answers the counts up to the reset
+                    self._counts.clear()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]

@@ -108,6 +108,10 @@ class MalformedEventError(CrrError):
     """A queue message is not an S3 change notification we can act on."""
 
 
+class WrongRegionError(MalformedEventError):
+    """A record places its bucket in another region than the bucket's rule does."""
+
+
 # ---- storage -----------------------------------------------------------------------------------
 
 
@@ -141,6 +145,10 @@ class LedgerConflictError(CrrError):
 
 class StateStoreError(CrrError):
     """DynamoDB refused or failed a request."""
+
+    def __init__(self, message: str, code: str = "Unknown") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class SourceGoneError(CrrError):

@@ -14,10 +14,10 @@ from enum import StrEnum
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from crr.errors import MalformedEventError
-from crr.rules import MAX_KEY_BYTES
+from crr.errors import InvalidRuleError, MalformedEventError
+from crr.rules import MAX_KEY_BYTES, check_bucket_name
 from crr.sequencer import is_valid_sequencer
 
 
@@ -60,8 +60,22 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
+# SQS messages stop at 1 MiB; anything larger did not come from a queue and is not parsed at all.
+MAX_BODY_BYTES = 1024 * 1024
+# S3's sequencers are 16-18 hex digits; a far longer one is forged and would fence real changes out.
+MAX_SEQUENCER_DIGITS = 32
+
+
 class _S3Bucket(_Lenient):
     name: str = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        try:
+            return check_bucket_name(value)
+        except InvalidRuleError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class _S3Object(_Lenient):
@@ -153,7 +167,14 @@ def _checked_sequencer(value: str | None) -> str | None:
         return None
     if not is_valid_sequencer(value):
         raise MalformedEventError(f"sequencer {value[:40]!r} is not a hex string")
+    if len(value) > MAX_SEQUENCER_DIGITS:
+        raise MalformedEventError(f"sequencer has {len(value)} hex digits; S3 sends at most {MAX_SEQUENCER_DIGITS}")
     return value
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """S3 stamps times in UTC ('Z'); a time without an offset is read as UTC rather than compared naively."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _from_s3_record(record: _S3Record) -> ChangeEvent | IgnoredNotification:
@@ -168,7 +189,7 @@ def _from_s3_record(record: _S3Record) -> ChangeEvent | IgnoredNotification:
         key=decode_key(obj.key),
         kind=kind,
         event_name=record.event_name.removeprefix("s3:"),
-        event_time=record.event_time,
+        event_time=_as_utc(record.event_time),
         sequencer=_checked_sequencer(obj.sequencer),
         version_id=obj.version_id if obj.version_id not in (None, "", "null") else None,
         etag=obj.etag,
@@ -190,7 +211,7 @@ def _from_eventbridge(event: _EventBridgeEvent) -> ChangeEvent | IgnoredNotifica
         key=decode_key(obj.key),
         kind=kind,
         event_name=event.detail_type,
-        event_time=event.time,
+        event_time=_as_utc(event.time),
         sequencer=_checked_sequencer(obj.sequencer),
         version_id=obj.version_id if obj.version_id not in (None, "", "null") else None,
         etag=obj.etag,
@@ -212,6 +233,8 @@ def parse_notification(body: str) -> list[ChangeEvent | IgnoredNotification]:
     Accepts an S3 notification (``Records``), an EventBridge S3 event, an SNS envelope around either,
     and ``s3:TestEvent``. Raises MalformedEventError for anything else, saying what was wrong.
     """
+    if len(body.encode("utf-8")) > MAX_BODY_BYTES:
+        raise MalformedEventError(f"message body is larger than an SQS message ({MAX_BODY_BYTES} bytes)")
     document = _load_json(body)
     if isinstance(document, dict) and document.get("Type") == "Notification" and "Message" in document:
         message = document["Message"]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from crr.failures import FailureReason, FailureRecord
 from crr.rules import ReplicationRule
 
 # User-metadata keys crr writes on every replica (S3 returns them lower-cased). They make a replica
@@ -144,3 +145,36 @@ class ProgressDelta:
 
 class ProgressSink(Protocol):
     def add(self, rule_id: str, delta: ProgressDelta, applied_at: datetime) -> None: ...
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    """One delivery of a replication-queue message, as the function received it."""
+
+    message_id: str
+    body: str
+    receipt_handle: str
+    receive_count: int
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+class FailureLog(Protocol):
+    def record(
+        self, message: QueueMessage, reason: FailureReason, *, rule_id: str | None, bucket: str | None, key: str | None
+    ) -> FailureRecord:
+        """Count one more failed attempt of ``message`` and keep its latest reason; returns the record."""
+        ...
+
+    def find(self, message_id: str) -> FailureRecord | None: ...
+
+
+class FailedMessages(Protocol):
+    """The queues' side of failure handling."""
+
+    def retry_later(self, message: QueueMessage, delay_seconds: int) -> None:
+        """Make the message visible again only after ``delay_seconds`` (its own backoff)."""
+        ...
+
+    def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
+        """Put the message into the dead-letter queue now, with its failure reason attached."""
+        ...

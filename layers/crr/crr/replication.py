@@ -30,6 +30,7 @@ from crr.errors import (
     ReconcileContentionError,
     SourceChangedError,
     SourceGoneError,
+    WrongRegionError,
 )
 from crr.events import ChangeEvent
 from crr.ports import (
@@ -142,6 +143,14 @@ class Replicator:
             if not delta.is_empty():
                 self._progress.add(rule_id, delta, now)
 
+    def rule_id_for(self, bucket: str) -> str | None:
+        """The id of the rule replicating ``bucket``, if any (for failure reports; never raises)."""
+        try:
+            rule = self._rules.rule_for_source(bucket)
+        except Exception:  # noqa: BLE001 - a report must not fail because the table does
+            return None
+        return rule.rule_id if rule else None
+
     def apply(self, event: ChangeEvent) -> ReplicationResult:
         """Bring the replica of ``event.key`` in line with the source's current state.
 
@@ -152,6 +161,12 @@ class Replicator:
         rule = self._rules.rule_for_source(event.bucket)
         if rule is None:
             return ReplicationResult(Outcome.NO_RULE, detail=f"no rule replicates bucket {event.bucket}")
+        if event.region is not None and event.region != rule.source_region:
+            # Bucket names are global, so a record naming another region was misrouted or forged.
+            raise WrongRegionError(
+                f"record says bucket {event.bucket} is in {event.region}, but rule {rule.rule_id} has it in "
+                f"{rule.source_region}"
+            )
         if not rule.enabled:
             return self._skipped(rule, event, Outcome.RULE_PAUSED, "rule is paused")
         if not rule.selects(event.key):

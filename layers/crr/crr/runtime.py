@@ -5,8 +5,11 @@ from __future__ import annotations
 from functools import cache
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.dynamodb import DynamoLedger, DynamoProgress, DynamoRules
+from crr.adapters.dynamodb import DynamoFailureLog, DynamoLedger, DynamoProgress, DynamoRules
 from crr.adapters.s3 import S3ObjectStore
+from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsQueueSender
+from crr.failures import Backoff
+from crr.replay import DeadLetters, ReplayReport, ReplayRequest
 from crr.replication import Replicator
 from crr.service import ReplicationService
 from crr.settings import FunctionSettings
@@ -30,9 +33,35 @@ def _service_for(settings: FunctionSettings) -> ReplicationService:
         progress=DynamoProgress(dynamodb, settings.rules_table_name),
         progress_interval=settings.progress_flush_seconds,
     )
-    return ReplicationService(replicator)
+    failed_messages = SqsFailedMessages(
+        clients.client("sqs", settings.region), settings.replication_queue_url, settings.dead_letter_queue_url
+    )
+    return ReplicationService(
+        replicator,
+        DynamoFailureLog(dynamodb, settings.rules_table_name),
+        failed_messages,
+        Backoff(base_seconds=settings.retry_base_seconds),
+    )
 
 
 def replication_service() -> ReplicationService:
     """The service for the current environment. Raises ConfigurationError if it is incomplete."""
     return _service_for(FunctionSettings.from_environment())
+
+
+def dead_letters(clients: ClientFactory, region: str, table: str, dlq_url: str) -> DeadLetters:
+    """The DLQ with the failure log that explains it (used by the ReplayFunction and the CLI)."""
+    return DeadLetters(
+        SqsDeadLetterQueue(clients.client("sqs", region), dlq_url),
+        DynamoFailureLog(clients.client("dynamodb", region), table),
+    )
+
+
+def replay_dead_letters(request: ReplayRequest) -> ReplayReport:
+    """Replay for the current environment. Raises ConfigurationError if it is incomplete."""
+    settings = FunctionSettings.from_environment()
+    clients = _clients()
+    letters = dead_letters(clients, settings.region, settings.rules_table_name, settings.dead_letter_queue_url)
+    return letters.replay(
+        request, SqsQueueSender(clients.client("sqs", settings.region), settings.replication_queue_url)
+    )

@@ -18,6 +18,9 @@ class FunctionSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     rules_table_name: str = Field(min_length=1)
+    replication_queue_url: str = Field(min_length=1)
+    dead_letter_queue_url: str = Field(min_length=1)
+    retry_base_seconds: float = Field(default=5.0, gt=0)
     region: str = Field(min_length=1)
     rule_cache_seconds: float = Field(default=5.0, ge=0)
     progress_flush_seconds: float = Field(default=1.0, ge=0)
@@ -29,6 +32,9 @@ class FunctionSettings(BaseModel):
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
         values = {
             "rules_table_name": env.get("RULES_TABLE_NAME"),
+            "replication_queue_url": env.get("REPLICATION_QUEUE_URL"),
+            "dead_letter_queue_url": env.get("DEAD_LETTER_QUEUE_URL"),
+            "retry_base_seconds": env.get("RETRY_BASE_SECONDS", "5"),
             "region": region,
             "rule_cache_seconds": env.get("RULE_CACHE_SECONDS", "5"),
             "progress_flush_seconds": env.get("PROGRESS_FLUSH_SECONDS", "1"),
@@ -38,6 +44,9 @@ class FunctionSettings(BaseModel):
         except ValidationError as exc:
             names = {
                 "rules_table_name": "RULES_TABLE_NAME",
+                "replication_queue_url": "REPLICATION_QUEUE_URL",
+                "dead_letter_queue_url": "DEAD_LETTER_QUEUE_URL",
+                "retry_base_seconds": "RETRY_BASE_SECONDS",
                 "region": "AWS_REGION",
                 "rule_cache_seconds": "RULE_CACHE_SECONDS",
                 "progress_flush_seconds": "PROGRESS_FLUSH_SECONDS",

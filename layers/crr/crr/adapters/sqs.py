@@ -1,0 +1,139 @@
+"""SQS for failure handling: delay a failed record's next delivery, dead-letter a hopeless one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from crr.adapters.clients import error_code, error_message
+from crr.errors import CrrError
+from crr.failures import FailureRecord
+from crr.ports import QueueMessage
+from crr.replay import RawDeadLetter
+
+# Message attributes carrying a dead-lettered message's reason (``crr dlq list`` reads them).
+REASON_ATTRIBUTES = (
+    "crr-error-code",
+    "crr-error-kind",
+    "crr-error-message",
+    "crr-rule",
+    "crr-bucket",
+    "crr-key",
+    "crr-attempts",
+    "crr-first-failure",
+    "crr-last-failure",
+    "crr-original-message-id",
+)
+
+
+# SQS's message limit (1 MiB) less room for the reason attributes.
+DEAD_LETTER_BODY_BYTES = 1024 * 1024 - 16 * 1024
+TRUNCATED_BODY_BYTES = 64 * 1024
+
+
+class QueueError(CrrError):
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def reason_attributes(record: FailureRecord) -> dict[str, dict[str, str]]:
+    values = {
+        "crr-error-code": record.reason.code,
+        "crr-error-kind": record.reason.kind.value,
+        "crr-error-message": record.reason.message[:1000] or "-",
+        "crr-rule": record.rule_id,
+        "crr-bucket": record.bucket,
+        "crr-key": record.key,
+        "crr-attempts": str(record.attempts),
+        "crr-first-failure": record.first_failure.isoformat(),
+        "crr-last-failure": record.last_failure.isoformat(),
+        "crr-original-message-id": record.message_id,
+    }
+    return {name: {"DataType": "String", "StringValue": value} for name, value in values.items() if value}
+
+
+class SqsFailedMessages:
+    def __init__(self, client: Any, queue_url: str, dead_letter_queue_url: str) -> None:
+        self._sqs = client
+        self._queue_url = queue_url
+        self._dlq_url = dead_letter_queue_url
+
+    def retry_later(self, message: QueueMessage, delay_seconds: int) -> None:
+        try:
+            self._sqs.change_message_visibility(
+                QueueUrl=self._queue_url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=delay_seconds
+            )
+        except ClientError as exc:
+            # The record still fails and comes back after the queue's own visibility timeout.
+            raise QueueError(f"ChangeMessageVisibility failed: {error_message(exc)}", error_code(exc)) from exc
+
+    def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
+        body, attributes = message.body, reason_attributes(record)
+        if len(body.encode("utf-8")) > DEAD_LETTER_BODY_BYTES:
+            # Nothing that large can be replayed anyway; keep its start and the reason for the operator.
+            body = body.encode("utf-8")[:TRUNCATED_BODY_BYTES].decode("utf-8", errors="ignore")
+            attributes["crr-body-truncated"] = {"DataType": "String", "StringValue": str(len(message.body))}
+        try:
+            self._sqs.send_message(QueueUrl=self._dlq_url, MessageBody=body, MessageAttributes=attributes)
+        except ClientError as exc:
+            raise QueueError(f"SendMessage to the DLQ failed: {error_message(exc)}", error_code(exc)) from exc
+
+
+class SqsDeadLetterQueue:
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._sqs = client
+        self._url = queue_url
+
+    def receive(self, max_messages: int, hold_seconds: int) -> list[RawDeadLetter]:
+        try:
+            answer = self._sqs.receive_message(
+                QueueUrl=self._url,
+                MaxNumberOfMessages=max_messages,
+                VisibilityTimeout=hold_seconds,
+                WaitTimeSeconds=0,
+                MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["SentTimestamp"],
+            )
+        except ClientError as exc:
+            raise QueueError(f"ReceiveMessage from the DLQ failed: {error_message(exc)}", error_code(exc)) from exc
+        return [
+            RawDeadLetter(
+                message_id=message["MessageId"],
+                receipt_handle=message["ReceiptHandle"],
+                body=message["Body"],
+                sent_at=datetime.fromtimestamp(int(message["Attributes"]["SentTimestamp"]) / 1000, UTC),
+                attributes={
+                    name: value.get("StringValue", "") for name, value in message.get("MessageAttributes", {}).items()
+                },
+            )
+            for message in answer.get("Messages", [])
+        ]
+
+    def delete(self, receipt_handle: str) -> None:
+        try:
+            self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=receipt_handle)
+        except ClientError as exc:
+            raise QueueError(f"DeleteMessage from the DLQ failed: {error_message(exc)}", error_code(exc)) from exc
+
+    def release(self, receipt_handle: str) -> None:
+        try:
+            self._sqs.change_message_visibility(QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=0)
+        except ClientError:
+            return  # it becomes visible again when the hold expires anyway
+
+
+class SqsQueueSender:
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._sqs = client
+        self._url = queue_url
+
+    def send(self, body: str) -> None:
+        try:
+            self._sqs.send_message(QueueUrl=self._url, MessageBody=body)
+        except ClientError as exc:
+            raise QueueError(
+                f"SendMessage to the replication queue failed: {error_message(exc)}", error_code(exc)
+            ) from exc

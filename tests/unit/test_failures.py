@@ -1,0 +1,161 @@
+"""Failure classification, backoff, and what the service does with each kind of failure."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from crr.errors import (
+    AccessDeniedError,
+    BucketMissingError,
+    MalformedEventError,
+    ObjectTooLargeError,
+    ReconcileContentionError,
+    StateStoreError,
+    StorageError,
+)
+from crr.failures import Backoff, FailureKind, FailureReason, FailureRecord, classify
+from crr.ports import QueueMessage
+from crr.replication import Replicator
+from crr.service import RecordFailedError, ReplicationService
+from tests.support.events import load_body
+from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.unit.test_replication import DST, make_rule
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "code"),
+    [
+        (
+            StorageError("CopyObject", "b", "k", "SlowDown", "reduce your request rate"),
+            FailureKind.TRANSIENT,
+            "SlowDown",
+        ),
+        (StorageError("CopyObject", "b", "k", "503", "unavailable"), FailureKind.TRANSIENT, "503"),
+        (StorageError("CopyObject", "b", "k", "InternalError", "oops"), FailureKind.TRANSIENT, "InternalError"),
+        (
+            StateStoreError("throttled", "ProvisionedThroughputExceededException"),
+            FailureKind.TRANSIENT,
+            "ProvisionedThroughputExceededException",
+        ),
+        (ReconcileContentionError("busy key"), FailureKind.TRANSIENT, "ReconcileContention"),
+        (TimeoutError("read timed out"), FailureKind.TRANSIENT, "TimeoutError"),
+        (AccessDeniedError("CopyObject", "b", "k", "AccessDenied", "denied"), FailureKind.PERMANENT, "AccessDenied"),
+        (BucketMissingError("CopyObject", "b", "k", "NoSuchBucket", "gone"), FailureKind.PERMANENT, "NoSuchBucket"),
+        (
+            StorageError("CopyObject", "b", "k", "InvalidObjectState", "archived"),
+            FailureKind.PERMANENT,
+            "InvalidObjectState",
+        ),
+        (
+            StorageError("CopyObject", "b", "k", "KMS.AccessDeniedException", "no key"),
+            FailureKind.PERMANENT,
+            "KMS.AccessDeniedException",
+        ),
+        (StateStoreError("no table", "ResourceNotFoundException"), FailureKind.PERMANENT, "ResourceNotFoundException"),
+        (MalformedEventError("not JSON"), FailureKind.PERMANENT, "MalformedEvent"),
+        (ObjectTooLargeError("6 GiB"), FailureKind.PERMANENT, "ObjectTooLarge"),
+    ],
+)
+def test_failures_are_classified_by_whether_retrying_can_help(error: Exception, kind: FailureKind, code: str) -> None:
+    reason = classify(error)
+    assert (reason.kind, reason.code) == (kind, code)
+
+
+@pytest.mark.parametrize("attempt", range(1, 20))
+def test_backoff_grows_within_its_bounds(attempt: int) -> None:
+    backoff = Backoff(base_seconds=5, cap_seconds=900)
+    ceiling = min(900, 5 * 2 ** (attempt - 1))
+    delays = [backoff.delay(attempt, random.Random(seed)) for seed in range(50)]
+    assert all(ceiling // 2 <= delay <= ceiling for delay in delays)
+    assert all(1 <= delay <= 900 for delay in delays)
+
+
+class RecordingFailures:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, FailureReason, str | None, str | None]] = []
+
+    def record(
+        self, message: QueueMessage, reason: FailureReason, *, rule_id: str | None, bucket: str | None, key: str | None
+    ) -> FailureRecord:
+        self.recorded.append((message.message_id, reason, rule_id, key))
+        now = datetime.now(UTC)
+        return FailureRecord(message.message_id, reason, len(self.recorded), now, now, rule_id, bucket, key)
+
+    def find(self, message_id: str) -> FailureRecord | None:
+        return None
+
+
+class RecordingQueues:
+    def __init__(self) -> None:
+        self.delayed: list[tuple[str, int]] = []
+        self.dead: list[tuple[str, str]] = []
+
+    def retry_later(self, message: QueueMessage, delay_seconds: int) -> None:
+        self.delayed.append((message.message_id, delay_seconds))
+
+    def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
+        self.dead.append((message.message_id, record.reason.code))
+
+
+def service_with(s3: FakeS3) -> tuple[ReplicationService, RecordingFailures, RecordingQueues]:
+    failures, queues = RecordingFailures(), RecordingQueues()
+    replicator = Replicator(FakeRules(make_rule(source_bucket="crr-demo-source")), s3, FakeLedger(), FakeProgress())
+    return ReplicationService(replicator, failures, queues, Backoff(base_seconds=4)), failures, queues
+
+
+def message(body: str, receive_count: int = 1) -> QueueMessage:
+    return QueueMessage(message_id="m-1", body=body, receipt_handle="r-1", receive_count=receive_count)
+
+
+def test_a_transient_failure_is_recorded_delayed_with_backoff_and_reported_failed() -> None:
+    # Given a destination that answers SlowDown
+    s3 = FakeS3()
+    s3.create_bucket("crr-demo-source", "us-west-1")
+    s3.create_bucket(DST, "us-east-1")
+    s3.put("crr-demo-source", "reports/2026/summary.csv", b"x")
+
+    def slow_down(request: object) -> str:
+        raise StorageError("CopyObject", DST, "reports/2026/summary.csv", "SlowDown", "reduce your request rate")
+
+    s3.copy = slow_down  # type: ignore[method-assign]
+    service, failures, queues = service_with(s3)
+    # When its third delivery fails
+    with pytest.raises(RecordFailedError, match="SlowDown"):
+        service.handle(message(load_body("s3/object-created-put"), receive_count=3))
+    # Then the reason is recorded with rule and key, and only this message is delayed by its backoff
+    [(message_id, reason, rule_id, key)] = failures.recorded
+    assert (message_id, reason.code, rule_id, key) == ("m-1", "SlowDown", "r1", "reports/2026/summary.csv")
+    [(delayed_id, delay)] = queues.delayed
+    assert delayed_id == "m-1"
+    assert 8 <= delay <= 16
+    assert queues.dead == []
+
+
+def test_a_permanent_failure_goes_to_the_dlq_at_once_and_is_acknowledged() -> None:
+    # Given a destination bucket that no longer exists
+    s3 = FakeS3()
+    s3.create_bucket("crr-demo-source", "us-west-1")
+    s3.put("crr-demo-source", "reports/2026/summary.csv", b"x")
+    service, failures, queues = service_with(s3)
+    # When its first delivery fails, Then it is dead-lettered with its code and not retried
+    assert service.handle(message(load_body("s3/object-created-put"))) == []
+    assert queues.dead == [("m-1", "NoSuchBucket")]
+    assert queues.delayed == []
+    assert failures.recorded[0][1].kind is FailureKind.PERMANENT
+
+
+def test_a_failed_dead_letter_send_fails_the_record_so_nothing_is_lost() -> None:
+    # Given a DLQ that cannot be written to
+    s3 = FakeS3()
+    service, _, queues = service_with(s3)
+
+    def unavailable(message: QueueMessage, record: FailureRecord) -> None:
+        raise StorageError("SendMessage", "dlq", None, "ServiceUnavailable", "try later")
+
+    queues.dead_letter = unavailable  # type: ignore[method-assign]
+    # When a malformed message must be dead-lettered, Then the error escapes and the record is retried
+    with pytest.raises(StorageError, match="ServiceUnavailable"):
+        service.handle(message("{garbage"))

@@ -1,0 +1,155 @@
+"""Listing and replaying dead letters over in-memory queues: filters, reasons, and the order of
+send-then-delete that makes a crash duplicate instead of drop."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from crr.failures import FailureKind, FailureReason, FailureRecord
+from crr.replay import DeadLetters, RawDeadLetter, ReplayRequest, parse_replay_event
+from tests.support.events import load_event
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def body_for(key: str) -> str:
+    document = load_event("s3/object-created-put")
+    document["Records"][0]["s3"]["object"]["key"] = key
+    return json.dumps(document)
+
+
+class FakeDlq:
+    def __init__(self, letters: list[RawDeadLetter]) -> None:
+        self.letters = {letter.message_id: letter for letter in letters}
+        self.hidden: set[str] = set()
+        self.fail_delete = False
+
+    def receive(self, max_messages: int, hold_seconds: int) -> list[RawDeadLetter]:
+        visible = [letter for mid, letter in self.letters.items() if mid not in self.hidden][:max_messages]
+        self.hidden.update(letter.message_id for letter in visible)
+        return [RawDeadLetter(d.message_id, f"rh-{d.message_id}", d.body, d.sent_at, d.attributes) for d in visible]
+
+    def delete(self, receipt_handle: str) -> None:
+        if self.fail_delete:
+            raise ConnectionError("process died between send and delete")
+        del self.letters[receipt_handle.removeprefix("rh-")]
+        self.hidden.discard(receipt_handle.removeprefix("rh-"))
+
+    def release(self, receipt_handle: str) -> None:
+        self.hidden.discard(receipt_handle.removeprefix("rh-"))
+
+
+class FakeQueue:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, body: str) -> None:
+        self.sent.append(body)
+
+
+class FakeFailureLog:
+    def __init__(self, records: dict[str, FailureRecord]) -> None:
+        self.records = records
+
+    def find(self, message_id: str) -> FailureRecord | None:
+        return self.records.get(message_id)
+
+    def record(self, *args: object, **kwargs: object) -> FailureRecord:
+        raise NotImplementedError("replay never records failures")
+
+
+def attributes(code: str, at: datetime) -> dict[str, str]:
+    return {
+        "crr-error-code": code,
+        "crr-error-message": f"{code} happened",
+        "crr-attempts": "1",
+        "crr-last-failure": at.isoformat(),
+    }
+
+
+@pytest.fixture
+def world() -> tuple[FakeDlq, FakeFailureLog]:
+    # Two dead-lettered at once with attributes, one moved by SQS redrive (reason in the failure log)
+    dlq = FakeDlq(
+        [
+            RawDeadLetter("a", "", body_for("logs/a"), T0, attributes("NoSuchBucket", T0)),
+            RawDeadLetter("b", "", body_for("data/b"), T0, attributes("AccessDenied", T0 + timedelta(hours=1))),
+            RawDeadLetter("c", "", body_for("logs/c"), T0 + timedelta(hours=2)),
+            RawDeadLetter("d", "", "{garbage", T0 + timedelta(hours=3)),
+        ]
+    )
+    redriven = FailureRecord(
+        "c", FailureReason(FailureKind.TRANSIENT, "SlowDown", "reduce rate"), 5, T0, T0 + timedelta(hours=2)
+    )
+    return dlq, FakeFailureLog({"c": redriven})
+
+
+def test_the_summary_groups_by_reason_from_attributes_or_the_failure_log(world: tuple[FakeDlq, FakeFailureLog]) -> None:
+    dlq, failures = world
+    summary = DeadLetters(dlq, failures).summarize()
+    assert summary.total == 4
+    assert {reason.code: reason.count for reason in summary.reasons} == {
+        "NoSuchBucket": 1,
+        "AccessDenied": 1,
+        "SlowDown": 1,
+        "Unknown": 1,
+    }
+    assert next(r for r in summary.reasons if r.code == "SlowDown").sample_keys == ["logs/c"]
+    # And listing changes nothing: every message is visible again
+    assert dlq.hidden == set()
+    assert len(dlq.letters) == 4
+
+
+@pytest.mark.parametrize(
+    ("request_", "replayed"),
+    [
+        (ReplayRequest(), {"a", "b", "c", "d"}),
+        (ReplayRequest(reason="NoSuchBucket"), {"a"}),
+        (ReplayRequest(prefix="logs/"), {"a", "c"}),
+        (ReplayRequest(since=T0 + timedelta(minutes=30)), {"b", "c", "d"}),
+        (ReplayRequest(prefix="logs/", since=T0 + timedelta(minutes=30)), {"c"}),
+        (ReplayRequest.model_validate({"max": 2}), {"a", "b"}),
+    ],
+)
+def test_replay_moves_exactly_the_matching_messages(
+    world: tuple[FakeDlq, FakeFailureLog], request_: ReplayRequest, replayed: set[str]
+) -> None:
+    dlq, failures = world
+    bodies = {mid: letter.body for mid, letter in dlq.letters.items()}
+    queue = FakeQueue()
+    report = DeadLetters(dlq, failures).replay(request_, queue)
+    assert set(queue.sent) == {bodies[mid] for mid in replayed}
+    assert set(dlq.letters) == set(bodies) - replayed
+    assert report.replayed == len(replayed)
+    assert dlq.hidden == set()
+
+
+def test_a_dry_run_counts_without_moving_anything(world: tuple[FakeDlq, FakeFailureLog]) -> None:
+    dlq, failures = world
+    queue = FakeQueue()
+    report = DeadLetters(dlq, failures).replay(ReplayRequest(prefix="logs/", dry_run=True), queue)
+    assert (report.matched, report.replayed, queue.sent, len(dlq.letters)) == (2, 0, [], 4)
+
+
+def test_a_crash_between_send_and_delete_duplicates_but_never_drops(world: tuple[FakeDlq, FakeFailureLog]) -> None:
+    # Given a DLQ whose delete fails as if the process died right after the send
+    dlq, failures = world
+    dlq.fail_delete = True
+    queue = FakeQueue()
+    # When a replay runs, it fails
+    with pytest.raises(ConnectionError):
+        DeadLetters(dlq, failures).replay(ReplayRequest(reason="NoSuchBucket"), queue)
+    # Then the message was sent back to the replication queue AND is still in the DLQ, visible again
+    assert queue.sent == [body_for("logs/a")]
+    assert "a" in dlq.letters
+    assert dlq.hidden == set()
+
+
+def test_the_replay_function_event_is_validated() -> None:
+    request = parse_replay_event({"reason": "NoSuchBucket", "max": 5, "dry_run": True})
+    assert (request.reason, request.max_messages, request.dry_run) == ("NoSuchBucket", 5, True)
+    with pytest.raises(ValueError, match="extra"):
+        parse_replay_event({"reasons": "typo"})
