@@ -33,7 +33,8 @@ TIMEOUT_GRACE_S = 0.05  # pipe and scheduling slack on top of the function timeo
 STOP_TIMEOUT_S = 2.0
 TIMED_OUT = "Sandbox.Timedout"
 # Process basics a Python interpreter needs; nothing else of the developer's environment leaks in.
-_INHERITED_VARIABLES = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SYSTEMROOT")
+# CRR_LOCAL_FAULTS turns on fault injection in the workers (see faults.py); tests set it.
+_INHERITED_VARIABLES = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SYSTEMROOT", "CRR_LOCAL_FAULTS")
 
 
 class ExecutorClosedError(RuntimeError):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from crr_cli.localcloud import protocol
+from crr_cli.localcloud import faults, protocol
 
 PARENT_CHECK_INTERVAL_S = 1.0
 
@@ -62,6 +62,7 @@ def _load_handler(code_dir: Path, handler: str) -> Callable[[Any, LambdaContext]
     module_path, _, function_name = handler.rpartition(".")
     if not module_path or not function_name:
         raise ValueError(f"handler {handler!r} is not <module>.<function>")
+    faults.install_from_environment()  # a no-op unless a test asked for injected faults
     sys.path.insert(0, str(code_dir))
     os.chdir(code_dir)
     module = importlib.import_module(module_path.replace("/", "."))

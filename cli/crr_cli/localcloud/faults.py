@@ -1,0 +1,107 @@
+"""Fault injection for the local cloud's Lambda workers: a seam of ours, not an edit of the emulator.
+
+When a worker starts with ``CRR_LOCAL_FAULTS=<control file>``, every botocore API call made by the
+function first consults the control file (JSON, re-read when it changes), which a test rewrites to
+move between phases:
+
+    {"mode": "none"}
+    {"mode": "flaky", "rate": 0.1, "buckets": ["dst"], "seed": 7}       500 / 503 SlowDown / read timeouts
+    {"mode": "outage", "buckets": ["dst"], "code": "AccessDenied"}     every call on those buckets fails
+
+Only S3 calls whose ``Bucket`` parameter is one of ``buckets`` fail (the destination side). Each
+injected fault is counted in ``<control file>.<pid>.counts`` so the test can report what it did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError, ReadTimeoutError
+
+FAULTS_VARIABLE = "CRR_LOCAL_FAULTS"
+_TRANSIENT = (
+    ("InternalError", 500, "We encountered an internal error."),
+    ("SlowDown", 503, "Please reduce your request rate."),
+)
+_STATUS = {"AccessDenied": 403, "NoSuchBucket": 404}
+
+
+class _Control:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._counts_path = Path(f"{path}.{os.getpid()}.counts")
+        self._mtime = -1.0
+        self._settings: dict[str, Any] = {"mode": "none"}
+        self._counts: dict[str, int] = {}
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+
+    def settings(self) -> dict[str, Any]:
+        try:
+            mtime = self._path.stat().st_mtime
+        except FileNotFoundError:
+            return {"mode": "none"}
+        if mtime != self._mtime:
+            self._settings = json.loads(self._path.read_text(encoding="utf-8"))
+            self._mtime = mtime
+            self._rng.seed(f"{self._settings.get('seed', 0)}-{os.getpid()}")
+        return self._settings
+
+    def fault_for(self, operation: str, params: dict[str, Any]) -> Exception | None:
+        with self._lock:
+            settings = self.settings()
+            if settings.get("mode", "none") == "none" or params.get("Bucket") not in settings.get("buckets", []):
+                return None
+            if settings["mode"] == "outage":
+                code = str(settings.get("code", "AccessDenied"))
+                return self._count(code, _client_error(code, _STATUS.get(code, 403), "injected outage", operation))
+            if self._rng.random() >= float(settings.get("rate", 0.1)):
+                return None
+            choice = self._rng.randrange(3)
+            if choice == 2:
+                return self._count("ReadTimeout", ReadTimeoutError(endpoint_url="injected://destination"))
+            code, status, message = _TRANSIENT[choice]
+            return self._count(code, _client_error(code, status, message, operation))
+
+    def _count(self, kind: str, error: Exception) -> Exception:
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        self._counts_path.write_text(json.dumps(self._counts), encoding="utf-8")
+        return error
+
+
+def _client_error(code: str, status: int, message: str, operation: str) -> ClientError:
+    response: Any = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(response, operation)
+
+
+def install_from_environment() -> bool:
+    """Wrap botocore's API call in this process if ``CRR_LOCAL_FAULTS`` names a control file."""
+    path = os.environ.get(FAULTS_VARIABLE)
+    if not path:
+        return False
+    control = _Control(Path(path))
+    original = BaseClient._make_api_call  # type: ignore[attr-defined]
+
+    def make_api_call(self: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
+        fault = control.fault_for(operation_name, api_params)
+        if fault is not None:
+            raise fault
+        return original(self, operation_name, api_params)
+
+    BaseClient._make_api_call = make_api_call  # type: ignore[attr-defined]
+    return True
+
+
+def injected_counts(control_file: Path) -> dict[str, int]:
+    """Faults injected so far by every worker using ``control_file``, by kind."""
+    total: dict[str, int] = {}
+    for counts in control_file.parent.glob(f"{control_file.name}.*.counts"):
+        for kind, count in json.loads(counts.read_text(encoding="utf-8")).items():
+            total[kind] = total.get(kind, 0) + int(count)
+    return total
