@@ -14,9 +14,14 @@ VENV := .venv
 SAM_VENV := .sam-venv
 SAM_CLI_VERSION := 1.170.0
 SAM := $(SAM_VENV)/bin/sam
+# checkov pins its own dependency set, so it gets a third virtual environment.
+CHECKOV_VENV := .checkov-venv
+CHECKOV_VERSION := 3.3.30
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
 VENV_STAMP := $(VENV)/.installed
 SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
 # pytest workers (pytest-xdist): `auto` = one per core; PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= auto
@@ -50,7 +55,7 @@ define make_venv
 	@[ -x $(1)/bin/python ] || { echo "creating $(1)"; $(PYTHON) -m venv $(1); }
 endef
 
-.PHONY: help venv sam-venv lint format build test test-unit test-integration test-e2e demo bench clean distclean
+.PHONY: help venv sam-venv checkov-venv lint format build test test-unit test-integration test-e2e demo bench clean distclean
 
 help: ## List the targets (this text)
 	@echo "usage: make TARGET   (PYTHON=$(PYTHON), SAM CLI $(SAM_CLI_VERSION))"
@@ -71,8 +76,17 @@ $(SAM_STAMP):
 	@rm -f $(SAM_VENV)/.installed-*
 	@touch $@
 
-# Every linter runs even after one fails, so one run shows all the findings.
-lint: venv sam-venv ## ruff, ruff format --check, mypy, cfn-lint and sam validate --lint
+checkov-venv: $(CHECKOV_STAMP) ## Create .checkov-venv with the pinned checkov
+$(CHECKOV_STAMP):
+	$(require_python311)
+	$(call make_venv,$(CHECKOV_VENV))
+	$(CHECKOV_VENV)/bin/python -m pip install $(PIP_FLAGS) 'checkov==$(CHECKOV_VERSION)'
+	@rm -f $(CHECKOV_VENV)/.installed-*
+	@touch $@
+
+# Every linter runs even after one fails, so one run shows all the findings. checkov must report zero
+# failed checks; the only skips allowed are written in template.yaml with their reason.
+lint: venv sam-venv checkov-venv ## ruff, ruff format --check, mypy, cfn-lint, sam validate --lint, checkov
 	@failed=""; \
 	run() { echo "+ $$*"; "$$@" || failed="$$failed [$${1##*/} $$2]"; }; \
 	run $(VENV)/bin/ruff check .; \
@@ -80,6 +94,7 @@ lint: venv sam-venv ## ruff, ruff format --check, mypy, cfn-lint and sam validat
 	run $(VENV)/bin/mypy $(MYPY_PATHS); \
 	run $(VENV)/bin/cfn-lint template.yaml; \
 	run $(SAM) validate --lint --template-file template.yaml; \
+	run $(CHECKOV) -f template.yaml --framework cloudformation --skip-download --compact --quiet; \
 	if [ -n "$$failed" ]; then echo "lint failed:$$failed" >&2; exit 1; fi
 
 format: venv ## Apply ruff's fixes and formatting
@@ -118,8 +133,8 @@ bench: venv ## Run the benchmarks and print their figures
 
 clean: ## Remove build output and caches (keeps the venvs)
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .local-cloud build dist *.egg-info
-	find . -path ./$(VENV) -prune -o -path ./$(SAM_VENV) -prune -o -path ./.git -prune -o \
+	find . -path ./$(VENV) -prune -o -path ./$(SAM_VENV) -prune -o -path ./$(CHECKOV_VENV) -prune -o -path ./.git -prune -o \
 	  -type d -name __pycache__ -prune -exec rm -rf {} +
 
-distclean: clean ## clean, and remove both venvs
-	rm -rf $(VENV) $(SAM_VENV)
+distclean: clean ## clean, and remove the three venvs
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV)

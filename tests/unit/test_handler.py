@@ -98,3 +98,19 @@ def test_a_missing_table_setting_fails_the_invocation_clearly(deployed: Any, mon
 
     with pytest.raises(ConfigurationError, match="RULES_TABLE_NAME"):
         handler.lambda_handler(sqs_event(load_body("s3/test-event")), Context())
+
+
+def test_metrics_are_emitted_per_rule_once_per_batch(deployed: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    handler, s3 = deployed
+    # Given two objects replicated in one batch
+    for key in ("m/1", "m/2"):
+        s3.put_object(Bucket=SRC, Key=key, Body=b"12345")
+    capsys.readouterr()
+    handler.lambda_handler(sqs_event(notification_for(s3, "m/1"), notification_for(s3, "m/2")), Context())
+    # Then one EMF document carries the rule's dimension and both objects' figures
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    per_rule = [doc for doc in documents if doc.get("rule") == "demo"]
+    assert len(per_rule) == 1
+    assert per_rule[0]["ObjectsReplicated"] == [1.0, 1.0]
+    assert per_rule[0]["BytesReplicated"] == [5.0, 5.0]
+    assert ["rule", "service"] in per_rule[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"]

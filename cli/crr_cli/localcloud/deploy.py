@@ -262,7 +262,7 @@ def _check_parameters(sam: Mapping[str, Any], parameters: Mapping[str, str]) -> 
     return values
 
 
-def _transform(sam: dict[str, Any], parameters: Mapping[str, str], region: str) -> dict[str, Any]:
+def transform_offline(sam: dict[str, Any], parameters: Mapping[str, str], region: str) -> dict[str, Any]:
     """SAM -> CloudFormation, offline (the managed-policy map is `MANAGED_POLICIES`)."""
     # Our own offline metrics object, published (to nowhere) so it does not warn when collected.
     metrics = Metrics("ServerlessTransform", DummyMetricsPublisher())
@@ -577,7 +577,7 @@ def deploy_stack(
     sam = load_cfn_template(template_path)
     values = _check_parameters(sam, parameters)
     code_dirs = _package(sam, template_path.parent.resolve(), clients, region, stack_name)
-    template = _transform(sam, parameters, region)
+    template = transform_offline(sam, parameters, region)
     pseudo = {"AWS::Region": region, "AWS::StackName": stack_name}
     resolved_lookups = _resolve_find_in_map(template, {**values, **pseudo})
     _defer(template)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from crr.events import ChangeEvent, IgnoredNotification, parse_notification
 from crr.failures import Backoff, FailureReason, classify
@@ -23,6 +23,27 @@ class RecordFailedError(Exception):
         self.reason = reason
 
 
+class RuleMetrics:
+    """Per-rule metrics of one batch, emitted as one EMF document per rule (dimension ``rule``) when the
+    batch ends: the shared Powertools ``metrics`` holds one dimension set per flush, and one document per
+    object would multiply log volume."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, list[tuple[str, MetricUnit, float]]] = {}
+
+    def add(self, rule_id: str | None, name: str, unit: MetricUnit, value: float) -> None:
+        self._values.setdefault(rule_id or "none", []).append((name, unit, value))
+
+    def flush(self) -> None:
+        values, self._values = self._values, {}
+        for rule_id, entries in values.items():
+            per_rule = EphemeralMetrics()
+            per_rule.add_dimension(name="rule", value=rule_id)
+            for name, unit, value in entries:
+                per_rule.add_metric(name=name, unit=unit, value=value)
+            per_rule.flush_metrics()
+
+
 class ReplicationService:
     def __init__(
         self,
@@ -35,11 +56,15 @@ class ReplicationService:
         self._failures = failures
         self._failed_messages = failed_messages
         self._backoff = backoff or Backoff()
+        self._rule_metrics = RuleMetrics()
 
     @contextmanager
     def batch(self) -> Iterator[ReplicationService]:
-        with self._replicator.batch():
-            yield self
+        try:
+            with self._replicator.batch():
+                yield self
+        finally:
+            self._rule_metrics.flush()
 
     def handle(self, message: QueueMessage) -> list[ReplicationResult]:
         """Apply every change in one message, or deal with its failure.
@@ -79,6 +104,8 @@ class ReplicationService:
             "key": event.key if event else None,
         }
         metrics.add_metric(name="ReplicationFailures", unit=MetricUnit.Count, value=1)
+        self._rule_metrics.add(rule, f"Failures.{reason.code}", MetricUnit.Count, 1)
+        self._rule_metrics.add(rule, "ReplicationFailures", MetricUnit.Count, 1)
         record = self._failures.record(
             message, reason, rule_id=rule, bucket=event.bucket if event else None, key=event.key if event else None
         )
@@ -108,18 +135,26 @@ class ReplicationService:
                 "detail": result.detail or None,
             },
         )
-        _count(result, event)
+        _count(result, event, self._rule_metrics)
         return result
 
 
-def _count(result: ReplicationResult, event: ChangeEvent) -> None:
+def _count(result: ReplicationResult, event: ChangeEvent, per_rule: RuleMetrics) -> None:
+    """Stack-wide totals on the shared ``metrics``, and the same figures per rule."""
+    entries: list[tuple[str, MetricUnit, float]]
     if result.outcome is Outcome.COPIED:
-        metrics.add_metric(name="ObjectsReplicated", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="BytesReplicated", unit=MetricUnit.Bytes, value=result.bytes_copied)
+        entries = [
+            ("ObjectsReplicated", MetricUnit.Count, 1),
+            ("BytesReplicated", MetricUnit.Bytes, float(result.bytes_copied)),
+        ]
     elif result.outcome is Outcome.DELETED:
-        metrics.add_metric(name="DeletesReplicated", unit=MetricUnit.Count, value=1)
+        entries = [("DeletesReplicated", MetricUnit.Count, 1)]
     else:
-        metrics.add_metric(name="ChangesSkipped", unit=MetricUnit.Count, value=1)
-        return
-    lag_ms = (datetime.now(UTC) - event.event_time).total_seconds() * 1000
-    metrics.add_metric(name="ReplicationLatency", unit=MetricUnit.Milliseconds, value=max(lag_ms, 0.0))
+        entries = [("ChangesSkipped", MetricUnit.Count, 1)]
+    if result.outcome in {Outcome.COPIED, Outcome.DELETED}:
+        lag_ms = max((datetime.now(UTC) - event.event_time).total_seconds() * 1000, 0.0)
+        entries.append(("ReplicationLatency", MetricUnit.Milliseconds, lag_ms))
+    for name, unit, value in entries:
+        metrics.add_metric(name=name, unit=unit, value=value)
+        if result.rule_id is not None:
+            per_rule.add(result.rule_id, name, unit, value)

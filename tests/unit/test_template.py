@@ -1,0 +1,105 @@
+"""template.yaml, after the SAM transform, keeps the promises the README makes about it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crr_cli.localcloud.cfn_yaml import load_cfn_template
+from crr_cli.localcloud.deploy import transform_offline
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+DATA_SERVICES = ("s3:", "sqs:", "dynamodb:", "kms:", "sns:", "states:", "lambda:")
+PARAMETERS = {"SourceBuckets": "src-a,src-b", "DestinationBuckets": "dst-a", "AlarmTopicArn": ""}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    sam = load_cfn_template(TEMPLATE)
+    # Local code paths become S3 locations, as `sam package` would make them.
+    for resource in sam["Resources"].values():
+        for uri in ("CodeUri", "ContentUri"):
+            if uri in resource.get("Properties", {}):
+                resource["Properties"][uri] = "s3://artifacts/code.zip"
+    return transform_offline(sam, PARAMETERS, "us-west-1")
+
+
+def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every IAM or resource-policy statement, with the logical id that holds it."""
+    for logical_id, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        documents = [policy["PolicyDocument"] for policy in properties.get("Policies", [])]
+        if "PolicyDocument" in properties:
+            documents.append(properties["PolicyDocument"])
+        for document in documents:
+            for statement in document.get("Statement", []):
+                yield logical_id, statement
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_no_data_action_is_granted_on_every_resource(template: dict[str, Any]) -> None:
+    # Given every statement of the deployed template, Then none grants a data action on "*"
+    offending = [
+        (logical_id, action)
+        for logical_id, statement in statements(template)
+        for action in as_list(statement.get("Action", []))
+        if str(action).startswith(DATA_SERVICES) and "*" in as_list(statement.get("Resource", []))
+    ]
+    assert offending == []
+    assert len(list(statements(template))) >= 8
+
+
+def test_the_queue_visibility_is_at_least_six_times_the_function_timeout(template: dict[str, Any]) -> None:
+    mapping = load_cfn_template(TEMPLATE)["Mappings"]["QueueVisibility"]
+    allowed = load_cfn_template(TEMPLATE)["Parameters"]["FunctionTimeoutSeconds"]["AllowedValues"]
+    assert {str(value) for value in allowed} == set(mapping)
+    assert all(entry["Seconds"] >= 6 * int(timeout) for timeout, entry in mapping.items())
+
+
+def test_queues_and_table_are_encrypted_and_the_table_recoverable(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    queues = [r for r in resources.values() if r["Type"] == "AWS::SQS::Queue"]
+    [table] = [r for r in resources.values() if r["Type"] == "AWS::DynamoDB::Table"]
+    assert len(queues) == 2
+    assert all(queue["Properties"]["SqsManagedSseEnabled"] is True for queue in queues)
+    assert table["Properties"]["SSESpecification"]["SSEEnabled"] is True
+    assert table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert table["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_every_function_has_a_log_group_with_retention(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    functions = {name for name, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
+    groups = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"]
+    named = {group["LogGroupName"]["Fn::Sub"].split("${")[1].rstrip("}") for group in groups}
+    assert functions == named
+    assert all("RetentionInDays" in group for group in groups)
+
+
+def test_the_replication_event_source_reports_partial_batch_failures(template: dict[str, Any]) -> None:
+    [mapping] = [
+        r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert "MaximumConcurrency" in mapping["ScalingConfig"]
+
+
+def test_the_dashboard_body_is_json_once_substituted(template: dict[str, Any]) -> None:
+    [dashboard] = [r for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    body, names = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    values = {"AWS::Region": "us-west-1", "AWS::StackName": "crr-dev", **{name: f"{name}-q" for name in names}}
+    for name, value in values.items():
+        body = body.replace("${" + name + "}", value)
+    widgets = json.loads(body)["widgets"]
+    assert {widget["properties"]["title"] for widget in widgets} >= {
+        "Replication latency (ms)",
+        "Dead-letter queue depth",
+        "Objects replicated per rule",
+    }
