@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.dynamodb import DynamoRules
+from crr.adapters.dynamodb import DynamoBreakerStore, DynamoRules
 from crr.adapters.notifications import S3BucketNotifications
 from crr.adapters.s3 import S3Buckets
+from crr.adapters.sqs import SqsQueueSender
+from crr.breaker import BreakerSettings, discard_held_deletes, release_held_deletes
 from crr.catalog import RuleCatalog, RuleRequest
 from crr.rules import ReplicationRule
 from crr_cli.stack import discover_stack
@@ -31,6 +34,13 @@ def add_rules_parser(subparsers: Any) -> None:
     add.add_argument("--json", action="store_true")
     add.set_defaults(func=_add)
 
+    resume = actions.add_parser("resume-deletes", help="release (or --discard) deletes held by the mass-delete breaker")
+    resume.add_argument("rule_id", metavar="RULE")
+    resume.add_argument("--discard", action="store_true", help="drop the held deletes: the replica keeps the objects")
+    resume.add_argument("--yes", action="store_true", help="do not ask for confirmation of --discard")
+    resume.add_argument("--json", action="store_true")
+    resume.set_defaults(func=_resume_deletes)
+
     listing = actions.add_parser("list", help="list rules")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=_list)
@@ -45,6 +55,36 @@ def add_rules_parser(subparsers: Any) -> None:
         action.add_argument("rule_id", metavar="RULE")
         action.add_argument("--json", action="store_true")
         action.set_defaults(func=function)
+
+
+def _resume_deletes(args: argparse.Namespace) -> int:
+    clients = ClientFactory()
+    stack = discover_stack(clients, args.stack, args.region)
+    rule = _catalog(args).show(args.rule_id)
+    store = DynamoBreakerStore(clients.client("dynamodb", stack.region), stack.rules_table)
+    held = sum(1 for _ in store.held_keys(rule.rule_id))
+    if args.discard:
+        if not args.yes:
+            answer = input(
+                f"discard {held} held delete(s) of rule {rule.rule_id}? The replica keeps those "
+                f"objects. Type the rule id to confirm: "
+            )
+            if answer.strip() != rule.rule_id:
+                print("not confirmed; nothing changed")
+                return 1
+        report = discard_held_deletes(rule, store)
+    else:
+        sender = SqsQueueSender(clients.client("sqs", stack.region), stack.queue_url)
+        settings = BreakerSettings(window_seconds=stack.delete_breaker_window_seconds)
+        report = release_held_deletes(rule, store, sender, settings, datetime.now(UTC))
+    if args.json:
+        print(json.dumps(vars(report)))
+    else:
+        print(
+            f"rule {report.rule_id}: {report.released} held delete(s) released, {report.discarded} discarded; "
+            "delete replication resumed"
+        )
+    return 0
 
 
 def _catalog(args: argparse.Namespace) -> RuleCatalog:

@@ -26,6 +26,7 @@ class CrrStack:
     dlq_url: str
     source_buckets: tuple[str, ...]
     destination_buckets: tuple[str, ...]
+    delete_breaker_window_seconds: int = 300
 
     @property
     def scope(self) -> StackScope:
@@ -65,4 +66,5 @@ def discover_stack(clients: ClientFactory, name: str, region: str) -> CrrStack:
         dlq_url=outputs["ReplicationDLQUrl"],
         source_buckets=_names(outputs.get("AllowedSourceBuckets", "")),
         destination_buckets=_names(outputs.get("AllowedDestinationBuckets", "")),
+        delete_breaker_window_seconds=int(outputs.get("DeleteBreakerWindowSeconds", "300")),
     )

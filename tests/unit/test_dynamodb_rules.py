@@ -123,3 +123,35 @@ def test_progress_accumulates_atomically(dynamodb: Any) -> None:
     progress.add("r1", ProgressDelta(objects_copied=1, bytes_copied=5, deletes_applied=1), now)
     stored = progress.read("r1")
     assert (stored["objects_copied"], stored["bytes_copied"], stored["deletes_applied"]) == (3, 15, 1)
+
+
+def test_the_breaker_store_counts_windows_holds_keys_and_flags_the_rule(dynamodb: Any) -> None:
+    from crr.adapters.dynamodb import DynamoBreakerStore
+
+    # Given a rule and its breaker store
+    rules = DynamoRules(dynamodb, TABLE, cache_seconds=0)
+    rules.create(rule("r1", "src-a", "dst-b"))
+    store = DynamoBreakerStore(dynamodb, TABLE)
+    window = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    # When copies and deletes are counted, a delete held and the breaker tripped
+    store.count_copies("r1", window, 5)
+    store.count_delete("r1", window)
+    counts = store.count_delete("r1", window)
+    store.trip("r1", window)
+    store.hold("r1", "a/b c", window)
+    # Then the window, the held key and the rule's flag are all readable
+    assert (counts.deletes, counts.changes) == (2, 7)
+    assert [key for _, key in store.held_keys("r1")] == ["a/b c"]
+    tripped = rules.get("r1")
+    assert tripped.deletes_held
+    assert tripped.deletes_held_since == window
+    # When released, Then the flag is down, the suspension recorded, and forgetting empties the list
+    store.release("r1", window)
+    for sort_key, _ in list(store.held_keys("r1")):
+        store.forget_held("r1", sort_key)
+    released = rules.get("r1")
+    assert not released.deletes_held
+    assert released.breaker_suspended_until == window
+    assert list(store.held_keys("r1")) == []
+    # And the rule list is not confused by the breaker's items
+    assert [r.rule_id for r in rules.list()] == ["r1"]

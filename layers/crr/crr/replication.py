@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from crr.breaker import DeleteBreaker
 from crr.errors import (
     LedgerConflictError,
     ObjectTooLargeError,
@@ -63,6 +64,7 @@ class Outcome(StrEnum):
     OUTSIDE_PREFIXES = "outside_prefixes"
     DELETES_NOT_REPLICATED = "deletes_not_replicated"
     REPLICA_OF_DESTINATION = "replica_of_destination"  # written by the opposite rule: never sent back
+    DELETE_HELD = "delete_held"  # the mass-delete breaker is open: the replica keeps the object
 
 
 APPLIED = frozenset({Outcome.COPIED, Outcome.DELETED})
@@ -109,6 +111,7 @@ class Replicator:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         progress_interval: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
+        breaker: DeleteBreaker | None = None,
     ) -> None:
         self._rules = rules
         self._objects = objects
@@ -117,6 +120,7 @@ class Replicator:
         self._clock = clock
         self._progress_interval = progress_interval
         self._monotonic = monotonic
+        self._breaker = breaker
         self._pending = _BatchProgress()
         self._last_flush = -math.inf
 
@@ -142,6 +146,8 @@ class Replicator:
         for rule_id, delta in pending.per_rule.items():
             if not delta.is_empty():
                 self._progress.add(rule_id, delta, now)
+            if self._breaker is not None:
+                self._breaker.count_copies(rule_id, delta.objects_copied)
 
     def rule_id_for(self, bucket: str) -> str | None:
         """The id of the rule replicating ``bucket``, if any (for failure reports; never raises)."""
@@ -235,6 +241,8 @@ class Replicator:
     def _remove_replica(self, rule: ReplicationRule, key: str) -> Outcome:
         if not rule.replicate_deletes:
             return Outcome.DELETES_NOT_REPLICATED
+        if self._breaker is not None and not self._breaker.admit(rule, key):
+            return Outcome.DELETE_HELD
         self._objects.delete(rule.destination_bucket, rule.destination_region, key)
         return Outcome.DELETED
 

@@ -75,6 +75,10 @@ class ReplicationRule(BaseModel):
     storage_class: str | None = None
     status: RuleStatus = RuleStatus.ENABLED
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    # The mass-delete breaker (crr.breaker): deletes held since when, and a release in progress until when.
+    deletes_held: bool = False
+    deletes_held_since: datetime | None = None
+    breaker_suspended_until: datetime | None = None
 
     @field_validator("rule_id")
     @classmethod

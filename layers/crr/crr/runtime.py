@@ -5,9 +5,10 @@ from __future__ import annotations
 from functools import cache
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.dynamodb import DynamoFailureLog, DynamoLedger, DynamoProgress, DynamoRules
+from crr.adapters.dynamodb import DynamoBreakerStore, DynamoFailureLog, DynamoLedger, DynamoProgress, DynamoRules
 from crr.adapters.s3 import S3ObjectStore
 from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsQueueSender
+from crr.breaker import BreakerSettings, DeleteBreaker
 from crr.failures import Backoff
 from crr.replay import DeadLetters, ReplayReport, ReplayRequest
 from crr.replication import Replicator
@@ -32,6 +33,7 @@ def _service_for(settings: FunctionSettings) -> ReplicationService:
         ledger=DynamoLedger(dynamodb, settings.rules_table_name),
         progress=DynamoProgress(dynamodb, settings.rules_table_name),
         progress_interval=settings.progress_flush_seconds,
+        breaker=DeleteBreaker(DynamoBreakerStore(dynamodb, settings.rules_table_name), breaker_settings(settings)),
     )
     failed_messages = SqsFailedMessages(
         clients.client("sqs", settings.region), settings.replication_queue_url, settings.dead_letter_queue_url
@@ -64,4 +66,12 @@ def replay_dead_letters(request: ReplayRequest) -> ReplayReport:
     letters = dead_letters(clients, settings.region, settings.rules_table_name, settings.dead_letter_queue_url)
     return letters.replay(
         request, SqsQueueSender(clients.client("sqs", settings.region), settings.replication_queue_url)
+    )
+
+
+def breaker_settings(settings: FunctionSettings) -> BreakerSettings:
+    return BreakerSettings(
+        count=settings.delete_breaker_count,
+        percent=settings.delete_breaker_percent,
+        window_seconds=settings.delete_breaker_window_seconds,
     )

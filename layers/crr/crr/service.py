@@ -149,6 +149,8 @@ def _count(result: ReplicationResult, event: ChangeEvent, per_rule: RuleMetrics)
         ]
     elif result.outcome is Outcome.DELETED:
         entries = [("DeletesReplicated", MetricUnit.Count, 1)]
+    elif result.outcome is Outcome.DELETE_HELD:
+        entries = [("DeletesHeld", MetricUnit.Count, 1)]
     else:
         entries = [("ChangesSkipped", MetricUnit.Count, 1)]
     if result.outcome in {Outcome.COPIED, Outcome.DELETED}:

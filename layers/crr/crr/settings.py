@@ -24,6 +24,9 @@ class FunctionSettings(BaseModel):
     region: str = Field(min_length=1)
     rule_cache_seconds: float = Field(default=5.0, ge=0)
     progress_flush_seconds: float = Field(default=1.0, ge=0)
+    delete_breaker_count: int = Field(default=1000, ge=1)
+    delete_breaker_percent: float = Field(default=50.0, ge=0, le=100)
+    delete_breaker_window_seconds: int = Field(default=300, ge=1)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> FunctionSettings:
@@ -38,6 +41,9 @@ class FunctionSettings(BaseModel):
             "region": region,
             "rule_cache_seconds": env.get("RULE_CACHE_SECONDS", "5"),
             "progress_flush_seconds": env.get("PROGRESS_FLUSH_SECONDS", "1"),
+            "delete_breaker_count": env.get("DELETE_BREAKER_COUNT", "1000"),
+            "delete_breaker_percent": env.get("DELETE_BREAKER_PERCENT", "50"),
+            "delete_breaker_window_seconds": env.get("DELETE_BREAKER_WINDOW_SECONDS", "300"),
         }
         try:
             return cls.model_validate(values)
@@ -50,6 +56,9 @@ class FunctionSettings(BaseModel):
                 "region": "AWS_REGION",
                 "rule_cache_seconds": "RULE_CACHE_SECONDS",
                 "progress_flush_seconds": "PROGRESS_FLUSH_SECONDS",
+                "delete_breaker_count": "DELETE_BREAKER_COUNT",
+                "delete_breaker_percent": "DELETE_BREAKER_PERCENT",
+                "delete_breaker_window_seconds": "DELETE_BREAKER_WINDOW_SECONDS",
             }
             problems = ", ".join(f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors())
             raise ConfigurationError(f"function environment is incomplete: {problems}") from None

@@ -21,6 +21,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
+from crr.breaker import BreakerState, DeleteWindow
 from crr.errors import (
     DestinationAlreadyClaimedError,
     LedgerConflictError,
@@ -436,3 +437,120 @@ def _failure_from(message_id: str, item: dict[str, Any]) -> FailureRecord:
         bucket=item.get("bucket"),
         key=item.get("object_key"),
     )
+
+
+# A window's counter outlives the window by a day (it only ever decides about its own window).
+BREAKER_WINDOW_TTL = timedelta(days=1)
+
+
+class DynamoBreakerStore:
+    """BreakerStore and the operator's side of held deletes.
+
+    ``RULE#<id>`` / ``BREAKER#<window start>``: deletes and changes counted with atomic ADD;
+    ``RULE#<id>`` / ``HELD#<key>``: a delete held while the breaker is open.
+    """
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._db = client
+        self._table = table_name
+
+    def _add(self, rule_id: str, window_start: datetime, deletes: int, changes: int) -> dict[str, Any]:
+        try:
+            updated = self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": rule_pk(rule_id), "sk": f"BREAKER#{window_start.isoformat()}"}),
+                UpdateExpression="ADD #deletes :deletes, #changes :changes SET #expires = :expires",
+                ExpressionAttributeNames={"#deletes": "deletes", "#changes": "changes", "#expires": "expires_at"},
+                ExpressionAttributeValues=_to_item(
+                    {
+                        ":deletes": deletes,
+                        ":changes": changes,
+                        ":expires": int((window_start + BREAKER_WINDOW_TTL).timestamp()),
+                    }
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            raise _state_error(exc, "UpdateItem") from exc
+        return _from_item(updated["Attributes"])
+
+    def count_delete(self, rule_id: str, window_start: datetime) -> DeleteWindow:
+        counts = self._add(rule_id, window_start, 1, 1)
+        return DeleteWindow(deletes=int(counts["deletes"]), changes=int(counts["changes"]))
+
+    def count_copies(self, rule_id: str, window_start: datetime, copies: int) -> None:
+        self._add(rule_id, window_start, 0, copies)
+
+    def state(self, rule_id: str) -> BreakerState:
+        try:
+            found = self._db.get_item(
+                TableName=self._table,
+                Key=_to_item({"pk": rule_pk(rule_id), "sk": RULE_SK}),
+                ConsistentRead=True,
+                ProjectionExpression="deletes_held, breaker_suspended_until",
+            )
+        except ClientError as exc:
+            raise _state_error(exc, "GetItem") from exc
+        item = _from_item(found.get("Item", {}))
+        until = item.get("breaker_suspended_until")
+        return BreakerState(
+            bool(item.get("deletes_held", False)), datetime.fromisoformat(str(until)) if until else None
+        )
+
+    def _set_rule(self, rule_id: str, values: dict[str, Any]) -> None:
+        names = {f"#{name}": name for name in values}
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": rule_pk(rule_id), "sk": RULE_SK}),
+                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in values),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={f":{name}": _serializer.serialize(value) for name, value in values.items()},
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise RuleNotFoundError(rule_id) from exc
+            raise _state_error(exc, "UpdateItem") from exc
+
+    def trip(self, rule_id: str, at: datetime) -> None:
+        self._set_rule(rule_id, {"deletes_held": True, "deletes_held_since": at.isoformat()})
+
+    def hold(self, rule_id: str, key: str, at: datetime) -> None:
+        sk = ledger_sk(key).replace("KEY", "HELD", 1)
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=_to_item({"pk": rule_pk(rule_id), "sk": sk, "key": key, "held_at": at.isoformat()}),
+            )
+        except ClientError as exc:
+            raise _state_error(exc, "PutItem") from exc
+
+    def held_keys(self, rule_id: str) -> Iterator[tuple[str, str]]:
+        """(sort key, object key) of every held delete of the rule, page by page."""
+        paginator = self._db.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :held)",
+            ExpressionAttributeValues=_to_item({":pk": rule_pk(rule_id), ":held": "HELD"}),
+            ConsistentRead=True,
+        )
+        try:
+            for page in pages:
+                for item in page.get("Items", []):
+                    values = _from_item(item)
+                    yield str(values["sk"]), str(values["key"])
+        except ClientError as exc:
+            raise _state_error(exc, "Query") from exc
+
+    def forget_held(self, rule_id: str, sort_key: str) -> None:
+        try:
+            self._db.delete_item(TableName=self._table, Key=_to_item({"pk": rule_pk(rule_id), "sk": sort_key}))
+        except ClientError as exc:
+            raise _state_error(exc, "DeleteItem") from exc
+
+    def release(self, rule_id: str, suspended_until: datetime | None) -> None:
+        """Close the breaker; while ``suspended_until`` is ahead, released deletes are not counted."""
+        values: dict[str, Any] = {"deletes_held": False, "deletes_held_since": None}
+        values["breaker_suspended_until"] = suspended_until.isoformat() if suspended_until else None
+        self._set_rule(rule_id, values)
