@@ -11,6 +11,8 @@ from crr.errors import CrrError
 from crr_cli.dlq_command import add_dlq_parser
 from crr_cli.localcloud.command import add_local_parser
 from crr_cli.rules_command import add_rules_parser
+from crr_cli.status_command import add_status_parser
+from crr_cli.verify_command import add_verify_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_rules_parser(commands)
     add_dlq_parser(commands)
+    add_status_parser(commands)
+    add_verify_parser(commands)
     add_local_parser(commands)
     return parser
 

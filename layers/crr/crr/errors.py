@@ -161,3 +161,30 @@ class ObjectTooLargeError(CrrError):
 
 class ReconcileContentionError(CrrError):
     """Reconciling one key kept colliding with concurrent work; the record is retried later."""
+
+
+# ---- verify ------------------------------------------------------------------------------------
+
+
+class ListingOrderError(CrrError):
+    """A bucket listing did not come in S3's key order (UTF-8 binary), so it cannot be merged."""
+
+    def __init__(self, bucket: str, previous: str, key: str) -> None:
+        super().__init__(
+            f"the listing of bucket {bucket!r} returned {key!r} after {previous!r}, which is not S3's key order "
+            "(ascending UTF-8 bytes); verify merges sorted listings and cannot compare this one"
+        )
+        self.bucket = bucket
+        self.key = key
+
+
+class RepairRefusedError(CrrError):
+    """Repair messages would be acknowledged without effect (for example, the rule is paused)."""
+
+
+class RepairIncompleteError(CrrError):
+    """Sending repair messages failed after some were queued (those will still be applied)."""
+
+    def __init__(self, queued: int, detail: str) -> None:
+        super().__init__(f"repair stopped after queuing {queued} key(s): {detail}; run verify --repair again")
+        self.queued = queued

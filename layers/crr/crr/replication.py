@@ -141,6 +141,8 @@ class Replicator:
     def flush_progress(self) -> None:
         """Write the accumulated progress now (one UpdateItem per rule with something to count)."""
         pending, self._pending = self._pending, _BatchProgress()
+        if not pending.per_rule:
+            return  # nothing written: the next change may flush at once
         self._last_flush = self._monotonic()
         now = self._clock()
         for rule_id, delta in pending.per_rule.items():

@@ -1,0 +1,410 @@
+"""How replication is doing: per rule (state, last sync, lag, counters) and per stack (queue, DLQ, failures).
+
+``StackStatus`` assembles a ``StatusReport`` from injected ports, so it holds no boto3 and runs in
+tests against in-memory fakes; ``crr.adapters.health`` implements the ports over SQS, CloudWatch and
+DynamoDB. ``render_text`` turns a report into the aligned table ``crr status`` prints.
+
+The queue, the DLQ and the failure log belong to the stack and are shared by all its rules, so their
+numbers are reported once per stack, not per rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import NamedTuple, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from crr.errors import CrrError
+from crr.rules import ReplicationRule, RuleStatus
+
+# Failures are counted over this window ("failures in the last hour").
+FAILURE_WINDOW = timedelta(hours=1)
+
+
+class StatusProbeError(CrrError):
+    """A health probe (queue attributes, metric, progress or failure count) could not be read."""
+
+    def __init__(self, message: str, code: str = "Unknown") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---- values the ports exchange ------------------------------------------------------------------
+
+
+class QueueDepth(BaseModel):
+    """An SQS queue's approximate message counts (one GetQueueAttributes)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    visible: int = Field(ge=0, description="ApproximateNumberOfMessages: waiting to be received")
+    in_flight: int = Field(ge=0, description="ApproximateNumberOfMessagesNotVisible: received, not yet deleted")
+    delayed: int = Field(default=0, ge=0, description="ApproximateNumberOfMessagesDelayed: not yet deliverable")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def depth(self) -> int:
+        """Messages in the queue: waiting plus in flight."""
+        return self.visible + self.in_flight
+
+    @property
+    def empty(self) -> bool:
+        """Nothing waiting, nothing in flight, nothing delayed."""
+        return self.depth == 0 and self.delayed == 0
+
+
+class RuleProgress(BaseModel):
+    """A rule's ``PROGRESS`` item: counters added atomically by the replicator, and two times.
+
+    The replicator writes it at the end of a batch, at most once a second per warm function, so it
+    trails the replica by that much; counts of a worker's last batches wait for its next batch."""
+
+    model_config = ConfigDict(frozen=True)
+
+    objects_copied: int = 0
+    bytes_copied: int = 0
+    deletes_applied: int = 0
+    skipped: int = 0
+    last_sync_at: datetime | None = None
+    last_event_time: datetime | None = None
+
+
+class FailureCount(BaseModel):
+    """Failure records whose last failure falls in a window; ``complete`` is False when the count
+    stopped at its scan bound and is therefore a lower bound."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int = Field(ge=0)
+    complete: bool = True
+
+
+# ---- ports ----------------------------------------------------------------------------------------
+
+
+class RuleSource(Protocol):
+    """The stack's rules (``crr.adapters.dynamodb.DynamoRules`` satisfies it)."""
+
+    def list(self) -> list[ReplicationRule]: ...
+
+    def get(self, rule_id: str) -> ReplicationRule:
+        """Raises RuleNotFoundError."""
+        ...
+
+
+class ProgressSource(Protocol):
+    def read(self, rule_id: str) -> RuleProgress | None:
+        """The rule's progress, or None before its first sync."""
+        ...
+
+
+class QueueGauge(Protocol):
+    def depth(self) -> QueueDepth: ...
+
+
+class BacklogAgeGauge(Protocol):
+    def oldest_message_age_seconds(self) -> float | None:
+        """Age of the oldest message in the replication queue, or None when it is not known."""
+        ...
+
+
+class FailureCounter(Protocol):
+    def count_since(self, cutoff: datetime) -> FailureCount:
+        """Failure records whose last failure is at or after ``cutoff``."""
+        ...
+
+
+# ---- the report ----------------------------------------------------------------------------------
+
+
+class LagState(StrEnum):
+    IDLE = "idle"  # the queue is empty and nothing is in flight: the replica is caught up
+    BEHIND = "behind"  # work is queued; lag_seconds is now minus the newest applied change's event time
+    PAUSED = "paused"  # the rule is paused: changes are acknowledged without being replicated
+    UNKNOWN = "unknown"  # work is queued but the rule never applied a change, so there is no reference time
+
+
+class BackfillHealth(BaseModel):
+    """Backfill progress of a rule. Backfill is not built yet: ``RuleHealth.backfill`` is always None
+    until it is, and ``render_text`` shows no backfill column."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    status: str
+    percent_complete: float | None = None
+    eta_seconds: float | None = None
+
+
+class RuleHealth(BaseModel):
+    """One rule as ``crr status`` shows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule_id: str
+    state: RuleStatus
+    source_bucket: str
+    source_region: str
+    destination_bucket: str
+    destination_region: str
+    prefixes: tuple[str, ...] = ()
+    last_sync_at: datetime | None = Field(description="when the replicator last recorded progress for this rule")
+    last_event_time: datetime | None = Field(description="event time of the newest change applied")
+    lag: LagState
+    lag_seconds: float | None = Field(description="now minus last_event_time while work is queued, else null")
+    objects_copied: int
+    bytes_copied: int
+    deletes_applied: int
+    skipped: int
+    backfill: BackfillHealth | None = Field(default=None, description="not built yet: always null")
+
+
+class StackHealth(BaseModel):
+    """What a stack's rules share: the replication queue, the DLQ and the failure log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stack: str
+    region: str
+    queue: QueueDepth
+    oldest_message_age_seconds: float | None = Field(
+        description="CloudWatch AWS/SQS ApproximateAgeOfOldestMessage (latest datapoint), null without one"
+    )
+    dead_letters: QueueDepth
+    failures_last_hour: int
+    failures_counted_completely: bool = Field(
+        description="false when the failure scan stopped at its bound: failures_last_hour is then a lower bound"
+    )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def idle(self) -> bool:
+        """The replication queue holds nothing, in flight or waiting."""
+        return self.queue.empty
+
+
+class StatusReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    generated_at: datetime
+    stack: StackHealth
+    rules: list[RuleHealth]
+    warnings: list[str] = Field(default_factory=list)
+
+
+# ---- assembly ------------------------------------------------------------------------------------
+
+
+class Lag(NamedTuple):
+    state: LagState
+    seconds: float | None
+
+
+def lag_of(rule: ReplicationRule, progress: RuleProgress | None, queue_empty: bool, now: datetime) -> Lag:
+    """The rule's lag: paused when the rule is (its replica stops following), idle when the stack's
+    queue is empty and nothing is in flight, else now minus the event time of the newest change it
+    applied (unknown before its first change).
+
+    It is an estimate. The queue is shared, so a quiet rule of a busy stack shows the time since its
+    own last change although none of its changes may be waiting; and a change retried after newer
+    ones were applied is older than the lag says (the DLQ and failure counts show those).
+    """
+    if not rule.enabled:
+        return Lag(LagState.PAUSED, None)
+    if queue_empty:
+        return Lag(LagState.IDLE, None)
+    if progress is None or progress.last_event_time is None:
+        return Lag(LagState.UNKNOWN, None)
+    return Lag(LagState.BEHIND, max((now - progress.last_event_time).total_seconds(), 0.0))
+
+
+def rule_health(rule: ReplicationRule, progress: RuleProgress | None, queue_empty: bool, now: datetime) -> RuleHealth:
+    """Combine a rule, its progress and the stack's queue state into what ``crr status`` shows."""
+    counters = progress or RuleProgress()
+    lag = lag_of(rule, progress, queue_empty, now)
+    return RuleHealth(
+        rule_id=rule.rule_id,
+        state=rule.status,
+        source_bucket=rule.source_bucket,
+        source_region=rule.source_region,
+        destination_bucket=rule.destination_bucket,
+        destination_region=rule.destination_region,
+        prefixes=rule.prefixes,
+        last_sync_at=counters.last_sync_at,
+        last_event_time=counters.last_event_time,
+        lag=lag.state,
+        lag_seconds=lag.seconds,
+        objects_copied=counters.objects_copied,
+        bytes_copied=counters.bytes_copied,
+        deletes_applied=counters.deletes_applied,
+        skipped=counters.skipped,
+    )
+
+
+class StackStatus:
+    """Reads every probe once and assembles a ``StatusReport``.
+
+    Requests per report: 1 GetQueueAttributes per queue (2), 1 CloudWatch GetMetricStatistics,
+    1 Scan of the rules table for the rule list, 1 GetItem per rule, and the bounded failure Scan
+    (see ``crr.adapters.health.DynamoFailureCounter``).
+    """
+
+    def __init__(
+        self,
+        *,
+        stack: str,
+        region: str,
+        rules: RuleSource,
+        progress: ProgressSource,
+        queue: QueueGauge,
+        dead_letters: QueueGauge,
+        backlog_age: BacklogAgeGauge,
+        failures: FailureCounter,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._stack = stack
+        self._region = region
+        self._rules = rules
+        self._progress = progress
+        self._queue = queue
+        self._dead_letters = dead_letters
+        self._backlog_age = backlog_age
+        self._failures = failures
+        self._clock = clock
+
+    def report(self, rule_id: str | None = None) -> StatusReport:
+        """The stack's health and that of every rule, or of ``rule_id`` only.
+
+        Raises RuleNotFoundError for an unknown ``rule_id`` and StatusProbeError (or StateStoreError)
+        when a required probe fails. The oldest message's age is optional: when CloudWatch cannot be
+        read it is shown as unknown and the reason is added to ``warnings``.
+        """
+        rules = [self._rules.get(rule_id)] if rule_id is not None else self._rules.list()
+        now = self._clock()
+        queue = self._queue.depth()
+        warnings: list[str] = []
+        try:
+            oldest = self._backlog_age.oldest_message_age_seconds()
+        except StatusProbeError as exc:
+            oldest = None
+            warnings.append(f"age of the oldest queued message unavailable: {exc}")
+        failures = self._failures.count_since(now - FAILURE_WINDOW)
+        if not failures.complete:
+            warnings.append(f"failure count stopped at its scan bound: at least {failures.count} in the last hour")
+        stack = StackHealth(
+            stack=self._stack,
+            region=self._region,
+            queue=queue,
+            oldest_message_age_seconds=oldest,
+            dead_letters=self._dead_letters.depth(),
+            failures_last_hour=failures.count,
+            failures_counted_completely=failures.complete,
+        )
+        healths = [rule_health(rule, self._progress.read(rule.rule_id), queue.empty, now) for rule in rules]
+        return StatusReport(generated_at=now, stack=stack, rules=healths, warnings=warnings)
+
+
+# ---- formatting ----------------------------------------------------------------------------------
+
+
+def humanize_seconds(seconds: float | None) -> str:
+    """A compact duration: ``0.4s``, ``42s``, ``3m05s``, ``2h07m``, ``3d04h``; ``-`` for None."""
+    if seconds is None:
+        return "-"
+    seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def humanize_bytes(count: int) -> str:
+    """Binary units: ``512 B``, ``1.5 KiB``, ``2.0 GiB``."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    """``12s ago`` (``-`` when there is no moment; clock skew never shows a negative age)."""
+    return "-" if moment is None else f"{humanize_seconds((now - moment).total_seconds())} ago"
+
+
+def lag_text(health: RuleHealth) -> str:
+    return humanize_seconds(health.lag_seconds) if health.lag is LagState.BEHIND else health.lag.value
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: frozenset[int]) -> list[str]:
+    """Columns padded to their widest cell; columns in ``numeric`` right-aligned."""
+    widths = [max(len(row[index]) for row in [headers, *rows]) for index in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.rjust(width) if index in numeric else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(padded).rstrip()
+
+    return [line(headers), *(line(row) for row in rows)]
+
+
+def _stack_lines(report: StatusReport) -> list[str]:
+    stack = report.stack
+    queue = stack.queue
+    backlog = "idle" if stack.idle else f"{queue.depth} message(s) ({queue.in_flight} in flight)"
+    if queue.delayed:
+        backlog += f", {queue.delayed} delayed"
+    at_least = "" if stack.failures_counted_completely else ">="
+    return [
+        f"stack {stack.stack} ({stack.region})  at {report.generated_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z",
+        f"queue: {backlog}, oldest {humanize_seconds(stack.oldest_message_age_seconds)}"
+        f"  |  DLQ: {stack.dead_letters.depth}"
+        f"  |  failures (last hour): {at_least}{stack.failures_last_hour}",
+    ]
+
+
+_RULE_HEADERS = ("RULE", "STATE", "SOURCE -> DESTINATION", "LAST SYNC", "LAG", "COPIED", "BYTES", "DELETES", "SKIPPED")
+_NUMERIC_COLUMNS = frozenset({4, 5, 6, 7, 8})
+
+
+def render_text(report: StatusReport) -> str:
+    """The report as aligned plain text: the stack's shared numbers once, then one line per rule."""
+    now = report.generated_at
+    lines = _stack_lines(report)
+    lines.append("")
+    if not report.rules:
+        lines.append("no rules")
+    else:
+        rows = [
+            (
+                health.rule_id,
+                health.state.value,
+                f"{health.source_bucket} ({health.source_region}) -> "
+                f"{health.destination_bucket} ({health.destination_region})",
+                ago(health.last_sync_at, now),
+                lag_text(health),
+                str(health.objects_copied),
+                humanize_bytes(health.bytes_copied),
+                str(health.deletes_applied),
+                str(health.skipped),
+            )
+            for health in report.rules
+        ]
+        lines.extend(_table(_RULE_HEADERS, rows, _NUMERIC_COLUMNS))
+    lines.extend(f"warning: {warning}" for warning in report.warnings)
+    return "\n".join(lines)

@@ -1,0 +1,577 @@
+"""`crr verify` in memory: the streaming merge of two sorted listings, its verdicts, S3's key order,
+and repair through the replication queue's normal path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from itertools import pairwise
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crr.adapters.sqs import QueueError
+from crr.errors import ListingOrderError, RepairIncompleteError, RepairRefusedError
+from crr.events import ChangeEvent, ChangeKind, parse_notification
+from crr.replication import Replicator
+from crr.rules import ReplicationRule, RuleStatus
+from crr.verify import (
+    REPAIR_CONFIGURATION_ID,
+    Finding,
+    ListedObject,
+    Verdict,
+    VerifyReport,
+    compare_listings,
+    repair_message,
+    repair_messages,
+    verify,
+)
+from crr_cli.verify_command import _print_report
+from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.listings import FixedOrderListing, MemoryListing
+
+SRC, DST = "src-bucket", "dst-bucket"
+WEST, EAST = "us-west-1", "us-east-1"
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def rule_with(*prefixes: str, deletes: bool = True, status: RuleStatus = RuleStatus.ENABLED) -> ReplicationRule:
+    return ReplicationRule.create(
+        rule_id="r",
+        source_bucket=SRC,
+        source_region=WEST,
+        destination_bucket=DST,
+        destination_region=EAST,
+        prefixes=prefixes,
+        replicate_deletes=deletes,
+        status=status,
+    )
+
+
+def both(listing: MemoryListing, *keys: str) -> None:
+    for key in keys:
+        listing.put(SRC, key, key.encode())
+        listing.put(DST, key, key.encode())
+
+
+def counts(report: VerifyReport) -> dict[str, int]:
+    return {
+        "matching": report.matching,
+        "missing": report.missing.count,
+        "stale": report.stale.count,
+        "extra": report.extra.count,
+        "kept": report.kept.count,
+    }
+
+
+class RecordingQueue:
+    def __init__(self, fail_on_batch: int | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.fail_on_batch = fail_on_batch
+
+    def send_batch(self, bodies: Sequence[str]) -> None:
+        if self.fail_on_batch is not None and len(self.batches) == self.fail_on_batch:
+            raise QueueError("SendMessageBatch failed: throttled", "ThrottlingException")
+        self.batches.append(list(bodies))
+
+    @property
+    def bodies(self) -> list[str]:
+        return [body for batch in self.batches for body in batch]
+
+
+def single_event(body: str) -> ChangeEvent:
+    events = parse_notification(body)
+    assert len(events) == 1
+    event = events[0]
+    assert isinstance(event, ChangeEvent)
+    return event
+
+
+# ---- verdicts ----------------------------------------------------------------------------------
+
+
+def test_equal_buckets_are_equal() -> None:
+    # Given a destination holding exactly the source's objects
+    listing = MemoryListing()
+    both(listing, "a", "b/c", "d e+f%")
+    # When verified
+    report = verify(rule_with(), listing, listing)
+    # Then every key matches and the report says equal
+    assert counts(report) == {"matching": 3, "missing": 0, "stale": 0, "extra": 0, "kept": 0}
+    assert report.equal
+    assert report.differing == 0
+    assert (report.source_objects, report.destination_objects) == (3, 3)
+
+
+def test_missing_stale_and_extra_keys_are_counted_exactly() -> None:
+    # Given one matching key, two only in the source, two whose replica differs (ETag only; size)
+    # and two only in the replica
+    listing = MemoryListing()
+    both(listing, "same")
+    listing.put(SRC, "missing-1", b"1")
+    listing.put(SRC, "missing-2", b"2")
+    listing.put(SRC, "stale-etag", b"abcd")
+    listing.put(DST, "stale-etag", b"ABCD")  # same size, different bytes
+    listing.put(SRC, "stale-size", b"abc")
+    listing.put(DST, "stale-size", b"abcdef")
+    listing.put(DST, "extra-1", b"e")
+    listing.put(DST, "extra-2", b"e")
+    # When verified
+    report = verify(rule_with(), listing, listing)
+    # Then each key has exactly one verdict, with sample keys in key order
+    assert counts(report) == {"matching": 1, "missing": 2, "stale": 2, "extra": 2, "kept": 0}
+    assert report.missing.samples == ["missing-1", "missing-2"]
+    assert report.stale.samples == ["stale-etag", "stale-size"]
+    assert report.extra.samples == ["extra-1", "extra-2"]
+    assert not report.equal
+    assert report.differing == 6
+    assert (report.source_objects, report.destination_objects) == (5, 5)
+
+
+def test_a_same_size_object_with_another_etag_is_stale() -> None:
+    # Given a replica of the same size whose ETag is the multipart form of the source's
+    listing = MemoryListing()
+    listing.put(SRC, "big", b"0123456789", etag="9e107d9d372bb6826bd81d3542a419d6")
+    listing.put(DST, "big", b"0123456789", etag="3858f62230ac3c915f300c664312c11f-2")
+    # When verified, Then size alone does not make it match
+    assert verify(rule_with(), listing, listing).stale.samples == ["big"]
+
+
+def test_keys_outside_the_rule_prefixes_are_neither_listed_nor_counted() -> None:
+    # Given a rule for data/ and img/, and differences outside them (including near misses
+    # of the prefixes) as well as inside
+    listing = MemoryListing()
+    both(listing, "data/ok", "img/ok")
+    for key in ("logs/x", "data", "dat/x", "datA/x", "img"):
+        listing.put(SRC, key)  # would be "missing" if counted
+    for key in ("logs/y", "zzz", "imgs/x"):
+        listing.put(DST, key)  # would be "extra" if counted
+    listing.put(SRC, "data/missing")
+    listing.put(DST, "img/extra")
+    # When verified
+    report = verify(rule_with("data/", "img/"), listing, listing)
+    # Then only keys under the prefixes count, and only those prefixes were listed
+    assert counts(report) == {"matching": 2, "missing": 1, "stale": 0, "extra": 1, "kept": 0}
+    assert report.missing.samples == ["data/missing"]
+    assert report.extra.samples == ["img/extra"]
+    assert {prefix for _, prefix in listing.fetches} == {"data/", "img/"}
+
+
+def test_without_delete_replication_keys_only_in_the_replica_are_kept_not_extra() -> None:
+    # Given a rule that does not replicate deletes, and a replica still holding deleted keys
+    listing = MemoryListing()
+    both(listing, "a", "b")
+    listing.put(DST, "deleted-at-source-1")
+    listing.put(DST, "deleted-at-source-2")
+    # When verified
+    report = verify(rule_with(deletes=False), listing, listing)
+    # Then they are reported as kept, and the buckets are equal
+    assert counts(report) == {"matching": 2, "missing": 0, "stale": 0, "extra": 0, "kept": 2}
+    assert report.kept.samples == ["deleted-at-source-1", "deleted-at-source-2"]
+    assert report.equal
+    assert report.destination_objects == 4
+
+
+def test_samples_stop_at_n_while_counts_go_on() -> None:
+    listing = MemoryListing()
+    for index in range(25):
+        listing.put(SRC, f"k{index:02d}")
+    assert verify(rule_with(), listing, listing, samples=3).missing.model_dump() == {
+        "count": 25,
+        "samples": ["k00", "k01", "k02"],
+    }
+    assert verify(rule_with(), listing, listing, samples=0).missing.model_dump() == {"count": 25, "samples": []}
+
+
+def test_empty_buckets_are_equal() -> None:
+    listing = MemoryListing()
+    report = verify(rule_with(), listing, listing)
+    assert report.equal
+    assert report.source_objects == report.destination_objects == 0
+
+
+# ---- S3's key order ------------------------------------------------------------------------------
+
+# Keys whose UTF-8 byte order differs from their UTF-16 order (U+FF61 sorts before U+1F600 in UTF-8,
+# after its surrogate pair in UTF-16) and keys that differ only after a multi-byte character.
+UNICODE_KEYS = (
+    "u",
+    "ü",
+    "ü/a",
+    "ü/b",
+    "é/a",
+    "é/b",
+    "日",
+    "日本",
+    "日本/1",
+    "日本語",
+    "\ue000",
+    "\uff61",
+    "😀",
+    "😀/x",
+    "z",
+)
+
+
+def test_unicode_keys_merge_in_utf8_byte_order() -> None:
+    # Given both buckets holding unicode keys, listed in S3's (UTF-8 byte) order, and one
+    # difference of each kind among keys that differ only after a multi-byte character
+    listing = MemoryListing(page_size=2)
+    both(listing, *UNICODE_KEYS)
+    listing.remove(DST, "日本/1")  # missing
+    listing.put(DST, "ü/b", b"changed")  # stale
+    listing.put(DST, "é/c")  # extra
+    listing.put(DST, "😀/y")  # extra, after a 4-byte character
+    # When verified
+    report = verify(rule_with(), listing, listing)
+    # Then nothing else is reported: a wrong order would pair keys wrongly and report them all
+    assert counts(report) == {"matching": len(UNICODE_KEYS) - 2, "missing": 1, "stale": 1, "extra": 2, "kept": 0}
+    assert report.missing.samples == ["日本/1"]
+    assert report.stale.samples == ["ü/b"]
+    assert report.extra.samples == ["é/c", "😀/y"]
+
+
+def test_s3_order_is_utf8_byte_order_which_is_not_utf16_order() -> None:
+    # The facts the merge relies on: S3 lists by UTF-8 bytes; here UTF-16 order would disagree.
+    in_s3_order = sorted(UNICODE_KEYS, key=str.encode)
+    assert in_s3_order.index("\uff61") < in_s3_order.index("😀")
+    assert sorted(UNICODE_KEYS, key=lambda key: key.encode("utf-16-be")).index("😀") < sorted(
+        UNICODE_KEYS, key=lambda key: key.encode("utf-16-be")
+    ).index("\uff61")
+
+
+def test_a_unicode_prefix_selects_its_keys() -> None:
+    listing = MemoryListing(page_size=1)
+    both(listing, "日本/a", "日本語/b", "日/c")
+    listing.put(SRC, "日本/missing")
+    listing.put(DST, "日本語/extra-but-outside")
+    report = verify(rule_with("日本/"), listing, listing)
+    assert counts(report) == {"matching": 1, "missing": 1, "stale": 0, "extra": 0, "kept": 0}
+
+
+@pytest.mark.parametrize(
+    ("keys", "culprit"),
+    [
+        pytest.param(["a", "\U0001f600", "\uff61"], "\uff61", id="utf-16 order"),
+        pytest.param(["a", "b", "b"], "b", id="duplicate key"),
+        pytest.param(["b", "a"], "a", id="descending"),
+    ],
+)
+def test_a_listing_out_of_s3_order_is_refused(keys: list[str], culprit: str) -> None:
+    # Given a destination listing that is not strictly ascending by UTF-8 bytes
+    source = MemoryListing()
+    for key in keys:
+        source.put(SRC, key)
+    # When verified, Then the merge refuses it rather than miscounting
+    with pytest.raises(ListingOrderError) as raised:
+        verify(rule_with(), source, FixedOrderListing(keys))
+    assert raised.value.bucket == DST
+    assert raised.value.key == culprit
+
+
+# ---- streaming ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("source_pages", "destination_pages"), [(1, 1), (1, 7), (3, 2), (1000, 1)])
+def test_many_small_pages_give_the_same_counts(source_pages: int, destination_pages: int) -> None:
+    # Given the same differences listed in pages of different sizes on each side
+    source, destination = MemoryListing(page_size=source_pages), MemoryListing(page_size=destination_pages)
+    for index in range(60):
+        key = f"p/{index:03d}"
+        if index % 5 != 0:
+            source.put(SRC, key, b"x")
+        if index % 7 != 0:
+            destination.put(DST, key, b"y" if index % 11 == 0 else b"x")
+    # When verified
+    report = verify(rule_with(), source, destination)
+    # Then the counts are those of the set difference, whatever the paging
+    assert counts(report) == {"matching": 37, "missing": 7, "stale": 4, "extra": 10, "kept": 0}
+
+
+def test_listings_are_consumed_page_by_page_never_ahead() -> None:
+    # Given two equal buckets of 20 pages each, under two prefixes
+    listing = MemoryListing(page_size=10)
+    both(listing, *(f"a/{index:03d}" for index in range(100)), *(f"b/{index:03d}" for index in range(100)))
+    # When verified
+    verify(rule_with("a/", "b/"), listing, listing)
+    # Then the pages were fetched alternately: neither side ran more than one page ahead, and the
+    # second prefix was listed only after the first
+    lead = 0
+    for bucket, _ in listing.fetches:
+        lead += 1 if bucket == SRC else -1
+        assert abs(lead) <= 1
+    assert [prefix for _, prefix in listing.fetches] == ["a/"] * 20 + ["b/"] * 20
+
+
+def test_verify_pulls_pages_lazily_from_an_endless_listing() -> None:
+    # Given a listing whose pages never end (a bucket far too large to hold)
+    class Endless:
+        def pages(self, bucket: str, region: str, prefix: str) -> Iterator[list[ListedObject]]:
+            index = 0
+            while True:
+                yield [ListedObject(f"{index + offset:012d}", 1, "e") for offset in range(100)]
+                index += 100
+
+    class Few:
+        def pages(self, bucket: str, region: str, prefix: str) -> Iterator[list[ListedObject]]:
+            yield []
+
+    # When the source is endless and its findings are taken one at a time, Then they come at once
+    findings = compare_listings(rule_with(), Endless(), Few())
+    first = [next(findings) for _ in range(250)]
+    assert {finding.verdict for finding in first} == {Verdict.MISSING}
+    assert first[-1].key == f"{249:012d}"
+
+
+# ---- property: the merge equals set arithmetic -------------------------------------------------
+
+KEY_ALPHABET = ["a", "b", "/", " ", "+", "é", "日", "\uff61", "😀"]
+PREFIX_CHOICES: list[tuple[str, ...]] = [(), ("a",), ("b/", "é"), ("日", "😀"), ("a/", "ab", "\uff61")]
+keys = st.lists(st.sampled_from(KEY_ALPHABET), min_size=1, max_size=4).map("".join)
+objects = st.dictionaries(keys, st.tuples(st.integers(0, 2), st.integers(0, 1)), max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    source=objects,
+    destination=objects,
+    prefixes=st.sampled_from(PREFIX_CHOICES),
+    deletes=st.booleans(),
+    source_page=st.integers(1, 5),
+    destination_page=st.integers(1, 5),
+    samples=st.integers(0, 4),
+)
+def test_the_merge_equals_a_set_based_reference(
+    source: dict[str, tuple[int, int]],
+    destination: dict[str, tuple[int, int]],
+    prefixes: tuple[str, ...],
+    deletes: bool,
+    source_page: int,
+    destination_page: int,
+    samples: int,
+) -> None:
+    # Given random source and destination objects ((size, content variant) per key), a random rule
+    # and random paging on each side
+    rule = rule_with(*prefixes, deletes=deletes)
+    source_listing, destination_listing = MemoryListing(source_page), MemoryListing(destination_page)
+    for key, (size, variant) in source.items():
+        source_listing.put(SRC, key, bytes([variant]) * size)
+    for key, (size, variant) in destination.items():
+        destination_listing.put(DST, key, bytes([variant]) * size)
+    # When verified
+    report = verify(rule, source_listing, destination_listing, samples)
+    # Then the verdicts are those of set arithmetic over the keys the rule selects
+    here = {key: value for key, value in source.items() if rule.selects(key)}
+    there = {key: value for key, value in destination.items() if rule.selects(key)}
+
+    def in_s3_order(selected: set[str]) -> list[str]:
+        return sorted(selected, key=str.encode)
+
+    def differs(key: str) -> bool:
+        (size_a, variant_a), (size_b, variant_b) = here[key], there[key]
+        return size_a != size_b or (size_a > 0 and variant_a != variant_b)  # empty bodies share an ETag
+
+    missing = in_s3_order(set(here) - set(there))
+    only_there = in_s3_order(set(there) - set(here))
+    stale = in_s3_order({key for key in set(here) & set(there) if differs(key)})
+    assert report.matching == len(set(here) & set(there)) - len(stale)
+    assert (report.missing.count, report.missing.samples) == (len(missing), missing[:samples])
+    assert (report.stale.count, report.stale.samples) == (len(stale), stale[:samples])
+    expected_extra, expected_kept = (only_there, []) if deletes else ([], only_there)
+    assert (report.extra.count, report.extra.samples) == (len(expected_extra), expected_extra[:samples])
+    assert (report.kept.count, report.kept.samples) == (len(expected_kept), expected_kept[:samples])
+    assert report.equal == (not missing and not stale and not expected_extra)
+
+
+# ---- repair ------------------------------------------------------------------------------------
+
+
+def test_repair_queues_every_difference_in_batches_of_ten() -> None:
+    # Given 23 missing, 5 stale and 4 extra keys (more than --samples shows) and 3 matching
+    listing = MemoryListing(page_size=4)
+    both(listing, "m/1", "m/2", "m/3")
+    for index in range(23):
+        listing.put(SRC, f"missing/{index:02d}")
+    for index in range(5):
+        listing.put(SRC, f"stale/{index}", b"new")
+        listing.put(DST, f"stale/{index}", b"old!")
+    for index in range(4):
+        listing.put(DST, f"extra/{index}")
+    queue = RecordingQueue()
+    # When verified with repair
+    report = verify(rule_with(), listing, listing, samples=2, repair=queue, clock=lambda: T0)
+    # Then every differing key was sent once, 10 per SendMessageBatch, and counted as queued
+    assert [len(batch) for batch in queue.batches] == [10, 10, 10, 2]
+    assert report.queued == 32
+    events = [single_event(body) for body in queue.bodies]
+    created = {event.key for event in events if event.kind is ChangeKind.CREATED}
+    removed = {event.key for event in events if event.kind is ChangeKind.REMOVED}
+    assert created == {f"missing/{index:02d}" for index in range(23)} | {f"stale/{index}" for index in range(5)}
+    assert removed == {f"extra/{index}" for index in range(4)}
+    # And each is a real S3 notification of the rule's source bucket and region, without a sequencer
+    assert {(event.bucket, event.region, event.sequencer, event.event_time) for event in events} == {
+        (SRC, WEST, None, T0)
+    }
+    assert {event.event_name for event in events} == {"ObjectCreated:Put", "ObjectRemoved:Delete"}
+
+
+def test_repair_leaves_kept_and_matching_keys_alone() -> None:
+    listing = MemoryListing()
+    both(listing, "same")
+    listing.put(DST, "kept")
+    queue = RecordingQueue()
+    report = verify(rule_with(deletes=False), listing, listing, repair=queue)
+    assert report.queued == 0
+    assert queue.batches == []
+
+
+def test_repair_of_a_paused_rule_is_refused_before_listing() -> None:
+    listing = MemoryListing()
+    listing.put(SRC, "missing")
+    queue = RecordingQueue()
+    with pytest.raises(RepairRefusedError, match="paused"):
+        verify(rule_with(status=RuleStatus.PAUSED), listing, listing, repair=queue)
+    assert listing.fetches == []
+    assert queue.batches == []
+
+
+def test_a_paused_rule_can_still_be_verified() -> None:
+    listing = MemoryListing()
+    listing.put(SRC, "missing")
+    assert verify(rule_with(status=RuleStatus.PAUSED), listing, listing).missing.count == 1
+
+
+def test_a_send_failure_after_some_batches_says_how_many_were_queued() -> None:
+    listing = MemoryListing()
+    for index in range(25):
+        listing.put(SRC, f"k{index:02d}")
+    with pytest.raises(RepairIncompleteError, match="after queuing 10 key") as raised:
+        verify(rule_with(), listing, listing, repair=RecordingQueue(fail_on_batch=1))
+    assert raised.value.queued == 10
+
+
+def test_a_send_failure_before_anything_was_queued_is_raised_as_is() -> None:
+    listing = MemoryListing()
+    listing.put(SRC, "k")
+    with pytest.raises(QueueError, match="throttled"):
+        verify(rule_with(), listing, listing, repair=RecordingQueue(fail_on_batch=0))
+
+
+@pytest.mark.parametrize("key", ["a b.txt", "c++/x+y.txt", "100%.txt", "ünï/日本 語.txt", "😀/a%2Bb", "q?x=1&y#z"])
+def test_a_repair_message_carries_any_key_form_url_encoded(key: str) -> None:
+    # When a repair message is built for an awkward key
+    body = repair_message(rule_with(), Finding(Verdict.MISSING, key), T0)
+    raw = json.loads(body)["Records"][0]
+    # Then it is form-URL-encoded as S3 does it (no raw spaces or '+'), and decodes back exactly
+    assert " " not in raw["s3"]["object"]["key"]
+    assert raw["s3"]["object"]["key"].count("+") == key.count(" ")
+    assert raw["eventSource"] == "aws:s3"
+    assert raw["s3"]["configurationId"] == REPAIR_CONFIGURATION_ID
+    assert "sequencer" not in raw["s3"]["object"]
+    assert single_event(body).key == key
+
+
+def test_only_differences_get_repair_messages() -> None:
+    findings = [Finding(verdict, f"k-{verdict.value}") for verdict in Verdict]
+    events = [single_event(body) for body in repair_messages(rule_with(), findings, T0)]
+    assert [(event.key, event.kind) for event in events] == [
+        ("k-missing", ChangeKind.CREATED),
+        ("k-stale", ChangeKind.CREATED),
+        ("k-extra", ChangeKind.REMOVED),
+    ]
+    with pytest.raises(ValueError, match="needs no repair"):
+        repair_message(rule_with(), Finding(Verdict.KEPT, "k"), T0)
+
+
+class FakeS3Listing:
+    """A Listing over FakeS3's current versions, as ListObjectsV2 would list them."""
+
+    def __init__(self, s3: FakeS3) -> None:
+        self.s3 = s3
+
+    def pages(self, bucket: str, region: str, prefix: str) -> Iterator[list[ListedObject]]:
+        found = []
+        for key in sorted((key for key in self.s3.keys(bucket) if key.startswith(prefix)), key=str.encode):
+            version = self.s3.current(bucket, key)
+            assert version is not None
+            found.append(ListedObject(key, len(version.body), version.etag.strip('"')))
+        for start in range(0, len(found), 3):
+            yield found[start : start + 3]
+
+
+def test_repair_messages_applied_by_the_replicator_make_the_replica_equal() -> None:
+    # Given a replicated source whose replica has drifted: a key lost, one overwritten, one added,
+    # and the rule's ledger holding sequencers for what it applied before
+    s3 = FakeS3()
+    s3.create_bucket(SRC, WEST, versioned=True)
+    s3.create_bucket(DST, EAST)
+    rule = rule_with()
+    replicator = Replicator(FakeRules(rule), s3, FakeLedger(), FakeProgress())
+    for index, key in enumerate(("lost", "over written", "fine", "日本")):
+        s3.put(SRC, key, key.encode())
+        replicator.apply(
+            ChangeEvent(
+                bucket=SRC,
+                key=key,
+                kind=ChangeKind.CREATED,
+                event_name="ObjectCreated:Put",
+                event_time=T0,
+                sequencer=f"{0xA0 + index:X}",
+            )
+        )
+    s3.remove(DST, "lost")
+    s3.put(DST, "over written", b"tampered")
+    s3.put(DST, "stray/ünï", b"?")
+    listing = FakeS3Listing(s3)
+    before = verify(rule, listing, listing)
+    assert counts(before) == {"matching": 2, "missing": 1, "stale": 1, "extra": 1, "kept": 0}
+    # When verify --repair queues messages and the replicator applies them like any queue message
+    queue = RecordingQueue()
+    verify(rule, listing, listing, repair=queue)
+    for body in queue.bodies:
+        replicator.apply(single_event(body))
+    # Then the replica equals the source again
+    after = verify(rule, listing, listing)
+    assert after.equal, after
+    assert s3.current(DST, "over written") is not None
+    assert s3.current(DST, "over written").body == b"over written"  # type: ignore[union-attr]
+
+
+# ---- the CLI's text output ---------------------------------------------------------------------
+
+
+def test_the_text_report_names_counts_samples_and_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    listing = MemoryListing()
+    both(listing, "a")
+    listing.put(SRC, "m 1")
+    listing.put(DST, "kept")
+    report = verify(rule_with("a", "k", "m", deletes=False), listing, listing, samples=5)
+    _print_report(report, as_json=False, paused=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"rule r: {SRC} ({WEST}) -> {DST} ({EAST}); prefixes: a, k, m; deletes do not replicate"
+    assert lines[1].split() == ["matching", "1"]
+    assert lines[2].split() == ["missing", "1", "'m", "1'"]
+    assert "kept" in lines[5]
+    assert "not a difference" in lines[5]
+    assert lines[-1] == "DIFFERENT: 1 key(s) differ by presence, size or ETag"
+
+
+def test_the_json_report_has_the_verdict_and_totals(capsys: pytest.CaptureFixture[str]) -> None:
+    listing = MemoryListing()
+    both(listing, "a")
+    _print_report(verify(rule_with(), listing, listing), as_json=True, paused=False)
+    document = json.loads(capsys.readouterr().out)
+    assert document["equal"] is True
+    assert document["matching"] == 1
+    assert document["queued"] is None
+    assert {"missing", "stale", "extra", "kept", "differing", "source_objects"} <= set(document)
+
+
+def test_sample_keys_never_repeat_across_pages() -> None:
+    listing = MemoryListing(page_size=1)
+    for index in range(10):
+        listing.put(SRC, f"k{index}")
+    samples = verify(rule_with(), listing, listing, samples=10).missing.samples
+    assert all(a < b for a, b in pairwise(samples))
