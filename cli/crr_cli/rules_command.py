@@ -31,6 +31,11 @@ def add_rules_parser(subparsers: Any) -> None:
     add.add_argument("--prefix", dest="prefixes", action="append", default=[], help="replicate only keys under it")
     add.add_argument("--no-deletes", dest="replicate_deletes", action="store_false", help="do not replicate deletions")
     add.add_argument("--storage-class", help="write replicas in this storage class")
+    add.add_argument(
+        "--replica-kms-key",
+        dest="replica_kms_key_arn",
+        help="KMS key ARN (destination region) that re-encrypts SSE-KMS objects",
+    )
     add.add_argument("--json", action="store_true")
     add.set_defaults(func=_add)
 
@@ -121,6 +126,7 @@ def _add(args: argparse.Namespace) -> int:
             prefixes=tuple(args.prefixes),
             replicate_deletes=args.replicate_deletes,
             storage_class=args.storage_class,
+            replica_kms_key_arn=args.replica_kms_key_arn,
         )
     )
     _print_rules([rule], args.json)

@@ -114,3 +114,27 @@ def test_metrics_are_emitted_per_rule_once_per_batch(deployed: Any, capsys: pyte
     assert per_rule[0]["ObjectsReplicated"] == [1.0, 1.0]
     assert per_rule[0]["BytesReplicated"] == [5.0, 5.0]
     assert ["rule", "service"] in per_rule[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+
+
+def test_logs_hold_neither_object_contents_nor_credentials(
+    deployed: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, s3 = deployed
+    # Given an object with a recognisable body and a recognisable secret key in the environment
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "SECRET-abcdef0123456789")
+    from io import StringIO
+
+    from crr.observability import logger
+
+    log = StringIO()
+    monkeypatch.setattr(logger.registered_handler, "stream", log)
+    s3.put_object(Bucket=SRC, Key="contents/check.txt", Body=b"BODY-should-never-be-logged")
+    capsys.readouterr()
+    # When it is replicated, and a malformed record fails next to it (error paths log the most)
+    handler.lambda_handler(sqs_event(notification_for(s3, "contents/check.txt"), "{garbage"), Context())
+    logged = capsys.readouterr()
+    # Then the logs name the key, and hold neither the bytes nor the secret
+    output = logged.out + logged.err + log.getvalue()
+    assert "contents/check.txt" in output
+    assert "BODY-should-never-be-logged" not in output
+    assert "SECRET-abcdef0123456789" not in output

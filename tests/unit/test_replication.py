@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from crr.errors import BucketMissingError, ObjectTooLargeError
+from crr.errors import BucketMissingError, ObjectTooLargeError, ReplicaKeyMissingError
 from crr.events import ChangeEvent, ChangeKind
+from crr.failures import classify
 from crr.ports import AclGrants, ObjectState
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule, RuleStatus
@@ -316,3 +317,30 @@ def test_when_the_older_copy_records_first_the_newer_worker_reconciles_again() -
     replica = s3.current(DST, "k")
     assert replica is not None
     assert replica.body == b"v2"
+
+
+def test_an_sse_kms_object_without_a_replica_key_is_refused_not_downgraded() -> None:
+    # Given an SSE-KMS source object and a rule naming no replica key
+    world = World()
+    world.s3.put(SRC, "secret", b"s")
+    original_head = world.s3.head
+
+    def kms_encrypted(bucket: str, region: str, key: str) -> ObjectState | None:
+        state = original_head(bucket, region, key)
+        assert state is not None
+        return ObjectState(
+            key=state.key,
+            etag=state.etag,
+            size=state.size,
+            last_modified=state.last_modified,
+            server_side_encryption="aws:kms",
+            kms_key_id="arn:aws:kms:us-west-1:1:key/k",
+        )
+
+    world.s3.head = kms_encrypted  # type: ignore[method-assign]
+    # When it is applied, Then it fails with a permanent, named reason and nothing is copied
+    with pytest.raises(ReplicaKeyMissingError, match="names no replica_kms_key_arn"):
+        world.replicator().apply(change("secret"))
+    assert "CopyObject" not in world.s3.calls
+    assert classify(ReplicaKeyMissingError("x")).code == "ReplicaKmsKeyMissing"
+    assert classify(ReplicaKeyMissingError("x")).permanent

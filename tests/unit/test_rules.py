@@ -58,3 +58,12 @@ def test_prefixes_select_only_their_keys() -> None:
     assert made.selects("img/b")
     assert not made.selects("data/c")
     assert made.prefixes == ("img/", "logs/")
+
+
+def test_a_replica_kms_key_must_be_a_key_of_the_destination_region() -> None:
+    # Given keys in the wrong region and not ARNs at all, Then both are refused with the reason
+    with pytest.raises(InvalidRuleError, match="KMS keys are regional"):
+        rule(replica_kms_key_arn="arn:aws:kms:us-west-1:111122223333:key/abc")
+    with pytest.raises(InvalidRuleError, match="not a KMS key or alias ARN"):
+        rule(replica_kms_key_arn="my-key")
+    assert rule(replica_kms_key_arn="arn:aws:kms:us-east-1:111122223333:alias/replicas").replica_kms_key_arn

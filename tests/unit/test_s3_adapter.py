@@ -136,3 +136,25 @@ def test_bucket_regions_are_looked_up_and_unknown_buckets_named(s3: Any) -> None
     assert (buckets.region_of(SRC), buckets.region_of(DST)) == ("us-west-1", "us-east-1")
     with pytest.raises(UnknownBucketError, match="'ghost-bucket' does not exist"):
         buckets.region_of("ghost-bucket")
+
+
+def test_an_sse_kms_object_is_re_encrypted_with_the_replica_key_and_sse_s3_is_kept(s3: Any) -> None:
+    # Given an SSE-KMS and an SSE-S3 object in the source, and a key in the destination region
+    create_bucket(s3, SRC, "us-west-1")
+    east = client("s3", "us-east-1")
+    create_bucket(east, DST, "us-east-1")
+    source_key = client("kms", "us-west-1").create_key()["KeyMetadata"]["Arn"]
+    replica_key = client("kms", "us-east-1").create_key()["KeyMetadata"]["Arn"]
+    s3.put_object(Bucket=SRC, Key="secret", Body=b"s", ServerSideEncryption="aws:kms", SSEKMSKeyId=source_key)
+    s3.put_object(Bucket=SRC, Key="plain", Body=b"p", ServerSideEncryption="AES256")
+    store = S3ObjectStore(ClientFactory())
+    # When both are copied (the replicator names the replica key only for SSE-KMS sources)
+    for key, replica in (("secret", replica_key), ("plain", None)):
+        state = store.head(SRC, "us-west-1", key)
+        assert state is not None
+        request = copy_request(state, store)
+        store.copy(CopyRequest(**{**vars(request), "replica_kms_key_arn": replica}))
+    # Then the KMS replica is under the destination key, and SSE-S3 stays SSE-S3
+    secret = east.head_object(Bucket=DST, Key="secret")
+    assert (secret["ServerSideEncryption"], secret["SSEKMSKeyId"]) == ("aws:kms", replica_key)
+    assert east.head_object(Bucket=DST, Key="plain")["ServerSideEncryption"] == "AES256"

@@ -14,7 +14,13 @@ from crr_cli.localcloud.deploy import transform_offline
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 DATA_SERVICES = ("s3:", "sqs:", "dynamodb:", "kms:", "sns:", "states:", "lambda:")
-PARAMETERS = {"SourceBuckets": "src-a,src-b", "DestinationBuckets": "dst-a", "AlarmTopicArn": ""}
+PARAMETERS = {
+    "SourceBuckets": "src-a,src-b",
+    "DestinationBuckets": "dst-a",
+    "AlarmTopicArn": "",
+    "SourceKmsKeyArns": "arn:aws:kms:us-west-1:111122223333:key/src",
+    "ReplicaKmsKeyArns": "arn:aws:kms:us-east-1:111122223333:key/dst",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,11 @@ def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
             documents.append(properties["PolicyDocument"])
         for document in documents:
             for statement in document.get("Statement", []):
-                yield logical_id, statement
+                # A conditional statement counts in every branch that is a statement.
+                branches = statement["Fn::If"][1:] if "Fn::If" in statement else [statement]
+                for branch in branches:
+                    if isinstance(branch, dict) and "Effect" in branch:
+                        yield logical_id, branch
 
 
 def as_list(value: Any) -> list[Any]:
@@ -103,3 +113,19 @@ def test_the_dashboard_body_is_json_once_substituted(template: dict[str, Any]) -
         "Dead-letter queue depth",
         "Objects replicated per rule",
     }
+
+
+def test_kms_grants_name_their_keys_and_only_serve_s3(template: dict[str, Any]) -> None:
+    kms = [
+        statement
+        for _, statement in statements(template)
+        if any(str(action).startswith("kms:") for action in as_list(statement["Action"]))
+    ]
+    assert {statement["Sid"] for statement in kms} == {"DecryptSourceObjectsViaS3", "EncryptReplicasViaS3"}
+    assert all(statement["Condition"]["StringLike"]["kms:ViaService"] == "s3.*.amazonaws.com" for statement in kms)
+    assert all(
+        statement["Resource"] == {"Ref": name}
+        for statement, name in zip(
+            sorted(kms, key=lambda s: s["Sid"]), ["SourceKmsKeyArns", "ReplicaKmsKeyArns"], strict=True
+        )
+    )

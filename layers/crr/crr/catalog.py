@@ -54,6 +54,7 @@ class RuleRequest:
     prefixes: tuple[str, ...] = ()
     replicate_deletes: bool = True
     storage_class: str | None = None
+    replica_kms_key_arn: str | None = None
 
 
 class RuleCatalog:
@@ -82,6 +83,7 @@ class RuleCatalog:
             prefixes=request.prefixes,
             replicate_deletes=request.replicate_deletes,
             storage_class=request.storage_class,
+            replica_kms_key_arn=request.replica_kms_key_arn,
         )
         if source_region != self._scope.region:
             raise InvalidRuleError(

@@ -188,3 +188,7 @@ class RepairIncompleteError(CrrError):
     def __init__(self, queued: int, detail: str) -> None:
         super().__init__(f"repair stopped after queuing {queued} key(s): {detail}; run verify --repair again")
         self.queued = queued
+
+
+class ReplicaKeyMissingError(CrrError):
+    """An SSE-KMS source object, but the rule names no destination-region key to re-encrypt it with."""

@@ -19,6 +19,7 @@ from crr.errors import (
     CrrError,
     MalformedEventError,
     ObjectTooLargeError,
+    ReplicaKeyMissingError,
     StateStoreError,
     StorageError,
     WrongRegionError,
@@ -79,6 +80,7 @@ def _is_permanent_code(code: str) -> bool:
 
 _ALWAYS_PERMANENT: dict[type[CrrError], str] = {
     WrongRegionError: "WrongRegion",
+    ReplicaKeyMissingError: "ReplicaKmsKeyMissing",
     MalformedEventError: "MalformedEvent",
     ObjectTooLargeError: "ObjectTooLarge",
 }

@@ -37,6 +37,7 @@ class ObjectState:
     expires: str | None = None
     storage_class: str | None = None
     server_side_encryption: str | None = None
+    kms_key_id: str | None = None
 
     @property
     def replica_of(self) -> str | None:
@@ -69,6 +70,7 @@ class CopyRequest:
     metadata: dict[str, str]
     storage_class: str | None
     grants: AclGrants | None
+    replica_kms_key_arn: str | None = None
 
 
 class ObjectStore(Protocol):

@@ -29,6 +29,7 @@ from crr.errors import (
     LedgerConflictError,
     ObjectTooLargeError,
     ReconcileContentionError,
+    ReplicaKeyMissingError,
     SourceChangedError,
     SourceGoneError,
     WrongRegionError,
@@ -249,6 +250,11 @@ class Replicator:
         return Outcome.DELETED
 
     def _copy_request(self, rule: ReplicationRule, state: ObjectState) -> CopyRequest:
+        if state.server_side_encryption == "aws:kms" and rule.replica_kms_key_arn is None:
+            raise ReplicaKeyMissingError(
+                f"{rule.source_bucket}/{state.key} is encrypted with SSE-KMS; rule {rule.rule_id} names no "
+                "replica_kms_key_arn, and copying it under the destination's default encryption would weaken it"
+            )
         grants = self._objects.acl_grants(
             bucket=rule.source_bucket,
             region=rule.source_region,
@@ -270,6 +276,7 @@ class Replicator:
             metadata={**state.user_metadata, **marker},
             storage_class=rule.storage_class or state.storage_class,
             grants=grants,
+            replica_kms_key_arn=rule.replica_kms_key_arn if state.server_side_encryption == "aws:kms" else None,
         )
 
 

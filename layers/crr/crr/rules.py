@@ -19,6 +19,7 @@ MAX_PREFIXES = 100
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_ADDRESS = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):\d{12}:(key|alias)/[A-Za-z0-9/_-]+$")
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 # Storage classes a replica may be written in (CopyObject's StorageClass values that need no restore).
@@ -73,6 +74,8 @@ class ReplicationRule(BaseModel):
     prefixes: tuple[str, ...] = ()
     replicate_deletes: bool = True
     storage_class: str | None = None
+    # SSE-KMS objects are re-encrypted with this key of the destination region (never silently downgraded).
+    replica_kms_key_arn: str | None = None
     status: RuleStatus = RuleStatus.ENABLED
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     # The mass-delete breaker (crr.breaker): deletes held since when, and a release in progress until when.
@@ -122,6 +125,23 @@ class ReplicationRule(BaseModel):
             if longer.startswith(shorter):
                 raise InvalidPrefixError(f"prefix {longer!r} is already covered by prefix {shorter!r}")
         return ordered
+
+    @model_validator(mode="after")
+    def _replica_key_in_destination_region(self) -> Self:
+        if self.replica_kms_key_arn is None:
+            return self
+        match = _KMS_KEY_ARN.match(self.replica_kms_key_arn)
+        if match is None:
+            raise InvalidRuleError(
+                f"replica KMS key {self.replica_kms_key_arn!r} is not a KMS key or alias ARN "
+                "(arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME)"
+            )
+        if match["region"] != self.destination_region:
+            raise InvalidRuleError(
+                f"replica KMS key is in {match['region']}, but replicas are written in {self.destination_region}: "
+                "KMS keys are regional, so name a key of the destination region"
+            )
+        return self
 
     @model_validator(mode="after")
     def _distinct_ends(self) -> Self:

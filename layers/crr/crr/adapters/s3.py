@@ -70,6 +70,7 @@ class S3ObjectStore:
             expires=found.get("ExpiresString"),
             storage_class=found.get("StorageClass"),
             server_side_encryption=found.get("ServerSideEncryption"),
+            kms_key_id=found.get("SSEKMSKeyId"),
             **{field: found[name] for name, field in _OPTIONAL_HEADERS.items() if found.get(name)},
         )
 
@@ -97,6 +98,9 @@ class S3ObjectStore:
             params["StorageClass"] = request.storage_class
         if state.server_side_encryption == "AES256":
             params["ServerSideEncryption"] = "AES256"
+        elif request.replica_kms_key_arn is not None:
+            params["ServerSideEncryption"] = "aws:kms"
+            params["SSEKMSKeyId"] = request.replica_kms_key_arn
         if request.grants is not None:
             params.update(_grant_params(request.grants))
         try:
