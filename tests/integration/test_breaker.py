@@ -4,9 +4,7 @@ keeps the rest, and `crr rules resume-deletes` releases the held deletes through
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from crr_cli.demo import create_bucket
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
 from crr_cli.snapshot import list_keys
+from tests.support import localcloud as cli
 
 pytestmark = pytest.mark.integration
 
@@ -26,17 +25,7 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
 def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_ENDPOINT_URL")}
-    environment.update(cloud.aws_environment(), AWS_REGION=WEST)
-    environment.pop("AWS_PROFILE", None)
-    return subprocess.run(
-        [sys.executable, "-m", "crr_cli.main", "--stack", STACK, *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return cli.run_crr(cloud, STACK, WEST, *args)
 
 
 @pytest.fixture(scope="module")
@@ -81,18 +70,11 @@ def test_a_wipe_is_held_at_the_threshold_and_released_on_resume(
 
     # Then the breaker trips and, once the queue is quiet, the replica still holds the rest
     eventually(tripped, timeout=30, what="the breaker to trip")
-    sqs = local_cloud.client("sqs", WEST)
-
-    def quiet() -> bool:
-        attributes = sqs.get_queue_attributes(
-            QueueUrl=stack.outputs["ReplicationQueueUrl"],
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return bool(
-            attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
-        )
-
-    eventually(quiet, timeout=30, what="the queue to drain")
+    eventually(
+        lambda: cli.queue_drained(local_cloud, WEST, stack.outputs["ReplicationQueueUrl"]),
+        timeout=30,
+        what="the queue to drain",
+    )
     kept = list_keys(east, DESTINATION)
     assert 1 <= len(kept) <= 8
     assert list_keys(west, SOURCE) == []

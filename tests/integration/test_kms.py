@@ -4,9 +4,7 @@ destination-region key; without one, it is dead-lettered with its reason instead
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import pytest
 from crr_cli.demo import create_bucket
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.snapshot import list_keys
+from tests.support import localcloud as cli
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +24,7 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
 def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_ENDPOINT_URL")}
-    environment.update(cloud.aws_environment(), AWS_REGION=WEST)
-    environment.pop("AWS_PROFILE", None)
-    return subprocess.run(
-        [sys.executable, "-m", "crr_cli.main", "--stack", STACK, *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return cli.run_crr(cloud, STACK, WEST, *args)
 
 
 def test_sse_kms_objects_replicate_under_the_destination_key_or_are_dead_lettered(

@@ -4,9 +4,7 @@ the real handler → destination bucket in another region, with the CLI run as i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from crr_cli.demo import create_bucket
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
 from crr_cli.snapshot import compare, list_keys, snapshot
+from tests.support import localcloud as cli
 
 pytestmark = pytest.mark.integration
 
@@ -32,19 +31,7 @@ PAIRS = {
 
 
 def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
-    """The operator CLI as a user runs it, pointed at the local cloud through the standard environment."""
-    # A stale AWS_ENDPOINT_URL_<SERVICE> in the shell would override the local cloud's endpoints.
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_ENDPOINT_URL")}
-    environment.update(cloud.aws_environment(), AWS_REGION=WEST)
-    environment.pop("AWS_PROFILE", None)
-    return subprocess.run(
-        [sys.executable, "-m", "crr_cli.main", "--stack", STACK, *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return cli.run_crr(cloud, STACK, WEST, *args)
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +64,8 @@ def add_rule(local_cloud: LocalCloud, pair: str, *options: str) -> None:
     assert added.returncode == 0, added.stderr
 
 
-def queue_drained(local_cloud: LocalCloud, stack: DeployedStack) -> bool:
-    attributes = local_cloud.client("sqs", WEST).get_queue_attributes(
-        QueueUrl=stack.outputs["ReplicationQueueUrl"],
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return bool(attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0")
+def queue_drained(cloud: LocalCloud, stack: DeployedStack) -> bool:
+    return cli.queue_drained(cloud, WEST, stack.outputs["ReplicationQueueUrl"])
 
 
 def test_creates_overwrites_and_deletes_reach_the_other_region(

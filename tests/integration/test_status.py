@@ -4,9 +4,7 @@ process) reports what happened, and a hopeless message shows up in the DLQ depth
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -17,6 +15,7 @@ import pytest
 
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
+from tests.support import localcloud as cli
 from tests.support.aws import create_bucket
 
 pytestmark = pytest.mark.integration
@@ -35,18 +34,7 @@ def replicated(s3: Any, key: str) -> bool:
 
 
 def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
-    """The operator CLI as a user runs it, pointed at the local cloud through the standard environment."""
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_ENDPOINT_URL")}
-    environment.update(cloud.aws_environment(), AWS_REGION=WEST)
-    environment.pop("AWS_PROFILE", None)
-    return subprocess.run(
-        [sys.executable, "-m", "crr_cli.main", "--stack", STACK, *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return cli.run_crr(cloud, STACK, WEST, *args)
 
 
 def status(cloud: LocalCloud, *args: str) -> dict[str, Any]:

@@ -5,9 +5,7 @@ queue until the replica equals the source again."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from crr_cli.demo import create_bucket
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
 from crr_cli.snapshot import list_keys
+from tests.support import localcloud as cli
 
 pytestmark = pytest.mark.integration
 
@@ -29,18 +28,7 @@ UNICODE_KEY = "data/ünï cödé+100%.txt"
 
 
 def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
-    """The operator CLI as a user runs it, pointed at the local cloud through the standard environment."""
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_ENDPOINT_URL")}
-    environment.update(cloud.aws_environment(), AWS_REGION=WEST)
-    environment.pop("AWS_PROFILE", None)
-    return subprocess.run(
-        [sys.executable, "-m", "crr_cli.main", "--stack", STACK, *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return cli.run_crr(cloud, STACK, WEST, *args)
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +52,7 @@ def stack(local_cloud: LocalCloud) -> DeployedStack:
 
 
 def queue_drained(cloud: LocalCloud, stack: DeployedStack) -> bool:
-    attributes = cloud.client("sqs", WEST).get_queue_attributes(
-        QueueUrl=stack.outputs["ReplicationQueueUrl"],
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return bool(attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0")
+    return cli.queue_drained(cloud, WEST, stack.outputs["ReplicationQueueUrl"])
 
 
 def verified_equal(cloud: LocalCloud, rule: str) -> Callable[[], dict[str, Any] | None]:

@@ -1,0 +1,36 @@
+"""Helpers for tests on the embedded local cloud: run the CLI as a user would, and watch a queue."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from crr_cli.localcloud.cloud import LocalCloud
+
+
+def run_crr(cloud: LocalCloud, stack: str, region: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The operator CLI as its own process, pointed at the local cloud through the standard environment.
+
+    A stale AWS_ENDPOINT_URL_<SERVICE> in the shell would override the local cloud's endpoints, so
+    every inherited endpoint variable is dropped first.
+    """
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_ENDPOINT_URL")}
+    environment.update(cloud.aws_environment(), AWS_REGION=region)
+    environment.pop("AWS_PROFILE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "crr_cli.main", "--stack", stack, *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def queue_drained(cloud: LocalCloud, region: str, queue_url: str) -> bool:
+    """No message waiting and none in flight."""
+    attributes = cloud.client("sqs", region).get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return bool(attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0")
