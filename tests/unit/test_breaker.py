@@ -176,3 +176,21 @@ def test_the_removal_notification_is_a_real_s3_record() -> None:
     assert document["Records"][0]["s3"]["object"]["key"] == "a+b%2Bc"
     [event] = parse_notification(json.dumps(document))
     assert event.key == "a b+c"  # type: ignore[union-attr]
+
+
+def test_copies_reach_the_window_at_most_every_ten_seconds() -> None:
+    # Given a breaker whose clock we move
+    rules = FakeRules(make_rule())
+    store = FakeBreakerStore(rules)
+    now = [NOW]
+    breaker = DeleteBreaker(store, BreakerSettings(window_seconds=300), clock=lambda: now[0])
+    window = BreakerSettings(window_seconds=300).window_start(NOW)
+    written = []
+    # When copies are counted at 0 s, 3 s and 11 s
+    for seconds, copies in ((0, 5), (3, 7), (11, 1)):
+        now[0] = NOW + timedelta(seconds=seconds)
+        breaker.count_copies("r1", copies)
+        written.append(store.windows[("r1", window)].changes)
+    # Then the first write carries 5, nothing is written at 3 s, and at 11 s the 8 held back since
+    assert written == [5, 5, 13]
+    assert store.windows[("r1", window)].deletes == 0

@@ -76,6 +76,9 @@ class DeleteBreaker:
         self._store = store
         self.settings = settings or BreakerSettings()
         self._clock = clock
+        self.copies_interval = 10.0
+        self._unwritten: dict[str, int] = {}
+        self._copies_written_at: datetime | None = None
 
     def admit(self, rule: ReplicationRule, key: str) -> bool:
         """True when the delete of ``key`` may reach the replica; False when it is held (and remembered)."""
@@ -97,8 +100,21 @@ class DeleteBreaker:
         return False
 
     def count_copies(self, rule_id: str, copies: int) -> None:
-        if copies:
-            self._store.count_copies(rule_id, self.settings.window_start(self._clock()), copies)
+        """Copies only dilute the delete percentage, so they are written every ``copies_interval``
+        seconds at most: an undercount makes the breaker hold sooner, never lose a delete, and it keeps
+        the breaker's cost off the copy path (one write per ten seconds, not per progress flush)."""
+        self._unwritten[rule_id] = self._unwritten.get(rule_id, 0) + copies
+        now = self._clock()
+        if (
+            self._copies_written_at is not None
+            and (now - self._copies_written_at).total_seconds() < self.copies_interval
+        ):
+            return
+        self._copies_written_at = now
+        unwritten, self._unwritten = self._unwritten, {}
+        for rule, count in unwritten.items():
+            if count:
+                self._store.count_copies(rule, self.settings.window_start(now), count)
 
 
 def removal_notification(rule: ReplicationRule, key: str, now: datetime) -> str:
