@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from crr.errors import BucketMissingError, ObjectTooLargeError, ReplicaKeyMissingError
+from crr.errors import BucketMissingError, ReplicaKeyMissingError
 from crr.events import ChangeEvent, ChangeKind
 from crr.failures import classify
 from crr.ports import AclGrants, ObjectState
@@ -223,22 +224,17 @@ def test_a_missing_destination_bucket_raises_a_specific_error() -> None:
     assert world.ledger.entries == {}
 
 
-def test_objects_above_the_single_copy_limit_are_refused_clearly() -> None:
-    # Given a HEAD that reports 6 GiB
+def test_a_source_uploaded_in_parts_is_copied_in_parts() -> None:
+    # Given a source whose ETag says it was uploaded in 3 parts
     world = World()
-    world.s3.put(SRC, "big", b"x")
-    original_head = world.s3.head
-
-    def huge(bucket: str, region: str, key: str) -> ObjectState | None:
-        state = original_head(bucket, region, key)
-        assert state is not None
-        return ObjectState(key=state.key, etag=state.etag, size=6 * 1024**3, last_modified=state.last_modified)
-
-    world.s3.head = huge  # type: ignore[method-assign]
-    # When it is applied, Then the replicator refuses before copying
-    with pytest.raises(ObjectTooLargeError):
-        world.replicator().apply(change("big"))
-    assert "CopyObject" not in world.s3.calls
+    stored = world.s3.put(SRC, "big", b"x" * 10)
+    world.s3.buckets[SRC].history["big"] = [replace(stored, etag=stored.etag.rstrip('"') + '-3"')]
+    # When it is applied, Then it is copied through the multipart path
+    assert world.replicator().apply(change("big")).outcome is Outcome.COPIED
+    assert world.s3.calls.get("MultipartCopy") == 1
+    replica = world.s3.current(DST, "big")
+    assert replica is not None
+    assert replica.body == b"x" * 10
 
 
 def test_progress_is_written_once_per_rule_per_batch() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3Buckets, S3ObjectStore
-from crr.errors import BucketMissingError, SourceGoneError, UnknownBucketError
+from crr.errors import BucketMissingError, SourceGoneError, StorageError, UnknownBucketError
 from crr.ports import CopyRequest, ObjectState
 from tests.support.aws import client, create_bucket
 
@@ -158,3 +158,89 @@ def test_an_sse_kms_object_is_re_encrypted_with_the_replica_key_and_sse_s3_is_ke
     secret = east.head_object(Bucket=DST, Key="secret")
     assert (secret["ServerSideEncryption"], secret["SSEKMSKeyId"]) == ("aws:kms", replica_key)
     assert east.head_object(Bucket=DST, Key="plain")["ServerSideEncryption"] == "AES256"
+
+
+def upload_in_parts(s3: Any, bucket: str, key: str, sizes: list[int], **extra: Any) -> str:
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+    parts = [
+        {
+            "PartNumber": number,
+            "ETag": s3.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=bytes([number]) * size
+            )["ETag"],
+        }
+        for number, size in enumerate(sizes, start=1)
+    ]
+    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
+    return str(s3.head_object(Bucket=bucket, Key=key)["ETag"])
+
+
+MIB = 1024 * 1024
+
+
+def test_a_multipart_source_is_copied_in_its_own_layout_with_full_fidelity(s3: Any) -> None:
+    from crr.copying import plan_parts
+
+    # Given a source uploaded in three parts, with headers, metadata and tags
+    create_bucket(s3, SRC, "us-west-1", versioned=True)
+    east = client("s3", "us-east-1")
+    create_bucket(east, DST, "us-east-1")
+    etag = upload_in_parts(
+        s3,
+        SRC,
+        "big.bin",
+        [5 * MIB, 5 * MIB, 1234],
+        ContentType="application/x-tar",
+        CacheControl="no-store",
+        Metadata={"owner": "ana"},
+        Tagging="tier=gold",
+    )
+    store = S3ObjectStore(ClientFactory())
+    state = store.head(SRC, "us-west-1", "big.bin")
+    assert state is not None
+    assert state.parts_count == 3
+    # When its layout is read and it is copied in parts
+    layout = store.part_sizes(SRC, "us-west-1", state)
+    store.multipart_copy(copy_request(state, store), plan_parts(state.size, layout))
+    # Then the replica has the same bytes, ETag, headers, metadata and tags
+    replica = east.get_object(Bucket=DST, Key="big.bin")
+    assert layout == [5 * MIB, 5 * MIB, 1234]
+    assert replica["ETag"] == etag
+    assert replica["Body"].read() == bytes([1]) * 5 * MIB + bytes([2]) * 5 * MIB + bytes([3]) * 1234
+    assert (replica["ContentType"], replica["CacheControl"], replica["Metadata"]) == (
+        "application/x-tar",
+        "no-store",
+        {"owner": "ana"},
+    )
+    assert east.get_object_tagging(Bucket=DST, Key="big.bin")["TagSet"] == [{"Key": "tier", "Value": "gold"}]
+
+
+def test_a_failed_part_aborts_the_upload(s3: Any) -> None:
+    from unittest.mock import patch
+
+    from botocore.exceptions import ClientError
+
+    from crr.copying import plan_parts
+
+    # Given a multipart source and a destination that fails the second part copy
+    create_bucket(s3, SRC, "us-west-1")
+    east = client("s3", "us-east-1")
+    create_bucket(east, DST, "us-east-1")
+    upload_in_parts(s3, SRC, "big.bin", [5 * MIB, 5 * MIB])
+    clients = ClientFactory()
+    store = S3ObjectStore(clients)
+    state = store.head(SRC, "us-west-1", "big.bin")
+    assert state is not None
+    destination = clients.client("s3", "us-east-1")
+    original = destination.upload_part_copy
+
+    def fail_second(**params: Any) -> Any:
+        if params["PartNumber"] == 2:
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "UploadPartCopy")
+        return original(**params)
+
+    # When the copy runs, Then it fails with the S3 error and no incomplete upload is left
+    with patch.object(destination, "upload_part_copy", side_effect=fail_second), pytest.raises(StorageError):
+        store.multipart_copy(copy_request(state, store), plan_parts(state.size, [5 * MIB, 5 * MIB]))
+    assert east.list_multipart_uploads(Bucket=DST).get("Uploads", []) == []
+    assert "Contents" not in east.list_objects_v2(Bucket=DST)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from crr.copying import PartRange
 from crr.failures import FailureReason, FailureRecord
 from crr.rules import ReplicationRule
 
@@ -43,6 +44,12 @@ class ObjectState:
     def replica_of(self) -> str | None:
         """The bucket this object was replicated from, when crr wrote it as a replica."""
         return self.metadata.get(MARKER_ORIGIN_BUCKET)
+
+    @property
+    def parts_count(self) -> int | None:
+        """How many parts the source was uploaded in, read from its ETag ("<md5>-<parts>"); None if one."""
+        _, dash, count = self.etag.strip('"').rpartition("-")
+        return int(count) if dash and count.isdigit() else None
 
     @property
     def user_metadata(self) -> dict[str, str]:
@@ -102,6 +109,15 @@ class ObjectStore(Protocol):
 
     def delete(self, bucket: str, region: str, key: str) -> None:
         """Delete ``key`` (a delete marker on a versioned bucket); deleting a missing key succeeds."""
+        ...
+
+    def part_sizes(self, bucket: str, region: str, state: ObjectState) -> list[int]:
+        """The sizes of the parts ``state``'s version was uploaded in (one HEAD per part)."""
+        ...
+
+    def multipart_copy(self, request: CopyRequest, parts: list[PartRange]) -> str:
+        """Copy in parts (in parallel), with every header, metadata, tags and grants set explicitly;
+        abort the upload on any failure so none is left behind. Raises as ``copy`` does."""
         ...
 
 

@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from crr.breaker import DeleteBreaker
+from crr.copying import plan_parts
 from crr.errors import (
     LedgerConflictError,
-    ObjectTooLargeError,
     ReconcileContentionError,
     ReplicaKeyMissingError,
     SourceChangedError,
@@ -228,18 +228,24 @@ class Replicator:
                 return self._remove_replica(rule, key), None
             if state.replica_of == rule.destination_bucket:
                 return Outcome.REPLICA_OF_DESTINATION, state
-            if state.size > MAX_SINGLE_COPY_BYTES:
-                raise ObjectTooLargeError(
-                    f"{rule.source_bucket}/{key} is {state.size} bytes; single copies stop at 5 GiB"
-                )
             try:
-                self._objects.copy(self._copy_request(rule, state))
+                self._copy(rule, state)
             except SourceChangedError:
                 continue  # overwritten between HEAD and copy: read the newer version
             except SourceGoneError:
                 return self._remove_replica(rule, key), None
             return Outcome.COPIED, state
         raise ReconcileContentionError(f"source {rule.source_bucket}/{key} kept changing during copy")
+
+    def _copy(self, rule: ReplicationRule, state: ObjectState) -> None:
+        """CopyObject, or a multipart copy in the source's own part layout when the source was uploaded in
+        parts: CopyObject would give the replica a single-part ETag, and cannot copy above 5 GiB."""
+        request = self._copy_request(rule, state)
+        if state.parts_count is None and state.size <= MAX_SINGLE_COPY_BYTES:
+            self._objects.copy(request)
+            return
+        layout = self._objects.part_sizes(rule.source_bucket, rule.source_region, state)
+        self._objects.multipart_copy(request, plan_parts(state.size, layout))
 
     def _remove_replica(self, rule: ReplicationRule, key: str) -> Outcome:
         if not rule.replicate_deletes:
