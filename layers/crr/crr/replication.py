@@ -164,8 +164,9 @@ class Replicator:
         """Bring the replica of ``event.key`` in line with the source's current state.
 
         Raises StorageError subclasses for S3 failures that reconciling again cannot fix,
-        StateStoreError for DynamoDB failures, ReconcileContentionError under persistent races and
-        ObjectTooLargeError above the single-copy limit; the caller retries the record.
+        StateStoreError for DynamoDB failures, ReconcileContentionError under persistent races,
+        WrongRegionError for a misrouted record and ReplicaKeyMissingError for an SSE-KMS object whose
+        rule names no replica key; the caller classifies the failure.
         """
         rule = self._rules.rule_for_source(event.bucket)
         if rule is None:
