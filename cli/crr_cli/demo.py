@@ -137,6 +137,20 @@ def run(deadline_s: float) -> int:
         source_s3, replica_s3 = cloud.client("s3", SOURCE_REGION), cloud.client("s3", DESTINATION_REGION)
         create_bucket(source_s3, SOURCE, SOURCE_REGION, versioned=True)
         create_bucket(replica_s3, DESTINATION, DESTINATION_REGION, versioned=False)
+        # What `crr rules add` advises for a destination: no abandoned multipart upload lives forever.
+        replica_s3.put_bucket_lifecycle_configuration(
+            Bucket=DESTINATION,
+            LifecycleConfiguration={
+                "Rules": [
+                    {
+                        "ID": "abort-incomplete-uploads",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": ""},
+                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+                    }
+                ]
+            },
+        )
         print(f"  buckets: {SOURCE} ({SOURCE_REGION}, versioned) → {DESTINATION} ({DESTINATION_REGION})")
         with local_aws_environment(cloud):
             print("$ crr rules add --source crr-demo-source --destination crr-demo-replica")

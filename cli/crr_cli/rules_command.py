@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,7 +117,8 @@ def _print_rules(rules: list[ReplicationRule], as_json: bool) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
-    rule = _catalog(args).add(
+    catalog = _catalog(args)
+    rule = catalog.add(
         RuleRequest(
             source_bucket=args.source,
             destination_bucket=args.destination,
@@ -129,6 +131,8 @@ def _add(args: argparse.Namespace) -> int:
             replica_kms_key_arn=args.replica_kms_key_arn,
         )
     )
+    for warning in catalog.advice(rule):
+        print(f"warning: {warning}", file=sys.stderr)
     _print_rules([rule], args.json)
     return 0
 

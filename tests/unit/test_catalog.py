@@ -94,3 +94,28 @@ def test_buckets_outside_the_stacks_iam_scope_are_refused_with_the_fix(world: di
     create_bucket(client("s3", "us-east-1"), "unlisted-dst", "us-east-1")
     with pytest.raises(BucketNotAllowedError, match="redeploy the stack with DestinationBuckets"):
         world["catalog"].add(RuleRequest(source_bucket=SRC, destination_bucket="unlisted-dst"))
+
+
+def test_adding_a_rule_advises_a_lifecycle_rule_for_incomplete_uploads_until_there_is_one(
+    world: dict[str, Any],
+) -> None:
+    # Given a destination without any lifecycle configuration
+    rule = world["catalog"].add(RuleRequest(source_bucket=SRC, destination_bucket=DST))
+    # Then the advice names the missing AbortIncompleteMultipartUpload rule
+    [advice] = world["catalog"].advice(rule)
+    assert "AbortIncompleteMultipartUpload" in advice
+    # When the bucket gets one, Then there is nothing to advise
+    client("s3", "us-east-1").put_bucket_lifecycle_configuration(
+        Bucket=DST,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "abort-uploads",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": ""},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+                }
+            ]
+        },
+    )
+    assert world["catalog"].advice(rule) == []

@@ -15,6 +15,10 @@ class BucketDirectory(Protocol):
         """Raises UnknownBucketError when the bucket does not exist or cannot be seen."""
         ...
 
+    def aborts_incomplete_uploads(self, bucket: str, region: str) -> bool:
+        """Whether a lifecycle rule of the bucket aborts incomplete multipart uploads (for every key)."""
+        ...
+
 
 class NotificationWiring(Protocol):
     def subscribe(self, rule: ReplicationRule, queue_arn: str) -> None:
@@ -106,6 +110,16 @@ class RuleCatalog:
         if declared is not None and declared != actual:
             raise BucketRegionMismatchError(bucket, declared, actual)
         return actual
+
+    def advice(self, rule: ReplicationRule) -> list[str]:
+        """Warnings worth printing after ``add``: things that do not stop replication but cost money."""
+        if self._buckets.aborts_incomplete_uploads(rule.destination_bucket, rule.destination_region):
+            return []
+        return [
+            f"destination bucket {rule.destination_bucket!r} has no lifecycle rule aborting incomplete multipart "
+            "uploads: crr aborts the uploads it abandons, but one cut off mid-copy (a timeout, a crash) would be "
+            "billed until deleted. Add AbortIncompleteMultipartUpload (e.g. 7 days) to its lifecycle."
+        ]
 
     def list(self) -> list[ReplicationRule]:
         return self._store.list()

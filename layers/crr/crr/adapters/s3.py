@@ -298,3 +298,20 @@ class S3Buckets:
         # us-east-1 answers with no constraint; EU is the legacy name of eu-west-1.
         constraint = found.get("LocationConstraint") or "us-east-1"
         return "eu-west-1" if constraint == "EU" else str(constraint)
+
+    def aborts_incomplete_uploads(self, bucket: str, region: str) -> bool:
+        try:
+            found = self._clients.client("s3", region).get_bucket_lifecycle_configuration(Bucket=bucket)
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchLifecycleConfiguration":
+                return False
+            raise storage_error(exc, "GetBucketLifecycleConfiguration", bucket, None) from exc
+        for rule in found.get("Rules", []):
+            applies_to_all = (
+                not rule.get("Prefix")
+                and not (rule.get("Filter") or {}).get("Prefix")
+                and not (rule.get("Filter") or {}).get("And")
+            )
+            if rule.get("Status") == "Enabled" and "AbortIncompleteMultipartUpload" in rule and applies_to_all:
+                return True
+        return False
