@@ -69,6 +69,7 @@ def _resume_deletes(args: argparse.Namespace) -> int:
     rule = _catalog(args).show(args.rule_id)
     store = DynamoBreakerStore(clients.client("dynamodb", stack.region), stack.rules_table)
     held = sum(1 for _ in store.held_keys(rule.rule_id))
+    settings = BreakerSettings(window_seconds=stack.delete_breaker_window_seconds)
     if args.discard:
         if not args.yes:
             answer = input(
@@ -78,10 +79,9 @@ def _resume_deletes(args: argparse.Namespace) -> int:
             if answer.strip() != rule.rule_id:
                 print("not confirmed; nothing changed")
                 return 1
-        report = discard_held_deletes(rule, store)
+        report = discard_held_deletes(rule, store, settings, datetime.now(UTC))
     else:
         sender = SqsQueueSender(clients.client("sqs", stack.region), stack.queue_url)
-        settings = BreakerSettings(window_seconds=stack.delete_breaker_window_seconds)
         report = release_held_deletes(rule, store, sender, settings, datetime.now(UTC))
     if args.json:
         print(json.dumps(vars(report)))

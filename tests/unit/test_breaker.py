@@ -163,8 +163,9 @@ def test_a_held_delete_of_a_key_written_again_since_is_not_applied_on_release() 
 def test_discarding_forgets_held_deletes_and_keeps_the_replicas() -> None:
     s3, rules, store, replicator = world(count=1)
     delete_burst(s3, replicator, ["a", "b"])
-    report = discard_held_deletes(rules.rules[SRC], store)
+    report = discard_held_deletes(rules.rules[SRC], store, BreakerSettings(), NOW)
     assert (report.discarded, store.held, rules.rules[SRC].deletes_held) == (2, {}, False)
+    assert rules.rules[SRC].breaker_suspended_until == NOW + timedelta(seconds=600)
     assert s3.keys(DST) == {"a", "b"}
 
 
@@ -194,3 +195,36 @@ def test_copies_reach_the_window_at_most_every_ten_seconds() -> None:
     # Then the first write carries 5, nothing is written at 3 s, and at 11 s the 8 held back since
     assert written == [5, 5, 13]
     assert store.windows[("r1", window)].deletes == 0
+
+
+def test_after_a_discard_new_deletes_flow_again() -> None:
+    # Given a tripped breaker whose held deletes were discarded
+    s3, rules, store, replicator = world(count=1)
+    delete_burst(s3, replicator, ["a", "b"])
+    discard_held_deletes(rules.rules[SRC], store, BreakerSettings(window_seconds=300), NOW)
+    # When a new delete arrives in the same window (whose counter is still over the threshold),
+    # Then it is applied, not held again
+    assert delete_burst(s3, replicator, ["c"]) == [Outcome.DELETED]
+    assert not rules.rules[SRC].deletes_held
+
+
+def test_a_function_with_a_stale_cached_rule_does_not_re_trip_after_a_discard() -> None:
+    # Given a discard the replicator's cached rule has not seen ("held")
+    s3, rules, store, replicator = world(count=1)
+    delete_burst(s3, replicator, ["a", "b"])
+    stale = rules.rules[SRC]
+    discard_held_deletes(stale, store, BreakerSettings(window_seconds=300), NOW)
+    rules.rules[SRC] = stale
+    # When a delete arrives, Then it is applied and the breaker stays closed
+    assert delete_burst(s3, replicator, ["c"]) == [Outcome.DELETED]
+    assert not store.current.deletes_held
+
+
+def test_a_stale_held_cache_counts_afresh_once_the_breaker_was_closed() -> None:
+    # Given a cached rule saying "held", while the table says closed with no suspension left
+    s3, rules, store, replicator = world(count=3)
+    rules.rules[SRC] = rules.rules[SRC].model_copy(update={"deletes_held": True})
+    store.current = BreakerState(deletes_held=False, suspended_until=NOW - timedelta(seconds=1))
+    # When a delete arrives, Then it is counted in a quiet window and applied, not held
+    assert delete_burst(s3, replicator, ["a"]) == [Outcome.DELETED]
+    assert store.held == {}

@@ -81,21 +81,28 @@ class DeleteBreaker:
         self._copies_written_at: datetime | None = None
 
     def admit(self, rule: ReplicationRule, key: str) -> bool:
-        """True when the delete of ``key`` may reach the replica; False when it is held (and remembered)."""
+        """True when the delete of ``key`` may reach the replica; False when it is held (and remembered).
+
+        ``rule`` may come from a cache that predates a trip, a release or a discard, so whenever the
+        answer would be "hold" it is decided on the rule's state read now.
+        """
         now = self._clock()
-        if rule.breaker_suspended_until is not None and now < rule.breaker_suspended_until:
-            return True  # an operator is releasing held deletes
-        if not rule.deletes_held:
-            window = self._store.count_delete(rule.rule_id, self.settings.window_start(now))
-            if not self.settings.trips(window):
-                return True
-        # About to hold: decide on the rule's current state, not the cached one (a release may have
-        # happened since the rule was cached).
-        state = self._store.state(rule.rule_id)
-        if state.suspended_until is not None and now < state.suspended_until:
+        if _suspended(rule.breaker_suspended_until, now):
             return True
-        if not state.deletes_held:
-            self._store.trip(rule.rule_id, now)
+        held = rule.deletes_held
+        if held:
+            state = self._store.state(rule.rule_id)
+            if _suspended(state.suspended_until, now):
+                return True
+            held = state.deletes_held
+        if not held:
+            if not self.settings.trips(self._store.count_delete(rule.rule_id, self.settings.window_start(now))):
+                return True
+            state = self._store.state(rule.rule_id)
+            if _suspended(state.suspended_until, now):
+                return True
+            if not state.deletes_held:
+                self._store.trip(rule.rule_id, now)
         self._store.hold(rule.rule_id, key, now)
         return False
 
@@ -115,6 +122,10 @@ class DeleteBreaker:
         for rule, count in unwritten.items():
             if count:
                 self._store.count_copies(rule, self.settings.window_start(now), count)
+
+
+def _suspended(until: datetime | None, now: datetime) -> bool:
+    return until is not None and now < until
 
 
 def removal_notification(rule: ReplicationRule, key: str, now: datetime) -> str:
@@ -178,11 +189,17 @@ def release_held_deletes(
     return ReleaseReport(rule.rule_id, released=released, discarded=0)
 
 
-def discard_held_deletes(rule: ReplicationRule, held: HeldDeletes) -> ReleaseReport:
-    """Forget every held delete (the replica keeps those objects) and close the breaker."""
+def discard_held_deletes(
+    rule: ReplicationRule, held: HeldDeletes, settings: BreakerSettings, now: datetime
+) -> ReleaseReport:
+    """Forget every held delete (the replica keeps those objects) and close the breaker.
+
+    Like a release, it suspends the breaker for two windows: the window that tripped it still counts
+    the burst, and would otherwise hold the very next delete.
+    """
     discarded = 0
     for sort_key, _ in held.held_keys(rule.rule_id):
         held.forget_held(rule.rule_id, sort_key)
         discarded += 1
-    held.release(rule.rule_id, None)
+    held.release(rule.rule_id, suspension_end(settings, now))
     return ReleaseReport(rule.rule_id, released=0, discarded=discarded)
