@@ -11,7 +11,6 @@ from crr.errors import (
     AccessDeniedError,
     BucketMissingError,
     MalformedEventError,
-    ObjectTooLargeError,
     ReconcileContentionError,
     StateStoreError,
     StorageError,
@@ -56,7 +55,6 @@ from tests.unit.test_replication import DST, make_rule
         ),
         (StateStoreError("no table", "ResourceNotFoundException"), FailureKind.PERMANENT, "ResourceNotFoundException"),
         (MalformedEventError("not JSON"), FailureKind.PERMANENT, "MalformedEvent"),
-        (ObjectTooLargeError("6 GiB"), FailureKind.PERMANENT, "ObjectTooLarge"),
     ],
 )
 def test_failures_are_classified_by_whether_retrying_can_help(error: Exception, kind: FailureKind, code: str) -> None:

@@ -155,9 +155,6 @@ class SourceGoneError(CrrError):
     """The source key vanished between reading it and copying it."""
 
 
-class ObjectTooLargeError(CrrError):
-    """The object is above what a single CopyObject can copy (5 GiB); multipart copy is not built yet."""
-
 
 class ReconcileContentionError(CrrError):
     """Reconciling one key kept colliding with concurrent work; the record is retried later."""

@@ -18,7 +18,6 @@ from crr.errors import (
     BucketMissingError,
     CrrError,
     MalformedEventError,
-    ObjectTooLargeError,
     ReplicaKeyMissingError,
     StateStoreError,
     StorageError,
@@ -82,7 +81,6 @@ _ALWAYS_PERMANENT: dict[type[CrrError], str] = {
     WrongRegionError: "WrongRegion",
     ReplicaKeyMissingError: "ReplicaKmsKeyMissing",
     MalformedEventError: "MalformedEvent",
-    ObjectTooLargeError: "ObjectTooLarge",
 }
 
 
