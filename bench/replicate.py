@@ -22,9 +22,8 @@ from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
 
-from crr_cli.demo import create_bucket, local_aws_environment
 from crr_cli.localcloud.cloud import LocalCloud
-from crr_cli.main import main as crr
+from crr_cli.localcloud.scenario import create_bucket, run_cli
 
 SOURCE_REGION, DESTINATION_REGION = "us-west-1", "us-east-1"
 SOURCE, DESTINATION, STACK = "crr-bench-source", "crr-bench-replica", "crr-bench"
@@ -70,21 +69,8 @@ def deploy(cloud: LocalCloud, concurrency: int) -> str:
     )
     create_bucket(cloud.client("s3", SOURCE_REGION), SOURCE, SOURCE_REGION, versioned=True)
     create_bucket(cloud.client("s3", DESTINATION_REGION), DESTINATION, DESTINATION_REGION, versioned=False)
-    with local_aws_environment(cloud), redirect_stdout(StringIO()):
-        crr(
-            [
-                "--stack",
-                STACK,
-                "--region",
-                SOURCE_REGION,
-                "rules",
-                "add",
-                "--source",
-                SOURCE,
-                "--destination",
-                DESTINATION,
-            ]
-        )
+    with redirect_stdout(StringIO()):
+        run_cli(cloud, STACK, SOURCE_REGION, ["rules", "add", "--source", SOURCE, "--destination", DESTINATION])
     return stack.outputs["ReplicationQueueUrl"]
 
 

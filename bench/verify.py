@@ -145,8 +145,8 @@ def measure(
 def fill_local_cloud(objects: int) -> tuple[Any, dict[str, str]]:
     """Start the embedded local cloud with both buckets holding ``objects`` keys (same pattern of
     differences as the synthetic listing); returns the cloud and the environment pointing at it."""
-    from crr_cli.demo import create_bucket
     from crr_cli.localcloud.cloud import LocalCloud
+    from crr_cli.localcloud.scenario import create_bucket
 
     cloud = LocalCloud(state_dir=Path(".local-cloud/bench-verify"))
     cloud.start()

@@ -9,17 +9,14 @@ deadline, until the destination equals the source. Exits 0 only if it does.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from crr_cli.localcloud.cloud import LocalCloud
-from crr_cli.main import main as crr
+from crr_cli.localcloud.scenario import create_bucket, run_cli
 from crr_cli.snapshot import Difference, compare, snapshot
 
 SOURCE_REGION, DESTINATION_REGION = "us-west-1", "us-east-1"
@@ -71,39 +68,6 @@ OVERWRITES = [
 DELETES = ["to-delete/old.log", "to-delete/older.log"]
 
 
-@contextmanager
-def local_aws_environment(cloud: LocalCloud, region: str = SOURCE_REGION) -> Iterator[None]:
-    """Point the CLI (and anything else using the standard AWS environment) at the local cloud."""
-    wanted = {**cloud.aws_environment(), "AWS_REGION": region}
-    # A stale AWS_ENDPOINT_URL_<SERVICE> from the shell would override the local cloud's endpoints.
-    removed = [name for name in os.environ if name.startswith("AWS_ENDPOINT_URL_") and name not in wanted]
-    removed.append("AWS_PROFILE")
-    saved = {name: os.environ.get(name) for name in (*wanted, *removed)}
-    os.environ.update(wanted)
-    for name in removed:
-        os.environ.pop(name, None)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def create_bucket(s3: Any, name: str, region: str, versioned: bool) -> None:
-    params: dict[str, Any] = {"Bucket": name}
-    if region != "us-east-1":
-        params["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    s3.create_bucket(**params)
-    s3.put_bucket_ownership_controls(
-        Bucket=name, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
-    )
-    if versioned:
-        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-
-
 def wait_until_equal(source_s3: Any, replica_s3: Any, source: str, replica: str, deadline_s: float) -> Difference:
     """Poll until the replica equals the source or the deadline passes; returns the last comparison."""
     deadline = time.monotonic() + deadline_s
@@ -152,26 +116,9 @@ def run(deadline_s: float) -> int:
             },
         )
         print(f"  buckets: {SOURCE} ({SOURCE_REGION}, versioned) → {DESTINATION} ({DESTINATION_REGION})")
-        with local_aws_environment(cloud):
-            print("$ crr rules add --source crr-demo-source --destination crr-demo-replica")
-            if (
-                crr(
-                    [
-                        "--stack",
-                        STACK,
-                        "--region",
-                        SOURCE_REGION,
-                        "rules",
-                        "add",
-                        "--source",
-                        SOURCE,
-                        "--destination",
-                        DESTINATION,
-                    ]
-                )
-                != 0
-            ):
-                return 1
+        print("$ crr rules add --source crr-demo-source --destination crr-demo-replica")
+        if run_cli(cloud, STACK, SOURCE_REGION, ["rules", "add", "--source", SOURCE, "--destination", DESTINATION]):
+            return 1
         writes_started = time.monotonic()
         for put in CREATES:
             source_s3.put_object(Bucket=SOURCE, Key=put.key, Body=put.body, **put.extra)

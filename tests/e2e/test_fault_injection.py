@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from crr_cli.demo import create_bucket, local_aws_environment
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.faults import FAULTS_VARIABLE, injected_counts
-from crr_cli.main import main as crr
+from crr_cli.localcloud.scenario import create_bucket, run_cli
 from crr_cli.snapshot import compare, snapshot
 
 pytestmark = pytest.mark.e2e
@@ -44,10 +43,10 @@ def drained(cloud: LocalCloud, queue_url: str) -> bool:
     return bool(attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0")
 
 
-def run_cli(cloud: LocalCloud, *args: str) -> Any:
+def cli_json(cloud: LocalCloud, *args: str) -> Any:
     out = StringIO()
-    with local_aws_environment(cloud, WEST), redirect_stdout(out):
-        assert crr(["--stack", STACK, "--region", WEST, *args, "--json"]) == 0
+    with redirect_stdout(out):
+        assert run_cli(cloud, STACK, WEST, [*args, "--json"]) == 0
     return json.loads(out.getvalue())
 
 
@@ -77,7 +76,7 @@ def test_the_replica_matches_the_source_after_flaky_calls_an_outage_and_a_replay
         source_s3, replica_s3 = cloud.client("s3", WEST), cloud.client("s3", EAST)
         create_bucket(source_s3, SOURCE, WEST, versioned=True)
         create_bucket(replica_s3, DESTINATION, EAST, versioned=False)
-        run_cli(cloud, "rules", "add", "--source", SOURCE, "--destination", DESTINATION)
+        cli_json(cloud, "rules", "add", "--source", SOURCE, "--destination", DESTINATION)
         rng = random.Random(2026)
         keys = [f"data/{index:03d}.txt" for index in range(120)]
 
@@ -106,13 +105,13 @@ def test_the_replica_matches_the_source_after_flaky_calls_an_outage_and_a_replay
         for number in range(400, OPERATIONS):
             change(number)
         wait_for(lambda: drained(cloud, queue_url), 180, "the replication queue to drain")
-        dead = run_cli(cloud, "dlq", "list")
+        dead = cli_json(cloud, "dlq", "list")
         # And the dead letters are replayed
-        replay = run_cli(cloud, "dlq", "replay")
+        replay = cli_json(cloud, "dlq", "replay")
         wait_for(lambda: drained(cloud, queue_url), 180, "the replayed records to drain")
         difference = compare(snapshot(source_s3, SOURCE), snapshot(replica_s3, DESTINATION))
         retries = sum(path.read_text().count("record failed; retrying later") for path in cloud.log_dir.glob("*.log"))
-        left = run_cli(cloud, "dlq", "list")
+        left = cli_json(cloud, "dlq", "list")
     # Then nothing is missing, stale or extra
     injected = injected_counts(control)
     with capsys.disabled():

@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from crr_cli.demo import create_bucket
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
 from crr_cli.snapshot import list_keys
@@ -21,7 +19,6 @@ pytestmark = pytest.mark.integration
 
 WEST, EAST = "us-west-1", "us-east-1"
 STACK, SOURCE, DESTINATION = "crr-breaker", "bk-source", "bk-replica"
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
 def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
@@ -31,21 +28,15 @@ def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def stack(local_cloud: LocalCloud) -> DeployedStack:
     """Breaker at 5 deletes that are at least a quarter of the window's changes."""
-    deployed = local_cloud.deploy(
-        TEMPLATE,
+    deployed = cli.deploy_pairs(
+        local_cloud,
         STACK,
-        WEST,
-        {
-            "SourceBuckets": SOURCE,
-            "DestinationBuckets": DESTINATION,
-            "FunctionTimeoutSeconds": "30",
-            "DeleteBreakerCount": "5",
-            "DeleteBreakerPercent": "25",
-            "DeleteBreakerWindowSeconds": "600",
-        },
+        [(SOURCE, DESTINATION)],
+        FunctionTimeoutSeconds="30",
+        DeleteBreakerCount="5",
+        DeleteBreakerPercent="25",
+        DeleteBreakerWindowSeconds="600",
     )
-    create_bucket(local_cloud.client("s3", WEST), SOURCE, WEST, versioned=True)
-    create_bucket(local_cloud.client("s3", EAST), DESTINATION, EAST, versioned=False)
     added = run_crr(local_cloud, "rules", "add", "--source", SOURCE, "--destination", DESTINATION)
     assert added.returncode == 0, added.stderr
     return deployed

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from crr_cli.demo import create_bucket
 from crr_cli.localcloud.cloud import LocalCloud
+from crr_cli.localcloud.scenario import create_bucket
 from crr_cli.snapshot import list_keys
 from tests.support import localcloud as cli
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from crr_cli.demo import create_bucket
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
+from crr_cli.localcloud.scenario import create_bucket
 from crr_cli.snapshot import compare, list_keys, snapshot
 from tests.support import localcloud as cli
 
@@ -21,7 +20,6 @@ pytestmark = pytest.mark.integration
 
 WEST, EAST = "us-west-1", "us-east-1"
 STACK = "crr-it"
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 PAIRS = {
     "main": ("it-src-main", "it-dst-main"),
     "prefix": ("it-src-prefix", "it-dst-prefix"),
@@ -38,25 +36,9 @@ def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def stack(local_cloud: LocalCloud) -> DeployedStack:
     """The real template, with a 2 s function timeout (12 s visibility) and redrive after 2 receives."""
-    sources = ",".join(source for source, _ in PAIRS.values())
-    destinations = ",".join(destination for _, destination in PAIRS.values())
-    deployed = local_cloud.deploy(
-        TEMPLATE,
-        STACK,
-        WEST,
-        {
-            "SourceBuckets": sources,
-            "DestinationBuckets": destinations,
-            "FunctionTimeoutSeconds": "2",
-            "MaxReceiveCount": "2",
-            "MaximumConcurrency": "2",
-        },
+    return cli.deploy_pairs(
+        local_cloud, STACK, PAIRS.values(), FunctionTimeoutSeconds="2", MaxReceiveCount="2", MaximumConcurrency="2"
     )
-    west, east = local_cloud.client("s3", WEST), local_cloud.client("s3", EAST)
-    for source, destination in PAIRS.values():
-        create_bucket(west, source, WEST, versioned=True)
-        create_bucket(east, destination, EAST, versioned=False)
-    return deployed
 
 
 def add_rule(local_cloud: LocalCloud, pair: str, *options: str) -> None:

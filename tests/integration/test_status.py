@@ -8,7 +8,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +15,12 @@ import pytest
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
 from tests.support import localcloud as cli
-from tests.support.aws import create_bucket
 
 pytestmark = pytest.mark.integration
 
 WEST, EAST = "us-west-1", "us-east-1"
 STACK = "crr-st"
 SOURCE, DESTINATION = "st-src", "st-dst"
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 OBJECTS = {f"status/{index}.bin": b"x" * (100 * index + 1) for index in range(5)}
 WRITE_SPACING_SECONDS = 1.5
 
@@ -47,20 +44,14 @@ def status(cloud: LocalCloud, *args: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def stack(local_cloud: LocalCloud) -> DeployedStack:
     """The real template with a 2 s function timeout; buckets in two regions; a rule added by the CLI."""
-    deployed = local_cloud.deploy(
-        TEMPLATE,
+    deployed = cli.deploy_pairs(
+        local_cloud,
         STACK,
-        WEST,
-        {
-            "SourceBuckets": SOURCE,
-            "DestinationBuckets": DESTINATION,
-            "FunctionTimeoutSeconds": "2",
-            "MaxReceiveCount": "2",
-            "MaximumConcurrency": "2",
-        },
+        [(SOURCE, DESTINATION)],
+        FunctionTimeoutSeconds="2",
+        MaxReceiveCount="2",
+        MaximumConcurrency="2",
     )
-    create_bucket(local_cloud.client("s3", WEST), SOURCE, WEST, versioned=True)
-    create_bucket(local_cloud.client("s3", EAST), DESTINATION, EAST)
     added = run_crr(local_cloud, "rules", "add", "--source", SOURCE, "--destination", DESTINATION)
     assert added.returncode == 0, added.stderr
     return deployed

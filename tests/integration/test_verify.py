@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from crr_cli.demo import create_bucket
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
 from crr_cli.snapshot import list_keys
@@ -22,7 +20,6 @@ pytestmark = pytest.mark.integration
 
 WEST, EAST = "us-west-1", "us-east-1"
 STACK = "crr-vf"
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 PAIRS = {"prefix": ("vf-src", "vf-dst"), "keep": ("vf-src-keep", "vf-dst-keep")}
 UNICODE_KEY = "data/ünï cödé+100%.txt"
 
@@ -33,22 +30,7 @@ def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def stack(local_cloud: LocalCloud) -> DeployedStack:
-    deployed = local_cloud.deploy(
-        TEMPLATE,
-        STACK,
-        WEST,
-        {
-            "SourceBuckets": ",".join(source for source, _ in PAIRS.values()),
-            "DestinationBuckets": ",".join(destination for _, destination in PAIRS.values()),
-            "FunctionTimeoutSeconds": "2",
-            "MaximumConcurrency": "2",
-        },
-    )
-    west, east = local_cloud.client("s3", WEST), local_cloud.client("s3", EAST)
-    for source, destination in PAIRS.values():
-        create_bucket(west, source, WEST, versioned=True)
-        create_bucket(east, destination, EAST, versioned=False)
-    return deployed
+    return cli.deploy_pairs(local_cloud, STACK, PAIRS.values(), FunctionTimeoutSeconds="2", MaximumConcurrency="2")
 
 
 def queue_drained(cloud: LocalCloud, stack: DeployedStack) -> bool:

@@ -7,6 +7,10 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from crr_cli.localcloud.scenario import create_bucket
+
+__all__ = ["LOCAL_CONFIG", "client", "create_bucket", "create_rules_table"]
+
 LOCAL_CONFIG = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
 
 
@@ -32,15 +36,3 @@ def create_rules_table(dynamodb: Any, name: str) -> None:
         ],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
     )
-
-
-def create_bucket(s3: Any, name: str, region: str, *, versioned: bool = False, acls: bool = False) -> None:
-    """A bucket as AWS makes them today (ACLs disabled) unless ``acls``."""
-    params: dict[str, Any] = {"Bucket": name}
-    if region != "us-east-1":
-        params["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    s3.create_bucket(**params)
-    ownership = "BucketOwnerPreferred" if acls else "BucketOwnerEnforced"
-    s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls={"Rules": [{"ObjectOwnership": ownership}]})
-    if versioned:
-        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
+from pathlib import Path
 
 from crr_cli.localcloud.cloud import LocalCloud
+from crr_cli.localcloud.deploy import DeployedStack
+from crr_cli.localcloud.scenario import create_bucket
 
 
 def run_crr(cloud: LocalCloud, stack: str, region: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -34,3 +38,28 @@ def queue_drained(cloud: LocalCloud, region: str, queue_url: str) -> bool:
         QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
     return bool(attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0")
+
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+WEST, EAST = "us-west-1", "us-east-1"
+
+
+def deploy_pairs(cloud: LocalCloud, stack: str, pairs: Iterable[tuple[str, str]], **parameters: str) -> DeployedStack:
+    """The real template deployed in us-west-1 for these (source, destination) buckets, which it creates:
+    each source versioned in us-west-1, each destination in us-east-1."""
+    pairs = list(pairs)
+    deployed = cloud.deploy(
+        TEMPLATE,
+        stack,
+        WEST,
+        {
+            "SourceBuckets": ",".join(source for source, _ in pairs),
+            "DestinationBuckets": ",".join(destination for _, destination in pairs),
+            **parameters,
+        },
+    )
+    west, east = cloud.client("s3", WEST), cloud.client("s3", EAST)
+    for source, destination in pairs:
+        create_bucket(west, source, WEST, versioned=True)
+        create_bucket(east, destination, EAST)
+    return deployed

@@ -155,7 +155,6 @@ class SourceGoneError(CrrError):
     """The source key vanished between reading it and copying it."""
 
 
-
 class ReconcileContentionError(CrrError):
     """Reconciling one key kept colliding with concurrent work; the record is retried later."""
 

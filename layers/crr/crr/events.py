@@ -264,4 +264,3 @@ def parse_notification(body: str) -> list[ChangeEvent | IgnoredNotification]:
 
 def _summarise(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
-
