@@ -88,7 +88,10 @@ def test_a_record_for_a_bucket_without_a_rule_is_acknowledged(deployed: Any) -> 
     document = load_event("s3/object-created-put")
     document["Records"][0]["s3"]["bucket"]["name"] = "unruled-bucket"
     response = handler.lambda_handler(sqs_event(json.dumps(document)), Context())
+    # Then it is neither retried nor dead-lettered (a failure would be one or the other)
     assert response["batchItemFailures"] == []
+    dead = client("sqs", "us-west-1").receive_message(QueueUrl=os.environ["DEAD_LETTER_QUEUE_URL"])
+    assert dead.get("Messages", []) == []
 
 
 def test_a_missing_table_setting_fails_the_invocation_clearly(deployed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
