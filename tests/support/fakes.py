@@ -15,9 +15,24 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from crr.copying import PartRange
-from crr.errors import BucketMissingError, LedgerConflictError, SourceChangedError, SourceGoneError
-from crr.ports import AclGrants, CopyRequest, LedgerEntry, ObjectState, ProgressDelta
+from crr.errors import (
+    BucketMissingError,
+    DestinationChangedError,
+    LedgerConflictError,
+    SourceChangedError,
+    SourceGoneError,
+)
+from crr.ports import (
+    AclGrants,
+    CopyRequest,
+    KeyVersion,
+    LedgerEntry,
+    ObjectState,
+    ProgressDelta,
+    TombstoneRecord,
+)
 from crr.rules import ReplicationRule
+from crr.stamps import Stamp
 
 
 def _no_yield() -> None:
@@ -52,14 +67,22 @@ class FakeBucket:
 
 
 class FakeS3:
-    """Buckets in any region; counts requests by operation."""
+    """Buckets in any region; counts requests by operation.
 
-    def __init__(self, yield_point: Callable[[], None] = _no_yield) -> None:
+    ``clock`` stamps every write's LastModified (default: one millisecond later each time);
+    ``on_change(bucket, key)`` is told of every write and delete, as S3 notifications would be.
+    """
+
+    def __init__(
+        self, yield_point: Callable[[], None] = _no_yield, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.buckets: dict[str, FakeBucket] = {}
         self.calls: dict[str, int] = {}
         self.yield_point = yield_point
         self._versions = itertools.count(1)
-        self._clock = itertools.count(1)
+        self._ticks = itertools.count(1)
+        self._clock = clock
+        self.on_change: Callable[[str, str], None] | None = None
         self._lock = threading.RLock()
 
     def create_bucket(self, name: str, region: str, *, versioned: bool = False, acls: bool = False) -> None:
@@ -74,7 +97,12 @@ class FakeS3:
         self.calls[operation] = self.calls.get(operation, 0) + 1
 
     def _now(self) -> datetime:
-        return datetime(2026, 11, 25, tzinfo=UTC) + timedelta(milliseconds=next(self._clock))
+        if self._clock is not None:
+            return self._clock()
+        return datetime(2026, 11, 25, tzinfo=UTC) + timedelta(milliseconds=next(self._ticks))
+
+    def _version_id(self, target: FakeBucket) -> str:
+        return f"v{next(self._versions)}" if target.versioned else "null"
 
     # ---- what users do ------------------------------------------------------------------------
 
@@ -91,7 +119,7 @@ class FakeS3:
         with self._lock:
             target = self._bucket(bucket, "PutObject")
             version = StoredVersion(
-                version_id=f"v{next(self._versions)}" if target.versioned else "null",
+                version_id=self._version_id(target),
                 body=body,
                 etag=f'"{hashlib.md5(body).hexdigest()}"',
                 metadata=dict(metadata or {}),
@@ -100,16 +128,25 @@ class FakeS3:
                 last_modified=self._now(),
             )
             self._store(target, key, version)
+            self._changed(bucket, key)
             return version
 
-    def remove(self, bucket: str, key: str) -> None:
+    def remove(self, bucket: str, key: str) -> str | None:
+        """A user's delete: a delete marker on a versioned bucket (returns its version id)."""
         with self._lock:
             target = self._bucket(bucket, "DeleteObject")
             if target.versioned:
-                marker = StoredVersion(f"v{next(self._versions)}", b"", "", {}, {}, "", self._now(), True)
+                marker = StoredVersion(self._version_id(target), b"", "", {}, {}, "", self._now(), True)
                 target.history.setdefault(key, []).append(marker)
-            else:
-                target.history.pop(key, None)
+                self._changed(bucket, key)
+                return marker.version_id
+            target.history.pop(key, None)
+            self._changed(bucket, key)
+            return None
+
+    def _changed(self, bucket: str, key: str) -> None:
+        if self.on_change is not None:
+            self.on_change(bucket, key)
 
     @staticmethod
     def _store(target: FakeBucket, key: str, version: StoredVersion) -> None:
@@ -184,14 +221,20 @@ class FakeS3:
             destination = self._bucket(request.destination_bucket, "CopyObject")
         self.yield_point()
         with self._lock:
+            present = destination.current(request.state.key)
+            if request.destination_absent and present is not None:
+                raise DestinationChangedError("PreconditionFailed: If-None-Match")
+            if request.destination_etag is not None and (present is None or present.etag != request.destination_etag):
+                raise DestinationChangedError("PreconditionFailed: If-Match")
             written = replace(
                 read,
                 metadata=dict(request.metadata),
                 content_type=request.state.content_type or "",
-                version_id="null",
+                version_id=self._version_id(destination),
                 last_modified=self._now(),
             )
             self._store(destination, request.state.key, written)
+            self._changed(request.destination_bucket, request.state.key)
             if request.grants is not None:
                 destination.acls[request.state.key] = request.grants
             return written.etag
@@ -206,12 +249,32 @@ class FakeS3:
         self._count("MultipartCopy")
         return self.copy(request)
 
-    def delete(self, bucket: str, region: str, key: str) -> None:
+    def delete(self, bucket: str, region: str, key: str, if_etag: str | None = None) -> str | None:
         self.yield_point()
         with self._lock:
             self._count("DeleteObject")
-            self._bucket(bucket, "DeleteObject")
-        self.remove(bucket, key)
+            present = self._bucket(bucket, "DeleteObject").current(key)
+            if if_etag is not None and (present is None or present.etag != if_etag):
+                raise DestinationChangedError("PreconditionFailed: If-Match")
+            return self.remove(bucket, key)
+
+    def recent_versions(self, bucket: str, region: str, key: str, count: int) -> list[KeyVersion]:
+        self.yield_point()
+        with self._lock:
+            self._count("ListObjectVersions")
+            versions = self._bucket(bucket, "ListObjectVersions").history.get(key, [])
+            return [
+                KeyVersion(v.version_id, v.last_modified, v.is_delete_marker, None if v.is_delete_marker else v.etag)
+                for v in reversed(versions[-count:])
+            ]
+
+    def delete_version(self, bucket: str, region: str, key: str, version_id: str) -> None:
+        self.yield_point()
+        with self._lock:
+            self._count("DeleteObjectVersion")
+            history = self._bucket(bucket, "DeleteObject").history
+            history[key] = [v for v in history.get(key, []) if v.version_id != version_id]
+            self._changed(bucket, key)
 
 
 class FakeLedger:
@@ -234,6 +297,54 @@ class FakeLedger:
             if (stored.revision if stored else None) != expected_revision:
                 raise LedgerConflictError(f"expected revision {expected_revision}")
             self.entries[(rule_id, key)] = entry
+
+
+class FakeTombstones:
+    """TombstoneRegistry in memory. ``peers`` maps a rule id to its opposite's, as the rules would say."""
+
+    def __init__(self, yield_point: Callable[[], None] = _no_yield) -> None:
+        self.records: dict[tuple[str, str], TombstoneRecord] = {}
+        self.yield_point = yield_point
+        self._lock = threading.Lock()
+
+    def read(self, rule_id: str, key: str) -> TombstoneRecord | None:
+        self.yield_point()
+        with self._lock:
+            return self.records.get((rule_id, key))
+
+    def read_peer(self, rule: ReplicationRule, key: str) -> TombstoneRecord | None:
+        assert rule.peer is not None
+        return self.read(rule.peer.rule_id, key)
+
+    def intend(self, rule_id: str, key: str, stamp: Stamp, at: datetime) -> None:
+        self.yield_point()
+        with self._lock:
+            found = self.records.get((rule_id, key)) or TombstoneRecord(None, None)
+            self.records[(rule_id, key)] = replace(found, pending_stamp=stamp, pending_since=at)
+
+    def settle(self, rule_id: str, key: str, marker_version: str | None, stamp: Stamp) -> None:
+        self.yield_point()
+        with self._lock:
+            self.records[(rule_id, key)] = TombstoneRecord(marker_version, stamp)
+
+    def withdraw(self, rule_id: str, key: str) -> None:
+        self.yield_point()
+        with self._lock:
+            found = self.records.get((rule_id, key))
+            if found is not None:
+                self.records[(rule_id, key)] = replace(found, pending_stamp=None, pending_since=None)
+
+
+class FakeNudges:
+    """PeerNudges that hand each nudge to ``deliver(bucket, key)``: the peer's queue in a test."""
+
+    def __init__(self, deliver: Callable[[str, str], None]) -> None:
+        self.deliver = deliver
+        self.sent = 0
+
+    def nudge(self, rule: ReplicationRule, key: str) -> None:
+        self.sent += 1
+        self.deliver(rule.destination_bucket, key)
 
 
 class FakeRules:

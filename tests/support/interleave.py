@@ -10,6 +10,9 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Interleaver:
@@ -101,3 +104,26 @@ class Script(random.Random):
 
     def random(self) -> float:
         return 1.0
+
+
+def serve_queue(
+    pending: list[T],
+    handle: Callable[[T], object],
+    producers_done: Callable[[], bool],
+    scheduler: Interleaver,
+    rng: random.Random,
+    retryable: type[BaseException] = Exception,
+) -> None:
+    """One worker of an unordered queue: take any pending item until the producers are done and nothing is
+    left; an item whose handling raises ``retryable`` goes back, as a queue redelivers a failed message."""
+    while True:
+        if not pending:
+            if producers_done():
+                return
+            scheduler.yield_point(idle=True)
+            continue
+        item = pending.pop(rng.randrange(len(pending)))
+        try:
+            handle(item)
+        except retryable:
+            pending.append(item)

@@ -15,7 +15,7 @@ from crr.events import ChangeEvent, ChangeKind
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
-from tests.support.interleave import Interleaver
+from tests.support.interleave import Interleaver, serve_queue
 
 SOURCE, DESTINATION = "src-bucket", "dst-bucket"
 KEYS = ("a", "dir/b", "c d+e")
@@ -99,19 +99,9 @@ def _scenario(
         user_done[0] = True
 
     def worker() -> None:
+        # Unordered delivery: any pending notification may come next; a failed one comes again.
         replicator = Replicator(rules, s3, ledger, progress)
-        while True:
-            if not pending:
-                if user_done[0]:
-                    return
-                scheduler.yield_point(idle=True)
-                continue
-            # Unordered delivery: any pending notification may come next.
-            event = pending.pop(rng.randrange(len(pending)))
-            try:
-                replicator.apply(event)
-            except CrrError:
-                pending.append(event)  # the queue redelivers a failed record
+        serve_queue(pending, replicator.apply, lambda: user_done[0], scheduler, rng, CrrError)
 
     scheduler.run([user] + [worker for _ in range(workers)])
 

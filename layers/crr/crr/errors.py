@@ -89,6 +89,30 @@ class BucketNotAllowedError(RuleError):
         self.bucket = bucket
 
 
+class PairedRuleError(RuleError):
+    """Removing one direction of a two-way pair must be asked for explicitly."""
+
+    def __init__(self, rule_id: str, peer_rule_id: str) -> None:
+        super().__init__(
+            f"rule {rule_id} is one direction of a two-way pair with rule {peer_rule_id}: pass --pair to remove "
+            f"both directions, or --one-direction to keep {peer_rule_id} as a one-way rule"
+        )
+        self.rule_id = rule_id
+        self.peer_rule_id = peer_rule_id
+
+
+class VersioningRequiredError(RuleError):
+    """Two-way sync needs versioned buckets: only delete markers tell when and where a delete happened."""
+
+    def __init__(self, bucket: str) -> None:
+        super().__init__(
+            f"bucket {bucket!r} does not have versioning enabled: two-way sync needs it on both buckets, because "
+            "a delete marker is the only record of when a delete happened (enable it with "
+            f"aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled)"
+        )
+        self.bucket = bucket
+
+
 class RuleNotFoundError(RuleError):
     def __init__(self, rule_id: str) -> None:
         super().__init__(f"no rule {rule_id!r}")
@@ -153,6 +177,10 @@ class StateStoreError(CrrError):
 
 class SourceGoneError(CrrError):
     """The source key vanished between reading it and copying it."""
+
+
+class DestinationChangedError(CrrError):
+    """A two-way copy or delete was conditional on the destination's version, and that version changed."""
 
 
 class ReconcileContentionError(CrrError):

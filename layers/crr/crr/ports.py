@@ -12,12 +12,15 @@ from typing import Protocol
 from crr.copying import PartRange
 from crr.failures import FailureReason, FailureRecord
 from crr.rules import ReplicationRule
+from crr.stamps import Stamp
 
 # User-metadata keys crr writes on every replica (S3 returns them lower-cased). They make a replica
 # recognisable with the HEAD the replicator already does, at no extra request (DESIGN.md §3.4).
 MARKER_ORIGIN_BUCKET = "crr-origin-bucket"
 MARKER_ORIGIN_TIME = "crr-origin-time"
-MARKER_KEYS = frozenset({MARKER_ORIGIN_BUCKET, MARKER_ORIGIN_TIME})
+# The source's version id: two-way sync tells two writes of one second apart by it.
+MARKER_ORIGIN_VERSION = "crr-origin-version"
+MARKER_KEYS = frozenset({MARKER_ORIGIN_BUCKET, MARKER_ORIGIN_TIME, MARKER_ORIGIN_VERSION})
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,20 @@ class CopyRequest:
     storage_class: str | None
     grants: AclGrants | None
     replica_kms_key_arn: str | None = None
+    # Two-way sync writes only over the destination version it compared against (If-Match), or only
+    # where the key is absent (If-None-Match: *); a miss raises DestinationChangedError.
+    destination_etag: str | None = None
+    destination_absent: bool = False
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    """One entry of a key's version history: an object version or a delete marker."""
+
+    version_id: str
+    last_modified: datetime
+    is_delete_marker: bool
+    etag: str | None = None
 
 
 class ObjectStore(Protocol):
@@ -107,8 +124,21 @@ class ObjectStore(Protocol):
         """
         ...
 
-    def delete(self, bucket: str, region: str, key: str) -> None:
-        """Delete ``key`` (a delete marker on a versioned bucket); deleting a missing key succeeds."""
+    def delete(self, bucket: str, region: str, key: str, if_etag: str | None = None) -> str | None:
+        """Delete ``key`` (a delete marker on a versioned bucket); deleting a missing key succeeds.
+
+        Returns the new delete marker's version id (None on an unversioned bucket). With ``if_etag``
+        the delete happens only while that version is current, else DestinationChangedError.
+        """
+        ...
+
+    def recent_versions(self, bucket: str, region: str, key: str, count: int) -> list[KeyVersion]:
+        """Up to ``count`` of the newest versions and delete markers of exactly ``key``, newest first
+        (one ListObjectVersions request)."""
+        ...
+
+    def delete_version(self, bucket: str, region: str, key: str, version_id: str) -> None:
+        """Remove one version for good (no delete marker)."""
         ...
 
     def part_sizes(self, bucket: str, region: str, state: ObjectState) -> list[int]:
@@ -140,6 +170,47 @@ class KeyLedger(Protocol):
 
         Raises LedgerConflictError otherwise.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class TombstoneRecord:
+    """The delete marker a two-way rule made in its destination, and the delete it stands for.
+
+    A delete marker carries no metadata, so this record is how both rules of a pair recognise a marker
+    crr made (and when the original delete happened). ``pending_*`` is written before the delete, so
+    a marker whose record was cut off by a crash is still recognised (see crr.mutual).
+    """
+
+    marker_version: str | None
+    stamp: Stamp | None
+    pending_stamp: Stamp | None = None
+    pending_since: datetime | None = None
+
+
+class TombstoneRegistry(Protocol):
+    def read(self, rule_id: str, key: str) -> TombstoneRecord | None:
+        """This rule's record for ``key`` (the rule's own table)."""
+        ...
+
+    def read_peer(self, rule: ReplicationRule, key: str) -> TombstoneRecord | None:
+        """The peer rule's record for ``key``: the markers it made in this rule's source (read from the
+        peer's table, in the destination region)."""
+        ...
+
+    def intend(self, rule_id: str, key: str, stamp: Stamp, at: datetime) -> None: ...
+
+    def settle(self, rule_id: str, key: str, marker_version: str | None, stamp: Stamp) -> None: ...
+
+    def withdraw(self, rule_id: str, key: str) -> None:
+        """Forget a pending delete that did not happen (its condition failed)."""
+        ...
+
+
+class PeerNudges(Protocol):
+    def nudge(self, rule: ReplicationRule, key: str) -> None:
+        """Ask the peer rule to reconcile ``key``: the destination holds the later change, which only
+        the peer may carry back into this rule's source."""
         ...
 
 

@@ -11,7 +11,9 @@ Correctness (DESIGN.md §3), in the words of this module:
   ledger second always re-copies the current source, so the last replica written is never older
   than the last source write either of them saw;
 - every copy is pinned to the version and ETag the HEAD returned, so metadata and bytes of a
-  replica always come from the same source write.
+  replica always come from the same source write;
+- a two-way rule also reads the destination and writes only when the source's side is the later
+  change, conditionally on the destination version it compared against (crr.mutual).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from crr.breaker import DeleteBreaker
 from crr.copying import plan_parts
 from crr.errors import (
+    DestinationChangedError,
     LedgerConflictError,
     ReconcileContentionError,
     ReplicaKeyMissingError,
@@ -35,17 +38,22 @@ from crr.errors import (
     WrongRegionError,
 )
 from crr.events import ChangeEvent
+from crr.mutual import SideView, in_step, marker_stamp, source_wins, stamp_of
 from crr.ports import (
     MARKER_ORIGIN_BUCKET,
     MARKER_ORIGIN_TIME,
+    MARKER_ORIGIN_VERSION,
     CopyRequest,
     KeyLedger,
     LedgerEntry,
     ObjectState,
     ObjectStore,
+    PeerNudges,
     ProgressDelta,
     ProgressSink,
     RuleLookup,
+    TombstoneRecord,
+    TombstoneRegistry,
 )
 from crr.rules import ReplicationRule
 from crr.sequencer import compare_sequencers
@@ -66,6 +74,7 @@ class Outcome(StrEnum):
     DELETES_NOT_REPLICATED = "deletes_not_replicated"
     REPLICA_OF_DESTINATION = "replica_of_destination"  # written by the opposite rule: never sent back
     DELETE_HELD = "delete_held"  # the mass-delete breaker is open: the replica keeps the object
+    DESTINATION_CURRENT = "destination_current"  # two-way: the destination holds this change or a later one
 
 
 APPLIED = frozenset({Outcome.COPIED, Outcome.DELETED})
@@ -113,6 +122,8 @@ class Replicator:
         progress_interval: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
         breaker: DeleteBreaker | None = None,
+        tombstones: TombstoneRegistry | None = None,
+        nudges: PeerNudges | None = None,
     ) -> None:
         self._rules = rules
         self._objects = objects
@@ -122,6 +133,8 @@ class Replicator:
         self._progress_interval = progress_interval
         self._monotonic = monotonic
         self._breaker = breaker
+        self._tombstones = tombstones
+        self._nudges = nudges
         self._pending = _BatchProgress()
         self._last_flush = -math.inf
 
@@ -223,6 +236,8 @@ class Replicator:
 
     def _reconcile_once(self, rule: ReplicationRule, key: str) -> tuple[Outcome, ObjectState | None]:
         """One HEAD and one write: copy the current version, or delete the replica."""
+        if rule.two_way:
+            return self._reconcile_two_way(rule, key)
         for _ in range(MAX_RECONCILE_ATTEMPTS):
             state = self._objects.head(rule.source_bucket, rule.source_region, key)
             if state is None:
@@ -238,15 +253,101 @@ class Replicator:
             return Outcome.COPIED, state
         raise ReconcileContentionError(f"source {rule.source_bucket}/{key} kept changing during copy")
 
-    def _copy(self, rule: ReplicationRule, state: ObjectState) -> None:
+    def _reconcile_two_way(self, rule: ReplicationRule, key: str) -> tuple[Outcome, ObjectState | None]:
+        """Read both sides, and apply the source's only if it is the later change (crr.mutual)."""
+        registry = self._registry(rule)
+        for _ in range(MAX_RECONCILE_ATTEMPTS):
+            source = self._side(rule.source_bucket, rule.source_region, key, lambda: registry.read_peer(rule, key))
+            if source.origin == rule.destination_bucket:
+                return Outcome.REPLICA_OF_DESTINATION, source.state
+            destination = self._side(
+                rule.destination_bucket, rule.destination_region, key, lambda: registry.read(rule.rule_id, key)
+            )
+            if not source_wins(source, destination, rule.source_bucket):
+                if not in_step(source, destination) and self._nudges is not None:
+                    # The destination's change is the later one, but its own notification may have been
+                    # handled before this source change existed: only the peer may carry it back.
+                    self._nudges.nudge(rule, key)
+                return Outcome.DESTINATION_CURRENT, source.state
+            try:
+                if source.state is None:
+                    return self._retract(rule, key, source, destination), None
+                written = self._copy(rule, source.state, over=destination)
+                if destination.state is None:
+                    self._undo_if_a_delete_slipped_under(rule, key, destination, written)
+            except (SourceChangedError, SourceGoneError, DestinationChangedError):
+                continue  # either side moved since we read it: compare again
+            return Outcome.COPIED, source.state
+        raise ReconcileContentionError(f"{rule.source_bucket}/{key} or its replica kept changing during sync")
+
+    def _undo_if_a_delete_slipped_under(self, rule: ReplicationRule, key: str, seen: SideView, etag: str) -> None:
+        """If-None-Match lets a copy land on a delete marker, so a user's delete made between our read of
+        an absent destination and our copy would be buried. Then our version is removed again (the
+        user's marker is current once more) and the key compared afresh."""
+        newest = self._objects.recent_versions(rule.destination_bucket, rule.destination_region, key, 2)
+        if len(newest) < 2 or newest[0].is_delete_marker or newest[0].etag != etag:
+            return  # nothing under our copy, or it is no longer the newest version
+        ours, under = newest
+        if under.is_delete_marker and under.version_id != seen.marker_version:
+            self._objects.delete_version(rule.destination_bucket, rule.destination_region, key, ours.version_id)
+            raise DestinationChangedError(f"a delete of {rule.destination_bucket}/{key} landed under our copy")
+
+    def _registry(self, rule: ReplicationRule) -> TombstoneRegistry:
+        if self._tombstones is None:
+            raise TypeError(f"rule {rule.rule_id} is two-way, but this replicator was built without a registry")
+        return self._tombstones
+
+    def _side(
+        self, bucket: str, region: str, key: str, registry_record: Callable[[], TombstoneRecord | None]
+    ) -> SideView:
+        state = self._objects.head(bucket, region, key)
+        if state is not None:
+            return SideView(state, stamp_of(state, bucket))
+        newest = self._objects.recent_versions(bucket, region, key, 1)
+        if not newest or not newest[0].is_delete_marker:
+            return SideView(None, None)
+        marker = newest[0]
+        return SideView(None, marker_stamp(marker, bucket, registry_record()), marker.version_id)
+
+    def _retract(self, rule: ReplicationRule, key: str, source: SideView, destination: SideView) -> Outcome:
+        """Delete the destination's version, recording the marker so neither rule mistakes it for a user's."""
+        if destination.state is None or destination.stamp is None:
+            raise TypeError("only a present destination version is retracted")
+        if not rule.replicate_deletes:
+            return Outcome.DELETES_NOT_REPLICATED
+        if self._breaker is not None and not self._breaker.admit(rule, key):
+            return Outcome.DELETE_HELD
+        registry = self._registry(rule)
+        # A purged source (no marker) withdraws its copy under that copy's own stamp.
+        stamp = source.stamp or destination.stamp
+        registry.intend(rule.rule_id, key, stamp, self._clock())
+        try:
+            marker = self._objects.delete(
+                rule.destination_bucket, rule.destination_region, key, if_etag=destination.state.etag
+            )
+        except DestinationChangedError:
+            registry.withdraw(rule.rule_id, key)
+            raise
+        registry.settle(rule.rule_id, key, marker, stamp)
+        return Outcome.DELETED
+
+    def _copy(self, rule: ReplicationRule, state: ObjectState, over: SideView | None = None) -> str:
         """CopyObject, or a multipart copy in the source's own part layout when the source was uploaded in
-        parts: CopyObject would give the replica a single-part ETag, and cannot copy above 5 GiB."""
+        parts: CopyObject would give the replica a single-part ETag, and cannot copy above 5 GiB.
+
+        ``over``: the destination side a two-way copy replaces; the write is conditional on it.
+        """
         request = self._copy_request(rule, state)
+        if over is not None:
+            request = replace(
+                request,
+                destination_etag=over.state.etag if over.state else None,
+                destination_absent=over.state is None,
+            )
         if state.parts_count is None and state.size <= MAX_SINGLE_COPY_BYTES:
-            self._objects.copy(request)
-            return
+            return self._objects.copy(request)
         layout = self._objects.part_sizes(rule.source_bucket, rule.source_region, state)
-        self._objects.multipart_copy(request, plan_parts(state.size, layout))
+        return self._objects.multipart_copy(request, plan_parts(state.size, layout))
 
     def _remove_replica(self, rule: ReplicationRule, key: str) -> Outcome:
         if not rule.replicate_deletes:
@@ -274,6 +375,8 @@ class Replicator:
             MARKER_ORIGIN_BUCKET: rule.source_bucket,
             MARKER_ORIGIN_TIME: state.last_modified.astimezone(UTC).isoformat(timespec="milliseconds"),
         }
+        if state.version_id:
+            marker[MARKER_ORIGIN_VERSION] = state.version_id
         return CopyRequest(
             source_bucket=rule.source_bucket,
             source_region=rule.source_region,

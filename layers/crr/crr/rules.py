@@ -43,6 +43,14 @@ def check_bucket_name(name: str) -> str:
     return name
 
 
+def check_rule_id(rule_id: str) -> str:
+    if not _RULE_ID.match(rule_id):
+        raise InvalidRuleError(
+            f"rule id {rule_id!r} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return rule_id
+
+
 def check_prefix(prefix: str) -> str:
     """Return ``prefix`` if it can select S3 keys, else raise InvalidPrefixError saying why."""
     if prefix == "":
@@ -59,6 +67,22 @@ def check_prefix(prefix: str) -> str:
 
 
 BucketName = Annotated[str, Field(min_length=3, max_length=63)]
+
+
+class PeerRule(BaseModel):
+    """The opposite half of a two-way pair (destination -> source), deployed in the destination region's
+    stack: the rule, the table it keeps its records in, and the queue it takes changes from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rule_id: str
+    rules_table: str = Field(min_length=3, max_length=255)
+    queue_url: str = Field(min_length=1)
+
+    @field_validator("rule_id")
+    @classmethod
+    def _rule_id(cls, value: str) -> str:
+        return check_rule_id(value)
 
 
 class ReplicationRule(BaseModel):
@@ -82,15 +106,12 @@ class ReplicationRule(BaseModel):
     deletes_held: bool = False
     deletes_held_since: datetime | None = None
     breaker_suspended_until: datetime | None = None
+    peer: PeerRule | None = None  # set on both halves of a two-way pair
 
     @field_validator("rule_id")
     @classmethod
     def _rule_id(cls, value: str) -> str:
-        if not _RULE_ID.match(value):
-            raise InvalidRuleError(
-                f"rule id {value!r} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
-            )
-        return value
+        return check_rule_id(value)
 
     @field_validator("source_bucket", "destination_bucket")
     @classmethod
@@ -169,6 +190,11 @@ class ReplicationRule(BaseModel):
     def selects(self, key: str) -> bool:
         """Whether the rule replicates ``key`` (no prefixes: every key)."""
         return not self.prefixes or any(key.startswith(prefix) for prefix in self.prefixes)
+
+    @property
+    def two_way(self) -> bool:
+        """Half of a two-way pair: the destination also replicates back into the source."""
+        return self.peer is not None
 
     def with_status(self, status: RuleStatus) -> ReplicationRule:
         return self.model_copy(update={"status": status})

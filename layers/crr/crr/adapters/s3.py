@@ -16,12 +16,13 @@ from crr.copying import PartRange
 from crr.errors import (
     AccessDeniedError,
     BucketMissingError,
+    DestinationChangedError,
     SourceChangedError,
     SourceGoneError,
     StorageError,
     UnknownBucketError,
 )
-from crr.ports import AclGrants, CopyRequest, ObjectState
+from crr.ports import AclGrants, CopyRequest, KeyVersion, ObjectState
 
 # Parts copied at once by one invocation (each UploadPartCopy is server side: this bounds connections).
 PART_CONCURRENCY = 16
@@ -88,6 +89,7 @@ class S3ObjectStore:
             "CopySourceIfMatch": state.etag,
             "MetadataDirective": "REPLACE",
             "TaggingDirective": "COPY",
+            **_destination_conditions(request),
         }
         try:
             copied = self._s3(request.destination_region).copy_object(**params)
@@ -141,7 +143,9 @@ class S3ObjectStore:
         try:
             with ThreadPoolExecutor(max_workers=min(PART_CONCURRENCY, len(parts))) as pool:
                 done = list(pool.map(copy_part, parts))
-            completed = s3.complete_multipart_upload(**target, MultipartUpload={"Parts": done})
+            completed = s3.complete_multipart_upload(
+                **target, MultipartUpload={"Parts": done}, **_destination_conditions(request)
+            )
         except BaseException as exc:
             # Never leave an incomplete upload behind (it would be billed until a lifecycle rule ends it).
             with suppress(ClientError):
@@ -162,9 +166,41 @@ class S3ObjectStore:
             raise storage_error(exc, "GetObjectTagging", request.source_bucket, request.state.key) from exc
         return {tag["Key"]: tag["Value"] for tag in found.get("TagSet", [])}
 
-    def delete(self, bucket: str, region: str, key: str) -> None:
+    def delete(self, bucket: str, region: str, key: str, if_etag: str | None = None) -> str | None:
+        condition = {"IfMatch": if_etag} if if_etag is not None else {}
         try:
-            self._s3(region).delete_object(Bucket=bucket, Key=key)
+            deleted = self._s3(region).delete_object(Bucket=bucket, Key=key, **condition)
+        except ClientError as exc:
+            if if_etag is not None and (_precondition_failed(exc) or error_code(exc) in _MISSING_KEY):
+                raise DestinationChangedError(f"{bucket}/{key} is no longer version {if_etag}") from exc
+            raise storage_error(exc, "DeleteObject", bucket, key) from exc
+        version = deleted.get("VersionId")
+        return str(version) if deleted.get("DeleteMarker") and version not in (None, "null") else None
+
+    def recent_versions(self, bucket: str, region: str, key: str, count: int) -> list[KeyVersion]:
+        try:
+            # The key sorts before every longer key it prefixes, so its own versions come first.
+            listed = self._s3(region).list_object_versions(Bucket=bucket, Prefix=key, MaxKeys=count)
+        except ClientError as exc:
+            raise storage_error(exc, "ListObjectVersions", bucket, key) from exc
+        entries = [(entry, False) for entry in listed.get("Versions", [])]
+        entries += [(entry, True) for entry in listed.get("DeleteMarkers", [])]
+        found = [
+            (
+                bool(entry.get("IsLatest")),
+                KeyVersion(str(entry["VersionId"]), entry["LastModified"], marker, entry.get("ETag")),
+            )
+            for entry, marker in entries
+            if entry["Key"] == key
+        ]
+        # The response lists versions and markers apart, losing their common order; the current one is
+        # flagged IsLatest and the rest follow by time (exact for the two newest, all crr asks for).
+        found.sort(key=lambda pair: (pair[0], pair[1].last_modified), reverse=True)
+        return [version for _, version in found[:count]]
+
+    def delete_version(self, bucket: str, region: str, key: str, version_id: str) -> None:
+        try:
+            self._s3(region).delete_object(Bucket=bucket, Key=key, VersionId=version_id)
         except ClientError as exc:
             raise storage_error(exc, "DeleteObject", bucket, key) from exc
 
@@ -242,9 +278,26 @@ def _object_headers(request: CopyRequest) -> dict[str, Any]:
     return params
 
 
+def _destination_conditions(request: CopyRequest) -> dict[str, str]:
+    if request.destination_etag is not None:
+        return {"IfMatch": request.destination_etag}
+    if request.destination_absent:
+        return {"IfNoneMatch": "*"}
+    return {}
+
+
+def _precondition_failed(exc: ClientError) -> bool:
+    # 409 ConditionalRequestConflict: a concurrent write to the key won the race for the condition.
+    return error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+
+
 def _copy_error(exc: ClientError, request: CopyRequest, operation: str) -> Exception:
     code = error_code(exc)
-    if code in {"PreconditionFailed", "412"}:
+    if _precondition_failed(exc):
+        condition = str(exc.response.get("Error", {}).get("Condition", "")).lower()
+        destination_conditional = request.destination_etag is not None or request.destination_absent
+        if destination_conditional and "copy-source" not in condition:
+            return DestinationChangedError(f"{request.destination_bucket}/{request.state.key} changed since read")
         return SourceChangedError(f"{request.source_bucket}/{request.state.key} changed since HEAD")
     if code in _MISSING_KEY:
         return SourceGoneError(f"{request.source_bucket}/{request.state.key} vanished since HEAD")

@@ -1,0 +1,98 @@
+"""Two-way sync: how each side of a key is stamped, and whether the source's side should win.
+
+Every version either bucket holds of a key stands for one user change, stamped with its origin
+(crr.stamps): a user's write or delete marker stamps itself; a replica carries its origin's stamp in
+its marker metadata; a delete marker crr made carries none, so the rule that made it keeps a
+TombstoneRecord. The rule S -> D then
+- never sends back what came from D (the loop guard: exactly one copy per user change), and
+- applies S's side to D only when S's stamp is later than D's, conditionally on D still holding the
+  version it compared against. Both rules decide by the same total order, so they converge on the
+  last writer, and a delete never removes a newer write (nor a write resurrect an older delete).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from crr.ports import MARKER_ORIGIN_TIME, MARKER_ORIGIN_VERSION, KeyVersion, ObjectState, TombstoneRecord
+from crr.stamps import Stamp
+
+# How far S3's clock may run behind ours: a marker made this long before our recorded intent to
+# delete is still taken for ours (see ``marker_stamp``).
+CLOCK_SKEW = timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
+class SideView:
+    """What one bucket currently holds of a key."""
+
+    state: ObjectState | None  # the current version; None when absent
+    stamp: Stamp | None  # None: absent without a delete marker (never written, or its versions purged)
+    marker_version: str | None = None  # the delete marker that makes it absent
+
+    @property
+    def origin(self) -> str | None:
+        return self.stamp.origin if self.stamp else None
+
+
+def stamp_of(state: ObjectState, bucket: str) -> Stamp:
+    """A replica's stamp is its origin's (from its marker metadata); anything else was written here."""
+    origin = state.replica_of
+    written = state.metadata.get(MARKER_ORIGIN_TIME)
+    if origin is not None and written is not None:
+        try:
+            return Stamp.of(datetime.fromisoformat(written), origin, state.metadata.get(MARKER_ORIGIN_VERSION))
+        except ValueError:
+            pass  # a damaged marker: the replica counts as a write made here, when it was written
+    return Stamp.of(state.last_modified, bucket, state.version_id)
+
+
+def marker_stamp(marker: KeyVersion, bucket: str, record: TombstoneRecord | None) -> Stamp:
+    """The stamp of the delete a marker stands for.
+
+    ``record`` is the registry of the rule that writes into ``bucket``. A marker it settled carries the
+    stamp it recorded. A marker no younger than a pending intent (written just before the delete) is
+    taken for the one that intent made, since the record of it may have been cut off; otherwise the
+    marker is a user's delete, made in ``bucket`` when S3 says.
+    """
+    if record is not None and record.stamp is not None and record.marker_version == marker.version_id:
+        return record.stamp
+    if (
+        record is not None
+        and record.pending_stamp is not None
+        and record.pending_since is not None
+        and marker.last_modified >= record.pending_since.replace(microsecond=0) - CLOCK_SKEW
+    ):
+        return record.pending_stamp
+    return Stamp.of(marker.last_modified, bucket, marker.version_id)
+
+
+def in_step(source: SideView, destination: SideView) -> bool:
+    """Both sides hold the same change (or nothing at all)."""
+    if source.state is None and destination.state is None:
+        return True
+    if source.stamp is None or destination.stamp is None:
+        return False
+    return (source.state is None) == (destination.state is None) and source.stamp.same_change(destination.stamp)
+
+
+def source_wins(source: SideView, destination: SideView, source_bucket: str) -> bool:
+    """Whether the destination must be made to match the source.
+
+    Both absent: nothing to apply (deleting again would only add markers for the other rule to chase).
+    Source absent with no marker (its versions purged): only the source's own copies are withdrawn.
+    Otherwise the later stamp wins; one second and one origin means both came from the source, whose
+    current version is then the one to hold unless the destination holds exactly it.
+    """
+    if source.state is None and destination.state is None:
+        return False
+    if source.stamp is None:
+        return destination.origin == source_bucket
+    if destination.stamp is None:
+        return True
+    if source.stamp.later_than(destination.stamp):
+        return True
+    if destination.stamp.later_than(source.stamp):
+        return False
+    return not source.stamp.same_change(destination.stamp)
