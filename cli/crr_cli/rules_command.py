@@ -14,7 +14,7 @@ from crr.adapters.notifications import S3BucketNotifications
 from crr.adapters.s3 import S3Buckets
 from crr.adapters.sqs import SqsQueueSender
 from crr.breaker import BreakerSettings, discard_held_deletes, release_held_deletes
-from crr.catalog import RuleCatalog, RuleRequest
+from crr.catalog import PairRemoval, RuleCatalog, RuleRequest, StackScope
 from crr.rules import ReplicationRule
 from crr_cli.stack import discover_stack
 
@@ -37,6 +37,12 @@ def add_rules_parser(subparsers: Any) -> None:
         dest="replica_kms_key_arn",
         help="KMS key ARN (destination region) that re-encrypts SSE-KMS objects",
     )
+    add.add_argument(
+        "--two-way",
+        metavar="PEER_STACK",
+        help="also replicate back: add the reverse rule to PEER_STACK, the crr stack of the destination region",
+    )
+    add.add_argument("--reverse-id", help="id of the reverse rule of --two-way (default: the destination's name)")
     add.add_argument("--json", action="store_true")
     add.set_defaults(func=_add)
 
@@ -61,6 +67,18 @@ def add_rules_parser(subparsers: Any) -> None:
         action.add_argument("rule_id", metavar="RULE")
         action.add_argument("--json", action="store_true")
         action.set_defaults(func=function)
+        if name == "remove":
+            which = action.add_mutually_exclusive_group()
+            which.add_argument(
+                "--pair", dest="pair", action="store_const", const=PairRemoval.BOTH, help="two-way: remove both"
+            )
+            which.add_argument(
+                "--one-direction",
+                dest="pair",
+                action="store_const",
+                const=PairRemoval.ONE_DIRECTION,
+                help="two-way: remove this direction only; the reverse rule stays as a one-way rule",
+            )
 
 
 def _resume_deletes(args: argparse.Namespace) -> int:
@@ -93,11 +111,15 @@ def _resume_deletes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _catalog(args: argparse.Namespace) -> RuleCatalog:
+def _catalog(args: argparse.Namespace, stack_name: str | None = None, region: str | None = None) -> RuleCatalog:
     clients = ClientFactory()
-    stack = discover_stack(clients, args.stack, args.region)
-    rules = DynamoRules(clients.client("dynamodb", stack.region), stack.rules_table, cache_seconds=0)
-    return RuleCatalog(rules, S3Buckets(clients, stack.region), S3BucketNotifications(clients), stack.scope)
+    stack = discover_stack(clients, stack_name or args.stack, region or args.region)
+    return _catalog_of(clients, stack.scope)
+
+
+def _catalog_of(clients: ClientFactory, scope: StackScope) -> RuleCatalog:
+    rules = DynamoRules(clients.client("dynamodb", scope.region), scope.rules_table, cache_seconds=0)
+    return RuleCatalog(rules, S3Buckets(clients, scope.region), S3BucketNotifications(clients), scope)
 
 
 def _print_rules(rules: list[ReplicationRule], as_json: bool) -> None:
@@ -118,22 +140,28 @@ def _print_rules(rules: list[ReplicationRule], as_json: bool) -> None:
 
 def _add(args: argparse.Namespace) -> int:
     catalog = _catalog(args)
-    rule = catalog.add(
-        RuleRequest(
-            source_bucket=args.source,
-            destination_bucket=args.destination,
-            rule_id=args.rule_id,
-            source_region=args.source_region,
-            destination_region=args.destination_region,
-            prefixes=tuple(args.prefixes),
-            replicate_deletes=args.replicate_deletes,
-            storage_class=args.storage_class,
-            replica_kms_key_arn=args.replica_kms_key_arn,
-        )
+    request = RuleRequest(
+        source_bucket=args.source,
+        destination_bucket=args.destination,
+        rule_id=args.rule_id,
+        source_region=args.source_region,
+        destination_region=args.destination_region,
+        prefixes=tuple(args.prefixes),
+        replicate_deletes=args.replicate_deletes,
+        storage_class=args.storage_class,
+        replica_kms_key_arn=args.replica_kms_key_arn,
     )
-    for warning in catalog.advice(rule):
+    if args.two_way is None:
+        rules = [catalog.add(request)]
+    else:
+        destination_region = args.destination_region or S3Buckets(ClientFactory(), args.region).region_of(
+            args.destination
+        )
+        peer = _catalog(args, args.two_way, destination_region)
+        rules = list(catalog.add_two_way(request, peer, args.reverse_id))
+    for warning in catalog.advice(rules[0]):
         print(f"warning: {warning}", file=sys.stderr)
-    _print_rules([rule], args.json)
+    _print_rules(rules, args.json)
     return 0
 
 
@@ -158,7 +186,22 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    rule = _catalog(args).remove(args.rule_id)
+    catalog = _catalog(args)
+    rule = catalog.show(args.rule_id)
+    peer = None
+    if rule.peer is not None and args.pair is not None:
+        # The peer rule's stack is found through what the rule recorded of it.
+        scope = StackScope(
+            region=rule.destination_region,
+            queue_arn="",
+            rules_table=rule.peer.rules_table,
+            queue_url=rule.peer.queue_url,
+        )
+        peer = _catalog_of(ClientFactory(), scope)
+    catalog.remove(args.rule_id, args.pair, peer)
     if not args.json:
         print(f"removed rule {rule.rule_id}; notifications from {rule.source_bucket} unwired")
+        if rule.peer is not None:
+            kept = "removed too" if args.pair is PairRemoval.BOTH else "kept as a one-way rule"
+            print(f"reverse rule {rule.peer.rule_id}: {kept}")
     return 0

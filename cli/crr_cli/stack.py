@@ -33,6 +33,8 @@ class CrrStack:
         return StackScope(
             region=self.region,
             queue_arn=self.queue_arn,
+            rules_table=self.rules_table,
+            queue_url=self.queue_url,
             source_buckets=self.source_buckets,
             destination_buckets=self.destination_buckets,
         )

@@ -15,6 +15,11 @@ fast as the local one can then copy an object that is still half-written. These 
 * records raised while an S3 HTTP request is handled are held back and delivered when the request
   handler returns, i.e. after metadata, ACL and tags are in place.
 
+Conditional copies, as S3 has them and moto does not: CopyObject honours `If-Match` and
+`If-None-Match: *` on the destination key (a delete marker counts as absent) and
+`x-amz-copy-source-if-match` on the source, and CompleteMultipartUpload honours `If-Match`; the check
+and the write happen under the write lock, so they are atomic as on S3.
+
 One performance seam rides along: moto's SQS checks every queued message's visibility through a
 datetime-based clock on each SendMessage (it builds all queue attributes to read one flag), so a
 send costs O(queue depth) at ~4 us per message; a float clock makes that about 7x cheaper.
@@ -37,11 +42,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import boto3
 import moto.sqs.models as sqs_models
 from botocore.config import Config
 from moto.s3 import notifications
+from moto.s3.exceptions import MissingKey, PreconditionFailed
 from moto.s3.models import S3Backend
 from moto.s3.responses import S3Response
 
@@ -234,6 +241,55 @@ def _delete_object(original: Callable[..., Any]) -> Callable[..., Any]:
     return delete
 
 
+def _unquoted(etag: str) -> str:
+    return etag.strip('"')
+
+
+def _check_destination(response: Any, key_name: str) -> None:
+    """Raise PreconditionFailed as S3 does when the destination's If-Match / If-None-Match fails."""
+    if_match, if_none_match = response.headers.get("If-Match"), response.headers.get("If-None-Match")
+    if not (if_match or if_none_match):
+        return
+    current = response.backend.get_object(response.bucket_name, key_name)
+    if if_match and current is None:
+        raise MissingKey(key=key_name)
+    if if_match and _unquoted(if_match) != _unquoted(current.etag):
+        raise PreconditionFailed("If-Match")
+    if if_none_match == "*" and current is not None:
+        raise PreconditionFailed("If-None-Match")
+
+
+def _conditional_copy(original: Callable[..., Any]) -> Callable[..., Any]:
+    def copy_object(self: Any) -> Any:
+        with _WRITE_LOCK:
+            _check_destination(self, self.parse_key_name())
+            expected = self.headers.get("x-amz-copy-source-if-match")
+            if expected:
+                source = self.headers.get("x-amz-copy-source", "")
+                bucket, _, rest = unquote(source.lstrip("/")).partition("/")
+                key, _, query = rest.partition("?versionId=")
+                found = self.backend.get_object(bucket, key, version_id=query or None)
+                if found is not None and _unquoted(found.etag) != _unquoted(expected):
+                    raise PreconditionFailed("x-amz-copy-source-If-Match")
+            return original(self)
+
+    return copy_object
+
+
+def _conditional_complete(original: Callable[..., Any]) -> Callable[..., Any]:
+    def key_response_post(self: Any, *args: Any) -> Any:
+        # (request, body, bucket_name, query, key_name), as moto passes them
+        query, key_name = args[3], args[4]
+        if not query.get("uploadId"):
+            return original(self, *args)
+        with _WRITE_LOCK:
+            if self.headers.get("If-Match"):
+                _check_destination(self, key_name)
+            return original(self, *args)
+
+    return key_response_post
+
+
 def _fast_unix_time_millis(original: Callable[..., float]) -> Callable[..., float]:
     def unix_time_millis(dt: Any = None) -> float:
         return original(dt) if dt is not None else time.time() * 1000.0
@@ -253,6 +309,8 @@ def install() -> None:
         setattr(S3Backend, name, _locked(getattr(S3Backend, name)))
     setattr(S3Backend, "complete_multipart_upload", _complete_multipart_upload(S3Backend.complete_multipart_upload))  # noqa: B010
     setattr(S3Backend, "delete_object", _delete_object(S3Backend.delete_object))  # noqa: B010
+    setattr(S3Response, "copy_object", _conditional_copy(S3Response.copy_object))  # noqa: B010
+    setattr(S3Response, "_key_response_post", _conditional_complete(S3Response._key_response_post))  # noqa: B010
     for name in ("bucket_response", "key_response"):
         setattr(S3Response, name, _defer_until_request_returns(getattr(S3Response, name), delivery))
     setattr(sqs_models, "unix_time_millis", _fast_unix_time_millis(getattr(sqs_models, "unix_time_millis")))  # noqa: B009, B010

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
-from crr.errors import BucketNotAllowedError, BucketRegionMismatchError, InvalidRuleError
-from crr.rules import ReplicationRule, RuleStatus
+from crr.errors import (
+    BucketNotAllowedError,
+    BucketRegionMismatchError,
+    InvalidRuleError,
+    PairedRuleError,
+    VersioningRequiredError,
+)
+from crr.rules import PeerRule, ReplicationRule, RuleStatus
 
 
 class BucketDirectory(Protocol):
@@ -18,6 +25,8 @@ class BucketDirectory(Protocol):
     def aborts_incomplete_uploads(self, bucket: str, region: str) -> bool:
         """Whether a lifecycle rule of the bucket aborts incomplete multipart uploads (for every key)."""
         ...
+
+    def versioning_enabled(self, bucket: str, region: str) -> bool: ...
 
 
 class NotificationWiring(Protocol):
@@ -36,6 +45,12 @@ class RuleStore(Protocol):
     def list(self) -> list[ReplicationRule]: ...
     def set_status(self, rule_id: str, status: RuleStatus) -> ReplicationRule: ...
     def remove(self, rule_id: str) -> ReplicationRule: ...
+    def set_peer(self, rule_id: str, peer: PeerRule | None) -> ReplicationRule: ...
+
+
+class PairRemoval(StrEnum):
+    BOTH = "both"  # remove both directions
+    ONE_DIRECTION = "one-direction"  # remove this one; the other becomes a one-way rule
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,8 @@ class StackScope:
 
     region: str
     queue_arn: str
+    rules_table: str = ""
+    queue_url: str = ""
     source_buckets: Sequence[str] = field(default_factory=tuple)
     destination_buckets: Sequence[str] = field(default_factory=tuple)
 
@@ -76,6 +93,59 @@ class RuleCatalog:
         Raises InvalidRuleError subclasses, UnknownBucketError, BucketRegionMismatchError,
         BucketNotAllowedError, or the claim conflicts of ``RuleStore.create``.
         """
+        rule = self._validated(request)
+        self._store.create(rule)
+        try:
+            self._notifications.subscribe(rule, self._scope.queue_arn)
+        except Exception:
+            self._store.remove(rule.rule_id)  # no rule without its notifications
+            raise
+        return rule
+
+    def add_two_way(
+        self, request: RuleRequest, peer: RuleCatalog, reverse_rule_id: str | None = None
+    ) -> tuple[ReplicationRule, ReplicationRule]:
+        """Both directions of a two-way pair: this stack's rule and the reverse in ``peer`` (the stack of
+        the destination region). Both buckets must be versioned. All or nothing.
+
+        Raises what ``add`` raises, for either direction, and VersioningRequiredError.
+        """
+        forward = self._validated(request)
+        reverse = peer._validated(
+            RuleRequest(
+                source_bucket=forward.destination_bucket,
+                destination_bucket=forward.source_bucket,
+                rule_id=reverse_rule_id or forward.destination_bucket,
+                source_region=forward.destination_region,
+                destination_region=forward.source_region,
+                prefixes=forward.prefixes,
+                replicate_deletes=forward.replicate_deletes,
+                storage_class=forward.storage_class,
+            )
+        )
+        for rule in (forward, reverse):
+            if not self._buckets.versioning_enabled(rule.source_bucket, rule.source_region):
+                raise VersioningRequiredError(rule.source_bucket)
+        forward = forward.model_copy(update={"peer": peer._as_peer(reverse.rule_id)})
+        reverse = reverse.model_copy(update={"peer": self._as_peer(forward.rule_id)})
+        self._store.create(forward)
+        try:
+            peer._store.create(reverse)
+        except Exception:
+            self._store.remove(forward.rule_id)
+            raise
+        try:
+            self._notifications.subscribe(forward, self._scope.queue_arn)
+            peer._notifications.subscribe(reverse, peer._scope.queue_arn)
+        except Exception:
+            self.remove(forward.rule_id, PairRemoval.BOTH, peer)
+            raise
+        return forward, reverse
+
+    def _as_peer(self, rule_id: str) -> PeerRule:
+        return PeerRule(rule_id=rule_id, rules_table=self._scope.rules_table, queue_url=self._scope.queue_url)
+
+    def _validated(self, request: RuleRequest) -> ReplicationRule:
         source_region = self._located(request.source_bucket, request.source_region)
         destination_region = self._located(request.destination_bucket, request.destination_region)
         rule = ReplicationRule.create(
@@ -97,12 +167,6 @@ class RuleCatalog:
             )
         _require_allowed(rule.source_bucket, "SourceBuckets", self._scope.source_buckets)
         _require_allowed(rule.destination_bucket, "DestinationBuckets", self._scope.destination_buckets)
-        self._store.create(rule)
-        try:
-            self._notifications.subscribe(rule, self._scope.queue_arn)
-        except Exception:
-            self._store.remove(rule.rule_id)  # no rule without its notifications
-            raise
         return rule
 
     def _located(self, bucket: str, declared: str | None) -> str:
@@ -134,9 +198,21 @@ class RuleCatalog:
     def resume(self, rule_id: str) -> ReplicationRule:
         return self._store.set_status(rule_id, RuleStatus.ENABLED)
 
-    def remove(self, rule_id: str) -> ReplicationRule:
-        """Unwire notifications first, so no record arrives for a rule that no longer exists."""
+    def remove(self, rule_id: str, pair: PairRemoval | None = None, peer: RuleCatalog | None = None) -> ReplicationRule:
+        """Unwire notifications first, so no record arrives for a rule that no longer exists.
+
+        One direction of a two-way pair is removed only when ``pair`` says what becomes of the other
+        (``peer``: the catalog of the stack holding it); else PairedRuleError.
+        """
         rule = self._store.get(rule_id)
+        if rule.peer is not None:
+            if pair is None or peer is None:
+                raise PairedRuleError(rule.rule_id, rule.peer.rule_id)
+            if pair is PairRemoval.BOTH:
+                peer._store.set_peer(rule.peer.rule_id, None)
+                peer.remove(rule.peer.rule_id)
+            else:
+                peer._store.set_peer(rule.peer.rule_id, None)
         self._notifications.unsubscribe(rule)
         return self._store.remove(rule_id)
 

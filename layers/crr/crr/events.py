@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -264,3 +264,31 @@ def parse_notification(body: str) -> list[ChangeEvent | IgnoredNotification]:
 
 def _summarise(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+
+
+# configurationId of the notices crr sends itself (no sequencer: the ledger never fences them out).
+NUDGE_CONFIGURATION_ID = "crr-peer-nudge"
+
+
+def change_notice(
+    bucket: str, region: str, key: str, *, configuration_id: str, at: datetime, event_name: str = "ObjectCreated:Put"
+) -> str:
+    """The body of an S3 notification (as S3 sends it to SQS) saying that ``key`` changed.
+
+    The replicator reconciles the key's current state whatever the event name says.
+    """
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": region,
+        "eventTime": at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "eventName": event_name,
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": configuration_id,
+            "bucket": {"name": bucket},
+            # Form-URL-encoded like S3's own records (a space becomes '+'); decode_key undoes it.
+            "object": {"key": quote_plus(key, safe="/")},
+        },
+    }
+    return json.dumps({"Records": [record]}, separators=(",", ":"))

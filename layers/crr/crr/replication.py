@@ -304,8 +304,11 @@ class Replicator:
         if state is not None:
             return SideView(state, stamp_of(state, bucket))
         newest = self._objects.recent_versions(bucket, region, key, 1)
-        if not newest or not newest[0].is_delete_marker:
+        if not newest:
             return SideView(None, None)
+        if not newest[0].is_delete_marker:
+            # Written since the HEAD found it absent: read both sides again.
+            raise SourceChangedError(f"{bucket}/{key} changed while being read")
         marker = newest[0]
         return SideView(None, marker_stamp(marker, bucket, registry_record()), marker.version_id)
 

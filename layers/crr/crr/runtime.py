@@ -5,9 +5,16 @@ from __future__ import annotations
 from functools import cache
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.dynamodb import DynamoBreakerStore, DynamoFailureLog, DynamoLedger, DynamoProgress, DynamoRules
+from crr.adapters.dynamodb import (
+    DynamoBreakerStore,
+    DynamoFailureLog,
+    DynamoLedger,
+    DynamoProgress,
+    DynamoRules,
+    DynamoTombstones,
+)
 from crr.adapters.s3 import S3ObjectStore
-from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsQueueSender
+from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsPeerNudges, SqsQueueSender
 from crr.breaker import BreakerSettings, DeleteBreaker
 from crr.failures import Backoff
 from crr.replay import DeadLetters, ReplayReport, ReplayRequest
@@ -34,6 +41,10 @@ def _service_for(settings: FunctionSettings) -> ReplicationService:
         progress=DynamoProgress(dynamodb, settings.rules_table_name),
         progress_interval=settings.progress_flush_seconds,
         breaker=DeleteBreaker(DynamoBreakerStore(dynamodb, settings.rules_table_name), breaker_settings(settings)),
+        tombstones=DynamoTombstones(
+            lambda region: clients.client("dynamodb", region), settings.region, settings.rules_table_name
+        ),
+        nudges=SqsPeerNudges(lambda region: clients.client("sqs", region)),
     )
     failed_messages = SqsFailedMessages(
         clients.client("sqs", settings.region), settings.replication_queue_url, settings.dead_letter_queue_url

@@ -22,17 +22,16 @@ exactly as it does for a real change, and its ledger stays right: missing and st
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
-from urllib.parse import quote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from crr.errors import CrrError, ListingOrderError, RepairIncompleteError, RepairRefusedError
+from crr.events import change_notice
 from crr.rules import ReplicationRule
 
 # SendMessageBatch takes at most 10 messages per request.
@@ -263,21 +262,14 @@ def repair_message(rule: ReplicationRule, finding: Finding, at: datetime) -> str
     if finding.verdict not in REPAIRABLE:
         raise ValueError(f"a {finding.verdict.value} key needs no repair")
     event_name = "ObjectRemoved:Delete" if finding.verdict is Verdict.EXTRA else "ObjectCreated:Put"
-    record = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "awsRegion": rule.source_region,
-        "eventTime": at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "eventName": event_name,
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "configurationId": REPAIR_CONFIGURATION_ID,
-            "bucket": {"name": rule.source_bucket},
-            # Form-URL-encoded like S3's own records (a space becomes '+'); events.decode_key undoes it.
-            "object": {"key": quote_plus(finding.key, safe="/")},
-        },
-    }
-    return json.dumps({"Records": [record]}, separators=(",", ":"))
+    return change_notice(
+        rule.source_bucket,
+        rule.source_region,
+        finding.key,
+        configuration_id=REPAIR_CONFIGURATION_ID,
+        at=at,
+        event_name=event_name,
+    )
 
 
 def repair_messages(rule: ReplicationRule, findings: Iterable[Finding], at: datetime) -> Iterator[str]:

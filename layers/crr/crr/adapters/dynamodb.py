@@ -6,6 +6,7 @@ Item layout (pk / sk):
 - ``DST#<bucket>`` / ``CLAIM``    the rule a destination bucket receives from
 - ``RULE#<id>`` / ``KEY#<key>``   the ledger: last applied sequencer, revision, ETag (TTL: expires_at)
 - ``RULE#<id>`` / ``PROGRESS``    counters (atomic ADD) and the time of the last sync
+- ``RULE#<id>`` / ``TOMB#<key>``  two-way: the delete marker the rule made for the key, and its stamp
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,8 +33,9 @@ from crr.errors import (
     StateStoreError,
 )
 from crr.failures import FailureKind, FailureReason, FailureRecord
-from crr.ports import LedgerEntry, ProgressDelta, QueueMessage
-from crr.rules import ReplicationRule, RuleStatus
+from crr.ports import LedgerEntry, ProgressDelta, QueueMessage, TombstoneRecord
+from crr.rules import PeerRule, ReplicationRule, RuleStatus
+from crr.stamps import Stamp
 
 RULE_SK = "RULE"
 CLAIM_SK = "CLAIM"
@@ -60,10 +62,10 @@ def rule_pk(rule_id: str) -> str:
     return f"RULE#{rule_id}"
 
 
-def ledger_sk(key: str) -> str:
+def ledger_sk(key: str, kind: str = "KEY") -> str:
     if len(key.encode("utf-8")) <= _MAX_PLAIN_SK_BYTES:
-        return f"KEY#{key}"
-    return f"KEYH#{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
+        return f"{kind}#{key}"
+    return f"{kind}H#{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
 
 
 def _state_error(exc: ClientError, operation: str) -> StateStoreError:
@@ -205,6 +207,28 @@ class DynamoRules:
         self._forget(rule.source_bucket)
         return rule
 
+    def set_peer(self, rule_id: str, peer: PeerRule | None) -> ReplicationRule:
+        rule = self.get(rule_id).model_copy(update={"peer": peer})
+        update: dict[str, Any] = {"UpdateExpression": "REMOVE peer"}
+        if peer is not None:
+            update = {
+                "UpdateExpression": "SET peer = :peer",
+                "ExpressionAttributeValues": _to_item({":peer": peer.model_dump()}),
+            }
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_to_item({"pk": rule_pk(rule_id), "sk": RULE_SK}),
+                ConditionExpression="attribute_exists(pk)",
+                **update,
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise RuleNotFoundError(rule_id) from exc
+            raise _state_error(exc, "UpdateItem") from exc
+        self._forget(rule.source_bucket)
+        return rule
+
     def remove(self, rule_id: str) -> ReplicationRule:
         """Delete the rule and release its claims (the ledger stays and ages out through its TTL)."""
         rule = self.get(rule_id)
@@ -329,6 +353,78 @@ class DynamoLedger:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise LedgerConflictError(f"ledger of {key!r} moved past revision {expected_revision}") from exc
             raise _state_error(exc, "PutItem") from exc
+
+
+class DynamoTombstones:
+    """TombstoneRegistry over DynamoDB. The peer's records are read from the peer's table, in the
+    destination region (one consistent GetItem, made only when a source key is a delete marker)."""
+
+    def __init__(self, client_for: Callable[[str], Any], region: str, table_name: str) -> None:
+        self._client_for = client_for
+        self._region = region
+        self._table = table_name
+
+    def read(self, rule_id: str, key: str) -> TombstoneRecord | None:
+        return self._read(self._region, self._table, rule_id, key)
+
+    def read_peer(self, rule: ReplicationRule, key: str) -> TombstoneRecord | None:
+        if rule.peer is None:
+            return None
+        return self._read(rule.destination_region, rule.peer.rules_table, rule.peer.rule_id, key)
+
+    def _read(self, region: str, table: str, rule_id: str, key: str) -> TombstoneRecord | None:
+        try:
+            found = self._client_for(region).get_item(
+                TableName=table, Key=_to_item(self._key(rule_id, key)), ConsistentRead=True
+            )
+        except ClientError as exc:
+            raise _state_error(exc, f"GetItem on {table} in {region}") from exc
+        if "Item" not in found:
+            return None
+        item = _from_item(found["Item"])
+        since = item.get("pending_since")
+        return TombstoneRecord(
+            marker_version=item.get("marker"),
+            stamp=Stamp.decode(item["stamp"]) if item.get("stamp") else None,
+            pending_stamp=Stamp.decode(item["pending_stamp"]) if item.get("pending_stamp") else None,
+            pending_since=datetime.fromisoformat(str(since)) if since else None,
+        )
+
+    def intend(self, rule_id: str, key: str, stamp: Stamp, at: datetime) -> None:
+        self._update(
+            rule_id,
+            key,
+            "SET pending_stamp = :stamp, pending_since = :since, expires_at = :expires",
+            {":stamp": stamp.encode(), ":since": at.isoformat(), ":expires": int((at + LEDGER_TTL).timestamp())},
+        )
+
+    def settle(self, rule_id: str, key: str, marker_version: str | None, stamp: Stamp) -> None:
+        item = {
+            **self._key(rule_id, key),
+            "marker": marker_version,
+            "stamp": stamp.encode(),
+            "expires_at": int((datetime.now(UTC) + LEDGER_TTL).timestamp()),
+        }
+        try:
+            self._client_for(self._region).put_item(TableName=self._table, Item=_to_item(item))
+        except ClientError as exc:
+            raise _state_error(exc, "PutItem") from exc
+
+    def withdraw(self, rule_id: str, key: str) -> None:
+        self._update(rule_id, key, "REMOVE pending_stamp, pending_since", None)
+
+    def _update(self, rule_id: str, key: str, expression: str, values: dict[str, Any] | None) -> None:
+        extra = {"ExpressionAttributeValues": _to_item(values)} if values else {}
+        try:
+            self._client_for(self._region).update_item(
+                TableName=self._table, Key=_to_item(self._key(rule_id, key)), UpdateExpression=expression, **extra
+            )
+        except ClientError as exc:
+            raise _state_error(exc, "UpdateItem") from exc
+
+    @staticmethod
+    def _key(rule_id: str, key: str) -> dict[str, str]:
+        return {"pk": rule_pk(rule_id), "sk": ledger_sk(key, "TOMB")}
 
 
 class DynamoProgress:

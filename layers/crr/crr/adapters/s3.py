@@ -352,6 +352,13 @@ class S3Buckets:
         constraint = found.get("LocationConstraint") or "us-east-1"
         return "eu-west-1" if constraint == "EU" else str(constraint)
 
+    def versioning_enabled(self, bucket: str, region: str) -> bool:
+        try:
+            found = self._clients.client("s3", region).get_bucket_versioning(Bucket=bucket)
+        except ClientError as exc:
+            raise storage_error(exc, "GetBucketVersioning", bucket, None) from exc
+        return bool(found.get("Status") == "Enabled")
+
     def aborts_incomplete_uploads(self, bucket: str, region: str) -> bool:
         try:
             found = self._clients.client("s3", region).get_bucket_lifecycle_configuration(Bucket=bucket)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,9 +10,11 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.errors import CrrError
+from crr.events import NUDGE_CONFIGURATION_ID, change_notice
 from crr.failures import FailureRecord
 from crr.ports import QueueMessage
 from crr.replay import RawDeadLetter
+from crr.rules import ReplicationRule
 
 # Message attributes carrying a dead-lettered message's reason (``crr dlq list`` reads them).
 REASON_ATTRIBUTES = (
@@ -123,6 +126,33 @@ class SqsDeadLetterQueue:
             self._sqs.change_message_visibility(QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=0)
         except ClientError:
             return  # it becomes visible again when the hold expires anyway
+
+
+class SqsPeerNudges:
+    """PeerNudges over SQS: an S3-shaped change notice for the destination key, sent to the peer rule's
+    queue in the destination region (the peer reconciles it like any record without a sequencer)."""
+
+    def __init__(self, client_for: Callable[[str], Any], clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self._client_for = client_for
+        self._clock = clock
+
+    def nudge(self, rule: ReplicationRule, key: str) -> None:
+        if rule.peer is None:
+            return
+        body = change_notice(
+            rule.destination_bucket,
+            rule.destination_region,
+            key,
+            configuration_id=NUDGE_CONFIGURATION_ID,
+            at=self._clock(),
+        )
+        try:
+            self._client_for(rule.destination_region).send_message(QueueUrl=rule.peer.queue_url, MessageBody=body)
+        except ClientError as exc:
+            raise QueueError(
+                f"SendMessage to the peer queue of rule {rule.peer.rule_id} failed: {error_message(exc)}",
+                error_code(exc),
+            ) from exc
 
 
 class SqsQueueSender:
