@@ -3,7 +3,9 @@
 Starts the local cloud, deploys template.yaml in us-west-1, creates a source bucket there and a
 destination bucket in us-east-1, adds a rule with the CLI, then creates, overwrites and deletes
 objects (awkward keys, empty object, metadata, tags, content headers) and waits, polling with a
-deadline, until the destination equals the source. Exits 0 only if it does.
+deadline, until the destination equals the source. Then a two-way pair: a stack in each region,
+`crr rules add --two-way`, writes on both sides and a deliberate same-key race, until both sides are
+identical. Exits 0 only if both parts converge.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.scenario import create_bucket, run_cli
 from crr_cli.snapshot import Difference, compare, snapshot
@@ -22,6 +26,9 @@ from crr_cli.snapshot import Difference, compare, snapshot
 SOURCE_REGION, DESTINATION_REGION = "us-west-1", "us-east-1"
 SOURCE, DESTINATION = "crr-demo-source", "crr-demo-replica"
 STACK = "crr-demo"
+# The two-way part: one stack per region, each replicating its own site's bucket into the other.
+WEST_SITE, EAST_SITE = "crr-demo-west-site", "crr-demo-east-site"
+WEST_STACK, EAST_STACK = "crr-demo-west", "crr-demo-east"
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
@@ -68,11 +75,33 @@ OVERWRITES = [
 DELETES = ["to-delete/old.log", "to-delete/older.log"]
 
 
+def abort_incomplete_uploads(s3: Any, bucket: str) -> None:
+    """What `crr rules add` advises for a destination: no abandoned multipart upload lives forever."""
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "abort-incomplete-uploads",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": ""},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+                }
+            ]
+        },
+    )
+
+
 def wait_until_equal(source_s3: Any, replica_s3: Any, source: str, replica: str, deadline_s: float) -> Difference:
     """Poll until the replica equals the source or the deadline passes; returns the last comparison."""
     deadline = time.monotonic() + deadline_s
     while True:
-        difference = compare(snapshot(source_s3, source), snapshot(replica_s3, replica))
+        try:
+            difference = compare(snapshot(source_s3, source), snapshot(replica_s3, replica))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchKey":
+                raise
+            continue  # a key went away between listing and reading it: the buckets are still moving
         if difference.equal or time.monotonic() > deadline:
             return difference
         time.sleep(0.1)
@@ -101,20 +130,7 @@ def run(deadline_s: float) -> int:
         source_s3, replica_s3 = cloud.client("s3", SOURCE_REGION), cloud.client("s3", DESTINATION_REGION)
         create_bucket(source_s3, SOURCE, SOURCE_REGION, versioned=True)
         create_bucket(replica_s3, DESTINATION, DESTINATION_REGION, versioned=False)
-        # What `crr rules add` advises for a destination: no abandoned multipart upload lives forever.
-        replica_s3.put_bucket_lifecycle_configuration(
-            Bucket=DESTINATION,
-            LifecycleConfiguration={
-                "Rules": [
-                    {
-                        "ID": "abort-incomplete-uploads",
-                        "Status": "Enabled",
-                        "Filter": {"Prefix": ""},
-                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
-                    }
-                ]
-            },
-        )
+        abort_incomplete_uploads(replica_s3, DESTINATION)
         print(f"  buckets: {SOURCE} ({SOURCE_REGION}, versioned) → {DESTINATION} ({DESTINATION_REGION})")
         print("$ crr rules add --source crr-demo-source --destination crr-demo-replica")
         if run_cli(cloud, STACK, SOURCE_REGION, ["rules", "add", "--source", SOURCE, "--destination", DESTINATION]):
@@ -150,6 +166,46 @@ def run(deadline_s: float) -> int:
             f"  converged {converged - writes_done:.2f}s after the last write "
             f"({converged - writes_started:.2f}s after the first); whole demo {converged - started:.1f}s"
         )
+        return two_way(cloud, deadline_s)
+
+
+def two_way(cloud: LocalCloud, deadline_s: float) -> int:
+    """Both regions write; a race on one key; both sides end identical (last writer wins)."""
+    print(f"\ncrr demo, two-way: {WEST_SITE} ({SOURCE_REGION}) <-> {EAST_SITE} ({DESTINATION_REGION})")
+    west_s3, east_s3 = cloud.client("s3", SOURCE_REGION), cloud.client("s3", DESTINATION_REGION)
+    for name, region, source, destination in (
+        (WEST_STACK, SOURCE_REGION, WEST_SITE, EAST_SITE),
+        (EAST_STACK, DESTINATION_REGION, EAST_SITE, WEST_SITE),
+    ):
+        cloud.deploy(TEMPLATE, name, region, {"SourceBuckets": source, "DestinationBuckets": destination})
+        create_bucket(cloud.client("s3", region), source, region, versioned=True)
+        abort_incomplete_uploads(cloud.client("s3", region), source)
+    print(f"  stacks {WEST_STACK} ({SOURCE_REGION}) and {EAST_STACK} ({DESTINATION_REGION}) deployed")
+    print(f"$ crr rules add --source {WEST_SITE} --destination {EAST_SITE} --two-way {EAST_STACK}")
+    arguments = ["rules", "add", "--source", WEST_SITE, "--destination", EAST_SITE, "--two-way", EAST_STACK]
+    if run_cli(cloud, WEST_STACK, SOURCE_REGION, arguments):
+        return 1
+    started = time.monotonic()
+    west_s3.put_object(Bucket=WEST_SITE, Key="reports/west.csv", Body=b"written in the west\n")
+    east_s3.put_object(Bucket=EAST_SITE, Key="reports/east.csv", Body=b"written in the east\n")
+    east_s3.put_object(Bucket=EAST_SITE, Key="reports/gone.csv", Body=b"deleted from the west soon\n")
+    wait_until_equal(west_s3, east_s3, WEST_SITE, EAST_SITE, deadline_s)
+    west_s3.delete_object(Bucket=WEST_SITE, Key="reports/gone.csv")
+    # The race: both sites write one key at the same moment; the later write wins on both sides
+    # (the same second: the bucket whose name sorts last wins, here the west site).
+    west_s3.put_object(Bucket=WEST_SITE, Key="shared/config.json", Body=b'{"edited_in": "west"}\n')
+    east_s3.put_object(Bucket=EAST_SITE, Key="shared/config.json", Body=b'{"edited_in": "east"}\n')
+    print("  wrote on both sides, deleted one key in the west, and raced both sides on shared/config.json")
+    difference = wait_until_equal(west_s3, east_s3, WEST_SITE, EAST_SITE, deadline_s)
+    converged = time.monotonic()
+    both = snapshot(west_s3, WEST_SITE)
+    for key in sorted(both):
+        body = west_s3.get_object(Bucket=WEST_SITE, Key=key)["Body"].read().decode().strip()
+        print(f"  {key:<24} {body}")
+    if not difference.equal:
+        print(f"\nFAILED: the two sites differ after {deadline_s:.0f}s:\n{difference.describe()}")
+        return 1
+    print(f"\nOK: {len(both)} objects identical in {WEST_SITE} and {EAST_SITE} ({converged - started:.2f}s)")
     return 0
 
 

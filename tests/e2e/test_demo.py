@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def test_the_demo_replicates_creates_overwrites_and_deletes_into_the_other_region(tmp_path: Path) -> None:
+def test_the_demo_replicates_one_way_then_two_way_into_the_other_region(tmp_path: Path) -> None:
     # Given a fresh working directory (the local cloud keeps its state and logs there)
     environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     # When the demo runs
@@ -29,4 +29,8 @@ def test_the_demo_replicates_creates_overwrites_and_deletes_into_the_other_regio
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     assert "OK: 7 objects in crr-demo-replica equal crr-demo-source" in finished.stdout
     assert "to-delete/" not in finished.stdout.split("KEY", 1)[1]
+    # And the two-way part ends with both sites identical: the race won by one side, the delete applied
+    two_way = finished.stdout.split("crr demo, two-way", 1)[1]
+    assert "OK: 3 objects identical in crr-demo-west-site and crr-demo-east-site" in two_way
+    assert "reports/gone.csv" not in two_way.split("raced both sides", 1)[1]
     assert (tmp_path / ".local-cloud" / "logs" / "crr-demo-ReplicateFunction.log").exists()
