@@ -257,27 +257,11 @@ class Replicator:
         """Read both sides, and apply the source's only if it is the later change (crr.mutual)."""
         registry = self._registry(rule)
         for _ in range(MAX_RECONCILE_ATTEMPTS):
-            source = self._side(rule.source_bucket, rule.source_region, key, lambda: registry.read_peer(rule, key))
-            if source.origin == rule.destination_bucket:
-                return Outcome.REPLICA_OF_DESTINATION, source.state
-            destination = self._side(
-                rule.destination_bucket, rule.destination_region, key, lambda: registry.read(rule.rule_id, key)
-            )
-            if not source_wins(source, destination, rule.source_bucket):
-                if not in_step(source, destination) and self._nudges is not None:
-                    # The destination's change is the later one, but its own notification may have been
-                    # handled before this source change existed: only the peer may carry it back.
-                    self._nudges.nudge(rule, key)
-                return Outcome.DESTINATION_CURRENT, source.state
             try:
-                if source.state is None:
-                    return self._retract(rule, key, source, destination), None
-                written = self._copy(rule, source.state, over=destination)
-                if destination.state is None:
-                    self._undo_if_a_delete_slipped_under(rule, key, destination, written)
+                outcome, state = self._sync_once(rule, key, registry)
             except (SourceChangedError, SourceGoneError, DestinationChangedError):
                 continue  # either side moved since we read it: compare again
-            return Outcome.COPIED, source.state
+            return outcome, state
         raise ReconcileContentionError(f"{rule.source_bucket}/{key} or its replica kept changing during sync")
 
     def _undo_if_a_delete_slipped_under(self, rule: ReplicationRule, key: str, seen: SideView, etag: str) -> None:
@@ -291,6 +275,28 @@ class Replicator:
         if under.is_delete_marker and under.version_id != seen.marker_version:
             self._objects.delete_version(rule.destination_bucket, rule.destination_region, key, ours.version_id)
             raise DestinationChangedError(f"a delete of {rule.destination_bucket}/{key} landed under our copy")
+
+    def _sync_once(
+        self, rule: ReplicationRule, key: str, registry: TombstoneRegistry
+    ) -> tuple[Outcome, ObjectState | None]:
+        source = self._side(rule.source_bucket, rule.source_region, key, lambda: registry.read_peer(rule, key))
+        if source.origin == rule.destination_bucket:
+            return Outcome.REPLICA_OF_DESTINATION, source.state
+        destination = self._side(
+            rule.destination_bucket, rule.destination_region, key, lambda: registry.read(rule.rule_id, key)
+        )
+        if not source_wins(source, destination, rule.source_bucket):
+            if not in_step(source, destination) and self._nudges is not None:
+                # The destination's change is the later one, but its own notification may have been
+                # handled before this source change existed: only the peer may carry it back.
+                self._nudges.nudge(rule, key)
+            return Outcome.DESTINATION_CURRENT, source.state
+        if source.state is None:
+            return self._retract(rule, key, source, destination), None
+        written = self._copy(rule, source.state, over=destination)
+        if destination.state is None:
+            self._undo_if_a_delete_slipped_under(rule, key, destination, written)
+        return Outcome.COPIED, source.state
 
     def _registry(self, rule: ReplicationRule) -> TombstoneRegistry:
         if self._tombstones is None:
