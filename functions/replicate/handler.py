@@ -32,5 +32,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
             )
         )
 
-    with service.batch():
+    with service.batch(remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000):
         return process_partial_response(event=event, record_handler=handle, processor=processor, context=context)

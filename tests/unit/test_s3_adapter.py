@@ -10,7 +10,7 @@ from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3Buckets, S3ObjectStore
 from crr.errors import BucketMissingError, SourceGoneError, StorageError, UnknownBucketError
 from crr.ports import CopyRequest, ObjectState
-from tests.support.aws import client, create_bucket
+from tests.support.aws import client, create_bucket, upload_in_parts
 
 SRC, DST = "src-bucket", "dst-bucket"
 
@@ -158,21 +158,6 @@ def test_an_sse_kms_object_is_re_encrypted_with_the_replica_key_and_sse_s3_is_ke
     secret = east.head_object(Bucket=DST, Key="secret")
     assert (secret["ServerSideEncryption"], secret["SSEKMSKeyId"]) == ("aws:kms", replica_key)
     assert east.head_object(Bucket=DST, Key="plain")["ServerSideEncryption"] == "AES256"
-
-
-def upload_in_parts(s3: Any, bucket: str, key: str, sizes: list[int], **extra: Any) -> str:
-    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
-    parts = [
-        {
-            "PartNumber": number,
-            "ETag": s3.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=bytes([number]) * size
-            )["ETag"],
-        }
-        for number, size in enumerate(sizes, start=1)
-    ]
-    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
-    return str(s3.head_object(Bucket=bucket, Key=key)["ETag"])
 
 
 MIB = 1024 * 1024

@@ -33,7 +33,8 @@ class PartRange:
         return f"bytes={self.first_byte}-{self.last_byte}"
 
 
-def _ranges(sizes: Sequence[int]) -> list[PartRange]:
+def part_ranges(sizes: Sequence[int]) -> list[PartRange]:
+    """Consecutive ranges of these sizes, numbered from 1."""
     ranges, start = [], 0
     for number, size in enumerate(sizes, start=1):
         ranges.append(PartRange(number, start, start + size - 1))
@@ -58,10 +59,10 @@ def plan_parts(
     if total <= 0:
         raise ValueError("multipart copy needs a non-empty object")
     if source_parts and is_valid_layout(source_parts, total):
-        return _ranges(source_parts)
+        return part_ranges(source_parts)
     part = max(preferred_part, MIN_PART, -(-total // MAX_PARTS))
     part = -(-part // MIB) * MIB  # whole MiB
     if part > MAX_PART:
         raise ValueError(f"{total} bytes do not fit in {MAX_PARTS} parts of at most 5 GiB")
     full, rest = divmod(total, part)
-    return _ranges([part] * full + ([rest] if rest else []))
+    return part_ranges([part] * full + ([rest] if rest else []))

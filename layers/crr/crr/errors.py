@@ -216,3 +216,45 @@ class RepairIncompleteError(CrrError):
 
 class ReplicaKeyMissingError(CrrError):
     """An SSE-KMS source object, but the rule names no destination-region key to re-encrypt it with."""
+
+
+class WorkflowError(CrrError):
+    """A Step Functions request failed (starting or describing a workflow execution)."""
+
+    def __init__(self, message: str, code: str = "Unknown") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---- backfill ----------------------------------------------------------------------------------
+
+
+class BackfillError(CrrError):
+    """A backfill job, or one page of it, cannot go on as asked."""
+
+
+class BackfillPageError(BackfillError):
+    """A whole page failed: a listing was refused, a bucket is missing, or keys that failed could not be
+    handed to the replication queue. Nothing of the page is recorded, so the page may be run again."""
+
+    def __init__(self, rule_id: str, job_id: str, sequence: int, detail: str, code: str = "Unknown") -> None:
+        super().__init__(f"backfill {job_id} of rule {rule_id}, page {sequence}: {detail}")
+        self.rule_id = rule_id
+        self.job_id = job_id
+        self.sequence = sequence
+        self.code = code
+
+
+class BackfillRefusedError(BackfillError):
+    """The page cannot run for this rule: the rule is paused, or it is not the rule the job was planned for."""
+
+
+class BackfillJobNotFoundError(BackfillError):
+    def __init__(self, rule_id: str, job_id: str) -> None:
+        super().__init__(f"rule {rule_id!r} has no backfill job {job_id!r}")
+        self.rule_id = rule_id
+        self.job_id = job_id
+
+
+class BackfillJobConflictError(BackfillError):
+    """A page result arrived out of order, or the job's status forbids the change asked for."""

@@ -268,6 +268,7 @@ def _summarise(exc: ValidationError) -> str:
 
 # configurationId of the notices crr sends itself (no sequencer: the ledger never fences them out).
 NUDGE_CONFIGURATION_ID = "crr-peer-nudge"
+LARGE_COPY_CONFIGURATION_ID = "crr-large-copy"
 
 
 def change_notice(

@@ -15,7 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from crr.ports import MARKER_ORIGIN_TIME, MARKER_ORIGIN_VERSION, KeyVersion, ObjectState, TombstoneRecord
+from crr.errors import DestinationChangedError
+from crr.ports import (
+    MARKER_ORIGIN_TIME,
+    MARKER_ORIGIN_VERSION,
+    KeyVersion,
+    ObjectState,
+    ObjectStore,
+    TombstoneRecord,
+)
 from crr.stamps import Stamp
 
 # How far S3's clock may run behind ours: a marker made this long before our recorded intent to
@@ -96,3 +104,19 @@ def source_wins(source: SideView, destination: SideView, source_bucket: str) -> 
     if destination.stamp.later_than(source.stamp):
         return False
     return not source.stamp.same_change(destination.stamp)
+
+
+def undo_buried_delete(
+    objects: ObjectStore, bucket: str, region: str, key: str, *, written_etag: str, seen_marker: str | None
+) -> None:
+    """If-None-Match lets a copy land on a delete marker, so a user's delete made between our read of an
+    absent destination (whose newest marker was ``seen_marker``) and our copy would be buried. Then our
+    version is removed again (the user's marker is current once more) and DestinationChangedError tells
+    the caller to compare afresh."""
+    newest = objects.recent_versions(bucket, region, key, 2)
+    if len(newest) < 2 or newest[0].is_delete_marker or newest[0].etag != written_etag:
+        return  # nothing under our copy, or it is no longer the newest version
+    ours, under = newest
+    if under.is_delete_marker and under.version_id != seen_marker:
+        objects.delete_version(bucket, region, key, ours.version_id)
+        raise DestinationChangedError(f"a delete of {bucket}/{key} landed under our copy")

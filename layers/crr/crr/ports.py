@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from crr.copying import PartRange
 from crr.failures import FailureReason, FailureRecord
 from crr.rules import ReplicationRule
 from crr.stamps import Stamp
+
+if TYPE_CHECKING:
+    from crr.large_copy import LargeCopyJob
 
 # User-metadata keys crr writes on every replica (S3 returns them lower-cased). They make a replica
 # recognisable with the HEAD the replicator already does, at no extra request (DESIGN.md §3.4).
@@ -148,6 +151,57 @@ class ObjectStore(Protocol):
     def multipart_copy(self, request: CopyRequest, parts: list[PartRange]) -> str:
         """Copy in parts (in parallel), with every header, metadata, tags and grants set explicitly;
         abort the upload on any failure so none is left behind. Raises as ``copy`` does."""
+        ...
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """A part a multipart upload already holds (from ListParts, or from the copy that made it)."""
+
+    number: int
+    size: int
+    etag: str
+
+
+class MultipartUploads(Protocol):
+    """The destination's multipart uploads, step by step, for copies spread over several invocations."""
+
+    def create(self, request: CopyRequest) -> str:
+        """CreateMultipartUpload with every header, metadata, tags and grants of the replica; its id."""
+        ...
+
+    def copy_part(self, request: CopyRequest, upload_id: str, part: PartRange) -> UploadedPart:
+        """UploadPartCopy pinned to the source version and ETag. Raises as ``ObjectStore.copy`` does."""
+        ...
+
+    def parts(self, request: CopyRequest, upload_id: str, first: int, last: int) -> dict[int, UploadedPart]:
+        """The parts numbered ``first``..``last`` the upload holds (ListParts, one request per 1000)."""
+        ...
+
+    def complete(self, request: CopyRequest, upload_id: str, parts: list[UploadedPart]) -> str:
+        """CompleteMultipartUpload (conditional like a two-way copy); the replica's ETag."""
+        ...
+
+    def abort(self, request: CopyRequest, upload_id: str) -> None:
+        """AbortMultipartUpload; an upload already gone (completed or aborted) is fine."""
+        ...
+
+
+class LargeCopyLauncher(Protocol):
+    def start(self, job: LargeCopyJob) -> None:
+        """Start the large-copy workflow for ``job`` (idempotent per source version)."""
+        ...
+
+
+class KeyHandOver(Protocol):
+    """Where a key goes when a copy workflow cannot finish it, so it is never lost."""
+
+    def reconcile(self, request: CopyRequest, why: str) -> None:
+        """Ask the live path to reconcile the key's current state (a change notice on its queue)."""
+        ...
+
+    def dead_letter(self, rule_id: str, request: CopyRequest, reason: FailureReason, attempt_id: str) -> None:
+        """Put a change notice for the key into the dead-letter queue with ``reason`` (replayable)."""
         ...
 
 

@@ -38,13 +38,15 @@ from crr.errors import (
     WrongRegionError,
 )
 from crr.events import ChangeEvent
-from crr.mutual import SideView, in_step, marker_stamp, source_wins, stamp_of
+from crr.large_copy import LargeCopyJob, LargeObjectSettings
+from crr.mutual import SideView, in_step, marker_stamp, source_wins, stamp_of, undo_buried_delete
 from crr.ports import (
     MARKER_ORIGIN_BUCKET,
     MARKER_ORIGIN_TIME,
     MARKER_ORIGIN_VERSION,
     CopyRequest,
     KeyLedger,
+    LargeCopyLauncher,
     LedgerEntry,
     ObjectState,
     ObjectStore,
@@ -75,6 +77,7 @@ class Outcome(StrEnum):
     REPLICA_OF_DESTINATION = "replica_of_destination"  # written by the opposite rule: never sent back
     DELETE_HELD = "delete_held"  # the mass-delete breaker is open: the replica keeps the object
     DESTINATION_CURRENT = "destination_current"  # two-way: the destination holds this change or a later one
+    COPY_STARTED = "copy_started"  # too large for this invocation: the large-copy workflow copies it
 
 
 APPLIED = frozenset({Outcome.COPIED, Outcome.DELETED})
@@ -100,6 +103,8 @@ class _BatchProgress:
             delta.bytes_copied += result.bytes_copied
         elif result.outcome is Outcome.DELETED:
             delta.deletes_applied += 1
+        elif result.outcome is Outcome.COPY_STARTED:
+            return  # the workflow counts the copy when it completes
         else:
             delta.skipped += 1
         if result.outcome in APPLIED and (
@@ -124,6 +129,8 @@ class Replicator:
         breaker: DeleteBreaker | None = None,
         tombstones: TombstoneRegistry | None = None,
         nudges: PeerNudges | None = None,
+        large_objects: LargeObjectSettings | None = None,
+        large_copies: LargeCopyLauncher | None = None,
     ) -> None:
         self._rules = rules
         self._objects = objects
@@ -135,17 +142,25 @@ class Replicator:
         self._breaker = breaker
         self._tombstones = tombstones
         self._nudges = nudges
+        self._large_objects = large_objects or LargeObjectSettings()
+        self._large_copies = large_copies
+        self._remaining_seconds: Callable[[], float] = lambda: math.inf
         self._pending = _BatchProgress()
         self._last_flush = -math.inf
 
     @contextmanager
-    def batch(self) -> Iterator[Replicator]:
+    def batch(self, remaining_seconds: Callable[[], float] | None = None) -> Iterator[Replicator]:
         """Group applies so progress costs one write per rule per flush interval, not one per object.
+
+        ``remaining_seconds``: the time the invocation has left; a copy estimated not to fit in it is
+        handed to the large-copy workflow (when there is one).
 
         Counts accumulate across batches of a warm process and are written at the end of the first
         batch after ``progress_interval`` seconds (0: every batch). At low rates batches hold one
         record, so flushing per batch would double the DynamoDB writes per object.
         """
+        if remaining_seconds is not None:
+            self._remaining_seconds = remaining_seconds
         try:
             yield self
         finally:
@@ -245,12 +260,12 @@ class Replicator:
             if state.replica_of == rule.destination_bucket:
                 return Outcome.REPLICA_OF_DESTINATION, state
             try:
-                self._copy(rule, state)
+                written = self._copy(rule, state)
             except SourceChangedError:
                 continue  # overwritten between HEAD and copy: read the newer version
             except SourceGoneError:
                 return self._remove_replica(rule, key), None
-            return Outcome.COPIED, state
+            return (Outcome.COPIED if written is not None else Outcome.COPY_STARTED), state
         raise ReconcileContentionError(f"source {rule.source_bucket}/{key} kept changing during copy")
 
     def _reconcile_two_way(self, rule: ReplicationRule, key: str) -> tuple[Outcome, ObjectState | None]:
@@ -263,18 +278,6 @@ class Replicator:
                 continue  # either side moved since we read it: compare again
             return outcome, state
         raise ReconcileContentionError(f"{rule.source_bucket}/{key} or its replica kept changing during sync")
-
-    def _undo_if_a_delete_slipped_under(self, rule: ReplicationRule, key: str, seen: SideView, etag: str) -> None:
-        """If-None-Match lets a copy land on a delete marker, so a user's delete made between our read of
-        an absent destination and our copy would be buried. Then our version is removed again (the
-        user's marker is current once more) and the key compared afresh."""
-        newest = self._objects.recent_versions(rule.destination_bucket, rule.destination_region, key, 2)
-        if len(newest) < 2 or newest[0].is_delete_marker or newest[0].etag != etag:
-            return  # nothing under our copy, or it is no longer the newest version
-        ours, under = newest
-        if under.is_delete_marker and under.version_id != seen.marker_version:
-            self._objects.delete_version(rule.destination_bucket, rule.destination_region, key, ours.version_id)
-            raise DestinationChangedError(f"a delete of {rule.destination_bucket}/{key} landed under our copy")
 
     def _sync_once(
         self, rule: ReplicationRule, key: str, registry: TombstoneRegistry
@@ -294,8 +297,17 @@ class Replicator:
         if source.state is None:
             return self._retract(rule, key, source, destination), None
         written = self._copy(rule, source.state, over=destination)
+        if written is None:
+            return Outcome.COPY_STARTED, source.state
         if destination.state is None:
-            self._undo_if_a_delete_slipped_under(rule, key, destination, written)
+            undo_buried_delete(
+                self._objects,
+                rule.destination_bucket,
+                rule.destination_region,
+                key,
+                written_etag=written,
+                seen_marker=destination.marker_version,
+            )
         return Outcome.COPIED, source.state
 
     def _registry(self, rule: ReplicationRule) -> TombstoneRegistry:
@@ -340,11 +352,13 @@ class Replicator:
         registry.settle(rule.rule_id, key, marker, stamp)
         return Outcome.DELETED
 
-    def _copy(self, rule: ReplicationRule, state: ObjectState, over: SideView | None = None) -> str:
-        """CopyObject, or a multipart copy in the source's own part layout when the source was uploaded in
-        parts: CopyObject would give the replica a single-part ETag, and cannot copy above 5 GiB.
+    def _copy(self, rule: ReplicationRule, state: ObjectState, over: SideView | None = None) -> str | None:
+        """CopyObject; or, for a source uploaded in parts or above the multipart threshold, a copy in parts
+        (in the source's own part layout, so the replica's ETag is the source's), made here when it fits
+        the invocation's remaining time, else handed to the large-copy workflow (returns None then).
 
         ``over``: the destination side a two-way copy replaces; the write is conditional on it.
+        Returns the replica's ETag.
         """
         request = self._copy_request(rule, state)
         if over is not None:
@@ -353,10 +367,22 @@ class Replicator:
                 destination_etag=over.state.etag if over.state else None,
                 destination_absent=over.state is None,
             )
-        if state.parts_count is None and state.size <= MAX_SINGLE_COPY_BYTES:
+        settings = self._large_objects
+        if state.parts_count is None and state.size <= min(settings.multipart_threshold, MAX_SINGLE_COPY_BYTES):
             return self._objects.copy(request)
-        layout = self._objects.part_sizes(rule.source_bucket, rule.source_region, state)
-        return self._objects.multipart_copy(request, plan_parts(state.size, layout))
+        layout = self._objects.part_sizes(rule.source_bucket, rule.source_region, state) if state.parts_count else None
+        parts = plan_parts(state.size, layout, settings.preferred_part)
+        if self._large_copies is not None and not settings.fits(state.size, self._remaining_seconds()):
+            job = LargeCopyJob(
+                rule_id=rule.rule_id,
+                request=request,
+                part_sizes=[part.size for part in parts],
+                event_time=state.last_modified,
+                seen_marker_version=over.marker_version if over is not None else None,
+            )
+            self._large_copies.start(job)
+            return None
+        return self._objects.multipart_copy(request, parts)
 
     def _remove_replica(self, rule: ReplicationRule, key: str) -> Outcome:
         if not rule.replicate_deletes:

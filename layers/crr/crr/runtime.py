@@ -14,9 +14,11 @@ from crr.adapters.dynamodb import (
     DynamoTombstones,
 )
 from crr.adapters.s3 import S3ObjectStore
-from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsPeerNudges, SqsQueueSender
+from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsKeyHandOver, SqsPeerNudges, SqsQueueSender
+from crr.adapters.stepfunctions import StepFunctionsLargeCopies
 from crr.breaker import BreakerSettings, DeleteBreaker
 from crr.failures import Backoff
+from crr.large_copy import LargeCopier, LargeObjectSettings
 from crr.replay import DeadLetters, ReplayReport, ReplayRequest
 from crr.replication import Replicator
 from crr.service import ReplicationService
@@ -45,6 +47,14 @@ def _service_for(settings: FunctionSettings) -> ReplicationService:
             lambda region: clients.client("dynamodb", region), settings.region, settings.rules_table_name
         ),
         nudges=SqsPeerNudges(lambda region: clients.client("sqs", region)),
+        large_objects=large_object_settings(settings),
+        large_copies=(
+            StepFunctionsLargeCopies(
+                clients.client("stepfunctions", settings.region), settings.large_copy_state_machine_arn
+            )
+            if settings.large_copy_state_machine_arn
+            else None
+        ),
     )
     failed_messages = SqsFailedMessages(
         clients.client("sqs", settings.region), settings.replication_queue_url, settings.dead_letter_queue_url
@@ -85,4 +95,28 @@ def breaker_settings(settings: FunctionSettings) -> BreakerSettings:
         count=settings.delete_breaker_count,
         percent=settings.delete_breaker_percent,
         window_seconds=settings.delete_breaker_window_seconds,
+    )
+
+
+def large_object_settings(settings: FunctionSettings) -> LargeObjectSettings:
+    return LargeObjectSettings(
+        multipart_threshold=settings.multipart_threshold_bytes,
+        preferred_part=settings.part_size_bytes,
+        copy_bytes_per_second=settings.copy_bytes_per_second,
+    )
+
+
+def large_copier(function_seconds: float) -> LargeCopier:
+    """The large-copy workflow's steps for the current environment; a batch is planned to take at most
+    half of ``function_seconds`` (the function's time). Raises ConfigurationError if it is incomplete."""
+    settings = FunctionSettings.from_environment()
+    clients = _clients()
+    return LargeCopier(
+        S3ObjectStore(clients).uploads,
+        S3ObjectStore(clients),
+        SqsKeyHandOver(
+            clients.client("sqs", settings.region), settings.replication_queue_url, settings.dead_letter_queue_url
+        ),
+        DynamoProgress(clients.client("dynamodb", settings.region), settings.rules_table_name),
+        batch_bytes=large_object_settings(settings).batch_bytes(function_seconds),
     )

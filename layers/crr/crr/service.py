@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -59,9 +59,11 @@ class ReplicationService:
         self._rule_metrics = RuleMetrics()
 
     @contextmanager
-    def batch(self) -> Iterator[ReplicationService]:
+    def batch(self, remaining_seconds: Callable[[], float] | None = None) -> Iterator[ReplicationService]:
+        """``remaining_seconds``: the time the invocation has left (copies that do not fit go to the
+        large-copy workflow)."""
         try:
-            with self._replicator.batch():
+            with self._replicator.batch(remaining_seconds):
                 yield self
         finally:
             self._rule_metrics.flush()

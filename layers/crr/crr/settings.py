@@ -27,6 +27,12 @@ class FunctionSettings(BaseModel):
     delete_breaker_count: int = Field(default=1000, ge=1)
     delete_breaker_percent: float = Field(default=50.0, ge=0, le=100)
     delete_breaker_window_seconds: int = Field(default=300, ge=1)
+    # Large objects: copy in parts above this size (or when the source was uploaded in parts), in parts
+    # of this size, and hand a copy to the large-copy workflow when it would not fit at this rate.
+    multipart_threshold_bytes: int = Field(default=5 * 1024**3, ge=5 * 1024**2, le=5 * 1024**3)
+    part_size_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
+    copy_bytes_per_second: float = Field(default=100 * 1024**2, gt=0)
+    large_copy_state_machine_arn: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> FunctionSettings:
@@ -44,6 +50,10 @@ class FunctionSettings(BaseModel):
             "delete_breaker_count": env.get("DELETE_BREAKER_COUNT", "1000"),
             "delete_breaker_percent": env.get("DELETE_BREAKER_PERCENT", "50"),
             "delete_breaker_window_seconds": env.get("DELETE_BREAKER_WINDOW_SECONDS", "300"),
+            "multipart_threshold_bytes": env.get("MULTIPART_THRESHOLD_BYTES", str(5 * 1024**3)),
+            "part_size_bytes": env.get("PART_SIZE_BYTES", str(64 * 1024**2)),
+            "copy_bytes_per_second": env.get("COPY_BYTES_PER_SECOND", str(100 * 1024**2)),
+            "large_copy_state_machine_arn": env.get("LARGE_COPY_STATE_MACHINE_ARN") or None,
         }
         try:
             return cls.model_validate(values)
@@ -59,6 +69,9 @@ class FunctionSettings(BaseModel):
                 "delete_breaker_count": "DELETE_BREAKER_COUNT",
                 "delete_breaker_percent": "DELETE_BREAKER_PERCENT",
                 "delete_breaker_window_seconds": "DELETE_BREAKER_WINDOW_SECONDS",
+                "multipart_threshold_bytes": "MULTIPART_THRESHOLD_BYTES",
+                "part_size_bytes": "PART_SIZE_BYTES",
+                "copy_bytes_per_second": "COPY_BYTES_PER_SECOND",
             }
             problems = ", ".join(f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors())
             raise ConfigurationError(f"function environment is incomplete: {problems}") from None

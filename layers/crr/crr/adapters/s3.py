@@ -22,7 +22,7 @@ from crr.errors import (
     StorageError,
     UnknownBucketError,
 )
-from crr.ports import AclGrants, CopyRequest, KeyVersion, ObjectState
+from crr.ports import AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedPart
 
 # Parts copied at once by one invocation (each UploadPartCopy is server side: this bounds connections).
 PART_CONCURRENCY = 16
@@ -118,53 +118,22 @@ class S3ObjectStore:
             return list(pool.map(size_of, range(1, count + 1)))
 
     def multipart_copy(self, request: CopyRequest, parts: list[PartRange]) -> str:
-        s3 = self._s3(request.destination_region)
-        state = request.state
-        create = _object_headers(request)
-        tags = self._source_tags(request)
-        if tags:
-            create["Tagging"] = urlencode(tags)
-        try:
-            upload = s3.create_multipart_upload(**create)["UploadId"]
-        except ClientError as exc:
-            raise _copy_error(exc, request, "CreateMultipartUpload") from exc
-        target = {"Bucket": request.destination_bucket, "Key": state.key, "UploadId": upload}
-
-        def copy_part(part: PartRange) -> dict[str, Any]:
-            copied = s3.upload_part_copy(
-                **target,
-                PartNumber=part.number,
-                CopySource=_copy_source(request),
-                CopySourceRange=part.header,
-                CopySourceIfMatch=state.etag,
-            )
-            return {"PartNumber": part.number, "ETag": copied["CopyPartResult"]["ETag"]}
-
+        uploads = self.uploads
+        upload_id = uploads.create(request)
         try:
             with ThreadPoolExecutor(max_workers=min(PART_CONCURRENCY, len(parts))) as pool:
-                done = list(pool.map(copy_part, parts))
-            completed = s3.complete_multipart_upload(
-                **target, MultipartUpload={"Parts": done}, **_destination_conditions(request)
-            )
-        except BaseException as exc:
-            # Never leave an incomplete upload behind (it would be billed until a lifecycle rule ends it).
-            with suppress(ClientError):
-                s3.abort_multipart_upload(**target)
-            if isinstance(exc, ClientError):
-                raise _copy_error(exc, request, "UploadPartCopy") from exc
+                done = list(pool.map(lambda part: uploads.copy_part(request, upload_id, part), parts))
+            return uploads.complete(request, upload_id, done)
+        except BaseException:
+            # Never leave an incomplete upload behind (it would be billed until a lifecycle rule ends it);
+            # if even the abort fails, the original error is the one worth reporting.
+            with suppress(StorageError):
+                uploads.abort(request, upload_id)
             raise
-        return str(completed.get("ETag", ""))
 
-    def _source_tags(self, request: CopyRequest) -> dict[str, str]:
-        """Multipart uploads cannot copy tags (no TaggingDirective), so they are read and set explicitly."""
-        version = {"VersionId": request.state.version_id} if request.state.version_id else {}
-        try:
-            found = self._s3(request.source_region).get_object_tagging(
-                Bucket=request.source_bucket, Key=request.state.key, **version
-            )
-        except ClientError as exc:
-            raise storage_error(exc, "GetObjectTagging", request.source_bucket, request.state.key) from exc
-        return {tag["Key"]: tag["Value"] for tag in found.get("TagSet", [])}
+    @property
+    def uploads(self) -> S3MultipartUploads:
+        return S3MultipartUploads(self._clients)
 
     def delete(self, bucket: str, region: str, key: str, if_etag: str | None = None) -> str | None:
         condition = {"IfMatch": if_etag} if if_etag is not None else {}
@@ -245,6 +214,85 @@ class S3ObjectStore:
         with self._lock:
             self._acls_enabled[bucket] = (enabled, now + self._ownership_ttl)
         return enabled
+
+
+class S3MultipartUploads:
+    """MultipartUploads over boto3: the steps of a copy in parts, each one request (ListParts: per 1000)."""
+
+    def __init__(self, clients: ClientFactory) -> None:
+        self._clients = clients
+
+    def _s3(self, region: str) -> Any:
+        return self._clients.client("s3", region)
+
+    def create(self, request: CopyRequest) -> str:
+        create = _object_headers(request)
+        tags = self._source_tags(request)
+        if tags:
+            create["Tagging"] = urlencode(tags)
+        try:
+            return str(self._s3(request.destination_region).create_multipart_upload(**create)["UploadId"])
+        except ClientError as exc:
+            raise _copy_error(exc, request, "CreateMultipartUpload") from exc
+
+    def _source_tags(self, request: CopyRequest) -> dict[str, str]:
+        """Multipart uploads cannot copy tags (no TaggingDirective), so they are read and set explicitly."""
+        version = {"VersionId": request.state.version_id} if request.state.version_id else {}
+        try:
+            found = self._s3(request.source_region).get_object_tagging(
+                Bucket=request.source_bucket, Key=request.state.key, **version
+            )
+        except ClientError as exc:
+            raise storage_error(exc, "GetObjectTagging", request.source_bucket, request.state.key) from exc
+        return {tag["Key"]: tag["Value"] for tag in found.get("TagSet", [])}
+
+    def copy_part(self, request: CopyRequest, upload_id: str, part: PartRange) -> UploadedPart:
+        try:
+            copied = self._s3(request.destination_region).upload_part_copy(
+                **_upload(request, upload_id),
+                PartNumber=part.number,
+                CopySource=_copy_source(request),
+                CopySourceRange=part.header,
+                CopySourceIfMatch=request.state.etag,
+            )
+        except ClientError as exc:
+            raise _copy_error(exc, request, "UploadPartCopy") from exc
+        return UploadedPart(part.number, part.size, str(copied["CopyPartResult"]["ETag"]))
+
+    def parts(self, request: CopyRequest, upload_id: str, first: int, last: int) -> dict[int, UploadedPart]:
+        paginator = self._s3(request.destination_region).get_paginator("list_parts")
+        found: dict[int, UploadedPart] = {}
+        try:
+            for page in paginator.paginate(**_upload(request, upload_id), PartNumberMarker=first - 1):
+                for item in page.get("Parts", []):
+                    number = int(item["PartNumber"])
+                    if number > last:
+                        return found
+                    found[number] = UploadedPart(number, int(item["Size"]), str(item["ETag"]))
+        except ClientError as exc:
+            raise storage_error(exc, "ListParts", request.destination_bucket, request.state.key) from exc
+        return found
+
+    def complete(self, request: CopyRequest, upload_id: str, parts: list[UploadedPart]) -> str:
+        listed = [{"PartNumber": part.number, "ETag": part.etag} for part in sorted(parts, key=lambda p: p.number)]
+        try:
+            completed = self._s3(request.destination_region).complete_multipart_upload(
+                **_upload(request, upload_id), MultipartUpload={"Parts": listed}, **_destination_conditions(request)
+            )
+        except ClientError as exc:
+            raise _copy_error(exc, request, "CompleteMultipartUpload") from exc
+        return str(completed.get("ETag", ""))
+
+    def abort(self, request: CopyRequest, upload_id: str) -> None:
+        try:
+            self._s3(request.destination_region).abort_multipart_upload(**_upload(request, upload_id))
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchUpload":
+                raise storage_error(exc, "AbortMultipartUpload", request.destination_bucket, request.state.key) from exc
+
+
+def _upload(request: CopyRequest, upload_id: str) -> dict[str, str]:
+    return {"Bucket": request.destination_bucket, "Key": request.state.key, "UploadId": upload_id}
 
 
 def _copy_source(request: CopyRequest) -> dict[str, str]:

@@ -10,9 +10,9 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.errors import CrrError
-from crr.events import NUDGE_CONFIGURATION_ID, change_notice
-from crr.failures import FailureRecord
-from crr.ports import QueueMessage
+from crr.events import LARGE_COPY_CONFIGURATION_ID, NUDGE_CONFIGURATION_ID, change_notice
+from crr.failures import FailureReason, FailureRecord
+from crr.ports import CopyRequest, QueueMessage
 from crr.replay import RawDeadLetter
 from crr.rules import ReplicationRule
 
@@ -167,3 +167,56 @@ class SqsQueueSender:
             raise QueueError(
                 f"SendMessage to the replication queue failed: {error_message(exc)}", error_code(exc)
             ) from exc
+
+
+class SqsKeyHandOver:
+    """KeyHandOver over SQS: a change notice for the source key, to the replication queue (the live path
+    reconciles it) or to the dead-letter queue with the failure's reason attributes (replayable)."""
+
+    def __init__(
+        self,
+        client: Any,
+        queue_url: str,
+        dead_letter_queue_url: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._sqs = client
+        self._queue_url = queue_url
+        self._dlq_url = dead_letter_queue_url
+        self._clock = clock
+
+    def _notice(self, request: CopyRequest) -> str:
+        return change_notice(
+            request.source_bucket,
+            request.source_region,
+            request.state.key,
+            configuration_id=LARGE_COPY_CONFIGURATION_ID,
+            at=self._clock(),
+        )
+
+    def reconcile(self, request: CopyRequest, why: str) -> None:
+        try:
+            self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=self._notice(request))
+        except ClientError as exc:
+            raise QueueError(
+                f"SendMessage to the replication queue failed ({why}): {error_message(exc)}", error_code(exc)
+            ) from exc
+
+    def dead_letter(self, rule_id: str, request: CopyRequest, reason: FailureReason, attempt_id: str) -> None:
+        now = self._clock()
+        record = FailureRecord(
+            message_id=attempt_id,
+            reason=reason,
+            attempts=1,
+            first_failure=now,
+            last_failure=now,
+            rule_id=rule_id,
+            bucket=request.source_bucket,
+            key=request.state.key,
+        )
+        try:
+            self._sqs.send_message(
+                QueueUrl=self._dlq_url, MessageBody=self._notice(request), MessageAttributes=reason_attributes(record)
+            )
+        except ClientError as exc:
+            raise QueueError(f"SendMessage to the DLQ failed: {error_message(exc)}", error_code(exc)) from exc
