@@ -98,6 +98,11 @@ class S3ObjectStore:
         return str(copied.get("CopyObjectResult", {}).get("ETag", ""))
 
     def part_sizes(self, bucket: str, region: str, state: ObjectState) -> list[int]:
+        """One GetObjectAttributes per 1000 parts where S3 lists them (objects uploaded with a checksum),
+        else one HEAD ?partNumber=n per part."""
+        listed = self._listed_part_sizes(bucket, region, state)
+        if listed is not None:
+            return listed
         count = state.parts_count or 1
         version = {"VersionId": state.version_id} if state.version_id else {}
 
@@ -116,6 +121,36 @@ class S3ObjectStore:
 
         with ThreadPoolExecutor(max_workers=min(PART_CONCURRENCY, count)) as pool:
             return list(pool.map(size_of, range(1, count + 1)))
+
+    def _listed_part_sizes(self, bucket: str, region: str, state: ObjectState) -> list[int] | None:
+        """The part sizes from GetObjectAttributes, or None when S3 does not list them all (AWS lists
+        parts only of objects uploaded with an additional checksum) or the call is not allowed."""
+        version = {"VersionId": state.version_id} if state.version_id else {}
+        sizes: list[int] = []
+        marker = 0
+        while True:
+            try:
+                found = self._s3(region).get_object_attributes(
+                    Bucket=bucket,
+                    Key=state.key,
+                    ObjectAttributes=["ETag", "ObjectParts"],
+                    PartNumberMarker=marker,
+                    **version,
+                )
+            except ClientError as exc:
+                if error_code(exc) in _MISSING_KEY:
+                    raise SourceGoneError(f"{bucket}/{state.key} vanished while reading its parts") from exc
+                return None  # not allowed or not supported: the HEADs still work
+            parts = found.get("ObjectParts", {})
+            sizes.extend(int(part["Size"]) for part in parts.get("Parts", []) if "Size" in part)
+            if not parts.get("IsTruncated"):
+                break
+            marker = int(parts["NextPartNumberMarker"])
+        if not sizes or len(sizes) != state.parts_count:
+            return None
+        if str(found.get("ETag", "")).strip('"') != state.etag.strip('"'):
+            raise SourceChangedError(f"{bucket}/{state.key} changed while reading its parts")
+        return sizes
 
     def multipart_copy(self, request: CopyRequest, parts: list[PartRange]) -> str:
         uploads = self.uploads
