@@ -12,6 +12,11 @@ coupling to the other services (unlike S3 -> SQS notifications), so it gets a se
 Streams. `client()`, the functions' workers (`AWS_ENDPOINT_URL_DYNAMODB`), `aws_environment()`
 and moto's Step Functions tasks all route DynamoDB there; `request_counts()` adds up both.
 
+moto executes the state machines of deployed templates (`MOTO_CONFIG`); their Lambda tasks come
+back to this process, to a Lambda Invoke API (`lambda_api`, at `lambda_endpoint_url`) that runs the
+handlers on the executor's warm workers, as `invoke()` does. moto keeps serving the rest of the
+Lambda API (the functions' configuration).
+
 Dev and test tool only; never deployed.
 """
 
@@ -43,6 +48,7 @@ from crr_cli.localcloud.clients import (
 )
 from crr_cli.localcloud.deploy import DeployedStack, deploy_stack
 from crr_cli.localcloud.executor import FunctionSpec, Invocation, LambdaExecutor
+from crr_cli.localcloud.lambda_api import LambdaApiServer
 from crr_cli.localcloud.poller import DEFAULT_CONCURRENCY, SqsEventSourcePoller
 
 START_TIMEOUT_S = 30.0
@@ -160,6 +166,7 @@ class LocalCloud:
         self._dynamodb: _MotoServer | None = None
         self._clients: ClientFactory | None = None
         self._executor: LambdaExecutor | None = None
+        self._lambda_api: LambdaApiServer | None = None
         self._pollers: list[SqsEventSourcePoller] = []
         self._lock = threading.Lock()
 
@@ -187,6 +194,14 @@ class LocalCloud:
     def service_endpoints(self) -> dict[str, str]:
         """boto3 service name -> endpoint, for the services not served by `endpoint_url`."""
         return dict(self.clients.service_endpoints)
+
+    @property
+    def lambda_endpoint_url(self) -> str:
+        """The local Lambda Invoke API (`lambda_api`), which runs the handlers of deployed functions;
+        moto's Step Functions tasks invoke Lambda there."""
+        if self._lambda_api is None:
+            raise LocalCloudError("the local cloud is not started")
+        return self._lambda_api.url
 
     def endpoint_for(self, service: str) -> str:
         """The endpoint serving `service` (boto3 service name)."""
@@ -226,11 +241,14 @@ class LocalCloud:
             self._moto.post_until_ready("/moto-api/config", MOTO_CONFIG, deadline)
             self._moto.post_until_ready("/_crr/endpoints", routes, deadline)
             self._dynamodb.post_until_ready("/_crr/requests", None, deadline)  # serving, counts zeroed
+            self._executor = LambdaExecutor(endpoint, self.log_dir, routes)
+            self._lambda_api = LambdaApiServer(self._executor, endpoint)
+            # Only the tasks: moto keeps serving the Lambda API that deploy and the tests read.
+            self._moto.post_until_ready("/_crr/task-endpoints", {"lambda": self._lambda_api.start()}, deadline)
         except BaseException:
             self.stop()
             raise
         self._clients = ClientFactory(endpoint, service_endpoints=routes)
-        self._executor = LambdaExecutor(endpoint, self.log_dir, routes)
         return endpoint
 
     def stop(self) -> None:
@@ -238,6 +256,7 @@ class LocalCloud:
         with self._lock:
             pollers, self._pollers = self._pollers, []
             executor, self._executor = self._executor, None
+            lambda_api, self._lambda_api = self._lambda_api, None
             servers = [server for server in (self._moto, self._dynamodb) if server is not None]
             self._moto = self._dynamodb = None
             self._clients = None
@@ -245,6 +264,8 @@ class LocalCloud:
             poller.request_stop()  # signal all before joining any
         for poller in pollers:
             poller.stop()
+        if lambda_api is not None:
+            lambda_api.stop()
         if executor is not None:
             executor.close()
         for server in servers:
@@ -298,7 +319,8 @@ class LocalCloud:
         event_sources: bool = True,
     ) -> DeployedStack:
         """Deploy the SAM template as `stack_name` in `region`, start its functions' worker pools and
-        (unless `event_sources` is False) its SQS pollers.
+        (unless `event_sources` is False) its SQS pollers. Its state machines are ready to run
+        (`DeployedStack.state_machine(...).arn`); their Lambda tasks run on the same pools.
 
         Raises deploy.DeployError when the template cannot be deployed locally.
         """
@@ -307,6 +329,11 @@ class LocalCloud:
         for mapping in stack.event_source_mappings:
             wanted = mapping.maximum_concurrency or DEFAULT_CONCURRENCY
             concurrency[mapping.function_logical_id] = concurrency.get(mapping.function_logical_id, 0) + wanted
+        # A function a state machine invokes gets as many workers as one execution runs tasks at
+        # once (its Map concurrency), so a Map's iterations are not serialised by the pool.
+        for machine in stack.state_machines.values():
+            for logical_id in machine.invoked_functions:
+                concurrency[logical_id] = max(concurrency.get(logical_id, 0), machine.task_concurrency)
         for function in stack.functions.values():
             size = max(MIN_POOL_SIZE, concurrency.get(function.logical_id, MIN_POOL_SIZE))
             self.executor.register(FunctionSpec.of(function), region, size)

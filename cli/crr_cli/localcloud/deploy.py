@@ -1,7 +1,8 @@
 """Deploy a SAM template into the local cloud's moto CloudFormation, offline.
 
 The steps mirror `sam package` + `sam deploy`, minus everything that needs AWS:
-1. zip every local `CodeUri` / `ContentUri` into an artifacts bucket in moto and point the
+1. zip every local `CodeUri` / `ContentUri`, and upload every local state machine definition
+   (`DefinitionUri` / `DefinitionS3Location`), into an artifacts bucket in moto and point the
    template at it (remembering which directory each function's code came from);
 2. transform SAM to CloudFormation with aws-sam-translator, with a managed-policy map that never
    calls IAM;
@@ -16,6 +17,12 @@ The local cloud serves DynamoDB from a moto process of its own, which moto's Clo
 the main process) cannot reach: tables are created by the stack as usual (so `Ref`/`GetAtt` and
 the physical names work) and then created again, with all their properties, through the clients'
 DynamoDB endpoint (`_RECREATED_TYPES`).
+
+State machines are recreated too: moto's CloudFormation puts them in a Step Functions backend that
+the API does not serve once the local cloud has turned on moto's ASL interpreter, and it ignores
+`DefinitionS3Location` and `DefinitionSubstitutions`. The fix-up reads the definition, applies the
+substitutions (resolved by moto like every exported property) and creates the state machine through
+the Step Functions API under the name and ARN the stack already gave it.
 """
 
 from __future__ import annotations
@@ -24,10 +31,11 @@ import copy
 import hashlib
 import io
 import json
+import re
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +83,19 @@ _RECREATED_TYPES: Mapping[str, str] = {
     # DynamoDB client of the local cloud goes to the DynamoDB process): harmless. It also carries
     # neither TTL nor point-in-time recovery, which moto's CloudFormation ignores.
     "AWS::DynamoDB::Table": "created again in the DynamoDB process",
+    # moto's CloudFormation creates state machines in a backend the Step Functions API does not
+    # serve when execution is on (MOTO_CONFIG in cloud.py): created again through the API, with the
+    # definition read from DefinitionS3Location and DefinitionSubstitutions applied.
+    "AWS::StepFunctions::StateMachine": "created again where executions run",
 }
 # Properties moto's CloudFormation ignores on resources it does create; applied after creation.
-# (Later: AWS::S3::Bucket NotificationConfiguration/VersioningConfiguration and the state
-# machines' DefinitionSubstitutions belong here, with a fix-up in `_FIXUPS`.)
+# (Later: AWS::S3::Bucket NotificationConfiguration/VersioningConfiguration belong here, with a
+# fix-up in `_FIXUPS`.)
 _SHADOWED_PROPERTIES: Mapping[str, tuple[str, ...]] = {}
 _PSEUDO_PARAMETERS = ("AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::StackName", "AWS::URLSuffix")
+# Step Functions runs at most 40 iterations of an inline Map at once; the local pools stop there too.
+MAP_CONCURRENCY_LIMIT = 40
+_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
 _SKIPPED_IN_ZIPS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".aws-sam"}
 
 
@@ -134,6 +149,22 @@ class EventSourceMapping:
 
 
 @dataclass(frozen=True)
+class DeployedStateMachine:
+    """A state machine of the stack as the local cloud created it (substitutions applied)."""
+
+    logical_id: str
+    name: str
+    arn: str
+    definition: str
+    role_arn: str
+    type: str
+    # Logical ids of the stack's functions the definition names (by ARN or name).
+    invoked_functions: tuple[str, ...] = ()
+    # How many tasks one execution may run at once, from its Map/Parallel states (see `task_concurrency`).
+    task_concurrency: int = 1
+
+
+@dataclass(frozen=True)
 class DeployedStack:
     """What `deploy_stack` created: outputs, resources, functions and SQS event sources."""
 
@@ -146,6 +177,7 @@ class DeployedStack:
     functions: Mapping[str, DeployedFunction]
     event_source_mappings: tuple[EventSourceMapping, ...]
     fixups: tuple[str, ...] = field(default=())
+    state_machines: Mapping[str, DeployedStateMachine] = field(default_factory=dict)
 
     def function(self, name: str) -> DeployedFunction:
         """The function with logical id or physical name `name`; KeyError when there is none."""
@@ -157,8 +189,18 @@ class DeployedStack:
         raise KeyError(name)
 
     def physical_id(self, logical_id: str) -> str:
-        """Physical id of the resource `logical_id`; KeyError when the stack has no such resource."""
+        """Physical id of the resource `logical_id` (a state machine's is its ARN); KeyError when the
+        stack has no such resource."""
         return self.resources[logical_id].physical_id
+
+    def state_machine(self, name: str) -> DeployedStateMachine:
+        """The state machine with logical id, name or ARN `name`; KeyError when there is none."""
+        if name in self.state_machines:
+            return self.state_machines[name]
+        for machine in self.state_machines.values():
+            if name in (machine.name, machine.arn):
+                return machine
+        raise KeyError(name)
 
 
 @dataclass(frozen=True)
@@ -176,6 +218,7 @@ class _FixupContext:
     region: str
     resources: Mapping[str, StackResource]
     applied: list[str] = field(default_factory=list)
+    state_machines: dict[str, DeployedStateMachine] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ packaging
@@ -215,33 +258,83 @@ def _local_dir(uri: Any, base_dir: Path, what: str) -> Path | None:
     return directory
 
 
+def _local_file(uri: Any, base_dir: Path, what: str) -> Path | None:
+    """The file a local `DefinitionUri`/`DefinitionS3Location` names, or None when it is not a local path."""
+    if not isinstance(uri, str) or uri.startswith("s3://"):
+        return None
+    path = (base_dir / uri).resolve()
+    if not path.is_file():
+        raise DeployError(f"{what} points at {path}, which is not a file")
+    return path
+
+
+@dataclass(frozen=True)
+class _Artifacts:
+    """Where packaging stores a stack's local artifacts: the region's artifacts bucket in moto."""
+
+    s3: Any
+    bucket: str
+    stack_name: str
+    base_dir: Path
+
+    def upload(self, logical_id: str, body: bytes) -> str:
+        """Store `body` under a content-addressed key of `logical_id`; returns the key."""
+        key = f"{self.stack_name}/{logical_id}/{hashlib.sha256(body).hexdigest()}"
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        return key
+
+
+def _package_code(artifacts: _Artifacts, logical_id: str, resource: dict[str, Any], code_uri: Any) -> Path | None:
+    """Zip and upload a function's or layer's local code directory (`code_uri` is the Globals
+    default of functions); returns the directory, None when the code is not local."""
+    kind = resource.get("Type")
+    properties = resource["Properties"]
+    uri_key = "CodeUri" if kind == "AWS::Serverless::Function" else "ContentUri"
+    uri = properties.get(uri_key, code_uri if kind == "AWS::Serverless::Function" else None)
+    directory = _local_dir(uri, artifacts.base_dir, f"{logical_id}.{uri_key}")
+    if directory is None:
+        return None
+    key = artifacts.upload(logical_id, _zip_directory(directory))
+    properties[uri_key] = f"s3://{artifacts.bucket}/{key}"
+    return directory
+
+
+def _package_definition(artifacts: _Artifacts, logical_id: str, resource: dict[str, Any]) -> None:
+    """Upload a state machine's local definition file, as `sam package` does (SAM's `DefinitionUri`
+    becomes an s3:// URI, CloudFormation's `DefinitionS3Location` a Bucket/Key pair)."""
+    properties = resource["Properties"]
+    serverless = resource.get("Type") == "AWS::Serverless::StateMachine"
+    uri_key = "DefinitionUri" if serverless else "DefinitionS3Location"
+    path = _local_file(properties.get(uri_key), artifacts.base_dir, f"{logical_id}.{uri_key}")
+    if path is None:
+        return
+    key = artifacts.upload(logical_id, path.read_bytes())
+    properties[uri_key] = f"s3://{artifacts.bucket}/{key}" if serverless else {"Bucket": artifacts.bucket, "Key": key}
+
+
+_CODE_TYPES = ("AWS::Serverless::Function", "AWS::Serverless::LayerVersion")
+_STATE_MACHINE_TYPES = ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine")
+
+
 def _package(
     sam: dict[str, Any], base_dir: Path, clients: ClientFactory, region: str, stack_name: str
 ) -> dict[str, Path]:
-    """Upload local code directories, rewrite the URIs in `sam`; returns function logical id -> code dir."""
+    """Upload local code directories and state machine definitions, rewrite the URIs in `sam`;
+    returns function logical id -> code dir."""
     s3 = clients.client("s3", region)
-    bucket = f"{ARTIFACTS_BUCKET_PREFIX}-{region}"
-    _ensure_bucket(s3, bucket, region)
+    artifacts = _Artifacts(s3, f"{ARTIFACTS_BUCKET_PREFIX}-{region}", stack_name, base_dir)
+    _ensure_bucket(s3, artifacts.bucket, region)
     global_code_uri = sam.get("Globals", {}).get("Function", {}).get("CodeUri")
     code_dirs: dict[str, Path] = {}
     for logical_id, resource in sam.get("Resources", {}).items():
         kind = resource.get("Type")
-        properties = resource.setdefault("Properties", {})
-        if kind == "AWS::Serverless::Function":
-            uri_key, uri = "CodeUri", properties.get("CodeUri", global_code_uri)
-        elif kind == "AWS::Serverless::LayerVersion":
-            uri_key, uri = "ContentUri", properties.get("ContentUri")
-        else:
-            continue
-        directory = _local_dir(uri, base_dir, f"{logical_id}.{uri_key}")
-        if directory is None:
-            continue
-        archive = _zip_directory(directory)
-        key = f"{stack_name}/{logical_id}/{hashlib.sha256(archive).hexdigest()}.zip"
-        s3.put_object(Bucket=bucket, Key=key, Body=archive)
-        properties[uri_key] = f"s3://{bucket}/{key}"
-        if kind == "AWS::Serverless::Function":
-            code_dirs[logical_id] = directory
+        resource.setdefault("Properties", {})
+        if kind in _CODE_TYPES:
+            directory = _package_code(artifacts, logical_id, resource, global_code_uri)
+            if directory is not None and kind == "AWS::Serverless::Function":
+                code_dirs[logical_id] = directory
+        elif kind in _STATE_MACHINE_TYPES:
+            _package_definition(artifacts, logical_id, resource)
     return code_dirs
 
 
@@ -487,9 +580,186 @@ def _fix_table(context: _FixupContext, deferred: _Deferred) -> None:
         context.applied.append(f"{deferred.logical_id}: point-in-time recovery enabled")
 
 
+# ------------------------------------------------------------------ state machines
+
+
+def _definition_of(context: _FixupContext, deferred: _Deferred) -> str:
+    """The state machine's definition text, from DefinitionString, Definition or DefinitionS3Location."""
+    properties = deferred.properties
+    if "DefinitionString" in properties:
+        return str(properties["DefinitionString"])
+    if "Definition" in properties:
+        return json.dumps(properties["Definition"])
+    location = properties.get("DefinitionS3Location")
+    if not location:
+        raise DeployError(f"{deferred.logical_id}: the state machine has no definition")
+    request = {"Bucket": location["Bucket"], "Key": location["Key"]}
+    if location.get("Version"):
+        request["VersionId"] = location["Version"]
+    body: bytes = context.clients.client("s3", context.region).get_object(**request)["Body"].read()
+    return body.decode("utf-8")
+
+
+def substitute_definition(definition: str, substitutions: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """Replace each `${Name}` of `definition` whose Name is in `substitutions`, as CloudFormation does
+    with DefinitionSubstitutions (strings as they are, other values as JSON); returns the text and
+    the placeholders left in it."""
+    left: list[str] = []
+
+    def value_of(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in substitutions:
+            left.append(match.group(0))
+            return match.group(0)
+        value = substitutions[name]
+        return value if isinstance(value, str) else json.dumps(value)
+
+    return _PLACEHOLDER.sub(value_of, definition), left
+
+
+def _logging_configuration(logging: Mapping[str, Any]) -> dict[str, Any]:
+    """CloudFormation's LoggingConfiguration in the Step Functions API's spelling."""
+    configuration: dict[str, Any] = {}
+    if "Level" in logging:
+        configuration["level"] = logging["Level"]
+    if "IncludeExecutionData" in logging:
+        configuration["includeExecutionData"] = _truthy(logging["IncludeExecutionData"])
+    destinations = []
+    for destination in logging.get("Destinations", []):
+        group = destination.get("CloudWatchLogsLogGroup", {})
+        destinations.append({"cloudWatchLogsLogGroup": {"logGroupArn": group.get("LogGroupArn", "")}})
+    if destinations:
+        configuration["destinations"] = destinations
+    return configuration
+
+
+def _state_machine_settings(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """The CreateStateMachine/UpdateStateMachine settings besides name, definition and type."""
+    settings: dict[str, Any] = {"roleArn": properties["RoleArn"]}
+    if properties.get("LoggingConfiguration"):
+        settings["loggingConfiguration"] = _logging_configuration(properties["LoggingConfiguration"])
+    if properties.get("TracingConfiguration"):
+        settings["tracingConfiguration"] = {"enabled": _truthy(properties["TracingConfiguration"].get("Enabled"))}
+    return settings
+
+
+def task_concurrency(states: Mapping[str, Any]) -> int:
+    """How many tasks one run of `states` (a definition's or a branch's States) may run at once:
+    a Map multiplies its iterations' by its MaxConcurrency (MAP_CONCURRENCY_LIMIT when unbounded or
+    read from the input), a Parallel adds up its branches'; capped at MAP_CONCURRENCY_LIMIT."""
+    most = 1
+    for state in states.values():
+        kind = state.get("Type")
+        if kind == "Map":
+            inner = state.get("ItemProcessor") or state.get("Iterator") or {}
+            limit = state.get("MaxConcurrency")
+            width = limit if isinstance(limit, int) and limit > 0 else MAP_CONCURRENCY_LIMIT
+            most = max(most, width * task_concurrency(inner.get("States", {})))
+        elif kind == "Parallel":
+            most = max(most, sum(task_concurrency(branch.get("States", {})) for branch in state.get("Branches", [])))
+    return min(most, MAP_CONCURRENCY_LIMIT)
+
+
+# CloudFormation properties of AWS::StepFunctions::StateMachine the fix-up applies; any other (such as
+# EncryptionConfiguration) is reported as not applied locally.
+_STATE_MACHINE_PROPERTIES = (
+    "Definition",
+    "DefinitionString",
+    "DefinitionS3Location",
+    "DefinitionSubstitutions",
+    "RoleArn",
+    "StateMachineName",
+    "StateMachineType",
+    "LoggingConfiguration",
+    "TracingConfiguration",
+    "Tags",
+)
+
+
+def _state_machine_exists(sfn: Any, arn: str) -> bool:
+    try:
+        sfn.describe_state_machine(stateMachineArn=arn)
+    except sfn.exceptions.StateMachineDoesNotExist:
+        return False
+    return True
+
+
+def _put_state_machine(context: _FixupContext, deferred: _Deferred, definition: str) -> str:
+    """Create the state machine through the API under the ARN moto's CloudFormation gave it, or update
+    it when it exists already; returns which. Raises DeployError when moto refuses the definition."""
+    properties = deferred.properties
+    arn = context.resources[deferred.logical_id].physical_id
+    sfn = context.clients.client("stepfunctions", context.region)
+    settings = _state_machine_settings(properties)
+    try:
+        if _state_machine_exists(sfn, arn):
+            sfn.update_state_machine(stateMachineArn=arn, definition=definition, **settings)
+            return "updated"
+        created = sfn.create_state_machine(
+            name=arn.rsplit(":", 1)[1],
+            definition=definition,
+            type=str(properties.get("StateMachineType", "STANDARD")),
+            tags=[{"key": tag["Key"], "value": str(tag["Value"])} for tag in properties.get("Tags", [])],
+            **settings,
+        )
+    except sfn.exceptions.InvalidDefinition as error:
+        raise DeployError(f"{deferred.logical_id}: moto refuses the definition: {error}") from error
+    if created["stateMachineArn"] != arn:
+        raise DeployError(f"{deferred.logical_id}: created as {created['stateMachineArn']}, not {arn}")
+    return "created"
+
+
+def _fix_state_machine(context: _FixupContext, deferred: _Deferred) -> None:
+    """Create the state machine where executions run, its definition read and substituted."""
+    properties = deferred.properties
+    substitutions = properties.get("DefinitionSubstitutions") or {}
+    definition, left = substitute_definition(_definition_of(context, deferred), substitutions)
+    try:
+        parsed = json.loads(definition)
+    except json.JSONDecodeError as error:
+        raise DeployError(f"{deferred.logical_id}: the substituted definition is not JSON: {error}") from error
+    verb = _put_state_machine(context, deferred, definition)
+    arn = context.resources[deferred.logical_id].physical_id
+    name = arn.rsplit(":", 1)[1]
+    notes = [f"{deferred.logical_id}: state machine {name} {verb}, {len(substitutions)} substitution(s)"]
+    ignored = sorted(key for key in properties if key not in _STATE_MACHINE_PROPERTIES)
+    if ignored:
+        notes.append(f"{deferred.logical_id}: not applied locally: {', '.join(ignored)}")
+    if left:
+        notes.append(f"{deferred.logical_id}: placeholders without a substitution: {', '.join(sorted(set(left)))}")
+    context.applied.extend(notes)
+    context.state_machines[deferred.logical_id] = DeployedStateMachine(
+        logical_id=deferred.logical_id,
+        name=name,
+        arn=arn,
+        definition=definition,
+        role_arn=str(properties["RoleArn"]),
+        type=str(properties.get("StateMachineType", "STANDARD")),
+        task_concurrency=task_concurrency(parsed.get("States", {})),
+    )
+
+
+def _with_invoked_functions(
+    machines: Mapping[str, DeployedStateMachine], functions: Mapping[str, DeployedFunction]
+) -> dict[str, DeployedStateMachine]:
+    """The state machines with `invoked_functions`: the functions whose ARN or name their definition holds."""
+    return {
+        logical_id: replace(
+            machine,
+            invoked_functions=tuple(
+                function.logical_id
+                for function in functions.values()
+                if function.arn in machine.definition or json.dumps(function.name) in machine.definition
+            ),
+        )
+        for logical_id, machine in machines.items()
+    }
+
+
 _FIXUPS: Mapping[str, Callable[[_FixupContext, _Deferred], None]] = {
     "AWS::SQS::QueuePolicy": _fix_queue_policy,
     "AWS::DynamoDB::Table": _fix_table,
+    "AWS::StepFunctions::StateMachine": _fix_state_machine,
 }
 
 
@@ -631,4 +901,5 @@ def deploy_stack(
         functions=functions,
         event_source_mappings=tuple(mappings),
         fixups=tuple(context.applied + notes),
+        state_machines=_with_invoked_functions(context.state_machines, functions),
     )

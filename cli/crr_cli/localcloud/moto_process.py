@@ -9,8 +9,11 @@ The local cloud runs two: the main one serves every service, with our seams (`mo
 started with `--services dynamodb` serves DynamoDB (and DynamoDB Streams, signed as `dynamodb`)
 only, so the two GIL-bound servers use two cores. The main one accepts `POST /_crr/endpoints` with
 a JSON object `{boto3 service name: endpoint}`: Step Functions tasks for those services then go
-there. Each refuses the requests of services the other serves (`LocalCloudRoutes`). Both count
-requests (`request_counter`).
+there. Each refuses the requests of services the other serves (`LocalCloudRoutes`). The main one
+also accepts `POST /_crr/task-endpoints` with the same document: only the Step Functions tasks of
+those services go there, and this process keeps serving their API (the local cloud sends Lambda
+invocations to its own executor while moto keeps the functions). Both count requests
+(`request_counter`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from crr_cli.localcloud.request_counter import Environ, RequestCounter, StartRes
 
 PARENT_CHECK_INTERVAL_S = 1.0
 ENDPOINTS_PATH = "/_crr/endpoints"
+TASK_ENDPOINTS_PATH = "/_crr/task-endpoints"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,7 +67,8 @@ class LocalCloudRoutes:
     (the main process), `POST /_crr/endpoints` names the services served elsewhere: from then on their
     requests are refused here, and Step Functions tasks for them go there. A client pointed at the
     wrong process thus fails loudly instead of finding (or filling) state nobody else sees, such as
-    the orphan tables moto's CloudFormation creates here.
+    the orphan tables moto's CloudFormation creates here. `POST /_crr/task-endpoints` routes only the
+    Step Functions tasks of the named services and refuses nothing.
     """
 
     def __init__(self, app: WsgiApp, services: frozenset[str] | None) -> None:
@@ -72,8 +77,11 @@ class LocalCloudRoutes:
         self._elsewhere: dict[str, str] = {}  # boto3 service name -> endpoint
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == ENDPOINTS_PATH:
-            return self._set_endpoints(environ, start_response)
+        path = environ.get("PATH_INFO")
+        if path == ENDPOINTS_PATH:
+            return self._set_endpoints(environ, start_response, served_here=False)
+        if path == TASK_ENDPOINTS_PATH:
+            return self._set_endpoints(environ, start_response, served_here=True)
         service = signing_service(environ)  # DynamoDB Streams signs as dynamodb, like DynamoDB
         if service is None:
             return self._app(environ, start_response)
@@ -91,7 +99,8 @@ class LocalCloudRoutes:
         print(message, file=sys.stderr, flush=True)
         return _answer(start_response, "400 Bad Request", {"__type": "LocalCloudWrongEndpoint", "message": message})
 
-    def _set_endpoints(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    def _set_endpoints(self, environ: Environ, start_response: StartResponse, served_here: bool) -> Iterable[bytes]:
+        """Route Step Functions tasks of the posted services; unless `served_here`, refuse their API here."""
         if self._services is not None or environ["REQUEST_METHOD"] != "POST":
             return _answer(start_response, "404 Not Found", {"message": "only the main process routes endpoints"})
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -100,7 +109,8 @@ class LocalCloudRoutes:
         from crr_cli.localcloud import moto_seams  # noqa: PLC0415 - see main()
 
         moto_seams.route_step_functions_tasks(endpoints)
-        self._elsewhere.update(endpoints)
+        if not served_here:
+            self._elsewhere.update(endpoints)
         return _answer(start_response, "200 OK", endpoints)
 
 
