@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3MultipartUploads, S3ObjectStore
+from crr.adapters.stepfunctions import StepFunctionsLargeCopies
 from crr.copying import MIB, plan_parts
 from crr.errors import AccessDeniedError, SourceChangedError, StorageError
 from crr.events import ChangeEvent, ChangeKind
@@ -348,3 +349,29 @@ def test_s3_errors_of_the_steps_are_translated(buckets: tuple[Any, Any]) -> None
     with patch.object(destination, "create_multipart_upload", side_effect=denied), pytest.raises(AccessDeniedError):
         # When the upload is created, Then the error says what was denied
         uploads.create(job.request)
+
+
+# ------------------------------------------------------------------ starting executions
+
+
+def test_a_version_is_copied_by_one_running_execution_and_a_later_attempt_gets_its_own(aws: None) -> None:
+    # Given the large-copy state machine
+    sfn = client("stepfunctions", WEST)
+    machine = sfn.create_state_machine(
+        name="crr-large-copy",
+        definition='{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}',
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )["stateMachineArn"]
+    launcher = StepFunctionsLargeCopies(sfn, machine)
+    job = job_for(state_of("big.bin", etag='"abc-3"', version="v1"))
+    # When the same version is handed off twice while its copy runs
+    launcher.start(job)
+    launcher.start(job)
+    # Then one execution copies it
+    executions = sfn.list_executions(stateMachineArn=machine)["executions"]
+    assert [execution["name"] for execution in executions] == [job.execution_name]
+    # And when that attempt ended without a copy and the key is replayed, a second attempt starts
+    sfn.stop_execution(executionArn=executions[0]["executionArn"])
+    launcher.start(job)
+    names = sorted(execution["name"] for execution in sfn.list_executions(stateMachineArn=machine)["executions"])
+    assert names == sorted([job.execution_name, f"{job.execution_name}-2"])

@@ -26,9 +26,9 @@ PARAMETERS = {
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
     sam = load_cfn_template(TEMPLATE)
-    # Local code paths become S3 locations, as `sam package` would make them.
+    # Local code and definition paths become S3 locations, as `sam package` would make them.
     for resource in sam["Resources"].values():
-        for uri in ("CodeUri", "ContentUri"):
+        for uri in ("CodeUri", "ContentUri", "DefinitionUri"):
             if uri in resource.get("Properties", {}):
                 resource["Properties"][uri] = "s3://artifacts/code.zip"
     return transform_offline(sam, PARAMETERS, "us-west-1")
@@ -88,9 +88,23 @@ def test_every_function_has_a_log_group_with_retention(template: dict[str, Any])
     resources = template["Resources"]
     functions = {name for name, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
     groups = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"]
-    named = {group["LogGroupName"]["Fn::Sub"].split("${")[1].rstrip("}") for group in groups}
+    names = [group["LogGroupName"]["Fn::Sub"] for group in groups]
+    named = {name.split("${")[1].rstrip("}") for name in names if name.startswith("/aws/lambda/")}
     assert functions == named
     assert all("RetentionInDays" in group for group in groups)
+
+
+def test_every_state_machine_logs_to_a_group_with_retention_and_is_traced(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    machines = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    assert machines
+    for machine in machines:
+        [destination] = machine["LoggingConfiguration"]["Destinations"]
+        group = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
+        assert "RetentionInDays" in resources[group]["Properties"]
+        # Execution data would carry object keys and metadata into the logs
+        assert machine["LoggingConfiguration"]["IncludeExecutionData"] is False
+        assert machine["TracingConfiguration"] == {"Enabled": True}
 
 
 def test_the_replication_event_source_reports_partial_batch_failures(template: dict[str, Any]) -> None:
@@ -121,11 +135,7 @@ def test_kms_grants_name_their_keys_and_only_serve_s3(template: dict[str, Any]) 
         for _, statement in statements(template)
         if any(str(action).startswith("kms:") for action in as_list(statement["Action"]))
     ]
-    assert {statement["Sid"] for statement in kms} == {"DecryptSourceObjectsViaS3", "EncryptReplicasViaS3"}
+    keys = {"DecryptSourceObjectsViaS3": "SourceKmsKeyArns", "EncryptReplicasViaS3": "ReplicaKmsKeyArns"}
+    assert {statement["Sid"] for statement in kms} == set(keys)
     assert all(statement["Condition"]["StringLike"]["kms:ViaService"] == "s3.*.amazonaws.com" for statement in kms)
-    assert all(
-        statement["Resource"] == {"Ref": name}
-        for statement, name in zip(
-            sorted(kms, key=lambda s: s["Sid"]), ["SourceKmsKeyArns", "ReplicaKmsKeyArns"], strict=True
-        )
-    )
+    assert all(statement["Resource"] == {"Ref": keys[statement["Sid"]]} for statement in kms)

@@ -8,7 +8,8 @@ move between phases:
     {"mode": "flaky", "rate": 0.1, "buckets": ["dst"], "seed": 7}       500 / 503 SlowDown / read timeouts
     {"mode": "outage", "buckets": ["dst"], "code": "AccessDenied"}     every call on those buckets fails
 
-Only S3 calls whose ``Bucket`` parameter is one of ``buckets`` fail (the destination side). Each
+Only S3 calls whose ``Bucket`` parameter is one of ``buckets`` fail (the destination side), and with
+``"operations": ["UploadPartCopy", ...]`` only those operations. Each
 injected fault is counted in ``<control file>.<pid>.counts`` so the test can report what it did.
 """
 
@@ -57,6 +58,8 @@ class _Control:
         with self._lock:
             settings = self.settings()
             if settings.get("mode", "none") == "none" or params.get("Bucket") not in settings.get("buckets", []):
+                return None
+            if "operations" in settings and operation not in settings["operations"]:
                 return None
             if settings["mode"] == "outage":
                 code = str(settings.get("code", "AccessDenied"))

@@ -159,6 +159,15 @@ class GiveUpStep(BaseModel):
 AnyStep = Annotated[PrepareStep | CopyBatchStep | CompleteStep | GiveUpStep, Field(discriminator="action")]
 
 
+# What each step takes and gives back (the state machine's contract, checked against its ASL by a test).
+STEP_MODELS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+    "prepare": (PrepareStep, PreparedCopy),
+    "copy_batch": (CopyBatchStep, CopiedBatch),
+    "complete": (CompleteStep, CompletedCopy),
+    "give_up": (GiveUpStep, GaveUp),
+}
+
+
 class LargeCopyStep(RootModel[AnyStep]):
     """The payload each task state of statemachine/large_copy.asl.json sends the LargeCopyFunction."""
 
