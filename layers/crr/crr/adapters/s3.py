@@ -357,7 +357,7 @@ def _object_headers(request: CopyRequest) -> dict[str, Any]:
         params["ServerSideEncryption"] = "aws:kms"
         params["SSEKMSKeyId"] = request.replica_kms_key_arn
     if request.grants is not None:
-        params.update(_grant_params(request.grants))
+        params.update(grant_params(request.grants))
     return params
 
 
@@ -387,7 +387,8 @@ def _copy_error(exc: ClientError, request: CopyRequest, operation: str) -> Excep
     return storage_error(exc, operation, request.destination_bucket, request.state.key)
 
 
-def _grant_params(grants: AclGrants) -> dict[str, str]:
+def grant_params(grants: AclGrants) -> dict[str, str]:
+    """The Grant* request parameters of CopyObject / CreateMultipartUpload for ``grants``."""
     names = {
         "full_control": "GrantFullControl",
         "read": "GrantRead",

@@ -1,0 +1,949 @@
+"""Backfill: copy the objects that predate a rule, one listing page per step, next to live replication.
+
+A job walks the rule's prefixes (none: the whole bucket) in S3's key order, one page of at most
+``page_size`` keys per step; a cursor (prefix index + the last key listed) says where it is and is
+stored in the job after every page, so an interrupted job resumes with the page after the last one
+recorded. The cursor is a key given as ``StartAfter`` rather than a continuation token: it is readable,
+means the same to every S3-compatible server, and lists the destination over the same range. Memory
+holds one page (two while the in-process runner prefetches), whatever the bucket holds.
+
+One step, ``BackfillEngine.copy_page``:
+1. lists one source page (one ListObjectsV2 request; several only when the page crosses into the next
+   prefix) and the destination over the same key range (``StartAfter`` = the cursor's key, stopping once
+   the destination listing passes the page's last key: usually one request);
+2. skips every object the destination already holds with the same size and ETag;
+3. copies the others with bounded concurrency, each with ONE request on the fast path: CopyObject with
+   ``MetadataDirective=COPY`` and ``TaggingDirective=COPY`` (content headers, user metadata and tags come
+   along without being read), pinned by ``CopySourceIfMatch`` to the listed ETag, with the rule's storage
+   class and, where both buckets use ACLs, the source's grants;
+4. records each copied key in the ledger, conditionally on "no entry yet";
+5. counts ahead, while the page is copied: a counting cursor lists up to ``count_pages`` further pages,
+   keys only, until the total is known, so a job shows a percentage (``percent_complete``) long before
+   it ends. The count starts with the copy's own first page, so it never lags behind the copy.
+
+Why this never overwrites a newer live write, nor resurrects a deleted object
+-----------------------------------------------------------------------------
+The live path (crr.replication) owns every change made after the listing; the backfill only has to
+never leave an older state behind it.
+- An object overwritten or deleted between the listing and the copy is not copied: the copy is pinned to
+  the listed ETag, so S3 refuses it (412 / NoSuchKey). It counts as *superseded*: its own notification
+  brings the live path.
+- A copy that passed its precondition may still land *after* the live path copied a newer version, or
+  deleted the replica (S3 reads the source when the request starts and writes when it ends). Both the
+  backfill and the live path then write the key's ledger entry, and both write conditionally: the
+  backfill on "no entry yet", the live path on the revision it read. Whichever writes second fails its
+  condition, and reconciles the key again from the source's *current* state (HEAD, then copy or
+  delete). The backfill does that through the live path itself (the ``reconcile`` callable, which the
+  wiring makes ``Replicator.apply`` of a change without sequencer, see ``reconciler``); the live path
+  does the symmetric thing when the backfill's entry landed first. So the last write to the replica is
+  never older than the last source state either of them saw.
+- A ledger write that fails for another reason (throttling) cannot tell who won, so that key is treated
+  as failed and handed to the replication queue, which reconciles it. A step cut off between a copy and
+  its ledger write records nothing: the page runs again, lists the source afresh, and copies any replica
+  that differs from it.
+
+The fast path cannot see an object's encryption and does not write crr's replica marker (the ledger
+entry records the key as replicated). So every object of a two-way rule (whose loop guard and
+last-writer-wins need the marker), of a rule with ``replica_kms_key_arn`` (whose SSE-KMS objects are
+re-encrypted), and of any rule when the stack may decrypt SSE-KMS sources (``sse_kms_sources``: a rule
+without a replica key must refuse those, as the live path does), goes through ``reconcile`` instead:
+HEAD, copy with the marker, conditional ledger write. So do objects uploaded in parts (their replica
+keeps the part layout, hence the ETag) and objects above 5 GiB.
+
+Failures: an object that fails (throttled, denied, ...) never stops the page and is never lost: its key
+is sent to the replication queue as a synthetic change notice (configuration ``crr-backfill``), so the
+live path retries it with backoff and, in the end, its dead-letter queue holds it with the reason. A
+failure of the whole page (listing refused, bucket missing, the queue unreachable) raises
+BackfillPageError; nothing of the page is recorded and running it again is safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from crr.errors import (
+    BackfillJobConflictError,
+    BackfillPageError,
+    BackfillRefusedError,
+    BucketMissingError,
+    CrrError,
+    LedgerConflictError,
+    SourceChangedError,
+    SourceGoneError,
+    StorageError,
+)
+from crr.events import ChangeEvent, ChangeKind, change_notice
+from crr.observability import logger
+from crr.ports import KeyLedger, LedgerEntry
+from crr.replication import MAX_SINGLE_COPY_BYTES, Outcome, ReplicationResult, Replicator
+from crr.rules import ReplicationRule
+
+MAX_PAGE_SIZE = 1000  # ListObjectsV2 returns at most 1000 keys per request
+DEFAULT_PAGE_SIZE = MAX_PAGE_SIZE
+DEFAULT_CONCURRENCY = 32
+DEFAULT_COUNT_PAGES = 4
+MAX_COUNT_PAGES = 100
+# Until the job is done, objects written after they were counted may make the processed count exceed the
+# total: the percentage stops just short of 100 until the last page is recorded.
+PERCENT_CAP = 99.9
+# Failed keys named in a page result (all of them are queued; these are for the operator to look at).
+MAX_FAILURE_SAMPLES = 10
+MAX_REASON_CHARS = 300
+# Notifications the backfill sends itself name this configuration, so logs tell them from S3's.
+BACKFILL_CONFIGURATION_ID = "crr-backfill"
+# The event name of the changes the backfill hands the live path (it reconciles state, not events).
+BACKFILL_EVENT_NAME = "crr:Backfill"
+NOTICE_BATCH_SIZE = 10  # SendMessageBatch takes at most 10 messages
+
+
+# ---- values crossing the Lambda / Step Functions boundary ---------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ListingCursor(_Model):
+    """Where a listing stands: the index of the prefix being listed and the last key listed under it
+    (None: the prefix's start). ``prefix_index`` equal to the number of prefixes: the listing is over."""
+
+    prefix_index: int = Field(default=0, ge=0)
+    after: str | None = Field(default=None, min_length=1)
+
+    def position(self) -> tuple[int, int, bytes]:
+        """Orders cursors as the listing advances (keys compare by their UTF-8 bytes, as S3 sorts them)."""
+        if self.after is None:
+            return (self.prefix_index, 0, b"")
+        return (self.prefix_index, 1, self.after.encode("utf-8", "surrogatepass"))
+
+
+class CountProgress(_Model):
+    """The counting pass: how far it has listed, and what it has counted so far."""
+
+    cursor: ListingCursor = Field(default_factory=ListingCursor)
+    objects: int = Field(default=0, ge=0)
+    bytes: int = Field(default=0, ge=0)
+    complete: bool = False
+
+
+class PageCounts(_Model):
+    """What one page did to its objects; ``listed`` = copied + skipped + superseded + failed."""
+
+    listed: int = Field(default=0, ge=0)
+    copied: int = Field(default=0, ge=0)
+    skipped: int = Field(default=0, ge=0)  # already identical at the destination (or current there)
+    superseded: int = Field(default=0, ge=0)  # changed or deleted since listed: the live path owns it
+    failed: int = Field(default=0, ge=0)  # handed to the replication queue
+    bytes_listed: int = Field(default=0, ge=0)
+    bytes_copied: int = Field(default=0, ge=0)
+
+    def plus(self, other: PageCounts) -> PageCounts:
+        return PageCounts(**{name: getattr(self, name) + getattr(other, name) for name in PageCounts.model_fields})
+
+
+class FailedKey(_Model):
+    key: str
+    reason: str
+
+
+class PageRequest(_Model):
+    """One step's input: which job, which page, where the copy and the count stand."""
+
+    job_id: str = Field(min_length=1)
+    rule_id: str = Field(min_length=1)
+    plan: str = Field(min_length=1, description="plan_digest of the rule the job was started for")
+    sequence: int = Field(ge=1, description="this page's number in the job, from 1")
+    cursor: ListingCursor = Field(default_factory=ListingCursor)
+    count: CountProgress = Field(default_factory=CountProgress)
+    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    count_pages: int = Field(default=DEFAULT_COUNT_PAGES, ge=0, le=MAX_COUNT_PAGES)
+
+
+class PageResult(_Model):
+    """One step's output: the page's counts (deltas, added to the job), the cursors after it (absolute),
+    and the next step's request (None once ``done``). A few KiB of JSON at most."""
+
+    job_id: str
+    rule_id: str
+    plan: str
+    sequence: int = Field(ge=1)
+    counts: PageCounts
+    cursor: ListingCursor
+    done: bool
+    count: CountProgress
+    failures: list[FailedKey] = Field(default_factory=list, max_length=MAX_FAILURE_SAMPLES)
+    elapsed_seconds: float = Field(ge=0)
+    next_request: PageRequest | None = None
+
+
+class BackfillStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class BackfillProgress(_Model):
+    """What `crr status` and a progress bar show."""
+
+    processed: int
+    total: int | None = Field(description="objects counted; None until the counting pass is complete")
+    counted_so_far: int
+    percent: float | None
+    objects_per_second: float | None
+    eta_seconds: float | None
+    bytes_copied: int
+    done: bool
+
+
+class BackfillJob(_Model):
+    """A backfill job as stored in the rules table (``RULE#<rule>`` / ``BACKFILL#<job id>``)."""
+
+    job_id: str = Field(min_length=1)
+    rule_id: str = Field(min_length=1)
+    plan: str = Field(min_length=1)
+    status: BackfillStatus = BackfillStatus.RUNNING
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    execution_arn: str | None = None
+    failure_reason: str | None = None
+    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    count_pages: int = Field(default=DEFAULT_COUNT_PAGES, ge=0, le=MAX_COUNT_PAGES)
+    pages: int = Field(default=0, ge=0, description="pages recorded so far")
+    cursor: ListingCursor = Field(default_factory=ListingCursor)
+    done: bool = False
+    totals: PageCounts = Field(default_factory=PageCounts)
+    count: CountProgress = Field(default_factory=CountProgress)
+    active_seconds: float = Field(default=0.0, ge=0, description="time spent in page steps")
+
+    @classmethod
+    def start(
+        cls,
+        rule: ReplicationRule,
+        *,
+        at: datetime,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        count_pages: int = DEFAULT_COUNT_PAGES,
+        job_id: str | None = None,
+    ) -> BackfillJob:
+        """A new job over every object of ``rule``'s prefixes, nothing done yet."""
+        return cls(
+            job_id=job_id or new_job_id(at),
+            rule_id=rule.rule_id,
+            plan=plan_digest(rule),
+            created_at=at,
+            updated_at=at,
+            page_size=page_size,
+            count_pages=count_pages,
+        )
+
+    def next_request(self) -> PageRequest:
+        """The request of the page after the last one recorded. Raises BackfillJobConflictError when done."""
+        if self.done:
+            raise BackfillJobConflictError(f"backfill {self.job_id} of rule {self.rule_id} has no page left")
+        return PageRequest(
+            job_id=self.job_id,
+            rule_id=self.rule_id,
+            plan=self.plan,
+            sequence=self.pages + 1,
+            cursor=self.cursor,
+            count=self.count,
+            page_size=self.page_size,
+            count_pages=self.count_pages,
+        )
+
+    def with_page(self, result: PageResult, at: datetime) -> BackfillJob:
+        """This job with ``result`` recorded: what the job store does atomically. A result already recorded
+        (same or lower sequence) leaves the job unchanged; a result that skips a page raises
+        BackfillJobConflictError."""
+        if result.job_id != self.job_id:
+            raise BackfillJobConflictError(f"page of job {result.job_id} given to job {self.job_id}")
+        if result.sequence <= self.pages:
+            return self
+        if result.sequence != self.pages + 1:
+            raise BackfillJobConflictError(
+                f"backfill {self.job_id}: page {result.sequence} arrived, but only {self.pages} are recorded"
+            )
+        return self.model_copy(
+            update={
+                "pages": result.sequence,
+                "cursor": result.cursor,
+                "done": result.done,
+                "count": result.count,
+                "totals": self.totals.plus(result.counts),
+                "active_seconds": self.active_seconds + result.elapsed_seconds,
+                "updated_at": at,
+            }
+        )
+
+    def progress(self) -> BackfillProgress:
+        processed = self.totals.listed
+        return BackfillProgress(
+            processed=processed,
+            total=self.count.objects if self.count.complete else None,
+            counted_so_far=self.count.objects,
+            percent=percent_complete(processed, self.count.objects, count_complete=self.count.complete, done=self.done),
+            objects_per_second=processed / self.active_seconds if self.active_seconds > 0 else None,
+            eta_seconds=eta_seconds(
+                processed,
+                self.count.objects if self.count.complete else None,
+                self.active_seconds,
+                done=self.done,
+            ),
+            bytes_copied=self.totals.bytes_copied,
+            done=self.done,
+        )
+
+
+# ---- pure functions ----------------------------------------------------------------------------
+
+
+def listing_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """The prefixes to list, in S3's key order, without any that extends another (its keys are listed
+    under the shorter one already), so no key is listed twice; ``("",)`` (the whole bucket) for none."""
+    kept: list[str] = []
+    for prefix in sorted(set(prefixes), key=lambda p: p.encode("utf-8", "surrogatepass")):
+        if not any(prefix.startswith(shorter) for shorter in kept):
+            kept.append(prefix)
+    return tuple(kept) or ("",)
+
+
+def plan_digest(rule: ReplicationRule) -> str:
+    """Names what a job lists: the rule's buckets, prefixes and creation time. A job resumed against a
+    rule with another digest (removed and added again with other prefixes) would list the wrong keys."""
+    plan = [rule.source_bucket, rule.destination_bucket, list(listing_prefixes(rule.prefixes))]
+    plan.append(rule.created_at.astimezone(UTC).isoformat())
+    return hashlib.sha256(json.dumps(plan).encode()).hexdigest()[:16]
+
+
+def new_job_id(at: datetime) -> str:
+    """A job id that sorts by creation time (so the newest job of a rule is the last one)."""
+    return f"{at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
+
+
+def percent_complete(processed: int, counted: int, *, count_complete: bool, done: bool) -> float | None:
+    """Percent of the counted objects processed: None until the count is complete (the total is not
+    known), at most PERCENT_CAP until the job is done, 100 once done. For a fixed total it never
+    decreases as ``processed`` grows."""
+    if done:
+        return 100.0
+    if not count_complete:
+        return None
+    if counted <= 0:
+        return PERCENT_CAP  # nothing counted, yet not done: the last page is still to be recorded
+    return min(PERCENT_CAP, max(0.0, processed * 100.0 / counted))
+
+
+def eta_seconds(processed: int, total: int | None, elapsed_seconds: float, *, done: bool) -> float | None:
+    """Seconds left at the rate so far (remaining / rate); 0 when done, None while unknowable."""
+    if done:
+        return 0.0
+    if total is None or processed <= 0 or elapsed_seconds <= 0:
+        return None
+    remaining = max(total - processed, 0)
+    return remaining / (processed / elapsed_seconds)
+
+
+# ---- ports -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ListedEntry:
+    """One object of a listing. ``etag`` is unquoted."""
+
+    key: str
+    size: int
+    etag: str
+    storage_class: str | None = None
+
+    @property
+    def sort_key(self) -> bytes:
+        return self.key.encode("utf-8", "surrogatepass")
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    entries: list[ListedEntry]
+    truncated: bool
+
+
+class PageListing(Protocol):
+    def list_page(
+        self, bucket: str, region: str, prefix: str, *, start_after: str | None, max_keys: int
+    ) -> ListingPage:
+        """ONE ListObjectsV2 request: up to ``max_keys`` objects under ``prefix`` after ``start_after``,
+        in S3's key order. Raises StorageError subclasses when the bucket cannot be listed."""
+        ...
+
+
+class FastCopier(Protocol):
+    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> None:
+        """Copy ``entry`` into the rule's destination with ONE CopyObject (metadata and tags copied by the
+        server, pinned to ``entry.etag``), plus GetObjectAcl only when both buckets use ACLs.
+
+        Raises SourceChangedError when the source no longer has that ETag, SourceGoneError when it is
+        gone, StorageError subclasses otherwise.
+        """
+        ...
+
+
+class NoticeQueue(Protocol):
+    def send_batch(self, bodies: Sequence[str]) -> None:
+        """Send up to 10 bodies to the replication queue (``crr.adapters.sqs_batch.SqsBatchSender``).
+        Raises a CrrError when any could not be sent."""
+        ...
+
+
+# Reconciles one key through the live path (HEAD, then copy or delete, conditional ledger write).
+Reconcile = Callable[[ReplicationRule, str], ReplicationResult]
+
+
+class BackfillJobs(Protocol):
+    """Where jobs are kept (``crr.adapters.backfill_jobs.DynamoBackfillJobs``)."""
+
+    def create(self, job: BackfillJob) -> None: ...
+
+    def get(self, rule_id: str, job_id: str) -> BackfillJob:
+        """Raises BackfillJobNotFoundError."""
+        ...
+
+    def latest(self, rule_id: str) -> BackfillJob | None: ...
+
+    def record_page(self, result: PageResult) -> BackfillJob:
+        """Add the page's counts and move the cursors, once per page sequence (a retried step is not
+        counted twice). Raises BackfillJobConflictError for a page out of order."""
+        ...
+
+    def mark_succeeded(self, rule_id: str, job_id: str, at: datetime) -> BackfillJob: ...
+
+    def mark_failed(self, rule_id: str, job_id: str, reason: str, at: datetime) -> BackfillJob: ...
+
+    def set_execution(self, rule_id: str, job_id: str, execution_arn: str, at: datetime) -> BackfillJob: ...
+
+
+def reconciler(replicator: Replicator, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Reconcile:
+    """The live path as the backfill's ``reconcile``: a change of ``key`` without sequencer, so the ledger
+    never fences it out and the key's current state is applied."""
+
+    def reconcile(rule: ReplicationRule, key: str) -> ReplicationResult:
+        return replicator.apply(
+            ChangeEvent(
+                bucket=rule.source_bucket,
+                key=key,
+                kind=ChangeKind.CREATED,
+                event_name=BACKFILL_EVENT_NAME,
+                event_time=clock(),
+                sequencer=None,
+                region=rule.source_region,
+            )
+        )
+
+    return reconcile
+
+
+# ---- the engine --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """The part of a page listed under one prefix: the objects after ``after``."""
+
+    prefix: str
+    after: str | None
+    entries: list[ListedEntry]
+
+
+@dataclass(frozen=True)
+class FetchedPage:
+    """A listed page: the source objects and, per key, what the destination holds (size, ETag)."""
+
+    cursor: ListingCursor
+    next_cursor: ListingCursor
+    segments: list[_Segment]
+    destination: dict[str, tuple[int, str]]
+
+    @property
+    def entries(self) -> Iterator[ListedEntry]:
+        for segment in self.segments:
+            yield from segment.entries
+
+
+class _Outcome(StrEnum):
+    COPIED = "copied"
+    SKIPPED = "skipped"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+    ABANDONED = "abandoned"  # not attempted: the page failed as a whole
+
+
+@dataclass(frozen=True)
+class _Done:
+    outcome: _Outcome
+    bytes_copied: int = 0
+    reason: str = ""
+    fatal: BaseException | None = None
+
+
+# How live-path outcomes count for the backfill. Anything else (the rule was paused or removed
+# meanwhile) did not copy the object: it counts as failed, and its key is queued.
+_LIVE_OUTCOMES = {
+    Outcome.COPIED: _Outcome.COPIED,
+    Outcome.DELETED: _Outcome.SUPERSEDED,  # deleted at the source since it was listed
+    Outcome.DELETES_NOT_REPLICATED: _Outcome.SUPERSEDED,
+    Outcome.DELETE_HELD: _Outcome.SUPERSEDED,
+    Outcome.DESTINATION_CURRENT: _Outcome.SKIPPED,
+    Outcome.REPLICA_OF_DESTINATION: _Outcome.SKIPPED,
+    Outcome.DUPLICATE: _Outcome.SKIPPED,
+    Outcome.STALE: _Outcome.SKIPPED,
+}
+
+
+@dataclass
+class _Tally:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PageCounts.model_fields, 0))
+    failures: list[FailedKey] = field(default_factory=list)
+    failed_keys: list[str] = field(default_factory=list)
+
+    def add(self, entry: ListedEntry, done: _Done) -> None:
+        self.counts[done.outcome.value] += 1
+        self.counts["bytes_copied"] += done.bytes_copied
+        if done.outcome is _Outcome.FAILED:
+            self.failed_keys.append(entry.key)
+            if len(self.failures) < MAX_FAILURE_SAMPLES:
+                self.failures.append(FailedKey(key=entry.key, reason=done.reason[:MAX_REASON_CHARS]))
+
+
+class BackfillEngine:
+    """Copies backfill pages. Thread-safe; holds a thread pool of ``concurrency`` workers (``close`` it,
+    or use the engine as a context manager). ``concurrency=1`` copies in the calling thread."""
+
+    def __init__(
+        self,
+        listing: PageListing,
+        copier: FastCopier,
+        ledger: KeyLedger,
+        reconcile: Reconcile,
+        notices: NoticeQueue,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        sse_kms_sources: bool = False,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self._listing = listing
+        self._copier = copier
+        self._ledger = ledger
+        self._reconcile = reconcile
+        self._notices = notices
+        self._concurrency = concurrency
+        self._sse_kms_sources = sse_kms_sources
+        self._clock = clock
+        self._monotonic = monotonic
+        self._pool: ThreadPoolExecutor | None = None
+        self._count_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def timer(self) -> float:
+        """The engine's monotonic clock (seconds), which times the steps."""
+        return self._monotonic()
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pools = [self._pool, self._count_pool]
+            self._pool = self._count_pool = None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+    # ---- one step ------------------------------------------------------------------------------
+
+    def copy_page(self, rule: ReplicationRule, request: PageRequest) -> PageResult:
+        """List one page of the rule's source and copy it (see the module's docstring).
+
+        Raises BackfillRefusedError when the rule is paused or is not the rule the job was planned
+        for, and BackfillPageError when the page cannot be listed or copied as a whole (nothing of it
+        is recorded then; running the request again is safe).
+        """
+        started = self.timer()
+        page = self.fetch(rule, request)
+        return self.process(rule, request, page, started=started)
+
+    def fetch(self, rule: ReplicationRule, request: PageRequest) -> FetchedPage:
+        """List ``request``'s source page and the destination over its key range (no copy yet).
+
+        Raises BackfillRefusedError and BackfillPageError as ``copy_page`` does.
+        """
+        prefixes = self._check(rule, request)
+        try:
+            segments, next_cursor = self._list_filled(
+                rule.source_bucket, rule.source_region, prefixes, request.cursor, request.page_size
+            )
+            destination: dict[str, tuple[int, str]] = {}
+            for segment in segments:
+                destination.update(self._destination_range(rule, segment))
+        except StorageError as exc:
+            raise BackfillPageError(rule.rule_id, request.job_id, request.sequence, str(exc), exc.code) from exc
+        return FetchedPage(request.cursor, next_cursor, segments, destination)
+
+    def process(self, rule: ReplicationRule, request: PageRequest, page: FetchedPage, *, started: float) -> PageResult:
+        """Copy a fetched page, queue its failed keys, advance the count; the step's result.
+
+        Raises BackfillPageError as ``copy_page`` does.
+        """
+        prefixes = self._check(rule, request)
+        listed = sum(len(segment.entries) for segment in page.segments)
+        bytes_listed = sum(entry.size for entry in page.entries)
+
+        def count_ahead() -> CountProgress:
+            return self._advance_count(rule, prefixes, request, page, listed=listed, bytes_listed=bytes_listed)
+
+        # The count lists while the page is copied (its requests wait on the server as the copies do).
+        counting = self._counter().submit(count_ahead) if self._concurrency > 1 else None
+        try:
+            tally = self._copy(rule, request, page)
+            if tally.failed_keys:
+                self._queue(rule, request, tally.failed_keys)
+        except BaseException:
+            if counting is not None:
+                wait([counting])  # no request of this step outlives it
+            raise
+        try:
+            count = counting.result() if counting is not None else count_ahead()
+        except StorageError as exc:
+            raise BackfillPageError(rule.rule_id, request.job_id, request.sequence, str(exc), exc.code) from exc
+        done = page.next_cursor.prefix_index >= len(prefixes)
+        next_request = None
+        if not done:
+            next_request = request.model_copy(
+                update={"sequence": request.sequence + 1, "cursor": page.next_cursor, "count": count}
+            )
+        return PageResult(
+            job_id=request.job_id,
+            rule_id=request.rule_id,
+            plan=request.plan,
+            sequence=request.sequence,
+            counts=PageCounts(**tally.counts),
+            cursor=page.next_cursor,
+            done=done,
+            count=count,
+            failures=tally.failures,
+            elapsed_seconds=max(0.0, self._monotonic() - started),
+            next_request=next_request,
+        )
+
+    def _check(self, rule: ReplicationRule, request: PageRequest) -> tuple[str, ...]:
+        if rule.rule_id != request.rule_id or plan_digest(rule) != request.plan:
+            raise BackfillRefusedError(
+                f"backfill {request.job_id} was planned for another rule {request.rule_id} (plan {request.plan}) "
+                f"than rule {rule.rule_id} (plan {plan_digest(rule)}): start a new job"
+            )
+        if not rule.enabled:
+            raise BackfillRefusedError(f"rule {rule.rule_id} is paused: resume it, then resume the backfill")
+        return listing_prefixes(rule.prefixes)
+
+    # ---- listing -------------------------------------------------------------------------------
+
+    def _list_filled(
+        self, bucket: str, region: str, prefixes: tuple[str, ...], cursor: ListingCursor, page_size: int
+    ) -> tuple[list[_Segment], ListingCursor]:
+        """Up to ``page_size`` objects from ``cursor`` on: one request, more only when a prefix ends before
+        the page is full (the next prefix fills the rest, so small prefixes do not cost a step each)."""
+        segments: list[_Segment] = []
+        room = page_size
+        index, after = cursor.prefix_index, cursor.after
+        while room > 0 and index < len(prefixes):
+            listed = self._listing.list_page(bucket, region, prefixes[index], start_after=after, max_keys=room)
+            entries = listed.entries[:room]
+            if not listed.truncated and len(entries) == len(listed.entries):
+                if entries:
+                    segments.append(_Segment(prefixes[index], after, entries))
+                    room -= len(entries)
+                index, after = index + 1, None
+                continue
+            if not entries:
+                # Without a key to start after, the listing cannot go on (S3 never answers so).
+                raise StorageError("ListObjectsV2", bucket, None, "EmptyTruncatedPage", "a truncated page held no key")
+            segments.append(_Segment(prefixes[index], after, entries))
+            room -= len(entries)
+            after = entries[-1].key
+            break  # the prefix goes on: the next step lists from here
+        return segments, ListingCursor(prefix_index=index, after=after)
+
+    def _destination_range(self, rule: ReplicationRule, segment: _Segment) -> dict[str, tuple[int, str]]:
+        """What the destination holds of the segment's keys: listed from the segment's start until the
+        listing passes its last key (usually one request). Only the segment's keys are kept."""
+        if not segment.entries:
+            return {}
+        wanted = {entry.key for entry in segment.entries}
+        last = segment.entries[-1].sort_key
+        found: dict[str, tuple[int, str]] = {}
+        after = segment.after
+        while True:
+            listed = self._listing.list_page(
+                rule.destination_bucket,
+                rule.destination_region,
+                segment.prefix,
+                start_after=after,
+                max_keys=MAX_PAGE_SIZE,
+            )
+            for entry in listed.entries:
+                if entry.sort_key > last:
+                    return found
+                if entry.key in wanted:
+                    found[entry.key] = (entry.size, entry.etag)
+            if not listed.truncated or not listed.entries:
+                return found
+            after = listed.entries[-1].key
+
+    def _advance_count(
+        self,
+        rule: ReplicationRule,
+        prefixes: tuple[str, ...],
+        request: PageRequest,
+        page: FetchedPage,
+        *,
+        listed: int,
+        bytes_listed: int,
+    ) -> CountProgress:
+        count = request.count
+        if count.complete:
+            return count
+        if count.cursor.position() == request.cursor.position():
+            # The count has not got ahead of the copy: the page just listed counts, at no request.
+            count = CountProgress(
+                cursor=page.next_cursor,
+                objects=count.objects + listed,
+                bytes=count.bytes + bytes_listed,
+                complete=page.next_cursor.prefix_index >= len(prefixes),
+            )
+        for _ in range(request.count_pages):
+            if count.complete:
+                break
+            segments, cursor = self._list_filled(
+                rule.source_bucket, rule.source_region, prefixes, count.cursor, request.page_size
+            )
+            count = CountProgress(
+                cursor=cursor,
+                objects=count.objects + sum(len(s.entries) for s in segments),
+                bytes=count.bytes + sum(e.size for s in segments for e in s.entries),
+                complete=cursor.prefix_index >= len(prefixes),
+            )
+        return count
+
+    # ---- copying -------------------------------------------------------------------------------
+
+    def _copy(self, rule: ReplicationRule, request: PageRequest, page: FetchedPage) -> _Tally:
+        tally = _Tally()
+        todo: list[ListedEntry] = []
+        for entry in page.entries:
+            tally.counts["listed"] += 1
+            tally.counts["bytes_listed"] += entry.size
+            if page.destination.get(entry.key) == (entry.size, entry.etag):
+                tally.add(entry, _Done(_Outcome.SKIPPED))
+            else:
+                todo.append(entry)
+        whole_rule_full = rule.two_way or rule.replica_kms_key_arn is not None or self._sse_kms_sources
+        abandon = threading.Event()
+
+        def one(entry: ListedEntry) -> _Done:
+            if abandon.is_set():
+                return _Done(_Outcome.ABANDONED)
+            done = self._copy_one(rule, request, entry, whole_rule_full)
+            if done.fatal is not None:
+                abandon.set()
+            return done
+
+        results = self._map(one, todo)
+        fatal = next((done.fatal for done in results if done.fatal is not None), None)
+        if fatal is not None:
+            code = fatal.code if isinstance(fatal, StorageError) else type(fatal).__name__
+            raise BackfillPageError(rule.rule_id, request.job_id, request.sequence, str(fatal), code) from fatal
+        for entry, done in zip(todo, results, strict=True):
+            tally.add(entry, done)
+        return tally
+
+    def _map(self, work: Callable[[ListedEntry], _Done], entries: list[ListedEntry]) -> list[_Done]:
+        if self._concurrency == 1 or len(entries) <= 1:
+            return [work(entry) for entry in entries]
+        return list(self._executor().map(work, entries))
+
+    def _counter(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._count_pool is None:
+                self._count_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crr-backfill-count")
+            return self._count_pool
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="crr-backfill")
+            return self._pool
+
+    def _copy_one(self, rule: ReplicationRule, request: PageRequest, entry: ListedEntry, full: bool) -> _Done:
+        """Never raises: a failure is an outcome (``fatal`` when it dooms the whole page)."""
+        try:
+            if full or _needs_full_path(entry):
+                return _from_live(self._reconcile(rule, entry.key))
+            return self._fast_copy(rule, entry)
+        except BucketMissingError as exc:
+            return _Done(_Outcome.FAILED, reason=str(exc), fatal=exc)
+        except Exception as exc:  # noqa: BLE001 - one object's failure must never stop the page
+            logger.warning(
+                "backfill could not copy a key; handing it to the replication queue",
+                extra={
+                    "rule": rule.rule_id,
+                    "job": request.job_id,
+                    "page": request.sequence,
+                    "bucket": rule.source_bucket,
+                    "key": entry.key,
+                    "error_code": _code_of(exc),
+                    "reason": str(exc)[:MAX_REASON_CHARS],
+                },
+            )
+            return _Done(_Outcome.FAILED, reason=f"{_code_of(exc)}: {exc}")
+
+    def _fast_copy(self, rule: ReplicationRule, entry: ListedEntry) -> _Done:
+        """One CopyObject pinned to the listed ETag, then the ledger entry "no entry yet"."""
+        try:
+            self._copier.copy_listed(rule, entry)
+        except (SourceChangedError, SourceGoneError):
+            return _Done(_Outcome.SUPERSEDED)  # changed since listed: its own notification is the live path's
+        written = LedgerEntry(
+            revision=1, sequencer=None, etag=f'"{entry.etag}"', deleted=False, applied_at=self._clock()
+        )
+        try:
+            self._ledger.record(rule.rule_id, entry.key, written, None)
+        except LedgerConflictError:
+            # The live path wrote the key meanwhile, and our copy may have landed over its newer copy or
+            # its delete: reconcile the key from the source's current state.
+            settled = _from_live(self._reconcile(rule, entry.key))
+            if settled.outcome in {_Outcome.SUPERSEDED, _Outcome.FAILED}:
+                return settled
+            return _Done(_Outcome.COPIED, entry.size + settled.bytes_copied)
+        return _Done(_Outcome.COPIED, entry.size)
+
+    def _queue(self, rule: ReplicationRule, request: PageRequest, keys: list[str]) -> None:
+        """Hand failed keys to the replication queue; if that fails, the page fails (and is retried)."""
+        at = self._clock()
+        bodies = [
+            change_notice(
+                rule.source_bucket, rule.source_region, key, configuration_id=BACKFILL_CONFIGURATION_ID, at=at
+            )
+            for key in keys
+        ]
+        try:
+            for start in range(0, len(bodies), NOTICE_BATCH_SIZE):
+                self._notices.send_batch(bodies[start : start + NOTICE_BATCH_SIZE])
+        except CrrError as exc:
+            raise BackfillPageError(
+                rule.rule_id,
+                request.job_id,
+                request.sequence,
+                f"{len(keys)} key(s) failed and could not all be handed to the replication queue: {exc}",
+                _code_of(exc),
+            ) from exc
+
+
+def _needs_full_path(entry: ListedEntry) -> bool:
+    """Uploaded in parts (ETag "<md5>-<parts>": the replica must keep the layout to keep the ETag), or too
+    large for one CopyObject."""
+    return "-" in entry.etag or entry.size > MAX_SINGLE_COPY_BYTES
+
+
+def _from_live(result: ReplicationResult) -> _Done:
+    outcome = _LIVE_OUTCOMES.get(result.outcome, _Outcome.FAILED)
+    if outcome is _Outcome.FAILED:
+        return _Done(_Outcome.FAILED, reason=f"{result.outcome.value}: {result.detail or 'not copied'}")
+    return _Done(outcome, result.bytes_copied if outcome is _Outcome.COPIED else 0)
+
+
+def _code_of(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    return str(code) if code else type(exc).__name__
+
+
+# ---- running a whole job in process ------------------------------------------------------------
+
+
+def run_pages(
+    engine: BackfillEngine, rule: ReplicationRule, request: PageRequest, *, prefetch: bool = True
+) -> Iterator[PageResult]:
+    """Every page from ``request`` to the end of the listing, as the workflow would run them, but in this
+    process; with ``prefetch`` the next page (source and destination) is listed while the current one
+    is copied. Stops early if the caller stops iterating. Raises what ``copy_page`` raises."""
+    prefixes = len(listing_prefixes(rule.prefixes))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="crr-backfill-prefetch") as lister:
+        started = engine.timer()
+        page = engine.fetch(rule, request)
+        ahead: Future[FetchedPage] | None = None
+        try:
+            while True:
+                if prefetch and page.next_cursor.prefix_index < prefixes:
+                    ahead = lister.submit(engine.fetch, rule, request.model_copy(update={"cursor": page.next_cursor}))
+                result = engine.process(rule, request, page, started=started)
+                started = engine.timer()
+                yield result
+                if result.next_request is None:
+                    return
+                request = result.next_request
+                page = ahead.result() if ahead is not None else engine.fetch(rule, request)
+                ahead = None
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+
+
+def run_job(
+    engine: BackfillEngine,
+    rule: ReplicationRule,
+    jobs: BackfillJobs,
+    job: BackfillJob,
+    *,
+    prefetch: bool = True,
+    max_pages: int | None = None,
+    on_page: Callable[[BackfillJob, PageResult], None] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> BackfillJob:
+    """Run ``job`` from its stored cursor, recording every page in ``jobs``; marks it succeeded when the
+    listing ends, failed (with the reason) when a page fails as a whole, and returns it as stored.
+    ``max_pages`` stops after that many pages (an interruption, for tests and benchmarks).
+
+    Raises BackfillPageError and BackfillRefusedError after recording the failure.
+    """
+    if job.done:
+        return job if job.status is BackfillStatus.SUCCEEDED else jobs.mark_succeeded(job.rule_id, job.job_id, clock())
+    ran = 0
+    try:
+        for result in run_pages(engine, rule, job.next_request(), prefetch=prefetch):
+            job = jobs.record_page(result)
+            ran += 1
+            if on_page is not None:
+                on_page(job, result)
+            if max_pages is not None and ran >= max_pages:
+                break
+    except (BackfillPageError, BackfillRefusedError) as exc:
+        jobs.mark_failed(job.rule_id, job.job_id, str(exc), clock())
+        raise
+    if job.done:
+        job = jobs.mark_succeeded(job.rule_id, job.job_id, clock())
+    return job

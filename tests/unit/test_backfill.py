@@ -1,0 +1,718 @@
+"""The backfill engine on in-memory fakes: pages, prefixes, skips, races with the live path, failures,
+resume, counting ahead."""
+
+from __future__ import annotations
+
+import json
+import threading
+import tracemalloc
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from crr.backfill import (
+    BACKFILL_CONFIGURATION_ID,
+    BackfillEngine,
+    BackfillJob,
+    BackfillStatus,
+    ListingCursor,
+    PageRequest,
+    PageResult,
+    listing_prefixes,
+    plan_digest,
+    reconciler,
+    run_job,
+    run_pages,
+)
+from crr.errors import (
+    AccessDeniedError,
+    BackfillPageError,
+    BackfillRefusedError,
+    StateStoreError,
+    StorageError,
+)
+from crr.events import ChangeEvent, ChangeKind, parse_notification
+from crr.ports import LedgerEntry
+from crr.replication import Replicator
+from crr.rules import PeerRule, ReplicationRule, RuleStatus
+from tests.support.backfill_fakes import (
+    CountingCopier,
+    DiscardingLedger,
+    FakeFastCopier,
+    FakePageListing,
+    HookedLedger,
+    MemoryBackfillJobs,
+    RecordingNotices,
+    SyntheticListing,
+)
+from tests.support.fakes import FakeProgress, FakeRules, FakeS3
+
+SRC, DST = "src-bucket", "dst-bucket"
+WEST, EAST = "us-west-1", "us-east-1"
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def make_rule(*prefixes: str, deletes: bool = True, **extra: Any) -> ReplicationRule:
+    return ReplicationRule.create(
+        rule_id="r",
+        source_bucket=SRC,
+        source_region=WEST,
+        destination_bucket=DST,
+        destination_region=EAST,
+        prefixes=prefixes,
+        replicate_deletes=deletes,
+        created_at=T0,
+        **extra,
+    )
+
+
+@dataclass
+class World:
+    """Two buckets, the live path (a real Replicator over the fakes) and a backfill engine sharing its ledger."""
+
+    rule: ReplicationRule
+    s3: FakeS3 = field(default_factory=FakeS3)
+    ledger: HookedLedger = field(default_factory=HookedLedger)
+    notices: RecordingNotices = field(default_factory=RecordingNotices)
+    reconciled: list[str] = field(default_factory=list)
+    sequencer: int = 0x100
+
+    def __post_init__(self) -> None:
+        self.s3.create_bucket(SRC, WEST, versioned=True)
+        self.s3.create_bucket(DST, EAST)
+        self.listing = FakePageListing(self.s3)
+        self.copier = FakeFastCopier(self.s3)
+        self.replicator = Replicator(FakeRules(self.rule), self.s3, self.ledger, FakeProgress())
+        live = reconciler(self.replicator, clock=lambda: T0)
+
+        def reconcile(rule: ReplicationRule, key: str):  # type: ignore[no-untyped-def]
+            self.reconciled.append(key)
+            return live(rule, key)
+
+        self.engine = BackfillEngine(
+            self.listing, self.copier, self.ledger, reconcile, self.notices, concurrency=4, clock=lambda: T0
+        )
+
+    # what users and the live path do
+    def put(self, key: str, body: bytes | None = None, *, bucket: str = SRC) -> None:
+        self.s3.put(bucket, key, body if body is not None else key.encode(), metadata={"m": key}, tags={"t": "1"})
+
+    def live(self, key: str, *, removed: bool = False) -> None:
+        """The live path handling the notification of a change the user just made."""
+        self.sequencer += 1
+        self.replicator.apply(
+            ChangeEvent(
+                bucket=SRC,
+                key=key,
+                kind=ChangeKind.REMOVED if removed else ChangeKind.CREATED,
+                event_name="ObjectRemoved:Delete" if removed else "ObjectCreated:Put",
+                event_time=T0,
+                sequencer=f"{self.sequencer:X}",
+            )
+        )
+
+    def request(self, page_size: int = 1000, count_pages: int = 4) -> PageRequest:
+        return BackfillJob.start(self.rule, at=T0, page_size=page_size, count_pages=count_pages).next_request()
+
+    def run(self, page_size: int = 1000, count_pages: int = 4) -> list[PageResult]:
+        return list(run_pages(self.engine, self.rule, self.request(page_size, count_pages)))
+
+    def body(self, key: str, bucket: str = DST) -> bytes | None:
+        found = self.s3.current(bucket, key)
+        return None if found is None else found.body
+
+
+def totals(results: list[PageResult]) -> dict[str, int]:
+    summed: dict[str, int] = {}
+    for result in results:
+        for name, value in result.counts.model_dump().items():
+            summed[name] = summed.get(name, 0) + value
+    return summed
+
+
+# ---- pages and prefixes ------------------------------------------------------------------------
+
+
+def test_a_multi_page_bucket_is_copied_page_by_page_with_metadata_and_tags() -> None:
+    # Given 23 objects and pages of 5 keys
+    world = World(make_rule())
+    keys = [f"k{index:02d}" for index in range(23)]
+    for key in keys:
+        world.put(key)
+    # When the whole job runs
+    results = world.run(page_size=5)
+    # Then five pages copied every object once, with its metadata and tags, and the last page says done
+    assert [result.counts.listed for result in results] == [5, 5, 5, 5, 3]
+    assert [result.done for result in results] == [False, False, False, False, True]
+    assert sorted(world.copier.copied) == keys
+    assert world.s3.keys(DST) == set(keys)
+    replica = world.s3.current(DST, "k07")
+    assert replica is not None
+    assert (replica.metadata, replica.tags) == ({"m": "k07"}, {"t": "1"})
+    assert totals(results)["bytes_copied"] == sum(len(key) for key in keys)
+    # And every copy has its ledger entry, "no entry yet" then written once
+    assert world.ledger.entries[("r", "k07")] == LedgerEntry(1, None, world.s3.current(SRC, "k07").etag, False, T0)  # type: ignore[union-attr]
+
+
+def test_each_page_lists_the_source_once_and_the_destination_over_the_same_range() -> None:
+    world = World(make_rule())
+    for index in range(12):
+        world.put(f"k{index:02d}")
+    world.run(page_size=4, count_pages=0)
+    source = [request for request in world.listing.requests if request[0] == SRC]
+    destination = [request for request in world.listing.requests if request[0] == DST]
+    # Then the source is listed after the previous page's last key, and the destination from the same key
+    assert [request[2] for request in source] == [None, "k03", "k07"]
+    assert [request[2] for request in destination] == [None, "k03", "k07"]
+
+
+def test_only_keys_under_the_prefixes_are_copied_and_each_once() -> None:
+    # Given keys inside and outside two prefixes
+    world = World(make_rule("logs/", "data/"))
+    inside = [f"logs/{n}" for n in range(4)] + [f"data/{n}" for n in range(3)]
+    for key in [*inside, "other/1", "log", "datum"]:
+        world.put(key)
+    # When copied in pages of 2
+    results = world.run(page_size=2)
+    # Then exactly the prefixed keys are copied, once each
+    assert sorted(world.copier.copied) == sorted(inside)
+    assert totals(results)["listed"] == len(inside)
+
+
+def test_overlapping_prefixes_are_listed_once() -> None:
+    # A rule's own validation refuses overlapping prefixes; the listing plan drops them all the same
+    assert listing_prefixes(["logs/2026/", "logs/", "data", "data/x", "logs/"]) == ("data", "logs/")
+    assert listing_prefixes([]) == ("",)
+    # Given a rule that slipped past validation with overlapping prefixes
+    rule = ReplicationRule.model_construct(**{**make_rule("logs/").model_dump(), "prefixes": ("logs/", "logs/a/")})
+    world = World(rule)
+    for key in ["logs/a/1", "logs/a/2", "logs/b"]:
+        world.put(key)
+    # When copied
+    results = world.run(page_size=2)
+    # Then no key is listed twice
+    assert totals(results)["listed"] == 3
+    assert sorted(world.copier.copied) == ["logs/a/1", "logs/a/2", "logs/b"]
+
+
+def test_small_prefixes_fill_one_page_instead_of_costing_a_step_each() -> None:
+    # Given 10 prefixes of 2 objects
+    world = World(make_rule(*[f"p{n}/" for n in range(10)]))
+    for n in range(10):
+        world.put(f"p{n}/a")
+        world.put(f"p{n}/b")
+    # When pages hold 7 keys
+    results = world.run(page_size=7, count_pages=0)
+    # Then pages are full until the end, not one per prefix
+    assert [result.counts.listed for result in results] == [7, 7, 6]
+    assert results[0].cursor == ListingCursor(prefix_index=3, after="p3/a")
+    assert world.s3.keys(DST) == world.s3.keys(SRC)
+
+
+def test_an_empty_bucket_is_done_in_one_step() -> None:
+    world = World(make_rule())
+    [result] = world.run()
+    assert (result.done, result.counts.listed, result.count.complete, result.next_request) == (True, 0, True, None)
+
+
+# ---- skipping ----------------------------------------------------------------------------------
+
+
+def test_objects_already_identical_at_the_destination_are_skipped() -> None:
+    # Given two objects already replicated and one that differs at the destination
+    world = World(make_rule())
+    for key in ["same-1", "same-2", "differs", "missing"]:
+        world.put(key)
+    world.put("same-1", bucket=DST)
+    world.put("same-2", bucket=DST)
+    world.put("differs", b"older bytes", bucket=DST)
+    # When copied
+    [result] = world.run()
+    # Then the identical ones cost no copy
+    assert result.counts.model_dump() == {
+        "listed": 4,
+        "copied": 2,
+        "skipped": 2,
+        "superseded": 0,
+        "failed": 0,
+        "bytes_listed": 6 + 6 + 7 + 7,
+        "bytes_copied": 7 + 7,
+    }
+    assert sorted(world.copier.copied) == ["differs", "missing"]
+    assert world.body("differs") == b"differs"
+
+
+def test_the_destination_is_listed_on_until_it_passes_the_pages_last_key() -> None:
+    # Given a destination with many extra keys inside the page's range
+    world = World(make_rule())
+    world.put("a")
+    world.put("z")
+    for index in range(2500):
+        world.put(f"m{index:05d}", bucket=DST)
+    world.put("z", bucket=DST)
+    # When the page is copied
+    [result] = world.run()
+    # Then the destination was listed until it passed "z", and "z" was found identical
+    assert world.listing.count(DST) == 3
+    assert (result.counts.copied, result.counts.skipped) == (1, 1)
+
+
+# ---- racing the live path ------------------------------------------------------------------------
+
+
+def test_an_object_overwritten_after_listing_is_not_copied_but_superseded() -> None:
+    # Given an object that the user overwrites after the listing, and the live path replicates
+    world = World(make_rule())
+    world.put("k", b"v1")
+
+    def user_overwrites(key: str) -> None:
+        world.put(key, b"v2")
+        world.live(key)
+
+    world.copier.before_read["k"] = user_overwrites
+    # When the backfill copies the page
+    [result] = world.run()
+    # Then its pinned copy was refused, and the replica holds the newer write
+    assert (result.counts.superseded, result.counts.copied) == (1, 0)
+    assert world.body("k") == b"v2"
+
+
+def test_an_object_deleted_after_listing_is_not_resurrected() -> None:
+    world = World(make_rule())
+    world.put("k", b"v1")
+
+    def user_deletes(key: str) -> None:
+        world.s3.remove(SRC, key)
+        world.live(key, removed=True)
+
+    world.copier.before_read["k"] = user_deletes
+    [result] = world.run()
+    assert result.counts.superseded == 1
+    assert world.body("k") is None
+
+
+def test_a_copy_that_lands_after_a_newer_live_copy_is_reconciled() -> None:
+    # Given the user overwrites the object while the backfill's copy of the old version is in flight,
+    # and the live path copies the new version before the old copy lands
+    world = World(make_rule())
+    world.put("k", b"v1")
+
+    def user_overwrites(key: str) -> None:
+        world.put(key, b"v2")
+        world.live(key)
+        assert world.body(key) == b"v2"
+
+    world.copier.before_write["k"] = user_overwrites
+    # When the backfill's copy lands (v1 over v2) and it records the key
+    [result] = world.run()
+    # Then its ledger write found the live path's entry, and reconciling put v2 back
+    assert world.reconciled == ["k"]
+    assert world.body("k") == b"v2"
+    assert result.counts.copied == 1
+
+
+def test_a_copy_that_lands_after_a_live_delete_is_undone() -> None:
+    world = World(make_rule())
+    world.put("k", b"v1")
+
+    def user_deletes(key: str) -> None:
+        world.s3.remove(SRC, key)
+        world.live(key, removed=True)
+        assert world.body(key) is None
+
+    world.copier.before_write["k"] = user_deletes
+    [result] = world.run()
+    # Then the resurrected replica was deleted again
+    assert world.body("k") is None
+    assert world.reconciled == ["k"]
+    assert result.counts.superseded == 1
+
+
+def test_a_live_write_between_the_copy_and_the_ledger_write_wins() -> None:
+    # Given the user overwrites the object after the backfill's copy landed, and the live path applies it
+    # before the backfill records the key
+    world = World(make_rule())
+    world.put("k", b"v1")
+
+    def user_overwrites(key: str) -> None:
+        world.put(key, b"v2")
+        world.live(key)
+
+    world.ledger.before_record["k"] = user_overwrites
+    world.run()
+    # Then the backfill's record conflicts, and the replica ends at v2
+    assert world.body("k") == b"v2"
+    assert world.reconciled == ["k"]
+
+
+def test_when_the_backfill_records_first_the_live_path_reconciles_again() -> None:
+    # Given the user overwrites the object while the backfill's copy of v1 is in flight, and the live path
+    # copies v2 but has not recorded it yet when the backfill's v1 copy lands and the backfill records
+    world = World(make_rule())
+    world.put("k", b"v1")
+    live_copied, backfill_recorded = threading.Event(), threading.Event()
+
+    def live_waits_before_recording(_key: str) -> None:
+        live_copied.set()
+        assert backfill_recorded.wait(timeout=10)
+
+    live = threading.Thread(target=world.live, args=("k",))
+
+    def user_overwrites(key: str) -> None:
+        world.put(key, b"v2")
+        world.ledger.before_record[key] = live_waits_before_recording
+        live.start()
+        assert live_copied.wait(timeout=10)
+        assert world.body(key) == b"v2"
+
+    world.copier.before_write["k"] = user_overwrites
+    [result] = world.run()
+    assert world.body("k") == b"v1"  # for now the older copy is on top, and the backfill's entry landed first
+    # When the live path goes on to record
+    backfill_recorded.set()
+    live.join(timeout=10)
+    # Then its conditional write failed, it reconciled again, and the replica holds v2
+    assert world.body("k") == b"v2"
+    assert world.ledger.entries[("r", "k")].revision == 2
+    assert (result.counts.copied, world.reconciled) == (1, [])
+
+
+# ---- the full path -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"replica_kms_key_arn": "arn:aws:kms:us-east-1:123456789012:key/replica"},
+        {"peer": PeerRule(rule_id="back", rules_table="table-east", queue_url="https://sqs.example/q")},
+    ],
+    ids=["replica-kms-key", "two-way"],
+)
+def test_a_rule_the_fast_path_cannot_serve_copies_through_the_live_path(extra: dict[str, Any]) -> None:
+    # Given a rule whose replicas need encryption or the replica marker
+    world = World(make_rule(**extra))
+    world.put("a")
+    world.put("b")
+    world.put("done")
+    world.put("done", bucket=DST)
+    # When copied (the two-way reconcile is stood in for: its registry is not this test's subject)
+    copied: list[str] = []
+
+    def live(rule: ReplicationRule, key: str):  # type: ignore[no-untyped-def]
+        copied.append(key)
+        return reconciler(Replicator(FakeRules(make_rule()), world.s3, world.ledger, FakeProgress()))(rule, key)
+
+    engine = BackfillEngine(world.listing, world.copier, world.ledger, live, world.notices, concurrency=1)
+    result = engine.copy_page(world.rule, world.request())
+    # Then no fast copy was made: each object went through HEAD + marked copy, and identical ones were skipped
+    assert world.copier.calls == 0
+    assert sorted(copied) == ["a", "b"]
+    assert (result.counts.copied, result.counts.skipped) == (2, 1)
+    replica = world.s3.current(DST, "a")
+    assert replica is not None
+    assert replica.metadata["crr-origin-bucket"] == SRC
+
+
+def test_sse_kms_sources_send_every_rule_through_the_live_path() -> None:
+    world = World(make_rule())
+    world.put("a")
+    engine = BackfillEngine(
+        world.listing, world.copier, world.ledger, reconciler(world.replicator), world.notices, sse_kms_sources=True
+    )
+    result = engine.copy_page(world.rule, world.request())
+    assert (world.copier.calls, result.counts.copied) == (0, 1)
+
+
+def test_an_object_uploaded_in_parts_goes_through_the_live_path() -> None:
+    # Given a listing that shows a multipart ETag
+    world = World(make_rule())
+    world.put("parts")
+    world.put("plain")
+
+    class MultipartListing(FakePageListing):
+        def list_page(self, bucket, region, prefix, *, start_after, max_keys):  # type: ignore[no-untyped-def]
+            page = super().list_page(bucket, region, prefix, start_after=start_after, max_keys=max_keys)
+            for index, entry in enumerate(page.entries):
+                if entry.key == "parts" and bucket == SRC:
+                    page.entries[index] = type(entry)(entry.key, entry.size, entry.etag + "-3")
+            return page
+
+    engine = BackfillEngine(
+        MultipartListing(world.s3), world.copier, world.ledger, reconciler(world.replicator), world.notices
+    )
+    result = engine.copy_page(world.rule, world.request())
+    # Then only the plain object took the one-request path; both were copied
+    assert world.copier.copied == ["plain"]
+    assert result.counts.copied == 2
+
+
+# ---- failures ------------------------------------------------------------------------------------
+
+
+def test_an_object_that_fails_is_handed_to_the_replication_queue_and_the_page_goes_on() -> None:
+    # Given one object whose copy is denied and one whose ledger write fails
+    world = World(make_rule())
+    for key in ["a", "denied key", "c", "throttled"]:
+        world.put(key)
+    world.copier.failures["denied key"] = AccessDeniedError("CopyObject", DST, "denied key", "AccessDenied", "no")
+
+    def throttle(_key: str) -> None:
+        raise StateStoreError("DynamoDB PutItem failed: ThrottlingException", "ThrottlingException")
+
+    world.ledger.before_record["throttled"] = throttle
+    # When the page is copied
+    [result] = world.run()
+    # Then both count as failed, with their reasons, and the others were copied
+    assert (result.counts.copied, result.counts.failed) == (2, 2)
+    assert {failure.key: failure.reason.split(":")[0] for failure in result.failures} == {
+        "denied key": "AccessDenied",
+        "throttled": "ThrottlingException",
+    }
+    # And both keys reached the replication queue as change notices the live path reconciles
+    events = [event for body in world.notices.bodies for event in parse_notification(body)]
+    assert sorted((event.bucket, event.key, event.sequencer) for event in events) == [  # type: ignore[union-attr]
+        (SRC, "denied key", None),
+        (SRC, "throttled", None),
+    ]
+    assert all(
+        json.loads(body)["Records"][0]["s3"]["configurationId"] == BACKFILL_CONFIGURATION_ID
+        for body in world.notices.bodies
+    )
+
+
+def test_failed_keys_are_queued_ten_per_batch_and_named_at_most_ten_times() -> None:
+    world = World(make_rule())
+    for index in range(25):
+        key = f"k{index:02d}"
+        world.put(key)
+        world.copier.failures[key] = StorageError("CopyObject", DST, key, "SlowDown", "reduce your rate")
+    [result] = world.run()
+    assert (result.counts.failed, len(world.notices.bodies), world.notices.batches) == (25, 25, 3)
+    assert len(result.failures) == 10
+
+
+def test_when_failed_keys_cannot_be_queued_the_page_fails_as_a_whole() -> None:
+    world = World(make_rule())
+    world.notices.failing = True
+    world.put("k")
+    world.copier.failures["k"] = StorageError("CopyObject", DST, "k", "InternalError", "oops")
+    with pytest.raises(BackfillPageError, match="could not all be handed to the replication queue"):
+        world.run()
+
+
+def test_a_missing_source_bucket_fails_the_page_with_a_clear_error() -> None:
+    world = World(make_rule())
+    del world.s3.buckets[SRC]
+    with pytest.raises(BackfillPageError, match=r"page 1: ListObjectsV2 on src-bucket failed: NoSuchBucket") as caught:
+        world.run()
+    assert caught.value.code == "NoSuchBucket"
+
+
+def test_a_destination_bucket_gone_mid_page_fails_the_page_instead_of_queuing_every_key() -> None:
+    world = World(make_rule())
+    for index in range(6):
+        world.put(f"k{index}")
+    page = world.engine.fetch(world.rule, world.request())
+    del world.s3.buckets[DST]
+    with pytest.raises(BackfillPageError, match="NoSuchBucket"):
+        world.engine.process(world.rule, world.request(), page, started=0.0)
+    assert world.notices.bodies == []
+
+
+def test_a_paused_rule_refuses_to_backfill() -> None:
+    world = World(make_rule())
+    paused = world.rule.with_status(RuleStatus.PAUSED)
+    with pytest.raises(BackfillRefusedError, match="paused"):
+        world.engine.copy_page(paused, world.request())
+
+
+def test_a_job_planned_for_another_incarnation_of_the_rule_is_refused() -> None:
+    # Given a rule removed and added again under the same id with other prefixes
+    world = World(make_rule("a/"))
+    request = world.request()
+    again = make_rule("b/")
+    assert plan_digest(again) != request.plan
+    with pytest.raises(BackfillRefusedError, match="start a new job"):
+        world.engine.copy_page(again, request)
+
+
+# ---- jobs: resume, counting ----------------------------------------------------------------------
+
+
+def test_an_interrupted_job_resumes_after_the_last_recorded_page() -> None:
+    # Given a job over 20 objects that stopped after 2 pages of 4
+    world = World(make_rule())
+    for index in range(20):
+        world.put(f"k{index:02d}")
+    jobs = MemoryBackfillJobs(clock=lambda: T0)
+    job = BackfillJob.start(world.rule, at=T0, page_size=4, count_pages=1)
+    jobs.create(job)
+    stopped = run_job(world.engine, world.rule, jobs, job, max_pages=2)
+    assert (stopped.pages, stopped.cursor, stopped.status) == (2, ListingCursor(after="k07"), BackfillStatus.RUNNING)
+    first_listings = len(world.listing.requests)
+    # When it is resumed from the store
+    resumed = run_job(world.engine, world.rule, jobs, jobs.get("r", job.job_id))
+    # Then it listed on from k07, copied every object exactly once, and succeeded at 100 %
+    assert world.listing.requests[first_listings][:3] == (SRC, "", "k07")
+    assert sorted(world.copier.copied) == [f"k{index:02d}" for index in range(20)]
+    assert (resumed.status, resumed.pages, resumed.totals.listed, resumed.totals.copied) == (
+        BackfillStatus.SUCCEEDED,
+        5,
+        20,
+        20,
+    )
+    assert resumed.progress().percent == 100.0
+    assert jobs.recorded == [1, 2, 3, 4, 5]
+
+
+def test_a_page_failure_marks_the_job_failed_with_its_reason() -> None:
+    world = World(make_rule())
+    world.put("k")
+    del world.s3.buckets[DST]
+    jobs = MemoryBackfillJobs(clock=lambda: T0)
+    job = BackfillJob.start(world.rule, at=T0)
+    jobs.create(job)
+    with pytest.raises(BackfillPageError):
+        run_job(world.engine, world.rule, jobs, job)
+    failed = jobs.get("r", job.job_id)
+    assert failed.status is BackfillStatus.FAILED
+    assert "NoSuchBucket" in (failed.failure_reason or "")
+
+
+def test_the_count_runs_ahead_of_the_copy_until_the_total_is_known() -> None:
+    # Given 40 objects, pages of 4, and 2 count pages per step
+    world = World(make_rule())
+    for index in range(40):
+        world.put(f"k{index:02d}")
+    jobs = MemoryBackfillJobs(clock=lambda: T0)
+    job = BackfillJob.start(world.rule, at=T0, page_size=4, count_pages=2)
+    jobs.create(job)
+    seen: list[tuple[int, int, bool, float | None]] = []
+
+    def watch(stored: BackfillJob, _result: PageResult) -> None:
+        progress = stored.progress()
+        seen.append((stored.totals.listed, stored.count.objects, stored.count.complete, progress.percent))
+
+    run_job(world.engine, world.rule, jobs, job, on_page=watch)
+    # Then the count is 3 pages ahead after each step, known after 4 steps, and the percentage only rises
+    assert seen[:4] == [(4, 12, False, None), (8, 20, False, None), (12, 28, False, None), (16, 36, False, None)]
+    assert seen[4] == (20, 40, True, 50.0)
+    percents = [percent for *_, percent in seen if percent is not None]
+    assert percents == sorted(percents)
+    assert percents[-1] == 100.0
+    # And counting cost one listing per page it counted beyond the first (which the copy's listing counted)
+    assert world.listing.count(SRC) == 10 + 9
+
+
+def test_objects_added_behind_the_count_never_push_the_percentage_to_100_before_the_end() -> None:
+    world = World(make_rule())
+    for index in range(8):
+        world.put(f"k{index}")
+    jobs = MemoryBackfillJobs(clock=lambda: T0)
+    job = BackfillJob.start(world.rule, at=T0, page_size=2, count_pages=10)
+    jobs.create(job)
+    percents: list[float | None] = []
+
+    def add_behind_the_count(stored: BackfillJob, result: PageResult) -> None:
+        percents.append(stored.progress().percent)
+        if result.sequence == 1:
+            for index in range(8):  # written after the count ended, ahead of the copy
+                world.put(f"z{index}")
+
+    final = run_job(world.engine, world.rule, jobs, job, on_page=add_behind_the_count)
+    # Then 16 objects were processed against a count of 8, and the percentage held below 100 until done
+    assert (final.totals.listed, final.count.objects) == (16, 8)
+    assert percents == [25.0, 50.0, 75.0, 99.9, 99.9, 99.9, 99.9, 100.0]
+    assert final.progress().percent == 100.0
+
+
+def test_the_page_result_is_small_json_even_with_long_keys_and_many_failures() -> None:
+    # Given keys of 1024 bytes that all fail
+    world = World(make_rule())
+    for index in range(40):
+        key = f"{index:03d}" + "é" * 510 + "x"
+        world.put(key)
+        world.copier.failures[key] = StorageError("CopyObject", DST, key, "InternalError", "x" * 5000)
+    [result] = world.run(page_size=40)
+    encoded = result.model_dump_json()
+    # Then it round-trips, and stays far below Step Functions' 256 KiB payload limit
+    assert PageResult.model_validate_json(encoded) == result
+    assert len(encoded.encode()) < 32 * 1024
+
+
+def test_with_concurrency_one_nothing_runs_on_another_thread() -> None:
+    world = World(make_rule())
+    world.put("k")
+    engine = BackfillEngine(
+        world.listing, world.copier, world.ledger, reconciler(world.replicator), world.notices, concurrency=1
+    )
+    engine.copy_page(world.rule, world.request())
+    assert engine._pool is None
+
+
+def test_concurrency_must_be_positive() -> None:
+    world = World(make_rule())
+    with pytest.raises(ValueError, match="concurrency"):
+        BackfillEngine(
+            world.listing, world.copier, world.ledger, reconciler(world.replicator), world.notices, concurrency=0
+        )
+
+
+# ---- memory ------------------------------------------------------------------------------------
+
+
+def _peak_kib(objects: int) -> float:
+    rule = make_rule(*[f"p{n:03d}/" for n in range(10)])
+    listing = SyntheticListing(SRC, objects, 10, size=1)
+    engine = BackfillEngine(
+        listing,
+        CountingCopier(),
+        DiscardingLedger(),
+        lambda rule, key: pytest.fail("no object should need the live path"),
+        RecordingNotices(),
+        concurrency=4,
+    )
+    request = BackfillJob.start(rule, at=T0, page_size=200).next_request()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        for _result in run_pages(engine, rule, request):
+            pass
+        return tracemalloc.get_traced_memory()[1] / 1024
+    finally:
+        tracemalloc.stop()
+        engine.close()
+
+
+def test_memory_does_not_grow_with_the_bucket() -> None:
+    # Given the same engine over 2,000 and 20,000 objects (pages of 200)
+    small, large = _peak_kib(2_000), _peak_kib(20_000)
+    # Then the peak is about the same: pages are listed, copied and dropped
+    assert large < small * 1.5 + 64, f"peak {small:.0f} KiB at 2k objects, {large:.0f} KiB at 20k"
+
+
+def test_progress_rate_and_eta_come_from_time_spent_in_steps() -> None:
+    world = World(make_rule())
+    ticks = iter(range(0, 1000, 2))
+    engine = BackfillEngine(
+        world.listing,
+        world.copier,
+        world.ledger,
+        reconciler(world.replicator),
+        world.notices,
+        monotonic=lambda: float(next(ticks)),
+        concurrency=1,
+    )
+    for index in range(6):
+        world.put(f"k{index}")
+    jobs = MemoryBackfillJobs(clock=lambda: T0 + timedelta(seconds=1))
+    job = BackfillJob.start(world.rule, at=T0, page_size=2, count_pages=4)
+    jobs.create(job)
+    stored = run_job(engine, world.rule, jobs, job, max_pages=1)
+    progress = stored.progress()
+    assert (progress.processed, progress.total) == (2, 6)
+    assert progress.percent == pytest.approx(33.333, abs=0.01)
+    assert progress.objects_per_second == pytest.approx(1.0)  # 2 objects in a 2-second step
+    assert progress.eta_seconds == pytest.approx(4.0)
