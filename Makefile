@@ -55,7 +55,7 @@ define make_venv
 	@[ -x $(1)/bin/python ] || { echo "creating $(1)"; $(PYTHON) -m venv $(1); }
 endef
 
-.PHONY: help venv sam-venv checkov-venv lint format build test test-unit test-integration test-e2e demo bench bench-large bench-backfill bench-two-way clean distclean
+.PHONY: help venv sam-venv checkov-venv lint format build test test-unit test-integration test-e2e demo bench bench-large bench-backfill bench-backfill-workflow bench-two-way clean distclean
 
 help: ## List the targets (this text)
 	@echo "usage: make TARGET   (PYTHON=$(PYTHON), SAM CLI $(SAM_CLI_VERSION))"
@@ -136,6 +136,9 @@ bench-large: venv ## Large-object copy on SeaweedFS: crr vs aws s3 cp vs rclone 
 
 bench-backfill: venv ## Backfill on SeaweedFS: crr vs aws s3 sync vs rclone vs a bare copy loop (BENCH_ARGS='--objects 2000')
 	$(VENV)/bin/python -m bench.backfill $(BENCH_ARGS)
+
+bench-backfill-workflow: venv ## The whole backfill state machine on the local cloud (2000 objects)
+	$(VENV)/bin/python -m bench.backfill_workflow $(BENCH_ARGS)
 
 bench-two-way: venv ## Two-way sync: replicator writes, nudges and S3 requests per user change
 	$(VENV)/bin/python -m bench.two_way

@@ -3,7 +3,8 @@
 Starts the local cloud, deploys template.yaml in us-west-1, creates a source bucket there and a
 destination bucket in us-east-1, adds a rule with the CLI, then creates, overwrites and deletes
 objects (awkward keys, empty object, metadata, tags, content headers) and waits, polling with a
-deadline, until the destination equals the source. Then a two-way pair: a stack in each region,
+deadline, until the destination equals the source; objects written before the rule arrive through
+the backfill `rules add --backfill` starts. Then a two-way pair: a stack in each region,
 `crr rules add --two-way`, writes on both sides and a deliberate same-key race, until both sides are
 identical. Exits 0 only if both parts converge.
 """
@@ -73,6 +74,12 @@ OVERWRITES = [
     ),
 ]
 DELETES = ["to-delete/old.log", "to-delete/older.log"]
+# Written before the rule exists, so no notification ever names them: the backfill copies them.
+HISTORY = [
+    Put("history/2019/ledger.csv", b"year,total\n2019,42\n", {"ContentType": "text/csv", "Tagging": "era=2019"}),
+    Put("history/2020/ledger.csv", b"year,total\n2020,43\n", {"ContentType": "text/csv", "Metadata": {"v": "1"}}),
+    Put("history/README.txt", b"objects from before the rule\n"),
+]
 
 
 def abort_incomplete_uploads(s3: Any, bucket: str) -> None:
@@ -132,8 +139,12 @@ def run(deadline_s: float) -> int:
         create_bucket(replica_s3, DESTINATION, DESTINATION_REGION, versioned=False)
         abort_incomplete_uploads(replica_s3, DESTINATION)
         print(f"  buckets: {SOURCE} ({SOURCE_REGION}, versioned) → {DESTINATION} ({DESTINATION_REGION})")
-        print("$ crr rules add --source crr-demo-source --destination crr-demo-replica")
-        if run_cli(cloud, STACK, SOURCE_REGION, ["rules", "add", "--source", SOURCE, "--destination", DESTINATION]):
+        for put in HISTORY:
+            source_s3.put_object(Bucket=SOURCE, Key=put.key, Body=put.body, **put.extra)
+        print(f"  {len(HISTORY)} objects already in {SOURCE} before the rule (history/): the backfill copies them")
+        print("$ crr rules add --source crr-demo-source --destination crr-demo-replica --backfill")
+        arguments = ["rules", "add", "--source", SOURCE, "--destination", DESTINATION, "--backfill"]
+        if run_cli(cloud, STACK, SOURCE_REGION, arguments):
             return 1
         writes_started = time.monotonic()
         for put in CREATES:
@@ -166,6 +177,9 @@ def run(deadline_s: float) -> int:
             f"  converged {converged - writes_done:.2f}s after the last write "
             f"({converged - writes_started:.2f}s after the first); whole demo {converged - started:.1f}s"
         )
+        print(f"$ crr backfill status {SOURCE}")
+        if run_cli(cloud, STACK, SOURCE_REGION, ["backfill", "status", SOURCE]):
+            return 1
         return two_way(cloud, deadline_s)
 
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from crr.errors import CrrError
+from crr_cli.backfill_command import add_backfill_parser
 from crr_cli.dlq_command import add_dlq_parser
 from crr_cli.localcloud.command import add_local_parser
 from crr_cli.rules_command import add_rules_parser
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_rules_parser(commands)
     add_dlq_parser(commands)
+    add_backfill_parser(commands)
     add_status_parser(commands)
     add_verify_parser(commands)
     add_local_parser(commands)

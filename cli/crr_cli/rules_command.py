@@ -16,6 +16,7 @@ from crr.adapters.sqs import SqsQueueSender
 from crr.breaker import BreakerSettings, discard_held_deletes, release_held_deletes
 from crr.catalog import PairRemoval, RuleCatalog, RuleRequest, StackScope
 from crr.rules import ReplicationRule
+from crr_cli.backfill_command import describe_start, start_backfill
 from crr_cli.stack import discover_stack
 
 
@@ -43,6 +44,11 @@ def add_rules_parser(subparsers: Any) -> None:
         help="also replicate back: add the reverse rule to PEER_STACK, the crr stack of the destination region",
     )
     add.add_argument("--reverse-id", help="id of the reverse rule of --two-way (default: the destination's name)")
+    add.add_argument(
+        "--backfill",
+        action="store_true",
+        help="once the rule is active, start copying the objects already in the source (crr backfill start)",
+    )
     add.add_argument("--json", action="store_true")
     add.set_defaults(func=_add)
 
@@ -162,6 +168,12 @@ def _add(args: argparse.Namespace) -> int:
     for warning in catalog.advice(rules[0]):
         print(f"warning: {warning}", file=sys.stderr)
     _print_rules(rules, args.json)
+    if args.backfill:
+        # Only now: the rule is active, so every object written from here on is replicated live, and the
+        # backfill's listing, which starts after this, sees every object written before.
+        clients = ClientFactory()
+        started = start_backfill(clients, discover_stack(clients, args.stack, args.region), rules[0].rule_id)
+        print(describe_start(started), file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

@@ -44,9 +44,9 @@ class Difference:
         return "\n".join(lines) or "equal"
 
 
-def list_keys(s3: Any, bucket: str) -> list[str]:
+def list_keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
     keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(item["Key"] for item in page.get("Contents", []))
     return keys
 
@@ -64,8 +64,8 @@ def view(s3: Any, bucket: str, key: str) -> ObjectView:
     )
 
 
-def snapshot(s3: Any, bucket: str) -> dict[str, ObjectView]:
-    keys = list_keys(s3, bucket)
+def snapshot(s3: Any, bucket: str, prefix: str = "") -> dict[str, ObjectView]:
+    keys = list_keys(s3, bucket, prefix)
     with ThreadPoolExecutor(max_workers=8) as pool:
         return dict(zip(keys, pool.map(lambda key: view(s3, bucket, key), keys), strict=True))
 

@@ -27,6 +27,7 @@ class CrrStack:
     source_buckets: tuple[str, ...]
     destination_buckets: tuple[str, ...]
     delete_breaker_window_seconds: int = 300
+    backfill_state_machine_arn: str | None = None
 
     @property
     def scope(self) -> StackScope:
@@ -69,4 +70,5 @@ def discover_stack(clients: ClientFactory, name: str, region: str) -> CrrStack:
         source_buckets=_names(outputs.get("AllowedSourceBuckets", "")),
         destination_buckets=_names(outputs.get("AllowedDestinationBuckets", "")),
         delete_breaker_window_seconds=int(outputs.get("DeleteBreakerWindowSeconds", "300")),
+        backfill_state_machine_arn=outputs.get("BackfillStateMachineArn"),
     )

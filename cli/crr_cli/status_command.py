@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from crr.adapters.backfill_jobs import DynamoBackfillJobs
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoRules
 from crr.adapters.health import (
@@ -82,6 +83,7 @@ def stack_status(clients: ClientFactory, stack: CrrStack) -> StackStatus:
             clients.client("cloudwatch", stack.region), queue_name_from_url(stack.queue_url)
         ),
         failures=DynamoFailureCounter(dynamodb, stack.rules_table),
+        backfills=DynamoBackfillJobs(dynamodb, stack.rules_table),
     )
 
 

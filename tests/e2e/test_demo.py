@@ -27,7 +27,9 @@ def test_the_demo_replicates_one_way_then_two_way_into_the_other_region(tmp_path
     )
     # Then it reports a replica equal to the source, with the deleted keys gone
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
-    assert "OK: 7 objects in crr-demo-replica equal crr-demo-source" in finished.stdout
+    assert "OK: 10 objects in crr-demo-replica equal crr-demo-source" in finished.stdout
+    assert "history/2019/ledger.csv" in finished.stdout.split("KEY", 1)[1]
+    assert ": succeeded" in finished.stdout.split("crr backfill status", 1)[1]
     assert "to-delete/" not in finished.stdout.split("KEY", 1)[1]
     # And the two-way part ends with both sites identical: the race won by one side, the delete applied
     two_way = finished.stdout.split("crr demo, two-way", 1)[1]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from crr import large_copy
+from crr import backfill_workflow, large_copy
 from crr_cli.localcloud.cfn_yaml import load_cfn_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +28,7 @@ PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 # State machine -> (the function its tasks call, that function's step contract).
 CONTRACTS: Mapping[str, tuple[str, Mapping[str, tuple[type[BaseModel], type[BaseModel]]]]] = {
     "LargeCopyStateMachine": ("LargeCopyFunction", large_copy.STEP_MODELS),
+    "BackfillStateMachine": ("BackfillFunction", backfill_workflow.STEP_MODELS),
 }
 
 
@@ -91,20 +92,26 @@ def test_every_lambda_task_sends_its_step_model_and_reads_only_fields_of_its_res
         assert sent == set(step_model.model_fields), (state_name, sent)
         # And everything it reads from the answer is a field of the step's result model
         for path in state.get("ResultSelector", {}).values():
-            field = re.fullmatch(r"\$\.Payload\.([A-Za-z_]+)", path)
+            field = re.fullmatch(r"\$\.Payload(?:\.([A-Za-z_]+))?", path)
             assert field is not None, (state_name, path)
-            assert field.group(1) in result_model.model_fields, (state_name, path)
+            assert field.group(1) is None or field.group(1) in result_model.model_fields, (state_name, path)
         actions_seen.add(action)
     # And every step of the contract is used by some task
     assert actions_seen == set(contract)
 
 
-def test_every_catch_puts_the_error_where_the_give_up_step_reads_it() -> None:
-    definition = json.loads(definition_text(state_machines()["LargeCopyStateMachine"]))
+@pytest.mark.parametrize(
+    ("name", "handler"), [("LargeCopyStateMachine", "GiveUp"), ("BackfillStateMachine", "RecordFailure")]
+)
+def test_every_catch_of_a_failure_puts_the_error_where_its_handler_reads_it(name: str, handler: str) -> None:
+    definition = json.loads(definition_text(state_machines()[name]))
     by_name = dict(states(definition))
-    give_up = by_name["GiveUp"]["Parameters"]["Payload"]
-    for state_name, state in by_name.items():
-        for catch in state.get("Catch", []):
-            # Given a Catch, Then it goes to GiveUp with the error at the path GiveUp sends as `error`
-            assert catch["Next"] == "GiveUp", state_name
-            assert catch["ResultPath"] == give_up["error.$"], state_name
+    reads = by_name[handler]["Parameters"]["Payload"]["error.$"]
+    catches = [(state_name, catch) for state_name, state in by_name.items() for catch in state.get("Catch", [])]
+    assert catches
+    for state_name, catch in catches:
+        # Given a Catch of a failure, Then it goes to the handler with the error where the handler reads it
+        if catch["Next"] == handler:
+            assert catch["ResultPath"] == reads, state_name
+        else:  # only a retried start that went through the first time is not a failure
+            assert catch["ErrorEquals"] == ["StepFunctions.ExecutionAlreadyExistsException"], state_name

@@ -21,6 +21,7 @@ from crr.adapters.health import (
     SqsQueueGauge,
     queue_name_from_url,
 )
+from crr.backfill import BackfillJob, CountProgress, PageCounts
 from crr.errors import RuleNotFoundError
 from crr.failures import FailureKind, FailureReason
 from crr.ports import ProgressDelta, QueueMessage
@@ -131,6 +132,7 @@ def stack_status(
     dlq: QueueDepth = EMPTY,
     backlog_age: FakeBacklogAge | None = None,
     failures: FakeFailures | None = None,
+    backfills: dict[str, BackfillJob] | None = None,
     clock: Callable[[], datetime] = lambda: NOW,
 ) -> StackStatus:
     return StackStatus(
@@ -142,7 +144,29 @@ def stack_status(
         dead_letters=FakeQueue(dlq),
         backlog_age=backlog_age or FakeBacklogAge(),
         failures=failures or FakeFailures(),
+        backfills=FakeBackfills(backfills or {}),
         clock=clock,
+    )
+
+
+class FakeBackfills:
+    def __init__(self, jobs: dict[str, BackfillJob]) -> None:
+        self._jobs = jobs
+
+    def latest(self, rule_id: str) -> BackfillJob | None:
+        return self._jobs.get(rule_id)
+
+
+def backfill_job(rule: ReplicationRule, *, processed: int, counted: int, seconds: float) -> BackfillJob:
+    """A running job that has dealt with ``processed`` objects of ``counted`` in ``seconds``."""
+    job = BackfillJob.start(rule, at=NOW, job_id="20261125T095000000000Z-abc123")
+    return job.model_copy(
+        update={
+            "pages": 3,
+            "totals": PageCounts(listed=processed, copied=processed),
+            "count": CountProgress(objects=counted, complete=True),
+            "active_seconds": seconds,
+        }
     )
 
 
@@ -282,17 +306,34 @@ def test_the_text_shows_the_stack_numbers_once_and_one_aligned_line_per_rule() -
     assert lines[1] == "queue: 10 message(s) (3 in flight), oldest 1m35s  |  DLQ: 3  |  failures (last hour): 2"
     header, logs, photos = lines[3:6]
     assert header.split() == [
-        "RULE", "STATE", "SOURCE", "->", "DESTINATION", "LAST", "SYNC", "LAG", "COPIED", "BYTES", "DELETES", "SKIPPED"
+        "RULE", "STATE", "SOURCE", "->", "DESTINATION", "LAST", "SYNC", "LAG", "COPIED", "BYTES", "DELETES", "SKIPPED",
+        "BACKFILL",
     ]  # fmt: skip
-    # And each rule says its state, route with regions, last sync, lag and counters
+    # And each rule says its state, route with regions, last sync, lag, counters and backfill
     assert photos.split() == [
         "photos", "enabled", "photos-src", "(us-west-1)", "->", "photos-dst", "(us-east-1)",
-        "4.0s", "ago", "1m15s", "1234", "1.2", "MiB", "1", "2",
+        "4.0s", "ago", "1m15s", "1234", "1.2", "MiB", "1", "2", "-",
     ]  # fmt: skip
     assert logs.split()[:2] == ["logs", "paused"]
     assert "paused" in logs.split()[7:]
-    # And the columns line up: every row is as wide as the header, numbers right-aligned
-    assert header.index("SKIPPED") + len("SKIPPED") == len(photos) == len(logs)
+    # And the columns line up: numbers right-aligned under their header, the backfill after them
+    assert header.index("SKIPPED") + len("SKIPPED") == photos.rindex(" 2 ") + 2 == logs.rindex(" 0 ") + 2
+    assert header.index("BACKFILL") == photos.rindex("-") == logs.rindex("-")
+
+
+def test_a_rule_shows_its_backfill_percent_and_eta_once_the_total_is_counted() -> None:
+    # Given a rule whose backfill dealt with 250 of 1000 counted objects in 10 s
+    rule = make_rule("photos")
+    status = stack_status(rule, backfills={"photos": backfill_job(rule, processed=250, counted=1000, seconds=10)})
+    # When the status is read
+    report = status.report()
+    # Then it shows 25 % done and 30 s to go (750 objects at 25 per second)
+    backfill = report.rules[0].backfill
+    assert backfill is not None
+    assert (backfill.status, backfill.processed, backfill.total) == ("running", 250, 1000)
+    assert backfill.percent_complete == 25.0
+    assert backfill.eta_seconds == 30.0
+    assert render_text(report).splitlines()[4].endswith("25.0% ETA 30s")
 
 
 def test_an_idle_stack_without_a_backlog_datapoint_says_idle_and_dash() -> None:

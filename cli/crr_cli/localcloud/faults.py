@@ -8,8 +8,9 @@ move between phases:
     {"mode": "flaky", "rate": 0.1, "buckets": ["dst"], "seed": 7}       500 / 503 SlowDown / read timeouts
     {"mode": "outage", "buckets": ["dst"], "code": "AccessDenied"}     every call on those buckets fails
 
-Only S3 calls whose ``Bucket`` parameter is one of ``buckets`` fail (the destination side), and with
-``"operations": ["UploadPartCopy", ...]`` only those operations. Each
+Only S3 calls whose ``Bucket`` parameter is one of ``buckets`` fail (the destination side), with
+``"operations": ["UploadPartCopy", ...]`` only those operations, and with ``"prefixes": ["b/"]`` only
+calls whose ``Prefix`` parameter starts with one of them (listings). Each
 injected fault is counted in ``<control file>.<pid>.counts`` so the test can report what it did.
 """
 
@@ -57,9 +58,7 @@ class _Control:
     def fault_for(self, operation: str, params: dict[str, Any]) -> Exception | None:
         with self._lock:
             settings = self.settings()
-            if settings.get("mode", "none") == "none" or params.get("Bucket") not in settings.get("buckets", []):
-                return None
-            if "operations" in settings and operation not in settings["operations"]:
+            if not _targeted(settings, operation, params):
                 return None
             if settings["mode"] == "outage":
                 code = str(settings.get("code", "AccessDenied"))
@@ -76,6 +75,15 @@ class _Control:
         self._counts[kind] = self._counts.get(kind, 0) + 1
         self._counts_path.write_text(json.dumps(self._counts), encoding="utf-8")
         return error
+
+
+def _targeted(settings: dict[str, Any], operation: str, params: dict[str, Any]) -> bool:
+    """Whether the settings inject faults into this call at all."""
+    if settings.get("mode", "none") == "none" or params.get("Bucket") not in settings.get("buckets", []):
+        return False
+    if "operations" in settings and operation not in settings["operations"]:
+        return False
+    return "prefixes" not in settings or str(params.get("Prefix", "")).startswith(tuple(settings["prefixes"]))
 
 
 def _client_error(code: str, status: int, message: str, operation: str) -> ClientError:

@@ -18,7 +18,8 @@ fast as the local one can then copy an object that is still half-written. These 
 Conditional copies, as S3 has them and moto does not: CopyObject honours `If-Match` and
 `If-None-Match: *` on the destination key (a delete marker counts as absent) and
 `x-amz-copy-source-if-match` on the source, and CompleteMultipartUpload honours `If-Match`; the check
-and the write happen under the write lock, so they are atomic as on S3.
+and the write happen under the write lock, so they are atomic as on S3. A copy onto an existing key
+gets exactly the source's tags (moto kept the overwritten object's tags beside them).
 
 One performance seam rides along: moto's SQS checks every queued message's visibility through a
 datetime-based clock on each SendMessage (it builds all queue attributes to read one flag), so a
@@ -298,6 +299,23 @@ def _conditional_complete(original: Callable[..., Any]) -> Callable[..., Any]:
     return key_response_post
 
 
+def _copy_with_exactly_the_source_tags(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto adds the source's tags to those the overwritten destination key had; S3 gives the new object
+    exactly the source's tags (none when the source has none)."""
+
+    def copy_object(
+        self: Any, src_key: Any, dest_bucket_name: str, dest_key_name: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        copied = original(self, src_key, dest_bucket_name, dest_key_name, *args, **kwargs)
+        new_key = self.get_object(dest_bucket_name, dest_key_name)
+        if new_key is not None:
+            self.tagger.delete_all_tags_for_resource(new_key.arn)
+            self.tagger.copy_tags(src_key.arn, new_key.arn)
+        return copied
+
+    return copy_object
+
+
 def _fast_unix_time_millis(original: Callable[..., float]) -> Callable[..., float]:
     def unix_time_millis(dt: Any = None) -> float:
         return original(dt) if dt is not None else time.time() * 1000.0
@@ -313,6 +331,7 @@ def install() -> None:
     delivery = _EventDelivery()
     notifications.send_event = delivery.send_event
     notifications._get_s3_event = delivery.get_s3_event
+    setattr(S3Backend, "copy_object", _copy_with_exactly_the_source_tags(S3Backend.copy_object))  # noqa: B010
     for name in ("put_object", "copy_object", "put_object_acl", "put_object_tagging", "delete_object_tagging"):
         setattr(S3Backend, name, _locked(getattr(S3Backend, name)))
     setattr(S3Backend, "complete_multipart_upload", _complete_multipart_upload(S3Backend.complete_multipart_upload))  # noqa: B010

@@ -25,7 +25,6 @@ copies the newer state; any other failure goes to the dead-letter queue with its
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +47,7 @@ from crr.ports import (
     ProgressSink,
     UploadedPart,
 )
+from crr.workflow import StepError
 
 # Parts one invocation copies at once (UploadPartCopy is server side: this bounds connections).
 PART_CONCURRENCY = 16
@@ -123,15 +123,6 @@ class GaveUp(BaseModel):
 
     outcome: Literal["handed_back", "dead_lettered"]
     reason: str
-
-
-class StepError(BaseModel):
-    """What a Catch puts at ResultPath: the error's name and its cause (Lambda's error JSON, or text)."""
-
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
-
-    error: str = Field(default="", alias="Error")
-    cause: str = Field(default="", alias="Cause")
 
 
 class PrepareStep(BaseModel):
@@ -239,7 +230,7 @@ class LargeCopier:
             case CompleteStep():
                 return self.complete(step.job)
             case GiveUpStep():
-                return self.give_up(step.job, step.error.error, _cause_message(step.error.cause))
+                return self.give_up(step.job, step.error.error, step.error.message)
 
     def prepare(self, job: LargeCopyJob) -> PreparedCopy:
         """Start the multipart upload (unless a redriven job already has one) and plan the batches."""
@@ -318,14 +309,3 @@ def _upload_of(job: LargeCopyJob) -> str:
 def _holds(held: dict[int, UploadedPart], part: PartRange) -> bool:
     found = held.get(part.number)
     return found is not None and found.size == part.size
-
-
-def _cause_message(cause: str) -> str:
-    """A Lambda error's Cause is its error JSON; keep the message, which names what failed."""
-    try:
-        found = json.loads(cause)
-    except ValueError:
-        return cause
-    if isinstance(found, dict) and isinstance(found.get("errorMessage"), str):
-        return str(found["errorMessage"])
-    return cause

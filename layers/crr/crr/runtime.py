@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import cache
 
+from crr.adapters.backfill_jobs import DynamoBackfillJobs
+from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing, backfill_clients
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import (
     DynamoBreakerStore,
@@ -15,7 +17,10 @@ from crr.adapters.dynamodb import (
 )
 from crr.adapters.s3 import S3ObjectStore
 from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsKeyHandOver, SqsPeerNudges, SqsQueueSender
+from crr.adapters.sqs_batch import SqsBatchSender
 from crr.adapters.stepfunctions import StepFunctionsLargeCopies
+from crr.backfill import BackfillEngine, reconciler
+from crr.backfill_workflow import BackfillSteps
 from crr.breaker import BreakerSettings, DeleteBreaker
 from crr.failures import Backoff
 from crr.large_copy import LargeCopier, LargeObjectSettings
@@ -31,12 +36,12 @@ def _clients() -> ClientFactory:
 
 
 @cache
-def _service_for(settings: FunctionSettings) -> ReplicationService:
+def _replicator_for(settings: FunctionSettings) -> Replicator:
     # Cached per settings value, so warm invocations reuse clients and the rule and ACL-mode caches,
     # and a changed environment (a new deployment) builds fresh ones.
     clients = _clients()
     dynamodb = clients.client("dynamodb", settings.region)
-    replicator = Replicator(
+    return Replicator(
         rules=DynamoRules(dynamodb, settings.rules_table_name, cache_seconds=settings.rule_cache_seconds),
         objects=S3ObjectStore(clients),
         ledger=DynamoLedger(dynamodb, settings.rules_table_name),
@@ -56,6 +61,13 @@ def _service_for(settings: FunctionSettings) -> ReplicationService:
             else None
         ),
     )
+
+
+@cache
+def _service_for(settings: FunctionSettings) -> ReplicationService:
+    clients = _clients()
+    dynamodb = clients.client("dynamodb", settings.region)
+    replicator = _replicator_for(settings)
     failed_messages = SqsFailedMessages(
         clients.client("sqs", settings.region), settings.replication_queue_url, settings.dead_letter_queue_url
     )
@@ -120,3 +132,32 @@ def large_copier(function_seconds: float) -> LargeCopier:
         DynamoProgress(clients.client("dynamodb", settings.region), settings.rules_table_name),
         batch_bytes=large_object_settings(settings).batch_bytes(function_seconds),
     )
+
+
+@cache
+def _backfill_steps_for(settings: FunctionSettings) -> BackfillSteps:
+    clients = backfill_clients()
+    dynamodb = _clients().client("dynamodb", settings.region)
+    replicator = _replicator_for(settings)
+    engine = BackfillEngine(
+        S3PageListing(clients),
+        S3FastCopier(clients, S3ObjectStore(clients)),
+        DynamoLedger(dynamodb, settings.rules_table_name),
+        reconciler(replicator),
+        SqsBatchSender(_clients().client("sqs", settings.region), settings.replication_queue_url),
+        concurrency=settings.backfill_concurrency,
+        sse_kms_sources=settings.sse_kms_sources,
+    )
+    return BackfillSteps(
+        engine,
+        DynamoBackfillJobs(dynamodb, settings.rules_table_name),
+        DynamoRules(dynamodb, settings.rules_table_name, cache_seconds=settings.rule_cache_seconds),
+        # Keys the page handed to the live path's reconcile count in the rule's progress, as live copies do.
+        after_page=replicator.flush_progress,
+    )
+
+
+def backfill_steps() -> BackfillSteps:
+    """The backfill workflow's steps for the current environment (kept warm: clients and the copy pool).
+    Raises ConfigurationError if the environment is incomplete."""
+    return _backfill_steps_for(FunctionSettings.from_environment())

@@ -33,6 +33,9 @@ class FunctionSettings(BaseModel):
     part_size_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
     copy_bytes_per_second: float = Field(default=100 * 1024**2, gt=0)
     large_copy_state_machine_arn: str | None = None
+    # Backfill: objects copied at once by one page step, and whether SSE-KMS sources may exist.
+    backfill_concurrency: int = Field(default=32, ge=1, le=256)
+    sse_kms_sources: bool = False
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> FunctionSettings:
@@ -54,6 +57,8 @@ class FunctionSettings(BaseModel):
             "part_size_bytes": env.get("PART_SIZE_BYTES", str(64 * 1024**2)),
             "copy_bytes_per_second": env.get("COPY_BYTES_PER_SECOND", str(100 * 1024**2)),
             "large_copy_state_machine_arn": env.get("LARGE_COPY_STATE_MACHINE_ARN") or None,
+            "backfill_concurrency": env.get("BACKFILL_CONCURRENCY", "32"),
+            "sse_kms_sources": env.get("SSE_KMS_SOURCES", "false"),
         }
         try:
             return cls.model_validate(values)
@@ -72,6 +77,8 @@ class FunctionSettings(BaseModel):
                 "multipart_threshold_bytes": "MULTIPART_THRESHOLD_BYTES",
                 "part_size_bytes": "PART_SIZE_BYTES",
                 "copy_bytes_per_second": "COPY_BYTES_PER_SECOND",
+                "backfill_concurrency": "BACKFILL_CONCURRENCY",
+                "sse_kms_sources": "SSE_KMS_SOURCES",
             }
             problems = ", ".join(f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors())
             raise ConfigurationError(f"function environment is incomplete: {problems}") from None

@@ -17,6 +17,7 @@ from typing import NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from crr.backfill import BackfillJob
 from crr.errors import CrrError
 from crr.rules import ReplicationRule, RuleStatus
 
@@ -128,15 +129,34 @@ class LagState(StrEnum):
 
 
 class BackfillHealth(BaseModel):
-    """Backfill progress of a rule. Backfill is not built yet: ``RuleHealth.backfill`` is always None
-    until it is, and ``render_text`` shows no backfill column."""
+    """The rule's newest backfill job, as ``crr status`` shows it (``crr backfill status`` shows more)."""
 
     model_config = ConfigDict(frozen=True)
 
     job_id: str
     status: str
-    percent_complete: float | None = None
+    processed: int = Field(description="objects listed and dealt with (copied, skipped, superseded, failed)")
+    total: int | None = Field(description="objects counted; null until the counting pass is complete")
+    percent_complete: float | None = Field(description="null until the total is known; never goes backwards")
     eta_seconds: float | None = None
+    failure_reason: str | None = None
+
+
+def backfill_health(job: BackfillJob) -> BackfillHealth:
+    progress = job.progress()
+    return BackfillHealth(
+        job_id=job.job_id,
+        status=job.status.value,
+        processed=progress.processed,
+        total=progress.total,
+        percent_complete=progress.percent,
+        eta_seconds=progress.eta_seconds,
+        failure_reason=job.failure_reason,
+    )
+
+
+class BackfillSource(Protocol):
+    def latest(self, rule_id: str) -> BackfillJob | None: ...
 
 
 class RuleHealth(BaseModel):
@@ -159,7 +179,7 @@ class RuleHealth(BaseModel):
     bytes_copied: int
     deletes_applied: int
     skipped: int
-    backfill: BackfillHealth | None = Field(default=None, description="not built yet: always null")
+    backfill: BackfillHealth | None = Field(default=None, description="the newest backfill job; null if none")
 
 
 class StackHealth(BaseModel):
@@ -263,6 +283,7 @@ class StackStatus:
         dead_letters: QueueGauge,
         backlog_age: BacklogAgeGauge,
         failures: FailureCounter,
+        backfills: BackfillSource | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._stack = stack
@@ -273,6 +294,7 @@ class StackStatus:
         self._dead_letters = dead_letters
         self._backlog_age = backlog_age
         self._failures = failures
+        self._backfills = backfills
         self._clock = clock
 
     def report(self, rule_id: str | None = None) -> StatusReport:
@@ -304,7 +326,13 @@ class StackStatus:
             failures_counted_completely=failures.complete,
         )
         healths = [rule_health(rule, self._progress.read(rule.rule_id), queue.empty, now) for rule in rules]
+        if self._backfills is not None:
+            healths = [health.model_copy(update={"backfill": self._backfill_of(health.rule_id)}) for health in healths]
         return StatusReport(generated_at=now, stack=stack, rules=healths, warnings=warnings)
+
+    def _backfill_of(self, rule_id: str) -> BackfillHealth | None:
+        job = self._backfills.latest(rule_id) if self._backfills is not None else None
+        return backfill_health(job) if job is not None else None
 
 
 # ---- formatting ----------------------------------------------------------------------------------
@@ -349,6 +377,19 @@ def lag_text(health: RuleHealth) -> str:
     return humanize_seconds(health.lag_seconds) if health.lag is LagState.BEHIND else health.lag.value
 
 
+def backfill_text(backfill: BackfillHealth | None) -> str:
+    """``-``, ``62.5% ETA 1m05s``, ``running (counting)``, ``done``, ``failed``."""
+    if backfill is None:
+        return "-"
+    if backfill.status == "succeeded":
+        return "done"
+    if backfill.status == "failed":
+        return f"failed at {backfill.processed} objects"
+    if backfill.percent_complete is None:
+        return f"{backfill.processed} done, counting"
+    return f"{backfill.percent_complete:.1f}% ETA {humanize_seconds(backfill.eta_seconds)}"
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: frozenset[int]) -> list[str]:
     """Columns padded to their widest cell; columns in ``numeric`` right-aligned."""
     widths = [max(len(row[index]) for row in [headers, *rows]) for index in range(len(headers))]
@@ -378,7 +419,18 @@ def _stack_lines(report: StatusReport) -> list[str]:
     ]
 
 
-_RULE_HEADERS = ("RULE", "STATE", "SOURCE -> DESTINATION", "LAST SYNC", "LAG", "COPIED", "BYTES", "DELETES", "SKIPPED")
+_RULE_HEADERS = (
+    "RULE",
+    "STATE",
+    "SOURCE -> DESTINATION",
+    "LAST SYNC",
+    "LAG",
+    "COPIED",
+    "BYTES",
+    "DELETES",
+    "SKIPPED",
+    "BACKFILL",
+)
 _NUMERIC_COLUMNS = frozenset({4, 5, 6, 7, 8})
 
 
@@ -402,6 +454,7 @@ def render_text(report: StatusReport) -> str:
                 humanize_bytes(health.bytes_copied),
                 str(health.deletes_applied),
                 str(health.skipped),
+                backfill_text(health.backfill),
             )
             for health in report.rules
         ]

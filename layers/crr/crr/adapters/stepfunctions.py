@@ -1,4 +1,4 @@
-"""Step Functions: start workflow executions (the large-copy workflow)."""
+"""Step Functions: start workflow executions under stable names, and read their status."""
 
 from __future__ import annotations
 
@@ -10,48 +10,57 @@ from crr.adapters.clients import error_code, error_message
 from crr.errors import WorkflowError
 from crr.large_copy import LargeCopyJob
 
-# Attempts of one source version's copy: a replay or repair after a failed (or superseded) attempt
-# starts the next one, since Step Functions keeps a closed execution's name for 90 days.
+# Step Functions keeps a closed execution's name for 90 days, so a new attempt under the same base name
+# takes the next free ``<base>-<n>``.
 MAX_ATTEMPTS = 50
 
 
-class StepFunctionsLargeCopies:
-    """LargeCopyLauncher: executions are named after the source version (and an attempt number), so a
-    redelivered record finds the execution that is already copying it instead of starting a second."""
+class StepFunctionsExecutions:
+    """One state machine's executions (``crr.backfill_workflow.BackfillExecutions``)."""
 
     def __init__(self, client: Any, state_machine_arn: str) -> None:
         self._sfn = client
         self._arn = state_machine_arn
 
-    def start(self, job: LargeCopyJob) -> None:
+    def start(self, base_name: str, document: str) -> tuple[str, bool]:
+        """Start ``base_name`` or the next free ``base_name-<n>``; an execution already RUNNING under one of
+        those names is returned instead (False: nothing started)."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            name = job.execution_name if attempt == 1 else f"{job.execution_name}-{attempt}"
-            if self._started(job, name):
-                return
-            if self._status(name) == "RUNNING":
-                return  # this version is being copied right now
-        raise WorkflowError(f"{MAX_ATTEMPTS} copies of {job.request.state.key!r} at this version were started")
+            name = base_name if attempt == 1 else f"{base_name}-{attempt}"
+            try:
+                started = self._sfn.start_execution(stateMachineArn=self._arn, name=name, input=document)
+            except ClientError as exc:
+                if error_code(exc) != "ExecutionAlreadyExists":
+                    raise WorkflowError(
+                        f"StartExecution {name} of {self._arn} failed: {error_message(exc)}", error_code(exc)
+                    ) from exc
+                existing = self.execution_arn(name)
+                if self.status(existing) == "RUNNING":
+                    return existing, False
+                continue
+            return str(started["executionArn"]), True
+        raise WorkflowError(f"{MAX_ATTEMPTS} executions named {base_name}[-n] exist already")
 
-    def _started(self, job: LargeCopyJob, name: str) -> bool:
-        try:
-            self._sfn.start_execution(stateMachineArn=self._arn, name=name, input=job.model_dump_json())
-        except ClientError as exc:
-            if error_code(exc) == "ExecutionAlreadyExists":
-                return False
-            raise self._error("StartExecution", job, exc) from exc
-        return True
-
-    def _status(self, name: str) -> str:
+    def execution_arn(self, name: str) -> str:
         # arn:aws:states:<region>:<account>:stateMachine:<machine> → ...:execution:<machine>:<name>
-        execution = f"{self._arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
+        return f"{self._arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
+
+    def status(self, execution_arn: str) -> str:
         try:
-            return str(self._sfn.describe_execution(executionArn=execution)["status"])
+            return str(self._sfn.describe_execution(executionArn=execution_arn)["status"])
         except ClientError as exc:
             raise WorkflowError(
-                f"DescribeExecution of {execution} failed: {error_message(exc)}", error_code(exc)
+                f"DescribeExecution of {execution_arn} failed: {error_message(exc)}", error_code(exc)
             ) from exc
 
-    def _error(self, operation: str, job: LargeCopyJob, exc: ClientError) -> WorkflowError:
-        return WorkflowError(
-            f"{operation} of {self._arn} for {job.request.state.key!r} failed: {error_message(exc)}", error_code(exc)
-        )
+
+class StepFunctionsLargeCopies:
+    """LargeCopyLauncher: executions are named after the source version (and an attempt number), so a
+    redelivered record finds the execution that is already copying it instead of starting a second,
+    while a replay after a failed or superseded attempt starts the next one."""
+
+    def __init__(self, client: Any, state_machine_arn: str) -> None:
+        self._executions = StepFunctionsExecutions(client, state_machine_arn)
+
+    def start(self, job: LargeCopyJob) -> None:
+        self._executions.start(job.execution_name, job.model_dump_json())

@@ -1,0 +1,23 @@
+"""BackfillFunction: one step of the backfill workflow (statemachine/backfill.asl.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from crr.backfill_workflow import BackfillStep
+from crr.observability import logger, tracer
+from crr.runtime import backfill_steps
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    step = parse(event=event, model=BackfillStep).root
+    request = step.result if step.action == "record_page" else step.request
+    logger.append_keys(step=step.action, rule=request.rule_id, job=request.job_id, page=request.sequence)
+    result = backfill_steps().run(step)
+    logger.info("backfill step done", extra={"result": result.model_dump(mode="json", exclude={"next_request"})})
+    return result.model_dump(mode="json")

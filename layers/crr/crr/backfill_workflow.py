@@ -1,0 +1,233 @@
+"""The backfill as a Step Functions workflow (statemachine/backfill.asl.json), and how jobs start.
+
+    Register        the execution names itself in the job (so followers find it after a hand-over)
+    CopyPage        one listing page of the source, copied (crr.backfill.BackfillEngine.copy_page)
+    RecordProgress  the page's counts and cursors into the job, once per page sequence
+    MorePages?      done → Finish; this execution ran its share of pages → ContinueAsNew; else CopyPage
+    ContinueAsNew   a fresh execution of the same machine with the next page's request, before this
+                    one nears Step Functions' 25,000-event history limit (a page is about 12 events)
+    any failure     → RecordFailure (the job is marked failed with the reason) → Fail
+
+The job in the rules table is the truth: each execution's input is just the next page's request, which
+the job yields from its stored cursor. So ``crr backfill start`` resumes an interrupted or failed job
+from the page after the last recorded one, and a retried step is harmless (the job store counts a page
+once, and copying a page again skips what the destination already holds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from crr.backfill import (
+    DEFAULT_COUNT_PAGES,
+    DEFAULT_PAGE_SIZE,
+    BackfillEngine,
+    BackfillJob,
+    BackfillJobs,
+    BackfillStatus,
+    PageRequest,
+    PageResult,
+    plan_digest,
+)
+from crr.errors import BackfillPageError, CrrError
+from crr.failures import PERMANENT_S3_CODES
+from crr.rules import ReplicationRule
+from crr.workflow import StepError
+
+# Pages per execution before it continues as a new one: ~12 history events a page keeps an execution
+# near 12,000 events, half the limit, so retries and failures have room.
+DEFAULT_PAGES_PER_EXECUTION = 1000
+
+
+class RuleById(Protocol):
+    def get(self, rule_id: str) -> ReplicationRule:
+        """Raises RuleNotFoundError."""
+        ...
+
+
+class BackfillExecutions(Protocol):
+    """The backfill state machine's executions."""
+
+    def start(self, base_name: str, document: str) -> tuple[str, bool]:
+        """Start an execution named ``base_name`` (or the next free ``base_name-<n>``) with input
+        ``document``; returns its ARN and True, or the ARN of one already RUNNING under those names and
+        False."""
+        ...
+
+    def status(self, execution_arn: str) -> str:
+        """RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED."""
+        ...
+
+
+class BackfillPageRefusedError(CrrError):
+    """A page failed for a reason no retry fixes (access denied, bucket missing)."""
+
+
+class ExecutionInput(BaseModel):
+    """What each execution of the backfill state machine starts with."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request: PageRequest
+    pages_per_execution: int = Field(default=DEFAULT_PAGES_PER_EXECUTION, ge=1)
+
+
+class RegisterStep(BaseModel):
+    action: Literal["register"]
+    request: PageRequest
+    execution_arn: str
+
+
+class CopyPageStep(BaseModel):
+    action: Literal["copy_page"]
+    request: PageRequest
+
+
+class RecordPageStep(BaseModel):
+    action: Literal["record_page"]
+    result: PageResult
+
+
+class FinishStep(BaseModel):
+    action: Literal["finish"]
+    request: PageRequest
+
+
+class FailStep(BaseModel):
+    action: Literal["fail"]
+    request: PageRequest
+    error: StepError
+
+
+class RecordedPage(BaseModel):
+    """The job after a page: whether it is done, and the next page's request."""
+
+    model_config = ConfigDict(frozen=True)
+
+    done: bool
+    pages: int
+    next_request: PageRequest | None
+
+
+class JobOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    status: BackfillStatus
+
+
+AnyStep = Annotated[RegisterStep | CopyPageStep | RecordPageStep | FinishStep | FailStep, Field(discriminator="action")]
+StepResult = PageResult | RecordedPage | JobOutcome
+
+# What each step takes and gives back (the state machine's contract, checked against its ASL by a test).
+STEP_MODELS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+    "register": (RegisterStep, JobOutcome),
+    "copy_page": (CopyPageStep, PageResult),
+    "record_page": (RecordPageStep, RecordedPage),
+    "finish": (FinishStep, JobOutcome),
+    "fail": (FailStep, JobOutcome),
+}
+
+
+class BackfillStep(RootModel[AnyStep]):
+    """The payload each task state of statemachine/backfill.asl.json sends the BackfillFunction."""
+
+
+@dataclass(frozen=True)
+class BackfillSteps:
+    """The workflow's steps. Each raises domain errors; the state machine retries or records the failure."""
+
+    engine: BackfillEngine
+    jobs: BackfillJobs
+    rules: RuleById
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    after_page: Callable[[], None] = lambda: None
+
+    def run(self, step: RegisterStep | CopyPageStep | RecordPageStep | FinishStep | FailStep) -> StepResult:
+        match step:
+            case RegisterStep():
+                # Each execution names itself in the job, so a follower finds the one running it (after a
+                # continue-as-new too).
+                request = step.request
+                job = self.jobs.set_execution(request.rule_id, request.job_id, step.execution_arn, self.clock())
+                return JobOutcome(job_id=job.job_id, status=job.status)
+            case CopyPageStep():
+                try:
+                    return self.engine.copy_page(self.rules.get(step.request.rule_id), step.request)
+                except BackfillPageError as exc:
+                    if exc.code in PERMANENT_S3_CODES:
+                        # Its own name, which the state machine does not retry: no retry fixes a denial.
+                        raise BackfillPageRefusedError(str(exc)) from exc
+                    raise
+                finally:
+                    self.after_page()
+            case RecordPageStep():
+                job = self.jobs.record_page(step.result)
+                return RecordedPage(
+                    done=job.done, pages=job.pages, next_request=None if job.done else job.next_request()
+                )
+            case FinishStep():
+                job = self.jobs.mark_succeeded(step.request.rule_id, step.request.job_id, self.clock())
+                return JobOutcome(job_id=job.job_id, status=job.status)
+            case FailStep():
+                reason = f"{step.error.error}: {step.error.message}"[:1000]
+                job = self.jobs.mark_failed(step.request.rule_id, step.request.job_id, reason, self.clock())
+                return JobOutcome(job_id=job.job_id, status=job.status)
+
+
+@dataclass(frozen=True)
+class StartedBackfill:
+    job: BackfillJob
+    execution_arn: str
+    resumed: bool  # the job existed and continues from its stored cursor
+    already_running: bool  # an execution was already working on it: nothing was started
+
+
+@dataclass(frozen=True)
+class BackfillControl:
+    """Start, resume and look at a rule's backfill jobs (the CLI's side)."""
+
+    jobs: BackfillJobs
+    rules: RuleById
+    executions: BackfillExecutions
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def start(
+        self,
+        rule_id: str,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        count_pages: int = DEFAULT_COUNT_PAGES,
+        pages_per_execution: int = DEFAULT_PAGES_PER_EXECUTION,
+    ) -> StartedBackfill:
+        """Resume the rule's unfinished job (same rule, same prefixes) from its stored cursor, or start a
+        new job over every object; a job whose execution is still running is left to it."""
+        rule = self.rules.get(rule_id)
+        latest = self.jobs.latest(rule_id)
+        resumable = (
+            latest is not None
+            and not latest.done
+            and latest.status is not BackfillStatus.SUCCEEDED
+            and latest.plan == plan_digest(rule)
+        )
+        if resumable and latest is not None:
+            if latest.execution_arn and self.executions.status(latest.execution_arn) == "RUNNING":
+                return StartedBackfill(latest, latest.execution_arn, resumed=True, already_running=True)
+            job = latest
+        else:
+            job = BackfillJob.start(rule, at=self.clock(), page_size=page_size, count_pages=count_pages)
+            self.jobs.create(job)
+        request = job.next_request()
+        document = ExecutionInput(request=request, pages_per_execution=pages_per_execution).model_dump_json()
+        arn, started = self.executions.start(f"{job.job_id}-p{request.sequence}", document)
+        if started:
+            job = self.jobs.set_execution(rule_id, job.job_id, arn, self.clock())
+        return StartedBackfill(job, arn, resumed=resumable, already_running=not started)
+
+    def latest(self, rule_id: str) -> BackfillJob | None:
+        return self.jobs.latest(rule_id)

@@ -1,0 +1,304 @@
+"""Starting, resuming and stepping backfill jobs: the workflow's side of the backfill (no AWS)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from crr.backfill import BackfillEngine, BackfillJob, BackfillStatus, CountProgress, PageCounts
+from crr.backfill_workflow import (
+    BackfillControl,
+    BackfillPageRefusedError,
+    BackfillStep,
+    BackfillSteps,
+    CopyPageStep,
+    ExecutionInput,
+    FailStep,
+    RecordedPage,
+    RecordPageStep,
+    RegisterStep,
+)
+from crr.errors import BackfillPageError, RuleNotFoundError
+from crr.rules import ReplicationRule
+from crr.workflow import StepError
+from crr_cli.backfill_command import BackfillInterruptedError, follow, progress_line
+from tests.support.backfill_fakes import (
+    FakeFastCopier,
+    FakePageListing,
+    HookedLedger,
+    MemoryBackfillJobs,
+    RecordingNotices,
+)
+from tests.support.fakes import FakeS3
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SRC, DST = "src-bucket", "dst-bucket"
+
+
+def make_rule(rule_id: str = "r1", *prefixes: str) -> ReplicationRule:
+    return ReplicationRule.create(
+        rule_id=rule_id,
+        source_bucket=SRC,
+        source_region="us-west-1",
+        destination_bucket=DST,
+        destination_region="us-east-1",
+        prefixes=prefixes,
+    )
+
+
+@dataclass
+class Rules:
+    rules: dict[str, ReplicationRule]
+
+    def get(self, rule_id: str) -> ReplicationRule:
+        if rule_id not in self.rules:
+            raise RuleNotFoundError(f"no rule {rule_id}")
+        return self.rules[rule_id]
+
+
+@dataclass
+class FakeExecutions:
+    """Executions by name; ``status_of`` says how each one stands (RUNNING unless set)."""
+
+    started: dict[str, str] = field(default_factory=dict)
+    status_of: dict[str, str] = field(default_factory=dict)
+
+    def start(self, base_name: str, document: str) -> tuple[str, bool]:
+        for n in itertools.count(1):
+            name = base_name if n == 1 else f"{base_name}-{n}"
+            arn = f"arn:aws:states:us-west-1:1:execution:crr-backfill:{name}"
+            if name not in self.started:
+                self.started[name] = document
+                return arn, True
+            if self.status(arn) == "RUNNING":
+                return arn, False
+        raise AssertionError("unreachable")
+
+    def status(self, execution_arn: str) -> str:
+        return self.status_of.get(execution_arn.rsplit(":", 1)[1], "RUNNING")
+
+
+def control_with(*rules: ReplicationRule) -> tuple[BackfillControl, MemoryBackfillJobs, FakeExecutions]:
+    jobs, executions = MemoryBackfillJobs(lambda: NOW), FakeExecutions()
+    control = BackfillControl(jobs, Rules({rule.rule_id: rule for rule in rules}), executions, clock=lambda: NOW)
+    return control, jobs, executions
+
+
+def replace_job(jobs: MemoryBackfillJobs, job: BackfillJob) -> None:
+    """Put ``job`` in the store as it is (a job that got that far)."""
+    jobs.jobs[(job.rule_id, job.job_id)] = job
+
+
+# ---- starting and resuming ------------------------------------------------------------------------
+
+
+def test_a_first_start_creates_a_job_and_an_execution_for_its_first_page() -> None:
+    # Given a rule without a backfill
+    control, jobs, executions = control_with(make_rule())
+    # When its backfill is started with small pages and few pages per execution
+    started = control.start("r1", page_size=50, pages_per_execution=3)
+    # Then a job exists, an execution was started with the request of page 1, and the job knows it
+    assert not started.resumed
+    assert not started.already_running
+    [(name, document)] = executions.started.items()
+    execution = ExecutionInput.model_validate_json(document)
+    assert (execution.request.sequence, execution.request.page_size, execution.pages_per_execution) == (1, 50, 3)
+    assert name == f"{started.job.job_id}-p1"
+    stored = jobs.latest("r1")
+    assert stored is not None
+    assert stored.execution_arn == started.execution_arn
+
+
+def test_a_start_while_the_job_runs_starts_nothing() -> None:
+    control, _, executions = control_with(make_rule())
+    first = control.start("r1")
+    # When the backfill is started again while its execution runs
+    again = control.start("r1")
+    # Then the running job is returned and no second execution exists
+    assert again.already_running
+    assert again.job.job_id == first.job.job_id
+    assert len(executions.started) == 1
+
+
+def test_a_failed_job_resumes_at_the_page_after_its_last_recorded_one() -> None:
+    # Given a job that recorded 4 pages, then failed, its execution gone
+    rule = make_rule()
+    control, jobs, executions = control_with(rule)
+    first = control.start("r1")
+    for name in executions.started:
+        executions.status_of[name] = "FAILED"
+    replace_job(jobs, first.job.model_copy(update={"pages": 4, "status": BackfillStatus.FAILED}))
+    # When it is started again
+    resumed = control.start("r1")
+    # Then the same job continues at page 5 in a new execution
+    assert resumed.resumed
+    assert resumed.job.job_id == first.job.job_id
+    last = ExecutionInput.model_validate_json(list(executions.started.values())[-1])
+    assert last.request.sequence == 5
+    assert resumed.job.status is BackfillStatus.RUNNING
+
+
+def test_a_finished_job_or_a_changed_rule_gets_a_new_job() -> None:
+    rule = make_rule("r1", "a/")
+    control, jobs, _ = control_with(rule)
+    first = control.start("r1")
+    replace_job(jobs, first.job.model_copy(update={"done": True, "status": BackfillStatus.SUCCEEDED}))
+    # When a succeeded job's rule is backfilled again, Then a new job lists everything again
+    second = control.start("r1")
+    assert second.job.job_id != first.job.job_id
+    assert not second.resumed
+    # And a job planned for other prefixes is not resumed for the rule as it is now
+    changed = make_rule("r1", "b/")
+    control, jobs, _ = control_with(changed)
+    replace_job(jobs, first.job.model_copy(update={"job_id": "old", "status": BackfillStatus.FAILED}))
+    assert control.start("r1").job.job_id != "old"
+
+
+def test_an_unknown_rule_is_refused() -> None:
+    control, _, _ = control_with(make_rule())
+    with pytest.raises(RuleNotFoundError):
+        control.start("nope")
+
+
+# ---- the steps ------------------------------------------------------------------------------------
+
+
+def steps_for(rule: ReplicationRule, s3: FakeS3) -> tuple[BackfillSteps, MemoryBackfillJobs]:
+    jobs = MemoryBackfillJobs(lambda: NOW)
+    engine = BackfillEngine(
+        FakePageListing(s3),
+        FakeFastCopier(s3),
+        HookedLedger(),
+        lambda rule, key: pytest.fail(f"no reconcile expected for {key}"),
+        RecordingNotices(),
+        concurrency=1,
+        clock=lambda: NOW,
+    )
+    return BackfillSteps(engine, jobs, Rules({rule.rule_id: rule}), clock=lambda: NOW), jobs
+
+
+def test_the_steps_run_a_job_to_its_end_as_the_state_machine_chains_them() -> None:
+    # Given 7 source objects and a job of pages of 3
+    s3 = FakeS3()
+    s3.create_bucket(SRC, "us-west-1")
+    s3.create_bucket(DST, "us-east-1")
+    for n in range(7):
+        s3.put(SRC, f"k{n}", b"x")
+    rule = make_rule()
+    steps, jobs = steps_for(rule, s3)
+    job = BackfillJob.start(rule, at=NOW, page_size=3)
+    jobs.create(job)
+    request = job.next_request()
+    steps.run(RegisterStep(action="register", request=request, execution_arn="arn:exec"))
+    # When each page is copied and recorded, the recorded page's request feeding the next copy
+    pages = 0
+    while True:
+        result = steps.run(CopyPageStep(action="copy_page", request=request))
+        recorded = steps.run(RecordPageStep.model_validate({"action": "record_page", "result": result.model_dump()}))
+        assert isinstance(recorded, RecordedPage)
+        pages += 1
+        if recorded.done:
+            break
+        assert recorded.next_request is not None
+        request = recorded.next_request
+    # Then three pages copied every object and the job is done
+    assert pages == 3
+    assert sorted(s3.keys(DST)) == [f"k{n}" for n in range(7)]
+    stored = jobs.get("r1", job.job_id)
+    assert (stored.totals.copied, stored.execution_arn) == (7, "arn:exec")
+
+
+def test_a_denied_page_is_refused_under_a_name_the_state_machine_does_not_retry() -> None:
+    rule = make_rule()
+    s3 = FakeS3()
+    steps, jobs = steps_for(rule, s3)
+
+    class DeniedEngine:
+        def copy_page(self, rule: ReplicationRule, request: object) -> None:
+            raise BackfillPageError("r1", "j", 1, "ListObjectsV2 denied", "AccessDenied")
+
+    denied = BackfillSteps(DeniedEngine(), jobs, steps.rules, clock=lambda: NOW)  # type: ignore[arg-type]
+    job = BackfillJob.start(rule, at=NOW)
+    jobs.create(job)
+    with pytest.raises(BackfillPageRefusedError):
+        denied.run(CopyPageStep(action="copy_page", request=job.next_request()))
+
+
+def test_a_recorded_failure_keeps_the_error_and_its_message() -> None:
+    rule = make_rule()
+    steps, jobs = steps_for(rule, FakeS3())
+    job = BackfillJob.start(rule, at=NOW)
+    jobs.create(job)
+    cause = json.dumps({"errorType": "BackfillPageRefusedError", "errorMessage": "ListObjectsV2 denied"})
+    # When the workflow records a failure caught from a step
+    error = StepError.model_validate({"Error": "BackfillPageRefusedError", "Cause": cause})
+    steps.run(FailStep(action="fail", request=job.next_request(), error=error))
+    # Then the job says why, in words
+    failed = jobs.get("r1", job.job_id)
+    assert failed.status is BackfillStatus.FAILED
+    assert failed.failure_reason == "BackfillPageRefusedError: ListObjectsV2 denied"
+
+
+def test_every_step_payload_of_the_sample_events_parses() -> None:
+    from tests.support.events import load_event
+
+    for name in ("backfill-copy-page", "backfill-record-page", "backfill-fail"):
+        step = BackfillStep.model_validate(load_event(f"stepfunctions/{name}")).root
+        assert step.action in {"copy_page", "record_page", "fail"}
+
+
+# ---- following a job ------------------------------------------------------------------------------
+
+
+def running_job(rule: ReplicationRule, processed: int, counted: int | None) -> BackfillJob:
+    job = BackfillJob.start(rule, at=NOW, job_id="j1")
+    count = CountProgress(objects=counted or 0, complete=counted is not None)
+    return job.model_copy(
+        update={
+            "pages": 2,
+            "totals": PageCounts(listed=processed, copied=processed, bytes_copied=processed * 1024),
+            "count": count,
+            "active_seconds": 2.0,
+            "execution_arn": "arn:aws:states:us-west-1:1:execution:crr-backfill:j1-p1",
+        }
+    )
+
+
+def test_the_progress_line_shows_a_bar_percent_rate_and_eta_once_counted() -> None:
+    line = progress_line(running_job(make_rule(), processed=400, counted=1000))
+    assert line.startswith("[############..................]  40.0%  400/1,000 objects  400.0 KiB  200/s  ETA 3.0s")
+    assert progress_line(running_job(make_rule(), processed=400, counted=None)).startswith(
+        "400 objects (counting: 0 so far)"
+    )
+
+
+def test_following_stops_when_the_job_ends_and_says_so_when_no_execution_runs_it() -> None:
+    rule = make_rule()
+    control, jobs, executions = control_with(rule)
+    job = running_job(rule, processed=10, counted=20)
+    jobs.create(job)
+    ticks = itertools.count()
+    # Given a job whose execution was stopped and nothing took over
+    executions.status_of["j1-p1"] = "ABORTED"
+    out = io.StringIO()
+    # When it is followed, Then after the hand-over grace it is reported interrupted
+    with pytest.raises(BackfillInterruptedError, match="resumes it"):
+        follow(control, "r1", out, monotonic=lambda: float(next(ticks)) * 5, sleep=lambda _: None)
+    # And a job that succeeds ends the following with its last line
+    replace_job(jobs, job.model_copy(update={"status": BackfillStatus.SUCCEEDED, "done": True}))
+    finished = follow(control, "r1", out, sleep=lambda _: None)
+    assert finished.status is BackfillStatus.SUCCEEDED
+    assert out.getvalue().splitlines()[-1].startswith("[##############################] 100.0%")
+
+
+def test_a_page_counts_hours_as_hours() -> None:
+    # a slow job's ETA reads in hours and minutes
+    job = running_job(make_rule(), processed=10, counted=100_000).model_copy(
+        update={"active_seconds": timedelta(minutes=1).total_seconds()}
+    )
+    assert "ETA 6d22h" in progress_line(job)
