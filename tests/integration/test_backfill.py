@@ -30,6 +30,7 @@ PAIRS = {
     "pages": ("bf-src-pages", "bf-dst-pages"),
     "resume": ("bf-src-resume", "bf-dst-resume"),
     "race": ("bf-src-race", "bf-dst-race"),
+    "stop": ("bf-src-stop", "bf-dst-stop"),
 }
 
 
@@ -184,3 +185,31 @@ def test_live_writes_and_deletes_racing_the_backfill_win(
     assert difference.equal
     assert east.get_object(Bucket=destination, Key=keys[0])["Body"].read() == b"newer, written live"
     assert keys[1] not in list_keys(east, destination)
+
+
+def test_a_stopped_backfill_resumes_where_it_stood(backfill: BackfillStack, eventually: Callable[..., Any]) -> None:
+    source, destination = PAIRS["stop"]
+    west, east = backfill.cloud.client("s3", WEST), backfill.cloud.client("s3", EAST)
+    # Given 60 objects and a backfill running in pages of 2
+    put_objects(west, source, [f"s/{n:02d}" for n in range(60)])
+    added = backfill.crr("rules", "add", "--source", source, "--destination", destination, "--id", "stop")
+    assert added.returncode == 0, added.stderr
+    started = backfill.crr("backfill", "start", "stop", "--page-size", "2", "--json")
+    assert started.returncode == 0, started.stderr
+    execution = json.loads(started.stdout)["execution_arn"]
+    # When its execution is stopped after a few pages (an operator, or a deployment)
+    eventually(lambda: job_of(backfill, "stop")["pages"] >= 3, timeout=30, what="three pages")
+    sfn = backfill.cloud.client("stepfunctions", WEST)
+    sfn.stop_execution(executionArn=execution)
+    eventually(lambda: sfn.describe_execution(executionArn=execution)["status"] == "ABORTED", what="the stop")
+    stopped = job_of(backfill, "stop")
+    assert stopped["status"] == "running"
+    assert stopped["pages"] < 30
+    # Then starting it again resumes at the page after the last recorded one, and it ends with every
+    # object listed once
+    resumed = backfill.crr("backfill", "start", "stop", "--wait")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed at page" in resumed.stdout
+    job = job_of(backfill, "stop")
+    assert (job["status"], job["totals"]["listed"]) == ("succeeded", 60)
+    assert compare(snapshot(west, source), snapshot(east, destination)).equal
