@@ -23,8 +23,8 @@ from crr.backfill_workflow import (
     RecordPageStep,
     RegisterStep,
 )
-from crr.errors import BackfillPageError, RuleNotFoundError
-from crr.rules import ReplicationRule
+from crr.errors import BackfillPageError, BackfillRefusedError, RuleNotFoundError
+from crr.rules import ReplicationRule, RuleStatus
 from crr.workflow import StepError
 from crr_cli.backfill_command import BackfillInterruptedError, follow, progress_line
 from tests.support.backfill_fakes import (
@@ -163,6 +163,16 @@ def test_an_unknown_rule_is_refused() -> None:
     control, _, _ = control_with(make_rule())
     with pytest.raises(RuleNotFoundError):
         control.start("nope")
+
+
+def test_a_paused_rule_is_refused_before_anything_starts() -> None:
+    # Given a paused rule
+    control, jobs, executions = control_with(make_rule().model_copy(update={"status": RuleStatus.PAUSED}))
+    # When its backfill is started, Then it is refused with the way out, and nothing was created
+    with pytest.raises(BackfillRefusedError, match="crr rules resume r1"):
+        control.start("r1")
+    assert jobs.latest("r1") is None
+    assert executions.started == {}
 
 
 # ---- the steps ------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from crr.backfill import (
     PageResult,
     plan_digest,
 )
-from crr.errors import BackfillPageError, CrrError
+from crr.errors import BackfillPageError, BackfillRefusedError, CrrError
 from crr.failures import PERMANENT_S3_CODES
 from crr.rules import ReplicationRule
 from crr.workflow import StepError
@@ -208,6 +208,9 @@ class BackfillControl:
         """Resume the rule's unfinished job (same rule, same prefixes) from its stored cursor, or start a
         new job over every object; a job whose execution is still running is left to it."""
         rule = self.rules.get(rule_id)
+        if not rule.enabled:
+            # Its pages would be refused one by one (a paused rule copies nothing): say so now.
+            raise BackfillRefusedError(f"rule {rule_id} is paused: `crr rules resume {rule_id}` first")
         latest = self.jobs.latest(rule_id)
         resumable = (
             latest is not None
