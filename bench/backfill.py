@@ -58,7 +58,7 @@ from crr.replication import Replicator
 from crr.rules import ReplicationRule
 
 try:
-    from bench.large import peer_environment, peers_bin, run_command, startup
+    from bench.large import peer_environment, peers_bin, rotate_rounds, run_command, startup
     from tests.support.backfill_fakes import (
         CountingCopier,
         DiscardingLedger,
@@ -195,26 +195,15 @@ def empty(server: SeaweedFS, bucket: str) -> int:
 
 
 def measure(server: SeaweedFS, rows: list[Row], runs: int, objects: int) -> None:
-    """``runs`` rounds, tools in a rotating order; every copy goes into an empty bucket, which is emptied
-    again afterwards, so each tool meets a server holding the same objects."""
-    for run in range(runs):
-        for row in rows[run % len(rows) :] + rows[: run % len(rows)]:
-            if row.copy is None:
-                continue
-            destination = f"bench-backfill-{row.tool.split()[0]}-{run + 1}"
-            server.create_bucket(destination)
-            os.sync()
-            before = server.s3_requests()
-            started = time.perf_counter()
-            row.copy(destination)
-            row.seconds.append(time.perf_counter() - started)
-            after = server.s3_requests()
-            row.server_requests = {
-                kind: n - before.get(kind, 0) for kind, n in after.items() if n - before.get(kind, 0)
-            }
-            row.copied = empty(server, destination)
-            if row.copied != objects:
-                row.note = f"copied {row.copied} of {objects} objects!"
+    """Rotating rounds (``bench.large.rotate_rounds``); each copy's objects are counted and deleted, so
+    each tool meets a server holding the same objects."""
+
+    def check(row: Any, destination: str) -> None:
+        row.copied = empty(server, destination)
+        if row.copied != objects:
+            row.note = f"copied {row.copied} of {objects} objects!"
+
+    rotate_rounds(server, rows, runs, bench="backfill", after=check)
 
 
 def print_table(rows: list[Row], objects: int, size: int, prefixes: int, runs: int) -> None:

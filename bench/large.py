@@ -28,12 +28,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from crr.adapters.clients import ClientFactory
@@ -176,27 +176,46 @@ def peers_bin() -> Path:
 # ---- measuring ------------------------------------------------------------------------------------
 
 
-def measure(server: SeaweedFS, rows: list[Row], runs: int) -> None:
+class Timed(Protocol):
+    tool: str
+    copy: Callable[[str], None] | None
+    seconds: list[float]
+    server_requests: dict[str, int]
+
+
+def rotate_rounds(
+    server: SeaweedFS, rows: Sequence[Timed], runs: int, *, bench: str, after: Callable[[Any, str], None]
+) -> None:
     """``runs`` rounds; in each, every tool copies into a fresh bucket, in a rotating order so no tool
     always goes first (or last) on a server whose speed drifts. Keeps every time and the last round's
-    request counts and fidelity; each replica is deleted once checked, so every round starts alike."""
+    server-side request counts; ``after(row, bucket)`` checks the copy and empties the bucket, so every
+    round starts alike."""
     for run in range(runs):
-        for row in rows[run % len(rows) :] + rows[: run % len(rows)]:
+        for row in [*rows[run % len(rows) :], *rows[: run % len(rows)]]:
             if row.copy is None:
                 continue
-            destination = f"bench-large-{row.tool.split()[0]}-{run + 1}"
+            destination = f"bench-{bench}-{row.tool.split()[0]}-{run + 1}"
             server.create_bucket(destination)
             os.sync()  # the previous copy's dirty pages are written back now, not during this one
             before = server.s3_requests()
             started = time.perf_counter()
             row.copy(destination)
             row.seconds.append(time.perf_counter() - started)
-            after = server.s3_requests()
+            after_counts = server.s3_requests()
             row.server_requests = {
-                kind: n - before.get(kind, 0) for kind, n in after.items() if n - before.get(kind, 0)
+                kind: n - before.get(kind, 0) for kind, n in after_counts.items() if n - before.get(kind, 0)
             }
-            row.fidelity = fidelity(server.client(), destination)
-            server.client().delete_object(Bucket=destination, Key=KEY)
+            after(row, destination)
+
+
+def measure(server: SeaweedFS, rows: list[Row], runs: int) -> None:
+    """Rotating rounds; each replica's fidelity is checked, then it is deleted."""
+
+    def check(row: Any, destination: str) -> None:
+        row.fidelity = fidelity(server.client(), destination)
+        server.client().delete_object(Bucket=destination, Key=KEY)
+
+    rotate_rounds(server, rows, runs, bench="large", after=check)
 
 
 def fidelity(s3: Any, destination: str) -> dict[str, bool]:
