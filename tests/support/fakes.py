@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -361,3 +361,18 @@ class FakeProgress:
 
     def add(self, rule_id: str, delta: ProgressDelta, applied_at: datetime) -> None:
         self.added.append((rule_id, delta))
+
+
+def assert_replica_equals_source(s3: FakeS3, source: str, destination: str, keys: Iterable[str]) -> None:
+    """``destination`` holds exactly ``source``'s current state of ``keys``: present or not, bytes, user
+    metadata (crr's marker aside), tags and Content-Type."""
+    for key in keys:
+        original, replica = s3.current(source, key), s3.current(destination, key)
+        if original is None:
+            assert replica is None, f"{key!r} was deleted at the source but survives in the replica"
+            continue
+        assert replica is not None, f"{key!r} is missing from the replica"
+        assert replica.body == original.body, f"{key!r}: replica holds {replica.body!r}, source {original.body!r}"
+        assert {k: v for k, v in replica.metadata.items() if not k.startswith("crr-")} == original.metadata
+        assert replica.tags == original.tags
+        assert replica.content_type == original.content_type

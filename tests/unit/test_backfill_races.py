@@ -19,7 +19,7 @@ from crr.events import ChangeEvent, ChangeKind, parse_notification
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from tests.support.backfill_fakes import FakeFastCopier, FakePageListing
-from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3, assert_replica_equals_source
 from tests.support.interleave import Interleaver, serve_queue
 
 SOURCE, DESTINATION = "src-bucket", "dst-bucket"
@@ -63,18 +63,6 @@ class QueueNotices:
         for body in bodies:
             self.pending.extend(event for event in parse_notification(body) if isinstance(event, ChangeEvent))
         self.scheduler.wake_all()
-
-
-def _assert_replica_equals_source(s3: FakeS3) -> None:
-    for key in KEYS:
-        source, replica = s3.current(SOURCE, key), s3.current(DESTINATION, key)
-        if source is None:
-            assert replica is None, f"{key!r} was deleted at the source but survives in the replica"
-            continue
-        assert replica is not None, f"{key!r} is missing from the replica"
-        assert replica.body == source.body, f"{key!r}: replica holds {replica.body!r}, source {source.body!r}"
-        assert {k: v for k, v in replica.metadata.items() if not k.startswith("crr-")} == source.metadata
-        assert replica.tags == source.tags
 
 
 def _scenario(
@@ -154,7 +142,7 @@ def _scenario(
 
     scheduler.run([user, backfill] + [worker for _ in range(workers)])
 
-    _assert_replica_equals_source(s3)
+    assert_replica_equals_source(s3, SOURCE, DESTINATION, KEYS)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,7 +14,7 @@ from crr.errors import CrrError
 from crr.events import ChangeEvent, ChangeKind
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
-from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3, assert_replica_equals_source
 from tests.support.interleave import Interleaver, serve_queue
 
 SOURCE, DESTINATION = "src-bucket", "dst-bucket"
@@ -33,21 +33,6 @@ user_ops = st.lists(
     min_size=1,
     max_size=14,
 )
-
-
-def _assert_replica_equals_source(s3: FakeS3) -> None:
-    """The destination holds exactly the source's current state, key by key."""
-    for key in KEYS:
-        source, replica = s3.current(SOURCE, key), s3.current(DESTINATION, key)
-        if source is None:
-            assert replica is None, f"{key!r} was deleted at the source but survives in the replica"
-            continue
-        assert replica is not None, f"{key!r} is missing from the replica"
-        assert replica.body == source.body, f"{key!r}: replica holds {replica.body!r}, source {source.body!r}"
-        assert {k: v for k, v in replica.metadata.items() if not k.startswith("crr-")} == source.metadata
-        assert replica.tags == source.tags
-        assert replica.content_type == source.content_type
-        assert replica.metadata["crr-origin-bucket"] == SOURCE
 
 
 def _scenario(
@@ -105,7 +90,7 @@ def _scenario(
 
     scheduler.run([user] + [worker for _ in range(workers)])
 
-    _assert_replica_equals_source(s3)
+    assert_replica_equals_source(s3, SOURCE, DESTINATION, KEYS)
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
