@@ -18,6 +18,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     step = parse(event=event, model=BackfillStep).root
     request = step.result if step.action == "record_page" else step.request
     logger.append_keys(step=step.action, rule=request.rule_id, job=request.job_id, page=request.sequence)
-    result = backfill_steps().run(step)
+    result = backfill_steps().run(step, remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000)
     logger.info("backfill step done", extra={"result": result.model_dump(mode="json", exclude={"next_request"})})
     return result.model_dump(mode="json")

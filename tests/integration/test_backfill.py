@@ -123,9 +123,7 @@ def test_a_backfill_copies_what_predates_the_rule_page_by_page_across_executions
     assert rule["backfill"]["percent_complete"] == 100.0
 
 
-def test_a_failed_backfill_resumes_from_its_last_recorded_page(
-    backfill: BackfillStack, eventually: Callable[..., Any]
-) -> None:
+def test_a_failed_backfill_resumes_from_its_last_recorded_page(backfill: BackfillStack) -> None:
     source, destination = PAIRS["resume"]
     west, east = backfill.cloud.client("s3", WEST), backfill.cloud.client("s3", EAST)
     # Given 15 objects under a/ and 10 under b/, and a destination that refuses listings of b/
@@ -163,13 +161,15 @@ def test_live_writes_and_deletes_racing_the_backfill_win(
 ) -> None:
     source, destination = PAIRS["race"]
     west, east = backfill.cloud.client("s3", WEST), backfill.cloud.client("s3", EAST)
-    # Given 300 objects written before the rule
+    # Given 300 objects written before the rule, and its backfill running in pages of 10
     keys = [f"k/{n:03d}" for n in range(300)]
     put_objects(west, source, keys)
-    # When the rule is added with --backfill, and while it runs, users overwrite 75 keys and delete 75
-    added = backfill.crr("rules", "add", "--source", source, "--destination", destination, "--id", "race", "--backfill")
+    added = backfill.crr("rules", "add", "--source", source, "--destination", destination, "--id", "race")
     assert added.returncode == 0, added.stderr
-    assert "backfill" in added.stdout
+    started = backfill.crr("backfill", "start", "race", "--page-size", "10")
+    assert started.returncode == 0, started.stderr
+    eventually(lambda: job_of(backfill, "race")["pages"] >= 1, timeout=30, what="the first page")
+    # When, while it runs, users overwrite 75 keys and delete 75 (faster than the backfill lists them)
     for key in keys[::4]:
         west.put_object(Bucket=source, Key=key, Body=b"newer, written live", Metadata={"origin": "live"})
     for key in keys[1::4]:
@@ -183,8 +183,10 @@ def test_live_writes_and_deletes_racing_the_backfill_win(
         what="the replica to equal the source",
     )
     assert difference.equal
-    assert east.get_object(Bucket=destination, Key=keys[0])["Body"].read() == b"newer, written live"
-    assert keys[1] not in list_keys(east, destination)
+    assert east.get_object(Bucket=destination, Key=keys[-4])["Body"].read() == b"newer, written live"
+    assert keys[-3] not in list_keys(east, destination)
+    # And the race really happened: keys deleted after the job began were never listed by it
+    assert job_of(backfill, "race")["totals"]["listed"] < 300
 
 
 def test_a_stopped_backfill_resumes_where_it_stood(backfill: BackfillStack, eventually: Callable[..., Any]) -> None:
@@ -207,9 +209,10 @@ def test_a_stopped_backfill_resumes_where_it_stood(backfill: BackfillStack, even
     assert stopped["pages"] < 30
     # Then starting it again resumes at the page after the last recorded one, and it ends with every
     # object listed once
+    recorded = job_of(backfill, "stop")["pages"]
     resumed = backfill.crr("backfill", "start", "stop", "--wait")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "resumed at page" in resumed.stdout
+    assert f"resumed at page {recorded + 1}" in resumed.stdout
     job = job_of(backfill, "stop")
     assert (job["status"], job["totals"]["listed"]) == ("succeeded", 60)
     assert compare(snapshot(west, source), snapshot(east, destination)).equal

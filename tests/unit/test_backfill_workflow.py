@@ -5,12 +5,21 @@ from __future__ import annotations
 import io
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from crr.backfill import BackfillEngine, BackfillJob, BackfillStatus, CountProgress, PageCounts
+from crr.backfill import (
+    BackfillEngine,
+    BackfillJob,
+    BackfillStatus,
+    CountProgress,
+    PageCounts,
+    PageResult,
+    reconciler,
+)
 from crr.backfill_workflow import (
     BackfillControl,
     BackfillPageRefusedError,
@@ -24,6 +33,8 @@ from crr.backfill_workflow import (
     RegisterStep,
 )
 from crr.errors import BackfillPageError, BackfillRefusedError, RuleNotFoundError
+from crr.large_copy import LargeObjectSettings
+from crr.replication import Replicator
 from crr.rules import ReplicationRule, RuleStatus
 from crr.workflow import StepError
 from crr_cli.backfill_command import BackfillInterruptedError, follow, progress_line
@@ -34,7 +45,8 @@ from tests.support.backfill_fakes import (
     MemoryBackfillJobs,
     RecordingNotices,
 )
-from tests.support.fakes import FakeS3
+from tests.support.events import load_event
+from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SRC, DST = "src-bucket", "dst-bucket"
@@ -152,11 +164,16 @@ def test_a_finished_job_or_a_changed_rule_gets_a_new_job() -> None:
     second = control.start("r1")
     assert second.job.job_id != first.job.job_id
     assert not second.resumed
-    # And a job planned for other prefixes is not resumed for the rule as it is now
-    changed = make_rule("r1", "b/")
-    control, jobs, _ = control_with(changed)
-    replace_job(jobs, first.job.model_copy(update={"job_id": "old", "status": BackfillStatus.FAILED}))
-    assert control.start("r1").job.job_id != "old"
+    # And a failed job is resumed for the rule it was planned for, but not for the rule with other prefixes
+    failed = first.job.model_copy(update={"job_id": "old", "status": BackfillStatus.FAILED})
+    control, jobs, _ = control_with(rule)
+    replace_job(jobs, failed)
+    assert control.start("r1").job.job_id == "old"
+    control, jobs, _ = control_with(make_rule("r1", "b/"))
+    replace_job(jobs, failed)
+    fresh = control.start("r1")
+    assert fresh.job.job_id != "old"
+    assert not fresh.resumed
 
 
 def test_an_unknown_rule_is_refused() -> None:
@@ -254,12 +271,14 @@ def test_a_recorded_failure_keeps_the_error_and_its_message() -> None:
     assert failed.failure_reason == "BackfillPageRefusedError: ListObjectsV2 denied"
 
 
-def test_every_step_payload_of_the_sample_events_parses() -> None:
-    from tests.support.events import load_event
-
-    for name in ("backfill-copy-page", "backfill-record-page", "backfill-fail"):
+def test_every_step_payload_of_the_sample_events_parses_as_its_step() -> None:
+    for name, action in [
+        ("backfill-copy-page", "copy_page"),
+        ("backfill-record-page", "record_page"),
+        ("backfill-fail", "fail"),
+    ]:
         step = BackfillStep.model_validate(load_event(f"stepfunctions/{name}")).root
-        assert step.action in {"copy_page", "record_page", "fail"}
+        assert step.action == action
 
 
 # ---- following a job ------------------------------------------------------------------------------
@@ -306,9 +325,52 @@ def test_following_stops_when_the_job_ends_and_says_so_when_no_execution_runs_it
     assert out.getvalue().splitlines()[-1].startswith("[##############################] 100.0%")
 
 
-def test_a_page_counts_hours_as_hours() -> None:
-    # a slow job's ETA reads in hours and minutes
+def test_a_slow_jobs_eta_reads_in_days_and_hours() -> None:
     job = running_job(make_rule(), processed=10, counted=100_000).model_copy(
         update={"active_seconds": timedelta(minutes=1).total_seconds()}
     )
     assert "ETA 6d22h" in progress_line(job)
+
+
+def test_an_object_too_large_for_the_page_steps_time_goes_to_the_large_copy_workflow() -> None:
+    # Given a source object uploaded in parts (the backfill hands it to the live path's reconcile) whose
+    # copy would take 64 s at the assumed rate, and a page step with 20 s left
+    s3 = FakeS3()
+    s3.create_bucket(SRC, "us-west-1")
+    s3.create_bucket(DST, "us-east-1")
+    stored = s3.put(SRC, "big.bin", b"x" * 64)
+    s3.buckets[SRC].history["big.bin"] = [replace(stored, etag=stored.etag.rstrip('"') + '-2"')]
+    rule = make_rule()
+    launched: list[str] = []
+
+    class Launcher:
+        def start(self, job: Any) -> None:
+            launched.append(job.request.state.key)
+
+    replicator = Replicator(
+        FakeRules(rule),
+        s3,
+        FakeLedger(),
+        FakeProgress(),
+        large_objects=LargeObjectSettings(copy_bytes_per_second=1.0),
+        large_copies=Launcher(),
+    )
+    jobs = MemoryBackfillJobs(lambda: NOW)
+    engine = BackfillEngine(
+        FakePageListing(s3),
+        FakeFastCopier(s3),
+        HookedLedger(),
+        reconciler(replicator),
+        RecordingNotices(),
+        concurrency=1,
+    )
+    steps = BackfillSteps(engine, jobs, Rules({"r1": rule}), clock=lambda: NOW, live_batch=replicator.batch)
+    job = BackfillJob.start(rule, at=NOW)
+    jobs.create(job)
+    # When the page is copied with the step's remaining time
+    result = steps.run(CopyPageStep(action="copy_page", request=job.next_request()), remaining_seconds=lambda: 20.0)
+    # Then the object was handed to the workflow (counted as copied), not copied inside the step
+    assert launched == ["big.bin"]
+    assert isinstance(result, PageResult)
+    assert result.counts.copied == 1
+    assert s3.current(DST, "big.bin") is None

@@ -76,6 +76,7 @@ def test_batches_cover_every_part_once_in_order_within_the_budget(sizes: list[in
     for before, after in itertools.pairwise(batches):
         assert after.first == before.last + 1
     for batch in batches:
+        assert batch.first <= batch.last
         size = sum(sizes[batch.first - 1 : batch.last])
         assert size <= budget or batch.first == batch.last
 
@@ -338,7 +339,7 @@ def test_giving_up_on_an_upload_already_gone_still_hands_the_key_on(buckets: tup
     assert len(hand_over.reconciled) == 2
 
 
-def test_s3_errors_of_the_steps_are_translated(buckets: tuple[Any, Any]) -> None:
+def test_a_refused_upload_is_translated_into_access_denied(buckets: tuple[Any, Any]) -> None:
     west, _ = buckets
     job = source_job(west)
     clients = ClientFactory()
@@ -375,3 +376,23 @@ def test_a_version_is_copied_by_one_running_execution_and_a_later_attempt_gets_i
     launcher.start(job)
     names = sorted(execution["name"] for execution in sfn.list_executions(stateMachineArn=machine)["executions"])
     assert names == sorted([job.execution_name, f"{job.execution_name}-2"])
+
+
+def test_a_complete_step_run_again_after_it_completed_the_upload_finds_its_replica(
+    buckets: tuple[Any, Any],
+) -> None:
+    west, east = buckets
+    # Given a copy completed by a Complete step that then failed (Step Functions runs it again)
+    job = source_job(west)
+    hand_over, progress = RecordingHandOver(), FakeProgress()
+    steps = copier(hand_over, progress)
+    prepared = steps.prepare(job)
+    for batch in prepared.batches:
+        steps.copy_batch(prepared.job, batch)
+    first = steps.complete(prepared.job)
+    # When Complete runs again, with the upload gone
+    again = steps.complete(prepared.job)
+    # Then it recognises its replica instead of failing the copy into the dead-letter queue
+    assert (again.outcome, again.etag) == ("copied", first.etag)
+    assert east.head_object(Bucket=DST, Key="media/clip one.mp4")["ETag"] == first.etag
+    assert hand_over.dead_lettered == []

@@ -500,6 +500,7 @@ class _Done:
 # meanwhile) did not copy the object: it counts as failed, and its key is queued.
 _LIVE_OUTCOMES = {
     Outcome.COPIED: _Outcome.COPIED,
+    Outcome.COPY_STARTED: _Outcome.COPIED,  # too large for this step: the large-copy workflow copies it
     Outcome.DELETED: _Outcome.SUPERSEDED,  # deleted at the source since it was listed
     Outcome.DELETES_NOT_REPLICATED: _Outcome.SUPERSEDED,
     Outcome.DELETE_HELD: _Outcome.SUPERSEDED,

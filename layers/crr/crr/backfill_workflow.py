@@ -16,7 +16,9 @@ once, and copying a page again skips what the destination already holds).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal, Protocol
@@ -146,9 +148,18 @@ class BackfillSteps:
     jobs: BackfillJobs
     rules: RuleById
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    after_page: Callable[[], None] = lambda: None
+    # The live path's batch (``Replicator.batch``) around a page: keys the page hands to ``reconcile`` get
+    # the invocation's time budget (so one too large for it goes to the large-copy workflow), and their
+    # progress is flushed like the live path's.
+    live_batch: Callable[[Callable[[], float]], AbstractContextManager[object]] = lambda _: nullcontext()
+    # Copies running at once in a page: each may plan on this share of the invocation's time.
+    copy_share: int = 1
 
-    def run(self, step: RegisterStep | CopyPageStep | RecordPageStep | FinishStep | FailStep) -> StepResult:
+    def run(
+        self,
+        step: RegisterStep | CopyPageStep | RecordPageStep | FinishStep | FailStep,
+        remaining_seconds: Callable[[], float] = lambda: math.inf,
+    ) -> StepResult:
         match step:
             case RegisterStep():
                 # Each execution names itself in the job, so a follower finds the one running it (after a
@@ -158,14 +169,13 @@ class BackfillSteps:
                 return JobOutcome(job_id=job.job_id, status=job.status)
             case CopyPageStep():
                 try:
-                    return self.engine.copy_page(self.rules.get(step.request.rule_id), step.request)
+                    with self.live_batch(lambda: remaining_seconds() / self.copy_share):
+                        return self.engine.copy_page(self.rules.get(step.request.rule_id), step.request)
                 except BackfillPageError as exc:
                     if exc.code in PERMANENT_S3_CODES:
                         # Its own name, which the state machine does not retry: no retry fixes a denial.
                         raise BackfillPageRefusedError(str(exc)) from exc
                     raise
-                finally:
-                    self.after_page()
             case RecordPageStep():
                 job = self.jobs.record_page(step.result)
                 return RecordedPage(

@@ -35,13 +35,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from crr.copying import MAX_PARTS, MIB, PartRange, part_ranges
-from crr.errors import CrrError, DestinationChangedError, SourceChangedError, SourceGoneError
+from crr.errors import CrrError, DestinationChangedError, SourceChangedError, SourceGoneError, StorageError
 from crr.failures import FailureKind, FailureReason
 from crr.mutual import undo_buried_delete
 from crr.ports import (
+    MARKER_KEYS,
     CopyRequest,
     KeyHandOver,
     MultipartUploads,
+    ObjectState,
     ObjectStore,
     ProgressDelta,
     ProgressSink,
@@ -55,6 +57,7 @@ PART_CONCURRENCY = 16
 TIME_SAFETY = 0.5
 # Errors that mean the copy lost a race with a newer change: the live path reconciles the key again.
 SUPERSEDED_ERRORS = frozenset({SourceChangedError.__name__, SourceGoneError.__name__, DestinationChangedError.__name__})
+NO_SUCH_UPLOAD = "NoSuchUpload"
 _EXECUTION_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -255,11 +258,18 @@ class LargeCopier:
         upload_id = _upload_of(job)
         request = job.request
         self._require_current_source(request)
-        held = self._uploads.parts(request, upload_id, 1, len(job.part_sizes))
-        missing = [part.number for part in job.parts if not _holds(held, part)]
-        if missing:
-            raise IncompleteUploadError(f"upload {upload_id} lacks parts {missing[:10]} of {request.state.key}")
-        etag = self._uploads.complete(request, upload_id, [held[part.number] for part in job.parts])
+        try:
+            held = self._uploads.parts(request, upload_id, 1, len(job.part_sizes))
+            missing = [part.number for part in job.parts if not _holds(held, part)]
+            if missing:
+                raise IncompleteUploadError(f"upload {upload_id} lacks parts {missing[:10]} of {request.state.key}")
+            etag = self._uploads.complete(request, upload_id, [held[part.number] for part in job.parts])
+        except StorageError as exc:
+            # A retried Complete whose first try completed the upload (and then failed) finds it gone.
+            replica = self._completed_before(request) if exc.code == NO_SUCH_UPLOAD else None
+            if replica is None:
+                raise
+            etag = replica.etag
         if request.destination_absent:
             undo_buried_delete(
                 self._objects,
@@ -291,6 +301,14 @@ class LargeCopier:
         reason = FailureReason(FailureKind.PERMANENT, error or "LargeCopyFailed", cause[:1000])
         self._hand_over.dead_letter(job.rule_id, job.request, reason, attempt_id=job.execution_name)
         return GaveUp(outcome="dead_lettered", reason=error)
+
+    def _completed_before(self, request: CopyRequest) -> ObjectState | None:
+        """The replica, if the destination holds this very copy (its marker names the version copied)."""
+        replica = self._objects.head(request.destination_bucket, request.destination_region, request.state.key)
+        marker = {key: value for key, value in request.metadata.items() if key in MARKER_KEYS}
+        if replica is None or not marker or any(replica.metadata.get(k) != v for k, v in marker.items()):
+            return None
+        return replica
 
     def _require_current_source(self, request: CopyRequest) -> None:
         current = self._objects.head(request.source_bucket, request.source_region, request.state.key)

@@ -19,6 +19,7 @@ Correctness (DESIGN.md §3), in the words of this module:
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -146,6 +147,7 @@ class Replicator:
         self._large_copies = large_copies
         self._remaining_seconds: Callable[[], float] = lambda: math.inf
         self._pending = _BatchProgress()
+        self._pending_lock = threading.Lock()  # the backfill applies changes from many threads at once
         self._last_flush = -math.inf
 
     @contextmanager
@@ -169,7 +171,8 @@ class Replicator:
 
     def flush_progress(self) -> None:
         """Write the accumulated progress now (one UpdateItem per rule with something to count)."""
-        pending, self._pending = self._pending, _BatchProgress()
+        with self._pending_lock:
+            pending, self._pending = self._pending, _BatchProgress()
         if not pending.per_rule:
             return  # nothing written: the next change may flush at once
         self._last_flush = self._monotonic()
@@ -179,6 +182,10 @@ class Replicator:
                 self._progress.add(rule_id, delta, now)
             if self._breaker is not None:
                 self._breaker.count_copies(rule_id, delta.objects_copied)
+
+    def _count_progress(self, rule_id: str, result: ReplicationResult, event: ChangeEvent) -> None:
+        with self._pending_lock:
+            self._pending.count(rule_id, result, event)
 
     def rule_id_for(self, bucket: str) -> str | None:
         """The id of the rule replicating ``bucket``, if any (for failure reports; never raises)."""
@@ -214,12 +221,12 @@ class Replicator:
         if fenced is not None:
             return self._skipped(rule, event, fenced, f"ledger holds sequencer {entry and entry.sequencer}")
         result = self._reconcile_until_settled(rule, event, entry)
-        self._pending.count(rule.rule_id, result, event)
+        self._count_progress(rule.rule_id, result, event)
         return result
 
     def _skipped(self, rule: ReplicationRule, event: ChangeEvent, outcome: Outcome, detail: str) -> ReplicationResult:
         result = ReplicationResult(outcome, rule_id=rule.rule_id, detail=detail)
-        self._pending.count(rule.rule_id, result, event)
+        self._count_progress(rule.rule_id, result, event)
         return result
 
     def _reconcile_until_settled(

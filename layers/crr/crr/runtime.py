@@ -152,8 +152,8 @@ def _backfill_steps_for(settings: FunctionSettings) -> BackfillSteps:
         engine,
         DynamoBackfillJobs(dynamodb, settings.rules_table_name),
         DynamoRules(dynamodb, settings.rules_table_name, cache_seconds=settings.rule_cache_seconds),
-        # Keys the page handed to the live path's reconcile count in the rule's progress, as live copies do.
-        after_page=replicator.flush_progress,
+        live_batch=replicator.batch,
+        copy_share=settings.backfill_concurrency,
     )
 
 
