@@ -491,7 +491,7 @@ def test_the_failure_scan_reads_every_page_and_stops_at_its_bound(table: Any) ->
     # When the bound is one page, Then the count is a lower bound and says so
     bounded = DynamoFailureCounter(table, "rules", max_pages=1).count_since(cutoff)
     assert bounded.complete is False
-    assert bounded.count < 6
+    assert bounded.count <= 6  # a lower bound of the full count
 
 
 def test_a_failure_counter_needs_at_least_one_page(table: Any) -> None:
