@@ -131,8 +131,8 @@ demo: venv ## Run the demo against the embedded local cloud
 bench: venv ## Run the benchmarks and print their figures
 	$(VENV)/bin/python bench/replicate.py
 
-bench-large: venv ## Large-object copy on SeaweedFS: crr vs aws s3 cp vs rclone (1 GiB; --size-mib to shrink)
-	$(VENV)/bin/python -m bench.large
+bench-large: venv ## Large-object copy on SeaweedFS: crr vs aws s3 cp vs rclone (1 GiB; BENCH_ARGS='--size-mib 64' to shrink)
+	$(VENV)/bin/python -m bench.large $(BENCH_ARGS)
 
 bench-backfill: venv ## Backfill on SeaweedFS: crr vs aws s3 sync vs rclone vs a bare copy loop (BENCH_ARGS='--objects 2000')
 	$(VENV)/bin/python -m bench.backfill $(BENCH_ARGS)
@@ -141,7 +141,7 @@ bench-backfill-workflow: venv ## The whole backfill state machine on the local c
 	$(VENV)/bin/python -m bench.backfill_workflow $(BENCH_ARGS)
 
 bench-two-way: venv ## Two-way sync: replicator writes, nudges and S3 requests per user change
-	$(VENV)/bin/python -m bench.two_way
+	$(VENV)/bin/python -m bench.two_way $(BENCH_ARGS)
 
 clean: ## Remove build output and caches (keeps the venvs)
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .local-cloud build dist *.egg-info

@@ -37,6 +37,13 @@ def _page_size(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
 def add_backfill_parser(subparsers: Any) -> None:
     backfill = subparsers.add_parser(
         "backfill",
@@ -54,7 +61,7 @@ def add_backfill_parser(subparsers: Any) -> None:
     start.add_argument("--page-size", type=_page_size, default=DEFAULT_PAGE_SIZE, help="keys per page (1-1000)")
     start.add_argument(
         "--pages-per-execution",
-        type=int,
+        type=_positive,
         default=DEFAULT_PAGES_PER_EXECUTION,
         help="pages one execution runs before it continues as a new one (history limit)",
     )
@@ -96,7 +103,7 @@ def _start(args: argparse.Namespace) -> int:
         return 0
     job = follow(control, args.rule_id, sys.stdout if not args.json else sys.stderr)
     if args.json:
-        print(json.dumps(_job_document(job), indent=2))
+        print(json.dumps({**_started_document(started), "job": _job_document(job)}, indent=2))
     return 0 if job.status is BackfillStatus.SUCCEEDED else 1
 
 

@@ -108,7 +108,8 @@ def wait_until_equal(source_s3: Any, replica_s3: Any, source: str, replica: str,
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "NoSuchKey":
                 raise
-            continue  # a key went away between listing and reading it: the buckets are still moving
+            # A key went away between listing and reading it: the buckets are still moving.
+            difference = Difference(missing=[], extra=[], different={"(moving)": ["listing"]})
         if difference.equal or time.monotonic() > deadline:
             return difference
         time.sleep(0.1)

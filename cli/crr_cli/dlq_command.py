@@ -13,6 +13,13 @@ from crr.runtime import dead_letters
 from crr_cli.stack import discover_stack
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
 def add_dlq_parser(subparsers: Any) -> None:
     dlq = subparsers.add_parser("dlq", help="inspect and replay records that failed for good")
     actions = dlq.add_subparsers(dest="action", required=True)
@@ -23,7 +30,7 @@ def add_dlq_parser(subparsers: Any) -> None:
     replay.add_argument("--reason", help="only this error code (as `dlq list` shows it)")
     replay.add_argument("--prefix", help="only records with a key under this prefix")
     replay.add_argument("--since", type=datetime.fromisoformat, help="only records dead-lettered since (ISO 8601)")
-    replay.add_argument("--max", dest="max_messages", type=int, help="replay at most N records")
+    replay.add_argument("--max", dest="max_messages", type=_positive, help="replay at most N records")
     replay.add_argument("--dry-run", action="store_true", help="count what would be replayed, change nothing")
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=_replay)

@@ -174,6 +174,13 @@ def _add(args: argparse.Namespace) -> int:
         clients = ClientFactory()
         started = start_backfill(clients, discover_stack(clients, args.stack, args.region), rules[0].rule_id)
         print(describe_start(started), file=sys.stderr if args.json else sys.stdout)
+        if len(rules) == 2:
+            reverse = rules[1]
+            print(
+                f"the reverse rule's older objects: crr --stack {args.two_way} --region {reverse.source_region} "
+                f"backfill start {reverse.rule_id}",
+                file=sys.stderr,
+            )
     return 0
 
 

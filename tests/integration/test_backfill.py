@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from crr.adapters.backfill_jobs import DynamoBackfillJobs
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
 from crr_cli.localcloud.faults import FAULTS_VARIABLE
@@ -45,6 +46,13 @@ class BackfillStack:
 
     def inject(self, **settings: Any) -> None:
         self.faults.write_text(json.dumps(settings), encoding="utf-8")
+
+    def pages(self, rule: str) -> int:
+        """Pages the rule's newest job recorded, read straight from the table (polling through the CLI's
+        process start would be too slow to catch a job in the act)."""
+        jobs = DynamoBackfillJobs(self.cloud.client("dynamodb", WEST), self.stack.outputs["RulesTableName"])
+        job = jobs.latest(rule)
+        return job.pages if job is not None else 0
 
     def executions(self) -> list[dict[str, Any]]:
         machine = self.stack.state_machine("BackfillStateMachine").arn
@@ -168,12 +176,12 @@ def test_live_writes_and_deletes_racing_the_backfill_win(
     assert added.returncode == 0, added.stderr
     started = backfill.crr("backfill", "start", "race", "--page-size", "10")
     assert started.returncode == 0, started.stderr
-    eventually(lambda: job_of(backfill, "race")["pages"] >= 1, timeout=30, what="the first page")
-    # When, while it runs, users overwrite 75 keys and delete 75 (faster than the backfill lists them)
-    for key in keys[::4]:
-        west.put_object(Bucket=source, Key=key, Body=b"newer, written live", Metadata={"origin": "live"})
-    for key in keys[1::4]:
-        west.delete_object(Bucket=source, Key=key)
+    eventually(lambda: backfill.pages("race") >= 1, timeout=30, what="the first page")
+    # When, while it runs, users overwrite 75 keys and delete 75, from the end of the listing backwards
+    # (so the last ones change before the backfill reaches them, and the first ones after)
+    for overwritten, deleted in zip(reversed(keys[::4]), reversed(keys[1::4]), strict=True):
+        west.put_object(Bucket=source, Key=overwritten, Body=b"newer, written live", Metadata={"origin": "live"})
+        west.delete_object(Bucket=source, Key=deleted)
     # Then once both are done, the destination equals the source: no newer write was overwritten by an
     # older copy, and no deleted object was brought back
     eventually(lambda: job_of(backfill, "race")["status"] == "succeeded", timeout=60, what="the backfill")
@@ -192,21 +200,25 @@ def test_live_writes_and_deletes_racing_the_backfill_win(
 def test_a_stopped_backfill_resumes_where_it_stood(backfill: BackfillStack, eventually: Callable[..., Any]) -> None:
     source, destination = PAIRS["stop"]
     west, east = backfill.cloud.client("s3", WEST), backfill.cloud.client("s3", EAST)
-    # Given 60 objects and a backfill running in pages of 2
-    put_objects(west, source, [f"s/{n:02d}" for n in range(60)])
+    # Given 200 objects and a backfill running in pages of 2
+    put_objects(west, source, [f"s/{n:03d}" for n in range(200)])
     added = backfill.crr("rules", "add", "--source", source, "--destination", destination, "--id", "stop")
     assert added.returncode == 0, added.stderr
     started = backfill.crr("backfill", "start", "stop", "--page-size", "2", "--json")
     assert started.returncode == 0, started.stderr
     execution = json.loads(started.stdout)["execution_arn"]
     # When its execution is stopped after a few pages (an operator, or a deployment)
-    eventually(lambda: job_of(backfill, "stop")["pages"] >= 3, timeout=30, what="three pages")
+    eventually(lambda: backfill.pages("stop") >= 3, timeout=30, what="three pages")
     sfn = backfill.cloud.client("stepfunctions", WEST)
     sfn.stop_execution(executionArn=execution)
-    eventually(lambda: sfn.describe_execution(executionArn=execution)["status"] == "ABORTED", what="the stop")
+    status = eventually(
+        lambda: (found := sfn.describe_execution(executionArn=execution)["status"]) != "RUNNING" and found,
+        timeout=30,
+        what="the stop",
+    )
     stopped = job_of(backfill, "stop")
-    assert stopped["status"] == "running"
-    assert stopped["pages"] < 30
+    assert (status, stopped["status"]) == ("ABORTED", "running")
+    assert stopped["pages"] < 100
     # Then starting it again resumes at the page after the last recorded one, and it ends with every
     # object listed once
     recorded = job_of(backfill, "stop")["pages"]
@@ -214,5 +226,5 @@ def test_a_stopped_backfill_resumes_where_it_stood(backfill: BackfillStack, even
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resumed at page {recorded + 1}" in resumed.stdout
     job = job_of(backfill, "stop")
-    assert (job["status"], job["totals"]["listed"]) == ("succeeded", 60)
+    assert (job["status"], job["totals"]["listed"]) == ("succeeded", 200)
     assert compare(snapshot(west, source), snapshot(east, destination)).equal

@@ -176,6 +176,18 @@ def test_a_finished_job_or_a_changed_rule_gets_a_new_job() -> None:
     assert not fresh.resumed
 
 
+def test_a_job_whose_last_page_was_recorded_but_not_finished_is_marked_done_and_not_resumed() -> None:
+    # Given a job with every page recorded whose Finish step failed (so it was marked failed)
+    control, jobs, _ = control_with(make_rule())
+    first = control.start("r1")
+    replace_job(jobs, first.job.model_copy(update={"done": True, "status": BackfillStatus.FAILED}))
+    # When the backfill is started again
+    second = control.start("r1")
+    # Then the finished job is marked succeeded, and a new job lists everything again
+    assert jobs.get("r1", first.job.job_id).status is BackfillStatus.SUCCEEDED
+    assert second.job.job_id != first.job.job_id
+
+
 def test_an_unknown_rule_is_refused() -> None:
     control, _, _ = control_with(make_rule())
     with pytest.raises(RuleNotFoundError):

@@ -222,6 +222,9 @@ class BackfillControl:
             # Its pages would be refused one by one (a paused rule copies nothing): say so now.
             raise BackfillRefusedError(f"rule {rule_id} is paused: `crr rules resume {rule_id}` first")
         latest = self.jobs.latest(rule_id)
+        if latest is not None and latest.done and latest.status is not BackfillStatus.SUCCEEDED:
+            # Its last page was recorded but its Finish step failed: it is complete, so say so.
+            latest = self.jobs.mark_succeeded(rule_id, latest.job_id, self.clock())
         resumable = (
             latest is not None
             and not latest.done
