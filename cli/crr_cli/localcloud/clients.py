@@ -76,6 +76,20 @@ class ClientFactory:
         """The endpoint that serves `service` (boto3 service name)."""
         return self.service_endpoints.get(service, self.endpoint_url)
 
+    def role_client(self, service: str, region: str, credentials: Mapping[str, str]) -> Any:
+        """A new client for `service` in `region` signed with a role session's `credentials`
+        (AccessKeyId, SecretAccessKey, SessionToken), e.g. an event source mapping's."""
+        return boto3.session.Session(
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+            region_name=region,
+        ).client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.endpoint_for(service),
+            config=LOCAL_CLIENT_CONFIG,
+        )
+
     def client(self, service: str, region: str | None = None) -> Any:
         """Return the cached client for `service` in `region` (default region when None)."""
         key = (service, region or self.default_region)

@@ -46,7 +46,7 @@ from crr_cli.localcloud.clients import (
     ClientFactory,
     endpoint_environment,
 )
-from crr_cli.localcloud.deploy import DeployedStack, deploy_stack
+from crr_cli.localcloud.deploy import MANAGED_POLICIES, DeployedStack, deploy_stack
 from crr_cli.localcloud.executor import FunctionSpec, Invocation, LambdaExecutor
 from crr_cli.localcloud.lambda_api import LambdaApiServer
 from crr_cli.localcloud.poller import DEFAULT_CONCURRENCY, SqsEventSourcePoller
@@ -56,6 +56,7 @@ STOP_TIMEOUT_S = 5.0
 MIN_POOL_SIZE = 2  # Lambda's smallest MaximumConcurrency
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}}
 DYNAMODB_SIGNING_NAME = "dynamodb"  # DynamoDB Streams requests are signed as `dynamodb` too
+LAMBDA_PRINCIPAL = "lambda.amazonaws.com"
 
 
 class LocalCloudError(RuntimeError):
@@ -158,7 +159,12 @@ class LocalCloud:
     """The embedded local cloud: two moto server processes (everything / DynamoDB), deployed stacks,
     warm workers, SQS pollers."""
 
-    def __init__(self, *, state_dir: Path | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, state_dir: Path | None = None, log_dir: Path | None = None, enforce_iam: bool = True
+    ) -> None:
+        # IAM enforced (iam_seams): functions sign with their execution role's session, and a
+        # permission the template lacks fails with AccessDenied (S3, SQS, Step Functions).
+        self.enforce_iam = enforce_iam
         self.state_dir = (state_dir or Path.cwd() / ".local-cloud").resolve()
         self.log_dir = (log_dir or self.state_dir / "logs").resolve()
         self.stacks: dict[str, DeployedStack] = {}
@@ -245,11 +251,33 @@ class LocalCloud:
             self._lambda_api = LambdaApiServer(self._executor, endpoint)
             # Only the tasks: moto keeps serving the Lambda API that deploy and the tests read.
             self._moto.post_until_ready("/_crr/task-endpoints", {"lambda": self._lambda_api.start()}, deadline)
+            if self.enforce_iam:
+                self._enforce_iam()
         except BaseException:
             self.stop()
             raise
         self._clients = ClientFactory(endpoint, service_endpoints=routes)
         return endpoint
+
+    def _enforce_iam(self) -> None:
+        if self._moto is None:
+            raise LocalCloudError("the local cloud is not started")
+        document = {"managed_policies": sorted(name for name in MANAGED_POLICIES)}
+        _request_json(f"{self._moto.endpoint_url}/_crr/iam", method="POST", document=document)
+
+    def role_credentials(self, role_arn: str, service: str = LAMBDA_PRINCIPAL) -> dict[str, str]:
+        """A session of `role_arn` as `service` gets it (its trust policy must name the service);
+        empty when IAM is not enforced. Raises LocalCloudError when the role cannot be assumed."""
+        if not self.enforce_iam:
+            return {}
+        if self._moto is None:
+            raise LocalCloudError("the local cloud is not started")
+        document = {"RoleArn": role_arn, "Service": service, "SessionName": role_arn.rsplit("/", 1)[-1][:64]}
+        try:
+            answer = _request_json(f"{self._moto.endpoint_url}/_crr/assume-role", method="POST", document=document)
+        except urllib.error.HTTPError as error:
+            raise LocalCloudError(f"{service} cannot assume {role_arn}: {error.read().decode()}") from error
+        return {str(name): str(value) for name, value in answer.items()}
 
     def stop(self) -> None:
         """Stop pollers, workers and both moto processes (idempotent); leaves no child processes."""
@@ -334,14 +362,18 @@ class LocalCloud:
         for machine in stack.state_machines.values():
             for logical_id in machine.invoked_functions:
                 concurrency[logical_id] = max(concurrency.get(logical_id, 0), machine.task_concurrency)
+        credentials: dict[str, dict[str, str]] = {}
         for function in stack.functions.values():
             size = max(MIN_POOL_SIZE, concurrency.get(function.logical_id, MIN_POOL_SIZE))
-            self.executor.register(FunctionSpec.of(function), region, size)
+            credentials[function.logical_id] = self.role_credentials(function.role_arn) if function.role_arn else {}
+            self.executor.register(FunctionSpec.of(function, credentials[function.logical_id]), region, size)
         self.stacks[stack_name] = stack
         if event_sources:
-            sqs = self.client("sqs", region)
             for mapping in stack.event_source_mappings:
                 pool = self.executor.pool(f"{stack_name}/{mapping.function_logical_id}")
+                # Lambda polls the queue with the function's execution role, as on AWS.
+                role = credentials.get(mapping.function_logical_id)
+                sqs = self.clients.role_client("sqs", region, role) if role else self.client("sqs", region)
                 poller = SqsEventSourcePoller(mapping, pool.invoke, sqs)
                 poller.start()
                 with self._lock:
@@ -357,6 +389,8 @@ class LocalCloud:
         queues then log errors."""
         for server in self._servers():
             _request_json(f"{server.endpoint_url}/moto-api/reset", method="POST")
+        if self.enforce_iam:
+            self._enforce_iam()  # the reset forgot the operator's IAM user
 
     # ------------------------------------------------------------------ measuring
 

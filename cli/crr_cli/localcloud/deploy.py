@@ -91,7 +91,10 @@ _RECREATED_TYPES: Mapping[str, str] = {
 # Properties moto's CloudFormation ignores on resources it does create; applied after creation.
 # (Later: AWS::S3::Bucket NotificationConfiguration/VersioningConfiguration belong here, with a
 # fix-up in `_FIXUPS`.)
-_SHADOWED_PROPERTIES: Mapping[str, tuple[str, ...]] = {}
+_SHADOWED_PROPERTIES: Mapping[str, tuple[str, ...]] = {
+    # moto's CloudFormation ignores ManagedPolicyArns, and an update keeps the old inline policies.
+    "AWS::IAM::Role": ("Policies", "ManagedPolicyArns"),
+}
 _PSEUDO_PARAMETERS = ("AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::StackName", "AWS::URLSuffix")
 # Step Functions runs at most 40 iterations of an inline Map at once; the local pools stop there too.
 MAP_CONCURRENCY_LIMIT = 40
@@ -126,6 +129,7 @@ class DeployedFunction:
     timeout_s: int
     memory_mb: int
     environment: Mapping[str, str]
+    role_arn: str = ""
 
 
 @dataclass(frozen=True)
@@ -756,7 +760,39 @@ def _with_invoked_functions(
     }
 
 
+def _without_no_value(node: Any) -> Any:
+    """`node` without the nulls `AWS::NoValue` leaves in exported properties (CloudFormation drops them)."""
+    if isinstance(node, dict):
+        return {key: _without_no_value(value) for key, value in node.items() if value is not None}
+    if isinstance(node, list):
+        return [_without_no_value(value) for value in node if value is not None]
+    return node
+
+
+def _fix_role(context: _FixupContext, deferred: _Deferred) -> None:
+    """Give the role exactly the template's inline and managed policies (the local cloud enforces them)."""
+    iam = context.clients.client("iam", context.region)
+    role = context.resources[deferred.logical_id].physical_id
+    wanted = {str(policy["PolicyName"]): policy["PolicyDocument"] for policy in deferred.properties.get("Policies", [])}
+    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        if name not in wanted:
+            iam.delete_role_policy(RoleName=role, PolicyName=name)
+    for name, document in wanted.items():
+        # IAM takes a policy without Version (as 2008-10-17; SAM writes none); moto's validator does not.
+        document = {"Version": "2012-10-17", **_without_no_value(document)}
+        iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(document))
+    attached = {policy["PolicyArn"] for policy in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]}
+    managed = [str(arn) for arn in deferred.properties.get("ManagedPolicyArns", [])]
+    for arn in attached - set(managed):
+        iam.detach_role_policy(RoleName=role, PolicyArn=arn)
+    for arn in managed:
+        if arn not in attached:
+            iam.attach_role_policy(RoleName=role, PolicyArn=arn)
+    context.applied.append(f"{deferred.logical_id}: {len(wanted)} inline and {len(managed)} managed policies")
+
+
 _FIXUPS: Mapping[str, Callable[[_FixupContext, _Deferred], None]] = {
+    "AWS::IAM::Role": _fix_role,
     "AWS::SQS::QueuePolicy": _fix_queue_policy,
     "AWS::DynamoDB::Table": _fix_table,
     "AWS::StepFunctions::StateMachine": _fix_state_machine,
@@ -826,6 +862,7 @@ def _describe_functions(
             timeout_s=int(config.get("Timeout", 3)),
             memory_mb=int(config.get("MemorySize", 128)),
             environment=dict(config.get("Environment", {}).get("Variables", {})),
+            role_arn=str(config.get("Role", "")),
         )
     return functions, notes
 

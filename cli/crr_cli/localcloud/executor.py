@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -54,9 +54,12 @@ class FunctionSpec:
     timeout_s: float
     memory_mb: int
     environment: Mapping[str, str]
+    # The execution role's session (AccessKeyId, SecretAccessKey, SessionToken), as Lambda hands it
+    # to the function; empty: the local cloud's test credentials.
+    credentials: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, function: DeployedFunction) -> FunctionSpec:
+    def of(cls, function: DeployedFunction, credentials: Mapping[str, str] | None = None) -> FunctionSpec:
         return cls(
             stack_name=function.stack_name,
             logical_id=function.logical_id,
@@ -68,6 +71,7 @@ class FunctionSpec:
             memory_mb=function.memory_mb,
             # Lambda hands every variable over as a string; moto keeps a Number parameter an int.
             environment={name: str(value) for name, value in function.environment.items()},
+            credentials=dict(credentials or {}),
         )
 
 
@@ -124,6 +128,10 @@ def worker_environment(
             "PYTHONDONTWRITEBYTECODE": "1",  # keep __pycache__ out of the source tree
         }
     )
+    if spec.credentials:
+        environment["AWS_ACCESS_KEY_ID"] = spec.credentials["AccessKeyId"]
+        environment["AWS_SECRET_ACCESS_KEY"] = spec.credentials["SecretAccessKey"]
+        environment["AWS_SESSION_TOKEN"] = spec.credentials["SessionToken"]
     return environment
 
 
@@ -372,8 +380,11 @@ class LambdaExecutor:
         log_path = self.log_dir / f"{spec.stack_name}-{spec.logical_id}.log"
         pool = FunctionPool(spec, environment, concurrency, log_path)
         with self._lock:
+            replaced = self._pools.get(f"{spec.stack_name}/{spec.logical_id}")
             for key in (spec.logical_id, f"{spec.stack_name}/{spec.logical_id}", spec.name, spec.arn):
                 self._pools[key] = pool
+        if replaced is not None:  # a redeployed stack: its old workers go, as Lambda's do on an update
+            replaced.close()
         return pool
 
     def pool(self, function: str) -> FunctionPool:

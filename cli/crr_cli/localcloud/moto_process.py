@@ -38,6 +38,8 @@ from crr_cli.localcloud.request_counter import Environ, RequestCounter, StartRes
 PARENT_CHECK_INTERVAL_S = 1.0
 ENDPOINTS_PATH = "/_crr/endpoints"
 TASK_ENDPOINTS_PATH = "/_crr/task-endpoints"
+IAM_PATH = "/_crr/iam"  # POST {"managed_policies": [...]}: enforce IAM (iam_seams.enable)
+ASSUME_ROLE_PATH = "/_crr/assume-role"  # POST {"RoleArn", "Service", "SessionName"}: role credentials
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -82,6 +84,8 @@ class LocalCloudRoutes:
             return self._set_endpoints(environ, start_response, served_here=False)
         if path == TASK_ENDPOINTS_PATH:
             return self._set_endpoints(environ, start_response, served_here=True)
+        if path in (IAM_PATH, ASSUME_ROLE_PATH):
+            return self._iam(path, environ, start_response)
         service = signing_service(environ)  # DynamoDB Streams signs as dynamodb, like DynamoDB
         if service is None:
             return self._app(environ, start_response)
@@ -114,6 +118,25 @@ class LocalCloudRoutes:
         return _answer(start_response, "200 OK", endpoints)
 
 
+    def _iam(self, path: str, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """Switch IAM enforcement on, or hand out a role's credentials to a service (see iam_seams)."""
+        if self._services is not None or environ["REQUEST_METHOD"] != "POST":
+            return _answer(start_response, "404 Not Found", {"message": "only the main process holds IAM"})
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        document = json.loads(environ["wsgi.input"].read(length) or b"{}")
+        from crr_cli.localcloud import iam_seams  # noqa: PLC0415 - see main()
+
+        if path == IAM_PATH:
+            return _answer(start_response, "200 OK", iam_seams.enable(list(document.get("managed_policies", []))))
+        try:
+            credentials = iam_seams.assume_role_as_service(
+                document["RoleArn"], document["Service"], document.get("SessionName", "local")
+            )
+        except iam_seams.RoleNotAssumableError as error:
+            return _answer(start_response, "403 Forbidden", {"__type": "AccessDenied", "message": str(error)})
+        return _answer(start_response, "200 OK", credentials)
+
+
 def _write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text, encoding="utf-8")
@@ -142,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         from crr_cli.localcloud import moto_seams  # noqa: PLC0415
 
         moto_seams.install()
+        from crr_cli.localcloud import iam_seams  # noqa: PLC0415 - moto's IAM and STS, as above
+
+        iam_seams.install()
     # One log line per request costs throughput and buries the errors that matter.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
