@@ -8,7 +8,10 @@ What it checks, and where this module brings it closer to AWS:
 * **S3**: action and resource (`arn:aws:s3:::bucket` / `bucket/key`), one action per request (HEAD
   and GET need `s3:GetObject`, a versioned GET `s3:GetObjectVersion`, ...). AWS also checks the
   copy source of CopyObject and UploadPartCopy (`s3:GetObject`, or `s3:GetObjectVersion` for a
-  pinned version) and `s3:GetObject` for a write with `If-Match`: `install()` adds both checks.
+  pinned version) and `s3:GetObject` for a write with `If-Match`, and answers a HEAD or GET of a
+  missing key with 403 rather than 404 to a caller without `s3:ListBucket`: `install()` adds these.
+* Denials come in the service's protocol: `AccessDenied` for SQS, `AccessDeniedException` for Step
+  Functions and Lambda (moto answered XML, which their JSON clients read as a bare "403").
 * **SQS**: action and queue ARN (batch operations authorised as their single action, as on AWS). **Step Functions**: action only in moto (resource `*`);
   `install()` resolves `stateMachineArn` / `executionArn` so statements scoped to a machine work.
 * **Other services of this process** (IAM, STS, Lambda's API, CloudFormation, KMS): action only.
@@ -36,9 +39,11 @@ from urllib.parse import unquote
 from moto import settings
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.authorization import ActionAuthenticatorMixin
+from moto.core.exceptions import JsonRESTError
 from moto.iam import access_control
 from moto.iam.aws_managed_policies import aws_managed_policies_data
 from moto.iam.models import AWSManagedPolicy, IAMBackend, iam_backends
+from moto.s3.exceptions import MissingKey
 from moto.s3.responses import S3Response
 from moto.stepfunctions.responses import StepFunctionResponse
 from moto.sts.models import sts_backends
@@ -57,6 +62,10 @@ IAM_ACTIONS = {
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
     "s3:HeadBucket": "s3:ListBucket",
 }
+
+# Services of the JSON protocols and the code AWS names a denial with (SQS, query-compatible, keeps
+# its query-protocol code); moto answers every non-S3 denial in XML, which a JSON client reads as "403".
+JSON_DENIAL_CODES = {"sqs": "AccessDenied", "states": "AccessDeniedException", "lambda": "AccessDeniedException"}
 
 _installed = False
 
@@ -161,6 +170,19 @@ def _authorised_as_aws_does(original: Any) -> Any:
     return init
 
 
+def _denied_in_the_service_protocol(original: Any) -> Any:
+    def raise_access_denied(self: Any) -> None:
+        code = JSON_DENIAL_CODES.get(self._service)
+        if code is None:
+            original(self)
+            return
+        error = JsonRESTError(code, f"User: {self._access_key.arn} is not authorized to perform: {self._action}")
+        error.code = 403
+        raise error
+
+    return raise_access_denied
+
+
 def _bodiless_requests_signed_empty(original: Any) -> Any:
     """moto re-signs a request with its parsed parameters as the body when it has none; for rest-json
     services (Lambda) those include the headers, so every GET failed with SignatureDoesNotMatch."""
@@ -189,7 +211,7 @@ def _copy_source(header: str) -> tuple[str, str, str | None]:
     return bucket, unquote(key), version
 
 
-def _authorize_as(response: Any, action: str, bucket: str, key: str) -> None:
+def _authorize_as(response: Any, action: str, bucket: str, key: str | None) -> None:
     previous = response.data.get("Action")
     response.data["Action"] = action
     try:
@@ -215,6 +237,31 @@ def _reads_checked(original: Any) -> Any:
     return handle
 
 
+def _missing_key_needs_list_bucket_head(original: Any) -> Any:
+    """A HEAD of a missing key answers 404 only to a caller allowed s3:ListBucket, 403 to others."""
+
+    def head_object(self: Any, bucket_name: str, query: Any, key_name: str, headers: Any) -> Any:
+        answer = original(self, bucket_name, query, key_name, headers)
+        if answer[0] == 404 and "x-amz-delete-marker" not in answer[1]:
+            _authorize_as(self, "ListBucket", bucket_name, None)
+        return answer
+
+    return head_object
+
+
+def _missing_key_needs_list_bucket_get(original: Any) -> Any:
+    """The same for GET (and its sub-resources): NoSuchKey to a caller allowed s3:ListBucket, else AccessDenied."""
+
+    def key_response_get(self: Any, query: Any, key_name: str) -> Any:
+        try:
+            return original(self, query, key_name)
+        except MissingKey:
+            _authorize_as(self, "ListBucket", self.bucket_name, None)
+            raise
+
+    return key_response_get
+
+
 def _step_functions_resource(self: Any) -> str:
     arn = self._get_param("stateMachineArn") or self._get_param("executionArn")
     return str(arn) if arn else "*"
@@ -228,9 +275,13 @@ def install() -> None:
     request = access_control.IAMRequestBase
     request.__init__ = _authorised_as_aws_does(request.__init__)  # type: ignore[method-assign]
     request._create_aws_request = _bodiless_requests_signed_empty(request._create_aws_request)  # type: ignore[method-assign]
+    denial = access_control.IAMRequest
+    denial._raise_access_denied = _denied_in_the_service_protocol(denial._raise_access_denied)  # type: ignore[method-assign]
     statement = access_control.IAMPolicyStatement
     statement.is_action_permitted = _unmet_condition_does_not_apply(statement.is_action_permitted)  # type: ignore[method-assign]
     for name in ("_key_response_put", "_key_response_post"):
         setattr(S3Response, name, _reads_checked(getattr(S3Response, name)))
+    setattr(S3Response, "head_object", _missing_key_needs_list_bucket_head(S3Response.head_object))  # noqa: B010
+    setattr(S3Response, "_key_response_get", _missing_key_needs_list_bucket_get(S3Response._key_response_get))  # noqa: B010
     setattr(StepFunctionResponse, "_determine_resource", _step_functions_resource)  # noqa: B010
     _installed = True
