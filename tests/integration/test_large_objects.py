@@ -156,3 +156,33 @@ def test_a_copy_that_fails_for_good_leaves_no_upload_and_waits_in_the_dlq_until_
     assert replayed.returncode == 0, replayed.stderr
     eventually(lambda: finished(local_cloud, large.state_machine, before + 2), timeout=60, what="the second attempt")
     assert east.head_object(Bucket=DESTINATION, Key="denied/archive.tar")["ETag"] == etag
+
+
+def test_a_retried_complete_recognises_the_replica_under_the_template_s_own_permissions(
+    local_cloud: LocalCloud, large: LargeCopyStack, eventually: Callable[..., Any]
+) -> None:
+    """Defect 6: the LargeCopyFunction's role lacked s3:GetObject and s3:ListBucket on destinations, so
+    the HEAD by which a retried Complete recognises its replica was denied (IAM is enforced locally)."""
+    west, east = local_cloud.client("s3", WEST), local_cloud.client("s3", EAST)
+    before = len(executions(local_cloud, large.state_machine))
+    # Given a 20 MiB object the workflow copied
+    etag = upload_in_parts(west, SOURCE, "retried/complete.bin", [5 * MIB] * 4)
+    found = eventually(lambda: finished(local_cloud, large.state_machine, before + 1), timeout=60, what="the workflow")
+    execution = next(item for item in found if item["name"].startswith("lo-src-") and item["status"] == "SUCCEEDED")
+    history = local_cloud.client("stepfunctions", WEST).get_execution_history(executionArn=execution["executionArn"])
+    [complete] = [
+        json.loads(event["taskScheduledEventDetails"]["parameters"])["Payload"]
+        for event in history["events"]
+        if event["type"] == "TaskScheduled"
+        and json.loads(event["taskScheduledEventDetails"]["parameters"])["Payload"].get("action") == "complete"
+        and json.loads(event["taskScheduledEventDetails"]["parameters"])["Payload"]["job"]["request"]["state"]["key"]
+        == "retried/complete.bin"
+    ]
+    assert east.head_object(Bucket=DESTINATION, Key="retried/complete.bin")["ETag"] == etag
+
+    # When its Complete step runs again, as a Step Functions retry after a lost answer would
+    retried = local_cloud.invoke(large.stack.function("LargeCopyFunction").name, complete)
+
+    # Then the function finds the replica it made (the upload is gone) instead of failing
+    assert retried.ok, retried.error
+    assert retried.payload["etag"] == etag
