@@ -105,6 +105,12 @@ Resources:
           OBSERVATIONS_QUEUE_URL: !Ref ObservationsQueue
           PROBE_TABLE_NAME: !Ref ProbeTable
           PROBE_SETTING: from-template
+      # The local cloud enforces IAM: the probe may do what its role allows, as on AWS.
+      Policies:
+        - SQSSendMessagePolicy:
+            QueueName: !GetAtt ObservationsQueue.QueueName
+        - DynamoDBCrudPolicy:
+            TableName: !Ref ProbeTable
       Events:
         Work:
           Type: SQS

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.iam.aws_managed_policies import aws_managed_policies_data
 
 from crr_cli.localcloud.cfn_yaml import load_cfn_template
 from crr_cli.localcloud.deploy import transform_offline
@@ -34,13 +35,22 @@ def template() -> dict[str, Any]:
     return transform_offline(sam, PARAMETERS, "us-west-1")
 
 
+def managed_policy_document(arn: str) -> dict[str, Any]:
+    """The document of an AWS managed policy (moto ships AWS's published copies)."""
+    name = arn.rsplit("/", 1)[1]
+    document: dict[str, Any] = json.loads(aws_managed_policies_data)[name]["Document"]
+    return document
+
+
 def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every IAM or resource-policy statement, with the logical id that holds it."""
+    """Every IAM or resource-policy statement, AWS managed policies attached to roles included, with
+    the logical id that holds it."""
     for logical_id, resource in template["Resources"].items():
         properties = resource.get("Properties", {})
         documents = [policy["PolicyDocument"] for policy in properties.get("Policies", [])]
         if "PolicyDocument" in properties:
             documents.append(properties["PolicyDocument"])
+        documents += [managed_policy_document(str(arn)) for arn in properties.get("ManagedPolicyArns", [])]
         for document in documents:
             for statement in document.get("Statement", []):
                 # A conditional statement counts in every branch that is a statement.
@@ -137,5 +147,6 @@ def test_kms_grants_name_their_keys_and_only_serve_s3(template: dict[str, Any]) 
     ]
     keys = {"DecryptSourceObjectsViaS3": "SourceKmsKeyArns", "EncryptReplicasViaS3": "ReplicaKmsKeyArns"}
     assert {statement["Sid"] for statement in kms} == set(keys)
-    assert all(statement["Condition"]["StringLike"]["kms:ViaService"] == "s3.*.amazonaws.com" for statement in kms)
+    # S3 in any region of the stack's partition (amazonaws.com, amazonaws.com.cn, ...)
+    assert all(statement["Condition"]["StringLike"]["kms:ViaService"] == {"Fn::Sub": "s3.*.${AWS::URLSuffix}"} for statement in kms)
     assert all(statement["Resource"] == {"Ref": keys[statement["Sid"]]} for statement in kms)

@@ -32,6 +32,13 @@ _INTRINSICS = {
             "Transform",
             "ToJsonString",
             "Length",
+            # Rule-specific functions (a template's Rules section)
+            "Contains",
+            "EachMemberEquals",
+            "EachMemberIn",
+            "RefAll",
+            "ValueOf",
+            "ValueOfAll",
         )
     },
 }

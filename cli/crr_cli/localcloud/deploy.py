@@ -44,6 +44,7 @@ from samtranslator.metrics.metrics import DummyMetricsPublisher, Metrics
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 
+from crr_cli.localcloud import cfn_checks
 from crr_cli.localcloud.cfn_yaml import load_cfn_template
 from crr_cli.localcloud.clients import ClientFactory
 
@@ -883,6 +884,11 @@ def deploy_stack(
     """
     sam = load_cfn_template(template_path)
     values = _check_parameters(sam, parameters)
+    try:  # what CloudFormation refuses before it creates anything, and moto's does not check
+        cfn_checks.check_parameters(sam, values)
+        cfn_checks.check_rules(sam, values, {"AWS::Region": region, "AWS::StackName": stack_name})
+    except cfn_checks.TemplateCheckError as error:
+        raise DeployError(str(error)) from error
     code_dirs = _package(sam, template_path.parent.resolve(), clients, region, stack_name)
     template = transform_offline(sam, parameters, region)
     pseudo = {"AWS::Region": region, "AWS::StackName": stack_name}

@@ -157,7 +157,9 @@ class _LambdaHandler(BaseHTTPRequestHandler):
     def _forward(self) -> None:
         """Send the request on to moto unchanged and relay its answer."""
         body = self._body()
-        headers = {name: value for name, value in self.headers.items() if name.lower() not in _NOT_FORWARDED}
+        # Host stays: it is signed, and moto checks the signature (IAM is enforced).
+        kept = _NOT_FORWARDED - {"host"}
+        headers = {name: value for name, value in self.headers.items() if name.lower() not in kept}
         request = urllib.request.Request(  # noqa: S310 - moto's http URL on 127.0.0.1
             self.server.fallback_url + self.path, data=body or None, headers=headers, method=self.command
         )

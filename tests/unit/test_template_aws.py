@@ -1,0 +1,210 @@
+"""template.yaml against what AWS would refuse or over-grant on a first deploy (issue 12).
+
+The local cloud enforces IAM for S3, SQS and Step Functions only (see iam_seams); these tests read
+the template itself: the grants as deployed for given parameters (conditions evaluated), the
+template rules CloudFormation checks, and the limits of names and metric math.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crr_cli.localcloud import cfn_checks
+from crr_cli.localcloud.cfn_yaml import load_cfn_template
+from crr_cli.localcloud.deploy import transform_offline
+from tests.unit.test_template import as_list, managed_policy_document
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+BUCKETS = {"SourceBuckets": "src-a,src-b", "DestinationBuckets": "dst-a"}
+PEERS = {
+    "PeerRulesTableArns": "arn:aws:dynamodb:us-east-1:111122223333:table/peer-RulesTable-X",
+    "PeerQueueArns": "arn:aws:sqs:us-east-1:111122223333:peer-ReplicationQueue-X",
+}
+STACK_ID = "arn:aws:cloudformation:us-west-1:111122223333:stack/{name}/0f6a4b1e-8f3a-11ef-9a51-0a1b2c3d4e5f"
+MAX_STACK_NAME = "s" * 128  # CloudFormation's longest stack name
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    return load_cfn_template(TEMPLATE)
+
+
+def deployed(sam: dict[str, Any], **parameters: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The transformed template's resources with conditions evaluated for `parameters`, and the scope."""
+    template = dict(sam)
+    template["Resources"] = {
+        logical_id: {
+            **resource,
+            "Properties": {
+                name: "s3://artifacts/code.zip" if name in ("CodeUri", "ContentUri", "DefinitionUri") else value
+                for name, value in resource.get("Properties", {}).items()
+            },
+        }
+        for logical_id, resource in sam["Resources"].items()
+    }
+    values = {**BUCKETS, **parameters}
+    transformed = transform_offline(template, values, "us-west-1")
+    scope = {
+        **cfn_checks.parameter_values(sam, values),
+        "AWS::StackName": MAX_STACK_NAME,
+        "AWS::StackId": STACK_ID.format(name=MAX_STACK_NAME),
+        "AWS::Partition": "aws",
+        "AWS::URLSuffix": "amazonaws.com",
+    }
+    conditions = cfn_checks.conditions(transformed, scope)
+    resources = cfn_checks.evaluate(transformed["Resources"], scope, conditions)
+    return resources, scope
+
+
+def role_statements(resources: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    properties = resources[role]["Properties"]
+    documents = [policy["PolicyDocument"] for policy in properties.get("Policies", [])]
+    documents += [managed_policy_document(str(arn)) for arn in properties.get("ManagedPolicyArns", [])]
+    return [statement for document in documents for statement in document["Statement"] if statement is not None]
+
+
+def granted(statements: list[dict[str, Any]], action: str) -> list[Any]:
+    return [
+        resource
+        for statement in statements
+        if action in as_list(statement["Action"]) or "*" in as_list(statement["Action"])
+        for resource in as_list(statement["Resource"])
+    ]
+
+
+def test_no_arn_names_the_commercial_partition() -> None:
+    # Given the template's text, Then no ARN assumes the aws partition (GovCloud and China differ)
+    assert "arn:aws:" not in TEMPLATE.read_text(encoding="utf-8")
+
+
+def test_kms_is_used_through_s3_of_the_stack_s_own_partition(sam: dict[str, Any]) -> None:
+    resources, _ = deployed(sam, SourceKmsKeyArns="arn:aws-cn:kms:cn-north-1:111122223333:key/k")
+    services = {
+        str(statement["Condition"]["StringLike"]["kms:ViaService"])
+        for logical_id, resource in resources.items()
+        if resource["Type"] == "AWS::IAM::Role"
+        for statement in role_statements(resources, logical_id)
+        if "Condition" in statement
+    }
+    assert services == {"{'Fn::Sub': 's3.*.${AWS::URLSuffix}'}"}
+
+
+def test_a_bucket_list_entry_cannot_become_a_wildcard(sam: dict[str, Any]) -> None:
+    # Given bucket names with and without wildcards
+    good = {**BUCKETS, "DestinationBuckets": "crr-demo-replica,logs.example.com"}
+    cfn_checks.check_parameters(sam, good)
+    for parameter, value in [("DestinationBuckets", "dst-*"), ("SourceBuckets", "src-a,*"), ("SourceBuckets", "a?c")]:
+        # When one names a wildcard, Then CloudFormation's AllowedPattern refuses it
+        with pytest.raises(cfn_checks.TemplateCheckError, match="S3 bucket name"):
+            cfn_checks.check_parameters(sam, {**BUCKETS, parameter: value})
+
+
+def test_a_batch_above_ten_needs_a_batching_window(sam: dict[str, Any]) -> None:
+    # Given BatchSize 20: without a window the stack is refused, with one it is accepted
+    with pytest.raises(cfn_checks.TemplateCheckError, match="BatchingWindowSeconds"):
+        cfn_checks.check_rules(sam, {**BUCKETS, "BatchSize": "20"}, {})
+    cfn_checks.check_rules(sam, {**BUCKETS, "BatchSize": "20", "BatchingWindowSeconds": "1"}, {})
+    cfn_checks.check_rules(sam, {**BUCKETS, "BatchSize": "10"}, {})
+
+
+def test_peer_grants_need_both_peer_lists(sam: dict[str, Any]) -> None:
+    # Given only the peer table: the template refuses it, and grants nothing on an empty ARN
+    with pytest.raises(cfn_checks.TemplateCheckError, match="PeerQueueArns"):
+        cfn_checks.check_rules(sam, {**BUCKETS, "PeerRulesTableArns": PEERS["PeerRulesTableArns"]}, {})
+    resources, _ = deployed(sam, PeerRulesTableArns=PEERS["PeerRulesTableArns"])
+    resources_granted = [
+        resource
+        for logical_id, item in resources.items()
+        if item["Type"] == "AWS::IAM::Role"
+        for statement in role_statements(resources, logical_id)
+        for resource in as_list(statement.get("Resource", []))
+    ]
+    assert "" not in resources_granted
+    # And with both, the replicate role reads the peer's table and nudges its queue
+    resources, _ = deployed(sam, **PEERS)
+    statements = role_statements(resources, "ReplicateFunctionRole")
+    assert PEERS["PeerQueueArns"] in granted(statements, "sqs:SendMessage")
+    assert PEERS["PeerRulesTableArns"] in granted(statements, "dynamodb:GetItem")
+
+
+def test_one_way_stacks_cannot_delete_replica_versions_and_two_way_stacks_can(sam: dict[str, Any]) -> None:
+    roles = ("ReplicateFunctionRole", "LargeCopyFunctionRole", "BackfillFunctionRole")
+    one_way, _ = deployed(sam)
+    two_way, _ = deployed(sam, **PEERS)
+    assert all(granted(role_statements(one_way, role), "s3:DeleteObjectVersion") == [] for role in roles)
+    assert all(granted(role_statements(two_way, role), "s3:DeleteObjectVersion") for role in roles)
+
+
+def test_the_replicate_role_reads_its_own_queue_only(sam: dict[str, Any]) -> None:
+    # Given the deployed roles, managed policies included
+    resources, _ = deployed(sam)
+    statements = role_statements(resources, "ReplicateFunctionRole")
+    # Then receive and delete name the replication queue, never every queue
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+        assert granted(statements, action) == [{"Fn::GetAtt": ["ReplicationQueue", "Arn"]}], action
+    [mapping] = [r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["ReplicationQueue", "Arn"]}
+
+
+def test_no_reserved_concurrency_unless_asked_for(sam: dict[str, Any]) -> None:
+    # Given the default parameters, Then no function reserves concurrency (accounts with a quota of 10
+    # or 50 refuse any reservation)
+    defaults, _ = deployed(sam)
+    functions = [r["Properties"] for r in defaults.values() if r["Type"] == "AWS::Lambda::Function"]
+    assert [f.get("ReservedConcurrentExecutions") for f in functions] == [None] * len(functions)
+    # And asked for, the ReplayFunction alone reserves one
+    opted, _ = deployed(sam, ReplayReservedConcurrency="true")
+    reserved = {
+        logical_id: r["Properties"]["ReservedConcurrentExecutions"]
+        for logical_id, r in opted.items()
+        if r["Type"] == "AWS::Lambda::Function" and r["Properties"].get("ReservedConcurrentExecutions") is not None
+    }
+    assert reserved == {"ReplayFunction": 1}
+
+
+def _substituted(node: Any, scope: dict[str, Any]) -> str:
+    """An `Fn::Sub` name with the stack's pseudo parameters and literal-derived variables filled in."""
+    text, variables = (node["Fn::Sub"], {}) if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"]
+    values = {**scope, **{name: cfn_checks.evaluate(value, scope, {}) for name, value in variables.items()}}
+    return re.sub(r"\$\{([^}]+)\}", lambda match: str(values[match.group(1)]), text)
+
+
+def test_state_machine_names_fit_80_characters_for_the_longest_stack_name(sam: dict[str, Any]) -> None:
+    resources, scope = deployed(sam)
+    machines = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    names = [_substituted(machine["StateMachineName"], scope) for machine in machines]
+    assert len(names) == 2
+    assert all(len(name) <= 80 for name in names), names
+
+
+def test_the_error_rate_alarm_uses_documented_metric_math(sam: dict[str, Any]) -> None:
+    resources, _ = deployed(sam)
+    expressions = [
+        metric["Expression"]
+        for r in resources.values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+        for metric in r["Properties"].get("Metrics", [])
+        if "Expression" in metric
+    ]
+    # MAX over an array holding a constant is not among CloudWatch's documented forms; IF(...) is
+    assert expressions
+    assert not any("MAX([" in expression for expression in expressions)
+    assert any(expression.startswith("IF(") for expression in expressions)
+
+
+def test_the_dead_letter_queue_outlives_the_source_queue_s_retention(sam: dict[str, Any]) -> None:
+    resources, _ = deployed(sam)
+    source = resources["ReplicationQueue"]["Properties"]["MessageRetentionPeriod"]
+    dead = resources["ReplicationDLQ"]["Properties"]["MessageRetentionPeriod"]
+    assert int(dead) > int(source)
+
+
+def test_step_functions_handlers_do_not_trace_their_large_results(sam: dict[str, Any]) -> None:
+    resources, _ = deployed(sam)
+    for function in ("LargeCopyFunction", "BackfillFunction"):
+        variables = resources[function]["Properties"]["Environment"]["Variables"]
+        assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false", function
