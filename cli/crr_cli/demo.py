@@ -21,7 +21,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from crr_cli.localcloud.cloud import LocalCloud
-from crr_cli.localcloud.scenario import create_bucket, run_cli
+from crr_cli.localcloud.scenario import create_bucket, deploy_two_way_stacks, run_cli
 from crr_cli.snapshot import Difference, compare, snapshot
 
 SOURCE_REGION, DESTINATION_REGION = "us-west-1", "us-east-1"
@@ -188,14 +188,19 @@ def two_way(cloud: LocalCloud, deadline_s: float) -> int:
     """Both regions write; a race on one key; both sides end identical (last writer wins)."""
     print(f"\ncrr demo, two-way: {WEST_SITE} ({SOURCE_REGION}) <-> {EAST_SITE} ({DESTINATION_REGION})")
     west_s3, east_s3 = cloud.client("s3", SOURCE_REGION), cloud.client("s3", DESTINATION_REGION)
-    for name, region, source, destination in (
-        (WEST_STACK, SOURCE_REGION, WEST_SITE, EAST_SITE),
-        (EAST_STACK, DESTINATION_REGION, EAST_SITE, WEST_SITE),
-    ):
-        cloud.deploy(TEMPLATE, name, region, {"SourceBuckets": source, "DestinationBuckets": destination})
+    # As on AWS: each stack deployed, then redeployed with the other's PeerRulesTableArns/PeerQueueArns.
+    deploy_two_way_stacks(
+        cloud,
+        TEMPLATE,
+        [
+            (WEST_STACK, SOURCE_REGION, {"SourceBuckets": WEST_SITE, "DestinationBuckets": EAST_SITE}),
+            (EAST_STACK, DESTINATION_REGION, {"SourceBuckets": EAST_SITE, "DestinationBuckets": WEST_SITE}),
+        ],
+    )
+    for region, source in ((SOURCE_REGION, WEST_SITE), (DESTINATION_REGION, EAST_SITE)):
         create_bucket(cloud.client("s3", region), source, region, versioned=True)
         abort_incomplete_uploads(cloud.client("s3", region), source)
-    print(f"  stacks {WEST_STACK} ({SOURCE_REGION}) and {EAST_STACK} ({DESTINATION_REGION}) deployed")
+    print(f"  stacks {WEST_STACK} ({SOURCE_REGION}) and {EAST_STACK} ({DESTINATION_REGION}) deployed, peered")
     print(f"$ crr rules add --source {WEST_SITE} --destination {EAST_SITE} --two-way {EAST_STACK}")
     arguments = ["rules", "add", "--source", WEST_SITE, "--destination", EAST_SITE, "--two-way", EAST_STACK]
     if run_cli(cloud, WEST_STACK, SOURCE_REGION, arguments):

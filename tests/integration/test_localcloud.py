@@ -20,7 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from crr_cli.localcloud.cloud import LocalCloud
-from crr_cli.localcloud.command import add_local_parser, run_local_up
+from crr_cli.localcloud.command import add_local_parser, run_local_deploy, run_local_up
 from crr_cli.localcloud.deploy import DeployedStack
 
 pytestmark = pytest.mark.integration
@@ -664,6 +664,55 @@ def test_local_up_prints_the_endpoint_and_stops_cleanly(
     )
     assert f"AWS_REGION={REGION}" in printed
     assert "stack up-probe" in printed
+
+
+def test_local_deploy_adds_a_stack_per_region_and_redeploys_one_with_its_peer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], eventually: Any
+) -> None:
+    # Given `crr local up` running the project's template as a west stack
+    template, state_dir = REPO_ROOT / "template.yaml", tmp_path / "state"
+    west = {"SourceBuckets": "hand-west-site", "DestinationBuckets": "hand-east-site"}
+    east = {"SourceBuckets": "hand-east-site", "DestinationBuckets": "hand-west-site"}
+    ready, stop = threading.Event(), threading.Event()
+    runner = threading.Thread(
+        target=run_local_up,
+        args=(0, "hand-west", "us-west-1", west, template),
+        kwargs={"dynamodb_port": 0, "state_dir": state_dir, "ready": ready, "stop": stop},
+    )
+    runner.start()
+    try:
+        eventually(lambda: ready.is_set() or not runner.is_alive(), timeout=60, what="local up to be ready")
+        endpoint = re.findall(r"export AWS_ENDPOINT_URL=(\S+)", capsys.readouterr().out)[0]
+
+        # When a user deploys the east stack by hand, then redeploys the west one with east's ARNs
+        assert run_local_deploy("hand-east", "us-east-1", east, template, state_dir=state_dir) == 0
+        outputs = dict(re.findall(r"^  (\w+) = (\S+)$", capsys.readouterr().out, re.M))
+        peers = {"PeerRulesTableArns": outputs["RulesTableArn"], "PeerQueueArns": outputs["ReplicationQueueArn"]}
+        assert run_local_deploy("hand-west", "us-west-1", {**west, **peers}, template, state_dir=state_dir) == 0
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-west-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        [role] = [
+            r["RoleName"]
+            for r in iam.list_roles()["Roles"]
+            if r["RoleName"].startswith("hand-west-ReplicateFunctionRole")
+        ]
+        [policy] = iam.list_role_policies(RoleName=role)["PolicyNames"]
+        document = json.dumps(iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"])
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+
+    # Then the west function may now nudge the east queue, as the redeploy granted
+    assert outputs["StackRegion"] == "us-east-1"
+    assert peers["PeerQueueArns"] in document
+    # And without a running local cloud, a deploy says so
+    assert run_local_deploy("hand-east", "us-east-1", east, template, state_dir=state_dir) == 1
+    assert "no running `crr local up`" in capsys.readouterr().err
 
 
 def test_local_parser_registers_up_with_its_options() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
-from crr_cli.localcloud.scenario import create_bucket
+from crr_cli.localcloud.scenario import create_bucket, deploy_two_way_stacks
 from tests.support import localcloud as cli
 from tests.support.localcloud import EAST, TEMPLATE, WEST
 
@@ -22,22 +22,20 @@ WEST_STACK, EAST_STACK = "crr-tw-west", "crr-tw-east"
 
 @pytest.fixture(scope="module")
 def stacks(local_cloud: LocalCloud) -> tuple[DeployedStack, DeployedStack]:
-    """A stack in each region, each replicating its own bucket into the other's, with versioned buckets."""
-    deployed = []
-    for name, region, source, destination in (
-        (WEST_STACK, WEST, WEST_BUCKET, EAST_BUCKET),
-        (EAST_STACK, EAST, EAST_BUCKET, WEST_BUCKET),
-    ):
-        deployed.append(
-            local_cloud.deploy(
-                TEMPLATE,
-                name,
-                region,
-                {"SourceBuckets": source, "DestinationBuckets": destination, "FunctionTimeoutSeconds": "30"},
-            )
-        )
+    """A stack in each region, each replicating its own bucket into the other's, with versioned buckets;
+    each deployed with the other's ARNs as its peers, as on AWS (IAM is enforced)."""
+    timeout = {"FunctionTimeoutSeconds": "30"}
+    west, east = deploy_two_way_stacks(
+        local_cloud,
+        TEMPLATE,
+        [
+            (WEST_STACK, WEST, {"SourceBuckets": WEST_BUCKET, "DestinationBuckets": EAST_BUCKET, **timeout}),
+            (EAST_STACK, EAST, {"SourceBuckets": EAST_BUCKET, "DestinationBuckets": WEST_BUCKET, **timeout}),
+        ],
+    )
+    for region, source in ((WEST, WEST_BUCKET), (EAST, EAST_BUCKET)):
         create_bucket(local_cloud.client("s3", region), source, region, versioned=True)
-    return deployed[0], deployed[1]
+    return west, east
 
 
 def _current(cloud: LocalCloud, bucket: str, region: str, key: str) -> bytes | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,7 +42,7 @@ def _error_code(error: ClientError) -> str:
 
 
 @pytest.fixture
-def buckets(local_cloud: LocalCloud) -> Iterator[tuple[str, str]]:
+def buckets(local_cloud: LocalCloud) -> tuple[str, str]:
     """Two buckets, the first holding `present.txt`."""
     s3 = local_cloud.client("s3", REGION)
     first, second = (f"parity-iam-{uuid.uuid4().hex[:10]}" for _ in range(2))
@@ -51,7 +50,7 @@ def buckets(local_cloud: LocalCloud) -> Iterator[tuple[str, str]]:
         create_bucket(s3, bucket, REGION)
     s3.put_object(Bucket=first, Key="present.txt", Body=b"bytes")
     s3.put_object(Bucket=second, Key="present.txt", Body=b"bytes")
-    yield first, second
+    return first, second
 
 
 def test_a_role_without_get_object_is_denied_and_with_it_is_allowed(
@@ -176,7 +175,9 @@ def test_sqs_batch_actions_are_authorised_by_their_single_action(local_cloud: Lo
     """
     sqs = local_cloud.client("sqs", REGION)
     urls = [sqs.create_queue(QueueName=f"parity-iam-{uuid.uuid4().hex[:10]}")["QueueUrl"] for _ in range(2)]
-    arns = [sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"] for url in urls]
+    arns = [
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"] for url in urls
+    ]
     for url in urls:
         sqs.send_message(QueueUrl=url, MessageBody="m")
     # Given a role that may receive and delete from the first queue only
@@ -234,5 +235,5 @@ def test_lambda_assumes_only_a_role_that_trusts_it(local_cloud: LocalCloud) -> N
     role = _role(local_cloud, [], trust=ec2_trust)
 
     # When Lambda assumes it, Then it is refused
-    with pytest.raises(LocalCloudError, match="does not let lambda.amazonaws.com assume it"):
+    with pytest.raises(LocalCloudError, match=r"does not let lambda\.amazonaws\.com assume it"):
         local_cloud.role_credentials(role)

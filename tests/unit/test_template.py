@@ -148,5 +148,6 @@ def test_kms_grants_name_their_keys_and_only_serve_s3(template: dict[str, Any]) 
     keys = {"DecryptSourceObjectsViaS3": "SourceKmsKeyArns", "EncryptReplicasViaS3": "ReplicaKmsKeyArns"}
     assert {statement["Sid"] for statement in kms} == set(keys)
     # S3 in any region of the stack's partition (amazonaws.com, amazonaws.com.cn, ...)
-    assert all(statement["Condition"]["StringLike"]["kms:ViaService"] == {"Fn::Sub": "s3.*.${AWS::URLSuffix}"} for statement in kms)
+    via_s3 = {"Fn::Sub": "s3.*.${AWS::URLSuffix}"}
+    assert all(statement["Condition"]["StringLike"]["kms:ViaService"] == via_s3 for statement in kms)
     assert all(statement["Resource"] == {"Ref": keys[statement["Sid"]]} for statement in kms)

@@ -12,7 +12,7 @@ grants for given parameter values (`effective`).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -87,7 +87,8 @@ def evaluate(node: Any, scope: Mapping[str, Any], known: Mapping[str, bool], res
     """The value of `node` under `scope` (parameters and pseudo parameters) and evaluated conditions.
 
     Covers the condition and rule functions and the string functions conditions use; `Fn::If`
-    yields its chosen branch (None for `AWS::NoValue`). Anything else is returned unevaluated.
+    yields its chosen branch (None for `AWS::NoValue`, which drops a property or list item as in
+    CloudFormation). Anything else is returned unevaluated.
     """
 
     def value(item: Any) -> Any:
@@ -98,38 +99,30 @@ def evaluate(node: Any, scope: Mapping[str, Any], known: Mapping[str, bool], res
     if not isinstance(node, dict):
         return node
     if len(node) != 1 or not next(iter(node)).startswith(("Fn::", "Ref", "Condition")):
-        # A plain mapping: `AWS::NoValue` removes the property, as in CloudFormation.
         return {key: item for key, item in ((key, value(item)) for key, item in node.items()) if item is not None}
     [(function, argument)] = node.items()
-    match function:
-        case "Ref":
-            return None if argument == "AWS::NoValue" else scope.get(argument, node)
-        case "Condition":
-            return known[argument] if argument in known else resolve(argument)
-        case "Fn::Equals":
-            left, right = value(argument[0]), value(argument[1])
-            return str(left) == str(right)
-        case "Fn::Not":
-            return not value(argument[0])
-        case "Fn::And":
-            return all(value(item) for item in argument)
-        case "Fn::Or":
-            return any(value(item) for item in argument)
-        case "Fn::If":
-            chosen = known[argument[0]] if argument[0] in known else resolve(argument[0])
-            return value(argument[1] if chosen else argument[2])
-        case "Fn::Join":
-            return argument[0].join(str(item) for item in _flat(value(argument[1])))
-        case "Fn::Split":
-            return str(value(argument[1])).split(argument[0])
-        case "Fn::Select":
-            return value(argument[1])[int(value(argument[0]))]
-        case "Fn::Contains":
-            return str(value(argument[1])) in [str(item) for item in _flat(value(argument[0]))]
-        case "Fn::EachMemberEquals":
-            return all(str(item) == str(value(argument[1])) for item in _flat(value(argument[0])))
-        case _:
-            return node
+    if function == "Ref":
+        return None if argument == "AWS::NoValue" else scope.get(argument, node)
+    if function in ("Condition", "Fn::If"):
+        name = argument if function == "Condition" else argument[0]
+        holds = bool(known[name] if name in known else resolve(name))
+        return holds if function == "Condition" else value(argument[1] if holds else argument[2])
+    rule = _FUNCTIONS.get(function)
+    return node if rule is None else rule(value, argument)
+
+
+_Evaluator = Callable[[Callable[[Any], Any], Any], Any]
+_FUNCTIONS: Mapping[str, _Evaluator] = {
+    "Fn::Equals": lambda value, a: str(value(a[0])) == str(value(a[1])),
+    "Fn::Not": lambda value, a: not value(a[0]),
+    "Fn::And": lambda value, a: all(value(item) for item in a),
+    "Fn::Or": lambda value, a: any(value(item) for item in a),
+    "Fn::Join": lambda value, a: a[0].join(str(item) for item in _flat(value(a[1]))),
+    "Fn::Split": lambda value, a: str(value(a[1])).split(a[0]),
+    "Fn::Select": lambda value, a: value(a[1])[int(value(a[0]))],
+    "Fn::Contains": lambda value, a: str(value(a[1])) in [str(item) for item in _flat(value(a[0]))],
+    "Fn::EachMemberEquals": lambda value, a: all(str(item) == str(value(a[1])) for item in _flat(value(a[0]))),
+}
 
 
 def _flat(items: Any) -> list[Any]:

@@ -159,9 +159,7 @@ class LocalCloud:
     """The embedded local cloud: two moto server processes (everything / DynamoDB), deployed stacks,
     warm workers, SQS pollers."""
 
-    def __init__(
-        self, *, state_dir: Path | None = None, log_dir: Path | None = None, enforce_iam: bool = True
-    ) -> None:
+    def __init__(self, *, state_dir: Path | None = None, log_dir: Path | None = None, enforce_iam: bool = True) -> None:
         # IAM enforced (iam_seams): functions sign with their execution role's session, and a
         # permission the template lacks fails with AccessDenied (S3, SQS, Step Functions).
         self.enforce_iam = enforce_iam
@@ -174,6 +172,7 @@ class LocalCloud:
         self._executor: LambdaExecutor | None = None
         self._lambda_api: LambdaApiServer | None = None
         self._pollers: list[SqsEventSourcePoller] = []
+        self._stack_pollers: dict[str, list[SqsEventSourcePoller]] = {}
         self._lock = threading.Lock()
 
     def __enter__(self) -> LocalCloud:
@@ -283,6 +282,7 @@ class LocalCloud:
         """Stop pollers, workers and both moto processes (idempotent); leaves no child processes."""
         with self._lock:
             pollers, self._pollers = self._pollers, []
+            self._stack_pollers.clear()
             executor, self._executor = self._executor, None
             lambda_api, self._lambda_api = self._lambda_api, None
             servers = [server for server in (self._moto, self._dynamodb) if server is not None]
@@ -346,13 +346,15 @@ class LocalCloud:
         *,
         event_sources: bool = True,
     ) -> DeployedStack:
-        """Deploy the SAM template as `stack_name` in `region`, start its functions' worker pools and
+        """Deploy the SAM template as `stack_name` in `region` (a stack of that name is updated with
+        the new parameters, its pools and pollers restarted), start its functions' worker pools and
         (unless `event_sources` is False) its SQS pollers. Its state machines are ready to run
         (`DeployedStack.state_machine(...).arn`); their Lambda tasks run on the same pools.
 
         Raises deploy.DeployError when the template cannot be deployed locally.
         """
         stack = deploy_stack(self.clients, Path(template_path), stack_name, region, parameters)
+        self._stop_pollers(stack_name)  # a redeployed stack's event sources restart with it
         concurrency: dict[str, int] = {}
         for mapping in stack.event_source_mappings:
             wanted = mapping.maximum_concurrency or DEFAULT_CONCURRENCY
@@ -378,7 +380,17 @@ class LocalCloud:
                 poller.start()
                 with self._lock:
                     self._pollers.append(poller)
+                    self._stack_pollers.setdefault(stack_name, []).append(poller)
         return stack
+
+    def _stop_pollers(self, stack_name: str) -> None:
+        with self._lock:
+            pollers = self._stack_pollers.pop(stack_name, [])
+            self._pollers = [poller for poller in self._pollers if poller not in pollers]
+        for poller in pollers:
+            poller.request_stop()
+        for poller in pollers:
+            poller.stop()
 
     def invoke(self, function: str, event: Any) -> Invocation:
         """Invoke a deployed function (logical id, name or ARN) synchronously, like RequestResponse."""

@@ -1,13 +1,23 @@
-"""`crr local up`: run the embedded local cloud in the foreground until Ctrl-C or SIGTERM."""
+"""`crr local up`: run the embedded local cloud in the foreground until Ctrl-C or SIGTERM.
+
+`crr local deploy` deploys another stack into a running `local up` (a stack per region, as on AWS),
+or redeploys one with new parameters, e.g. the peer's ARNs for two-way sync. `local up` serves a
+control endpoint on 127.0.0.1 and names it in `<state dir>/control.json`; the deploy runs in the
+`local up` process, which holds the functions' workers and the queues' pollers.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -23,6 +33,48 @@ DEFAULT_DYNAMODB_PORT = 4569  # LocalStack's former DynamoDB port
 DEFAULT_STACK = "crr-local"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_TEMPLATE = Path("template.yaml")
+DEFAULT_STATE_DIR = Path(".local-cloud")
+CONTROL_FILE = "control.json"
+DEPLOY_TIMEOUT_S = 300.0
+
+
+class _ControlHandler(BaseHTTPRequestHandler):
+    """POST /deploy {"stack", "region", "parameters", "template"}: deploy (or redeploy) into the cloud."""
+
+    server: _ControlServer
+
+    def do_POST(self) -> None:
+        if self.path != "/deploy":
+            self._reply(404, {"message": "only POST /deploy"})
+            return
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        try:
+            stack = self.server.cloud.deploy(
+                Path(request["template"]), request["stack"], request["region"], request.get("parameters", {})
+            )
+        except (LocalCloudError, DeployError, ClientError, BotoCoreError, OSError, KeyError) as error:
+            self._reply(400, {"message": f"deploy failed: {error}"})
+            return
+        self._reply(200, {"stack": stack.stack_name, "region": stack.region, "outputs": dict(stack.outputs)})
+
+    def _reply(self, status: int, document: object) -> None:
+        body = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # one line per request would bury `local up`'s own output
+
+
+class _ControlServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, cloud: LocalCloud) -> None:
+        super().__init__(("127.0.0.1", 0), _ControlHandler)
+        self.cloud = cloud
 
 
 def _parameter(text: str) -> tuple[str, str]:
@@ -52,11 +104,13 @@ def run_local_up(
     """
     stop = stop or threading.Event()
     previous = _install_stop_signals(stop)
-    cloud = LocalCloud(state_dir=state_dir)
+    cloud = LocalCloud(state_dir=state_dir or DEFAULT_STATE_DIR)
+    control: _ControlServer | None = None
     try:
         started = time.monotonic()
         endpoint = cloud.start(port or None, dynamodb_port=dynamodb_port or None)
         stack = cloud.deploy(template, stack_name, region, parameters)
+        control = _serve_control(cloud)
         elapsed = time.monotonic() - started
         print(f"crr local cloud ready in {elapsed:.1f}s on {endpoint} (DynamoDB on {cloud.dynamodb_endpoint_url})")
         print(f"stack {stack.stack_name} in {region}; function logs in {cloud.log_dir}")
@@ -70,7 +124,10 @@ def run_local_up(
         # The service-specific variables win over AWS_ENDPOINT_URL in the AWS SDKs and CLI.
         routed = " ".join(f"{ROUTED_SERVICES[name]}={url}" for name, url in cloud.service_endpoints.items())
         print(f"export {routed}")
-        print("Ctrl-C stops it.", flush=True)
+        print("`crr local deploy --stack NAME --region REGION --parameter KEY=VALUE ...` deploys another stack")
+        print("(or redeploys one with new parameters). IAM is enforced: functions may do what their roles allow.")
+        print("Ctrl-C stops it; everything (buckets, rules, queued notifications) lives in memory and goes with it.")
+        sys.stdout.flush()
         if ready is not None:
             ready.set()
         while not stop.wait(0.5):
@@ -81,9 +138,56 @@ def run_local_up(
         print(f"crr local up failed: {error}", file=sys.stderr)
         return 1
     finally:
+        if control is not None:
+            control.shutdown()
+            control.server_close()
+            (cloud.state_dir / CONTROL_FILE).unlink(missing_ok=True)
         cloud.stop()
         _restore_signals(previous)
     print("crr local cloud stopped.", flush=True)
+    return 0
+
+
+def _serve_control(cloud: LocalCloud) -> _ControlServer:
+    control = _ControlServer(cloud)
+    threading.Thread(target=control.serve_forever, name="local-up-control", daemon=True).start()
+    url = f"http://127.0.0.1:{control.server_address[1]}"
+    (cloud.state_dir / CONTROL_FILE).write_text(json.dumps({"url": url}), encoding="utf-8")
+    return control
+
+
+def run_local_deploy(
+    stack_name: str, region: str, parameters: Mapping[str, str], template: Path, *, state_dir: Path | None = None
+) -> int:
+    """Deploy (or redeploy) a stack into the `local up` running with `state_dir`; print its outputs.
+    Returns 0, or 1 (with the reason on stderr) when no local cloud runs there or the deploy fails."""
+    control = (state_dir or DEFAULT_STATE_DIR) / CONTROL_FILE
+    try:
+        url = json.loads(control.read_text(encoding="utf-8"))["url"]
+    except (OSError, ValueError, KeyError):
+        print(f"crr local deploy: no running `crr local up` found ({control} missing)", file=sys.stderr)
+        return 1
+    document = {
+        "stack": stack_name,
+        "region": region,
+        "parameters": dict(parameters),
+        "template": str(template.resolve()),
+    }
+    request = urllib.request.Request(  # noqa: S310 - the local control endpoint on 127.0.0.1
+        f"{url}/deploy", data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=DEPLOY_TIMEOUT_S) as answer:  # noqa: S310
+            deployed = json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        print(f"crr local deploy: {json.loads(error.read() or b'{}').get('message', error)}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as error:
+        print(f"crr local deploy: the local cloud did not answer: {error}", file=sys.stderr)
+        return 1
+    print(f"stack {deployed['stack']} deployed in {deployed['region']}")
+    for key, value in sorted(deployed["outputs"].items()):
+        print(f"  {key} = {value}")
     return 0
 
 
@@ -112,6 +216,10 @@ def _run_from_arguments(arguments: argparse.Namespace) -> int:
         arguments.template,
         dynamodb_port=arguments.dynamodb_port,
     )
+
+
+def _deploy_from_arguments(arguments: argparse.Namespace) -> int:
+    return run_local_deploy(arguments.stack, arguments.region, dict(arguments.parameter), arguments.template)
 
 
 def add_local_parser(subparsers: Any) -> None:
@@ -143,3 +251,22 @@ def add_local_parser(subparsers: Any) -> None:
     )
     up.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template (default ./template.yaml)")
     up.set_defaults(func=_run_from_arguments)
+    deploy = commands.add_parser(
+        "deploy",
+        help="deploy another stack into the running `crr local up`, or redeploy one with new parameters",
+        description="Like `sam deploy` against the local cloud started by `crr local up` in this directory.",
+    )
+    deploy.add_argument("--stack", required=True, help="stack name (an existing one is updated)")
+    deploy.add_argument("--region", required=True, help="stack region")
+    deploy.add_argument(
+        "--parameter",
+        action="append",
+        type=_parameter,
+        default=[],
+        metavar="KEY=VALUE",
+        help="template parameter, repeatable",
+    )
+    deploy.add_argument(
+        "--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template (default ./template.yaml)"
+    )
+    deploy.set_defaults(func=_deploy_from_arguments)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 from samtranslator.metrics.metrics import DummyMetricsPublisher, Metrics
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
@@ -460,14 +461,46 @@ def _defer(template: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------ stack creation
 
 
-def _wait_for_stack(cloudformation: Any, stack_name: str, timeout_s: float) -> dict[str, Any]:
+def _check_as_cloudformation_does(sam: Mapping[str, Any], values: Mapping[str, str], region: str, stack: str) -> None:
+    """What CloudFormation refuses before it creates anything, and moto's does not check."""
+    try:
+        cfn_checks.check_parameters(sam, values)
+        cfn_checks.check_rules(sam, values, {"AWS::Region": region, "AWS::StackName": stack})
+    except cfn_checks.TemplateCheckError as error:
+        raise DeployError(str(error)) from error
+
+
+def _create_or_update(cloudformation: Any, request: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Create the stack, or update it when one of that name exists, as `sam deploy` does (e.g. with a
+    peer's ARNs for two-way sync); returns it once complete."""
+    name = str(request["StackName"])
+    if _stack_exists(cloudformation, name):
+        cloudformation.update_stack(**request)
+        return _wait_for_stack(cloudformation, name, timeout_s, "UPDATE_COMPLETE")
+    cloudformation.create_stack(**request)
+    return _wait_for_stack(cloudformation, name, timeout_s)
+
+
+def _stack_exists(cloudformation: Any, stack_name: str) -> bool:
+    try:
+        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as error:
+        if "does not exist" in str(error):
+            return False
+        raise
+    return any(stack["StackStatus"] != "DELETE_COMPLETE" for stack in stacks)
+
+
+def _wait_for_stack(
+    cloudformation: Any, stack_name: str, timeout_s: float, wanted: str = "CREATE_COMPLETE"
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     interval = 0.02
     while True:
         stack: dict[str, Any] = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
         status = str(stack["StackStatus"])
         if not status.endswith("_IN_PROGRESS"):
-            if status != "CREATE_COMPLETE":
+            if status != wanted:
                 reason = stack.get("StackStatusReason", "no reason given")
                 raise DeployError(f"stack {stack_name} ended in {status}: {reason}")
             return stack
@@ -780,8 +813,8 @@ def _fix_role(context: _FixupContext, deferred: _Deferred) -> None:
             iam.delete_role_policy(RoleName=role, PolicyName=name)
     for name, document in wanted.items():
         # IAM takes a policy without Version (as 2008-10-17; SAM writes none); moto's validator does not.
-        document = {"Version": "2012-10-17", **_without_no_value(document)}
-        iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(document))
+        versioned = {"Version": "2012-10-17", **_without_no_value(document)}
+        iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(versioned))
     attached = {policy["PolicyArn"] for policy in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]}
     managed = [str(arn) for arn in deferred.properties.get("ManagedPolicyArns", [])]
     for arn in attached - set(managed):
@@ -877,18 +910,15 @@ def deploy_stack(
     *,
     timeout_s: float = STACK_WAIT_TIMEOUT_S,
 ) -> DeployedStack:
-    """Package, transform and create `template_path` as stack `stack_name` in `region`.
+    """Package, transform and create `template_path` as stack `stack_name` in `region` (or update the
+    stack when it exists: its fix-ups run again, so roles get the new policies).
 
     Raises DeployError when the template cannot be transformed or deployed locally, or the stack
     does not reach CREATE_COMPLETE within `timeout_s`; botocore errors from moto pass through.
     """
     sam = load_cfn_template(template_path)
     values = _check_parameters(sam, parameters)
-    try:  # what CloudFormation refuses before it creates anything, and moto's does not check
-        cfn_checks.check_parameters(sam, values)
-        cfn_checks.check_rules(sam, values, {"AWS::Region": region, "AWS::StackName": stack_name})
-    except cfn_checks.TemplateCheckError as error:
-        raise DeployError(str(error)) from error
+    _check_as_cloudformation_does(sam, values, region, stack_name)
     code_dirs = _package(sam, template_path.parent.resolve(), clients, region, stack_name)
     template = transform_offline(sam, parameters, region)
     pseudo = {"AWS::Region": region, "AWS::StackName": stack_name}
@@ -896,13 +926,13 @@ def deploy_stack(
     _defer(template)
 
     cloudformation = clients.client("cloudformation", region)
-    cloudformation.create_stack(
-        StackName=stack_name,
-        TemplateBody=json.dumps(template),
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
-        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
-    )
-    stack = _wait_for_stack(cloudformation, stack_name, timeout_s)
+    request = {
+        "StackName": stack_name,
+        "TemplateBody": json.dumps(template),
+        "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
+    }
+    stack = _create_or_update(cloudformation, request, timeout_s)
     resources = _stack_resources(cloudformation, stack_name)
 
     outputs: dict[str, str] = {}

@@ -12,8 +12,9 @@ What it checks, and where this module brings it closer to AWS:
   missing key with 403 rather than 404 to a caller without `s3:ListBucket`: `install()` adds these.
 * Denials come in the service's protocol: `AccessDenied` for SQS, `AccessDeniedException` for Step
   Functions and Lambda (moto answered XML, which their JSON clients read as a bare "403").
-* **SQS**: action and queue ARN (batch operations authorised as their single action, as on AWS). **Step Functions**: action only in moto (resource `*`);
-  `install()` resolves `stateMachineArn` / `executionArn` so statements scoped to a machine work.
+* **SQS**: action and queue ARN (batch operations authorised as their single action, as on AWS).
+* **Step Functions**: action only in moto (resource `*`); `install()` resolves `stateMachineArn` /
+  `executionArn` so statements scoped to a machine work.
 * **Other services of this process** (IAM, STS, Lambda's API, CloudFormation, KMS): action only.
   Only the operator (admin) calls them.
 * **DynamoDB** runs in a second moto process, which holds neither the roles nor the sessions:
@@ -37,9 +38,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from moto import settings
-from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.exceptions import JsonRESTError
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.iam import access_control
 from moto.iam.aws_managed_policies import aws_managed_policies_data
 from moto.iam.models import AWSManagedPolicy, IAMBackend, iam_backends

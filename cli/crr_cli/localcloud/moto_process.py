@@ -80,10 +80,8 @@ class LocalCloudRoutes:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO")
-        if path == ENDPOINTS_PATH:
-            return self._set_endpoints(environ, start_response, served_here=False)
-        if path == TASK_ENDPOINTS_PATH:
-            return self._set_endpoints(environ, start_response, served_here=True)
+        if path in (ENDPOINTS_PATH, TASK_ENDPOINTS_PATH):
+            return self._set_endpoints(environ, start_response, served_here=path == TASK_ENDPOINTS_PATH)
         if path in (IAM_PATH, ASSUME_ROLE_PATH):
             return self._iam(path, environ, start_response)
         service = signing_service(environ)  # DynamoDB Streams signs as dynamodb, like DynamoDB
@@ -116,7 +114,6 @@ class LocalCloudRoutes:
         if not served_here:
             self._elsewhere.update(endpoints)
         return _answer(start_response, "200 OK", endpoints)
-
 
     def _iam(self, path: str, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Switch IAM enforcement on, or hand out a role's credentials to a service (see iam_seams)."""

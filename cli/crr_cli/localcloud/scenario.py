@@ -4,11 +4,13 @@ make buckets as AWS makes them, and run the `crr` CLI in this process against th
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from crr_cli.localcloud.cloud import LocalCloud
+from crr_cli.localcloud.deploy import DeployedStack
 from crr_cli.main import main
 
 
@@ -49,3 +51,25 @@ def run_cli(cloud: LocalCloud, stack: str, region: str, args: Sequence[str]) -> 
     """`crr --stack STACK --region REGION ARGS...` in this process, against the local cloud; its exit code."""
     with local_aws_environment(cloud, region):
         return main(["--stack", stack, "--region", region, *args])
+
+
+def deploy_two_way_stacks(
+    cloud: LocalCloud, template: Path, stacks: Sequence[tuple[str, str, Mapping[str, str]]]
+) -> list[DeployedStack]:
+    """Deploy a stack per region for two-way sync as a user on AWS must: first each stack alone, then
+    each again with the others' `RulesTableArn` / `ReplicationQueueArn` outputs as its
+    `PeerRulesTableArns` / `PeerQueueArns` (IAM then lets it read their tombstones and nudge them).
+
+    `stacks`: (stack name, region, parameters) per region. Returns the redeployed stacks, in order.
+    """
+    first = [cloud.deploy(template, name, region, parameters) for name, region, parameters in stacks]
+    redeployed = []
+    for index, (name, region, parameters) in enumerate(stacks):
+        peers = [stack for other, stack in enumerate(first) if other != index]
+        peered = {
+            **parameters,
+            "PeerRulesTableArns": ",".join(peer.outputs["RulesTableArn"] for peer in peers),
+            "PeerQueueArns": ",".join(peer.outputs["ReplicationQueueArn"] for peer in peers),
+        }
+        redeployed.append(cloud.deploy(template, name, region, peered))
+    return redeployed
