@@ -186,3 +186,36 @@ def test_a_retried_complete_recognises_the_replica_under_the_template_s_own_perm
     # Then the function finds the replica it made (the upload is gone) instead of failing
     assert retried.ok, retried.error
     assert retried.payload["etag"] == etag
+
+
+def test_a_retried_complete_whose_replica_is_gone_reports_the_lost_upload_not_a_denial(
+    local_cloud: LocalCloud, large: LargeCopyStack, eventually: Callable[..., Any]
+) -> None:
+    """Defect 6, the ListBucket half: without s3:ListBucket on the destination, the HEAD of a missing
+    replica answers 403, and the retried Complete failed as AccessDenied instead of NoSuchUpload."""
+    west, east = local_cloud.client("s3", WEST), local_cloud.client("s3", EAST)
+    before = len(executions(local_cloud, large.state_machine))
+    # Given a copied object whose replica someone deleted afterwards
+    upload_in_parts(west, SOURCE, "retried/gone.bin", [5 * MIB] * 4)  # 20 MiB: more than the function copies
+    found = eventually(lambda: finished(local_cloud, large.state_machine, before + 1), timeout=60, what="the workflow")
+    execution = next(item for item in found if item["status"] == "SUCCEEDED" and item["name"].startswith("lo-src-"))
+    history = local_cloud.client("stepfunctions", WEST).get_execution_history(executionArn=execution["executionArn"])
+    payloads = [
+        json.loads(event["taskScheduledEventDetails"]["parameters"])["Payload"]
+        for event in history["events"]
+        if event["type"] == "TaskScheduled"
+    ]
+    [complete] = [
+        p
+        for p in payloads
+        if p.get("action") == "complete" and p["job"]["request"]["state"]["key"] == "retried/gone.bin"
+    ]
+    east.delete_object(Bucket=DESTINATION, Key="retried/gone.bin")
+
+    # When its Complete step runs again
+    retried = local_cloud.invoke(large.stack.function("LargeCopyFunction").name, complete)
+
+    # Then it fails for the upload it cannot find, not for a permission
+    assert not retried.ok
+    assert "NoSuchUpload" in str(retried.error)
+    assert "AccessDenied" not in str(retried.error)

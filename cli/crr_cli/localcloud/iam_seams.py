@@ -18,7 +18,7 @@ What it checks, and where this module brings it closer to AWS:
 * **Other services of this process** (IAM, STS, Lambda's API, CloudFormation, KMS): action only.
   Only the operator (admin) calls them.
 * **DynamoDB** runs in a second moto process, which holds neither the roles nor the sessions:
-  it is not enforced; tests/unit/test_template.py checks the template's DynamoDB grants instead.
+  it is not enforced; tests/unit/test_template*.py check the template's DynamoDB grants instead.
 * moto fails an Allow statement whose `Condition` it cannot evaluate with an explicit *deny*;
   on AWS a statement whose condition does not hold simply does not apply. `install()` makes it so
   (the statement then grants nothing, as moto knows no condition context of S3 or SQS requests).
