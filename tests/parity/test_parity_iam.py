@@ -237,3 +237,33 @@ def test_lambda_assumes_only_a_role_that_trusts_it(local_cloud: LocalCloud) -> N
     # When Lambda assumes it, Then it is refused
     with pytest.raises(LocalCloudError, match=r"does not let lambda\.amazonaws\.com assume it"):
         local_cloud.role_credentials(role)
+
+
+def test_step_functions_start_execution_is_scoped_to_the_named_state_machine(local_cloud: LocalCloud) -> None:
+    """states:StartExecution is authorised on the stateMachine ARN; a denial is AccessDeniedException.
+
+    AWS: "Actions, resources, and condition keys for AWS Step Functions" (StartExecution: resource
+    type stateMachine), https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsstepfunctions.html
+    and "Common Errors" (AccessDeniedException), https://docs.aws.amazon.com/step-functions/latest/apireference/CommonErrors.html
+    """
+    sfn = local_cloud.client("stepfunctions", REGION)
+    definition = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
+    machine_role = _role(local_cloud, [])  # moto never assumes it; AWS would need states.amazonaws.com
+    allowed, other = (
+        sfn.create_state_machine(name=f"parity-{uuid.uuid4().hex[:10]}", definition=definition, roleArn=machine_role)[
+            "stateMachineArn"
+        ]
+        for _ in range(2)
+    )
+    # Given a role that may start the first machine only
+    role = _role(local_cloud, [{"Effect": "Allow", "Action": "states:StartExecution", "Resource": allowed}])
+    starter = _as_role(local_cloud, "stepfunctions", role)
+
+    # When it starts both
+    started = starter.start_execution(stateMachineArn=allowed, name="parity-allowed")
+    with pytest.raises(ClientError) as denied:
+        starter.start_execution(stateMachineArn=other, name="parity-denied")
+
+    # Then the second is refused in the Step Functions API's own terms
+    assert started["executionArn"].startswith(allowed.replace(":stateMachine:", ":execution:"))
+    assert _error_code(denied.value) == "AccessDeniedException"
