@@ -12,6 +12,9 @@ identical. Exits 0 only if both parts converge.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -178,10 +181,25 @@ def run(deadline_s: float) -> int:
             f"  converged {converged - writes_done:.2f}s after the last write "
             f"({converged - writes_started:.2f}s after the first); whole demo {converged - started:.1f}s"
         )
+        wait_for_backfill_end(cloud, deadline_s)
         print(f"$ crr backfill status {SOURCE}")
         if run_cli(cloud, STACK, SOURCE_REGION, ["backfill", "status", SOURCE]):
             return 1
         return two_way(cloud, deadline_s)
+
+
+def wait_for_backfill_end(cloud: LocalCloud, deadline_s: float) -> None:
+    """The replica can equal the source before the backfill has recorded its last page: wait (up to
+    the deadline) until the job is no longer running."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            run_cli(cloud, STACK, SOURCE_REGION, ["backfill", "status", SOURCE, "--json"])
+        job = json.loads(printed.getvalue() or "null")
+        if job is None or job.get("status") != "running":
+            return
+        time.sleep(0.2)
 
 
 def two_way(cloud: LocalCloud, deadline_s: float) -> int:
