@@ -38,6 +38,7 @@ from crr_cli.localcloud.request_counter import Environ, RequestCounter, StartRes
 PARENT_CHECK_INTERVAL_S = 1.0
 ENDPOINTS_PATH = "/_crr/endpoints"
 TASK_ENDPOINTS_PATH = "/_crr/task-endpoints"
+REGION_MISSES_PATH = "/_crr/region-misses"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -82,6 +83,10 @@ class LocalCloudRoutes:
             return self._set_endpoints(environ, start_response, served_here=False)
         if path == TASK_ENDPOINTS_PATH:
             return self._set_endpoints(environ, start_response, served_here=True)
+        if path == REGION_MISSES_PATH and self._services is None:
+            from crr_cli.localcloud import s3_fidelity  # noqa: PLC0415 - see main()
+
+            return _answer(start_response, "200 OK", {"region_misses": s3_fidelity.region_misses()})
         service = signing_service(environ)  # DynamoDB Streams signs as dynamodb, like DynamoDB
         if service is None:
             return self._app(environ, start_response)
