@@ -88,7 +88,8 @@ def test_kms_encrypted_objects_have_etags_that_are_not_the_md5_and_differ_per_wr
     assert _md5(data) not in etags
     assert len(etags) == 4
     assert completed.strip('"').endswith("-1")
-    assert s3.head_object(Bucket=bucket, Key="a")["ServerSideEncryption"] == algorithm
+    head = s3.head_object(Bucket=bucket, Key="a")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == (algorithm, key_arn)
     # And an SSE-S3 object's ETag stays the MD5 of its bytes
     plain = _bucket(local_cloud, WEST, "par-etag-plain")
     assert s3.put_object(Bucket=plain, Key="a", Body=data)["ETag"] == _md5(data)

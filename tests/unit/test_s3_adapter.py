@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -138,26 +139,61 @@ def test_bucket_regions_are_looked_up_and_unknown_buckets_named(s3: Any) -> None
         buckets.region_of("ghost-bucket")
 
 
-def test_an_sse_kms_object_is_re_encrypted_with_the_replica_key_and_sse_s3_is_kept(s3: Any) -> None:
-    # Given an SSE-KMS and an SSE-S3 object in the source, and a key in the destination region
+def test_a_kms_source_is_re_encrypted_with_the_replica_key_and_others_take_the_destinations_default(
+    s3: Any,
+) -> None:
+    # Given SSE-KMS, DSSE-KMS and SSE-S3 objects in the source, and a destination whose default is SSE-KMS
     create_bucket(s3, SRC, "us-west-1")
     east = client("s3", "us-east-1")
     create_bucket(east, DST, "us-east-1")
     source_key = client("kms", "us-west-1").create_key()["KeyMetadata"]["Arn"]
-    replica_key = client("kms", "us-east-1").create_key()["KeyMetadata"]["Arn"]
-    s3.put_object(Bucket=SRC, Key="secret", Body=b"s", ServerSideEncryption="aws:kms", SSEKMSKeyId=source_key)
+    replica_key, default_key = (client("kms", "us-east-1").create_key()["KeyMetadata"]["Arn"] for _ in range(2))
+    east.put_bucket_encryption(
+        Bucket=DST,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": default_key},
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+    for key, algorithm in (("secret", "aws:kms"), ("dual", "aws:kms:dsse")):
+        s3.put_object(Bucket=SRC, Key=key, Body=b"s", ServerSideEncryption=algorithm, SSEKMSKeyId=source_key)
     s3.put_object(Bucket=SRC, Key="plain", Body=b"p", ServerSideEncryption="AES256")
     store = S3ObjectStore(ClientFactory())
-    # When both are copied (the replicator names the replica key only for SSE-KMS sources)
-    for key, replica in (("secret", replica_key), ("plain", None)):
+    # When each is copied (the replicator names the replica key, and its algorithm, only for KMS sources)
+    for key in ("secret", "dual", "plain"):
         state = store.head(SRC, "us-west-1", key)
         assert state is not None
         request = copy_request(state, store)
-        store.copy(CopyRequest(**{**vars(request), "replica_kms_key_arn": replica}))
-    # Then the KMS replica is under the destination key, and SSE-S3 stays SSE-S3
+        if state.kms_encrypted:
+            request = replace(request, replica_kms_key_arn=replica_key, replica_encryption=state.server_side_encryption)
+        store.copy(request)
+    # Then the KMS replicas keep their algorithm under the replica key (moto reports the key of SSE-KMS only)
     secret = east.head_object(Bucket=DST, Key="secret")
     assert (secret["ServerSideEncryption"], secret["SSEKMSKeyId"]) == ("aws:kms", replica_key)
-    assert east.head_object(Bucket=DST, Key="plain")["ServerSideEncryption"] == "AES256"
+    assert east.head_object(Bucket=DST, Key="dual")["ServerSideEncryption"] == "aws:kms:dsse"
+    # And the SSE-S3 one takes the destination's default instead of forcing SSE-S3 over it
+    plain = east.head_object(Bucket=DST, Key="plain")
+    assert (plain["ServerSideEncryption"], plain["SSEKMSKeyId"]) == ("aws:kms", default_key)
+
+
+def test_an_expires_that_is_not_an_http_date_is_left_off_the_replica(s3: Any) -> None:
+    # Given a source whose Expires header is not a date (S3 stores any string there)
+    create_bucket(s3, SRC, "us-west-1")
+    create_bucket(client("s3", "us-east-1"), DST, "us-east-1")
+    s3.put_object(Bucket=SRC, Key="k", Body=b"x")
+    store = S3ObjectStore(ClientFactory())
+    state = store.head(SRC, "us-west-1", "k")
+    assert state is not None
+    # When it is copied
+    store.copy(copy_request(replace(state, expires="never"), store))
+    # Then the replica is written, without Expires, rather than failing on every retry
+    replica = client("s3", "us-east-1").head_object(Bucket=DST, Key="k")
+    assert "ExpiresString" not in replica
+    assert replica["ContentLength"] == 1
 
 
 MIB = 1024 * 1024

@@ -95,6 +95,18 @@ def _encrypting(original: Callable[..., Any]) -> Callable[..., Any]:
     return put_object
 
 
+def _dsse_key_reported(original: property) -> property:
+    """moto names the KMS key of SSE-KMS objects only; S3 names it for DSSE-KMS objects too."""
+
+    def response_dict(self: Any) -> dict[str, Any]:
+        headers: dict[str, Any] = original.__get__(self)
+        if self.encryption == "aws:kms:dsse" and self.kms_key_id is not None:
+            headers["x-amz-server-side-encryption-aws-kms-key-id"] = self.kms_key_id
+        return headers
+
+    return property(response_dict)
+
+
 # ---------------------------------------------------------------- bucket policies requiring SSE-KMS
 
 
@@ -274,6 +286,7 @@ def install() -> None:
     if _installed:
         return
     setattr(S3Backend, "put_object", _encrypting(S3Backend.put_object))  # noqa: B010
+    setattr(s3_models.FakeKey, "response_dict", _dsse_key_reported(s3_models.FakeKey.response_dict))  # noqa: B010
     setattr(FakeBucket, "get_permission", _get_permission)  # noqa: B010
     setattr(S3Response, "_bucket_response", _region_checked(S3Response._bucket_response, bucket_level=True))  # noqa: B010
     setattr(S3Response, "_key_response", _region_checked(S3Response._key_response, bucket_level=False))  # noqa: B010

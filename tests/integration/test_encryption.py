@@ -1,0 +1,82 @@
+"""Encryption as AWS has it (the local cloud reports SSE-S3 on every object and enforces bucket policies
+that require SSE-KMS): replicas take the destination's encryption, never the source's SSE-S3."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from crr_cli.localcloud.cloud import LocalCloud
+from crr_cli.snapshot import list_keys
+from tests.support import localcloud as cli
+
+pytestmark = pytest.mark.integration
+
+STACK = "crr-encryption"
+SOURCE, DESTINATION = "enc-src", "enc-dst"
+
+
+def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli.run_crr(cloud, STACK, cli.WEST, *args)
+
+
+def _require_sse_kms(bucket: str, key_arn: str) -> str:
+    """The bucket policy the SSE-KMS user guide documents: every write names SSE-KMS and this key."""
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/*"}
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {**deny, "Sid": "DenyNotSSEKMS", "Condition": {"Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "true"}}},
+                {**deny, "Sid": "DenyOtherKeys", "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}}},
+            ],
+        }
+    )
+
+
+def test_replicas_land_in_a_destination_that_requires_its_own_sse_kms_key(
+    local_cloud: LocalCloud, eventually: Callable[..., Any]
+) -> None:
+    # Given a destination whose default is SSE-KMS with its key and whose policy refuses any other write,
+    # and a source whose objects are SSE-S3 (as every object on AWS reports since 2023)
+    destination_key = local_cloud.client("kms", cli.EAST).create_key()["KeyMetadata"]["Arn"]
+    cli.deploy_pairs(
+        local_cloud, STACK, [(SOURCE, DESTINATION)], ReplicaKmsKeyArns=destination_key, FunctionTimeoutSeconds="30"
+    )
+    west, east = local_cloud.client("s3", cli.WEST), local_cloud.client("s3", cli.EAST)
+    east.put_bucket_encryption(
+        Bucket=DESTINATION,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": destination_key},
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+    east.put_bucket_policy(Bucket=DESTINATION, Policy=_require_sse_kms(DESTINATION, destination_key))
+    west.put_object(Bucket=SOURCE, Key="old.txt", Body=b"before the rule")
+    assert west.head_object(Bucket=SOURCE, Key="old.txt")["ServerSideEncryption"] == "AES256"
+    misses = local_cloud.region_misses()
+
+    # When a rule with a backfill is added and another object is written
+    added = run_crr(local_cloud, "rules", "add", "--source", SOURCE, "--destination", DESTINATION, "--backfill")
+    assert added.returncode == 0, added.stderr
+    west.put_object(Bucket=SOURCE, Key="new file é.txt", Body=b"after the rule")
+
+    # Then both replicas exist, encrypted with the destination's key, none dead-lettered
+    eventually(
+        lambda: list_keys(east, DESTINATION) == ["new file é.txt", "old.txt"], timeout=30, what="both replicas"
+    )
+    for key in ("old.txt", "new file é.txt"):
+        replica = east.head_object(Bucket=DESTINATION, Key=key)
+        assert (replica["ServerSideEncryption"], replica["SSEKMSKeyId"]) == ("aws:kms", destination_key)
+    dead: dict[str, Any] = json.loads(run_crr(local_cloud, "dlq", "list", "--json").stdout)
+    assert dead["reasons"] == []
+    # And no S3 request of crr's was sent to another region than its bucket's
+    assert local_cloud.region_misses() == misses
