@@ -27,12 +27,13 @@ def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
 def _require_sse_kms(bucket: str, key_arn: str) -> str:
     """The bucket policy the SSE-KMS user guide documents: every write names SSE-KMS and this key."""
     deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/*"}
+    key_id = "s3:x-amz-server-side-encryption-aws-kms-key-id"
     return json.dumps(
         {
             "Version": "2012-10-17",
             "Statement": [
-                {**deny, "Sid": "DenyNotSSEKMS", "Condition": {"Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "true"}}},
-                {**deny, "Sid": "DenyOtherKeys", "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}}},
+                {**deny, "Sid": "DenyNotSSEKMS", "Condition": {"Null": {key_id: "true"}}},
+                {**deny, "Sid": "DenyOtherKeys", "Condition": {"StringNotEquals": {key_id: key_arn}}},
             ],
         }
     )
@@ -53,7 +54,10 @@ def test_replicas_land_in_a_destination_that_requires_its_own_sse_kms_key(
         ServerSideEncryptionConfiguration={
             "Rules": [
                 {
-                    "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": destination_key},
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": destination_key,
+                    },
                     "BucketKeyEnabled": True,
                 }
             ]
@@ -70,9 +74,7 @@ def test_replicas_land_in_a_destination_that_requires_its_own_sse_kms_key(
     west.put_object(Bucket=SOURCE, Key="new file é.txt", Body=b"after the rule")
 
     # Then both replicas exist, encrypted with the destination's key, none dead-lettered
-    eventually(
-        lambda: list_keys(east, DESTINATION) == ["new file é.txt", "old.txt"], timeout=30, what="both replicas"
-    )
+    eventually(lambda: list_keys(east, DESTINATION) == ["new file é.txt", "old.txt"], timeout=30, what="both replicas")
     for key in ("old.txt", "new file é.txt"):
         replica = east.head_object(Bucket=DESTINATION, Key=key)
         assert (replica["ServerSideEncryption"], replica["SSEKMSKeyId"]) == ("aws:kms", destination_key)

@@ -79,10 +79,8 @@ class LocalCloudRoutes:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO")
-        if path == ENDPOINTS_PATH:
-            return self._set_endpoints(environ, start_response, served_here=False)
-        if path == TASK_ENDPOINTS_PATH:
-            return self._set_endpoints(environ, start_response, served_here=True)
+        if path in (ENDPOINTS_PATH, TASK_ENDPOINTS_PATH):
+            return self._set_endpoints(environ, start_response, served_here=path == TASK_ENDPOINTS_PATH)
         if path == REGION_MISSES_PATH and self._services is None:
             from crr_cli.localcloud import s3_fidelity  # noqa: PLC0415 - see main()
 

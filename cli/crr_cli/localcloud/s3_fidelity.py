@@ -95,7 +95,7 @@ def _encrypting(original: Callable[..., Any]) -> Callable[..., Any]:
     return put_object
 
 
-def _dsse_key_reported(original: property) -> property:
+def _dsse_key_reported(original: Any) -> property:
     """moto names the KMS key of SSE-KMS objects only; S3 names it for DSSE-KMS objects too."""
 
     def response_dict(self: Any) -> dict[str, Any]:
@@ -130,33 +130,32 @@ def _any_matches(patterns: Any, value: str) -> bool:
 
 
 def _condition_holds(condition: Mapping[str, Mapping[str, Any]], headers: Mapping[str, str] | None) -> bool | None:
-    """Whether the condition block holds for a request with these headers (None: the request carries no
-    encryption headers at all); None when it names something this seam does not evaluate."""
+    """Whether the condition block holds for a request with these headers; None when it names an operator
+    or key this seam does not evaluate, or the request is not one that carries encryption headers."""
     for operator, keys in condition.items():
         if operator not in _OPERATORS:
             return None
         for key, expected in keys.items():
             if key not in _HEADER_OF or headers is None:
                 return None
-            actual = headers.get(_HEADER_OF[key])
             wanted = [str(value) for value in (expected if isinstance(expected, list) else [expected])]
-            if operator == "Null":
-                if (actual is None) != (wanted[0].lower() == "true"):
-                    return False
-                continue
-            if actual is None:
-                if operator.endswith("IfExists"):
-                    continue
-                if operator.startswith("StringEquals"):
-                    return False
-                continue  # a negated operator holds for a missing key
-            equal = actual in wanted
-            if equal != operator.startswith("StringEquals"):
+            if not _operator_holds(operator, headers.get(_HEADER_OF[key]), wanted):
                 return False
     return True
 
 
-def _statement_applies(statement: Mapping[str, Any], action: str, resource: str, headers: Mapping[str, str] | None) -> bool:
+def _operator_holds(operator: str, actual: str | None, wanted: list[str]) -> bool:
+    if operator == "Null":
+        return (actual is None) == (wanted[0].lower() == "true")
+    if actual is None:
+        # IfExists forms hold for a missing key; so do negated operators; StringEquals does not.
+        return operator.endswith("IfExists") or not operator.startswith("StringEquals")
+    return (actual in wanted) == operator.startswith("StringEquals")
+
+
+def _statement_applies(
+    statement: Mapping[str, Any], action: str, resource: str, headers: Mapping[str, str] | None
+) -> bool:
     principal = statement.get("Principal")
     if principal not in ("*", {"AWS": "*"}):
         return False  # named principals: this seam does not know who is asking
