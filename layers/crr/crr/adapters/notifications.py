@@ -68,7 +68,8 @@ class S3BucketNotifications:
         current = self._read(rule)
         mine = _ids_ever_written(rule)
         queues = [entry for entry in current.get("QueueConfigurations", []) if entry.get("Id") not in mine]
-        for config_id, prefix in zip(configuration_ids(rule), filter_prefixes(rule) or [None], strict=True):
+        filters: list[str | None] = [*filter_prefixes(rule)] or [None]
+        for config_id, prefix in zip(configuration_ids(rule), filters, strict=True):
             entry: dict[str, Any] = {"Id": config_id, "QueueArn": queue_arn, "Events": REPLICATED_EVENTS}
             if prefix is not None:
                 entry["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}
