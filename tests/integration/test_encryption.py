@@ -82,3 +82,34 @@ def test_replicas_land_in_a_destination_that_requires_its_own_sse_kms_key(
     assert dead["reasons"] == []
     # And no S3 request of crr's was sent to another region than its bucket's
     assert local_cloud.region_misses() == misses
+
+
+def test_rules_add_resolves_a_replica_key_alias_and_refuses_keys_the_stack_is_not_granted(
+    local_cloud: LocalCloud,
+) -> None:
+    # Given a stack granted one destination-region key by ARN, which has an alias, and another key
+    kms = local_cloud.client("kms", cli.EAST)
+    granted, other = (kms.create_key()["KeyMetadata"]["Arn"] for _ in range(2))
+    kms.create_alias(AliasName="alias/crr-replicas", TargetKeyId=granted)
+    kms.create_alias(AliasName="alias/crr-other", TargetKeyId=other)
+    stack = "crr-key-alias"
+    cli.deploy_pairs(
+        local_cloud, stack, [("alias-src", "alias-dst"), ("alias-src2", "alias-dst2")], ReplicaKmsKeyArns=granted
+    )
+
+    def add(source: str, destination: str, alias: str) -> subprocess.CompletedProcess[str]:
+        alias_arn = granted.split(":key/")[0] + f":alias/{alias}"
+        return cli.run_crr(
+            local_cloud, stack, cli.WEST, "rules", "add", "--json",
+            "--source", source, "--destination", destination, "--replica-kms-key", alias_arn,
+        )  # fmt: skip
+
+    # When a rule names the granted key by its alias, Then the rule holds the key ARN
+    added = add("alias-src", "alias-dst", "crr-replicas")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)[0]["replica_kms_key_arn"] == granted
+    # When a rule names a key the stack is not granted, Then it is refused, saying what to redeploy
+    refused = add("alias-src2", "alias-dst2", "crr-other")
+    assert refused.returncode != 0
+    assert f"{other} (alias" in refused.stderr
+    assert "ReplicaKmsKeyArns" in refused.stderr
