@@ -163,6 +163,7 @@ def test_functions_that_copy_may_decrypt_through_s3_with_no_key_but_the_listed_o
         assert by_sid["DecryptNoKeyViaS3"]["Resource"] == "*"
         assert "Resource" not in by_sid["DecryptNoOtherKeyViaS3"]
         listed = json.dumps(by_sid["DecryptNoOtherKeyViaS3"]["NotResource"])
-        assert "SourceKmsKeyArns" in listed and "ReplicaKmsKeyArns" in listed
+        assert "SourceKmsKeyArns" in listed
+        assert "ReplicaKmsKeyArns" in listed
         for statement in found:
             assert statement["Condition"]["StringLike"]["kms:ViaService"] == "s3.*.amazonaws.com"
