@@ -6,9 +6,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.s3 import S3Buckets, S3ObjectStore
+from crr.adapters.s3 import DestinationEncryption, S3Buckets, S3ObjectStore
 from crr.errors import BucketMissingError, SourceGoneError, StorageError, UnknownBucketError
 from crr.ports import CopyRequest, ObjectState
 from tests.support.aws import client, create_bucket, upload_in_parts
@@ -265,3 +266,33 @@ def test_a_failed_part_aborts_the_upload(s3: Any) -> None:
         store.multipart_copy(copy_request(state, store), plan_parts(state.size, [5 * MIB, 5 * MIB]))
     assert east.list_multipart_uploads(Bucket=DST).get("Uploads", []) == []
     assert "Contents" not in east.list_objects_v2(Bucket=DST)
+
+
+class _DeniedEncryptionLookups:
+    """An S3 client whose GetBucketEncryption is refused, as for a role without s3:GetEncryptionConfiguration."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def get_bucket_encryption(self, **_: Any) -> dict[str, Any]:
+        self.calls += 1
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "GetBucketEncryption")
+
+
+class _Clients:
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+
+    def client(self, service: str, region: str) -> Any:
+        return self._s3
+
+
+def test_a_destination_default_that_cannot_be_read_is_left_to_s3_and_not_asked_again() -> None:
+    # Given a role that may not read the destination's default encryption
+    s3 = _DeniedEncryptionLookups()
+    encryption = DestinationEncryption(_Clients(s3))  # type: ignore[arg-type]
+    # When replicas are written twice
+    first, second = (encryption.headers(DST, "us-east-1") for _ in range(2))
+    # Then no encryption is stated (S3 applies the default), and the refusal is remembered
+    assert first == second == {}
+    assert s3.calls == 1
