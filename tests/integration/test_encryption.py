@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 
 STACK = "crr-encryption"
 SOURCE, DESTINATION = "enc-src", "enc-dst"
+MIB = 1024 * 1024
 
 
 def run_crr(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
@@ -46,7 +47,13 @@ def test_replicas_land_in_a_destination_that_requires_its_own_sse_kms_key(
     # and a source whose objects are SSE-S3 (as every object on AWS reports since 2023)
     destination_key = local_cloud.client("kms", cli.EAST).create_key()["KeyMetadata"]["Arn"]
     cli.deploy_pairs(
-        local_cloud, STACK, [(SOURCE, DESTINATION)], ReplicaKmsKeyArns=destination_key, FunctionTimeoutSeconds="30"
+        local_cloud,
+        STACK,
+        [(SOURCE, DESTINATION)],
+        ReplicaKmsKeyArns=destination_key,
+        FunctionTimeoutSeconds="30",
+        MultipartThresholdBytes=str(5 * MIB),  # so a 6 MiB object is copied in parts
+        PartSizeBytes=str(5 * MIB),
     )
     west, east = local_cloud.client("s3", cli.WEST), local_cloud.client("s3", cli.EAST)
     east.put_bucket_encryption(
@@ -68,14 +75,23 @@ def test_replicas_land_in_a_destination_that_requires_its_own_sse_kms_key(
     assert west.head_object(Bucket=SOURCE, Key="old.txt")["ServerSideEncryption"] == "AES256"
     misses = local_cloud.region_misses()
 
-    # When a rule with a backfill is added and another object is written
+    # When a rule with a backfill is added and two more objects are written
     added = run_crr(local_cloud, "rules", "add", "--source", SOURCE, "--destination", DESTINATION, "--backfill")
     assert added.returncode == 0, added.stderr
+    # (after the backfill's only page, so that the live path, not the backfill, copies them)
+    eventually(lambda: list_keys(east, DESTINATION) == ["old.txt"], timeout=30, what="the backfilled replica")
     west.put_object(Bucket=SOURCE, Key="new file é.txt", Body=b"after the rule")
+    west.put_object(Bucket=SOURCE, Key="large.bin", Body=b"L" * (6 * MIB))
 
-    # Then both replicas exist, encrypted with the destination's key, none dead-lettered
-    eventually(lambda: list_keys(east, DESTINATION) == ["new file é.txt", "old.txt"], timeout=30, what="both replicas")
-    for key in ("old.txt", "new file é.txt"):
+    # Then every replica exists (the large one copied in parts), encrypted with the destination's key,
+    # none dead-lettered
+    eventually(
+        lambda: list_keys(east, DESTINATION) == ["large.bin", "new file é.txt", "old.txt"],
+        timeout=30,
+        what="the three replicas",
+    )
+    assert east.head_object(Bucket=DESTINATION, Key="large.bin")["ETag"].strip('"').endswith("-2")
+    for key in ("old.txt", "new file é.txt", "large.bin"):
         replica = east.head_object(Bucket=DESTINATION, Key=key)
         assert (replica["ServerSideEncryption"], replica["SSEKMSKeyId"]) == ("aws:kms", destination_key)
     dead: dict[str, Any] = json.loads(run_crr(local_cloud, "dlq", "list", "--json").stdout)
