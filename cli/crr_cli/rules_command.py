@@ -10,6 +10,7 @@ from typing import Any
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoBreakerStore, DynamoRules
+from crr.adapters.kms import KmsKeys
 from crr.adapters.notifications import S3BucketNotifications
 from crr.adapters.s3 import S3Buckets
 from crr.adapters.sqs import SqsQueueSender
@@ -125,7 +126,7 @@ def _catalog(args: argparse.Namespace, stack_name: str | None = None, region: st
 
 def _catalog_of(clients: ClientFactory, scope: StackScope) -> RuleCatalog:
     rules = DynamoRules(clients.client("dynamodb", scope.region), scope.rules_table, cache_seconds=0)
-    return RuleCatalog(rules, S3Buckets(clients, scope.region), S3BucketNotifications(clients), scope)
+    return RuleCatalog(rules, S3Buckets(clients, scope.region), S3BucketNotifications(clients), scope, KmsKeys(clients))
 
 
 def _print_rules(rules: list[ReplicationRule], as_json: bool) -> None:

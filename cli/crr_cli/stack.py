@@ -28,6 +28,7 @@ class CrrStack:
     destination_buckets: tuple[str, ...]
     delete_breaker_window_seconds: int = 300
     backfill_state_machine_arn: str | None = None
+    replica_kms_key_arns: tuple[str, ...] | None = None
 
     @property
     def scope(self) -> StackScope:
@@ -38,6 +39,7 @@ class CrrStack:
             queue_url=self.queue_url,
             source_buckets=self.source_buckets,
             destination_buckets=self.destination_buckets,
+            replica_kms_key_arns=self.replica_kms_key_arns,
         )
 
 
@@ -71,4 +73,8 @@ def discover_stack(clients: ClientFactory, name: str, region: str) -> CrrStack:
         destination_buckets=_names(outputs.get("AllowedDestinationBuckets", "")),
         delete_breaker_window_seconds=int(outputs.get("DeleteBreakerWindowSeconds", "300")),
         backfill_state_machine_arn=outputs.get("BackfillStateMachineArn"),
+        # Stacks deployed before this output existed are not checked (None).
+        replica_kms_key_arns=_names(outputs["AllowedReplicaKmsKeyArns"])
+        if "AllowedReplicaKmsKeyArns" in outputs
+        else None,
     )

@@ -9,10 +9,17 @@ import pytest
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoRules
+from crr.adapters.kms import KmsKeys
 from crr.adapters.notifications import S3BucketNotifications
 from crr.adapters.s3 import S3Buckets
 from crr.catalog import RuleCatalog, RuleRequest, StackScope
-from crr.errors import BucketNotAllowedError, BucketRegionMismatchError, InvalidRuleError, UnknownBucketError
+from crr.errors import (
+    BucketNotAllowedError,
+    BucketRegionMismatchError,
+    InvalidRuleError,
+    ReplicaKeyError,
+    UnknownBucketError,
+)
 from tests.support.aws import client, create_bucket, create_rules_table
 
 SRC, DST, TABLE = "src-bucket", "dst-bucket", "rules"
@@ -119,3 +126,54 @@ def test_adding_a_rule_advises_a_lifecycle_rule_for_incomplete_uploads_until_the
         },
     )
     assert world["catalog"].advice(rule) == []
+
+
+def _catalog_with_keys(world: dict[str, Any], granted: tuple[str, ...]) -> RuleCatalog:
+    clients = ClientFactory()
+    scope = StackScope(
+        region="us-west-1",
+        queue_arn=world["queue_arn"],
+        source_buckets=(SRC,),
+        destination_buckets=(DST,),
+        replica_kms_key_arns=granted,
+    )
+    rules = DynamoRules(client("dynamodb", "us-west-1"), TABLE)
+    return RuleCatalog(rules, S3Buckets(clients, "us-west-1"), S3BucketNotifications(clients), scope, KmsKeys(clients))
+
+
+def test_a_replica_key_alias_is_stored_as_the_key_arn_it_names(world: dict[str, Any]) -> None:
+    # Given a destination-region key with an alias, listed by ARN in the stack's ReplicaKmsKeyArns
+    kms = client("kms", "us-east-1")
+    key_arn = kms.create_key()["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName="alias/replicas", TargetKeyId=key_arn)
+    alias_arn = key_arn.split(":key/")[0] + ":alias/replicas"
+    catalog = _catalog_with_keys(world, (key_arn,))
+    # When a rule names the alias ARN
+    rule = catalog.add(RuleRequest(source_bucket=SRC, destination_bucket=DST, replica_kms_key_arn=alias_arn))
+    # Then the rule holds the key ARN, which is what the stack's IAM policy grants
+    assert rule.replica_kms_key_arn == key_arn
+    assert catalog.show(rule.rule_id).replica_kms_key_arn == key_arn
+
+
+def test_a_replica_key_the_stack_may_not_use_or_that_does_not_exist_is_refused(world: dict[str, Any]) -> None:
+    # Given two destination-region keys, only one listed in the stack's ReplicaKmsKeyArns
+    kms = client("kms", "us-east-1")
+    granted, other = (kms.create_key()["KeyMetadata"]["Arn"] for _ in range(2))
+    kms.create_alias(AliasName="alias/other", TargetKeyId=other)
+    catalog = _catalog_with_keys(world, (granted,))
+    # When rules name the other key through its alias, or an alias that does not exist
+    # Then both are refused before anything is written, naming the reason and the fix
+    with pytest.raises(ReplicaKeyError, match=f"{other} \\(alias .*alias/other\\) is not in the stack's ReplicaKm"):
+        catalog.add(
+            RuleRequest(
+                source_bucket=SRC, destination_bucket=DST, replica_kms_key_arn=other.split(":key/")[0] + ":alias/other"
+            )
+        )
+    with pytest.raises(ReplicaKeyError, match="NotFoundException"):
+        catalog.add(
+            RuleRequest(
+                source_bucket=SRC, destination_bucket=DST, replica_kms_key_arn=granted.split(":key/")[0] + ":alias/none"
+            )
+        )
+    assert catalog.list() == []
+    assert queue_configs(world["s3"]) == []

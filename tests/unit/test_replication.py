@@ -315,8 +315,9 @@ def test_when_the_older_copy_records_first_the_newer_worker_reconciles_again() -
     assert replica.body == b"v2"
 
 
-def test_an_sse_kms_object_without_a_replica_key_is_refused_not_downgraded() -> None:
-    # Given an SSE-KMS source object and a rule naming no replica key
+@pytest.mark.parametrize("algorithm", ["aws:kms", "aws:kms:dsse"])
+def test_a_kms_encrypted_object_without_a_replica_key_is_refused_not_downgraded(algorithm: str) -> None:
+    # Given an SSE-KMS (or dual-layer DSSE-KMS) source object and a rule naming no replica key
     world = World()
     world.s3.put(SRC, "secret", b"s")
     original_head = world.s3.head
@@ -329,7 +330,7 @@ def test_an_sse_kms_object_without_a_replica_key_is_refused_not_downgraded() -> 
             etag=state.etag,
             size=state.size,
             last_modified=state.last_modified,
-            server_side_encryption="aws:kms",
+            server_side_encryption=algorithm,
             kms_key_id="arn:aws:kms:us-west-1:1:key/k",
         )
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.s3 import S3Buckets, S3ObjectStore
+from crr.adapters.s3 import DestinationEncryption, S3Buckets, S3ObjectStore
 from crr.errors import BucketMissingError, SourceGoneError, StorageError, UnknownBucketError
 from crr.ports import CopyRequest, ObjectState
 from tests.support.aws import client, create_bucket, upload_in_parts
@@ -138,26 +140,61 @@ def test_bucket_regions_are_looked_up_and_unknown_buckets_named(s3: Any) -> None
         buckets.region_of("ghost-bucket")
 
 
-def test_an_sse_kms_object_is_re_encrypted_with_the_replica_key_and_sse_s3_is_kept(s3: Any) -> None:
-    # Given an SSE-KMS and an SSE-S3 object in the source, and a key in the destination region
+def test_a_kms_source_is_re_encrypted_with_the_replica_key_and_others_take_the_destinations_default(
+    s3: Any,
+) -> None:
+    # Given SSE-KMS, DSSE-KMS and SSE-S3 objects in the source, and a destination whose default is SSE-KMS
     create_bucket(s3, SRC, "us-west-1")
     east = client("s3", "us-east-1")
     create_bucket(east, DST, "us-east-1")
     source_key = client("kms", "us-west-1").create_key()["KeyMetadata"]["Arn"]
-    replica_key = client("kms", "us-east-1").create_key()["KeyMetadata"]["Arn"]
-    s3.put_object(Bucket=SRC, Key="secret", Body=b"s", ServerSideEncryption="aws:kms", SSEKMSKeyId=source_key)
+    replica_key, default_key = (client("kms", "us-east-1").create_key()["KeyMetadata"]["Arn"] for _ in range(2))
+    east.put_bucket_encryption(
+        Bucket=DST,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": default_key},
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+    for key, algorithm in (("secret", "aws:kms"), ("dual", "aws:kms:dsse")):
+        s3.put_object(Bucket=SRC, Key=key, Body=b"s", ServerSideEncryption=algorithm, SSEKMSKeyId=source_key)
     s3.put_object(Bucket=SRC, Key="plain", Body=b"p", ServerSideEncryption="AES256")
     store = S3ObjectStore(ClientFactory())
-    # When both are copied (the replicator names the replica key only for SSE-KMS sources)
-    for key, replica in (("secret", replica_key), ("plain", None)):
+    # When each is copied (the replicator names the replica key, and its algorithm, only for KMS sources)
+    for key in ("secret", "dual", "plain"):
         state = store.head(SRC, "us-west-1", key)
         assert state is not None
         request = copy_request(state, store)
-        store.copy(CopyRequest(**{**vars(request), "replica_kms_key_arn": replica}))
-    # Then the KMS replica is under the destination key, and SSE-S3 stays SSE-S3
+        if state.kms_encrypted:
+            request = replace(request, replica_kms_key_arn=replica_key, replica_encryption=state.server_side_encryption)
+        store.copy(request)
+    # Then the KMS replicas keep their algorithm under the replica key (moto reports the key of SSE-KMS only)
     secret = east.head_object(Bucket=DST, Key="secret")
     assert (secret["ServerSideEncryption"], secret["SSEKMSKeyId"]) == ("aws:kms", replica_key)
-    assert east.head_object(Bucket=DST, Key="plain")["ServerSideEncryption"] == "AES256"
+    assert east.head_object(Bucket=DST, Key="dual")["ServerSideEncryption"] == "aws:kms:dsse"
+    # And the SSE-S3 one takes the destination's default instead of forcing SSE-S3 over it
+    plain = east.head_object(Bucket=DST, Key="plain")
+    assert (plain["ServerSideEncryption"], plain["SSEKMSKeyId"]) == ("aws:kms", default_key)
+
+
+def test_an_expires_that_is_not_an_http_date_is_left_off_the_replica(s3: Any) -> None:
+    # Given a source whose Expires header is not a date (S3 stores any string there)
+    create_bucket(s3, SRC, "us-west-1")
+    create_bucket(client("s3", "us-east-1"), DST, "us-east-1")
+    s3.put_object(Bucket=SRC, Key="k", Body=b"x")
+    store = S3ObjectStore(ClientFactory())
+    state = store.head(SRC, "us-west-1", "k")
+    assert state is not None
+    # When it is copied
+    store.copy(copy_request(replace(state, expires="never"), store))
+    # Then the replica is written, without Expires, rather than failing on every retry
+    replica = client("s3", "us-east-1").head_object(Bucket=DST, Key="k")
+    assert "ExpiresString" not in replica
+    assert replica["ContentLength"] == 1
 
 
 MIB = 1024 * 1024
@@ -229,3 +266,33 @@ def test_a_failed_part_aborts_the_upload(s3: Any) -> None:
         store.multipart_copy(copy_request(state, store), plan_parts(state.size, [5 * MIB, 5 * MIB]))
     assert east.list_multipart_uploads(Bucket=DST).get("Uploads", []) == []
     assert "Contents" not in east.list_objects_v2(Bucket=DST)
+
+
+class _DeniedEncryptionLookups:
+    """An S3 client whose GetBucketEncryption is refused, as for a role without s3:GetEncryptionConfiguration."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def get_bucket_encryption(self, **_: Any) -> dict[str, Any]:
+        self.calls += 1
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "GetBucketEncryption")
+
+
+class _Clients:
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+
+    def client(self, service: str, region: str) -> Any:
+        return self._s3
+
+
+def test_a_destination_default_that_cannot_be_read_is_left_to_s3_and_not_asked_again() -> None:
+    # Given a role that may not read the destination's default encryption
+    s3 = _DeniedEncryptionLookups()
+    encryption = DestinationEncryption(_Clients(s3))  # type: ignore[arg-type]
+    # When replicas are written twice
+    first, second = (encryption.headers(DST, "us-east-1") for _ in range(2))
+    # Then no encryption is stated (S3 applies the default), and the refusal is remembered
+    assert first == second == {}
+    assert s3.calls == 1

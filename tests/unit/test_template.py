@@ -65,12 +65,14 @@ def as_list(value: Any) -> list[Any]:
 
 
 def test_no_data_action_is_granted_on_every_resource(template: dict[str, Any]) -> None:
-    # Given every statement of the deployed template, Then none grants a data action on "*"
+    # Given every statement of the deployed template, Then none grants a data action on "*" (a Deny may)
     offending = [
         (logical_id, action)
         for logical_id, statement in statements(template)
         for action in as_list(statement.get("Action", []))
-        if str(action).startswith(DATA_SERVICES) and "*" in as_list(statement.get("Resource", []))
+        if statement["Effect"] == "Allow"
+        and str(action).startswith(DATA_SERVICES)
+        and "*" in as_list(statement.get("Resource", []))
     ]
     assert offending == []
     assert len(list(statements(template))) >= 8
@@ -143,7 +145,8 @@ def test_kms_grants_name_their_keys_and_only_serve_s3(template: dict[str, Any]) 
     kms = [
         statement
         for _, statement in statements(template)
-        if any(str(action).startswith("kms:") for action in as_list(statement["Action"]))
+        if statement["Effect"] == "Allow"
+        and any(str(action).startswith("kms:") for action in as_list(statement["Action"]))
     ]
     keys = {"DecryptSourceObjectsViaS3": "SourceKmsKeyArns", "EncryptReplicasViaS3": "ReplicaKmsKeyArns"}
     assert {statement["Sid"] for statement in kms} == set(keys)
@@ -151,3 +154,28 @@ def test_kms_grants_name_their_keys_and_only_serve_s3(template: dict[str, Any]) 
     via_s3 = {"Fn::Sub": "s3.*.${AWS::URLSuffix}"}
     assert all(statement["Condition"]["StringLike"]["kms:ViaService"] == via_s3 for statement in kms)
     assert all(statement["Resource"] == {"Ref": keys[statement["Sid"]]} for statement in kms)
+
+
+def test_functions_that_copy_may_decrypt_through_s3_with_no_key_but_the_listed_ones(template: dict[str, Any]) -> None:
+    # Given the functions granted KMS keys for their copies
+    granted = {
+        logical_id for logical_id, statement in statements(template) if statement.get("Sid") == "EncryptReplicasViaS3"
+    }
+    denials: dict[str, list[dict[str, Any]]] = {}
+    for logical_id, statement in statements(template):
+        if statement["Effect"] == "Deny" and statement["Action"] == "kms:Decrypt":
+            denials.setdefault(logical_id, []).append(statement)
+    # Then each also denies kms:Decrypt through S3 on every key not listed (the AWS managed aws/s3 key too),
+    # or on every key when none is listed
+    assert set(denials) == granted
+    assert len(granted) == 3
+    for found in denials.values():
+        by_sid = {statement["Sid"]: statement for statement in found}
+        assert set(by_sid) == {"DecryptNoOtherKeyViaS3", "DecryptNoKeyViaS3"}
+        assert by_sid["DecryptNoKeyViaS3"]["Resource"] == "*"
+        assert "Resource" not in by_sid["DecryptNoOtherKeyViaS3"]
+        listed = json.dumps(by_sid["DecryptNoOtherKeyViaS3"]["NotResource"])
+        assert "SourceKmsKeyArns" in listed
+        assert "ReplicaKmsKeyArns" in listed
+        for statement in found:
+            assert statement["Condition"]["StringLike"]["kms:ViaService"] == {"Fn::Sub": "s3.*.${AWS::URLSuffix}"}

@@ -416,6 +416,13 @@ class LocalCloud:
             total.update({str(name): int(count) for name, count in counts.items()})
         return dict(total)
 
+    def region_misses(self) -> int:
+        """S3 requests refused so far because they were signed for another region than their bucket's
+        (boto3 retries them in the right region, as on AWS, at the cost of a round trip)."""
+        if self._moto is None:
+            raise LocalCloudError("the local cloud is not started")
+        return int(_request_json(f"{self._moto.endpoint_url}/_crr/region-misses")["region_misses"])
+
     def write_times(self, bucket: str) -> dict[str, float]:
         """When (epoch seconds, server clock) each key of `bucket` was last stored by a successful
         PutObject or CopyObject."""

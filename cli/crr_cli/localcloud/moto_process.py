@@ -40,6 +40,7 @@ ENDPOINTS_PATH = "/_crr/endpoints"
 TASK_ENDPOINTS_PATH = "/_crr/task-endpoints"
 IAM_PATH = "/_crr/iam"  # POST {"managed_policies": [...]}: enforce IAM (iam_seams.enable)
 ASSUME_ROLE_PATH = "/_crr/assume-role"  # POST {"RoleArn", "Service", "SessionName"}: role credentials
+REGION_MISSES_PATH = "/_crr/region-misses"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,6 +85,10 @@ class LocalCloudRoutes:
             return self._set_endpoints(environ, start_response, served_here=path == TASK_ENDPOINTS_PATH)
         if path in (IAM_PATH, ASSUME_ROLE_PATH):
             return self._iam(path, environ, start_response)
+        if path == REGION_MISSES_PATH and self._services is None:
+            from crr_cli.localcloud import s3_fidelity  # noqa: PLC0415 - see main()
+
+            return _answer(start_response, "200 OK", {"region_misses": s3_fidelity.region_misses()})
         service = signing_service(environ)  # DynamoDB Streams signs as dynamodb, like DynamoDB
         if service is None:
             return self._app(environ, start_response)

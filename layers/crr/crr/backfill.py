@@ -48,7 +48,10 @@ last-writer-wins need the marker), of a rule with ``replica_kms_key_arn`` (whose
 re-encrypted), and of any rule when the stack may decrypt SSE-KMS sources (``sse_kms_sources``: a rule
 without a replica key must refuse those, as the live path does), goes through ``reconcile`` instead:
 HEAD, copy with the marker, conditional ledger write. So do objects uploaded in parts (their replica
-keeps the part layout, hence the ETag) and objects above 5 GiB.
+keeps the part layout, hence the ETag) and objects above 5 GiB. An SSE-KMS object under a key the stack
+does not list (the AWS managed key ``aws/s3`` included) is kept from the fast path by IAM: the functions'
+policy denies kms:Decrypt through S3 on every unlisted key, so its copy is refused and the key goes to
+the replication queue, where the live path refuses it with its reason, as for a live change.
 
 Failures: an object that fails (throttled, denied, ...) never stops the page and is never lost: its key
 is sent to the replication queue as a synthetic change notice (configuration ``crr-backfill``), so the

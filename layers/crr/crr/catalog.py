@@ -12,6 +12,7 @@ from crr.errors import (
     BucketRegionMismatchError,
     InvalidRuleError,
     PairedRuleError,
+    ReplicaKeyError,
     VersioningRequiredError,
 )
 from crr.rules import PeerRule, ReplicationRule, RuleStatus
@@ -27,6 +28,12 @@ class BucketDirectory(Protocol):
         ...
 
     def versioning_enabled(self, bucket: str, region: str) -> bool: ...
+
+
+class KeyDirectory(Protocol):
+    def key_arn(self, key: str, region: str) -> str:
+        """The key ARN a key or alias ARN names. Raises ReplicaKeyError when it names no usable key."""
+        ...
 
 
 class NotificationWiring(Protocol):
@@ -63,6 +70,8 @@ class StackScope:
     queue_url: str = ""
     source_buckets: Sequence[str] = field(default_factory=tuple)
     destination_buckets: Sequence[str] = field(default_factory=tuple)
+    # The keys the stack's IAM policy lets replicas be encrypted with (ReplicaKmsKeyArns); None: unknown.
+    replica_kms_key_arns: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,12 +89,18 @@ class RuleRequest:
 
 class RuleCatalog:
     def __init__(
-        self, store: RuleStore, buckets: BucketDirectory, notifications: NotificationWiring, scope: StackScope
+        self,
+        store: RuleStore,
+        buckets: BucketDirectory,
+        notifications: NotificationWiring,
+        scope: StackScope,
+        keys: KeyDirectory | None = None,
     ) -> None:
         self._store = store
         self._buckets = buckets
         self._notifications = notifications
         self._scope = scope
+        self._keys = keys
 
     def add(self, request: RuleRequest) -> ReplicationRule:
         """Validate, store with its claims, then wire the source bucket's notifications to the queue.
@@ -167,7 +182,23 @@ class RuleCatalog:
             )
         _require_allowed(rule.source_bucket, "SourceBuckets", self._scope.source_buckets)
         _require_allowed(rule.destination_bucket, "DestinationBuckets", self._scope.destination_buckets)
+        if rule.replica_kms_key_arn is not None:
+            rule = rule.model_copy(update={"replica_kms_key_arn": self._granted_key(rule)})
         return rule
+
+    def _granted_key(self, rule: ReplicationRule) -> str:
+        """The key ARN behind the rule's replica key, which must be one the stack may use: IAM ignores
+        aliases in a policy's Resource, so only a key ARN listed in ReplicaKmsKeyArns is granted."""
+        named = str(rule.replica_kms_key_arn)
+        key = self._keys.key_arn(named, rule.destination_region) if self._keys is not None else named
+        granted = self._scope.replica_kms_key_arns
+        if granted is not None and key not in granted:
+            via = f" (alias {named})" if key != named else ""
+            raise ReplicaKeyError(
+                f"replica KMS key {key}{via} is not in the stack's ReplicaKmsKeyArns {list(granted)}: the functions "
+                "may encrypt only with the listed key ARNs; redeploy the stack with this key ARN added"
+            )
+        return key
 
     def _located(self, bucket: str, declared: str | None) -> str:
         actual = self._buckets.region_of(bucket)

@@ -22,6 +22,10 @@ class SameRegionError(InvalidRuleError):
     pass
 
 
+class ReplicaKeyError(InvalidRuleError):
+    """The rule's replica KMS key cannot be used: unknown, unusable, or not granted to the stack."""
+
+
 class SameBucketError(InvalidRuleError):
     pass
 

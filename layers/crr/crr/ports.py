@@ -24,6 +24,8 @@ MARKER_ORIGIN_TIME = "crr-origin-time"
 # The source's version id: two-way sync tells two writes of one second apart by it.
 MARKER_ORIGIN_VERSION = "crr-origin-version"
 MARKER_KEYS = frozenset({MARKER_ORIGIN_BUCKET, MARKER_ORIGIN_TIME, MARKER_ORIGIN_VERSION})
+# Server-side encryption with KMS keys: SSE-KMS and dual-layer DSSE-KMS.
+KMS_ENCRYPTIONS = frozenset({"aws:kms", "aws:kms:dsse"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ class ObjectState:
     storage_class: str | None = None
     server_side_encryption: str | None = None
     kms_key_id: str | None = None
+
+    @property
+    def kms_encrypted(self) -> bool:
+        """Encrypted with a KMS key (SSE-KMS or DSSE-KMS): its replica needs a key of the destination region."""
+        return self.server_side_encryption in KMS_ENCRYPTIONS
 
     @property
     def replica_of(self) -> str | None:
@@ -84,6 +91,7 @@ class CopyRequest:
     storage_class: str | None
     grants: AclGrants | None
     replica_kms_key_arn: str | None = None
+    replica_encryption: str | None = None  # the source's KMS algorithm, kept with the replica key
     # Two-way sync writes only over the destination version it compared against (If-Match), or only
     # where the key is absent (If-None-Match: *); a miss raises DestinationChangedError.
     destination_etag: str | None = None

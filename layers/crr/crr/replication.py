@@ -400,9 +400,10 @@ class Replicator:
         return Outcome.DELETED
 
     def _copy_request(self, rule: ReplicationRule, state: ObjectState) -> CopyRequest:
-        if state.server_side_encryption == "aws:kms" and rule.replica_kms_key_arn is None:
+        if state.kms_encrypted and rule.replica_kms_key_arn is None:
             raise ReplicaKeyMissingError(
-                f"{rule.source_bucket}/{state.key} is encrypted with SSE-KMS; rule {rule.rule_id} names no "
+                f"{rule.source_bucket}/{state.key} is encrypted with {state.server_side_encryption}; rule "
+                f"{rule.rule_id} names no "
                 "replica_kms_key_arn, and copying it under the destination's default encryption would weaken it"
             )
         grants = self._objects.acl_grants(
@@ -428,7 +429,8 @@ class Replicator:
             metadata={**state.user_metadata, **marker},
             storage_class=rule.storage_class or state.storage_class,
             grants=grants,
-            replica_kms_key_arn=rule.replica_kms_key_arn if state.server_side_encryption == "aws:kms" else None,
+            replica_kms_key_arn=rule.replica_kms_key_arn if state.kms_encrypted else None,
+            replica_encryption=state.server_side_encryption if state.kms_encrypted else None,
         )
 
 

@@ -123,6 +123,8 @@ class S3FastCopier:
         )
         if grants is not None:
             params.update(grant_params(grants))
+        # The live path's encryption: the fast path copies no KMS-encrypted source (see crr.backfill).
+        params.update(self._objects.encryption.headers(rule.destination_bucket, rule.destination_region))
         try:
             self._clients.client("s3", rule.destination_region).copy_object(**params)
         except ClientError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -16,11 +17,47 @@ REPLICATED_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:ObjectTaggi
 _CONFIGURATION_KINDS = ("TopicConfigurations", "QueueConfigurations", "LambdaFunctionConfigurations")
 
 
+# Characters that S3's form-URL-encoding of event keys leaves as they are, whichever encoder variant:
+# a filter value made of them matches the encoded key exactly as it matches the raw one.
+_VERBATIM = frozenset(string.ascii_letters + string.digits + "/-_.")
+
+
+def filter_prefixes(rule: ReplicationRule) -> list[str]:
+    """The notification filter prefixes of the rule; [] means one configuration without a filter.
+
+    S3 matches filter rules against the key as event records carry it, form-URL-encoded (a space as
+    `+`, other special and non-ASCII characters as `%XX`), so a prefix such as "my dir/" written raw
+    never fires. Each filter is the prefix's leading part that the encoding keeps verbatim, and the
+    function selects the rest (``ReplicationRule.selects``): a few more records, none missed, and no
+    dependence on S3's exact table for the other characters. Filters one of them covers are dropped
+    (S3 refuses overlapping prefixes for the same events).
+    """
+    leading = set()
+    for prefix in rule.prefixes:
+        cut = next((index for index, char in enumerate(prefix) if char not in _VERBATIM), len(prefix))
+        leading.add(prefix[:cut])
+    if not leading or "" in leading:
+        return []
+    kept: list[str] = []
+    for prefix in sorted(leading):
+        if not (kept and prefix.startswith(kept[-1])):
+            kept.append(prefix)
+    return kept
+
+
 def configuration_ids(rule: ReplicationRule) -> list[str]:
-    """One configuration per prefix (S3 filters take one prefix each), named after the rule."""
-    if not rule.prefixes:
+    """The ids of the configurations ``subscribe`` writes: one per filter prefix (S3 filters take one
+    prefix each), named after the rule."""
+    filters = filter_prefixes(rule)
+    if not filters:
         return [f"crr-{rule.rule_id}"]
-    return [f"crr-{rule.rule_id}-{index}" for index in range(len(rule.prefixes))]
+    return [f"crr-{rule.rule_id}-{index}" for index in range(len(filters))]
+
+
+def _ids_ever_written(rule: ReplicationRule) -> set[str]:
+    """Today's ids and those of earlier versions (one per raw prefix), so an upgrade unwires cleanly."""
+    legacy = [f"crr-{rule.rule_id}-{index}" for index in range(len(rule.prefixes))]
+    return {*configuration_ids(rule), f"crr-{rule.rule_id}", *legacy}
 
 
 class S3BucketNotifications:
@@ -29,9 +66,10 @@ class S3BucketNotifications:
 
     def subscribe(self, rule: ReplicationRule, queue_arn: str) -> None:
         current = self._read(rule)
-        mine = set(configuration_ids(rule))
+        mine = _ids_ever_written(rule)
         queues = [entry for entry in current.get("QueueConfigurations", []) if entry.get("Id") not in mine]
-        for config_id, prefix in zip(configuration_ids(rule), rule.prefixes or (None,), strict=True):
+        filters: list[str | None] = [*filter_prefixes(rule)] or [None]
+        for config_id, prefix in zip(configuration_ids(rule), filters, strict=True):
             entry: dict[str, Any] = {"Id": config_id, "QueueArn": queue_arn, "Events": REPLICATED_EVENTS}
             if prefix is not None:
                 entry["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}
@@ -41,7 +79,7 @@ class S3BucketNotifications:
 
     def unsubscribe(self, rule: ReplicationRule) -> None:
         current = self._read(rule)
-        mine = set(configuration_ids(rule))
+        mine = _ids_ever_written(rule)
         kept = [entry for entry in current.get("QueueConfigurations", []) if entry.get("Id") not in mine]
         if len(kept) == len(current.get("QueueConfigurations", [])):
             return

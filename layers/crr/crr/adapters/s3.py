@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,7 +23,8 @@ from crr.errors import (
     StorageError,
     UnknownBucketError,
 )
-from crr.ports import AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedPart
+from crr.observability import logger
+from crr.ports import KMS_ENCRYPTIONS, AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedPart
 
 # Parts copied at once by one invocation (each UploadPartCopy is server side: this bounds connections).
 PART_CONCURRENCY = 16
@@ -46,14 +48,77 @@ def storage_error(exc: ClientError, operation: str, bucket: str, key: str | None
     return StorageError(operation, bucket, key, code, message or f"HTTP {http_status(exc)}")
 
 
+class DestinationEncryption:
+    """The request headers that state a destination bucket's default encryption, cached per bucket.
+
+    A replica that is not re-encrypted with a rule's replica key gets the destination's default
+    encryption. Sending that default explicitly changes nothing S3 stores, but a bucket policy that
+    requires SSE-KMS reads the request's headers, not the default, and refuses a write without them.
+    """
+
+    def __init__(self, clients: ClientFactory, ttl: float = 300.0) -> None:
+        self._clients = clients
+        self._ttl = ttl
+        self._cached: dict[str, tuple[dict[str, Any], float]] = {}
+        self._lock = threading.Lock()
+
+    def headers(self, bucket: str, region: str) -> dict[str, Any]:
+        """CopyObject / CreateMultipartUpload parameters for the bucket's default ({} when unknown).
+
+        Raises StorageError subclasses when S3 cannot say (other than "none configured" or "denied")."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cached.get(bucket)
+        if cached is not None and cached[1] > now:
+            return dict(cached[0])
+        try:
+            found = self._clients.client("s3", region).get_bucket_encryption(Bucket=bucket)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "ServerSideEncryptionConfigurationNotFoundError":
+                found = {}
+            elif code in {"AccessDenied", "403"}:
+                # Without s3:GetEncryptionConfiguration the default still applies; only a policy that
+                # requires the headers would then refuse the replica, with its own AccessDenied.
+                logger.warning(
+                    "cannot read the destination's default encryption; writing replicas without stating it",
+                    extra={"bucket": bucket, "error_code": code},
+                )
+                found = {}
+            else:
+                raise storage_error(exc, "GetBucketEncryption", bucket, None) from exc
+        headers = _default_encryption_headers(found)
+        with self._lock:
+            self._cached[bucket] = (headers, now + self._ttl)
+        return dict(headers)
+
+
+def _default_encryption_headers(found: dict[str, Any]) -> dict[str, Any]:
+    rules = found.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+    if not rules:
+        return {}
+    default = rules[0].get("ApplyServerSideEncryptionByDefault", {})
+    algorithm = default.get("SSEAlgorithm")
+    if not algorithm:
+        return {}
+    headers: dict[str, Any] = {"ServerSideEncryption": algorithm}
+    if algorithm in KMS_ENCRYPTIONS and default.get("KMSMasterKeyID"):
+        headers["SSEKMSKeyId"] = default["KMSMasterKeyID"]
+    if algorithm in KMS_ENCRYPTIONS and rules[0].get("BucketKeyEnabled"):
+        headers["BucketKeyEnabled"] = True
+    return headers
+
+
 class S3ObjectStore:
-    """ObjectStore over boto3. ACL mode is looked up once per bucket and cached for ``ownership_ttl``."""
+    """ObjectStore over boto3. ACL mode and the destination's default encryption are looked up once per
+    bucket and cached for ``ownership_ttl``."""
 
     def __init__(self, clients: ClientFactory, ownership_ttl: float = 300.0) -> None:
         self._clients = clients
         self._ownership_ttl = ownership_ttl
         self._acls_enabled: dict[str, tuple[bool, float]] = {}
         self._lock = threading.Lock()
+        self.encryption = DestinationEncryption(clients, ownership_ttl)
 
     def _s3(self, region: str) -> Any:
         return self._clients.client("s3", region)
@@ -84,7 +149,7 @@ class S3ObjectStore:
     def copy(self, request: CopyRequest) -> str:
         state = request.state
         params: dict[str, Any] = {
-            **_object_headers(request),
+            **_object_headers(request, self.encryption),
             "CopySource": _copy_source(request),
             "CopySourceIfMatch": state.etag,
             "MetadataDirective": "REPLACE",
@@ -168,7 +233,7 @@ class S3ObjectStore:
 
     @property
     def uploads(self) -> S3MultipartUploads:
-        return S3MultipartUploads(self._clients)
+        return S3MultipartUploads(self._clients, self.encryption)
 
     def delete(self, bucket: str, region: str, key: str, if_etag: str | None = None) -> str | None:
         condition = {"IfMatch": if_etag} if if_etag is not None else {}
@@ -254,14 +319,15 @@ class S3ObjectStore:
 class S3MultipartUploads:
     """MultipartUploads over boto3: the steps of a copy in parts, each one request (ListParts: per 1000)."""
 
-    def __init__(self, clients: ClientFactory) -> None:
+    def __init__(self, clients: ClientFactory, encryption: DestinationEncryption | None = None) -> None:
         self._clients = clients
+        self._encryption = encryption or DestinationEncryption(clients)
 
     def _s3(self, region: str) -> Any:
         return self._clients.client("s3", region)
 
     def create(self, request: CopyRequest) -> str:
-        create = _object_headers(request)
+        create = _object_headers(request, self._encryption)
         tags = self._source_tags(request)
         if tags:
             create["Tagging"] = urlencode(tags)
@@ -337,8 +403,12 @@ def _copy_source(request: CopyRequest) -> dict[str, str]:
     return source
 
 
-def _object_headers(request: CopyRequest) -> dict[str, Any]:
-    """What a replica is written with, whether by CopyObject (REPLACE) or CreateMultipartUpload."""
+def _object_headers(request: CopyRequest, encryption: DestinationEncryption) -> dict[str, Any]:
+    """What a replica is written with, whether by CopyObject (REPLACE) or CreateMultipartUpload.
+
+    Encryption: the rule's replica key for a KMS-encrypted source (same algorithm, SSE-KMS or DSSE-KMS),
+    else the destination's own default, stated (never the source's SSE-S3: on AWS every object reports
+    it, and sending it would override a destination's SSE-KMS default)."""
     state = request.state
     params: dict[str, Any] = {
         "Bucket": request.destination_bucket,
@@ -347,18 +417,39 @@ def _object_headers(request: CopyRequest) -> dict[str, Any]:
         "ContentType": state.content_type or "binary/octet-stream",
     }
     params.update({name: getattr(state, field) for name, field in _OPTIONAL_HEADERS.items() if getattr(state, field)})
-    if state.expires:
-        params["Expires"] = state.expires
+    expires = _http_date(state.expires, request)
+    if expires is not None:
+        params["Expires"] = expires
     if request.storage_class and request.storage_class != "STANDARD":
         params["StorageClass"] = request.storage_class
-    if state.server_side_encryption == "AES256":
-        params["ServerSideEncryption"] = "AES256"
-    elif request.replica_kms_key_arn is not None:
-        params["ServerSideEncryption"] = "aws:kms"
+    if request.replica_kms_key_arn is not None:
+        params["ServerSideEncryption"] = request.replica_encryption or "aws:kms"
         params["SSEKMSKeyId"] = request.replica_kms_key_arn
+    else:
+        params.update(encryption.headers(request.destination_bucket, request.destination_region))
     if request.grants is not None:
         params.update(grant_params(request.grants))
     return params
+
+
+def _http_date(value: str | None, request: CopyRequest) -> str | None:
+    """The source's Expires when it is an HTTP date, the only form the SDK can send; else None.
+
+    S3 stores any Expires string, but botocore refuses to serialise one that is not a date (a parameter
+    error that no retry fixes). HTTP caches treat an invalid Expires as already expired, as they treat
+    a replica without one after its heuristic freshness: the replica is written without it, and says so.
+    """
+    if not value:
+        return None
+    try:
+        parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        logger.warning(
+            "source Expires is not an HTTP date; replica written without it",
+            extra={"bucket": request.source_bucket, "key": request.state.key, "expires": value[:100]},
+        )
+        return None
+    return value
 
 
 def _destination_conditions(request: CopyRequest) -> dict[str, str]:
