@@ -138,7 +138,9 @@ def test_a_queue_loses_nothing_under_concurrent_sends_receives_and_deletes(
             QueueUrl=queue,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
-        return attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+        return bool(
+            attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+        )
 
     workers = [threading.Thread(target=consume) for _ in range(consumers)]
     sending = [threading.Thread(target=send, args=(sender,)) for sender in range(senders)]

@@ -90,13 +90,13 @@ class SqsDeadLetterQueue:
         self._sqs = client
         self._url = queue_url
 
-    def receive(self, max_messages: int, hold_seconds: int) -> list[RawDeadLetter]:
+    def receive(self, max_messages: int, hold_seconds: int, wait_seconds: int) -> list[RawDeadLetter]:
         try:
             answer = self._sqs.receive_message(
                 QueueUrl=self._url,
                 MaxNumberOfMessages=max_messages,
                 VisibilityTimeout=hold_seconds,
-                WaitTimeSeconds=0,
+                WaitTimeSeconds=wait_seconds,
                 MessageAttributeNames=["All"],
                 MessageSystemAttributeNames=["SentTimestamp"],
             )
@@ -114,6 +114,13 @@ class SqsDeadLetterQueue:
             )
             for message in answer.get("Messages", [])
         ]
+
+    def visible_count(self) -> int:
+        try:
+            answer = self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["ApproximateNumberOfMessages"])
+        except ClientError as exc:
+            raise QueueError(f"GetQueueAttributes of the DLQ failed: {error_message(exc)}", error_code(exc)) from exc
+        return int(answer["Attributes"]["ApproximateNumberOfMessages"])
 
     def delete(self, receipt_handle: str) -> None:
         try:
