@@ -131,7 +131,8 @@ def test_a_message_of_a_thousand_records_is_applied_within_the_time_left_and_the
     assert [record["s3"]["object"]["key"] for records in handed for record in records] == keys[applied:]
     # And nothing failed: the message is acknowledged
     assert failures.recorded == []
-    assert queues.delayed == queues.dead == []
+    assert queues.delayed == []
+    assert queues.dead == []
 
 
 def test_a_message_reached_after_the_working_time_fails_with_a_recorded_reason_and_comes_back_at_once() -> None:
