@@ -135,18 +135,40 @@ def test_a_message_of_a_thousand_records_is_applied_within_the_time_left_and_the
     assert queues.dead == []
 
 
-def test_a_message_reached_after_the_working_time_fails_with_a_recorded_reason_and_comes_back_at_once() -> None:
+def test_a_message_reached_after_the_working_time_goes_back_to_the_queue_unstarted() -> None:
     # Given an invocation whose working time is over (0.2 s left of 2 s)
     keys = ["k/late"]
     clock = Clock(timeout=2.0, copy_seconds=0.0)
     service, s3, failures, queues = world(clock, keys)
+    body = many_records(keys)
     with service.batch(remaining_seconds=clock.remaining):
         clock.elapsed = 1.8
         # When the next message of the batch comes up
+        results = service.handle(message(body, "m-late"))
+    # Then it is not applied but sent back whole as a new message, and this delivery is acknowledged
+    # (a reported failure would count against the redrive limit although nothing was attempted)
+    assert results == []
+    assert s3.keys(DST) == set()
+    assert queues.handed_back == [body]
+    assert failures.recorded == []
+    assert queues.delayed == []
+
+
+def test_a_message_that_cannot_be_handed_back_fails_with_a_recorded_reason_and_comes_back_at_once() -> None:
+    # Given an invocation whose working time is over, and a queue refusing the hand-back
+    keys = ["k/late"]
+    clock = Clock(timeout=2.0, copy_seconds=0.0)
+    service, _, failures, queues = world(clock, keys)
+
+    def refuse(message: QueueMessage, bodies: list[str]) -> None:
+        raise StateStoreError("SendMessageBatch failed", "ServiceUnavailable")
+
+    queues.hand_back = refuse  # type: ignore[method-assign]
+    with service.batch(remaining_seconds=clock.remaining):
+        clock.elapsed = 1.8
+        # When the next message comes up, Then it fails with its reason recorded, visible again at once
         with pytest.raises(RecordFailedError, match=OUT_OF_TIME):
             service.handle(message(many_records(keys), "m-late"))
-    # Then it was not applied, its reason is recorded, and it is visible again at once
-    assert s3.keys(DST) == set()
     [(message_id, reason)] = failures.recorded
     assert (message_id, reason.code, reason.kind) == ("m-late", OUT_OF_TIME, FailureKind.TRANSIENT)
     assert queues.delayed == [("m-late", 0)]

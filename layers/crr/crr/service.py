@@ -83,9 +83,9 @@ class ReplicationService:
     def handle(self, message: QueueMessage) -> list[ReplicationResult]:
         """Apply every change in one message, or deal with its failure.
 
-        A message started once working time is over is not applied: it fails with reason OutOfTime and
-        comes back at once. Records of a message that working time did not reach are handed back to the
-        queue as new messages, and the message is acknowledged. A malformed record of a message holding
+        A message reached once working time is over is handed back to the queue unstarted (a new
+        message) and acknowledged. Records of a message that working time did not reach are handed back
+        to the queue as new messages, and the message is acknowledged. A malformed record of a message holding
         several is dead-lettered alone, as its own message with its reason; its siblings are applied.
 
         A transient failure is recorded, the message's next delivery is delayed by its backoff, and
@@ -93,7 +93,7 @@ class ReplicationService:
         the message is moved to the dead-letter queue with its reason, then acknowledged (returns []).
         """
         if self._deadline.exhausted():
-            self._defer(message)
+            return self._defer(message)
         event: ChangeEvent | None = None
         results: list[ReplicationResult] = []
         try:
@@ -143,24 +143,33 @@ class ReplicationService:
             self._dead_letter_part(message, index, part, exc)
             return None
 
-    def _defer(self, message: QueueMessage) -> None:
-        """Fail a message working time did not reach: recorded as OutOfTime, visible again at once
-        (another invocation takes it). Always raises RecordFailedError."""
-        reason = FailureReason(
-            FailureKind.TRANSIENT, OUT_OF_TIME, "the invocation's working time ended before this message was started"
-        )
+    def _defer(self, message: QueueMessage) -> list[ReplicationResult]:
+        """A message working time did not reach goes back to the queue untouched, as a new message, and
+        this delivery is acknowledged (returns []): reporting it failed would count a receive against
+        the redrive limit, and a message deferred that often would reach the DLQ without ever being
+        attempted. When it cannot be sent, it fails with reason OutOfTime (recorded) and is visible
+        again at once: RecordFailedError."""
         with deadlines.wrapping_up():
             try:
-                self._failures.record(message, reason, rule_id=None, bucket=None, key=None)
-                self._failed_messages.retry_later(message, 0)
-            except Exception:  # noqa: BLE001 - it fails either way; the next delivery tries again
-                logger.exception("could not record a deferred message", extra={"message_id": message.message_id})
+                self._failed_messages.hand_back(message, [message.body])
+            except Exception as exc:  # the delivery then fails instead, with its reason
+                reason = FailureReason(
+                    FailureKind.TRANSIENT,
+                    OUT_OF_TIME,
+                    f"working time ended before this message was started, and handing it back failed: {exc}"[:1000],
+                )
+                try:
+                    self._failures.record(message, reason, rule_id=None, bucket=None, key=None)
+                    self._failed_messages.retry_later(message, 0)
+                except Exception:  # noqa: BLE001 - it fails either way; the next delivery tries again
+                    logger.exception("could not record a deferred message", extra={"message_id": message.message_id})
+                raise RecordFailedError(reason) from exc
         logger.warning(
-            "message deferred: no working time left",
-            extra={"message_id": message.message_id, "error_code": OUT_OF_TIME, "attempt": message.receive_count},
+            "message handed back unstarted: no working time left",
+            extra={"message_id": message.message_id, "attempt": message.receive_count},
         )
         metrics.add_metric(name="MessagesDeferred", unit=MetricUnit.Count, value=1)
-        raise RecordFailedError(reason)
+        return []
 
     def _hand_back(self, message: QueueMessage, rest: list[NotificationPart], applied: int) -> None:
         """Send the records working time did not reach back to the queue as new messages, in groups of
