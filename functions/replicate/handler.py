@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from crr.observability import logger, metrics, tracer
 from crr.ports import QueueMessage
 from crr.runtime import replication_service
+from crr.service import PartialItemFailures
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -33,4 +34,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
         )
 
     with service.batch(remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000):
-        return process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
+        response = process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
+        return cast(PartialItemFailureResponse, service.settle(cast(PartialItemFailures, response)))

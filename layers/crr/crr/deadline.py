@@ -3,10 +3,10 @@
 Lambda kills an invocation at its timeout: whatever it had not answered by then fails as a whole and
 records nothing. So an invocation splits its time in two:
 
-* **working time** (all but the reserve): records are applied, copies are planned to fit in it, and
-  every AWS call is bounded by what is left of it (its read timeout is cut to that, and a call with
-  no time left is not sent: OutOfTimeError);
-* **the reserve** (a fifth of the timeout, between MIN_RESERVE_SECONDS and MAX_RESERVE_SECONDS):
+* **working time** (all but the reserve): records are started, and copies are planned to fit in it;
+  the AWS calls of a record may run into the first half of the reserve, no further (each call's read
+  timeout is cut to what is left, and a call with no time left is not sent: OutOfTimeError);
+* **the reserve** (a quarter of the timeout, between MIN_RESERVE_SECONDS and MAX_RESERVE_SECONDS):
   enough to hand unapplied records back to the queue, record why a message failed, and answer.
   Calls made while ``wrapping_up()`` may use it, up to MARGIN_SECONDS before the deadline.
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from crr.errors import CrrError
 
-RESERVE_SHARE = 0.2
-MIN_RESERVE_SECONDS = 0.3
+RESERVE_SHARE = 0.25
+MIN_RESERVE_SECONDS = 0.5
 MAX_RESERVE_SECONDS = 10.0
 # Left at the very end for the handler to answer after the last call.
 MARGIN_SECONDS = 0.1
@@ -57,9 +57,14 @@ class Deadline:
         """Whether working time is over: start no new record."""
         return self.working_seconds() <= 0
 
+    def record_seconds(self) -> float:
+        """What the record in progress may still use: a record started in working time may finish in
+        the first half of the reserve."""
+        return self.remaining() - self.reserve / 2
+
     def call_seconds(self, wrapping_up: bool) -> float:
-        """The longest a call may take now."""
-        return self.remaining() - MARGIN_SECONDS if wrapping_up else self.working_seconds()
+        """The longest a call may take now: wrapping up may use all of the reserve but the margin."""
+        return self.remaining() - MARGIN_SECONDS if wrapping_up else self.record_seconds()
 
 
 UNBOUNDED = Deadline(lambda: math.inf, 0.0)
@@ -94,6 +99,25 @@ def wrapping_up() -> Iterator[None]:
     previous, _phase.wrapping_up = _phase.wrapping_up, True
     try:
         yield
+    finally:
+        _phase.wrapping_up = previous
+
+
+class PhaseScope:
+    """Handed out by ``phase_scope``: ``wrap_up()`` lets the rest of the scope (its exit included) use
+    the reserve."""
+
+    def wrap_up(self) -> None:
+        _phase.wrapping_up = True
+
+
+@contextmanager
+def phase_scope() -> Iterator[PhaseScope]:
+    """A scope whose phase is restored when it ends, so work done on its way out (an inner context's
+    exit, such as a progress flush) can be moved into the reserve with ``wrap_up()``."""
+    previous = _phase.wrapping_up
+    try:
+        yield PhaseScope()
     finally:
         _phase.wrapping_up = previous
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from typing import TypedDict
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from crr import deadline as deadlines
-from crr.deadline import Deadline
+from crr.deadline import Deadline, OutOfTimeError
 from crr.events import ChangeEvent, IgnoredNotification, NotificationPart, join_records, split_notification
 from crr.failures import Backoff, FailureKind, FailureReason, classify
 from crr.observability import logger, metrics
@@ -20,6 +21,16 @@ from crr.replication import Outcome, ReplicationResult, Replicator
 # invocation like this one), at most this many.
 MAX_HANDED_BACK_RECORDS = 100
 OUT_OF_TIME = "OutOfTime"
+
+
+class ItemFailure(TypedDict):
+    itemIdentifier: str
+
+
+class PartialItemFailures(TypedDict):
+    """Lambda's partial batch response (as Powertools' ``process_partial_response`` builds it)."""
+
+    batchItemFailures: list[ItemFailure]
 
 
 class RecordFailedError(Exception):
@@ -65,6 +76,7 @@ class ReplicationService:
         self._backoff = backoff or Backoff()
         self._rule_metrics = RuleMetrics()
         self._deadline = deadlines.UNBOUNDED
+        self._deferred: list[QueueMessage] = []
 
     @contextmanager
     def batch(self, remaining_seconds: Callable[[], float] | None = None) -> Iterator[ReplicationService]:
@@ -74,8 +86,15 @@ class ReplicationService:
         deadline = Deadline.starting_now(remaining_seconds) if remaining_seconds else deadlines.UNBOUNDED
         self._deadline = deadline
         try:
-            with deadlines.active(deadline), self._replicator.batch(deadline.working_seconds):
-                yield self
+            with (
+                deadlines.active(deadline),
+                deadlines.phase_scope() as phase,
+                self._replicator.batch(deadline.record_seconds),
+            ):
+                try:
+                    yield self
+                finally:
+                    phase.wrap_up()  # the batch's progress flush may use the reserve
         finally:
             self._deadline = deadlines.UNBOUNDED
             self._rule_metrics.flush()
@@ -83,8 +102,8 @@ class ReplicationService:
     def handle(self, message: QueueMessage) -> list[ReplicationResult]:
         """Apply every change in one message, or deal with its failure.
 
-        A message reached once working time is over is handed back to the queue unstarted (a new
-        message) and acknowledged. Records of a message that working time did not reach are handed back
+        A message reached once working time is over is deferred: reported failed now, handed back
+        unstarted by ``settle``. Records of a message that working time did not reach are handed back
         to the queue as new messages, and the message is acknowledged. A malformed record of a message holding
         several is dead-lettered alone, as its own message with its reason; its siblings are applied.
 
@@ -104,7 +123,14 @@ class ReplicationService:
                     break
                 if isinstance(part.item, ChangeEvent):
                     event = part.item
-                result = self._handle_part(message, index, part, alone=len(parts) == 1)
+                try:
+                    result = self._handle_part(message, index, part, alone=len(parts) == 1)
+                except OutOfTimeError:
+                    # Ran out of time mid-record: what is left goes back; nothing counts as a failure.
+                    if not index:
+                        return self._defer(message)
+                    self._hand_back(message, parts[index:], applied=index)
+                    break
                 if result is not None:
                     results.append(result)
         except RecordFailedError:
@@ -144,32 +170,41 @@ class ReplicationService:
             return None
 
     def _defer(self, message: QueueMessage) -> list[ReplicationResult]:
-        """A message working time did not reach goes back to the queue untouched, as a new message, and
-        this delivery is acknowledged (returns []): reporting it failed would count a receive against
-        the redrive limit, and a message deferred that often would reach the DLQ without ever being
-        attempted. When it cannot be sent, it fails with reason OutOfTime (recorded) and is visible
-        again at once: RecordFailedError."""
+        """A message working time did not reach: reported failed for now (RecordFailedError, no call
+        made), and handed back unstarted by ``settle`` at the end of the batch, in one request for all
+        such messages."""
+        self._deferred.append(message)
+        logger.info("message deferred: no working time left", extra={"message_id": message.message_id})
+        raise RecordFailedError(
+            FailureReason(FailureKind.TRANSIENT, OUT_OF_TIME, "working time ended before this message was started")
+        )
+
+    def settle(self, response: PartialItemFailures) -> PartialItemFailures:
+        """The batch's answer, once the messages deferred for lack of time are handed back to the queue
+        unstarted (as new messages) and so acknowledged: a reported failure would count a receive
+        against the redrive limit, and a message deferred that often would reach the DLQ without ever
+        being attempted. Those that could not be sent stay failed, their reason (OutOfTime) recorded."""
+        deferred, self._deferred = self._deferred, []
+        if not deferred:
+            return response
+        handed: set[str] = set()
         with deadlines.wrapping_up():
             try:
-                self._failed_messages.hand_back(message, [message.body])
-            except Exception as exc:  # the delivery then fails instead, with its reason
+                self._failed_messages.hand_back(deferred[0], [message.body for message in deferred])
+                handed = {message.message_id for message in deferred}
+            except Exception as exc:  # noqa: BLE001 - they stay failed, and come back after their visibility timeout
                 reason = FailureReason(
-                    FailureKind.TRANSIENT,
-                    OUT_OF_TIME,
-                    f"working time ended before this message was started, and handing it back failed: {exc}"[:1000],
+                    FailureKind.TRANSIENT, OUT_OF_TIME, f"working time ended before it was started: {exc}"[:1000]
                 )
-                try:
-                    self._failures.record(message, reason, rule_id=None, bucket=None, key=None)
-                    self._failed_messages.retry_later(message, 0)
-                except Exception:  # noqa: BLE001 - it fails either way; the next delivery tries again
-                    logger.exception("could not record a deferred message", extra={"message_id": message.message_id})
-                raise RecordFailedError(reason) from exc
-        logger.warning(
-            "message handed back unstarted: no working time left",
-            extra={"message_id": message.message_id, "attempt": message.receive_count},
-        )
-        metrics.add_metric(name="MessagesDeferred", unit=MetricUnit.Count, value=1)
-        return []
+                logger.warning("deferred messages could not be handed back", extra={"reason": reason.message})
+                for message in deferred:
+                    with suppress(Exception):
+                        self._failures.record(message, reason, rule_id=None, bucket=None, key=None)
+        if handed:
+            logger.warning("messages handed back unstarted: no working time left", extra={"messages": len(handed)})
+            metrics.add_metric(name="MessagesDeferred", unit=MetricUnit.Count, value=len(handed))
+        failures = [item for item in response["batchItemFailures"] if item["itemIdentifier"] not in handed]
+        return {"batchItemFailures": failures}
 
     def _hand_back(self, message: QueueMessage, rest: list[NotificationPart], applied: int) -> None:
         """Send the records working time did not reach back to the queue as new messages, in groups of
