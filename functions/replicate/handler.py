@@ -14,7 +14,9 @@ from crr.ports import QueueMessage
 from crr.runtime import replication_service
 from crr.service import PartialItemFailures
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every record failed is answered with every id listed, as any partial failure is:
+# raising instead would skip settle() (deferred messages never handed back) and fail the invocation.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @logger.inject_lambda_context
