@@ -30,6 +30,7 @@ from enum import StrEnum
 from crr.breaker import DeleteBreaker
 from crr.copying import plan_parts
 from crr.errors import (
+    CrrError,
     DestinationChangedError,
     LedgerConflictError,
     ReconcileContentionError,
@@ -41,6 +42,7 @@ from crr.errors import (
 from crr.events import ChangeEvent
 from crr.large_copy import LargeCopyJob, LargeObjectSettings
 from crr.mutual import SideView, in_step, marker_stamp, source_wins, stamp_of, undo_buried_delete
+from crr.observability import logger
 from crr.ports import (
     MARKER_ORIGIN_BUCKET,
     MARKER_ORIGIN_TIME,
@@ -167,7 +169,11 @@ class Replicator:
             yield self
         finally:
             if self._monotonic() - self._last_flush >= self._progress_interval:
-                self.flush_progress()
+                try:
+                    self.flush_progress()
+                except CrrError as exc:
+                    # The batch's records are applied; failing it now would only apply them again.
+                    logger.warning("progress not written; its counts are lost", extra={"error": str(exc)})
 
     def flush_progress(self) -> None:
         """Write the accumulated progress now (one UpdateItem per rule with something to count)."""
