@@ -22,7 +22,7 @@ from crr.errors import StateStoreError
 from crr.events import ChangeEvent, ChangeKind
 from crr.failures import FailureKind, FailureReason, FailureRecord, classify
 from crr.large_copy import LargeObjectSettings
-from crr.ports import CopyRequest, QueueMessage
+from crr.ports import CopyRequest, ProgressDelta, QueueMessage
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule
 from crr.service import OUT_OF_TIME, RecordFailedError, ReplicationService
@@ -76,7 +76,9 @@ class RecordingQueues:
         self.handed_back += bodies
 
 
-def world(clock: Clock, keys: list[str]) -> tuple[ReplicationService, FakeS3, RecordingFailures, RecordingQueues]:
+def world(
+    clock: Clock, keys: list[str], progress: FakeProgress | None = None
+) -> tuple[ReplicationService, FakeS3, RecordingFailures, RecordingQueues]:
     s3 = FakeS3()
     s3.create_bucket(SRC, WEST, versioned=True)
     s3.create_bucket(DST, EAST)
@@ -92,7 +94,7 @@ def world(clock: Clock, keys: list[str]) -> tuple[ReplicationService, FakeS3, Re
     rule = ReplicationRule.create(
         rule_id="r1", source_bucket=SRC, source_region=WEST, destination_bucket=DST, destination_region=EAST
     )
-    replicator = Replicator(FakeRules(rule), s3, FakeLedger(), FakeProgress())
+    replicator = Replicator(FakeRules(rule), s3, FakeLedger(), progress or FakeProgress())
     failures, queues = RecordingFailures(), RecordingQueues()
     return ReplicationService(replicator, failures, queues), s3, failures, queues
 
@@ -315,3 +317,17 @@ def test_a_hung_call_fails_within_the_working_time_as_a_transient_failure(
 def test_without_an_active_deadline_calls_are_not_bounded() -> None:
     assert deadlines.seconds_for_a_call() == float("inf")
     assert classify(OutOfTimeError("no time")) == FailureReason(FailureKind.TRANSIENT, "OutOfTime", "no time")
+
+
+def test_a_progress_write_that_fails_at_the_end_of_a_batch_does_not_fail_the_batch() -> None:
+    # Given a batch whose record is applied, and a progress store refusing the write at its end
+    class Refusing(FakeProgress):
+        def add(self, rule_id: str, delta: ProgressDelta, applied_at: datetime) -> None:
+            raise OutOfTimeError("no time left in this invocation for UpdateItem (0.01s)")
+
+    clock = Clock(timeout=60.0, copy_seconds=0.0)
+    service, s3, _, _ = world(clock, ["k/one"], progress=Refusing())
+    # When the batch ends, Then it ends normally, the record applied
+    with service.batch(remaining_seconds=clock.remaining):
+        service.handle(message(many_records(["k/one"])))
+    assert s3.keys(DST) == {"k/one"}
