@@ -49,6 +49,8 @@ def _print_summary(summary: DeadLetterSummary, as_json: bool) -> None:
         print(summary.model_dump_json(indent=2))
         return
     print(f"{summary.total} dead-lettered record(s); oldest {_age(summary.oldest_age_seconds)}")
+    if not summary.complete:
+        print("  (incomplete: the DLQ still counts messages this walk could not receive; run it again)")
     for reason in summary.reasons:
         print(
             f"  {reason.code:<28} {reason.count:>6}  oldest {_age(reason.oldest_age_seconds):>8}  "
@@ -67,6 +69,8 @@ def _print_report(report: ReplayReport, as_json: bool) -> None:
         f"examined {report.examined}, matched {report.matched}, {verb} "
         f"{report.matched if report.dry_run else report.replayed} ({reasons})"
     )
+    if not report.complete:
+        print("incomplete: the DLQ still counts messages this walk could not receive; run it again")
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -12,8 +12,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from crr.observability import logger, metrics, tracer
 from crr.ports import QueueMessage
 from crr.runtime import replication_service
+from crr.service import PartialItemFailures
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every record failed is answered with every id listed, as any partial failure is:
+# raising instead would skip settle() (deferred messages never handed back) and fail the invocation.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @logger.inject_lambda_context
@@ -33,4 +36,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
         )
 
     with service.batch(remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000):
-        return process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
+        response = process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
+        return cast(PartialItemFailureResponse, service.settle(cast(PartialItemFailures, response)))

@@ -191,8 +191,9 @@ class ProbeStack:
 
     def observations_of(self, message_id: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """(invocation, record) pairs the handler reported for `message_id`, collected so far."""
+        # A long poll: a short one asks only some of SQS's servers and may miss what is there.
         response = self.sqs.receive_message(
-            QueueUrl=self.stack.outputs["ObservationsQueueUrl"], MaxNumberOfMessages=10, WaitTimeSeconds=0
+            QueueUrl=self.stack.outputs["ObservationsQueueUrl"], MaxNumberOfMessages=10, WaitTimeSeconds=1
         )
         for message in response.get("Messages", []):
             self.seen.append(json.loads(message["Body"]))

@@ -716,3 +716,34 @@ def test_progress_rate_and_eta_come_from_time_spent_in_steps() -> None:
     assert progress.percent == pytest.approx(33.333, abs=0.01)
     assert progress.objects_per_second == pytest.approx(1.0)  # 2 objects in a 2-second step
     assert progress.eta_seconds == pytest.approx(4.0)
+
+
+def test_a_page_holds_no_more_bytes_than_its_budget_and_the_next_page_goes_on_from_there() -> None:
+    # Given ten 100-byte objects
+    world = World(make_rule())
+    keys = [f"obj/{index}" for index in range(10)]
+    for key in keys:
+        world.put(key, b"x" * 100)
+    # When a page is copied with a budget of 350 bytes
+    first = world.engine.copy_page(world.rule, world.request(), max_bytes=350)
+    # Then it copied three objects only, and the page after it copies the rest
+    assert first.counts.copied == 3
+    assert not first.done
+    assert first.next_request is not None
+    rest = world.engine.copy_page(world.rule, first.next_request)
+    assert rest.counts.copied == 7
+    assert rest.done
+    assert {key for key in keys if world.body(key) == b"x" * 100} == set(keys)
+
+
+def test_a_page_whose_first_object_exceeds_the_budget_still_holds_that_object() -> None:
+    # Given an object larger than the whole budget
+    world = World(make_rule())
+    world.put("big", b"x" * 1000)
+    world.put("small", b"y")
+    # When a page is copied with a budget of 10 bytes
+    result = world.engine.copy_page(world.rule, world.request(), max_bytes=10)
+    # Then it still makes progress: the big object is the page
+    assert result.counts.copied == 1
+    assert world.body("big") == b"x" * 1000
+    assert world.body("small") is None

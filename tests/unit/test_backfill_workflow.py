@@ -252,13 +252,32 @@ def test_the_steps_run_a_job_to_its_end_as_the_state_machine_chains_them() -> No
     assert (stored.totals.copied, stored.execution_arn) == (7, "arn:exec")
 
 
+def test_a_page_step_copies_only_what_fits_half_its_time_at_the_assumed_rate() -> None:
+    # Given 10 objects of 100 bytes, a step told copies run at 100 bytes/s, and 7 s left
+    s3 = FakeS3()
+    s3.create_bucket(SRC, "us-west-1")
+    s3.create_bucket(DST, "us-east-1")
+    for n in range(10):
+        s3.put(SRC, f"k{n}", b"x" * 100)
+    rule = make_rule()
+    steps, jobs = steps_for(rule, s3)
+    budgeted = replace(steps, copy_bytes_per_second=100.0)
+    job = BackfillJob.start(rule, at=NOW, page_size=1000)
+    jobs.create(job)
+    # When one page is copied
+    result = budgeted.run(CopyPageStep(action="copy_page", request=job.next_request()), remaining_seconds=lambda: 7.0)
+    # Then it holds the 350 bytes that copy in half of those 7 s: three objects, and the job goes on
+    assert isinstance(result, PageResult)
+    assert (result.counts.copied, result.done) == (3, False)
+
+
 def test_a_denied_page_is_refused_under_a_name_the_state_machine_does_not_retry() -> None:
     rule = make_rule()
     s3 = FakeS3()
     steps, jobs = steps_for(rule, s3)
 
     class DeniedEngine:
-        def copy_page(self, rule: ReplicationRule, request: object) -> None:
+        def copy_page(self, rule: ReplicationRule, request: object, *, max_bytes: int | None = None) -> None:
             raise BackfillPageError("r1", "j", 1, "ListObjectsV2 denied", "AccessDenied")
 
     denied = BackfillSteps(DeniedEngine(), jobs, steps.rules, clock=lambda: NOW)  # type: ignore[arg-type]

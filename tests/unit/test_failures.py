@@ -97,6 +97,9 @@ class RecordingQueues:
     def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
         self.dead.append((message.message_id, record.reason.code))
 
+    def hand_back(self, message: QueueMessage, bodies: list[str]) -> None:
+        raise AssertionError("these messages hold one record each: nothing is ever handed back")
+
 
 def service_with(s3: FakeS3) -> tuple[ReplicationService, RecordingFailures, RecordingQueues]:
     failures, queues = RecordingFailures(), RecordingQueues()

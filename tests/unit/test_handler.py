@@ -141,3 +141,26 @@ def test_logs_hold_neither_object_contents_nor_credentials(
     assert "contents/check.txt" in output
     assert "BODY-should-never-be-logged" not in output
     assert "SECRET-abcdef0123456789" not in output
+
+
+class ContextNearItsEnd(Context):
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 300  # less than the reserve: no working time at all
+
+
+def test_a_batch_with_no_working_time_is_handed_back_unstarted_instead_of_failing(deployed: Any) -> None:
+    handler, s3 = deployed
+    # Given two notifications, and an invocation that starts with less time than its reserve
+    s3.put_object(Bucket=SRC, Key="late/one.txt", Body=b"1")
+    s3.put_object(Bucket=SRC, Key="late/two.txt", Body=b"2")
+    bodies = [notification_for(s3, "late/one.txt"), notification_for(s3, "late/two.txt")]
+    # When the handler runs
+    response = handler.lambda_handler(sqs_event(*bodies), ContextNearItsEnd())
+    # Then it answers (no error for an entirely failed batch), acknowledging both
+    assert response["batchItemFailures"] == []
+    # And both went back to the replication queue unstarted, as new messages
+    sqs = client("sqs", "us-west-1")
+    queued = sqs.receive_message(QueueUrl=os.environ["REPLICATION_QUEUE_URL"], MaxNumberOfMessages=10)["Messages"]
+    assert sorted(message["Body"] for message in queued) == sorted(bodies)
+    assert "Contents" not in client("s3", "us-east-1").list_objects_v2(Bucket=DST)

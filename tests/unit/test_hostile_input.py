@@ -29,10 +29,11 @@ SRC, DST, TABLE = "crr-demo-source", "crr-demo-replica", "rules"
 PAUSED_SRC, PREFIXED_SRC = "crr-paused-source", "crr-prefixed-source"
 SIBLING_KEY, SIBLING_BYTES = "sibling/valid.txt", b"the sibling's bytes\n"
 
-Fate = Literal["ack", "dlq", "replicated"]
+Fate = Literal["ack", "dlq", "dlq-record", "replicated"]
 
 # kind (a file in events/bad) → ("ack", logged outcome or reason substring)
 #                               ("dlq", crr-error-code) | ("replicated", key that must arrive)
+#                               ("dlq-record", crr-error-code of the one bad record of several)
 EXPECTED: dict[str, tuple[Fate, str]] = {
     # Not an S3 notification at all: nothing to act on, and retrying cannot change that.
     "invalid-json": ("dlq", "MalformedEvent"),
@@ -63,7 +64,8 @@ EXPECTED: dict[str, tuple[Fate, str]] = {
     "non-numeric-size": ("dlq", "MalformedEvent"),
     "garbage-event-time": ("dlq", "MalformedEvent"),
     "missing-s3-object": ("dlq", "MalformedEvent"),
-    "second-record-malformed": ("dlq", "MalformedEvent"),
+    # Its first record is applied; only the malformed second one is dead-lettered, as a message of its own.
+    "second-record-malformed": ("dlq-record", "MalformedEvent"),
     # Well formed but misrouted or forged: the rule has the bucket in another region.
     "bucket-in-other-region": ("dlq", "WrongRegion"),
     # Well formed, and there is nothing to do.
@@ -276,6 +278,12 @@ def test_a_hostile_body_meets_its_fate_without_harming_its_sibling(kind: str, de
             assert body.startswith(letter["Body"])
         else:
             assert letter["Body"] == body
+    elif fate == "dlq-record":
+        [letter] = letters
+        attributes = letter["MessageAttributes"]
+        assert attributes["crr-error-code"]["StringValue"] == detail
+        assert attributes["crr-original-message-id"]["StringValue"] == f"{hostile_id}#record-2"
+        assert json.loads(letter["Body"])["Records"] == json.loads(body)["Records"][1:]
     else:
         assert letters == []
     if fate == "ack":

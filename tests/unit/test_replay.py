@@ -27,7 +27,10 @@ class FakeDlq:
         self.hidden: set[str] = set()
         self.fail_delete = False
 
-    def receive(self, max_messages: int, hold_seconds: int) -> list[RawDeadLetter]:
+    def visible_count(self) -> int:
+        return len(set(self.letters) - self.hidden)
+
+    def receive(self, max_messages: int, hold_seconds: int, wait_seconds: int) -> list[RawDeadLetter]:
         visible = [letter for mid, letter in self.letters.items() if mid not in self.hidden][:max_messages]
         self.hidden.update(letter.message_id for letter in visible)
         return [RawDeadLetter(d.message_id, f"rh-{d.message_id}", d.body, d.sent_at, d.attributes) for d in visible]
@@ -101,6 +104,49 @@ def test_the_summary_groups_by_reason_from_attributes_or_the_failure_log(world: 
     # And listing changes nothing: every message is visible again
     assert dlq.hidden == set()
     assert len(dlq.letters) == 4
+
+
+class SamplingDlq(FakeDlq):
+    """Answers some polls empty although messages are visible, as SQS may; ``lost`` are counted but
+    never returned (what the walk cannot reach)."""
+
+    def __init__(self, letters: list[RawDeadLetter], lost: int = 0) -> None:
+        super().__init__(letters)
+        self.polls = 0
+        self.lost = lost
+
+    def visible_count(self) -> int:
+        return super().visible_count() + self.lost
+
+    def receive(self, max_messages: int, hold_seconds: int, wait_seconds: int) -> list[RawDeadLetter]:
+        self.polls += 1
+        return [] if self.polls % 2 else super().receive(1, hold_seconds, wait_seconds)
+
+
+def test_a_walk_goes_on_past_empty_replies_until_the_queue_counts_nothing_visible(
+    world: tuple[FakeDlq, FakeFailureLog],
+) -> None:
+    # Given a DLQ whose every other reply is empty although messages are visible
+    dlq, failures = world
+    sampling = SamplingDlq(list(dlq.letters.values()))
+    # When it is listed
+    summary = DeadLetters(sampling, failures).summarize()
+    # Then every message is counted, and the walk says it is complete
+    assert (summary.total, summary.complete) == (4, True)
+
+
+def test_a_walk_that_cannot_reach_what_the_queue_counts_says_it_is_incomplete(
+    world: tuple[FakeDlq, FakeFailureLog],
+) -> None:
+    # Given a DLQ that counts two messages more than any poll returns
+    dlq, failures = world
+    sampling = SamplingDlq(list(dlq.letters.values()), lost=2)
+    # When it is listed and replayed
+    summary = DeadLetters(sampling, failures).summarize()
+    report = DeadLetters(sampling, failures).replay(ReplayRequest(dry_run=True), FakeQueue())
+    # Then what was reached is reported, flagged incomplete rather than passed off as everything
+    assert (summary.total, summary.complete) == (4, False)
+    assert (report.examined, report.complete) == (4, False)
 
 
 @pytest.mark.parametrize(

@@ -404,6 +404,17 @@ class LocalCloud:
         if self.enforce_iam:
             self._enforce_iam()  # the reset forgot the operator's IAM user
 
+    def configure_seams(self, **settings: Any) -> dict[str, Any]:
+        """Change the SQS and copy-rate seams of the main moto process (`sqs_seams.configure`:
+        `short_poll_sampling`, `seed`, `copy_bytes_per_second`, `copy_bytes_per_second_by_bucket`);
+        returns the settings now in force."""
+        if self._moto is None:
+            raise LocalCloudError("the local cloud is not started")
+        answer: dict[str, Any] = _request_json(
+            f"{self._moto.endpoint_url}/_crr/seams", method="POST", document=settings
+        )
+        return answer
+
     # ------------------------------------------------------------------ measuring
 
     def request_counts(self, reset: bool = False) -> dict[str, int]:

@@ -12,8 +12,8 @@ a JSON object `{boto3 service name: endpoint}`: Step Functions tasks for those s
 there. Each refuses the requests of services the other serves (`LocalCloudRoutes`). The main one
 also accepts `POST /_crr/task-endpoints` with the same document: only the Step Functions tasks of
 those services go there, and this process keeps serving their API (the local cloud sends Lambda
-invocations to its own executor while moto keeps the functions). Both count requests
-(`request_counter`).
+invocations to its own executor while moto keeps the functions), and `GET`/`POST /_crr/seams`
+(the SQS and copy-rate seams' settings, `sqs_seams`). Both count requests (`request_counter`).
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ from werkzeug.serving import make_server
 from crr_cli.localcloud.request_counter import Environ, RequestCounter, StartResponse, WsgiApp, signing_service
 
 PARENT_CHECK_INTERVAL_S = 1.0
+CONTROL_PREFIX = "/_crr/"
 ENDPOINTS_PATH = "/_crr/endpoints"
 TASK_ENDPOINTS_PATH = "/_crr/task-endpoints"
 IAM_PATH = "/_crr/iam"  # POST {"managed_policies": [...]}: enforce IAM (iam_seams.enable)
 ASSUME_ROLE_PATH = "/_crr/assume-role"  # POST {"RoleArn", "Service", "SessionName"}: role credentials
 REGION_MISSES_PATH = "/_crr/region-misses"
+SEAMS_PATH = "/_crr/seams"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,15 +82,9 @@ class LocalCloudRoutes:
         self._elsewhere: dict[str, str] = {}  # boto3 service name -> endpoint
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO")
-        if path in (ENDPOINTS_PATH, TASK_ENDPOINTS_PATH):
-            return self._set_endpoints(environ, start_response, served_here=path == TASK_ENDPOINTS_PATH)
-        if path in (IAM_PATH, ASSUME_ROLE_PATH):
-            return self._iam(path, environ, start_response)
-        if path == REGION_MISSES_PATH and self._services is None:
-            from crr_cli.localcloud import s3_fidelity  # noqa: PLC0415 - see main()
-
-            return _answer(start_response, "200 OK", {"region_misses": s3_fidelity.region_misses()})
+        path = environ.get("PATH_INFO") or ""
+        if path.startswith(CONTROL_PREFIX):
+            return self._control(path, environ, start_response)
         service = signing_service(environ)  # DynamoDB Streams signs as dynamodb, like DynamoDB
         if service is None:
             return self._app(environ, start_response)
@@ -101,10 +97,35 @@ class LocalCloudRoutes:
             return self._refuse(start_response, f"{service} is served at {self._elsewhere[service]}, not here")
         return self._app(environ, start_response)
 
+    def _control(self, path: str, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """The local cloud's own endpoints (under /_crr/), which no AWS client calls; the request
+        counter inside answers the rest."""
+        if path in (ENDPOINTS_PATH, TASK_ENDPOINTS_PATH):
+            return self._set_endpoints(environ, start_response, served_here=path == TASK_ENDPOINTS_PATH)
+        if path in (IAM_PATH, ASSUME_ROLE_PATH):
+            return self._iam(path, environ, start_response)
+        if path == REGION_MISSES_PATH and self._services is None:
+            from crr_cli.localcloud import s3_fidelity  # noqa: PLC0415 - see main()
+
+            return _answer(start_response, "200 OK", {"region_misses": s3_fidelity.region_misses()})
+        if path == SEAMS_PATH and self._services is None:
+            return self._configure_seams(environ, start_response)
+        return self._app(environ, start_response)  # the request counter's own endpoints
+
     def _refuse(self, start_response: StartResponse, reason: str) -> Iterable[bytes]:
         message = f"wrong local cloud endpoint: {reason} (see `LocalCloud.aws_environment()`)"
         print(message, file=sys.stderr, flush=True)
         return _answer(start_response, "400 Bad Request", {"__type": "LocalCloudWrongEndpoint", "message": message})
+
+    def _configure_seams(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """GET: the SQS and copy seams' settings; POST: change them (`sqs_seams.configure`)."""
+        from crr_cli.localcloud import sqs_seams  # noqa: PLC0415 - see main()
+
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        document = (
+            json.loads(environ["wsgi.input"].read(length) or b"{}") if environ["REQUEST_METHOD"] == "POST" else {}
+        )
+        return _answer(start_response, "200 OK", sqs_seams.configure(document))
 
     def _set_endpoints(self, environ: Environ, start_response: StartResponse, served_here: bool) -> Iterable[bytes]:
         """Route Step Functions tasks of the posted services; unless `served_here`, refuse their API here."""
@@ -164,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.services is None:
         # Imported only here: the seams load moto's S3 and SQS, which a DynamoDB-only process never needs.
-        from crr_cli.localcloud import moto_seams  # noqa: PLC0415
+        from crr_cli.localcloud import moto_seams, sqs_seams  # noqa: PLC0415
 
         moto_seams.install()
+        sqs_seams.install()
         from crr_cli.localcloud import iam_seams  # noqa: PLC0415 - moto's IAM and STS, as above
 
         iam_seams.install()

@@ -349,6 +349,19 @@ def percent_complete(processed: int, counted: int, *, count_complete: bool, done
     return min(PERCENT_CAP, max(0.0, processed * 100.0 / counted))
 
 
+def _within_bytes(entries: list[ListedEntry], budget: int, *, at_least_one: bool) -> list[ListedEntry]:
+    """The leading entries whose sizes add up to at most ``budget`` (the first one regardless when
+    ``at_least_one``, so a page always makes progress)."""
+    kept: list[ListedEntry] = []
+    total = 0
+    for entry in entries:
+        if total + entry.size > budget and not (at_least_one and not kept):
+            break
+        kept.append(entry)
+        total += entry.size
+    return kept
+
+
 def eta_seconds(processed: int, total: int | None, elapsed_seconds: float, *, done: bool) -> float | None:
     """Seconds left at the rate so far (remaining / rate); 0 when done, None while unknowable."""
     if done:
@@ -581,7 +594,7 @@ class BackfillEngine:
 
     # ---- one step ------------------------------------------------------------------------------
 
-    def copy_page(self, rule: ReplicationRule, request: PageRequest) -> PageResult:
+    def copy_page(self, rule: ReplicationRule, request: PageRequest, *, max_bytes: int | None = None) -> PageResult:
         """List one page of the rule's source and copy it (see the module's docstring).
 
         Raises BackfillRefusedError when the rule is paused or is not the rule the job was planned
@@ -589,18 +602,20 @@ class BackfillEngine:
         is recorded then; running the request again is safe).
         """
         started = self.timer()
-        page = self.fetch(rule, request)
+        page = self.fetch(rule, request, max_bytes=max_bytes)
         return self.process(rule, request, page, started=started)
 
-    def fetch(self, rule: ReplicationRule, request: PageRequest) -> FetchedPage:
-        """List ``request``'s source page and the destination over its key range (no copy yet).
+    def fetch(self, rule: ReplicationRule, request: PageRequest, *, max_bytes: int | None = None) -> FetchedPage:
+        """List ``request``'s source page and the destination over its key range (no copy yet). With
+        ``max_bytes`` (the step's byte budget) the page ends early once its objects would exceed it
+        (it always holds one object); the next page goes on from there.
 
         Raises BackfillRefusedError and BackfillPageError as ``copy_page`` does.
         """
         prefixes = self._check(rule, request)
         try:
             segments, next_cursor = self._list_filled(
-                rule.source_bucket, rule.source_region, prefixes, request.cursor, request.page_size
+                rule.source_bucket, rule.source_region, prefixes, request.cursor, request.page_size, max_bytes=max_bytes
             )
             destination: dict[str, tuple[int, str]] = {}
             for segment in segments:
@@ -668,7 +683,14 @@ class BackfillEngine:
     # ---- listing -------------------------------------------------------------------------------
 
     def _list_filled(
-        self, bucket: str, region: str, prefixes: tuple[str, ...], cursor: ListingCursor, page_size: int
+        self,
+        bucket: str,
+        region: str,
+        prefixes: tuple[str, ...],
+        cursor: ListingCursor,
+        page_size: int,
+        *,
+        max_bytes: int | None = None,
     ) -> tuple[list[_Segment], ListingCursor]:
         """Up to ``page_size`` objects from ``cursor`` on: one request, more only when a prefix ends before
         the page is full (the next prefix fills the rest, so small prefixes do not cost a step each)."""
@@ -678,6 +700,14 @@ class BackfillEngine:
         while room > 0 and index < len(prefixes):
             listed = self._listing.list_page(bucket, region, prefixes[index], start_after=after, max_keys=room)
             entries = listed.entries[:room]
+            if max_bytes is not None:
+                kept = _within_bytes(entries, max_bytes, at_least_one=not segments)
+                max_bytes -= sum(entry.size for entry in kept)
+                if len(kept) < len(entries):  # the byte budget ends the page here
+                    if kept:
+                        segments.append(_Segment(prefixes[index], after, kept))
+                        after = kept[-1].key
+                    break
             if not listed.truncated and len(entries) == len(listed.entries):
                 if entries:
                     segments.append(_Segment(prefixes[index], after, entries))

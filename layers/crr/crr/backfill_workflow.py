@@ -38,6 +38,7 @@ from crr.backfill import (
 )
 from crr.errors import BackfillPageError, BackfillRefusedError, CrrError
 from crr.failures import PERMANENT_S3_CODES
+from crr.large_copy import TIME_SAFETY
 from crr.rules import ReplicationRule
 from crr.workflow import StepError
 
@@ -154,6 +155,9 @@ class BackfillSteps:
     live_batch: Callable[[Callable[[], float]], AbstractContextManager[object]] = lambda _: nullcontext()
     # Copies running at once in a page: each may plan on this share of the invocation's time.
     copy_share: int = 1
+    # The step's assumed copy rate (the live path's CopyBytesPerSecond): a page holds at most what copies
+    # in half the invocation's time at this rate (None: no byte budget).
+    copy_bytes_per_second: float | None = None
 
     def run(
         self,
@@ -170,7 +174,11 @@ class BackfillSteps:
             case CopyPageStep():
                 try:
                     with self.live_batch(lambda: remaining_seconds() / self.copy_share):
-                        return self.engine.copy_page(self.rules.get(step.request.rule_id), step.request)
+                        return self.engine.copy_page(
+                            self.rules.get(step.request.rule_id),
+                            step.request,
+                            max_bytes=self._page_bytes(remaining_seconds()),
+                        )
                 except BackfillPageError as exc:
                     if exc.code in PERMANENT_S3_CODES:
                         # Its own name, which the state machine does not retry: no retry fixes a denial.
@@ -188,6 +196,12 @@ class BackfillSteps:
                 reason = f"{step.error.error}: {step.error.message}"[:1000]
                 job = self.jobs.mark_failed(step.request.rule_id, step.request.job_id, reason, self.clock())
                 return JobOutcome(job_id=job.job_id, status=job.status)
+
+    def _page_bytes(self, remaining_seconds: float) -> int | None:
+        """The page's byte budget: what copies in half the time left at the assumed rate."""
+        if self.copy_bytes_per_second is None or math.isinf(remaining_seconds):
+            return None
+        return max(1, int(self.copy_bytes_per_second * remaining_seconds * TIME_SAFETY))
 
 
 @dataclass(frozen=True)

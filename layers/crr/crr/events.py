@@ -9,6 +9,8 @@ ones it does read: bucket, key, sequencer.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -293,3 +295,52 @@ def change_notice(
         },
     }
     return json.dumps({"Records": [record]}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class NotificationPart:
+    """One record of a queue message: what it asks for (``item``) or why it cannot be read (``error``),
+    its raw JSON (``raw``) and a message body holding it alone (``body``), so it can be handed back to
+    the queue or dead-lettered without its siblings."""
+
+    body: str
+    raw: Any
+    item: ChangeEvent | IgnoredNotification | None = None
+    error: MalformedEventError | None = None
+
+
+def split_notification(body: str) -> list[NotificationPart]:
+    """The records of one queue message, each parsed on its own: a malformed record is reported in its
+    part instead of failing its siblings.
+
+    A message that is not a notification at all (not JSON, no ``Records`` list, an empty one) raises
+    MalformedEventError as ``parse_notification`` does; one that is not an S3 ``Records`` list
+    (EventBridge, s3:TestEvent) is one part.
+    """
+    if len(body.encode("utf-8")) > MAX_BODY_BYTES:
+        raise MalformedEventError(f"message body is larger than an SQS message ({MAX_BODY_BYTES} bytes)")
+    document = _load_json(body)
+    if (
+        isinstance(document, dict)
+        and document.get("Type") == "Notification"
+        and isinstance(document.get("Message"), str)
+    ):
+        document = _load_json(document["Message"])
+    records = document.get("Records") if isinstance(document, dict) else None
+    if not isinstance(records, list) or not records:
+        return [NotificationPart(body, document, item) for item in parse_notification(body)]
+    parts: list[NotificationPart] = []
+    for raw in records:
+        alone = json.dumps({"Records": [raw]}, separators=(",", ":"))
+        try:
+            [item] = parse_notification(alone)
+        except MalformedEventError as exc:
+            parts.append(NotificationPart(alone, raw, error=exc))
+        else:
+            parts.append(NotificationPart(alone, raw, item))
+    return parts
+
+
+def join_records(parts: Sequence[NotificationPart]) -> str:
+    """One message body carrying these parts' records (as S3 would send them)."""
+    return json.dumps({"Records": [part.raw for part in parts]}, separators=(",", ":"))

@@ -329,3 +329,8 @@ class FailedMessages(Protocol):
     def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
         """Put the message into the dead-letter queue now, with its failure reason attached."""
         ...
+
+    def hand_back(self, message: QueueMessage, bodies: list[str]) -> None:
+        """Send ``bodies`` to the replication queue as new messages (records of ``message`` this
+        invocation had no time to apply). Raises QueueError unless every one was sent."""
+        ...

@@ -20,6 +20,10 @@ from crr.ports import FailureLog
 
 # Visibility held on received dead letters while a listing or replay walks the queue.
 HOLD_SECONDS = 120
+# A walk long-polls: a short poll asks only some of SQS's servers, and its empty reply proves nothing.
+LONG_POLL_SECONDS = 2
+# Empty long polls tolerated while the queue still counts visible messages (its counts lag behind).
+EMPTY_POLLS_WHILE_COUNTED = 5
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,14 @@ class RawDeadLetter:
 
 
 class DeadLetterQueue(Protocol):
-    def receive(self, max_messages: int, hold_seconds: int) -> list[RawDeadLetter]: ...
+    def receive(self, max_messages: int, hold_seconds: int, wait_seconds: int) -> list[RawDeadLetter]:
+        """Up to ``max_messages``, hidden for ``hold_seconds``, waiting up to ``wait_seconds`` for one."""
+        ...
+
+    def visible_count(self) -> int:
+        """How many messages the queue counts as visible (approximate, as SQS counts)."""
+        ...
+
     def delete(self, receipt_handle: str) -> None: ...
     def release(self, receipt_handle: str) -> None: ...
 
@@ -83,6 +94,9 @@ class ReplayReport(BaseModel):
     replayed: int = 0
     dry_run: bool = False
     by_reason: dict[str, int] = Field(default_factory=dict)
+    complete: bool = Field(
+        default=True, description="false when the queue still counted visible messages the walk could not receive"
+    )
 
 
 class ReasonSummary(BaseModel):
@@ -97,6 +111,9 @@ class DeadLetterSummary(BaseModel):
     total: int
     oldest_age_seconds: float | None
     reasons: list[ReasonSummary]
+    complete: bool = Field(
+        default=True, description="false when the queue still counted visible messages the walk could not receive"
+    )
 
 
 def _keys_and_bucket(body: str) -> tuple[str | None, tuple[str, ...]]:
@@ -137,15 +154,29 @@ class DeadLetters:
         self._failures = failures
         self._clock = clock
 
-    def _walk(self) -> tuple[list[DeadLetter], list[str]]:
-        """Receive every visible dead letter once (holding them), newest reasons attached."""
+    def _walk(self) -> tuple[list[DeadLetter], list[str], bool]:
+        """Receive every visible dead letter once (holding them), newest reasons attached.
+
+        Long polls, and ends only when a poll comes back empty *and* the queue counts no visible
+        message: an empty reply alone proves nothing on SQS. Returns the letters, their receipt handles
+        and whether the walk is complete (False when the queue kept counting messages that
+        ``EMPTY_POLLS_WHILE_COUNTED`` polls in a row did not return).
+        """
         letters: list[DeadLetter] = []
         held: list[str] = []
         seen: set[str] = set()
+        empty_polls = 0
         while True:
-            batch = [raw for raw in self._dlq.receive(10, HOLD_SECONDS) if raw.message_id not in seen]
-            if not batch:
-                return letters, held
+            received = self._dlq.receive(10, HOLD_SECONDS, LONG_POLL_SECONDS)
+            batch = [raw for raw in received if raw.message_id not in seen]
+            if batch:
+                empty_polls = 0
+            elif not received and self._dlq.visible_count() == 0:
+                return letters, held, True
+            else:
+                empty_polls += 1
+                if empty_polls >= EMPTY_POLLS_WHILE_COUNTED:
+                    return letters, held, False
             for raw in batch:
                 seen.add(raw.message_id)
                 held.append(raw.receipt_handle)
@@ -153,7 +184,7 @@ class DeadLetters:
 
     def summarize(self, samples: int = 3) -> DeadLetterSummary:
         """Counts by reason, oldest age and sample keys; every message stays in the DLQ."""
-        letters, held = self._walk()
+        letters, held, complete = self._walk()
         try:
             now = self._clock.now(UTC)
             reasons: list[ReasonSummary] = []
@@ -169,15 +200,15 @@ class DeadLetters:
                     )
                 )
             oldest = max((letter.age_seconds(now) for letter in letters), default=None)
-            return DeadLetterSummary(total=len(letters), oldest_age_seconds=oldest, reasons=reasons)
+            return DeadLetterSummary(total=len(letters), oldest_age_seconds=oldest, reasons=reasons, complete=complete)
         finally:
             self._release(held)
 
     def replay(self, request: ReplayRequest, queue: ReplicationQueueSender) -> ReplayReport:
         """Send matching dead letters back to the replication queue, deleting each from the DLQ only
         after its send succeeded; the rest are released untouched."""
-        letters, held = self._walk()
-        report = ReplayReport(examined=len(letters), dry_run=request.dry_run)
+        letters, held, complete = self._walk()
+        report = ReplayReport(examined=len(letters), dry_run=request.dry_run, complete=complete)
         reasons: Counter[str] = Counter()
         try:
             for letter in letters:

@@ -30,6 +30,7 @@ from enum import StrEnum
 from crr.breaker import DeleteBreaker
 from crr.copying import plan_parts
 from crr.errors import (
+    CrrError,
     DestinationChangedError,
     LedgerConflictError,
     ReconcileContentionError,
@@ -41,6 +42,7 @@ from crr.errors import (
 from crr.events import ChangeEvent
 from crr.large_copy import LargeCopyJob, LargeObjectSettings
 from crr.mutual import SideView, in_step, marker_stamp, source_wins, stamp_of, undo_buried_delete
+from crr.observability import logger
 from crr.ports import (
     MARKER_ORIGIN_BUCKET,
     MARKER_ORIGIN_TIME,
@@ -167,7 +169,11 @@ class Replicator:
             yield self
         finally:
             if self._monotonic() - self._last_flush >= self._progress_interval:
-                self.flush_progress()
+                try:
+                    self.flush_progress()
+                except CrrError as exc:
+                    # The batch's records are applied; failing it now would only apply them again.
+                    logger.warning("progress not written; its counts are lost", extra={"error": str(exc)})
 
     def flush_progress(self) -> None:
         """Write the accumulated progress now (one UpdateItem per rule with something to count)."""
@@ -361,8 +367,8 @@ class Replicator:
 
     def _copy(self, rule: ReplicationRule, state: ObjectState, over: SideView | None = None) -> str | None:
         """CopyObject; or, for a source uploaded in parts or above the multipart threshold, a copy in parts
-        (in the source's own part layout, so the replica's ETag is the source's), made here when it fits
-        the invocation's remaining time, else handed to the large-copy workflow (returns None then).
+        (in the source's own part layout, so the replica's ETag is the source's). Either is made here when
+        it fits the invocation's remaining time, else handed to the large-copy workflow (returns None then).
 
         ``over``: the destination side a two-way copy replaces; the write is conditional on it.
         Returns the replica's ETag.
@@ -375,11 +381,17 @@ class Replicator:
                 destination_absent=over.state is None,
             )
         settings = self._large_objects
-        if state.parts_count is None and state.size <= min(settings.multipart_threshold, MAX_SINGLE_COPY_BYTES):
+        # A single CopyObject streams for as long as a multipart copy of the same size: it too must fit.
+        fits = self._large_copies is None or state.size == 0 or settings.fits(state.size, self._remaining_seconds())
+        if (
+            fits
+            and state.parts_count is None
+            and state.size <= min(settings.multipart_threshold, MAX_SINGLE_COPY_BYTES)
+        ):
             return self._objects.copy(request)
         layout = self._objects.part_sizes(rule.source_bucket, rule.source_region, state) if state.parts_count else None
         parts = plan_parts(state.size, layout, settings.preferred_part)
-        if self._large_copies is not None and not settings.fits(state.size, self._remaining_seconds()):
+        if not fits and self._large_copies is not None:
             job = LargeCopyJob(
                 rule_id=rule.rule_id,
                 request=request,

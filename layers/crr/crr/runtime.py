@@ -154,6 +154,7 @@ def _backfill_steps_for(settings: FunctionSettings) -> BackfillSteps:
         DynamoRules(dynamodb, settings.rules_table_name, cache_seconds=settings.rule_cache_seconds),
         live_batch=replicator.batch,
         copy_share=settings.backfill_concurrency,
+        copy_bytes_per_second=settings.copy_bytes_per_second,
     )
 
 

@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from typing import TypedDict
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from crr.events import ChangeEvent, IgnoredNotification, parse_notification
-from crr.failures import Backoff, FailureReason, classify
+from crr import deadline as deadlines
+from crr.deadline import Deadline, OutOfTimeError
+from crr.events import ChangeEvent, IgnoredNotification, NotificationPart, join_records, split_notification
+from crr.failures import Backoff, FailureKind, FailureReason, classify
 from crr.observability import logger, metrics
 from crr.ports import FailedMessages, FailureLog, QueueMessage
 from crr.replication import Outcome, ReplicationResult, Replicator
+
+# Records per message handed back: what this invocation applied of the message (so one fits an
+# invocation like this one), at most this many.
+MAX_HANDED_BACK_RECORDS = 100
+OUT_OF_TIME = "OutOfTime"
+
+
+class ItemFailure(TypedDict):
+    itemIdentifier: str
+
+
+class PartialItemFailures(TypedDict):
+    """Lambda's partial batch response (as Powertools' ``process_partial_response`` builds it)."""
+
+    batchItemFailures: list[ItemFailure]
 
 
 class RecordFailedError(Exception):
@@ -57,44 +75,173 @@ class ReplicationService:
         self._failed_messages = failed_messages
         self._backoff = backoff or Backoff()
         self._rule_metrics = RuleMetrics()
+        self._deadline = deadlines.UNBOUNDED
+        self._deferred: list[QueueMessage] = []
 
     @contextmanager
     def batch(self, remaining_seconds: Callable[[], float] | None = None) -> Iterator[ReplicationService]:
-        """``remaining_seconds``: the time the invocation has left (copies that do not fit go to the
-        large-copy workflow)."""
+        """``remaining_seconds``: the time the invocation has left. Its working time (crr.deadline)
+        bounds every AWS call, decides which copies go to the large-copy workflow, and when to stop
+        taking records; the reserve is kept to hand back and record what was not done."""
+        deadline = Deadline.starting_now(remaining_seconds) if remaining_seconds else deadlines.UNBOUNDED
+        self._deadline = deadline
         try:
-            with self._replicator.batch(remaining_seconds):
-                yield self
+            with (
+                deadlines.active(deadline),
+                deadlines.phase_scope() as phase,
+                self._replicator.batch(deadline.record_seconds),
+            ):
+                try:
+                    yield self
+                finally:
+                    phase.wrap_up()  # the batch's progress flush may use the reserve
         finally:
+            self._deadline = deadlines.UNBOUNDED
             self._rule_metrics.flush()
 
     def handle(self, message: QueueMessage) -> list[ReplicationResult]:
         """Apply every change in one message, or deal with its failure.
 
+        A message reached once working time is over is deferred: reported failed now, handed back
+        unstarted by ``settle``. Records of a message that working time did not reach are handed back
+        to the queue as new messages, and the message is acknowledged. A malformed record of a message holding
+        several is dead-lettered alone, as its own message with its reason; its siblings are applied.
+
         A transient failure is recorded, the message's next delivery is delayed by its backoff, and
         RecordFailedError is raised so the batch reports it failed. A permanent failure is recorded and
         the message is moved to the dead-letter queue with its reason, then acknowledged (returns []).
         """
+        if self._deadline.exhausted():
+            return self._defer(message)
         event: ChangeEvent | None = None
         results: list[ReplicationResult] = []
         try:
-            for item in parse_notification(message.body):
-                if isinstance(item, IgnoredNotification):
-                    logger.info(
-                        "notification ignored",
-                        extra={"message_id": message.message_id, "reason": item.reason, "bucket": item.bucket},
-                    )
-                    continue
-                event = item
-                results.append(self._apply(item, message.message_id))
+            parts = split_notification(message.body)
+            for index, part in enumerate(parts):
+                if index and self._deadline.exhausted():
+                    self._hand_back(message, parts[index:], applied=index)
+                    break
+                if isinstance(part.item, ChangeEvent):
+                    event = part.item
+                try:
+                    result = self._handle_part(message, index, part, alone=len(parts) == 1)
+                except OutOfTimeError:
+                    # Ran out of time mid-record: what is left goes back; nothing counts as a failure.
+                    if not index:
+                        return self._defer(message)
+                    self._hand_back(message, parts[index:], applied=index)
+                    break
+                if result is not None:
+                    results.append(result)
+        except RecordFailedError:
+            raise
         except Exception as exc:  # noqa: BLE001 - every failure is classified; none may escape unrecorded
             self._fail(message, exc, event)
             return []
         return results
 
+    def _handle_part(
+        self, message: QueueMessage, index: int, part: NotificationPart, *, alone: bool
+    ) -> ReplicationResult | None:
+        """Apply one record. Raises what fails the whole message: any failure of a message's only
+        record, a transient failure of any record (the message is retried as a whole; its applied
+        records are then fenced by the ledger). A malformed or permanently failing record among several
+        is dead-lettered alone."""
+        if part.error is not None:
+            if alone:
+                raise part.error
+            self._dead_letter_part(message, index, part, part.error)
+            return None
+        item = part.item
+        if isinstance(item, IgnoredNotification):
+            logger.info(
+                "notification ignored",
+                extra={"message_id": message.message_id, "reason": item.reason, "bucket": item.bucket},
+            )
+            return None
+        if item is None:
+            return None
+        try:
+            return self._apply(item, message.message_id)
+        except Exception as exc:
+            if alone or not classify(exc).permanent:
+                raise
+            self._dead_letter_part(message, index, part, exc)
+            return None
+
+    def _defer(self, message: QueueMessage) -> list[ReplicationResult]:
+        """A message working time did not reach: reported failed for now (RecordFailedError, no call
+        made), and handed back unstarted by ``settle`` at the end of the batch, in one request for all
+        such messages."""
+        self._deferred.append(message)
+        logger.info("message deferred: no working time left", extra={"message_id": message.message_id})
+        raise RecordFailedError(
+            FailureReason(FailureKind.TRANSIENT, OUT_OF_TIME, "working time ended before this message was started")
+        )
+
+    def settle(self, response: PartialItemFailures) -> PartialItemFailures:
+        """The batch's answer, once the messages deferred for lack of time are handed back to the queue
+        unstarted (as new messages) and so acknowledged: a reported failure would count a receive
+        against the redrive limit, and a message deferred that often would reach the DLQ without ever
+        being attempted. Those that could not be sent stay failed, their reason (OutOfTime) recorded."""
+        deferred, self._deferred = self._deferred, []
+        if not deferred:
+            return response
+        handed: set[str] = set()
+        with deadlines.wrapping_up():
+            try:
+                self._failed_messages.hand_back(deferred[0], [message.body for message in deferred])
+                handed = {message.message_id for message in deferred}
+            except Exception as exc:  # noqa: BLE001 - they stay failed, and come back after their visibility timeout
+                reason = FailureReason(
+                    FailureKind.TRANSIENT, OUT_OF_TIME, f"working time ended before it was started: {exc}"[:1000]
+                )
+                logger.warning("deferred messages could not be handed back", extra={"reason": reason.message})
+                for message in deferred:
+                    with suppress(Exception):
+                        self._failures.record(message, reason, rule_id=None, bucket=None, key=None)
+        if handed:
+            logger.warning("messages handed back unstarted: no working time left", extra={"messages": len(handed)})
+            metrics.add_metric(name="MessagesDeferred", unit=MetricUnit.Count, value=len(handed))
+        failures = [item for item in response["batchItemFailures"] if item["itemIdentifier"] not in handed]
+        return {"batchItemFailures": failures}
+
+    def _hand_back(self, message: QueueMessage, rest: list[NotificationPart], applied: int) -> None:
+        """Send the records working time did not reach back to the queue as new messages, in groups of
+        what this invocation applied of the message. Raises QueueError when they could not all be sent
+        (the message then fails as a whole, and its applied records are fenced when it comes back)."""
+        size = min(max(applied, 1), MAX_HANDED_BACK_RECORDS)
+        bodies = [join_records(rest[start : start + size]) for start in range(0, len(rest), size)]
+        with deadlines.wrapping_up():
+            self._failed_messages.hand_back(message, bodies)
+        logger.warning(
+            "records handed back: no working time left",
+            extra={
+                "message_id": message.message_id,
+                "applied": applied,
+                "handed_back": len(rest),
+                "messages": len(bodies),
+            },
+        )
+        metrics.add_metric(name="RecordsHandedBack", unit=MetricUnit.Count, value=len(rest))
+
+    def _dead_letter_part(
+        self, message: QueueMessage, index: int, part: NotificationPart, error: BaseException
+    ) -> None:
+        """Dead-letter one record of a message holding several, as its own message with its reason."""
+        alone = QueueMessage(
+            message_id=f"{message.message_id}#record-{index + 1}",
+            body=part.body,
+            receipt_handle=message.receipt_handle,
+            receive_count=message.receive_count,
+        )
+        event = part.item if isinstance(part.item, ChangeEvent) else None
+        self._fail(alone, error, event)
+
     def _fail(self, message: QueueMessage, error: BaseException, event: ChangeEvent | None) -> None:
         reason = classify(error)
-        rule = self._replicator.rule_id_for(event.bucket) if event else None
+        with deadlines.wrapping_up():
+            rule = self._replicator.rule_id_for(event.bucket) if event else None
         context = {
             "message_id": message.message_id,
             "error_code": reason.code,
@@ -108,17 +255,18 @@ class ReplicationService:
         metrics.add_metric(name="ReplicationFailures", unit=MetricUnit.Count, value=1)
         self._rule_metrics.add(rule, f"Failures.{reason.code}", MetricUnit.Count, 1)
         self._rule_metrics.add(rule, "ReplicationFailures", MetricUnit.Count, 1)
-        record = self._failures.record(
-            message, reason, rule_id=rule, bucket=event.bucket if event else None, key=event.key if event else None
-        )
-        if reason.permanent:
-            self._failed_messages.dead_letter(message, record)
-            logger.error("record dead-lettered: retrying cannot help", extra=context)
-            metrics.add_metric(name="RecordsDeadLettered", unit=MetricUnit.Count, value=1)
-            return
-        delay = self._backoff.delay(message.receive_count)
-        logger.warning("record failed; retrying later", extra={**context, "retry_in_seconds": delay})
-        self._failed_messages.retry_later(message, delay)
+        with deadlines.wrapping_up():
+            record = self._failures.record(
+                message, reason, rule_id=rule, bucket=event.bucket if event else None, key=event.key if event else None
+            )
+            if reason.permanent:
+                self._failed_messages.dead_letter(message, record)
+                logger.error("record dead-lettered: retrying cannot help", extra=context)
+                metrics.add_metric(name="RecordsDeadLettered", unit=MetricUnit.Count, value=1)
+                return
+            delay = self._backoff.delay(message.receive_count)
+            logger.warning("record failed; retrying later", extra={**context, "retry_in_seconds": delay})
+            self._failed_messages.retry_later(message, delay)
         raise RecordFailedError(reason) from error
 
     def _apply(self, event: ChangeEvent, message_id: str) -> ReplicationResult:

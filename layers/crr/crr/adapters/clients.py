@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -9,12 +10,16 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from crr import deadline
+
+# The invocation's deadline cuts it per attempt (_bounded_by_the_deadline).
+READ_TIMEOUT_SECONDS = 60.0
 # Standard retry mode gives in-call retries with jittered backoff for throttling and 5xx. Checksums
 # only when required: the replicator sends no payloads, and they cost CPU on every call.
 _CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 5},
     connect_timeout=5,
-    read_timeout=60,
+    read_timeout=READ_TIMEOUT_SECONDS,
     max_pool_connections=50,
     request_checksum_calculation="when_required",
     response_checksum_validation="when_required",
@@ -38,8 +43,29 @@ class ClientFactory:
             return found
         with self._lock:
             if key not in self._clients:
-                self._clients[key] = self._session.client(service, region_name=region, config=self._config)  # type: ignore[call-overload]
+                client = self._session.client(service, region_name=region, config=self._config)  # type: ignore[call-overload]
+                client.meta.events.register("before-send", _bounded_by_the_deadline)
+                self._clients[key] = client
             return self._clients[key]
+
+
+# An attempt with less time than this is not sent: it could not get an answer anyway.
+MIN_CALL_SECONDS = 0.05
+
+
+def _bounded_by_the_deadline(request: Any, event_name: str = "", **_: Any) -> None:
+    """Before each attempt (retries included): cut its read timeout to the time the invocation has
+    left, or refuse it (OutOfTimeError) when there is none, so a hung call fails in time for the
+    failure to be recorded instead of being killed with the invocation."""
+    seconds = deadline.seconds_for_a_call()
+    if seconds == math.inf:
+        return
+    if seconds < MIN_CALL_SECONDS:
+        operation = event_name.rpartition(".")[2] or "an AWS call"
+        raise deadline.OutOfTimeError(f"no time left in this invocation for {operation} ({seconds:.2f}s)")
+    context = getattr(request, "context", None)
+    if context is not None:
+        context["read_timeout"] = min(float(context.get("read_timeout") or READ_TIMEOUT_SECONDS), seconds)
 
 
 def error_code(exc: ClientError) -> str:

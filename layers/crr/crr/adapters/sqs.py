@@ -73,6 +73,28 @@ class SqsFailedMessages:
             # The record still fails and comes back after the queue's own visibility timeout.
             raise QueueError(f"ChangeMessageVisibility failed: {error_message(exc)}", error_code(exc)) from exc
 
+    def hand_back(self, message: QueueMessage, bodies: list[str]) -> None:
+        """SendMessageBatch in requests of at most 10 messages and HAND_BACK_REQUEST_BYTES; entries SQS
+        failed on its side are sent once more."""
+        for batch in _batches(bodies):
+            pending = {str(index): body for index, body in enumerate(batch)}
+            for _ in range(2):
+                entries = [{"Id": entry_id, "MessageBody": body} for entry_id, body in pending.items()]
+                try:
+                    answer = self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+                except ClientError as exc:
+                    raise QueueError(
+                        f"handing records of {message.message_id} back failed: {error_message(exc)}", error_code(exc)
+                    ) from exc
+                pending = {entry["Id"]: pending[entry["Id"]] for entry in answer.get("Failed", [])}
+                if not pending:
+                    break
+            if pending:
+                raise QueueError(
+                    f"handing records of {message.message_id} back left {len(pending)} message(s) unsent",
+                    "HandBackIncomplete",
+                )
+
     def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
         body, attributes = message.body, reason_attributes(record)
         if len(body.encode("utf-8")) > DEAD_LETTER_BODY_BYTES:
@@ -85,18 +107,36 @@ class SqsFailedMessages:
             raise QueueError(f"SendMessage to the DLQ failed: {error_message(exc)}", error_code(exc)) from exc
 
 
+# SendMessageBatch: at most 10 entries, and (conservatively, SQS's former limit) 256 KiB in all.
+HAND_BACK_ENTRIES = 10
+HAND_BACK_REQUEST_BYTES = 256 * 1024
+
+
+def _batches(bodies: list[str]) -> list[list[str]]:
+    batches: list[list[str]] = []
+    size = 0
+    for body in bodies:
+        length = len(body.encode("utf-8"))
+        if not batches or len(batches[-1]) >= HAND_BACK_ENTRIES or size + length > HAND_BACK_REQUEST_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(body)
+        size += length
+    return batches
+
+
 class SqsDeadLetterQueue:
     def __init__(self, client: Any, queue_url: str) -> None:
         self._sqs = client
         self._url = queue_url
 
-    def receive(self, max_messages: int, hold_seconds: int) -> list[RawDeadLetter]:
+    def receive(self, max_messages: int, hold_seconds: int, wait_seconds: int) -> list[RawDeadLetter]:
         try:
             answer = self._sqs.receive_message(
                 QueueUrl=self._url,
                 MaxNumberOfMessages=max_messages,
                 VisibilityTimeout=hold_seconds,
-                WaitTimeSeconds=0,
+                WaitTimeSeconds=wait_seconds,
                 MessageAttributeNames=["All"],
                 MessageSystemAttributeNames=["SentTimestamp"],
             )
@@ -114,6 +154,13 @@ class SqsDeadLetterQueue:
             )
             for message in answer.get("Messages", [])
         ]
+
+    def visible_count(self) -> int:
+        try:
+            answer = self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["ApproximateNumberOfMessages"])
+        except ClientError as exc:
+            raise QueueError(f"GetQueueAttributes of the DLQ failed: {error_message(exc)}", error_code(exc)) from exc
+        return int(answer["Attributes"]["ApproximateNumberOfMessages"])
 
     def delete(self, receipt_handle: str) -> None:
         try:
