@@ -111,8 +111,8 @@ class Deployment:
     sqs: Any
     log: io.StringIO
 
-    def put(self, key: str, body: bytes) -> None:
-        self.source.put_object(Bucket=SRC, Key=key, Body=body)
+    def put(self, key: str, body: bytes) -> dict[str, Any]:
+        return dict(self.source.put_object(Bucket=SRC, Key=key, Body=body))
 
     def run(self, *bodies: str) -> tuple[list[str], dict[str, Any]]:
         """The handler's answer to one batch, and the message ids it was given (in order)."""
@@ -154,16 +154,24 @@ def _first_delivery_copies(deployment: Deployment, body: str) -> None:
     assert [entry.get("outcome") for entry in deployment.logged_for(message_id)] == ["copied"]
 
 
+def _naming(body: str, written: dict[str, Any]) -> str:
+    """The record as S3 would send it for that write: its version id and ETag (a sequencer is recorded
+    only when the source confirms the record)."""
+    document = json.loads(body)
+    document["Records"][0]["s3"]["object"].update(eTag=written["ETag"].strip('"'), versionId=written["VersionId"])
+    return json.dumps(document)
+
+
 def _applied_before(deployment: Deployment, body: str) -> str:
     """Given the very same record was applied already."""
-    deployment.put("hostile/duplicate.txt", b"applied once\n")
+    body = _naming(body, deployment.put("hostile/duplicate.txt", b"applied once\n"))
     _first_delivery_copies(deployment, body)
     return body
 
 
 def _newer_applied_before(deployment: Deployment, body: str) -> str:
     """Given a newer change of the same key (a higher sequencer) was applied already."""
-    deployment.put("hostile/stale.txt", b"newer state\n")
+    body = _naming(body, deployment.put("hostile/stale.txt", b"newer state\n"))
     _first_delivery_copies(deployment, body.replace("0055AED6DCD9028500", "0055AED6DCD9028600"))
     return body
 

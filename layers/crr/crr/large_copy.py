@@ -37,9 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from crr.copying import MAX_PARTS, MIB, PartRange, part_ranges
 from crr.errors import CrrError, DestinationChangedError, SourceChangedError, SourceGoneError, StorageError
 from crr.failures import FailureKind, FailureReason
+from crr.markers import MARKER_KEYS
 from crr.mutual import undo_buried_delete
 from crr.ports import (
-    MARKER_KEYS,
     CopyRequest,
     KeyHandOver,
     MultipartUploads,

@@ -326,6 +326,8 @@ class DynamoLedger:
             etag=item.get("etag"),
             deleted=bool(item.get("deleted", False)),
             applied_at=datetime.fromisoformat(str(item["applied_at"])),
+            version_id=item.get("ver"),
+            source_modified=datetime.fromisoformat(str(item["modified"])) if item.get("modified") else None,
         )
 
     def record(self, rule_id: str, key: str, entry: LedgerEntry, expected_revision: int | None) -> None:
@@ -339,6 +341,8 @@ class DynamoLedger:
             "deleted": entry.deleted,
             "applied_at": entry.applied_at.isoformat(),
             "expires_at": int((entry.applied_at + LEDGER_TTL).timestamp()),
+            "ver": entry.version_id,
+            "modified": entry.source_modified.isoformat() if entry.source_modified else None,
         }
         if expected_revision is None:
             condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}

@@ -208,6 +208,38 @@ class S3ObjectStore:
         except ClientError as exc:
             raise storage_error(exc, "DeleteObject", bucket, key) from exc
 
+    def tags(self, bucket: str, region: str, key: str, version_id: str | None) -> dict[str, str]:
+        version = {"VersionId": version_id} if version_id else {}
+        try:
+            found = self._s3(region).get_object_tagging(Bucket=bucket, Key=key, **version)
+        except ClientError as exc:
+            if error_code(exc) in _MISSING_KEY:
+                raise SourceGoneError(f"{bucket}/{key} vanished while reading its tags") from exc
+            raise storage_error(exc, "GetObjectTagging", bucket, key) from exc
+        return {tag["Key"]: tag["Value"] for tag in found.get("TagSet", [])}
+
+    def put_tags(self, bucket: str, region: str, key: str, version_id: str | None, tags: dict[str, str]) -> None:
+        version = {"VersionId": version_id} if version_id else {}
+        try:
+            if tags:
+                tag_set = [{"Key": name, "Value": value} for name, value in sorted(tags.items())]
+                self._s3(region).put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": tag_set}, **version)
+            else:
+                self._s3(region).delete_object_tagging(Bucket=bucket, Key=key, **version)
+        except ClientError as exc:
+            if error_code(exc) in _MISSING_KEY:
+                raise DestinationChangedError(f"{bucket}/{key} changed while its tags were set") from exc
+            raise storage_error(exc, "PutObjectTagging", bucket, key) from exc
+
+    def put_acl(self, bucket: str, region: str, key: str, version_id: str | None, grants: AclGrants) -> None:
+        version = {"VersionId": version_id} if version_id else {}
+        try:
+            self._s3(region).put_object_acl(Bucket=bucket, Key=key, **grant_params(grants), **version)
+        except ClientError as exc:
+            if error_code(exc) in _MISSING_KEY:
+                raise DestinationChangedError(f"{bucket}/{key} changed while its ACL was set") from exc
+            raise storage_error(exc, "PutObjectAcl", bucket, key) from exc
+
     def acl_grants(
         self,
         *,
