@@ -381,6 +381,11 @@ class FakeLedger:
         with self._lock:
             return self.entries.get((rule_id, key))
 
+    def read_many(self, rule_id: str, keys: list[str]) -> dict[str, LedgerEntry]:
+        self.yield_point()
+        with self._lock:
+            return {key: self.entries[(rule_id, key)] for key in keys if (rule_id, key) in self.entries}
+
     def record(self, rule_id: str, key: str, entry: LedgerEntry, expected_revision: int | None) -> None:
         self.yield_point()
         with self._lock:

@@ -238,6 +238,10 @@ class KeyLedger(Protocol):
         """
         ...
 
+    def read_many(self, rule_id: str, keys: list[str]) -> dict[str, LedgerEntry]:
+        """The entries of those keys that have one (BatchGetItem: one request per 100 keys)."""
+        ...
+
 
 @dataclass(frozen=True)
 class TombstoneRecord:
