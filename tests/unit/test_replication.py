@@ -13,7 +13,7 @@ from crr.failures import classify
 from crr.ports import AclGrants, ObjectState
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule, RuleStatus
-from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3, StoredVersion
 from tests.support.interleave import Interleaver, Script
 
 SRC, DST = "src-bucket", "dst-bucket"
@@ -50,6 +50,12 @@ def change(
         version_id=version_id,
         etag=etag,
     )
+
+
+def held(s3: FakeS3, bucket: str, key: str) -> StoredVersion:
+    found = s3.current(bucket, key)
+    assert found is not None, f"{bucket}/{key} is absent"
+    return found
 
 
 class World:
@@ -144,7 +150,7 @@ def test_a_forged_highest_sequencer_does_not_fence_later_real_overwrites() -> No
         )
     # Then both overwrites reach the replica, and the forged sequencer was never recorded
     assert outcomes == [Outcome.COPIED, Outcome.COPIED]
-    assert world.s3.current(DST, "k").body == b"v3"
+    assert held(world.s3, DST, "k").body == b"v3"
     assert world.ledger.entries[("r1", "k")].sequencer == "0A0000000000000003"
 
 
@@ -161,7 +167,7 @@ def test_a_forged_sequencer_naming_the_current_version_is_replaced_by_the_next_r
     again = replicator.apply(change("k", "0A"))
     # Then the overwrite is copied, its real sequencer replaces the forged one, and the repeat is a duplicate
     assert (first.outcome, again.outcome) == (Outcome.COPIED, Outcome.DUPLICATE)
-    assert world.s3.current(DST, "k").body == b"v2"
+    assert held(world.s3, DST, "k").body == b"v2"
 
 
 def test_a_tag_change_sets_the_replicas_tags_in_place_without_copying_the_bytes() -> None:
@@ -176,7 +182,7 @@ def test_a_tag_change_sets_the_replicas_tags_in_place_without_copying_the_bytes(
     result = replicator.apply(change("k", "FFFFFF", ChangeKind.METADATA))
     # Then the replica has the new tags, no bytes were copied, and the ledger's sequencer is untouched
     assert result.outcome is Outcome.ATTRIBUTES_UPDATED
-    assert world.s3.current(DST, "k").tags == {"team": "b", "stage": "prod"}
+    assert held(world.s3, DST, "k").tags == {"team": "b", "stage": "prod"}
     assert "CopyObject" not in world.s3.calls
     assert world.ledger.entries[("r1", "k")].sequencer == "0A"
     # And a later overwrite with a lower sequencer than the tag event's is still replicated
@@ -195,7 +201,7 @@ def test_a_tag_change_with_an_old_sequencer_is_not_judged_stale() -> None:
     result = replicator.apply(change("k", "01", ChangeKind.METADATA))
     # Then the replica gets the tags
     assert result.outcome is Outcome.ATTRIBUTES_UPDATED
-    assert world.s3.current(DST, "k").tags == {"team": "b"}
+    assert held(world.s3, DST, "k").tags == {"team": "b"}
 
 
 def test_a_tag_change_on_a_stale_replica_copies_the_current_version() -> None:
@@ -210,7 +216,7 @@ def test_a_tag_change_on_a_stale_replica_copies_the_current_version() -> None:
     result = replicator.apply(change("k", "01", ChangeKind.METADATA))
     # Then the replica is brought to the current version, tags included
     assert result.outcome is Outcome.COPIED
-    assert (world.s3.current(DST, "k").body, world.s3.current(DST, "k").tags) == (b"y", {"team": "b"})
+    assert (held(world.s3, DST, "k").body, held(world.s3, DST, "k").tags) == (b"y", {"team": "b"})
 
 
 def test_an_acl_change_sets_the_replicas_acl_in_place() -> None:
@@ -320,7 +326,7 @@ def test_a_users_copy_of_a_replica_is_the_users_write_and_is_replicated(
                clock=world.s3_clock).apply(change("k", bucket=DST))  # fmt: skip
     # When a user copies it server-side inside the source, so the copy inherits crr's marker metadata
     world.s3.copy_within(
-        SRC, "k", copy_key, metadata=None if metadata is None else {**world.s3.current(SRC, "k").metadata, **metadata}
+        SRC, "k", copy_key, metadata=None if metadata is None else {**held(world.s3, SRC, "k").metadata, **metadata}
     )
     result = world.replicator().apply(change(copy_key, "0B"))
     # Then the copy is taken for what it is, the user's write, and replicated
@@ -338,7 +344,7 @@ def test_restoring_an_old_replica_version_later_is_the_users_write() -> None:
     reverse = Replicator(FakeRules(make_rule(source_bucket=DST, destination_bucket=SRC)), world.s3, FakeLedger(),
                          FakeProgress(), clock=world.s3_clock)  # fmt: skip
     reverse.apply(change("k", "01", bucket=DST))
-    old_version = world.s3.current(SRC, "k").version_id
+    old_version = held(world.s3, SRC, "k").version_id
     world.s3.put(SRC, "k", b"new")
     # When a user restores the old version by copying it over the key an hour later
     world.advance(timedelta(hours=1))
@@ -346,7 +352,7 @@ def test_restoring_an_old_replica_version_later_is_the_users_write() -> None:
     result = world.replicator().apply(change("k", "0C"))
     # Then the restored version is replicated: its marker was inherited, not written for it
     assert result.outcome is Outcome.COPIED
-    assert world.s3.current(DST, "k").body == b"old"
+    assert held(world.s3, DST, "k").body == b"old"
 
 
 def test_acl_grants_are_carried_when_both_buckets_use_acls() -> None:
