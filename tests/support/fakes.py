@@ -255,6 +255,9 @@ class FakeS3:
             return self.buckets[bucket].acls.get(key, AclGrants(full_control='id="owner"'))
 
     def copy(self, request: CopyRequest) -> str:
+        return str(self.copy_version(request).etag)
+
+    def copy_version(self, request: CopyRequest) -> KeyVersion:
         # A server-side copy reads the source and writes the destination at different moments;
         # the yield between them lets another worker's copy land in between, as in S3.
         self.yield_point()
@@ -293,7 +296,7 @@ class FakeS3:
             self._changed(request.destination_bucket, request.state.key)
             if request.grants is not None:
                 destination.acls[request.state.key] = request.grants
-            return written.etag
+            return KeyVersion(written.version_id, written.last_modified, False, written.etag)
 
     def part_sizes(self, bucket: str, region: str, state: ObjectState) -> list[int]:
         self._count("HeadObject")

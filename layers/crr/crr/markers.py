@@ -5,12 +5,20 @@ inside a bucket, ``rclone touch``, restoring an older version): if the marker we
 from bucket X", such a copy would pass for crr's replica, and the loop guard would keep a user's
 change from the other side for good. So the marker also holds
 
-- ``crr-origin-seal``: a digest of the key the replica was written as, its origin stamp and ETag, the
-  moment crr wrote it, and every user metadata value and content header crr wrote. A copy to another key,
-  or one that changes metadata or a content header (``rclone touch`` sets ``mtime``), breaks it;
-- ``crr-written``: when crr sent the write. S3 gives every new object (a copy too) its own
-  Last-Modified, so a copy made later than ``WRITE_WINDOW`` after crr's write (a restored version, a
-  copy back from a temporary key) breaks the binding even though everything else is inherited.
+- ``crr-origin-seal``: a digest of the key the replica was written as, its origin stamp and ETag, and
+  every user metadata value and content header crr wrote. A copy to another key, or one that changes
+  metadata or a content header (``rclone touch`` sets ``mtime``), breaks it;
+- ``crr-written``: when crr sent the write. S3 stamps every new object (a copy too) with its own
+  Last-Modified, the moment the write began, so a copy made later than the write window after crr's
+  write (a restored version, a copy back from a temporary key) breaks the binding even though
+  everything else is inherited. The window is the longest a request can take to reach S3 after crr
+  built it: a Lambda invocation's limit (15 minutes) and some clock skew; a copy in parts, which the
+  large-copy workflow may start in a later invocation, refreshes ``crr-written`` when its upload starts.
+  The window must not be shorter: a write of crr's misjudged as a user's would get a stamp of its own
+  (its Last-Modified) and could then win over a later real write.
+
+What stays out of reach: a user who, within the window, recreates crr's replica of a key at that same
+key with the same metadata and headers (a copy back from a temporary key seconds after crr wrote it).
 
 Both are checked from the HEAD the replicator makes anyway: no request is added. A marker that does not
 hold makes the object a user's write, made where it is, when S3 says. The digest is not a secret: it
@@ -40,12 +48,13 @@ MARKER_KEYS = frozenset(
     {MARKER_ORIGIN_BUCKET, MARKER_ORIGIN_TIME, MARKER_ORIGIN_VERSION, MARKER_ORIGIN_ETAG, MARKER_WRITTEN, MARKER_SEAL}
 )
 
-# How long after crr sends a write S3 may stamp the replica's Last-Modified (a single CopyObject of up
-# to the multipart threshold, plus clock skew). A marker misjudged as a user's costs one copy back of the
-# same content, after which both sides hold it: it never loops.
-WRITE_WINDOW = timedelta(minutes=15)
-CLOCK_SKEW = timedelta(seconds=5)
+# How long after crr built a write S3 may stamp the replica's Last-Modified: the request is sent within
+# the invocation that built it (at most 15 minutes), plus clock skew.
+CLOCK_SKEW = timedelta(seconds=2)
+WRITE_WINDOW = timedelta(minutes=15) + timedelta(seconds=30)
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+# Not sealed: the seal itself, and the write time a copy in parts sets when its upload starts.
+_UNSEALED = frozenset({MARKER_SEAL, MARKER_WRITTEN})
 
 
 def _text(moment: datetime) -> str:
@@ -61,7 +70,7 @@ def seal(
     """The digest binding ``marker`` to the replica crr is about to write (see the module docstring)."""
     document = {
         "key": key,
-        "marker": {name: value for name, value in sorted(marker.items()) if name != MARKER_SEAL},
+        "marker": {name: value for name, value in sorted(marker.items()) if name not in _UNSEALED},
         "metadata": dict(sorted(user_metadata.items())),
         "headers": {name: value for name, value in sorted(headers.items()) if value},
     }
@@ -119,6 +128,13 @@ def sealed_origin(state: ObjectState) -> str | None:
     if not sent - CLOCK_SKEW - timedelta(seconds=1) <= modified <= sent + WRITE_WINDOW:
         return None
     return origin
+
+
+def refreshed(metadata: dict[str, str], written: datetime) -> dict[str, str]:
+    """``metadata`` with crr's write time set to ``written``, if it carries a marker."""
+    if MARKER_WRITTEN not in metadata:
+        return metadata
+    return {**metadata, MARKER_WRITTEN: _text(written)}
 
 
 def origin_etag(state: ObjectState) -> str | None:

@@ -118,6 +118,22 @@ def source_wins(source: SideView, destination: SideView, source_bucket: str) -> 
     return not source.stamp.same_change(destination.stamp)
 
 
+def undo_buried_write(
+    objects: ObjectStore, bucket: str, region: str, key: str, *, written: KeyVersion, compared: str | None
+) -> None:
+    """If-Match compares ETags, so a user's write of identical bytes (the same ETag: an empty file, or
+    the same content with metadata of its own) made between our read of the destination (version
+    ``compared``) and our copy passes the condition and is buried under our copy. Then our version
+    (``written``, known by its id) is removed again, the user's write is current once more, and
+    DestinationChangedError tells the caller to compare afresh. Costs one ListObjectVersions."""
+    newest = objects.recent_versions(bucket, region, key, 2)
+    if len(newest) < 2 or newest[0].version_id != written.version_id:
+        return  # a later write covers ours: its own notification compares it
+    if newest[1].version_id != compared and not newest[1].is_delete_marker:
+        objects.delete_version(bucket, region, key, written.version_id)
+        raise DestinationChangedError(f"a write of {bucket}/{key} with the same ETag landed under our copy")
+
+
 def undo_buried_delete(
     objects: ObjectStore, bucket: str, region: str, key: str, *, written_etag: str, seen_marker: str | None
 ) -> None:

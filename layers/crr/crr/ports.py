@@ -121,6 +121,11 @@ class ObjectStore(Protocol):
         """
         ...
 
+    def copy_version(self, request: CopyRequest) -> KeyVersion:
+        """``copy``, answering with the version it wrote (id, ETag; its time is the copy's end as S3
+        reports it). Raises as ``copy`` does."""
+        ...
+
     def delete(self, bucket: str, region: str, key: str, if_etag: str | None = None) -> str | None:
         """Delete ``key`` (a delete marker on a versioned bucket); deleting a missing key succeeds.
 

@@ -47,10 +47,20 @@ from crr.errors import (
 from crr.events import ChangeEvent, ChangeKind
 from crr.large_copy import LargeCopyJob, LargeObjectSettings
 from crr.markers import marker_for
-from crr.mutual import SideView, in_step, marker_stamp, same_write, source_wins, stamp_of, undo_buried_delete
+from crr.mutual import (
+    SideView,
+    in_step,
+    marker_stamp,
+    same_write,
+    source_wins,
+    stamp_of,
+    undo_buried_delete,
+    undo_buried_write,
+)
 from crr.ports import (
     CopyRequest,
     KeyLedger,
+    KeyVersion,
     LargeCopyLauncher,
     LedgerEntry,
     ObjectState,
@@ -66,6 +76,8 @@ from crr.rules import ReplicationRule
 from crr.sequencer import compare_sequencers
 
 MAX_SINGLE_COPY_BYTES = 5 * 1024**3
+# The version id of a replica written in parts: the check for a buried write is skipped for it.
+UNKNOWN_VERSION = "null"
 # Each attempt is a full reconcile; contention on one key beyond this is left to the queue's retry.
 MAX_RECONCILE_ATTEMPTS = 5
 
@@ -385,8 +397,17 @@ class Replicator:
                 rule.destination_bucket,
                 rule.destination_region,
                 key,
-                written_etag=written,
+                written_etag=written.etag or "",
                 seen_marker=destination.marker_version,
+            )
+        elif written.version_id != UNKNOWN_VERSION:
+            undo_buried_write(
+                self._objects,
+                rule.destination_bucket,
+                rule.destination_region,
+                key,
+                written=written,
+                compared=destination.state.version_id,
             )
         return Outcome.COPIED, source.state
 
@@ -432,13 +453,14 @@ class Replicator:
         registry.settle(rule.rule_id, key, marker, stamp)
         return Outcome.DELETED
 
-    def _copy(self, rule: ReplicationRule, state: ObjectState, over: SideView | None = None) -> str | None:
+    def _copy(self, rule: ReplicationRule, state: ObjectState, over: SideView | None = None) -> KeyVersion | None:
         """CopyObject; or, for a source uploaded in parts or above the multipart threshold, a copy in parts
         (in the source's own part layout, so the replica's ETag is the source's), made here when it fits
         the invocation's remaining time, else handed to the large-copy workflow (returns None then).
 
         ``over``: the destination side a two-way copy replaces; the write is conditional on it.
-        Returns the replica's ETag.
+        Returns the replica's version (its id is "unknown" after a copy in parts, whose answer does not
+        carry one here).
         """
         request = self._copy_request(rule, state)
         if over is not None:
@@ -449,7 +471,10 @@ class Replicator:
             )
         settings = self._large_objects
         if state.parts_count is None and state.size <= min(settings.multipart_threshold, MAX_SINGLE_COPY_BYTES):
-            return self._objects.copy(request)
+            if over is not None:
+                return self._objects.copy_version(request)
+            # One-way copies never check what they replaced: the ETag is all they need.
+            return KeyVersion(UNKNOWN_VERSION, self._clock(), False, self._objects.copy(request))
         layout = self._objects.part_sizes(rule.source_bucket, rule.source_region, state) if state.parts_count else None
         parts = plan_parts(state.size, layout, settings.preferred_part)
         if self._large_copies is not None and not settings.fits(state.size, self._remaining_seconds()):
@@ -462,7 +487,8 @@ class Replicator:
             )
             self._large_copies.start(job)
             return None
-        return self._objects.multipart_copy(request, parts)
+        etag = self._objects.multipart_copy(request, parts)
+        return KeyVersion(UNKNOWN_VERSION, self._clock(), False, etag)
 
     def _remove_replica(self, rule: ReplicationRule, key: str) -> Outcome:
         if not rule.replicate_deletes:

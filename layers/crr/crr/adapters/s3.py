@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,6 +23,7 @@ from crr.errors import (
     StorageError,
     UnknownBucketError,
 )
+from crr.markers import refreshed
 from crr.ports import AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedPart
 
 # Parts copied at once by one invocation (each UploadPartCopy is server side: this bounds connections).
@@ -82,6 +84,9 @@ class S3ObjectStore:
         )
 
     def copy(self, request: CopyRequest) -> str:
+        return str(self.copy_version(request).etag)
+
+    def copy_version(self, request: CopyRequest) -> KeyVersion:
         state = request.state
         params: dict[str, Any] = {
             **_object_headers(request),
@@ -95,7 +100,13 @@ class S3ObjectStore:
             copied = self._s3(request.destination_region).copy_object(**params)
         except ClientError as exc:
             raise _copy_error(exc, request, "CopyObject") from exc
-        return str(copied.get("CopyObjectResult", {}).get("ETag", ""))
+        result = copied.get("CopyObjectResult", {})
+        return KeyVersion(
+            version_id=str(copied.get("VersionId") or "null"),
+            last_modified=result.get("LastModified") or datetime.now(UTC),
+            is_delete_marker=False,
+            etag=str(result.get("ETag", "")),
+        )
 
     def part_sizes(self, bucket: str, region: str, state: ObjectState) -> list[int]:
         """One GetObjectAttributes per 1000 parts where S3 lists them (objects uploaded with a checksum),
@@ -294,6 +305,9 @@ class S3MultipartUploads:
 
     def create(self, request: CopyRequest) -> str:
         create = _object_headers(request)
+        # S3 stamps a copy in parts with the time its upload starts, which may be long after the live
+        # path built the request: the marker's write time must be that one (crr.markers).
+        create["Metadata"] = refreshed(request.metadata, datetime.now(UTC))
         tags = self._source_tags(request)
         if tags:
             create["Tagging"] = urlencode(tags)
