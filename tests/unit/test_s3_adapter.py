@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -9,10 +10,15 @@ import pytest
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3Buckets, S3ObjectStore
 from crr.errors import BucketMissingError, SourceGoneError, StorageError, UnknownBucketError
-from crr.ports import CopyRequest, ObjectState
+from crr.markers import marker_for
+from crr.ports import AclGrants, CopyRequest, ObjectState
 from tests.support.aws import client, create_bucket, upload_in_parts
 
 SRC, DST = "src-bucket", "dst-bucket"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 @pytest.fixture
@@ -229,3 +235,49 @@ def test_a_failed_part_aborts_the_upload(s3: Any) -> None:
         store.multipart_copy(copy_request(state, store), plan_parts(state.size, [5 * MIB, 5 * MIB]))
     assert east.list_multipart_uploads(Bucket=DST).get("Uploads", []) == []
     assert "Contents" not in east.list_objects_v2(Bucket=DST)
+
+
+def test_a_replica_written_with_crrs_marker_is_recognised_and_a_users_copy_of_it_is_not(s3: Any) -> None:
+    # Given an object replicated with crr's marker into a versioned destination (as S3 reports it back)
+    create_bucket(s3, SRC, "us-west-1", versioned=True)
+    east = client("s3", "us-east-1")
+    create_bucket(east, DST, "us-east-1", versioned=True)
+    s3.put_object(Bucket=SRC, Key="k", Body=b"x", ContentType="text/plain", Metadata={"owner": "ana"})
+    store = S3ObjectStore(ClientFactory())
+    state = store.head(SRC, "us-west-1", "k")
+    assert state is not None
+    written = store.copy_version(copy_request(state, store, {**state.user_metadata, **marker_for(state, SRC, now())}))
+    # When a user copies it inside the destination, to another key and onto itself with new metadata
+    east.copy_object(Bucket=DST, Key="copy", CopySource={"Bucket": DST, "Key": "k"})
+    replica = store.head(DST, "us-east-1", "k")
+    assert replica is not None
+    east.copy_object(
+        Bucket=DST, Key="k", CopySource={"Bucket": DST, "Key": "k"},
+        MetadataDirective="REPLACE", Metadata={**replica.metadata, "mtime": "1"},
+    )  # fmt: skip
+    # Then the replica crr wrote (as its copy answered: that version) was recognised, and neither copy is
+    assert (replica.replica_of, replica.version_id) == (SRC, written.version_id)
+    copied, touched = store.head(DST, "us-east-1", "copy"), store.head(DST, "us-east-1", "k")
+    assert copied is not None
+    assert touched is not None
+    assert (copied.replica_of, touched.replica_of) == (None, None)
+
+
+def test_tags_and_acls_are_read_and_set_per_version(s3: Any) -> None:
+    # Given a versioned object with tags
+    create_bucket(s3, SRC, "us-west-1", versioned=True)
+    version = s3.put_object(Bucket=SRC, Key="k", Body=b"x", Tagging="a=1")["VersionId"]
+    store = S3ObjectStore(ClientFactory())
+    # When its tags are read, replaced, then cleared, and its ACL set
+    before = store.tags(SRC, "us-west-1", "k", version)
+    store.put_tags(SRC, "us-west-1", "k", version, {"b": "2"})
+    replaced = store.tags(SRC, "us-west-1", "k", version)
+    store.put_tags(SRC, "us-west-1", "k", version, {})
+    cleared = store.tags(SRC, "us-west-1", "k", None)
+    store.put_acl(
+        SRC, "us-west-1", "k", version, AclGrants(read='uri="http://acs.amazonaws.com/groups/global/AllUsers"')
+    )
+    # Then each read shows the last write, and the ACL grants read to all users
+    assert (before, replaced, cleared) == ({"a": "1"}, {"b": "2"}, {})
+    grants = s3.get_object_acl(Bucket=SRC, Key="k", VersionId=version)["Grants"]
+    assert any(grant["Grantee"].get("URI", "").endswith("AllUsers") for grant in grants)
