@@ -333,6 +333,14 @@ class FakeS3:
         found = self._bucket(bucket, operation).history.get(key, [])
         return next((v for v in found if v.version_id == version_id and not v.is_delete_marker), None)
 
+    def checksum(self, bucket: str, region: str, key: str) -> str | None:
+        """A full-object checksum of the bytes, as S3 keeps for new objects (here: SHA-256)."""
+        self.yield_point()
+        with self._lock:
+            self._count("HeadObject")
+            found = self._bucket(bucket, "HeadObject").current(key)
+            return None if found is None else f"SHA256:{hashlib.sha256(found.body).hexdigest()}"
+
     def tags(self, bucket: str, region: str, key: str, version_id: str | None) -> dict[str, str]:
         self.yield_point()
         with self._lock:

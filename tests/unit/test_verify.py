@@ -664,3 +664,17 @@ def test_sampling_compares_about_one_key_in_n() -> None:
     # Then about 20 keys had their attributes compared
     assert 8 <= report.inspected <= 35
     assert report.equal
+
+
+def test_replicas_without_a_marker_match_by_a_full_object_checksum_where_etags_differ() -> None:
+    # Given SSE-KMS buckets where a replica was written without crr's marker (a backfill fast-path copy),
+    # and another replica of the same size holds other bytes
+    world = _World(sse_kms=True)
+    for key, replica in (("same", b"abc"), ("other", b"xyz")):
+        world.s3.put(SRC, key, b"abc")
+        world.s3.put(DST, key, replica)
+    # When the rule is verified
+    report = world.verify(AttributeMode.NONE)
+    # Then the first matches by its checksum, the second is stale because its bytes differ
+    assert (report.matching, report.stale.samples) == (1, ["other"])
+    assert report.differences["etag"].samples == ["other"]

@@ -11,7 +11,8 @@ attributes are compared) the same user metadata, content headers and tags:
 - Same bytes: the same ETag in both listings (free), or, where the ETags differ (SSE-KMS and SSE-C
   objects have ETags of their own, and so may a replica copied in another part layout), a replica
   whose crr marker holds for it and names the source's ETag as the one it was copied from (one HEAD of
-  the replica per such key; crr.markers).
+  the replica per such key, two in a two-way pair; crr.markers), or else the same full-object checksum
+  (CRC64NVME, S3's default, and friends) on both sides (two more HEADs with ChecksumMode).
 - Attributes (``AttributeMode``): ``none`` compares nothing more; ``sample`` compares one matching key
   in ``sample_every`` (chosen at random per run, so repeated runs cover different keys); ``all``
   compares every one. Each compared key costs a HEAD and a GetObjectTagging on each side (4 requests).
@@ -74,6 +75,10 @@ class Inspector(Protocol):
     def head(self, bucket: str, region: str, key: str) -> ObjectState | None: ...
 
     def tags(self, bucket: str, region: str, key: str, version_id: str | None) -> dict[str, str]: ...
+
+    def checksum(self, bucket: str, region: str, key: str) -> str | None:
+        """The full-object checksum (``ALGORITHM:value``) of the current version, if S3 keeps one."""
+        ...
 
 
 class AttributeMode(StrEnum):
@@ -229,7 +234,9 @@ def _inspect(
         replica = check.inspector.head(rule.destination_bucket, rule.destination_region, finding.key)
         if replica is None or origin_etag(replica) != listed[0].etag:
             source = check.inspector.head(rule.source_bucket, rule.source_region, finding.key)
-            if source is None or origin_etag(source) != listed[1].etag:
+            if (source is None or origin_etag(source) != listed[1].etag) and not _same_checksum(
+                rule, finding.key, check.inspector
+            ):
                 return finding
     if not check.selects():
         return Finding(Verdict.MATCHING, finding.key)
@@ -269,6 +276,13 @@ def _in_order(pages: Iterable[list[ListedObject]], bucket: str) -> Iterator[_Ent
                 raise ListingOrderError(bucket, previous[1].key, listed.key)
             previous = entry
             yield entry
+
+
+def _same_checksum(rule: ReplicationRule, key: str, inspector: Inspector) -> bool:
+    """Both sides keep a full-object checksum of one algorithm, and it is the same (2 HEADs)."""
+    mine = inspector.checksum(rule.source_bucket, rule.source_region, key)
+    theirs = inspector.checksum(rule.destination_bucket, rule.destination_region, key) if mine else None
+    return mine is not None and mine == theirs
 
 
 _Merged = tuple[Finding, tuple[ListedObject, ListedObject] | None]

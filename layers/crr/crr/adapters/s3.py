@@ -29,6 +29,8 @@ from crr.ports import AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedP
 # Parts copied at once by one invocation (each UploadPartCopy is server side: this bounds connections).
 PART_CONCURRENCY = 16
 _MISSING_KEY = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
+# Checksums S3 can keep for a whole object, in the order verify prefers them (S3's default first).
+_FULL_OBJECT_CHECKSUMS = ("CRC64NVME", "SHA256", "SHA1", "CRC32C", "CRC32")
 _PERMISSIONS = {"FULL_CONTROL": "full_control", "READ": "read", "READ_ACP": "read_acp", "WRITE_ACP": "write_acp"}
 _OPTIONAL_HEADERS = {
     "CacheControl": "cache_control",
@@ -218,6 +220,22 @@ class S3ObjectStore:
             self._s3(region).delete_object(Bucket=bucket, Key=key, VersionId=version_id)
         except ClientError as exc:
             raise storage_error(exc, "DeleteObject", bucket, key) from exc
+
+    def checksum(self, bucket: str, region: str, key: str) -> str | None:
+        """The current version's full-object checksum as ``ALGORITHM:value`` (HEAD with ChecksumMode), or
+        None when it has none or only a composite one (per part: it depends on the part layout)."""
+        try:
+            found = self._s3(region).head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if error_code(exc) in _MISSING_KEY:
+                return None
+            raise storage_error(exc, "HeadObject", bucket, key) from exc
+        if found.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+            return None
+        for algorithm in _FULL_OBJECT_CHECKSUMS:
+            if found.get(f"Checksum{algorithm}"):
+                return f"{algorithm}:{found[f'Checksum{algorithm}']}"
+        return None
 
     def tags(self, bucket: str, region: str, key: str, version_id: str | None) -> dict[str, str]:
         version = {"VersionId": version_id} if version_id else {}
