@@ -281,3 +281,17 @@ def test_tags_and_acls_are_read_and_set_per_version(s3: Any) -> None:
     assert (before, replaced, cleared) == ({"a": "1"}, {"b": "2"}, {})
     grants = s3.get_object_acl(Bucket=SRC, Key="k", VersionId=version)["Grants"]
     assert any(grant["Grantee"].get("URI", "").endswith("AllUsers") for grant in grants)
+
+
+def test_a_full_object_checksum_is_read_with_its_algorithm(s3: Any) -> None:
+    # Given an object uploaded with a SHA-256 checksum, and one without any
+    create_bucket(s3, SRC, "us-west-1")
+    s3.put_object(Bucket=SRC, Key="summed", Body=b"x", ChecksumAlgorithm="SHA256")
+    s3.put_object(Bucket=SRC, Key="plain", Body=b"x")
+    store = S3ObjectStore(ClientFactory())
+    # When their checksums are read
+    summed, plain = store.checksum(SRC, "us-west-1", "summed"), store.checksum(SRC, "us-west-1", "plain")
+    # Then the first names its algorithm and value, and a missing key has none
+    assert summed == "SHA256:LXEWQrcmsEQBYnyp+6wy9chTD7GQPMTbAiWHF5IaSIE="
+    assert plain is None or plain.startswith(("CRC64NVME:", "CRC32:"))
+    assert store.checksum(SRC, "us-west-1", "missing") is None
