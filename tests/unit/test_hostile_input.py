@@ -79,6 +79,8 @@ EXPECTED: dict[str, tuple[Fate, str]] = {
     "delete-of-key-that-never-existed": ("ack", "deleted"),
     # Odd but valid: the replicator copies the source's current state, whatever the event says.
     "missing-sequencer": ("replicated", "hostile/no-sequencer.txt"),
+    # The highest sequencer there is: a hint like any other, never a fence (issue 15.3).
+    "forged-highest-sequencer": ("replicated", "hostile/fenced.txt"),
     "absurd-size": ("replicated", "hostile/absurd-size.bin"),
     "path-traversal-key": ("replicated", "../../etc/passwd"),
     "form-encoded-key": ("replicated", "hostile/a b+c d.txt"),
