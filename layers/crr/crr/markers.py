@@ -5,9 +5,9 @@ inside a bucket, ``rclone touch``, restoring an older version): if the marker we
 from bucket X", such a copy would pass for crr's replica, and the loop guard would keep a user's
 change from the other side for good. So the marker also holds
 
-- ``crr-origin-seal``: a digest of the key the replica was written as, its origin stamp and ETag, and
-  every user metadata value and content header crr wrote. A copy to another key, or one that changes
-  metadata or a content header (``rclone touch`` sets ``mtime``), breaks it;
+- ``crr-origin-seal``: a digest of the key the replica was written as, its origin stamp and ETag, the
+  write time below, and every user metadata value and content header crr wrote. A copy to another
+  key, or one that changes metadata or a content header (``rclone touch`` sets ``mtime``), breaks it;
 - ``crr-written``: when crr sent the write. S3 stamps every new object (a copy too) with its own
   Last-Modified, the moment the write began, so a copy made later than the write window after crr's
   write (a restored version, a copy back from a temporary key) breaks the binding even though
@@ -53,8 +53,7 @@ MARKER_KEYS = frozenset(
 CLOCK_SKEW = timedelta(seconds=2)
 WRITE_WINDOW = timedelta(minutes=15) + timedelta(seconds=30)
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
-# Not sealed: the seal itself, and the write time a copy in parts sets when its upload starts.
-_UNSEALED = frozenset({MARKER_SEAL, MARKER_WRITTEN})
+_UNSEALED = frozenset({MARKER_SEAL})
 
 
 def _text(moment: datetime) -> str:
@@ -130,11 +129,16 @@ def sealed_origin(state: ObjectState) -> str | None:
     return origin
 
 
-def refreshed(metadata: dict[str, str], written: datetime) -> dict[str, str]:
-    """``metadata`` with crr's write time set to ``written``, if it carries a marker."""
+def refreshed(metadata: dict[str, str], state: ObjectState, written: datetime) -> dict[str, str]:
+    """``metadata`` (of a replica of ``state``) with crr's write time set to ``written`` and sealed again,
+    if it carries a marker."""
     if MARKER_WRITTEN not in metadata:
         return metadata
-    return {**metadata, MARKER_WRITTEN: _text(written)}
+    marker = {name: value for name, value in metadata.items() if name in MARKER_KEYS}
+    marker[MARKER_WRITTEN] = _text(written)
+    user = {name: value for name, value in metadata.items() if name not in MARKER_KEYS}
+    marker[MARKER_SEAL] = seal(state.key, marker, user, replica_headers(state))
+    return {**user, **marker}
 
 
 def origin_etag(state: ObjectState) -> str | None:

@@ -325,7 +325,7 @@ class S3MultipartUploads:
         create = _object_headers(request)
         # S3 stamps a copy in parts with the time its upload starts, which may be long after the live
         # path built the request: the marker's write time must be that one (crr.markers).
-        create["Metadata"] = refreshed(request.metadata, datetime.now(UTC))
+        create["Metadata"] = refreshed(request.metadata, request.state, datetime.now(UTC))
         tags = self._source_tags(request)
         if tags:
             create["Tagging"] = urlencode(tags)
