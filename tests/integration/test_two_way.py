@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -153,6 +154,9 @@ def test_a_users_copy_move_and_metadata_only_copy_of_a_replica_reach_the_other_s
     eventually(lambda: all(_head(local_cloud, EAST_BUCKET, EAST, k) for k in ("uc/a", "uc/b", "uc/c")), 20,
                "the replicas in east")  # fmt: skip
     eventually(lambda: _settled(local_cloud, stacks), 30, "both queues to drain")
+    # (Last writer wins by whole seconds, ties to west: the user's changes below come a second later.)
+    written = max(west_s3.head_object(Bucket=WEST_BUCKET, Key=k)["LastModified"] for k in ("uc/a", "uc/b", "uc/c"))
+    eventually(lambda: datetime.now(UTC) >= written + timedelta(seconds=1), 5, "the next second")
 
     # When a user in east copies one (aws s3 cp), moves another (aws s3 mv: copy, then delete), and
     #      sets metadata on the third in place (rclone touch: a copy onto itself keeping the metadata)
