@@ -1,4 +1,5 @@
-"""`crr verify RULE [--repair] [--json] [--samples N]`: does the replica equal the source?"""
+"""`crr verify RULE [--repair] [--json] [--samples N] [--attributes none|sample|all] [--sample-every N]`:
+does the replica equal the source?"""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoRules
 from crr.adapters.listing import S3Listing
+from crr.adapters.s3 import S3ObjectStore
 from crr.adapters.sqs_batch import SqsBatchSender
-from crr.verify import KeyCount, VerifyReport, verify
+from crr.verify import DEFAULT_SAMPLE_EVERY, AttributeCheck, AttributeMode, KeyCount, VerifyReport, verify
 from crr_cli.stack import discover_stack
 
 DEFAULT_SAMPLES = 10
@@ -18,10 +20,12 @@ DEFAULT_SAMPLES = 10
 def add_verify_parser(subparsers: Any) -> None:
     command = subparsers.add_parser(
         "verify",
-        help="compare a rule's source and destination by key, size and ETag",
+        help="compare a rule's source and destination: keys, bytes, and metadata, content headers and tags",
         description=(
             "Stream both buckets' listings (under the rule's prefixes) and count matching, missing, stale "
-            "and extra keys. Exits 0 when the destination equals the source, 1 when it does not."
+            "and extra keys. Where ETags differ, a replica whose crr marker names the source's ETag holds the "
+            "same bytes (one HEAD per such key). Exits 0 when the destination equals the source, 1 when it "
+            "does not."
         ),
     )
     command.add_argument("rule_id", metavar="RULE")
@@ -37,8 +41,31 @@ def add_verify_parser(subparsers: Any) -> None:
         metavar="N",
         help=f"sample keys to show per kind of difference (default {DEFAULT_SAMPLES})",
     )
+    command.add_argument(
+        "--attributes",
+        choices=[mode.value for mode in AttributeMode],
+        default=AttributeMode.SAMPLE.value,
+        help=(
+            "also compare user metadata, content headers and tags of keys present on both sides: none, a random "
+            "sample (default), or all; each compared key costs 4 requests (HEAD and GetObjectTagging per side)"
+        ),
+    )
+    command.add_argument(
+        "--sample-every",
+        type=_positive,
+        default=DEFAULT_SAMPLE_EVERY,
+        metavar="N",
+        help=f"with --attributes sample, compare about one key in N (default {DEFAULT_SAMPLE_EVERY})",
+    )
     command.add_argument("--json", action="store_true")
     command.set_defaults(func=_verify)
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def _count(text: str) -> int:
@@ -57,7 +84,8 @@ def _verify(args: argparse.Namespace) -> int:
     rule = DynamoRules(clients.client("dynamodb", stack.region), stack.rules_table, cache_seconds=0).get(args.rule_id)
     listing = S3Listing(clients)
     repair = SqsBatchSender(clients.client("sqs", stack.region), stack.queue_url) if args.repair else None
-    report = verify(rule, listing, listing, args.samples, repair=repair)
+    check = AttributeCheck(S3ObjectStore(clients), AttributeMode(args.attributes), args.sample_every)
+    report = verify(rule, listing, listing, args.samples, repair=repair, check=check)
     _print_report(report, args.json, paused=not rule.enabled)
     return 0 if report.equal else 1
 
@@ -86,12 +114,15 @@ def _print_report(report: VerifyReport, as_json: bool, *, paused: bool) -> None:
     ]
     for name, tally in kinds:
         print(_line(name, tally.count, tally.samples))
+    for attribute, tally in sorted(report.differences.items()):
+        print(_line(f"  {attribute}", tally.count, tally.samples))
     if report.kept.count:
         print(_line("kept", report.kept.count, report.kept.samples) + "   (only in the replica; not a difference)")
+    compared = f"; metadata, headers and tags compared for {report.inspected} ({report.attributes.value})"
     if report.equal:
-        print(f"EQUAL: {report.matching} object(s) match by key, size and ETag")
+        print(f"EQUAL: {report.matching} object(s) match by key, size and bytes{compared}")
     else:
-        print(f"DIFFERENT: {report.differing} key(s) differ by presence, size or ETag")
+        print(f"DIFFERENT: {report.differing} key(s) differ by presence, size, bytes or attributes{compared}")
     if report.queued is not None:
         print(
             f"queued {report.queued} key(s) for replication; run `crr verify {report.rule_id}` again once the "

@@ -142,6 +142,55 @@ def test_a_write_with_if_match_needs_get_object(local_cloud: LocalCloud, buckets
     assert _error_code(denied.value) == "AccessDenied"
 
 
+def test_a_versions_tags_and_acl_are_authorised_by_the_version_actions(local_cloud: LocalCloud) -> None:
+    """Reading or writing the tags or ACL of a named version needs the `...Version...` action; without
+    a versionId, the object's own (moto authorised a version's tags as s3:GetObjectVersion).
+
+    AWS: "GetObjectTagging" ("For a versioned bucket ... you must have permission to perform the
+    s3:GetObjectVersionTagging action"), https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObjectTagging.html;
+    "PutObjectTagging" (s3:PutObjectVersionTagging), https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObjectTagging.html;
+    "GetObjectAcl" (s3:GetObjectVersionAcl), https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObjectAcl.html;
+    "Actions, resources, and condition keys for Amazon S3",
+    https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html
+    """
+    # Given a versioned bucket holding a tagged object
+    s3 = local_cloud.client("s3", REGION)
+    bucket = f"parity-iam-{uuid.uuid4().hex[:10]}"
+    create_bucket(s3, bucket, REGION, versioned=True)
+    version = s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="a=1")["VersionId"]
+    objects = f"arn:aws:s3:::{bucket}/*"
+    # And a role with the object actions only, and one with the version actions only
+    object_actions = ["s3:GetObject", "s3:GetObjectTagging", "s3:PutObjectTagging", "s3:GetObjectAcl"]
+    version_actions = ["s3:GetObjectVersionTagging", "s3:PutObjectVersionTagging", "s3:GetObjectVersionAcl"]
+    of_object = _as_role(
+        local_cloud, "s3", _role(local_cloud, [{"Effect": "Allow", "Action": object_actions, "Resource": objects}])
+    )
+    of_version = _as_role(
+        local_cloud, "s3", _role(local_cloud, [{"Effect": "Allow", "Action": version_actions, "Resource": objects}])
+    )
+    named = {"Bucket": bucket, "Key": "k", "VersionId": version}
+
+    # When each reads the version's tags and ACL and writes its tags
+    def attempts(client: Any) -> list[str]:
+        codes = []
+        for call in (
+            lambda: client.get_object_tagging(**named),
+            lambda: client.get_object_acl(**named),
+            lambda: client.put_object_tagging(**named, Tagging={"TagSet": [{"Key": "b", "Value": "2"}]}),
+        ):
+            try:
+                call()
+                codes.append("ok")
+            except ClientError as error:
+                codes.append(_error_code(error))
+        return codes
+
+    # Then only the version actions allow them, and the object actions still allow the current version's tags
+    assert attempts(of_object) == ["AccessDenied"] * 3
+    assert attempts(of_version) == ["ok"] * 3
+    assert of_object.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == [{"Key": "b", "Value": "2"}]
+
+
 def test_a_missing_key_is_403_without_list_bucket_and_404_with_it(
     local_cloud: LocalCloud, buckets: tuple[str, str]
 ) -> None:

@@ -61,7 +61,11 @@ class FakePageListing:
         for key in keys[:max_keys]:
             found = self.s3.current(bucket, key)
             if found is not None:  # deleted while we listed
-                entries.append(ListedEntry(key=key, size=len(found.body), etag=found.etag.strip('"')))
+                entries.append(
+                    ListedEntry(
+                        key=key, size=len(found.body), etag=found.etag.strip('"'), last_modified=found.last_modified
+                    )
+                )
         return ListingPage(entries=entries, truncated=len(keys) > max_keys)
 
     def count(self, bucket: str) -> int:
@@ -270,6 +274,9 @@ class DiscardingLedger:
 
     def read(self, rule_id: str, key: str) -> LedgerEntry | None:
         return None
+
+    def read_many(self, rule_id: str, keys: list[str]) -> dict[str, LedgerEntry]:
+        return {}
 
     def record(self, rule_id: str, key: str, entry: LedgerEntry, expected_revision: int | None) -> None:
         with self._lock:

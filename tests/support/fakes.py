@@ -56,6 +56,8 @@ class FakeBucket:
     region: str
     versioned: bool = False
     acls_enabled: bool = False
+    # SSE-KMS by default: every write gets an ETag of its own, not the MD5 of its bytes (as on AWS).
+    sse_kms: bool = False
     history: dict[str, list[StoredVersion]] = field(default_factory=dict)
     acls: dict[str, AclGrants] = field(default_factory=dict)
 
@@ -81,12 +83,22 @@ class FakeS3:
         self.yield_point = yield_point
         self._versions = itertools.count(1)
         self._ticks = itertools.count(1)
+        self._salts = itertools.count(1)
         self._clock = clock
         self.on_change: Callable[[str, str], None] | None = None
+        # Told of tag and ACL changes (s3:ObjectTagging:* / s3:ObjectAcl:Put); None: on_change is.
+        self.on_attributes: Callable[[str, str], None] | None = None
         self._lock = threading.RLock()
 
-    def create_bucket(self, name: str, region: str, *, versioned: bool = False, acls: bool = False) -> None:
-        self.buckets[name] = FakeBucket(region=region, versioned=versioned, acls_enabled=acls)
+    def create_bucket(
+        self, name: str, region: str, *, versioned: bool = False, acls: bool = False, sse_kms: bool = False
+    ) -> None:
+        self.buckets[name] = FakeBucket(region=region, versioned=versioned, acls_enabled=acls, sse_kms=sse_kms)
+
+    def _etag(self, target: FakeBucket, body: bytes) -> str:
+        if target.sse_kms:
+            return f'"{hashlib.md5(body + str(next(self._salts)).encode()).hexdigest()}"'
+        return f'"{hashlib.md5(body).hexdigest()}"'
 
     def _bucket(self, name: str, operation: str) -> FakeBucket:
         if name not in self.buckets:
@@ -121,7 +133,7 @@ class FakeS3:
             version = StoredVersion(
                 version_id=self._version_id(target),
                 body=body,
-                etag=f'"{hashlib.md5(body).hexdigest()}"',
+                etag=self._etag(target, body),
                 metadata=dict(metadata or {}),
                 tags=dict(tags or {}),
                 content_type=content_type,
@@ -143,6 +155,49 @@ class FakeS3:
             target.history.pop(key, None)
             self._changed(bucket, key)
             return None
+
+    def copy_within(
+        self,
+        bucket: str,
+        source_key: str,
+        key: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        source_version: str | None = None,
+    ) -> StoredVersion:
+        """A user's server-side copy inside ``bucket`` (``aws s3 cp``/``mv``, ``rclone touch``, restoring a
+        version): bytes, tags and content type come along; metadata too (MetadataDirective COPY) unless
+        ``metadata`` replaces it. The copy is a new version with its own Last-Modified."""
+        with self._lock:
+            target = self._bucket(bucket, "CopyObject")
+            versions = target.history.get(source_key, [])
+            read = (
+                next(v for v in versions if v.version_id == source_version)
+                if source_version
+                else target.current(source_key)
+            )
+            assert read is not None, f"{bucket}/{source_key} has nothing to copy"
+            assert not read.is_delete_marker, f"{bucket}/{source_key} is a delete marker"
+            copied = replace(
+                read,
+                metadata=dict(read.metadata if metadata is None else metadata),
+                version_id=self._version_id(target),
+                last_modified=self._now(),
+            )
+            self._store(target, key, copied)
+            self._changed(bucket, key)
+            return copied
+
+    def set_tags(self, bucket: str, key: str, tags: dict[str, str]) -> None:
+        """A user's PutObjectTagging on the current version: a new tag set, no new version."""
+        with self._lock:
+            target = self._bucket(bucket, "PutObjectTagging")
+            current = target.current(key)
+            assert current is not None
+            target.history[key][-1] = replace(current, tags=dict(tags))
+            notify = self.on_attributes or self.on_change
+            if notify is not None:
+                notify(bucket, key)
 
     def _changed(self, bucket: str, key: str) -> None:
         if self.on_change is not None:
@@ -200,6 +255,9 @@ class FakeS3:
             return self.buckets[bucket].acls.get(key, AclGrants(full_control='id="owner"'))
 
     def copy(self, request: CopyRequest) -> str:
+        return str(self.copy_version(request).etag)
+
+    def copy_version(self, request: CopyRequest) -> KeyVersion:
         # A server-side copy reads the source and writes the destination at different moments;
         # the yield between them lets another worker's copy land in between, as in S3.
         self.yield_point()
@@ -228,6 +286,7 @@ class FakeS3:
                 raise DestinationChangedError("PreconditionFailed: If-Match")
             written = replace(
                 read,
+                etag=self._etag(destination, read.body) if destination.sse_kms else read.etag,
                 metadata=dict(request.metadata),
                 content_type=request.state.content_type or "",
                 version_id=self._version_id(destination),
@@ -237,7 +296,7 @@ class FakeS3:
             self._changed(request.destination_bucket, request.state.key)
             if request.grants is not None:
                 destination.acls[request.state.key] = request.grants
-            return written.etag
+            return KeyVersion(written.version_id, written.last_modified, False, written.etag)
 
     def part_sizes(self, bucket: str, region: str, state: ObjectState) -> list[int]:
         self._count("HeadObject")
@@ -268,6 +327,50 @@ class FakeS3:
                 for v in reversed(versions[-count:])
             ]
 
+    def _version(self, bucket: str, key: str, version_id: str | None, operation: str) -> StoredVersion | None:
+        if version_id is None:
+            return self._bucket(bucket, operation).current(key)
+        found = self._bucket(bucket, operation).history.get(key, [])
+        return next((v for v in found if v.version_id == version_id and not v.is_delete_marker), None)
+
+    def checksum(self, bucket: str, region: str, key: str) -> str | None:
+        """A full-object checksum of the bytes, as S3 keeps for new objects (here: SHA-256)."""
+        self.yield_point()
+        with self._lock:
+            self._count("HeadObject")
+            found = self._bucket(bucket, "HeadObject").current(key)
+            return None if found is None else f"SHA256:{hashlib.sha256(found.body).hexdigest()}"
+
+    def tags(self, bucket: str, region: str, key: str, version_id: str | None) -> dict[str, str]:
+        self.yield_point()
+        with self._lock:
+            self._count("GetObjectTagging")
+            found = self._version(bucket, key, version_id, "GetObjectTagging")
+            if found is None:
+                raise SourceGoneError("NoSuchKey")
+            return dict(found.tags)
+
+    def put_tags(self, bucket: str, region: str, key: str, version_id: str | None, tags: dict[str, str]) -> None:
+        self.yield_point()
+        with self._lock:
+            self._count("PutObjectTagging")
+            found = self._version(bucket, key, version_id, "PutObjectTagging")
+            if found is None:
+                raise DestinationChangedError("NoSuchVersion")
+            history = self.buckets[bucket].history[key]
+            history[history.index(found)] = replace(found, tags=dict(tags))
+            notify = self.on_attributes or self.on_change
+            if notify is not None:
+                notify(bucket, key)
+
+    def put_acl(self, bucket: str, region: str, key: str, version_id: str | None, grants: AclGrants) -> None:
+        self.yield_point()
+        with self._lock:
+            self._count("PutObjectAcl")
+            if self._version(bucket, key, version_id, "PutObjectAcl") is None:
+                raise DestinationChangedError("NoSuchVersion")
+            self.buckets[bucket].acls[key] = grants
+
     def delete_version(self, bucket: str, region: str, key: str, version_id: str) -> None:
         self.yield_point()
         with self._lock:
@@ -288,6 +391,11 @@ class FakeLedger:
         self.yield_point()
         with self._lock:
             return self.entries.get((rule_id, key))
+
+    def read_many(self, rule_id: str, keys: list[str]) -> dict[str, LedgerEntry]:
+        self.yield_point()
+        with self._lock:
+            return {key: self.entries[(rule_id, key)] for key in keys if (rule_id, key) in self.entries}
 
     def record(self, rule_id: str, key: str, entry: LedgerEntry, expected_revision: int | None) -> None:
         self.yield_point()

@@ -116,6 +116,22 @@ def test_keys_too_long_for_a_sort_key_are_hashed(dynamodb: Any) -> None:
     assert ledger.read("r1", long_key) is not None
 
 
+def test_the_ledger_keeps_the_source_write_applied_and_reads_many_keys_at_once(dynamodb: Any) -> None:
+    # Given 250 keys recorded with the source write they applied (one of them too long for a sort key)
+    ledger = DynamoLedger(dynamodb, TABLE)
+    now = datetime.now(UTC)
+    keys = [f"k{index:03d}" for index in range(249)] + ["é" * 512]
+    for key in keys:
+        entry = LedgerEntry(1, "0A", '"e"', False, now, version_id="v1", source_modified=now.replace(microsecond=0))
+        ledger.record("r1", key, entry, expected_revision=None)
+    # When they are read back in one call, with keys that have no entry
+    found = ledger.read_many("r1", [*keys, "never-recorded"])
+    # Then every recorded key comes back with its version and Last-Modified, in BatchGetItems of 100
+    assert set(found) == set(keys)
+    assert (found["k007"].version_id, found["k007"].source_modified) == ("v1", now.replace(microsecond=0))
+    assert ledger.read("r1", "k007") == found["k007"]
+
+
 def test_progress_accumulates_atomically(dynamodb: Any) -> None:
     progress = DynamoProgress(dynamodb, TABLE)
     now = datetime.now(UTC)

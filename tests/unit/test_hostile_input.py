@@ -81,6 +81,8 @@ EXPECTED: dict[str, tuple[Fate, str]] = {
     "delete-of-key-that-never-existed": ("ack", "deleted"),
     # Odd but valid: the replicator copies the source's current state, whatever the event says.
     "missing-sequencer": ("replicated", "hostile/no-sequencer.txt"),
+    # The highest sequencer there is: a hint like any other, never a fence (issue 15.3).
+    "forged-highest-sequencer": ("replicated", "hostile/fenced.txt"),
     "absurd-size": ("replicated", "hostile/absurd-size.bin"),
     "path-traversal-key": ("replicated", "../../etc/passwd"),
     "form-encoded-key": ("replicated", "hostile/a b+c d.txt"),
@@ -113,8 +115,8 @@ class Deployment:
     sqs: Any
     log: io.StringIO
 
-    def put(self, key: str, body: bytes) -> None:
-        self.source.put_object(Bucket=SRC, Key=key, Body=body)
+    def put(self, key: str, body: bytes) -> dict[str, Any]:
+        return dict(self.source.put_object(Bucket=SRC, Key=key, Body=body))
 
     def run(self, *bodies: str) -> tuple[list[str], dict[str, Any]]:
         """The handler's answer to one batch, and the message ids it was given (in order)."""
@@ -156,16 +158,24 @@ def _first_delivery_copies(deployment: Deployment, body: str) -> None:
     assert [entry.get("outcome") for entry in deployment.logged_for(message_id)] == ["copied"]
 
 
+def _naming(body: str, written: dict[str, Any]) -> str:
+    """The record as S3 would send it for that write: its version id and ETag (a sequencer is recorded
+    only when the source confirms the record)."""
+    document = json.loads(body)
+    document["Records"][0]["s3"]["object"].update(eTag=written["ETag"].strip('"'), versionId=written["VersionId"])
+    return json.dumps(document)
+
+
 def _applied_before(deployment: Deployment, body: str) -> str:
     """Given the very same record was applied already."""
-    deployment.put("hostile/duplicate.txt", b"applied once\n")
+    body = _naming(body, deployment.put("hostile/duplicate.txt", b"applied once\n"))
     _first_delivery_copies(deployment, body)
     return body
 
 
 def _newer_applied_before(deployment: Deployment, body: str) -> str:
     """Given a newer change of the same key (a higher sequencer) was applied already."""
-    deployment.put("hostile/stale.txt", b"newer state\n")
+    body = _naming(body, deployment.put("hostile/stale.txt", b"newer state\n"))
     _first_delivery_copies(deployment, body.replace("0055AED6DCD9028500", "0055AED6DCD9028600"))
     return body
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,7 +13,7 @@ from crr.failures import classify
 from crr.ports import AclGrants, ObjectState
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule, RuleStatus
-from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3, StoredVersion
 from tests.support.interleave import Interleaver, Script
 
 SRC, DST = "src-bucket", "dst-bucket"
@@ -31,15 +31,31 @@ def make_rule(**overrides: object) -> ReplicationRule:
     return ReplicationRule.create(**fields)
 
 
-def change(key: str, sequencer: str | None = "0A", kind: ChangeKind = ChangeKind.CREATED) -> ChangeEvent:
+def change(
+    key: str,
+    sequencer: str | None = "0A",
+    kind: ChangeKind = ChangeKind.CREATED,
+    *,
+    bucket: str = SRC,
+    version_id: str | None = None,
+    etag: str | None = None,
+) -> ChangeEvent:
     return ChangeEvent(
-        bucket=SRC,
+        bucket=bucket,
         key=key,
         kind=kind,
         event_name="ObjectCreated:Put",
         event_time=datetime(2026, 11, 25, tzinfo=UTC),
         sequencer=sequencer,
+        version_id=version_id,
+        etag=etag,
     )
+
+
+def held(s3: FakeS3, bucket: str, key: str) -> StoredVersion:
+    found = s3.current(bucket, key)
+    assert found is not None, f"{bucket}/{key} is absent"
+    return found
 
 
 class World:
@@ -52,15 +68,24 @@ class World:
         yield_point: object = None,
     ) -> None:
         hook = yield_point if callable(yield_point) else (lambda: None)
-        self.s3 = FakeS3(hook)
+        self.now = datetime(2026, 11, 25, tzinfo=UTC)
+        self.s3 = FakeS3(hook, clock=self.s3_clock)
         self.s3.create_bucket(SRC, "us-west-1", versioned=versioned, acls=acls)
-        self.s3.create_bucket(DST, "us-east-1", acls=acls)
+        self.s3.create_bucket(DST, "us-east-1", versioned=versioned, acls=acls)
         self.ledger = FakeLedger(hook)
         self.progress = FakeProgress()
         self.rules = FakeRules(rule or make_rule())
 
+    def s3_clock(self) -> datetime:
+        """S3's clock and the replicator's: 10 ms pass with every write."""
+        self.now += timedelta(milliseconds=10)
+        return self.now
+
+    def advance(self, by: timedelta) -> None:
+        self.now += by
+
     def replicator(self) -> Replicator:
-        return Replicator(self.rules, self.s3, self.ledger, self.progress)
+        return Replicator(self.rules, self.s3, self.ledger, self.progress, clock=self.s3_clock)
 
 
 def test_a_new_object_is_copied_with_its_headers_metadata_and_tags_and_marked_as_replica() -> None:
@@ -94,7 +119,7 @@ def test_a_copy_costs_one_head_and_one_copy_and_one_ledger_write() -> None:
     assert world.ledger.writes == 1
 
 
-def test_a_duplicate_notification_costs_no_s3_request() -> None:
+def test_a_duplicate_costs_no_s3_request_and_an_older_notification_one_head() -> None:
     # Given a change already applied
     world = World()
     world.s3.put(SRC, "k", b"x")
@@ -104,9 +129,111 @@ def test_a_duplicate_notification_costs_no_s3_request() -> None:
     # When the same notification arrives again, and then an older one
     duplicate = replicator.apply(change("k", "0B"))
     stale = replicator.apply(change("k", "0000A"))
-    # Then both are skipped without touching S3
+    # Then both are skipped; the older one after one HEAD shows the source still holds what was applied
     assert (duplicate.outcome, stale.outcome) == (Outcome.DUPLICATE, Outcome.STALE)
-    assert world.s3.calls == calls_before
+    assert world.s3.calls == {**calls_before, "HeadObject": calls_before["HeadObject"] + 1}
+
+
+def test_a_forged_highest_sequencer_does_not_fence_later_real_overwrites() -> None:
+    # Given a replicated key, and a forged record for it carrying the highest sequencer there is
+    world = World(versioned=True)
+    first = world.s3.put(SRC, "k", b"v1")
+    replicator = world.replicator()
+    replicator.apply(change("k", "0A0000000000000001", version_id=first.version_id))
+    replicator.apply(change("k", "FFFFFFFFFFFFFFFFFF", version_id="forged-version"))
+    # When the user overwrites the key twice, each notification with its real (lower) sequencer
+    outcomes = []
+    for number, body in enumerate((b"v2", b"v3"), start=2):
+        written = world.s3.put(SRC, "k", body)
+        outcomes.append(
+            replicator.apply(change("k", f"0A000000000000000{number}", version_id=written.version_id)).outcome
+        )
+    # Then both overwrites reach the replica, and the forged sequencer was never recorded
+    assert outcomes == [Outcome.COPIED, Outcome.COPIED]
+    assert held(world.s3, DST, "k").body == b"v3"
+    assert world.ledger.entries[("r1", "k")].sequencer == "0A0000000000000003"
+
+
+def test_a_forged_sequencer_naming_the_current_version_is_replaced_by_the_next_real_change() -> None:
+    # Given a forged record that names the key's real current state (so the source confirms it)
+    world = World()
+    world.s3.put(SRC, "k", b"v1")
+    replicator = world.replicator()
+    replicator.apply(change("k", "FFFFFFFFFFFFFFFFFF"))
+    assert world.ledger.entries[("r1", "k")].sequencer == "FFFFFFFFFFFFFFFFFF"
+    # When the user overwrites the key, and later its notification is delivered twice
+    world.s3.put(SRC, "k", b"v2")
+    first = replicator.apply(change("k", "0A"))
+    again = replicator.apply(change("k", "0A"))
+    # Then the overwrite is copied, its real sequencer replaces the forged one, and the repeat is a duplicate
+    assert (first.outcome, again.outcome) == (Outcome.COPIED, Outcome.DUPLICATE)
+    assert held(world.s3, DST, "k").body == b"v2"
+
+
+def test_a_tag_change_sets_the_replicas_tags_in_place_without_copying_the_bytes() -> None:
+    # Given a replicated object whose tags the user then changes
+    world = World(versioned=True)
+    world.s3.put(SRC, "k", b"x", tags={"team": "a"})
+    replicator = world.replicator()
+    replicator.apply(change("k", "0A"))
+    world.s3.set_tags(SRC, "k", {"team": "b", "stage": "prod"})
+    world.s3.calls.clear()
+    # When the tag change arrives, with a sequencer far above the object's (tag events have their own)
+    result = replicator.apply(change("k", "FFFFFF", ChangeKind.METADATA))
+    # Then the replica has the new tags, no bytes were copied, and the ledger's sequencer is untouched
+    assert result.outcome is Outcome.ATTRIBUTES_UPDATED
+    assert held(world.s3, DST, "k").tags == {"team": "b", "stage": "prod"}
+    assert "CopyObject" not in world.s3.calls
+    assert world.ledger.entries[("r1", "k")].sequencer == "0A"
+    # And a later overwrite with a lower sequencer than the tag event's is still replicated
+    world.s3.put(SRC, "k", b"y")
+    assert replicator.apply(change("k", "0B")).outcome is Outcome.COPIED
+
+
+def test_a_tag_change_with_an_old_sequencer_is_not_judged_stale() -> None:
+    # Given a replicated object, then a tag change whose sequencer is below the object's
+    world = World()
+    world.s3.put(SRC, "k", b"x")
+    replicator = world.replicator()
+    replicator.apply(change("k", "0B"))
+    world.s3.set_tags(SRC, "k", {"team": "b"})
+    # When the tag change arrives
+    result = replicator.apply(change("k", "01", ChangeKind.METADATA))
+    # Then the replica gets the tags
+    assert result.outcome is Outcome.ATTRIBUTES_UPDATED
+    assert held(world.s3, DST, "k").tags == {"team": "b"}
+
+
+def test_a_tag_change_on_a_stale_replica_copies_the_current_version() -> None:
+    # Given a source overwritten (notification not yet handled), then tagged
+    world = World()
+    world.s3.put(SRC, "k", b"x")
+    replicator = world.replicator()
+    replicator.apply(change("k", "0A"))
+    world.s3.put(SRC, "k", b"y")
+    world.s3.set_tags(SRC, "k", {"team": "b"})
+    # When the tag change arrives first
+    result = replicator.apply(change("k", "01", ChangeKind.METADATA))
+    # Then the replica is brought to the current version, tags included
+    assert result.outcome is Outcome.COPIED
+    assert (held(world.s3, DST, "k").body, held(world.s3, DST, "k").tags) == (b"y", {"team": "b"})
+
+
+def test_an_acl_change_sets_the_replicas_acl_in_place() -> None:
+    # Given buckets using ACLs and a replicated object whose ACL the user then opens to all users
+    world = World(acls=True)
+    world.s3.put(SRC, "k", b"x")
+    replicator = world.replicator()
+    replicator.apply(change("k", "0A"))
+    grants = AclGrants(full_control='id="owner"', read='uri="http://acs.amazonaws.com/groups/global/AllUsers"')
+    world.s3.buckets[SRC].acls["k"] = grants
+    world.s3.calls.clear()
+    # When the ACL change arrives
+    result = replicator.apply(change("k", "0B", ChangeKind.METADATA))
+    # Then the replica's ACL is the source's, without a copy
+    assert result.outcome is Outcome.ATTRIBUTES_UPDATED
+    assert world.s3.buckets[DST].acls["k"] == grants
+    assert "CopyObject" not in world.s3.calls
 
 
 def test_an_event_for_a_deleted_key_deletes_the_replica() -> None:
@@ -171,12 +298,61 @@ def test_records_the_rule_does_not_cover_are_acknowledged_without_s3_calls(
 def test_an_object_that_is_a_replica_from_the_destination_is_not_sent_back() -> None:
     # Given a source object that the opposite rule wrote as a replica of the destination bucket
     world = World()
-    world.s3.put(SRC, "k", b"x", metadata={"crr-origin-bucket": DST})
+    world.s3.put(DST, "k", b"x")
+    Replicator(FakeRules(make_rule(source_bucket=DST, destination_bucket=SRC)), world.s3, FakeLedger(), FakeProgress(),
+               clock=world.s3_clock).apply(change("k", bucket=DST))  # fmt: skip
+    world.s3.calls.clear()
     # When its notification is applied
     result = world.replicator().apply(change("k"))
     # Then no copy is made
     assert result.outcome is Outcome.REPLICA_OF_DESTINATION
     assert "CopyObject" not in world.s3.calls
+
+
+@pytest.mark.parametrize(
+    ("how", "copy_key", "metadata"),
+    [
+        ("cp to a new key", "copy-of-k", None),
+        ("metadata-only copy onto itself (rclone touch)", "k", {"mtime": "1764590000"}),
+    ],
+)
+def test_a_users_copy_of_a_replica_is_the_users_write_and_is_replicated(
+    how: str, copy_key: str, metadata: dict[str, str] | None
+) -> None:
+    # Given a replica the opposite rule wrote into this rule's source
+    world = World()
+    world.s3.put(DST, "k", b"x", metadata={"owner": "ana"})
+    Replicator(FakeRules(make_rule(source_bucket=DST, destination_bucket=SRC)), world.s3, FakeLedger(), FakeProgress(),
+               clock=world.s3_clock).apply(change("k", bucket=DST))  # fmt: skip
+    # When a user copies it server-side inside the source, so the copy inherits crr's marker metadata
+    world.s3.copy_within(
+        SRC, "k", copy_key, metadata=None if metadata is None else {**held(world.s3, SRC, "k").metadata, **metadata}
+    )
+    result = world.replicator().apply(change(copy_key, "0B"))
+    # Then the copy is taken for what it is, the user's write, and replicated
+    assert result.outcome is Outcome.COPIED, how
+    replica = world.s3.current(DST, copy_key)
+    assert replica is not None
+    assert replica.metadata["crr-origin-bucket"] == SRC
+    assert replica.metadata.get("mtime") == (metadata or {}).get("mtime")
+
+
+def test_restoring_an_old_replica_version_later_is_the_users_write() -> None:
+    # Given a replica written by the opposite rule, later overwritten, in a versioned source
+    world = World(versioned=True)
+    world.s3.put(DST, "k", b"old")
+    reverse = Replicator(FakeRules(make_rule(source_bucket=DST, destination_bucket=SRC)), world.s3, FakeLedger(),
+                         FakeProgress(), clock=world.s3_clock)  # fmt: skip
+    reverse.apply(change("k", "01", bucket=DST))
+    old_version = held(world.s3, SRC, "k").version_id
+    world.s3.put(SRC, "k", b"new")
+    # When a user restores the old version by copying it over the key an hour later
+    world.advance(timedelta(hours=1))
+    world.s3.copy_within(SRC, "k", "k", source_version=old_version)
+    result = world.replicator().apply(change("k", "0C"))
+    # Then the restored version is replicated: its marker was inherited, not written for it
+    assert result.outcome is Outcome.COPIED
+    assert held(world.s3, DST, "k").body == b"old"
 
 
 def test_acl_grants_are_carried_when_both_buckets_use_acls() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,10 +12,15 @@ from botocore.exceptions import ClientError
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import DestinationEncryption, S3Buckets, S3ObjectStore
 from crr.errors import BucketMissingError, SourceGoneError, StorageError, UnknownBucketError
-from crr.ports import CopyRequest, ObjectState
+from crr.markers import marker_for
+from crr.ports import AclGrants, CopyRequest, ObjectState
 from tests.support.aws import client, create_bucket, upload_in_parts
 
 SRC, DST = "src-bucket", "dst-bucket"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 @pytest.fixture
@@ -296,3 +302,63 @@ def test_a_destination_default_that_cannot_be_read_is_left_to_s3_and_not_asked_a
     # Then no encryption is stated (S3 applies the default), and the refusal is remembered
     assert first == second == {}
     assert s3.calls == 1
+
+
+def test_a_replica_written_with_crrs_marker_is_recognised_and_a_users_copy_of_it_is_not(s3: Any) -> None:
+    # Given an object replicated with crr's marker into a versioned destination (as S3 reports it back)
+    create_bucket(s3, SRC, "us-west-1", versioned=True)
+    east = client("s3", "us-east-1")
+    create_bucket(east, DST, "us-east-1", versioned=True)
+    s3.put_object(Bucket=SRC, Key="k", Body=b"x", ContentType="text/plain", Metadata={"owner": "ana"})
+    store = S3ObjectStore(ClientFactory())
+    state = store.head(SRC, "us-west-1", "k")
+    assert state is not None
+    written = store.copy_version(copy_request(state, store, {**state.user_metadata, **marker_for(state, SRC, now())}))
+    # When a user copies it inside the destination, to another key and onto itself with new metadata
+    east.copy_object(Bucket=DST, Key="copy", CopySource={"Bucket": DST, "Key": "k"})
+    replica = store.head(DST, "us-east-1", "k")
+    assert replica is not None
+    east.copy_object(
+        Bucket=DST, Key="k", CopySource={"Bucket": DST, "Key": "k"},
+        MetadataDirective="REPLACE", Metadata={**replica.metadata, "mtime": "1"},
+    )  # fmt: skip
+    # Then the replica crr wrote (as its copy answered: that version) was recognised, and neither copy is
+    assert (replica.replica_of, replica.version_id) == (SRC, written.version_id)
+    copied, touched = store.head(DST, "us-east-1", "copy"), store.head(DST, "us-east-1", "k")
+    assert copied is not None
+    assert touched is not None
+    assert (copied.replica_of, touched.replica_of) == (None, None)
+
+
+def test_tags_and_acls_are_read_and_set_per_version(s3: Any) -> None:
+    # Given a versioned object with tags
+    create_bucket(s3, SRC, "us-west-1", versioned=True)
+    version = s3.put_object(Bucket=SRC, Key="k", Body=b"x", Tagging="a=1")["VersionId"]
+    store = S3ObjectStore(ClientFactory())
+    # When its tags are read, replaced, then cleared, and its ACL set
+    before = store.tags(SRC, "us-west-1", "k", version)
+    store.put_tags(SRC, "us-west-1", "k", version, {"b": "2"})
+    replaced = store.tags(SRC, "us-west-1", "k", version)
+    store.put_tags(SRC, "us-west-1", "k", version, {})
+    cleared = store.tags(SRC, "us-west-1", "k", None)
+    store.put_acl(
+        SRC, "us-west-1", "k", version, AclGrants(read='uri="http://acs.amazonaws.com/groups/global/AllUsers"')
+    )
+    # Then each read shows the last write, and the ACL grants read to all users
+    assert (before, replaced, cleared) == ({"a": "1"}, {"b": "2"}, {})
+    grants = s3.get_object_acl(Bucket=SRC, Key="k", VersionId=version)["Grants"]
+    assert any(grant["Grantee"].get("URI", "").endswith("AllUsers") for grant in grants)
+
+
+def test_a_full_object_checksum_is_read_with_its_algorithm(s3: Any) -> None:
+    # Given an object uploaded with a SHA-256 checksum, and one without any
+    create_bucket(s3, SRC, "us-west-1")
+    s3.put_object(Bucket=SRC, Key="summed", Body=b"x", ChecksumAlgorithm="SHA256")
+    s3.put_object(Bucket=SRC, Key="plain", Body=b"x")
+    store = S3ObjectStore(ClientFactory())
+    # When their checksums are read
+    summed, plain = store.checksum(SRC, "us-west-1", "summed"), store.checksum(SRC, "us-west-1", "plain")
+    # Then the first names its algorithm and value, and a missing key has none
+    assert summed == "SHA256:LXEWQrcmsEQBYnyp+6wy9chTD7GQPMTbAiWHF5IaSIE="
+    assert plain is None or plain.startswith(("CRC64NVME:", "CRC32:"))
+    assert store.checksum(SRC, "us-west-1", "missing") is None

@@ -4,8 +4,9 @@ and repair through the replication queue's normal path."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import pytest
@@ -19,6 +20,8 @@ from crr.replication import Replicator
 from crr.rules import ReplicationRule, RuleStatus
 from crr.verify import (
     REPAIR_CONFIGURATION_ID,
+    AttributeCheck,
+    AttributeMode,
     Finding,
     ListedObject,
     Verdict,
@@ -555,7 +558,10 @@ def test_the_text_report_names_counts_samples_and_verdict(capsys: pytest.Capture
     assert lines[2].split() == ["missing", "1", "'m", "1'"]
     assert "kept" in lines[5]
     assert "not a difference" in lines[5]
-    assert lines[-1] == "DIFFERENT: 1 key(s) differ by presence, size or ETag"
+    assert lines[-1] == (
+        "DIFFERENT: 1 key(s) differ by presence, size, bytes or attributes; metadata, headers and tags compared "
+        "for 0 (none)"
+    )
 
 
 def test_the_json_report_has_the_verdict_and_totals(capsys: pytest.CaptureFixture[str]) -> None:
@@ -575,3 +581,100 @@ def test_sample_keys_never_repeat_across_pages() -> None:
         listing.put(SRC, f"k{index}")
     samples = verify(rule_with(), listing, listing, samples=10).missing.samples
     assert all(a < b for a, b in pairwise(samples))
+
+
+class _World:
+    """A source and replica on FakeS3, replicated by the real Replicator, listed as ListObjectsV2 would."""
+
+    def __init__(self, *, sse_kms: bool = False) -> None:
+        self.now = T0
+        self.s3 = FakeS3(clock=self.clock)
+        self.s3.create_bucket(SRC, WEST, versioned=True, sse_kms=sse_kms)
+        self.s3.create_bucket(DST, EAST, versioned=True, sse_kms=sse_kms)
+        self.rule = rule_with()
+        self.replicator = Replicator(FakeRules(self.rule), self.s3, FakeLedger(), FakeProgress(), clock=self.clock)
+        self.listing = FakeS3Listing(self.s3)
+
+    def clock(self) -> datetime:
+        self.now += timedelta(milliseconds=10)
+        return self.now
+
+    def replicate(self, key: str, kind: ChangeKind = ChangeKind.CREATED) -> None:
+        self.replicator.apply(
+            ChangeEvent(bucket=SRC, key=key, kind=kind, event_name="ObjectCreated:Put", event_time=T0)
+        )
+
+    def verify(self, mode: AttributeMode, repair: RecordingQueue | None = None) -> VerifyReport:
+        return verify(self.rule, self.listing, self.listing, repair=repair, check=AttributeCheck(self.s3, mode))
+
+
+def test_sse_kms_replicas_with_etags_of_their_own_match_by_the_etag_their_marker_names() -> None:
+    # Given SSE-KMS buckets, where a replica's ETag is not its source's, and objects replicated by crr
+    world = _World(sse_kms=True)
+    for key in ("a", "b"):
+        world.s3.put(SRC, key, key.encode())
+        world.replicate(key)
+    assert world.s3.current(SRC, "a").etag != world.s3.current(DST, "a").etag  # type: ignore[union-attr]
+    world.s3.calls.clear()
+    # When the rule is verified without comparing attributes
+    report = world.verify(AttributeMode.NONE)
+    # Then the replicas match: one HEAD each showed that its marker names the source's ETag
+    assert counts(report) == {"matching": 2, "missing": 0, "stale": 0, "extra": 0, "kept": 0}
+    assert world.s3.calls == {"HeadObject": 2}
+
+
+def test_equal_bytes_with_other_metadata_or_tags_are_stale_and_the_report_says_which() -> None:
+    # Given three replicated keys; then one replica's metadata and another's tags are changed in place
+    world = _World()
+    for key in ("meta", "same", "tagged"):
+        world.s3.put(SRC, key, b"0", metadata={"mtime": "1"}, tags={"t": "1"})
+        world.replicate(key)
+    replica = world.s3.current(DST, "meta")
+    assert replica is not None
+    world.s3.put(DST, "meta", b"0", metadata={**replica.metadata, "mtime": "2"}, tags={"t": "1"})
+    world.s3.set_tags(DST, "tagged", {"t": "2"})
+    # When the rule is verified comparing every key's attributes, then with repair
+    report = world.verify(AttributeMode.ALL)
+    queue = RecordingQueue()
+    world.verify(AttributeMode.ALL, repair=queue)
+    # Then both are stale, the JSON says which attribute differs, and each repair asks for what fixes it
+    assert report.stale.samples == ["meta", "tagged"]
+    document = json.loads(report.model_dump_json())
+    assert document["differences"] == {
+        "metadata": {"count": 1, "samples": ["meta"]},
+        "tags": {"count": 1, "samples": ["tagged"]},
+    }
+    assert document["inspected"] == 3
+    assert [single_event(body).event_name for body in queue.bodies] == ["ObjectCreated:Put", "ObjectTagging:Put"]
+    # And the replicator applying them makes the replica equal
+    for body in queue.bodies:
+        world.replicator.apply(single_event(body))
+    assert world.verify(AttributeMode.ALL).equal
+
+
+def test_sampling_compares_about_one_key_in_n() -> None:
+    # Given 200 replicated keys
+    world = _World()
+    for index in range(200):
+        world.s3.put(SRC, f"k{index:03d}", b"x")
+        world.replicate(f"k{index:03d}")
+    # When verified with a sample of one in ten
+    check = AttributeCheck(world.s3, AttributeMode.SAMPLE, sample_every=10, rng=random.Random(7))
+    report = verify(world.rule, world.listing, world.listing, check=check)
+    # Then about 20 keys had their attributes compared
+    assert 8 <= report.inspected <= 35
+    assert report.equal
+
+
+def test_replicas_without_a_marker_match_by_a_full_object_checksum_where_etags_differ() -> None:
+    # Given SSE-KMS buckets where a replica was written without crr's marker (a backfill fast-path copy),
+    # and another replica of the same size holds other bytes
+    world = _World(sse_kms=True)
+    for key, replica in (("same", b"abc"), ("other", b"xyz")):
+        world.s3.put(SRC, key, b"abc")
+        world.s3.put(DST, key, replica)
+    # When the rule is verified
+    report = world.verify(AttributeMode.NONE)
+    # Then the first matches by its checksum, the second is stale because its bytes differ
+    assert (report.matching, report.stale.samples) == (1, ["other"])
+    assert report.differences["etag"].samples == ["other"]

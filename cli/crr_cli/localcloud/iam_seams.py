@@ -10,6 +10,9 @@ What it checks, and where this module brings it closer to AWS:
   copy source of CopyObject and UploadPartCopy (`s3:GetObject`, or `s3:GetObjectVersion` for a
   pinned version) and `s3:GetObject` for a write with `If-Match`, and answers a HEAD or GET of a
   missing key with 403 rather than 404 to a caller without `s3:ListBucket`: `install()` adds these.
+  moto names an object request's action by the last query parameter it knows, so a GET of a
+  version's tags was authorised as `s3:GetObjectVersion` and a DELETE of tags as `s3:DeleteObject`;
+  `install()` names it as AWS does (`s3:GetObjectVersionTagging`, `s3:DeleteObjectTagging`, ...).
 * Denials come in the service's protocol: `AccessDenied` for SQS, `AccessDeniedException` for Step
   Functions and Lambda (moto answered XML, which their JSON clients read as a bare "403").
 * **SQS**: action and queue ARN (batch operations authorised as their single action, as on AWS).
@@ -67,6 +70,13 @@ IAM_ACTIONS = {
 # Services of the JSON protocols and the code AWS names a denial with (SQS, query-compatible, keeps
 # its query-protocol code); moto answers every non-S3 denial in XML, which a JSON client reads as "403".
 JSON_DENIAL_CODES = {"sqs": "AccessDenied", "states": "AccessDeniedException", "lambda": "AccessDeniedException"}
+
+# Object sub-resource -> (IAM action, IAM action for a request naming a versionId), per method.
+OBJECT_SUBRESOURCE_ACTIONS = {
+    "GET": {"tagging": ("GetObjectTagging", "GetObjectVersionTagging"), "acl": ("GetObjectAcl", "GetObjectVersionAcl")},
+    "PUT": {"tagging": ("PutObjectTagging", "PutObjectVersionTagging"), "acl": ("PutObjectAcl", "PutObjectVersionAcl")},
+    "DELETE": {"tagging": ("DeleteObjectTagging", "DeleteObjectVersionTagging")},
+}
 
 _installed = False
 
@@ -263,6 +273,25 @@ def _missing_key_needs_list_bucket_get(original: Any) -> Any:
     return key_response_get
 
 
+def _object_actions_as_aws_names_them(original: Any) -> Any:
+    """An object's tags and ACL are authorised by their own actions, the version's when a versionId
+    is named; a HEAD of a version needs s3:GetObjectVersion like its GET."""
+
+    def set_action(self: Any, action_resource_type: str, method: str, querystring: dict[str, Any]) -> None:
+        original(self, action_resource_type, method, querystring)
+        if action_resource_type != "KEY":
+            return
+        versioned = "versionId" in querystring
+        for subresource, (action, version_action) in OBJECT_SUBRESOURCE_ACTIONS.get(method, {}).items():
+            if subresource in querystring:
+                self.data["Action"] = version_action if versioned else action
+                return
+        if method == "HEAD" and versioned:
+            self.data["Action"] = "GetObjectVersion"
+
+    return set_action
+
+
 def _step_functions_resource(self: Any) -> str:
     arn = self._get_param("stateMachineArn") or self._get_param("executionArn")
     return str(arn) if arn else "*"
@@ -285,4 +314,5 @@ def install() -> None:
     setattr(S3Response, "head_object", _missing_key_needs_list_bucket_head(S3Response.head_object))  # noqa: B010
     setattr(S3Response, "_key_response_get", _missing_key_needs_list_bucket_get(S3Response._key_response_get))  # noqa: B010
     setattr(StepFunctionResponse, "_determine_resource", _step_functions_resource)  # noqa: B010
+    setattr(S3Response, "_set_action", _object_actions_as_aws_names_them(S3Response._set_action))  # noqa: B010
     _installed = True

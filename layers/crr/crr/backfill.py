@@ -11,7 +11,10 @@ One step, ``BackfillEngine.copy_page``:
 1. lists one source page (one ListObjectsV2 request; several only when the page crosses into the next
    prefix) and the destination over the same key range (``StartAfter`` = the cursor's key, stopping once
    the destination listing passes the page's last key: usually one request);
-2. skips every object the destination already holds with the same size and ETag;
+2. skips every object already replicated: for a one-way rule, one the destination lists with the same
+   size and ETag; for any rule, one the ledger says crr applied at exactly the listed write (ETag and
+   Last-Modified; one BatchGetItem per 100 keys present on both sides), which is how an SSE-KMS
+   replica (whose ETag is its own) is recognised;
 3. copies the others with bounded concurrency, each with ONE request on the fast path: CopyObject with
    ``MetadataDirective=COPY`` and ``TaggingDirective=COPY`` (content headers, user metadata and tags come
    along without being read), pinned by ``CopySourceIfMatch`` to the listed ETag, with the rule's storage
@@ -383,6 +386,7 @@ class ListedEntry:
     size: int
     etag: str
     storage_class: str | None = None
+    last_modified: datetime | None = None
 
     @property
     def sort_key(self) -> bytes:
@@ -788,14 +792,7 @@ class BackfillEngine:
 
     def _copy(self, rule: ReplicationRule, request: PageRequest, page: FetchedPage) -> _Tally:
         tally = _Tally()
-        todo: list[ListedEntry] = []
-        for entry in page.entries:
-            tally.counts["listed"] += 1
-            tally.counts["bytes_listed"] += entry.size
-            if page.destination.get(entry.key) == (entry.size, entry.etag):
-                tally.add(entry, _Done(_Outcome.SKIPPED))
-            else:
-                todo.append(entry)
+        todo = self._not_yet_replicated(rule, page, tally)
         whole_rule_full = rule.two_way or rule.replica_kms_key_arn is not None or self._sse_kms_sources
         abandon = threading.Event()
 
@@ -815,6 +812,34 @@ class BackfillEngine:
         for entry, done in zip(todo, results, strict=True):
             tally.add(entry, done)
         return tally
+
+    def _not_yet_replicated(self, rule: ReplicationRule, page: FetchedPage, tally: _Tally) -> list[ListedEntry]:
+        """The page's objects to copy; the others are counted as skipped in ``tally``.
+
+        Skipped: a one-way rule's object whose replica lists the same size and ETag (same bytes; a copy
+        would change nothing the listing shows), and any object on both sides that the ledger says crr
+        applied at exactly this listed write (one BatchGetItem per 100 such keys). The ledger is what
+        recognises an SSE-KMS replica, whose ETag is its own; and a two-way rule needs it for every key,
+        because equal bytes with other metadata are a change there (the live path compares stamps).
+        """
+        todo: list[ListedEntry] = []
+        on_both_sides: list[ListedEntry] = []
+        for entry in page.entries:
+            tally.counts["listed"] += 1
+            tally.counts["bytes_listed"] += entry.size
+            if not rule.two_way and page.destination.get(entry.key) == (entry.size, entry.etag):
+                tally.add(entry, _Done(_Outcome.SKIPPED))
+            elif entry.key in page.destination:
+                on_both_sides.append(entry)
+            else:
+                todo.append(entry)
+        recorded = self._ledger.read_many(rule.rule_id, [entry.key for entry in on_both_sides]) if on_both_sides else {}
+        for entry in on_both_sides:
+            if _replicated(entry, recorded.get(entry.key)):
+                tally.add(entry, _Done(_Outcome.SKIPPED))
+            else:
+                todo.append(entry)
+        return todo
 
     def _map(self, work: Callable[[ListedEntry], _Done], entries: list[ListedEntry]) -> list[_Done]:
         if self._concurrency == 1 or len(entries) <= 1:
@@ -863,7 +888,12 @@ class BackfillEngine:
         except (SourceChangedError, SourceGoneError):
             return _Done(_Outcome.SUPERSEDED)  # changed since listed: its own notification is the live path's
         written = LedgerEntry(
-            revision=1, sequencer=None, etag=f'"{entry.etag}"', deleted=False, applied_at=self._clock()
+            revision=1,
+            sequencer=None,
+            etag=f'"{entry.etag}"',
+            deleted=False,
+            applied_at=self._clock(),
+            source_modified=entry.last_modified,
         )
         try:
             self._ledger.record(rule.rule_id, entry.key, written, None)
@@ -896,6 +926,25 @@ class BackfillEngine:
                 f"{len(keys)} key(s) failed and could not all be handed to the replication queue: {exc}",
                 _code_of(exc),
             ) from exc
+
+
+def _replicated(entry: ListedEntry, recorded: LedgerEntry | None) -> bool:
+    """Whether the ledger says crr applied exactly this listed source write (same ETag, same
+    Last-Modified to the second), whatever the replica's own ETag (an SSE-KMS replica's differs)."""
+    return (
+        recorded is not None
+        and not recorded.deleted
+        and recorded.etag is not None
+        and recorded.etag.strip('"') == entry.etag
+        and recorded.source_modified is not None
+        and entry.last_modified is not None
+        and _seconds(recorded.source_modified) == _seconds(entry.last_modified)
+    )
+
+
+def _seconds(moment: datetime) -> datetime:
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).replace(microsecond=0)
 
 
 def _needs_full_path(entry: ListedEntry) -> bool:

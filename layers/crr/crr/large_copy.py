@@ -37,9 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from crr.copying import MAX_PARTS, MIB, PartRange, part_ranges
 from crr.errors import CrrError, DestinationChangedError, SourceChangedError, SourceGoneError, StorageError
 from crr.failures import FailureKind, FailureReason
+from crr.markers import MARKER_KEYS, MARKER_SEAL, MARKER_WRITTEN
 from crr.mutual import undo_buried_delete
 from crr.ports import (
-    MARKER_KEYS,
     CopyRequest,
     KeyHandOver,
     MultipartUploads,
@@ -305,7 +305,9 @@ class LargeCopier:
     def _completed_before(self, request: CopyRequest) -> ObjectState | None:
         """The replica, if the destination holds this very copy (its marker names the version copied)."""
         replica = self._objects.head(request.destination_bucket, request.destination_region, request.state.key)
-        marker = {key: value for key, value in request.metadata.items() if key in MARKER_KEYS}
+        # The write time (and so the seal) is left out: the upload's start set it (crr.markers.refreshed).
+        compared = MARKER_KEYS - {MARKER_WRITTEN, MARKER_SEAL}
+        marker = {key: value for key, value in request.metadata.items() if key in compared}
         if replica is None or not marker or any(replica.metadata.get(k) != v for k, v in marker.items()):
             return None
         return replica

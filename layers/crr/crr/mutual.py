@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from crr.errors import DestinationChangedError
+from crr.markers import MARKER_ORIGIN_TIME, MARKER_ORIGIN_VERSION, origin_etag
 from crr.ports import (
-    MARKER_ORIGIN_TIME,
-    MARKER_ORIGIN_VERSION,
     KeyVersion,
     ObjectState,
     ObjectStore,
@@ -45,7 +44,8 @@ class SideView:
 
 
 def stamp_of(state: ObjectState, bucket: str) -> Stamp:
-    """A replica's stamp is its origin's (from its marker metadata); anything else was written here."""
+    """A replica's stamp is its origin's (from its marker metadata, when the marker holds for this very
+    object); anything else, a user's copy of a replica included, was written here."""
     origin = state.replica_of
     written = state.metadata.get(MARKER_ORIGIN_TIME)
     if origin is not None and written is not None:
@@ -54,6 +54,18 @@ def stamp_of(state: ObjectState, bucket: str) -> Stamp:
         except ValueError:
             pass  # a damaged marker: the replica counts as a write made here, when it was written
     return Stamp.of(state.last_modified, bucket, state.version_id)
+
+
+def same_write(one: ObjectState, one_bucket: str, other: ObjectState, other_bucket: str) -> bool:
+    """Whether two objects (in two buckets) hold the same user write: the same origin stamp, to the
+    second, and the same source ETag (a sealed replica's is its marker's, as SSE-KMS replicas have
+    ETags of their own)."""
+    first, second = stamp_of(one, one_bucket), stamp_of(other, other_bucket)
+    return first.same_change(second) and first.time == second.time and _source_etag(one) == _source_etag(other)
+
+
+def _source_etag(state: ObjectState) -> str:
+    return origin_etag(state) or state.etag.strip('"')
 
 
 def marker_stamp(marker: KeyVersion, bucket: str, record: TombstoneRecord | None) -> Stamp:
@@ -104,6 +116,22 @@ def source_wins(source: SideView, destination: SideView, source_bucket: str) -> 
     if destination.stamp.later_than(source.stamp):
         return False
     return not source.stamp.same_change(destination.stamp)
+
+
+def undo_buried_write(
+    objects: ObjectStore, bucket: str, region: str, key: str, *, written: KeyVersion, compared: str | None
+) -> None:
+    """If-Match compares ETags, so a user's write of identical bytes (the same ETag: an empty file, or
+    the same content with metadata of its own) made between our read of the destination (version
+    ``compared``) and our copy passes the condition and is buried under our copy. Then our version
+    (``written``, known by its id) is removed again, the user's write is current once more, and
+    DestinationChangedError tells the caller to compare afresh. Costs one ListObjectVersions."""
+    newest = objects.recent_versions(bucket, region, key, 2)
+    if len(newest) < 2 or newest[0].version_id != written.version_id:
+        return  # a later write covers ours: its own notification compares it
+    if newest[1].version_id != compared and not newest[1].is_delete_marker:
+        objects.delete_version(bucket, region, key, written.version_id)
+        raise DestinationChangedError(f"a write of {bucket}/{key} with the same ETag landed under our copy")
 
 
 def undo_buried_delete(

@@ -11,19 +11,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from crr.copying import PartRange
 from crr.failures import FailureReason, FailureRecord
+from crr.markers import MARKER_KEYS, sealed_origin
 from crr.rules import ReplicationRule
 from crr.stamps import Stamp
 
 if TYPE_CHECKING:
     from crr.large_copy import LargeCopyJob
 
-# User-metadata keys crr writes on every replica (S3 returns them lower-cased). They make a replica
-# recognisable with the HEAD the replicator already does, at no extra request (DESIGN.md §3.4).
-MARKER_ORIGIN_BUCKET = "crr-origin-bucket"
-MARKER_ORIGIN_TIME = "crr-origin-time"
-# The source's version id: two-way sync tells two writes of one second apart by it.
-MARKER_ORIGIN_VERSION = "crr-origin-version"
-MARKER_KEYS = frozenset({MARKER_ORIGIN_BUCKET, MARKER_ORIGIN_TIME, MARKER_ORIGIN_VERSION})
 # Server-side encryption with KMS keys: SSE-KMS and dual-layer DSSE-KMS.
 KMS_ENCRYPTIONS = frozenset({"aws:kms", "aws:kms:dsse"})
 
@@ -55,8 +49,9 @@ class ObjectState:
 
     @property
     def replica_of(self) -> str | None:
-        """The bucket this object was replicated from, when crr wrote it as a replica."""
-        return self.metadata.get(MARKER_ORIGIN_BUCKET)
+        """The bucket this object was replicated from, when crr wrote it as this very object (a user's
+        copy of a replica inherits the marker but is not one: crr.markers)."""
+        return sealed_origin(self)
 
     @property
     def parts_count(self) -> int | None:
@@ -135,6 +130,11 @@ class ObjectStore(Protocol):
         """
         ...
 
+    def copy_version(self, request: CopyRequest) -> KeyVersion:
+        """``copy``, answering with the version it wrote (id, ETag; its time is the copy's end as S3
+        reports it). Raises as ``copy`` does."""
+        ...
+
     def delete(self, bucket: str, region: str, key: str, if_etag: str | None = None) -> str | None:
         """Delete ``key`` (a delete marker on a versioned bucket); deleting a missing key succeeds.
 
@@ -150,6 +150,20 @@ class ObjectStore(Protocol):
 
     def delete_version(self, bucket: str, region: str, key: str, version_id: str) -> None:
         """Remove one version for good (no delete marker)."""
+        ...
+
+    def tags(self, bucket: str, region: str, key: str, version_id: str | None) -> dict[str, str]:
+        """The tag set of that version of ``key`` (GetObjectTagging). Raises SourceGoneError if it is gone."""
+        ...
+
+    def put_tags(self, bucket: str, region: str, key: str, version_id: str | None, tags: dict[str, str]) -> None:
+        """Replace the tag set of that version (PutObjectTagging; an empty set deletes the tags).
+        Raises DestinationChangedError if that version is gone."""
+        ...
+
+    def put_acl(self, bucket: str, region: str, key: str, version_id: str | None, grants: AclGrants) -> None:
+        """Replace the ACL of that version with ``grants`` (PutObjectAcl).
+        Raises DestinationChangedError if that version is gone."""
         ...
 
     def part_sizes(self, bucket: str, region: str, state: ObjectState) -> list[int]:
@@ -222,6 +236,10 @@ class LedgerEntry:
     etag: str | None
     deleted: bool
     applied_at: datetime
+    # The source version applied (id and Last-Modified): the fence skips an older sequencer only while
+    # the source still holds it, and the backfill recognises a key already replicated by it.
+    version_id: str | None = None
+    source_modified: datetime | None = None
 
 
 class KeyLedger(Protocol):
@@ -232,6 +250,10 @@ class KeyLedger(Protocol):
 
         Raises LedgerConflictError otherwise.
         """
+        ...
+
+    def read_many(self, rule_id: str, keys: list[str]) -> dict[str, LedgerEntry]:
+        """The entries of those keys that have one (BatchGetItem: one request per 100 keys)."""
         ...
 
 

@@ -3,8 +3,14 @@
 Correctness (DESIGN.md §3), in the words of this module:
 - an event is only a hint that a key changed: we HEAD the source and copy its *current* version,
   or delete the replica when the source no longer has the key;
-- the per-(rule, key) ledger keeps the highest sequencer applied, so duplicates and stale events
-  cost one DynamoDB read and nothing else;
+- the per-(rule, key) ledger keeps the highest sequencer applied, so a duplicate costs one DynamoDB
+  read and nothing else. A sequencer is recorded only when the source state read confirms its
+  record (same version id / ETag, present for a create, absent for a delete), and an older sequencer
+  is skipped only while the source still holds the version the ledger recorded (one HEAD): a forged
+  or bogus sequencer can never hide a real change;
+- tag and ACL change events (crr.events.ChangeKind.METADATA) have sequencers of their own kind: they
+  are never fenced nor recorded, and they set the replica's tags/ACL in place when the replica holds
+  the source's version (else the key is reconciled as usual);
 - the ledger write is optimistic (conditional on the revision we read). If it fails, another
   worker applied a change between our read and our write, and our copy may have landed after
   theirs with older bytes, so we reconcile again. Whichever of two racing workers writes the
@@ -39,16 +45,24 @@ from crr.errors import (
     SourceGoneError,
     WrongRegionError,
 )
-from crr.events import ChangeEvent
+from crr.events import ChangeEvent, ChangeKind
 from crr.large_copy import LargeCopyJob, LargeObjectSettings
-from crr.mutual import SideView, in_step, marker_stamp, source_wins, stamp_of, undo_buried_delete
+from crr.markers import marker_for
+from crr.mutual import (
+    SideView,
+    in_step,
+    marker_stamp,
+    same_write,
+    source_wins,
+    stamp_of,
+    undo_buried_delete,
+    undo_buried_write,
+)
 from crr.observability import logger
 from crr.ports import (
-    MARKER_ORIGIN_BUCKET,
-    MARKER_ORIGIN_TIME,
-    MARKER_ORIGIN_VERSION,
     CopyRequest,
     KeyLedger,
+    KeyVersion,
     LargeCopyLauncher,
     LedgerEntry,
     ObjectState,
@@ -64,6 +78,8 @@ from crr.rules import ReplicationRule
 from crr.sequencer import compare_sequencers
 
 MAX_SINGLE_COPY_BYTES = 5 * 1024**3
+# The version id of a replica written in parts: the check for a buried write is skipped for it.
+UNKNOWN_VERSION = "null"
 # Each attempt is a full reconcile; contention on one key beyond this is left to the queue's retry.
 MAX_RECONCILE_ATTEMPTS = 5
 
@@ -80,6 +96,8 @@ class Outcome(StrEnum):
     REPLICA_OF_DESTINATION = "replica_of_destination"  # written by the opposite rule: never sent back
     DELETE_HELD = "delete_held"  # the mass-delete breaker is open: the replica keeps the object
     DESTINATION_CURRENT = "destination_current"  # two-way: the destination holds this change or a later one
+    ATTRIBUTES_UPDATED = "attributes_updated"  # tags / ACL set on the replica in place (no bytes copied)
+    ATTRIBUTES_CURRENT = "attributes_current"  # a tag / ACL change the replica already has
     COPY_STARTED = "copy_started"  # too large for this invocation: the large-copy workflow copies it
 
 
@@ -222,8 +240,12 @@ class Replicator:
             return self._skipped(rule, event, Outcome.RULE_PAUSED, "rule is paused")
         if not rule.selects(event.key):
             return self._skipped(rule, event, Outcome.OUTSIDE_PREFIXES, f"key outside {list(rule.prefixes)}")
+        if event.kind is ChangeKind.METADATA:
+            in_place = self._sync_attributes(rule, event.key)
+            if in_place is not None:
+                return self._skipped(rule, event, in_place, "tags / ACL of the replica compared")
         entry = self._ledger.read(rule.rule_id, event.key)
-        fenced = _fence(event, entry)
+        fenced, entry = self._fence(rule, event, entry)
         if fenced is not None:
             return self._skipped(rule, event, fenced, f"ledger holds sequencer {entry and entry.sequencer}")
         result = self._reconcile_until_settled(rule, event, entry)
@@ -235,6 +257,66 @@ class Replicator:
         self._count_progress(rule.rule_id, result, event)
         return result
 
+    def _fence(
+        self, rule: ReplicationRule, event: ChangeEvent, entry: LedgerEntry | None
+    ) -> tuple[Outcome | None, LedgerEntry | None]:
+        """DUPLICATE or STALE when the event needs no work, else None and the entry to reconcile against.
+
+        A duplicate costs nothing. An older sequencer costs one HEAD: it is skipped only while the source
+        still holds what the ledger recorded. Otherwise the ledger's higher sequencer named no real
+        later change (a forged or bogus record), or that change's record is still on its way: the key
+        is reconciled, and the sequencers the source confirms replace it.
+        """
+        order = _order(event, entry)
+        if order is None or entry is None or order > 0:
+            return None, entry
+        if order == 0:
+            return Outcome.DUPLICATE, entry
+        if _holds(self._objects.head(rule.source_bucket, rule.source_region, event.key), entry):
+            return Outcome.STALE, entry
+        return None, replace(entry, sequencer=None)
+
+    def _sync_attributes(self, rule: ReplicationRule, key: str) -> Outcome | None:
+        """Carry a tag or ACL change to the replica in place, when the replica holds the source's current
+        version (the same write, by origin stamp and ETag); None when it does not, so the key is
+        reconciled as usual (a copy brings tags and ACL along).
+
+        The replica's tags (and ACL) are read first and written only if they differ: in a two-way pair
+        crr's own tag write is a tag change on the other side, and that echo must end there.
+        """
+        source = self._objects.head(rule.source_bucket, rule.source_region, key)
+        if source is None:
+            return None
+        replica = self._objects.head(rule.destination_bucket, rule.destination_region, key)
+        if replica is None or not same_write(source, rule.source_bucket, replica, rule.destination_bucket):
+            return None
+        changed = False
+        tags = self._objects.tags(rule.source_bucket, rule.source_region, key, source.version_id)
+        if self._objects.tags(rule.destination_bucket, rule.destination_region, key, replica.version_id) != tags:
+            self._objects.put_tags(rule.destination_bucket, rule.destination_region, key, replica.version_id, tags)
+            changed = True
+        grants = self._objects.acl_grants(
+            bucket=rule.source_bucket,
+            region=rule.source_region,
+            destination_bucket=rule.destination_bucket,
+            destination_region=rule.destination_region,
+            key=key,
+            version_id=source.version_id,
+        )
+        if grants is not None:
+            held = self._objects.acl_grants(
+                bucket=rule.destination_bucket,
+                region=rule.destination_region,
+                destination_bucket=rule.source_bucket,
+                destination_region=rule.source_region,
+                key=key,
+                version_id=replica.version_id,
+            )
+            if held != grants:
+                self._objects.put_acl(rule.destination_bucket, rule.destination_region, key, replica.version_id, grants)
+                changed = True
+        return Outcome.ATTRIBUTES_UPDATED if changed else Outcome.ATTRIBUTES_CURRENT
+
     def _reconcile_until_settled(
         self, rule: ReplicationRule, event: ChangeEvent, entry: LedgerEntry | None
     ) -> ReplicationResult:
@@ -243,13 +325,16 @@ class Replicator:
             if outcome is Outcome.REPLICA_OF_DESTINATION:
                 # Nothing was written; no ledger entry is needed to stay correct.
                 return ReplicationResult(outcome, rule.rule_id, attempts=attempt, detail="object is a replica")
-            newest = _newest(event.sequencer, entry.sequencer if entry else None)
+            confirmed = event.sequencer if _confirms(event, state) else None
+            newest = _newest(confirmed, entry.sequencer if entry else None)
             record = LedgerEntry(
                 revision=(entry.revision if entry else 0) + 1,
                 sequencer=newest,
                 etag=state.etag if state else None,
                 deleted=state is None,
                 applied_at=self._clock(),
+                version_id=state.version_id if state else None,
+                source_modified=state.last_modified if state else None,
             )
             try:
                 self._ledger.record(rule.rule_id, event.key, record, entry.revision if entry else None)
@@ -318,8 +403,17 @@ class Replicator:
                 rule.destination_bucket,
                 rule.destination_region,
                 key,
-                written_etag=written,
+                written_etag=written.etag or "",
                 seen_marker=destination.marker_version,
+            )
+        elif written.version_id != UNKNOWN_VERSION:
+            undo_buried_write(
+                self._objects,
+                rule.destination_bucket,
+                rule.destination_region,
+                key,
+                written=written,
+                compared=destination.state.version_id,
             )
         return Outcome.COPIED, source.state
 
@@ -365,13 +459,14 @@ class Replicator:
         registry.settle(rule.rule_id, key, marker, stamp)
         return Outcome.DELETED
 
-    def _copy(self, rule: ReplicationRule, state: ObjectState, over: SideView | None = None) -> str | None:
+    def _copy(self, rule: ReplicationRule, state: ObjectState, over: SideView | None = None) -> KeyVersion | None:
         """CopyObject; or, for a source uploaded in parts or above the multipart threshold, a copy in parts
         (in the source's own part layout, so the replica's ETag is the source's). Either is made here when
         it fits the invocation's remaining time, else handed to the large-copy workflow (returns None then).
 
         ``over``: the destination side a two-way copy replaces; the write is conditional on it.
-        Returns the replica's ETag.
+        Returns the replica's version (its id is "unknown" after a copy in parts, whose answer does not
+        carry one here).
         """
         request = self._copy_request(rule, state)
         if over is not None:
@@ -388,7 +483,10 @@ class Replicator:
             and state.parts_count is None
             and state.size <= min(settings.multipart_threshold, MAX_SINGLE_COPY_BYTES)
         ):
-            return self._objects.copy(request)
+            if over is not None:
+                return self._objects.copy_version(request)
+            # One-way copies never check what they replaced: the ETag is all they need.
+            return KeyVersion(UNKNOWN_VERSION, self._clock(), False, self._objects.copy(request))
         layout = self._objects.part_sizes(rule.source_bucket, rule.source_region, state) if state.parts_count else None
         parts = plan_parts(state.size, layout, settings.preferred_part)
         if not fits and self._large_copies is not None:
@@ -401,7 +499,8 @@ class Replicator:
             )
             self._large_copies.start(job)
             return None
-        return self._objects.multipart_copy(request, parts)
+        etag = self._objects.multipart_copy(request, parts)
+        return KeyVersion(UNKNOWN_VERSION, self._clock(), False, etag)
 
     def _remove_replica(self, rule: ReplicationRule, key: str) -> Outcome:
         if not rule.replicate_deletes:
@@ -426,12 +525,7 @@ class Replicator:
             key=state.key,
             version_id=state.version_id,
         )
-        marker = {
-            MARKER_ORIGIN_BUCKET: rule.source_bucket,
-            MARKER_ORIGIN_TIME: state.last_modified.astimezone(UTC).isoformat(timespec="milliseconds"),
-        }
-        if state.version_id:
-            marker[MARKER_ORIGIN_VERSION] = state.version_id
+        marker = marker_for(state, rule.source_bucket, self._clock())
         return CopyRequest(
             source_bucket=rule.source_bucket,
             source_region=rule.source_region,
@@ -446,14 +540,12 @@ class Replicator:
         )
 
 
-def _fence(event: ChangeEvent, entry: LedgerEntry | None) -> Outcome | None:
-    """DUPLICATE / STALE when the ledger already holds this change or a newer one, else None."""
-    if entry is None or entry.sequencer is None or event.sequencer is None:
+def _order(event: ChangeEvent, entry: LedgerEntry | None) -> int | None:
+    """How the event's sequencer compares with the ledger's (-1, 0, 1), or None when they cannot be
+    compared. A tag or ACL change's sequencer orders tag and ACL changes, not object writes."""
+    if entry is None or entry.sequencer is None or event.sequencer is None or event.kind is ChangeKind.METADATA:
         return None
-    order = compare_sequencers(event.sequencer, entry.sequencer)
-    if order == 0:
-        return Outcome.DUPLICATE
-    return Outcome.STALE if order < 0 else None
+    return compare_sequencers(event.sequencer, entry.sequencer)
 
 
 def _newest(a: str | None, b: str | None) -> str | None:
@@ -462,3 +554,33 @@ def _newest(a: str | None, b: str | None) -> str | None:
     if b is None:
         return a
     return a if compare_sequencers(a, b) >= 0 else b
+
+
+def _confirms(event: ChangeEvent, state: ObjectState | None) -> bool:
+    """Whether the source state read is the one ``event`` reports: a create of that version (id, or ETag
+    on an unversioned bucket) that is current, or a delete of a key that is absent. Only then may the
+    event's sequencer fence later records out."""
+    if event.kind is ChangeKind.METADATA:
+        return False
+    if event.kind is ChangeKind.REMOVED:
+        return state is None
+    if state is None:
+        return False
+    if event.version_id is not None:
+        return event.version_id == state.version_id
+    if event.etag is not None:
+        return event.etag.strip('"') == state.etag.strip('"')
+    return True
+
+
+def _holds(state: ObjectState | None, entry: LedgerEntry) -> bool:
+    """Whether the source still holds exactly what ``entry`` recorded as applied."""
+    if entry.deleted:
+        return state is None
+    return (
+        state is not None
+        and entry.source_modified is not None
+        and state.etag == entry.etag
+        and state.version_id == entry.version_id
+        and state.last_modified == entry.source_modified
+    )

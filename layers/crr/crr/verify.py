@@ -6,24 +6,32 @@ does not grow with the buckets. Each of the rule's prefixes is listed and merged
 without prefixes lists everything; a rule's prefixes never overlap, so no key is counted twice); keys
 outside the prefixes are never listed, so never counted.
 
-An object matches when its replica has the same key, size and ETag. Replicas are written by a
-server-side CopyObject, so a single-part replica's ETag is the source's (the MD5 of the bytes). A
-source uploaded in parts has a multipart ETag (``<md5 of part md5s>-<parts>``) that its CopyObject
-replica does not share, so such objects are reported as stale although their sizes match, until a
-multipart copy that keeps the part layout is built. Likewise the ETag of an SSE-KMS or SSE-C object
-is not an MD5 of its bytes, so its replica's need not match. Nothing here reads object contents, metadata or
-tags: that costs a request per object (``crr_cli.snapshot`` does it for small buckets).
+An object matches when its replica has the same key and size, holds the same bytes, and (where its
+attributes are compared) the same user metadata, content headers and tags:
+- Same bytes: the same ETag in both listings (free), or, where the ETags differ (SSE-KMS and SSE-C
+  objects have ETags of their own, and so may a replica copied in another part layout), a replica
+  whose crr marker holds for it and names the source's ETag as the one it was copied from (one HEAD of
+  the replica per such key, two in a two-way pair; crr.markers), or else the same full-object checksum
+  (CRC64NVME, S3's default, and friends) on both sides (two more HEADs with ChecksumMode).
+- Attributes (``AttributeMode``): ``none`` compares nothing more; ``sample`` compares one matching key
+  in ``sample_every`` (chosen at random per run, so repeated runs cover different keys); ``all``
+  compares every one. Each compared key costs a HEAD and a GetObjectTagging on each side (4 requests).
+  crr's own marker metadata is left out of the comparison.
+A stale key's finding says what differs (``size``, ``etag``, ``metadata``, ``tags`` or a header
+name), and the report counts keys per attribute.
 
 Repair does not copy anything itself. It sends, for each differing key, a synthetic S3 notification
 (no sequencer) to the replication queue, so the replicator reconciles the key's *current* state
 exactly as it does for a real change, and its ledger stays right: missing and stale keys as
-``ObjectCreated:Put``, extra keys as ``ObjectRemoved:Delete``.
+``ObjectCreated:Put``, a key whose tags alone differ as ``ObjectTagging:Put`` (the replicator sets the
+replica's tags in place), extra keys as ``ObjectRemoved:Delete``.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
@@ -32,6 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from crr.errors import CrrError, ListingOrderError, RepairIncompleteError, RepairRefusedError
 from crr.events import change_notice
+from crr.markers import origin_etag
+from crr.ports import ObjectState
 from crr.rules import ReplicationRule
 
 # SendMessageBatch takes at most 10 messages per request.
@@ -59,6 +69,46 @@ class Listing(Protocol):
         ...
 
 
+class Inspector(Protocol):
+    """What verify reads of one object beyond the listing (``crr.adapters.s3.S3ObjectStore`` does both)."""
+
+    def head(self, bucket: str, region: str, key: str) -> ObjectState | None: ...
+
+    def tags(self, bucket: str, region: str, key: str, version_id: str | None) -> dict[str, str]: ...
+
+    def checksum(self, bucket: str, region: str, key: str) -> str | None:
+        """The full-object checksum (``ALGORITHM:value``) of the current version, if S3 keeps one."""
+        ...
+
+
+class AttributeMode(StrEnum):
+    NONE = "none"
+    SAMPLE = "sample"
+    ALL = "all"
+
+
+DEFAULT_SAMPLE_EVERY = 100
+
+
+@dataclass(frozen=True)
+class AttributeCheck:
+    """How far verify looks beyond the listings (see the module docstring for what each costs)."""
+
+    inspector: Inspector
+    mode: AttributeMode = AttributeMode.SAMPLE
+    sample_every: int = DEFAULT_SAMPLE_EVERY
+    rng: random.Random = field(default_factory=random.Random)
+
+    def selects(self) -> bool:
+        if self.mode is AttributeMode.ALL:
+            return True
+        return self.mode is AttributeMode.SAMPLE and self.rng.randrange(max(self.sample_every, 1)) == 0
+
+
+# Content headers crr writes on every replica, as ObjectState names them.
+_HEADERS = ("content_type", "cache_control", "content_disposition", "content_encoding", "content_language", "expires")
+
+
 class RepairQueue(Protocol):
     def send_batch(self, bodies: Sequence[str]) -> None:
         """Send up to ``REPAIR_BATCH_SIZE`` message bodies to the replication queue in one request.
@@ -83,6 +133,8 @@ REPAIRABLE = frozenset({Verdict.MISSING, Verdict.STALE, Verdict.EXTRA})
 class Finding:
     verdict: Verdict
     key: str
+    differs: tuple[str, ...] = ()  # for a stale key: what differs (size, etag, metadata, tags, a header)
+    inspected: bool = False  # its attributes were compared
 
 
 class KeyCount(BaseModel):
@@ -109,6 +161,11 @@ class VerifyReport(BaseModel):
     stale: KeyCount = Field(default_factory=KeyCount)
     extra: KeyCount = Field(default_factory=KeyCount)
     kept: KeyCount = Field(default_factory=KeyCount)
+    attributes: AttributeMode = AttributeMode.NONE
+    inspected: int = Field(default=0, description="keys present on both sides whose attributes were compared")
+    differences: dict[str, KeyCount] = Field(
+        default_factory=dict, description="stale keys per attribute that differs (a key may count under several)"
+    )
     queued: int | None = Field(default=None, description="repair messages sent; None when not repairing")
 
     @computed_field  # type: ignore[prop-decorator]
@@ -132,19 +189,26 @@ class VerifyReport(BaseModel):
         return self.matching + self.stale.count + self.extra.count + self.kept.count
 
     def count(self, finding: Finding, samples: int) -> None:
+        self.inspected += finding.inspected
         if finding.verdict is Verdict.MATCHING:
             self.matching += 1
             return
-        tally: KeyCount = getattr(self, finding.verdict.value)
-        tally.count += 1
-        if len(tally.samples) < samples:
-            tally.samples.append(finding.key)
+        tallies: list[KeyCount] = [getattr(self, finding.verdict.value)]
+        tallies += [self.differences.setdefault(name, KeyCount()) for name in finding.differs]
+        for tally in tallies:
+            tally.count += 1
+            if len(tally.samples) < samples:
+                tally.samples.append(finding.key)
 
 
-def compare_listings(rule: ReplicationRule, source_listing: Listing, destination_listing: Listing) -> Iterator[Finding]:
-    """One finding per key under the rule's prefixes, in key order, listing both buckets lazily.
+def compare_listings(
+    rule: ReplicationRule, source_listing: Listing, destination_listing: Listing, check: AttributeCheck | None = None
+) -> Iterator[Finding]:
+    """One finding per key under the rule's prefixes, in key order, listing both buckets lazily; with
+    ``check``, keys on both sides are also compared beyond the listing (see the module docstring).
 
-    Raises ListingOrderError when a listing is not in S3's key order, and what the listings raise.
+    Raises ListingOrderError when a listing is not in S3's key order, and what the listings and the
+    inspector raise.
     """
     for prefix in rule.prefixes or ("",):
         source = _in_order(source_listing.pages(rule.source_bucket, rule.source_region, prefix), rule.source_bucket)
@@ -152,7 +216,45 @@ def compare_listings(rule: ReplicationRule, source_listing: Listing, destination
             destination_listing.pages(rule.destination_bucket, rule.destination_region, prefix),
             rule.destination_bucket,
         )
-        yield from _merge(source, destination, Verdict.EXTRA if rule.replicate_deletes else Verdict.KEPT)
+        for finding, listed in _merge(source, destination, Verdict.EXTRA if rule.replicate_deletes else Verdict.KEPT):
+            yield finding if listed is None or check is None else _inspect(rule, finding, listed, check)
+
+
+def _inspect(
+    rule: ReplicationRule, finding: Finding, listed: tuple[ListedObject, ListedObject], check: AttributeCheck
+) -> Finding:
+    """A key on both sides, looked at beyond the listing: sameness of bytes where the ETags differ, and
+    the attributes crr carries where ``check`` selects the key."""
+    if "size" in finding.differs:
+        return finding
+    source: ObjectState | None = None
+    replica: ObjectState | None = None
+    if "etag" in finding.differs:
+        # Either side may be the sealed copy of the other (in a two-way pair the source may hold the replica).
+        replica = check.inspector.head(rule.destination_bucket, rule.destination_region, finding.key)
+        if replica is None or origin_etag(replica) != listed[0].etag:
+            source = check.inspector.head(rule.source_bucket, rule.source_region, finding.key)
+            if (source is None or origin_etag(source) != listed[1].etag) and not _same_checksum(
+                rule, finding.key, check.inspector
+            ):
+                return finding
+    if not check.selects():
+        return Finding(Verdict.MATCHING, finding.key)
+    source = source or check.inspector.head(rule.source_bucket, rule.source_region, finding.key)
+    replica = replica or check.inspector.head(rule.destination_bucket, rule.destination_region, finding.key)
+    if source is None or replica is None:
+        return Finding(Verdict.MATCHING, finding.key)  # changed since listed: the live path has it
+    differs = [name.replace("_", "-") for name in _HEADERS if getattr(source, name) != getattr(replica, name)]
+    if source.user_metadata != replica.user_metadata:
+        differs.insert(0, "metadata")
+    source_tags = check.inspector.tags(rule.source_bucket, rule.source_region, finding.key, source.version_id)
+    replica_tags = check.inspector.tags(
+        rule.destination_bucket, rule.destination_region, finding.key, replica.version_id
+    )
+    if source_tags != replica_tags:
+        differs.append("tags")
+    verdict = Verdict.STALE if differs else Verdict.MATCHING
+    return Finding(verdict, finding.key, tuple(differs), inspected=True)
 
 
 _Entry = tuple[bytes, ListedObject]
@@ -176,18 +278,28 @@ def _in_order(pages: Iterable[list[ListedObject]], bucket: str) -> Iterator[_Ent
             yield entry
 
 
-def _merge(source: Iterator[_Entry], destination: Iterator[_Entry], destination_only: Verdict) -> Iterator[Finding]:
+def _same_checksum(rule: ReplicationRule, key: str, inspector: Inspector) -> bool:
+    """Both sides keep a full-object checksum of one algorithm, and it is the same (2 HEADs)."""
+    mine = inspector.checksum(rule.source_bucket, rule.source_region, key)
+    theirs = inspector.checksum(rule.destination_bucket, rule.destination_region, key) if mine else None
+    return mine is not None and mine == theirs
+
+
+_Merged = tuple[Finding, tuple[ListedObject, ListedObject] | None]
+
+
+def _merge(source: Iterator[_Entry], destination: Iterator[_Entry], destination_only: Verdict) -> Iterator[_Merged]:
     here, there = next(source, None), next(destination, None)
     while here is not None or there is not None:
         if here is not None and (there is None or here[0] < there[0]):
-            yield Finding(Verdict.MISSING, here[1].key)
+            yield Finding(Verdict.MISSING, here[1].key), None
             here = next(source, None)
         elif there is not None and (here is None or there[0] < here[0]):
-            yield Finding(destination_only, there[1].key)
+            yield Finding(destination_only, there[1].key), None
             there = next(destination, None)
         elif here is not None and there is not None:  # the same key on both sides
-            same = here[1].size == there[1].size and here[1].etag == there[1].etag
-            yield Finding(Verdict.MATCHING if same else Verdict.STALE, here[1].key)
+            differs = ("size",) if here[1].size != there[1].size else ("etag",) if here[1].etag != there[1].etag else ()
+            yield Finding(Verdict.STALE if differs else Verdict.MATCHING, here[1].key, differs), (here[1], there[1])
             here, there = next(source, None), next(destination, None)
 
 
@@ -199,9 +311,11 @@ def verify(
     *,
     repair: RepairQueue | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    check: AttributeCheck | None = None,
 ) -> VerifyReport:
-    """Compare the rule's buckets by key, size and ETag; with ``repair``, queue every differing key
-    for replication while the listings are merged (so memory stays independent of bucket size).
+    """Compare the rule's buckets by key, size and ETag, and with ``check`` by what crr recorded and
+    what it carries (see the module docstring); with ``repair``, queue every differing key for
+    replication while the listings are merged (so memory stays independent of bucket size).
 
     Raises RepairRefusedError when asked to repair a paused rule (its records would be acknowledged
     without a copy), RepairIncompleteError when sending repairs failed part way (saying how many were
@@ -220,9 +334,10 @@ def verify(
         destination_region=rule.destination_region,
         prefixes=list(rule.prefixes),
         replicate_deletes=rule.replicate_deletes,
+        attributes=check.mode if check is not None else AttributeMode.NONE,
         queued=None if repair is None else 0,
     )
-    findings = compare_listings(rule, source_listing, destination_listing)
+    findings = compare_listings(rule, source_listing, destination_listing, check)
     if repair is None:
         for finding in findings:
             report.count(finding, samples)
@@ -262,6 +377,9 @@ def repair_message(rule: ReplicationRule, finding: Finding, at: datetime) -> str
     if finding.verdict not in REPAIRABLE:
         raise ValueError(f"a {finding.verdict.value} key needs no repair")
     event_name = "ObjectRemoved:Delete" if finding.verdict is Verdict.EXTRA else "ObjectCreated:Put"
+    if finding.differs == ("tags",):
+        # Same write on both sides (in a two-way pair a copy would change nothing): set the tags.
+        event_name = "ObjectTagging:Put"
     return change_notice(
         rule.source_bucket,
         rule.source_region,

@@ -26,7 +26,8 @@ from crr.adapters.s3 import S3ObjectStore
 from crr.copying import MIB, plan_parts
 from crr.errors import SourceChangedError, SourceGoneError
 from crr.events import ChangeEvent, ChangeKind
-from crr.ports import MARKER_ORIGIN_BUCKET, CopyRequest, ObjectState
+from crr.markers import MARKER_ORIGIN_BUCKET
+from crr.ports import CopyRequest, ObjectState
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules

@@ -83,6 +83,7 @@ class S3PageListing:
                     size=int(item["Size"]),
                     etag=str(item["ETag"]).strip('"'),
                     storage_class=item.get("StorageClass"),
+                    last_modified=item.get("LastModified"),
                 )
                 for item in listed.get("Contents", [])
             ],

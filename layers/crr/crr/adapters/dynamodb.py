@@ -301,6 +301,23 @@ def _rule_from(item: dict[str, Any]) -> ReplicationRule:
     return ReplicationRule.model_validate(fields)
 
 
+def _ledger_entry(item: dict[str, Any]) -> LedgerEntry:
+    return LedgerEntry(
+        revision=int(item["rev"]),
+        sequencer=item.get("seq"),
+        etag=item.get("etag"),
+        deleted=bool(item.get("deleted", False)),
+        applied_at=datetime.fromisoformat(str(item["applied_at"])),
+        version_id=item.get("ver"),
+        source_modified=datetime.fromisoformat(str(item["modified"])) if item.get("modified") else None,
+    )
+
+
+# BatchGetItem takes at most 100 keys; what it leaves unprocessed (throttling) is asked for again.
+BATCH_GET_LIMIT = 100
+BATCH_GET_ATTEMPTS = 4
+
+
 class DynamoLedger:
     """KeyLedger over DynamoDB: one consistent GetItem to read, one conditional PutItem to record."""
 
@@ -319,14 +336,30 @@ class DynamoLedger:
             raise _state_error(exc, "GetItem") from exc
         if "Item" not in found:
             return None
-        item = _from_item(found["Item"])
-        return LedgerEntry(
-            revision=int(item["rev"]),
-            sequencer=item.get("seq"),
-            etag=item.get("etag"),
-            deleted=bool(item.get("deleted", False)),
-            applied_at=datetime.fromisoformat(str(item["applied_at"])),
-        )
+        return _ledger_entry(_from_item(found["Item"]))
+
+    def read_many(self, rule_id: str, keys: list[str]) -> dict[str, LedgerEntry]:
+        by_sk = {ledger_sk(key): key for key in keys}
+        wanted = [_to_item({"pk": rule_pk(rule_id), "sk": sk}) for sk in by_sk]
+        found: dict[str, LedgerEntry] = {}
+        for start in range(0, len(wanted), BATCH_GET_LIMIT):
+            pending: list[dict[str, Any]] = wanted[start : start + BATCH_GET_LIMIT]
+            for attempt in range(BATCH_GET_ATTEMPTS):
+                try:
+                    answer = self._db.batch_get_item(
+                        RequestItems={self._table: {"Keys": pending, "ConsistentRead": True}}
+                    )
+                except ClientError as exc:
+                    raise _state_error(exc, "BatchGetItem") from exc
+                for item in answer.get("Responses", {}).get(self._table, []):
+                    plain = _from_item(item)
+                    found[by_sk[str(plain["sk"])]] = _ledger_entry(plain)
+                pending = answer.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+                if not pending:
+                    break
+                time.sleep(0.05 * 2**attempt)  # throttled: DynamoDB hands the rest back
+            # Keys still unprocessed count as unrecorded: the caller copies them, which is safe.
+        return found
 
     def record(self, rule_id: str, key: str, entry: LedgerEntry, expected_revision: int | None) -> None:
         item = {
@@ -339,6 +372,8 @@ class DynamoLedger:
             "deleted": entry.deleted,
             "applied_at": entry.applied_at.isoformat(),
             "expires_at": int((entry.applied_at + LEDGER_TTL).timestamp()),
+            "ver": entry.version_id,
+            "modified": entry.source_modified.isoformat() if entry.source_modified else None,
         }
         if expected_revision is None:
             condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}

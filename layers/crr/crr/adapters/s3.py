@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -23,12 +24,15 @@ from crr.errors import (
     StorageError,
     UnknownBucketError,
 )
+from crr.markers import refreshed
 from crr.observability import logger
 from crr.ports import KMS_ENCRYPTIONS, AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedPart
 
 # Parts copied at once by one invocation (each UploadPartCopy is server side: this bounds connections).
 PART_CONCURRENCY = 16
 _MISSING_KEY = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
+# Checksums S3 can keep for a whole object, in the order verify prefers them (S3's default first).
+_FULL_OBJECT_CHECKSUMS = ("CRC64NVME", "SHA256", "SHA1", "CRC32C", "CRC32")
 _PERMISSIONS = {"FULL_CONTROL": "full_control", "READ": "read", "READ_ACP": "read_acp", "WRITE_ACP": "write_acp"}
 _OPTIONAL_HEADERS = {
     "CacheControl": "cache_control",
@@ -147,6 +151,9 @@ class S3ObjectStore:
         )
 
     def copy(self, request: CopyRequest) -> str:
+        return str(self.copy_version(request).etag)
+
+    def copy_version(self, request: CopyRequest) -> KeyVersion:
         state = request.state
         params: dict[str, Any] = {
             **_object_headers(request, self.encryption),
@@ -160,7 +167,13 @@ class S3ObjectStore:
             copied = self._s3(request.destination_region).copy_object(**params)
         except ClientError as exc:
             raise _copy_error(exc, request, "CopyObject") from exc
-        return str(copied.get("CopyObjectResult", {}).get("ETag", ""))
+        result = copied.get("CopyObjectResult", {})
+        return KeyVersion(
+            version_id=str(copied.get("VersionId") or "null"),
+            last_modified=result.get("LastModified") or datetime.now(UTC),
+            is_delete_marker=False,
+            etag=str(result.get("ETag", "")),
+        )
 
     def part_sizes(self, bucket: str, region: str, state: ObjectState) -> list[int]:
         """One GetObjectAttributes per 1000 parts where S3 lists them (objects uploaded with a checksum),
@@ -273,6 +286,54 @@ class S3ObjectStore:
         except ClientError as exc:
             raise storage_error(exc, "DeleteObject", bucket, key) from exc
 
+    def checksum(self, bucket: str, region: str, key: str) -> str | None:
+        """The current version's full-object checksum as ``ALGORITHM:value`` (HEAD with ChecksumMode), or
+        None when it has none or only a composite one (per part: it depends on the part layout)."""
+        try:
+            found = self._s3(region).head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if error_code(exc) in _MISSING_KEY:
+                return None
+            raise storage_error(exc, "HeadObject", bucket, key) from exc
+        if found.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+            return None
+        for algorithm in _FULL_OBJECT_CHECKSUMS:
+            if found.get(f"Checksum{algorithm}"):
+                return f"{algorithm}:{found[f'Checksum{algorithm}']}"
+        return None
+
+    def tags(self, bucket: str, region: str, key: str, version_id: str | None) -> dict[str, str]:
+        version = {"VersionId": version_id} if version_id else {}
+        try:
+            found = self._s3(region).get_object_tagging(Bucket=bucket, Key=key, **version)
+        except ClientError as exc:
+            if error_code(exc) in _MISSING_KEY:
+                raise SourceGoneError(f"{bucket}/{key} vanished while reading its tags") from exc
+            raise storage_error(exc, "GetObjectTagging", bucket, key) from exc
+        return {tag["Key"]: tag["Value"] for tag in found.get("TagSet", [])}
+
+    def put_tags(self, bucket: str, region: str, key: str, version_id: str | None, tags: dict[str, str]) -> None:
+        version = {"VersionId": version_id} if version_id else {}
+        try:
+            if tags:
+                tag_set = [{"Key": name, "Value": value} for name, value in sorted(tags.items())]
+                self._s3(region).put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": tag_set}, **version)
+            else:
+                self._s3(region).delete_object_tagging(Bucket=bucket, Key=key, **version)
+        except ClientError as exc:
+            if error_code(exc) in _MISSING_KEY:
+                raise DestinationChangedError(f"{bucket}/{key} changed while its tags were set") from exc
+            raise storage_error(exc, "PutObjectTagging", bucket, key) from exc
+
+    def put_acl(self, bucket: str, region: str, key: str, version_id: str | None, grants: AclGrants) -> None:
+        version = {"VersionId": version_id} if version_id else {}
+        try:
+            self._s3(region).put_object_acl(Bucket=bucket, Key=key, **grant_params(grants), **version)
+        except ClientError as exc:
+            if error_code(exc) in _MISSING_KEY:
+                raise DestinationChangedError(f"{bucket}/{key} changed while its ACL was set") from exc
+            raise storage_error(exc, "PutObjectAcl", bucket, key) from exc
+
     def acl_grants(
         self,
         *,
@@ -328,6 +389,9 @@ class S3MultipartUploads:
 
     def create(self, request: CopyRequest) -> str:
         create = _object_headers(request, self._encryption)
+        # S3 stamps a copy in parts with the time its upload starts, which may be long after the live
+        # path built the request: the marker's write time must be that one (crr.markers).
+        create["Metadata"] = refreshed(request.metadata, request.state, datetime.now(UTC))
         tags = self._source_tags(request)
         if tags:
             create["Tagging"] = urlencode(tags)
