@@ -172,14 +172,12 @@ def test_a_versions_tags_and_acl_are_authorised_by_the_version_actions(local_clo
 
     # When each reads the version's tags and ACL and writes its tags
     def attempts(client: Any) -> list[str]:
+        tags = {"TagSet": [{"Key": "b", "Value": "2"}]}
+        requests = [("get_object_tagging", {}), ("get_object_acl", {}), ("put_object_tagging", {"Tagging": tags})]
         codes = []
-        for call in (
-            lambda: client.get_object_tagging(**named),
-            lambda: client.get_object_acl(**named),
-            lambda: client.put_object_tagging(**named, Tagging={"TagSet": [{"Key": "b", "Value": "2"}]}),
-        ):
+        for operation, extra in requests:
             try:
-                call()
+                getattr(client, operation)(**named, **extra)
                 codes.append("ok")
             except ClientError as error:
                 codes.append(_error_code(error))
