@@ -93,12 +93,19 @@ def _resume_deletes(args: argparse.Namespace) -> int:
     rule = _catalog(args).show(args.rule_id)
     store = DynamoBreakerStore(clients.client("dynamodb", stack.region), stack.rules_table)
     held = sum(1 for _ in store.held_keys(rule.rule_id))
+    if held == 0 and not store.read(rule.rule_id).held:
+        # Resuming a breaker that holds nothing must not weaken it for the deletes that follow.
+        if args.json:
+            print(json.dumps({"rule_id": rule.rule_id, "released": 0, "discarded": 0, "nothing_held": True}))
+        else:
+            print(f"rule {rule.rule_id}: no deletes are held; nothing changed")
+        return 0
     settings = BreakerSettings(window_seconds=stack.delete_breaker_window_seconds)
     if args.discard:
         if not args.yes:
             answer = input(
-                f"discard {held} held delete(s) of rule {rule.rule_id}? The replica keeps those "
-                f"objects. Type the rule id to confirm: "
+                f"discard {held} held delete(s) of rule {rule.rule_id}, and every later delete of the same "
+                f"burst? The replica keeps those objects. Type the rule id to confirm: "
             )
             if answer.strip() != rule.rule_id:
                 print("not confirmed; nothing changed")
@@ -108,12 +115,14 @@ def _resume_deletes(args: argparse.Namespace) -> int:
         sender = SqsQueueSender(clients.client("sqs", stack.region), stack.queue_url)
         report = release_held_deletes(rule, store, sender, settings, datetime.now(UTC))
     if args.json:
-        print(json.dumps(vars(report)))
-    else:
+        print(json.dumps({**vars(report), "nothing_held": report.nothing_held}))
+    elif args.discard:
         print(
-            f"rule {report.rule_id}: {report.released} held delete(s) released, {report.discarded} discarded; "
-            "delete replication resumed"
+            f"rule {report.rule_id}: {report.discarded} held delete(s) discarded; the rest of the burst will be "
+            "discarded as it arrives, and deletes replicate again once it is over"
         )
+    else:
+        print(f"rule {report.rule_id}: {report.released} held delete(s) released; delete replication resumed")
     return 0
 
 
