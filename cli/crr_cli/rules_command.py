@@ -13,7 +13,7 @@ from crr.adapters.dynamodb import DynamoBreakerStore, DynamoRules
 from crr.adapters.notifications import S3BucketNotifications
 from crr.adapters.s3 import S3Buckets
 from crr.adapters.sqs import SqsQueueSender
-from crr.breaker import BreakerSettings, discard_held_deletes, release_held_deletes
+from crr.breaker import discard_held_deletes, release_held_deletes
 from crr.catalog import PairRemoval, RuleCatalog, RuleRequest, StackScope
 from crr.rules import ReplicationRule
 from crr_cli.backfill_command import describe_start, start_backfill
@@ -100,7 +100,7 @@ def _resume_deletes(args: argparse.Namespace) -> int:
         else:
             print(f"rule {rule.rule_id}: no deletes are held; nothing changed")
         return 0
-    settings = BreakerSettings(window_seconds=stack.delete_breaker_window_seconds)
+    settings = stack.breaker_settings
     if args.discard:
         if not args.yes:
             answer = input(

@@ -8,6 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory, error_code, error_message
+from crr.breaker import BreakerSettings
 from crr.catalog import StackScope
 from crr.errors import CrrError
 
@@ -28,6 +29,16 @@ class CrrStack:
     destination_buckets: tuple[str, ...]
     delete_breaker_window_seconds: int = 300
     backfill_state_machine_arn: str | None = None
+    delete_breaker_count: int = 1000
+    delete_breaker_percent: float = 50.0
+
+    @property
+    def breaker_settings(self) -> BreakerSettings:
+        return BreakerSettings(
+            count=self.delete_breaker_count,
+            percent=self.delete_breaker_percent,
+            window_seconds=self.delete_breaker_window_seconds,
+        )
 
     @property
     def scope(self) -> StackScope:
@@ -71,4 +82,6 @@ def discover_stack(clients: ClientFactory, name: str, region: str) -> CrrStack:
         destination_buckets=_names(outputs.get("AllowedDestinationBuckets", "")),
         delete_breaker_window_seconds=int(outputs.get("DeleteBreakerWindowSeconds", "300")),
         backfill_state_machine_arn=outputs.get("BackfillStateMachineArn"),
+        delete_breaker_count=int(outputs.get("DeleteBreakerCount", "1000")),
+        delete_breaker_percent=float(outputs.get("DeleteBreakerPercent", "50")),
     )

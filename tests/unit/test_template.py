@@ -139,3 +139,26 @@ def test_kms_grants_name_their_keys_and_only_serve_s3(template: dict[str, Any]) 
     assert {statement["Sid"] for statement in kms} == set(keys)
     assert all(statement["Condition"]["StringLike"]["kms:ViaService"] == "s3.*.amazonaws.com" for statement in kms)
     assert all(statement["Resource"] == {"Ref": keys[statement["Sid"]]} for statement in kms)
+
+
+def test_the_overwrite_burst_alarm_needs_a_jump_above_the_usual_band_and_a_floor(template: dict[str, Any]) -> None:
+    # Given the deployed template's overwrite alarms
+    resources = template["Resources"]
+    anomaly, volume = resources["OverwriteAnomalyAlarm"]["Properties"], resources["OverwriteVolumeAlarm"]["Properties"]
+    burst = resources["OverwriteBurstAlarm"]
+    # Then both watch the stack's OverwritesReplicated, one against its anomaly band, one against the floor
+    [stat] = [query["MetricStat"] for query in anomaly["Metrics"] if "MetricStat" in query]
+    [band] = [query for query in anomaly["Metrics"] if query["Id"] == anomaly["ThresholdMetricId"]]
+    assert stat["Metric"]["MetricName"] == volume["MetricName"] == "OverwritesReplicated"
+    assert band["Expression"].startswith("ANOMALY_DETECTION_BAND(overwrites")
+    assert anomaly["ComparisonOperator"] == "GreaterThanUpperThreshold"
+    assert volume["Threshold"] == {"Ref": "OverwriteAlarmMinimum"}
+    # And only the composite, which needs both, notifies the alarm topic
+    assert burst["Type"] == "AWS::CloudWatch::CompositeAlarm"
+    rule = json.dumps(burst["Properties"]["AlarmRule"])
+    assert "OverwriteAnomalyAlarm.Arn" in rule
+    assert "OverwriteVolumeAlarm.Arn" in rule
+    assert " AND " in rule
+    assert "AlarmActions" in burst["Properties"]
+    assert "AlarmActions" not in anomaly
+    assert "AlarmActions" not in volume

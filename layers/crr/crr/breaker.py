@@ -27,12 +27,18 @@ from enum import StrEnum
 from typing import Protocol
 from urllib.parse import quote_plus
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from crr.errors import StateStoreError
 from crr.rules import ReplicationRule
 
 # A window is counted in this many slots: the count covers the last window plus at most one slot more,
 # so it never undercounts (no burst slips through at a slot edge) and overcounts by a tenth at most.
 SLOTS_PER_WINDOW = 10
+# `crr status` flags a rule whose overwrites in the last window are at least this many and this many times
+# its usual rate (its average per window since its first overwrite, the window itself left out).
+OVERWRITE_BURST_MIN = 100
+OVERWRITE_BURST_FACTOR = 10
 # A decision re-read this often without settling means the table keeps changing under us: retry later.
 MAX_DECISION_ATTEMPTS = 4
 
@@ -361,3 +367,73 @@ def discard_held_deletes(
         held.forget_held(rule.rule_id, sort_key)
         discarded += 1
     return ReleaseReport(rule.rule_id, released=0, discarded=discarded, was_held=was_held)
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    HOLDING = "holding"  # deletes are held until an operator answers
+    DISCARDING = "discarding"  # a discarded burst is still arriving at its rate
+
+
+class BreakerHealth(BaseModel):
+    """The breaker of one rule as ``crr status`` shows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: BreakerState
+    held_since: datetime | None
+    held_deletes: int = Field(description="held keys waiting for crr rules resume-deletes")
+    window_seconds: int
+    deletes_in_window: int = Field(description="deletes counted over the sliding window")
+    overwrites_in_window: int = Field(description="copies over keys already replicated, over the window")
+    usual_overwrites_per_window: float = Field(description="average per window since the first overwrite")
+    overwrite_burst: bool = Field(description="overwrites far above their usual rate (in-place encryption?)")
+
+
+def breaker_health(record: BreakerRecord, settings: BreakerSettings, held_deletes: int, now: datetime) -> BreakerHealth:
+    window = settings.sliding(record, now)
+    if record.held:
+        state = BreakerState.HOLDING
+    elif record.discarding and settings.trips(window):
+        state = BreakerState.DISCARDING
+    else:
+        state = BreakerState.CLOSED
+    usual = 0.0
+    if record.overwrites_since is not None:
+        # The counted span includes the current window's slot overlap; leave the window out of "usual".
+        earlier = (now - record.overwrites_since).total_seconds() / settings.window_seconds - 1
+        usual = max(record.overwrites_total - window.overwrites, 0) / max(earlier, 1.0)
+    burst = window.overwrites >= max(OVERWRITE_BURST_MIN, OVERWRITE_BURST_FACTOR * usual)
+    return BreakerHealth(
+        state=state,
+        held_since=record.held_since,
+        held_deletes=held_deletes,
+        window_seconds=settings.window_seconds,
+        deletes_in_window=window.deletes,
+        overwrites_in_window=window.overwrites,
+        usual_overwrites_per_window=round(usual, 2),
+        overwrite_burst=burst,
+    )
+
+
+def breaker_lines(rule_id: str, health: BreakerHealth) -> list[str]:
+    """What ``crr status`` prints under its table for a breaker that needs a person's eye (else nothing)."""
+    window = f"the last {health.window_seconds} s"
+    lines = []
+    if health.state is BreakerState.HOLDING:
+        lines.append(
+            f"rule {rule_id}: deletes HELD by the mass-delete breaker ({health.held_deletes} held, "
+            f"{health.deletes_in_window} deletes in {window}): crr rules resume-deletes {rule_id} [--discard]"
+        )
+    elif health.state is BreakerState.DISCARDING:
+        lines.append(
+            f"rule {rule_id}: discarding the rest of a discarded burst ({health.deletes_in_window} deletes in "
+            f"{window}); deletes replicate again once it is over"
+        )
+    if health.overwrite_burst:
+        lines.append(
+            f"rule {rule_id}: OVERWRITES JUMPED: {health.overwrites_in_window} in {window}, usually "
+            f"{health.usual_overwrites_per_window:g}; if the source is being encrypted in place, pause the rule "
+            f"(crr rules pause {rule_id})"
+        )
+    return lines

@@ -710,6 +710,20 @@ class DynamoBreakerStore:
         except ClientError as exc:
             raise _state_error(exc, "Query") from exc
 
+    def held_count(self, rule_id: str) -> int:
+        """How many deletes are held (one Query per 1 MB of held keys, counting only)."""
+        paginator = self._db.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :held)",
+            ExpressionAttributeValues=_to_item({":pk": rule_pk(rule_id), ":held": "HELD"}),
+            Select="COUNT",
+        )
+        try:
+            return sum(int(page.get("Count", 0)) for page in pages)
+        except ClientError as exc:
+            raise _state_error(exc, "Query") from exc
+
     def forget_held(self, rule_id: str, sort_key: str) -> None:
         try:
             self._db.delete_item(TableName=self._table, Key=_to_item({"pk": rule_pk(rule_id), "sk": sort_key}))
