@@ -129,7 +129,8 @@ def test_an_overwrite_of_a_replicated_key_is_counted_for_the_overwrite_alarm(
         document["Records"][0]["s3"]["object"]["sequencer"] = sequencer
         capsys.readouterr()
         handler.lambda_handler(sqs_event(json.dumps(document)), Context())
-        documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+        lines = capsys.readouterr().out.splitlines()
+        documents: list[dict[str, Any]] = [json.loads(line) for line in lines if line.startswith('{"_aws"')]
         [per_rule] = [doc for doc in documents if doc.get("rule") == "demo"]
         return per_rule
 
