@@ -281,20 +281,21 @@ def test_a_burst_still_arriving_after_the_discard_is_discarded_until_its_rate_fa
     assert w.deletes(keys("new", 4)) == [Outcome.DELETED] * 2 + [Outcome.DELETE_HELD] * 2
 
 
+@pytest.mark.parametrize("before", ["hold", "read"], ids=["before-the-held-key", "before-the-re-read"])
 def test_a_discard_that_races_a_hold_leaves_no_held_delete(
-    world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+    world: Callable[..., World], monkeypatch: pytest.MonkeyPatch, before: str
 ) -> None:
     # Given a tripped breaker, and a container deciding to hold a delete of the burst
     w = world(1)
     w.deletes(["a", "b"])
-    original = DynamoBreakerStore.hold
+    original = getattr(DynamoBreakerStore, before)
 
-    def discard_first(store: DynamoBreakerStore, *args: Any) -> bool:
-        monkeypatch.setattr(DynamoBreakerStore, "hold", original)
-        w.discard()  # the operator's discard lands between the count and the hold
+    def discard_first(store: DynamoBreakerStore, *args: Any) -> Any:
+        monkeypatch.setattr(DynamoBreakerStore, before, original)
+        w.discard()  # the operator's discard lands while the delete is being held
         return original(store, *args)
 
-    monkeypatch.setattr(DynamoBreakerStore, "hold", discard_first)
+    monkeypatch.setattr(DynamoBreakerStore, before, discard_first)
     # When that delete is decided, Then it is discarded and no held key is left behind
     assert w.deletes(["c"]) == [Outcome.DELETE_DISCARDED]
     assert w.held() == []

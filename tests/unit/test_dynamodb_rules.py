@@ -140,7 +140,7 @@ def test_the_breaker_store_counts_slots_holds_keys_and_flags_the_rule(dynamodb: 
     counted = store.count_delete("r1", 8, [])
     assert store.trip("r1", at)
     assert not store.trip("r1", at)  # tripped once
-    assert store.hold("r1", "a/b c", at, at)
+    assert store.hold("r1", "a/b c", at, at).held_since == at
     # Then the slots, the held key and the rule's flag are all readable
     assert (counted.deletes, counted.changes, counted.overwrites) == ({7: 1, 8: 1}, {7: 6, 8: 1}, {7: 2})
     assert (counted.overwrites_total, counted.overwrites_since) == (2, at)
@@ -154,7 +154,8 @@ def test_the_breaker_store_counts_slots_holds_keys_and_flags_the_rule(dynamodb: 
     # Then the flag is down, the answer recorded, no hold is accepted for that burst any more
     record = store.read("r1")
     assert (record.deletes, record.held, record.verdict) == ({9: 1}, False, Verdict.RELEASED)
-    assert not store.hold("r1", "late", at, at)
+    assert not store.hold("r1", "late", at, at).held
+    assert [key for _, key in store.held_keys("r1")] == ["a/b c"]  # the late key was withdrawn
     assert not store.answer("r1", at, Verdict.DISCARDED, (at, at), [])
     assert not rules.get("r1").deletes_held
     for sort_key, _ in list(store.held_keys("r1")):

@@ -12,8 +12,9 @@ late its notification arrives. After a discard, deletes that still arrive at the
 over the threshold) are discarded too; the first delete counted under the threshold ends the burst.
 
 Cost: one DynamoDB UpdateItem per delete (it counts the delete and returns the breaker's state with the
-sliding count); a held delete adds one TransactWriteItems (the held key, on condition that the breaker is
-still held). Copies and overwrites only dilute or inform, so they are written at most every ten seconds.
+sliding count); a held delete adds a PutItem (the held key) and a consistent GetItem (was the burst
+answered meanwhile?). Copies and overwrites only dilute or inform, so they are written at most every ten
+seconds per container.
 """
 
 from __future__ import annotations
@@ -154,9 +155,10 @@ class BreakerStore(Protocol):
         """Mark the rule's deletes held since ``at``, unless they already are (then False)."""
         ...
 
-    def hold(self, rule_id: str, key: str, held_since: datetime, at: datetime) -> bool:
-        """Remember the held delete of ``key``, on condition the breaker is still held since ``held_since``
-        (else False: an operator answered meanwhile, and a held key written now would linger)."""
+    def hold(self, rule_id: str, key: str, held_since: datetime, at: datetime) -> BreakerRecord:
+        """Remember the held delete of ``key``, then read the breaker again (consistent). When it is no
+        longer held since ``held_since`` an operator answered meanwhile, and the held key is withdrawn:
+        the answer's scan of held keys may have run before it was written."""
         ...
 
     def end_discarding(self, rule_id: str, answered_until: datetime | None) -> None:
@@ -208,17 +210,23 @@ class DeleteBreaker:
             decision = self._judge(rule.rule_id, key, record, now)
             if decision is not None:
                 return decision
-            if record.held_since is None and self._store.trip(rule.rule_id, now):
+            if record.held_since is not None:
+                record = self._known[rule.rule_id]  # answered while this delete was being held
+            elif self._store.trip(rule.rule_id, now):
                 record = replace(record, held_since=now)
             else:
-                record = self._store.read(rule.rule_id)  # an operator answered, or another container tripped
+                record = self._store.read(rule.rule_id)  # another container tripped it first
         raise StateStoreError(f"the delete breaker of rule {rule.rule_id} kept changing while deciding on {key!r}")
 
     def _judge(self, rule_id: str, key: str, record: BreakerRecord, now: datetime) -> DeleteDecision | None:
         """The decision on ``record`` for a delete no answer covers; None when the breaker must trip first or
         changed under us."""
         if record.held_since is not None:
-            return DeleteDecision.HOLD if self._store.hold(rule_id, key, record.held_since, now) else None
+            after = self._store.hold(rule_id, key, record.held_since, now)
+            if after.held_since == record.held_since:
+                return DeleteDecision.HOLD
+            self._known[rule_id] = after
+            return None
         if not self.settings.trips(self.settings.sliding(record, now)):
             if record.discarding:
                 self._store.end_discarding(rule_id, record.verdict_to)  # the burst is over: deletes flow again

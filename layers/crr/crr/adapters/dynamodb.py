@@ -626,32 +626,29 @@ class DynamoBreakerStore:
         self._set_rule(rule_id, {"deletes_held": True, "deletes_held_since": at.isoformat()})
         return True
 
-    def hold(self, rule_id: str, key: str, held_since: datetime, at: datetime) -> bool:
+    def hold(self, rule_id: str, key: str, held_since: datetime, at: datetime) -> BreakerRecord:
+        # A put then a consistent read, not a transaction: a transaction's condition check on the breaker
+        # item would make every concurrent count of a delete fail with TransactionConflictException.
         sk = ledger_sk(key).replace("KEY", "HELD", 1)
-        items = [
-            {
-                "ConditionCheck": {
-                    "TableName": self._table,
-                    "Key": self._key(rule_id),
-                    "ConditionExpression": "held_since = :since",
-                    "ExpressionAttributeValues": _to_item({":since": held_since.isoformat()}),
-                }
-            },
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": _to_item({"pk": rule_pk(rule_id), "sk": sk, "key": key, "held_at": at.isoformat()}),
-                }
-            },
-        ]
         try:
-            self._db.transact_write_items(TransactItems=items)
+            self._db.put_item(
+                TableName=self._table,
+                Item=_to_item(
+                    {
+                        "pk": rule_pk(rule_id),
+                        "sk": sk,
+                        "key": key,
+                        "held_at": at.isoformat(),
+                        "held_since": held_since.isoformat(),
+                    }
+                ),
+            )
         except ClientError as exc:
-            reasons = [reason.get("Code") for reason in exc.response.get("CancellationReasons", [])]
-            if error_code(exc) == "TransactionCanceledException" and "ConditionalCheckFailed" in reasons:
-                return False
-            raise _state_error(exc, "TransactWriteItems") from exc
-        return True
+            raise _state_error(exc, "PutItem") from exc
+        after = self.read(rule_id)
+        if after.held_since != held_since:
+            self.forget_held(rule_id, sk)  # answered meanwhile: the answer's scan may have missed this key
+        return after
 
     def end_discarding(self, rule_id: str, answered_until: datetime | None) -> None:
         self._update(
