@@ -6,16 +6,21 @@ The breaker runs on its real DynamoDB store (moto), so what is tested is what th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from crr.adapters.dynamodb import DynamoBreakerStore, DynamoRules
 from crr.breaker import (
+    BreakerRecord,
     BreakerSettings,
     DeleteBreaker,
+    DeleteDecision,
     discard_held_deletes,
     release_held_deletes,
     removal_notification,
@@ -332,3 +337,68 @@ def test_old_slots_are_dropped_so_the_breaker_item_stays_small(world: Callable[.
         w.deletes([f"k{minute}"])
     # Then the item holds the slots of about one window, not of the hour
     assert len(w.store.read("r1").slots()) <= 12
+
+
+class MemoryBreakerStore:
+    """The breaker item in memory, with DynamoDB's semantics for what the breaker asks of it (fast enough
+    for a property test; the DynamoDB store itself is what the tests above use)."""
+
+    def __init__(self) -> None:
+        self.record = BreakerRecord()
+
+    def count_delete(self, rule_id: str, slot: int, stale: Iterable[int], deletes: int = 1) -> BreakerRecord:
+        gone = set(stale)
+
+        def add(slots: Mapping[int, int]) -> dict[int, int]:
+            kept = {old: count for old, count in slots.items() if old not in gone}
+            return kept | {slot: kept.get(slot, 0) + deletes}
+
+        self.record = replace(self.record, deletes=add(self.record.deletes), changes=add(self.record.changes))
+        return self.record
+
+    def count_copies(self, rule_id: str, slot: int, copies: int, overwrites: int, at: datetime) -> None:
+        raise AssertionError("no copies in this test")
+
+    def read(self, rule_id: str) -> BreakerRecord:
+        return self.record
+
+    def trip(self, rule_id: str, at: datetime) -> bool:
+        if self.record.held:
+            return False
+        self.record = replace(self.record, held_since=at)
+        return True
+
+    def hold(self, rule_id: str, key: str, held_since: datetime, at: datetime) -> BreakerRecord:
+        return self.record
+
+    def end_discarding(self, rule_id: str, answered_until: datetime | None) -> None:
+        self.record = replace(self.record, discarding=False)
+
+
+@settings(max_examples=150, deadline=None)
+@example(count=2, window=10, gaps=[0.05, 0.97])  # two deletes 9.7 s apart, the first early in its slot
+@example(count=2, window=10, gaps=[0.98, 0.04])  # two deletes 0.4 s apart, across a fixed window's edge
+@given(
+    count=st.integers(min_value=1, max_value=12),
+    window=st.integers(min_value=10, max_value=600),
+    gaps=st.lists(st.floats(min_value=0, max_value=1.2), min_size=1, max_size=60),
+)
+def test_no_window_long_span_ever_applies_as_many_deletes_as_the_threshold(
+    count: int, window: int, gaps: list[float]
+) -> None:
+    # Given a breaker of `count` deletes per `window` seconds (any share of the changes)
+    clock = [NOW]
+    breaker = DeleteBreaker(
+        MemoryBreakerStore(), BreakerSettings(count=count, percent=0, window_seconds=window), clock=lambda: clock[0]
+    )
+    rule = make_rule()
+    applied: list[datetime] = []
+    # When deletes arrive with any gaps between them (in windows)
+    for index, gap in enumerate(gaps):
+        clock[0] += timedelta(seconds=gap * window)
+        if breaker.decide(rule, f"k{index}", clock[0]) is DeleteDecision.APPLY:
+            applied.append(clock[0])
+    # Then no span of one window holds `count` applied deletes (fixed windows let up to 2 x count - 2)
+    for first, moment in enumerate(applied):
+        within = [later for later in applied[first:] if (later - moment).total_seconds() < window]
+        assert len(within) < count
