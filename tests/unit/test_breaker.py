@@ -402,3 +402,31 @@ def test_no_window_long_span_ever_applies_as_many_deletes_as_the_threshold(
     for first, moment in enumerate(applied):
         within = [later for later in applied[first:] if (later - moment).total_seconds() < window]
         assert len(within) < count
+
+
+def test_the_breaker_s_dynamodb_requests_per_delete_are_bounded(world: Callable[..., World]) -> None:
+    # Given a breaker of 3 per window whose store counts its own DynamoDB requests
+    w = world(3)
+    db = client("dynamodb", "us-west-1")
+    calls: list[str] = []
+    db.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    w.store = DynamoBreakerStore(db, TABLE)
+    w.replicator = w.container()
+
+    def cost(keys: list[str], made_at: datetime | None = None) -> list[str]:
+        calls.clear()
+        w.deletes(keys, made_at)
+        return list(calls)
+
+    # Then a delete that replicates costs one UpdateItem (the count, which returns the state)
+    assert cost(["a"]) == ["UpdateItem"]
+    assert cost(["b"]) == ["UpdateItem"]
+    # And the delete that trips it: the count, the trip (breaker item and the rule's mirror), the held key
+    assert cost(["c"]) == ["UpdateItem", "UpdateItem", "UpdateItem", "PutItem", "GetItem"]
+    # And a held delete: the count, the held key and the re-read
+    assert cost(["d"]) == ["UpdateItem", "PutItem", "GetItem"]
+    # And once the burst is discarded, its late deletes cost one count and its undo the first time...
+    w.discard()
+    assert cost(["e"], made_at=NOW) == ["UpdateItem", "UpdateItem"]
+    # ...and nothing after that
+    assert cost(["f", "g"], made_at=NOW) == []
