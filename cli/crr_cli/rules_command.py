@@ -54,7 +54,11 @@ def add_rules_parser(subparsers: Any) -> None:
 
     resume = actions.add_parser("resume-deletes", help="release (or --discard) deletes held by the mass-delete breaker")
     resume.add_argument("rule_id", metavar="RULE")
-    resume.add_argument("--discard", action="store_true", help="drop the held deletes: the replica keeps the objects")
+    resume.add_argument(
+        "--discard",
+        action="store_true",
+        help="drop the held deletes and the rest of their burst: the replica keeps those objects",
+    )
     resume.add_argument("--yes", action="store_true", help="do not ask for confirmation of --discard")
     resume.add_argument("--json", action="store_true")
     resume.set_defaults(func=_resume_deletes)
