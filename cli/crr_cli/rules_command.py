@@ -13,7 +13,7 @@ from crr.adapters.dynamodb import DynamoBreakerStore, DynamoRules
 from crr.adapters.notifications import S3BucketNotifications
 from crr.adapters.s3 import S3Buckets
 from crr.adapters.sqs import SqsQueueSender
-from crr.breaker import discard_held_deletes, release_held_deletes
+from crr.breaker import ReleaseReport, discard_held_deletes, release_held_deletes
 from crr.catalog import PairRemoval, RuleCatalog, RuleRequest, StackScope
 from crr.rules import ReplicationRule
 from crr_cli.backfill_command import describe_start, start_backfill
@@ -100,7 +100,8 @@ def _resume_deletes(args: argparse.Namespace) -> int:
     if held == 0 and not store.read(rule.rule_id).held:
         # Resuming a breaker that holds nothing must not weaken it for the deletes that follow.
         if args.json:
-            print(json.dumps({"rule_id": rule.rule_id, "released": 0, "discarded": 0, "nothing_held": True}))
+            nothing = ReleaseReport(rule.rule_id, released=0, discarded=0, was_held=False)
+            print(json.dumps({**vars(nothing), "nothing_held": nothing.nothing_held}))
         else:
             print(f"rule {rule.rule_id}: no deletes are held; nothing changed")
         return 0

@@ -234,10 +234,6 @@ class DeleteBreaker:
             return DeleteDecision.APPLY
         return DeleteDecision.DISCARD if record.discarding else None  # a discarded burst still arriving
 
-    def admit(self, rule: ReplicationRule, key: str, event_time: datetime | None = None) -> bool:
-        """True when the delete of ``key`` may reach the replica (see ``decide``)."""
-        return self.decide(rule, key, event_time) is DeleteDecision.APPLY
-
     def count_copies(self, rule_id: str, copies: int, overwrites: int = 0) -> None:
         """Copies only dilute the delete percentage and overwrites only inform, so they are written every
         ``copies_interval`` seconds at most: an undercount makes the breaker hold sooner, never lose a
