@@ -14,7 +14,7 @@ from crr.adapters.kms import KmsKeys
 from crr.adapters.notifications import S3BucketNotifications
 from crr.adapters.s3 import S3Buckets
 from crr.adapters.sqs import SqsQueueSender
-from crr.breaker import BreakerSettings, discard_held_deletes, release_held_deletes
+from crr.breaker import ReleaseReport, discard_held_deletes, release_held_deletes
 from crr.catalog import PairRemoval, RuleCatalog, RuleRequest, StackScope
 from crr.rules import ReplicationRule
 from crr_cli.backfill_command import describe_start, start_backfill
@@ -55,7 +55,11 @@ def add_rules_parser(subparsers: Any) -> None:
 
     resume = actions.add_parser("resume-deletes", help="release (or --discard) deletes held by the mass-delete breaker")
     resume.add_argument("rule_id", metavar="RULE")
-    resume.add_argument("--discard", action="store_true", help="drop the held deletes: the replica keeps the objects")
+    resume.add_argument(
+        "--discard",
+        action="store_true",
+        help="drop the held deletes and the rest of their burst: the replica keeps those objects",
+    )
     resume.add_argument("--yes", action="store_true", help="do not ask for confirmation of --discard")
     resume.add_argument("--json", action="store_true")
     resume.set_defaults(func=_resume_deletes)
@@ -94,12 +98,20 @@ def _resume_deletes(args: argparse.Namespace) -> int:
     rule = _catalog(args).show(args.rule_id)
     store = DynamoBreakerStore(clients.client("dynamodb", stack.region), stack.rules_table)
     held = sum(1 for _ in store.held_keys(rule.rule_id))
-    settings = BreakerSettings(window_seconds=stack.delete_breaker_window_seconds)
+    if held == 0 and not store.read(rule.rule_id).held:
+        # Resuming a breaker that holds nothing must not weaken it for the deletes that follow.
+        if args.json:
+            nothing = ReleaseReport(rule.rule_id, released=0, discarded=0, was_held=False)
+            print(json.dumps({**vars(nothing), "nothing_held": nothing.nothing_held}))
+        else:
+            print(f"rule {rule.rule_id}: no deletes are held; nothing changed")
+        return 0
+    settings = stack.breaker_settings
     if args.discard:
         if not args.yes:
             answer = input(
-                f"discard {held} held delete(s) of rule {rule.rule_id}? The replica keeps those "
-                f"objects. Type the rule id to confirm: "
+                f"discard {held} held delete(s) of rule {rule.rule_id}, and every later delete of the same "
+                f"burst? The replica keeps those objects. Type the rule id to confirm: "
             )
             if answer.strip() != rule.rule_id:
                 print("not confirmed; nothing changed")
@@ -109,12 +121,14 @@ def _resume_deletes(args: argparse.Namespace) -> int:
         sender = SqsQueueSender(clients.client("sqs", stack.region), stack.queue_url)
         report = release_held_deletes(rule, store, sender, settings, datetime.now(UTC))
     if args.json:
-        print(json.dumps(vars(report)))
-    else:
+        print(json.dumps({**vars(report), "nothing_held": report.nothing_held}))
+    elif args.discard:
         print(
-            f"rule {report.rule_id}: {report.released} held delete(s) released, {report.discarded} discarded; "
-            "delete replication resumed"
+            f"rule {report.rule_id}: {report.discarded} held delete(s) discarded; the rest of the burst will be "
+            "discarded as it arrives, and deletes replicate again once it is over"
         )
+    else:
+        print(f"rule {report.rule_id}: {report.released} held delete(s) released; delete replication resumed")
     return 0
 
 

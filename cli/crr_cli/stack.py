@@ -8,6 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory, error_code, error_message
+from crr.breaker import BreakerSettings
 from crr.catalog import StackScope
 from crr.errors import CrrError
 
@@ -29,6 +30,16 @@ class CrrStack:
     delete_breaker_window_seconds: int = 300
     backfill_state_machine_arn: str | None = None
     replica_kms_key_arns: tuple[str, ...] | None = None
+    delete_breaker_count: int = 1000
+    delete_breaker_percent: float = 50.0
+
+    @property
+    def breaker_settings(self) -> BreakerSettings:
+        return BreakerSettings(
+            count=self.delete_breaker_count,
+            percent=self.delete_breaker_percent,
+            window_seconds=self.delete_breaker_window_seconds,
+        )
 
     @property
     def scope(self) -> StackScope:
@@ -77,4 +88,6 @@ def discover_stack(clients: ClientFactory, name: str, region: str) -> CrrStack:
         replica_kms_key_arns=_names(outputs["AllowedReplicaKmsKeyArns"])
         if "AllowedReplicaKmsKeyArns" in outputs
         else None,
+        delete_breaker_count=int(outputs.get("DeleteBreakerCount", "1000")),
+        delete_breaker_percent=float(outputs.get("DeleteBreakerPercent", "50")),
     )

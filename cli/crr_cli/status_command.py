@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from crr.adapters.backfill_jobs import DynamoBackfillJobs
 from crr.adapters.clients import ClientFactory
-from crr.adapters.dynamodb import DynamoRules
+from crr.adapters.dynamodb import DynamoBreakerStore, DynamoRules
 from crr.adapters.health import (
     CloudWatchBacklogAge,
     DynamoFailureCounter,
@@ -84,6 +84,7 @@ def stack_status(clients: ClientFactory, stack: CrrStack) -> StackStatus:
         ),
         failures=DynamoFailureCounter(dynamodb, stack.rules_table),
         backfills=DynamoBackfillJobs(dynamodb, stack.rules_table),
+        breakers=(DynamoBreakerStore(dynamodb, stack.rules_table), stack.breaker_settings),
     )
 
 

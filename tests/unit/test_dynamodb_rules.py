@@ -141,33 +141,41 @@ def test_progress_accumulates_atomically(dynamodb: Any) -> None:
     assert (stored["objects_copied"], stored["bytes_copied"], stored["deletes_applied"]) == (3, 15, 1)
 
 
-def test_the_breaker_store_counts_windows_holds_keys_and_flags_the_rule(dynamodb: Any) -> None:
+def test_the_breaker_store_counts_slots_holds_keys_and_flags_the_rule(dynamodb: Any) -> None:
     from crr.adapters.dynamodb import DynamoBreakerStore
+    from crr.breaker import Verdict
 
     # Given a rule and its breaker store
     rules = DynamoRules(dynamodb, TABLE, cache_seconds=0)
     rules.create(rule("r1", "src-a", "dst-b"))
     store = DynamoBreakerStore(dynamodb, TABLE)
-    window = datetime(2026, 11, 25, 12, tzinfo=UTC)
-    # When copies and deletes are counted, a delete held and the breaker tripped
-    store.count_copies("r1", window, 5)
-    store.count_delete("r1", window)
-    counts = store.count_delete("r1", window)
-    store.trip("r1", window)
-    store.hold("r1", "a/b c", window)
-    # Then the window, the held key and the rule's flag are all readable
-    assert (counts.deletes, counts.changes) == (2, 7)
+    at = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    # When copies and deletes are counted, the breaker tripped and a delete held
+    store.count_copies("r1", 7, 5, 2, at)
+    store.count_delete("r1", 7, [])
+    counted = store.count_delete("r1", 8, [])
+    assert store.trip("r1", at)
+    assert not store.trip("r1", at)  # tripped once
+    assert store.hold("r1", "a/b c", at, at).held_since == at
+    # Then the slots, the held key and the rule's flag are all readable
+    assert (counted.deletes, counted.changes, counted.overwrites) == ({7: 1, 8: 1}, {7: 6, 8: 1}, {7: 2})
+    assert (counted.overwrites_total, counted.overwrites_since) == (2, at)
     assert [key for _, key in store.held_keys("r1")] == ["a/b c"]
     tripped = rules.get("r1")
     assert tripped.deletes_held
-    assert tripped.deletes_held_since == window
-    # When released, Then the flag is down, the suspension recorded, and forgetting empties the list
-    store.release("r1", window)
+    assert tripped.deletes_held_since == at
+    # When a stale slot is dropped and the burst released with slot 8 reset
+    store.count_delete("r1", 9, [7])
+    assert store.answer("r1", at, Verdict.RELEASED, (at, at), [8])
+    # Then the flag is down, the answer recorded, no hold is accepted for that burst any more
+    record = store.read("r1")
+    assert (record.deletes, record.held, record.verdict) == ({9: 1}, False, Verdict.RELEASED)
+    assert not store.hold("r1", "late", at, at).held
+    assert [key for _, key in store.held_keys("r1")] == ["a/b c"]  # the late key was withdrawn
+    assert not store.answer("r1", at, Verdict.DISCARDED, (at, at), [])
+    assert not rules.get("r1").deletes_held
     for sort_key, _ in list(store.held_keys("r1")):
         store.forget_held("r1", sort_key)
-    released = rules.get("r1")
-    assert not released.deletes_held
-    assert released.breaker_suspended_until == window
     assert list(store.held_keys("r1")) == []
     # And the rule list is not confused by the breaker's items
     assert [r.rule_id for r in rules.list()] == ["r1"]

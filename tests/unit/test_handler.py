@@ -119,6 +119,29 @@ def test_metrics_are_emitted_per_rule_once_per_batch(deployed: Any, capsys: pyte
     assert ["rule", "service"] in per_rule[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
 
 
+def test_an_overwrite_of_a_replicated_key_is_counted_for_the_overwrite_alarm(
+    deployed: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler, s3 = deployed
+
+    def replicated_metrics(sequencer: str) -> dict[str, Any]:
+        document = json.loads(notification_for(s3, "o/1"))
+        document["Records"][0]["s3"]["object"]["sequencer"] = sequencer
+        capsys.readouterr()
+        handler.lambda_handler(sqs_event(json.dumps(document)), Context())
+        lines = capsys.readouterr().out.splitlines()
+        documents: list[dict[str, Any]] = [json.loads(line) for line in lines if line.startswith('{"_aws"')]
+        [per_rule] = [doc for doc in documents if doc.get("rule") == "demo"]
+        return per_rule
+
+    # Given a new object replicated: it is a copy, not an overwrite
+    s3.put_object(Bucket=SRC, Key="o/1", Body=b"original")
+    assert "OverwritesReplicated" not in replicated_metrics("0055AED6DCD90281E5")
+    # When it is rewritten in place and replicated again, Then the copy counts as an overwrite
+    s3.put_object(Bucket=SRC, Key="o/1", Body=b"encrypted junk")
+    assert replicated_metrics("0055AED6DCD90281F0")["OverwritesReplicated"] == [1.0]
+
+
 def test_logs_hold_neither_object_contents_nor_credentials(
     deployed: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

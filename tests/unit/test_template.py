@@ -179,3 +179,26 @@ def test_functions_that_copy_may_decrypt_through_s3_with_no_key_but_the_listed_o
         assert "ReplicaKmsKeyArns" in listed
         for statement in found:
             assert statement["Condition"]["StringLike"]["kms:ViaService"] == {"Fn::Sub": "s3.*.${AWS::URLSuffix}"}
+
+
+def test_the_overwrite_burst_alarm_needs_a_jump_above_the_usual_band_and_a_floor(template: dict[str, Any]) -> None:
+    # Given the deployed template's overwrite alarms
+    resources = template["Resources"]
+    anomaly, volume = resources["OverwriteAnomalyAlarm"]["Properties"], resources["OverwriteVolumeAlarm"]["Properties"]
+    burst = resources["OverwriteBurstAlarm"]
+    # Then both watch the stack's OverwritesReplicated, one against its anomaly band, one against the floor
+    [stat] = [query["MetricStat"] for query in anomaly["Metrics"] if "MetricStat" in query]
+    [band] = [query for query in anomaly["Metrics"] if query["Id"] == anomaly["ThresholdMetricId"]]
+    assert stat["Metric"]["MetricName"] == volume["MetricName"] == "OverwritesReplicated"
+    assert band["Expression"].startswith("ANOMALY_DETECTION_BAND(overwrites")
+    assert anomaly["ComparisonOperator"] == "GreaterThanUpperThreshold"
+    assert volume["Threshold"] == {"Ref": "OverwriteAlarmMinimum"}
+    # And only the composite, which needs both, notifies the alarm topic
+    assert burst["Type"] == "AWS::CloudWatch::CompositeAlarm"
+    rule = json.dumps(burst["Properties"]["AlarmRule"])
+    assert "OverwriteAnomalyAlarm.Arn" in rule
+    assert "OverwriteVolumeAlarm.Arn" in rule
+    assert " AND " in rule
+    assert "AlarmActions" in burst["Properties"]
+    assert "AlarmActions" not in anomaly
+    assert "AlarmActions" not in volume

@@ -524,6 +524,7 @@ _LIVE_OUTCOMES = {
     Outcome.DELETED: _Outcome.SUPERSEDED,  # deleted at the source since it was listed
     Outcome.DELETES_NOT_REPLICATED: _Outcome.SUPERSEDED,
     Outcome.DELETE_HELD: _Outcome.SUPERSEDED,
+    Outcome.DELETE_DISCARDED: _Outcome.SUPERSEDED,
     Outcome.DESTINATION_CURRENT: _Outcome.SKIPPED,
     Outcome.REPLICA_OF_DESTINATION: _Outcome.SKIPPED,
     Outcome.DUPLICATE: _Outcome.SKIPPED,

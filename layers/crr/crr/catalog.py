@@ -207,14 +207,25 @@ class RuleCatalog:
         return actual
 
     def advice(self, rule: ReplicationRule) -> list[str]:
-        """Warnings worth printing after ``add``: things that do not stop replication but cost money."""
-        if self._buckets.aborts_incomplete_uploads(rule.destination_bucket, rule.destination_region):
-            return []
-        return [
-            f"destination bucket {rule.destination_bucket!r} has no lifecycle rule aborting incomplete multipart "
-            "uploads: crr aborts the uploads it abandons, but one cut off mid-copy (a timeout, a crash) would be "
-            "billed until deleted. Add AbortIncompleteMultipartUpload (e.g. 7 days) to its lifecycle."
-        ]
+        """Warnings worth printing after ``add``: things that do not stop replication but cost money or
+        limit what the replica can restore."""
+        advice = []
+        if not self._buckets.versioning_enabled(rule.destination_bucket, rule.destination_region):
+            advice.append(
+                f"destination bucket {rule.destination_bucket!r} is not versioned: the replica keeps only the "
+                "current version of each object, so it can restore objects deleted at the source while the "
+                "mass-delete breaker held their deletes, but not objects overwritten at the source (say, "
+                "encrypted in place by ransomware): crr copies each overwrite over the only copy. Enable "
+                "versioning on it (with a lifecycle rule expiring noncurrent versions) to keep earlier versions."
+            )
+        if not self._buckets.aborts_incomplete_uploads(rule.destination_bucket, rule.destination_region):
+            advice.append(
+                f"destination bucket {rule.destination_bucket!r} has no lifecycle rule aborting incomplete "
+                "multipart uploads: crr aborts the uploads it abandons, but one cut off mid-copy (a timeout, a "
+                "crash) would be billed until deleted. Add AbortIncompleteMultipartUpload (e.g. 7 days) to its "
+                "lifecycle."
+            )
+        return advice
 
     def list(self) -> list[ReplicationRule]:
         return self._store.list()

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from crr.breaker import DeleteBreaker
+from crr.breaker import DeleteBreaker, DeleteDecision
 from crr.copying import plan_parts
 from crr.errors import (
     CrrError,
@@ -95,6 +95,7 @@ class Outcome(StrEnum):
     DELETES_NOT_REPLICATED = "deletes_not_replicated"
     REPLICA_OF_DESTINATION = "replica_of_destination"  # written by the opposite rule: never sent back
     DELETE_HELD = "delete_held"  # the mass-delete breaker is open: the replica keeps the object
+    DELETE_DISCARDED = "delete_discarded"  # part of a burst the operator discarded: the replica keeps it
     DESTINATION_CURRENT = "destination_current"  # two-way: the destination holds this change or a later one
     ATTRIBUTES_UPDATED = "attributes_updated"  # tags / ACL set on the replica in place (no bytes copied)
     ATTRIBUTES_CURRENT = "attributes_current"  # a tag / ACL change the replica already has
@@ -111,14 +112,18 @@ class ReplicationResult:
     bytes_copied: int = 0
     attempts: int = 0
     detail: str = ""
+    overwrote: bool = False  # a copy over a key the ledger knows as replicated (the overwrite alarm's count)
 
 
 @dataclass
 class _BatchProgress:
     per_rule: dict[str, ProgressDelta] = field(default_factory=dict)
+    overwrites: dict[str, int] = field(default_factory=dict)
 
     def count(self, rule_id: str, result: ReplicationResult, event: ChangeEvent) -> None:
         delta = self.per_rule.setdefault(rule_id, ProgressDelta())
+        if result.overwrote:
+            self.overwrites[rule_id] = self.overwrites.get(rule_id, 0) + 1
         if result.outcome is Outcome.COPIED:
             delta.objects_copied += 1
             delta.bytes_copied += result.bytes_copied
@@ -205,7 +210,7 @@ class Replicator:
             if not delta.is_empty():
                 self._progress.add(rule_id, delta, now)
             if self._breaker is not None:
-                self._breaker.count_copies(rule_id, delta.objects_copied)
+                self._breaker.count_copies(rule_id, delta.objects_copied, pending.overwrites.get(rule_id, 0))
 
     def _count_progress(self, rule_id: str, result: ReplicationResult, event: ChangeEvent) -> None:
         with self._pending_lock:
@@ -321,7 +326,7 @@ class Replicator:
         self, rule: ReplicationRule, event: ChangeEvent, entry: LedgerEntry | None
     ) -> ReplicationResult:
         for attempt in range(1, MAX_RECONCILE_ATTEMPTS + 1):
-            outcome, state = self._reconcile_once(rule, event.key)
+            outcome, state = self._reconcile_once(rule, event.key, event.event_time)
             if outcome is Outcome.REPLICA_OF_DESTINATION:
                 # Nothing was written; no ledger entry is needed to stay correct.
                 return ReplicationResult(outcome, rule.rule_id, attempts=attempt, detail="object is a replica")
@@ -342,19 +347,23 @@ class Replicator:
                 entry = self._ledger.read(rule.rule_id, event.key)
                 continue
             copied = state.size if (state and outcome is Outcome.COPIED) else 0
-            return ReplicationResult(outcome, rule.rule_id, bytes_copied=copied, attempts=attempt)
+            overwrote = outcome is Outcome.COPIED and entry is not None and not entry.deleted
+            return ReplicationResult(outcome, rule.rule_id, bytes_copied=copied, attempts=attempt, overwrote=overwrote)
         raise ReconcileContentionError(
             f"key {event.key!r} of rule {rule.rule_id} changed under us {MAX_RECONCILE_ATTEMPTS} times"
         )
 
-    def _reconcile_once(self, rule: ReplicationRule, key: str) -> tuple[Outcome, ObjectState | None]:
-        """One HEAD and one write: copy the current version, or delete the replica."""
+    def _reconcile_once(
+        self, rule: ReplicationRule, key: str, event_time: datetime | None = None
+    ) -> tuple[Outcome, ObjectState | None]:
+        """One HEAD and one write: copy the current version, or delete the replica (``event_time``: when
+        the change was made, which the delete breaker judges by)."""
         if rule.two_way:
-            return self._reconcile_two_way(rule, key)
+            return self._reconcile_two_way(rule, key, event_time)
         for _ in range(MAX_RECONCILE_ATTEMPTS):
             state = self._objects.head(rule.source_bucket, rule.source_region, key)
             if state is None:
-                return self._remove_replica(rule, key), None
+                return self._remove_replica(rule, key, event_time), None
             if state.replica_of == rule.destination_bucket:
                 return Outcome.REPLICA_OF_DESTINATION, state
             try:
@@ -362,23 +371,25 @@ class Replicator:
             except SourceChangedError:
                 continue  # overwritten between HEAD and copy: read the newer version
             except SourceGoneError:
-                return self._remove_replica(rule, key), None
+                return self._remove_replica(rule, key, event_time), None
             return (Outcome.COPIED if written is not None else Outcome.COPY_STARTED), state
         raise ReconcileContentionError(f"source {rule.source_bucket}/{key} kept changing during copy")
 
-    def _reconcile_two_way(self, rule: ReplicationRule, key: str) -> tuple[Outcome, ObjectState | None]:
+    def _reconcile_two_way(
+        self, rule: ReplicationRule, key: str, event_time: datetime | None = None
+    ) -> tuple[Outcome, ObjectState | None]:
         """Read both sides, and apply the source's only if it is the later change (crr.mutual)."""
         registry = self._registry(rule)
         for _ in range(MAX_RECONCILE_ATTEMPTS):
             try:
-                outcome, state = self._sync_once(rule, key, registry)
+                outcome, state = self._sync_once(rule, key, registry, event_time)
             except (SourceChangedError, SourceGoneError, DestinationChangedError):
                 continue  # either side moved since we read it: compare again
             return outcome, state
         raise ReconcileContentionError(f"{rule.source_bucket}/{key} or its replica kept changing during sync")
 
     def _sync_once(
-        self, rule: ReplicationRule, key: str, registry: TombstoneRegistry
+        self, rule: ReplicationRule, key: str, registry: TombstoneRegistry, event_time: datetime | None = None
     ) -> tuple[Outcome, ObjectState | None]:
         source = self._side(rule.source_bucket, rule.source_region, key, lambda: registry.read_peer(rule, key))
         if source.origin == rule.destination_bucket:
@@ -393,7 +404,7 @@ class Replicator:
                 self._nudges.nudge(rule, key)
             return Outcome.DESTINATION_CURRENT, source.state
         if source.state is None:
-            return self._retract(rule, key, source, destination), None
+            return self._retract(rule, key, source, destination, event_time), None
         written = self._copy(rule, source.state, over=destination)
         if written is None:
             return Outcome.COPY_STARTED, source.state
@@ -437,14 +448,22 @@ class Replicator:
         marker = newest[0]
         return SideView(None, marker_stamp(marker, bucket, registry_record()), marker.version_id)
 
-    def _retract(self, rule: ReplicationRule, key: str, source: SideView, destination: SideView) -> Outcome:
+    def _retract(
+        self,
+        rule: ReplicationRule,
+        key: str,
+        source: SideView,
+        destination: SideView,
+        event_time: datetime | None = None,
+    ) -> Outcome:
         """Delete the destination's version, recording the marker so neither rule mistakes it for a user's."""
         if destination.state is None or destination.stamp is None:
             raise TypeError("only a present destination version is retracted")
         if not rule.replicate_deletes:
             return Outcome.DELETES_NOT_REPLICATED
-        if self._breaker is not None and not self._breaker.admit(rule, key):
-            return Outcome.DELETE_HELD
+        held = self._held(rule, key, event_time)
+        if held is not None:
+            return held
         registry = self._registry(rule)
         # A purged source (no marker) withdraws its copy under that copy's own stamp.
         stamp = source.stamp or destination.stamp
@@ -502,13 +521,23 @@ class Replicator:
         etag = self._objects.multipart_copy(request, parts)
         return KeyVersion(UNKNOWN_VERSION, self._clock(), False, etag)
 
-    def _remove_replica(self, rule: ReplicationRule, key: str) -> Outcome:
+    def _remove_replica(self, rule: ReplicationRule, key: str, event_time: datetime | None = None) -> Outcome:
         if not rule.replicate_deletes:
             return Outcome.DELETES_NOT_REPLICATED
-        if self._breaker is not None and not self._breaker.admit(rule, key):
-            return Outcome.DELETE_HELD
+        held = self._held(rule, key, event_time)
+        if held is not None:
+            return held
         self._objects.delete(rule.destination_bucket, rule.destination_region, key)
         return Outcome.DELETED
+
+    def _held(self, rule: ReplicationRule, key: str, event_time: datetime | None) -> Outcome | None:
+        """The outcome when the delete breaker keeps this delete from the replica; None when it may go."""
+        if self._breaker is None:
+            return None
+        decision = self._breaker.decide(rule, key, event_time)
+        if decision is DeleteDecision.HOLD:
+            return Outcome.DELETE_HELD
+        return Outcome.DELETE_DISCARDED if decision is DeleteDecision.DISCARD else None
 
     def _copy_request(self, rule: ReplicationRule, state: ObjectState) -> CopyRequest:
         if state.kms_encrypted and rule.replica_kms_key_arn is None:

@@ -102,10 +102,10 @@ class ReplicationRule(BaseModel):
     replica_kms_key_arn: str | None = None
     status: RuleStatus = RuleStatus.ENABLED
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    # The mass-delete breaker (crr.breaker): deletes held since when, and a release in progress until when.
+    # The mass-delete breaker (crr.breaker) mirrors here whether deletes are held, and since when.
     deletes_held: bool = False
     deletes_held_since: datetime | None = None
-    breaker_suspended_until: datetime | None = None
+    breaker_suspended_until: datetime | None = None  # no longer written; rules stored by older versions load
     peer: PeerRule | None = None  # set on both halves of a two-way pair
 
     @field_validator("rule_id")

@@ -301,8 +301,12 @@ def _count(result: ReplicationResult, event: ChangeEvent, per_rule: RuleMetrics)
         entries = [("DeletesReplicated", MetricUnit.Count, 1)]
     elif result.outcome is Outcome.DELETE_HELD:
         entries = [("DeletesHeld", MetricUnit.Count, 1)]
+    elif result.outcome is Outcome.DELETE_DISCARDED:
+        entries = [("DeletesDiscarded", MetricUnit.Count, 1)]
     else:
         entries = [("ChangesSkipped", MetricUnit.Count, 1)]
+    if result.overwrote:
+        entries.append(("OverwritesReplicated", MetricUnit.Count, 1))
     if result.outcome in {Outcome.COPIED, Outcome.DELETED}:
         lag_ms = max((datetime.now(UTC) - event.event_time).total_seconds() * 1000, 0.0)
         entries.append(("ReplicationLatency", MetricUnit.Milliseconds, lag_ms))

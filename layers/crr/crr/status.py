@@ -18,6 +18,7 @@ from typing import NamedTuple, Protocol
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from crr.backfill import BackfillJob
+from crr.breaker import BreakerHealth, BreakerRecord, BreakerSettings, breaker_health, breaker_lines
 from crr.errors import CrrError
 from crr.rules import ReplicationRule, RuleStatus
 
@@ -159,6 +160,11 @@ class BackfillSource(Protocol):
     def latest(self, rule_id: str) -> BackfillJob | None: ...
 
 
+class BreakerSource(Protocol):
+    def read(self, rule_id: str) -> BreakerRecord: ...
+    def held_count(self, rule_id: str) -> int: ...
+
+
 class RuleHealth(BaseModel):
     """One rule as ``crr status`` shows it."""
 
@@ -180,6 +186,7 @@ class RuleHealth(BaseModel):
     deletes_applied: int
     skipped: int
     backfill: BackfillHealth | None = Field(default=None, description="the newest backfill job; null if none")
+    breaker: BreakerHealth | None = Field(default=None, description="the mass-delete breaker and overwrite rate")
 
 
 class StackHealth(BaseModel):
@@ -284,6 +291,7 @@ class StackStatus:
         backlog_age: BacklogAgeGauge,
         failures: FailureCounter,
         backfills: BackfillSource | None = None,
+        breakers: tuple[BreakerSource, BreakerSettings] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._stack = stack
@@ -295,6 +303,7 @@ class StackStatus:
         self._backlog_age = backlog_age
         self._failures = failures
         self._backfills = backfills
+        self._breakers = breakers
         self._clock = clock
 
     def report(self, rule_id: str | None = None) -> StatusReport:
@@ -328,7 +337,18 @@ class StackStatus:
         healths = [rule_health(rule, self._progress.read(rule.rule_id), queue.empty, now) for rule in rules]
         if self._backfills is not None:
             healths = [health.model_copy(update={"backfill": self._backfill_of(health.rule_id)}) for health in healths]
+        if self._breakers is not None:
+            healths = [
+                health.model_copy(update={"breaker": self._breaker_of(health.rule_id, now)}) for health in healths
+            ]
         return StatusReport(generated_at=now, stack=stack, rules=healths, warnings=warnings)
+
+    def _breaker_of(self, rule_id: str, now: datetime) -> BreakerHealth | None:
+        if self._breakers is None:
+            return None
+        source, settings = self._breakers
+        record = source.read(rule_id)
+        return breaker_health(record, settings, source.held_count(rule_id) if record.held else 0, now)
 
     def _backfill_of(self, rule_id: str) -> BackfillHealth | None:
         job = self._backfills.latest(rule_id) if self._backfills is not None else None
@@ -459,5 +479,8 @@ def render_text(report: StatusReport) -> str:
             for health in report.rules
         ]
         lines.extend(_table(_RULE_HEADERS, rows, _NUMERIC_COLUMNS))
+        lines.extend(
+            line for health in report.rules if health.breaker for line in breaker_lines(health.rule_id, health.breaker)
+        )
     lines.extend(f"warning: {warning}" for warning in report.warnings)
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +22,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
-from crr.breaker import BreakerState, DeleteWindow
+from crr.breaker import BreakerRecord, Verdict
 from crr.errors import (
     DestinationAlreadyClaimedError,
     LedgerConflictError,
@@ -570,63 +570,68 @@ def _failure_from(message_id: str, item: dict[str, Any]) -> FailureRecord:
     )
 
 
-# A window's counter outlives the window by a day (it only ever decides about its own window).
-BREAKER_WINDOW_TTL = timedelta(days=1)
+BREAKER_SK = "BREAKER"
+_SLOT_KINDS = {"d": "deletes", "c": "changes", "o": "overwrites"}
 
 
 class DynamoBreakerStore:
     """BreakerStore and the operator's side of held deletes.
 
-    ``RULE#<id>`` / ``BREAKER#<window start>``: deletes and changes counted with atomic ADD;
-    ``RULE#<id>`` / ``HELD#<key>``: a delete held while the breaker is open.
+    ``RULE#<id>`` / ``BREAKER``: one item per rule holding the sliding count's slots (``d<slot>``,
+    ``c<slot>``, ``o<slot>``: deletes, changes, overwrites, counted with atomic ADD) and the burst's state,
+    so one UpdateItem counts a delete and returns everything its decision needs;
+    ``RULE#<id>`` / ``HELD#<key>``: a delete held while the breaker is open. The rule item mirrors
+    ``deletes_held`` for ``crr rules show``; decisions read only the breaker item.
     """
 
     def __init__(self, client: Any, table_name: str) -> None:
         self._db = client
         self._table = table_name
 
-    def _add(self, rule_id: str, window_start: datetime, deletes: int, changes: int) -> dict[str, Any]:
+    def _key(self, rule_id: str) -> dict[str, Any]:
+        return _to_item({"pk": rule_pk(rule_id), "sk": BREAKER_SK})
+
+    def _update(self, rule_id: str, **request: Any) -> dict[str, Any] | None:
+        """UpdateItem on the breaker item; None when its condition failed."""
         try:
-            updated = self._db.update_item(
-                TableName=self._table,
-                Key=_to_item({"pk": rule_pk(rule_id), "sk": f"BREAKER#{window_start.isoformat()}"}),
-                UpdateExpression="ADD #deletes :deletes, #changes :changes SET #expires = :expires",
-                ExpressionAttributeNames={"#deletes": "deletes", "#changes": "changes", "#expires": "expires_at"},
-                ExpressionAttributeValues=_to_item(
-                    {
-                        ":deletes": deletes,
-                        ":changes": changes,
-                        ":expires": int((window_start + BREAKER_WINDOW_TTL).timestamp()),
-                    }
-                ),
-                ReturnValues="ALL_NEW",
-            )
+            updated = self._db.update_item(TableName=self._table, Key=self._key(rule_id), **request)
         except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
             raise _state_error(exc, "UpdateItem") from exc
-        return _from_item(updated["Attributes"])
+        return _from_item(updated.get("Attributes", {}))
 
-    def count_delete(self, rule_id: str, window_start: datetime) -> DeleteWindow:
-        counts = self._add(rule_id, window_start, 1, 1)
-        return DeleteWindow(deletes=int(counts["deletes"]), changes=int(counts["changes"]))
+    def count_delete(self, rule_id: str, slot: int, stale: Iterable[int], deletes: int = 1) -> BreakerRecord:
+        names = {"#d": f"d{slot}", "#c": f"c{slot}"}
+        removed = [f"{kind}{old}" for old in stale for kind in _SLOT_KINDS]
+        names.update({f"#r{index}": name for index, name in enumerate(removed)})
+        expression = "ADD #d :one, #c :one"
+        if removed:
+            expression += " REMOVE " + ", ".join(f"#r{index}" for index in range(len(removed)))
+        updated = self._update(
+            rule_id,
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=_to_item({":one": deletes}),
+            ReturnValues="ALL_NEW",
+        )
+        return _breaker_record(updated or {})
 
-    def count_copies(self, rule_id: str, window_start: datetime, copies: int) -> None:
-        self._add(rule_id, window_start, 0, copies)
+    def count_copies(self, rule_id: str, slot: int, copies: int, overwrites: int, at: datetime) -> None:
+        self._update(
+            rule_id,
+            UpdateExpression="ADD #c :copies, #o :overwrites, overwrites_total :overwrites "
+            "SET overwrites_since = if_not_exists(overwrites_since, :at)",
+            ExpressionAttributeNames={"#c": f"c{slot}", "#o": f"o{slot}"},
+            ExpressionAttributeValues=_to_item({":copies": copies, ":overwrites": overwrites, ":at": at.isoformat()}),
+        )
 
-    def state(self, rule_id: str) -> BreakerState:
+    def read(self, rule_id: str) -> BreakerRecord:
         try:
-            found = self._db.get_item(
-                TableName=self._table,
-                Key=_to_item({"pk": rule_pk(rule_id), "sk": RULE_SK}),
-                ConsistentRead=True,
-                ProjectionExpression="deletes_held, breaker_suspended_until",
-            )
+            found = self._db.get_item(TableName=self._table, Key=self._key(rule_id), ConsistentRead=True)
         except ClientError as exc:
             raise _state_error(exc, "GetItem") from exc
-        item = _from_item(found.get("Item", {}))
-        until = item.get("breaker_suspended_until")
-        return BreakerState(
-            bool(item.get("deletes_held", False)), datetime.fromisoformat(str(until)) if until else None
-        )
+        return _breaker_record(_from_item(found.get("Item", {})))
 
     def _set_rule(self, rule_id: str, values: dict[str, Any]) -> None:
         names = {f"#{name}": name for name in values}
@@ -644,18 +649,81 @@ class DynamoBreakerStore:
                 raise RuleNotFoundError(rule_id) from exc
             raise _state_error(exc, "UpdateItem") from exc
 
-    def trip(self, rule_id: str, at: datetime) -> None:
+    def trip(self, rule_id: str, at: datetime) -> bool:
+        tripped = self._update(
+            rule_id,
+            UpdateExpression="SET held_since = :at",
+            ConditionExpression="attribute_not_exists(held_since)",
+            ExpressionAttributeValues=_to_item({":at": at.isoformat()}),
+        )
+        if tripped is None:
+            return False
         self._set_rule(rule_id, {"deletes_held": True, "deletes_held_since": at.isoformat()})
+        return True
 
-    def hold(self, rule_id: str, key: str, at: datetime) -> None:
+    def hold(self, rule_id: str, key: str, held_since: datetime, at: datetime) -> BreakerRecord:
+        # A put then a consistent read, not a transaction: a transaction's condition check on the breaker
+        # item would make every concurrent count of a delete fail with TransactionConflictException.
         sk = ledger_sk(key).replace("KEY", "HELD", 1)
         try:
             self._db.put_item(
                 TableName=self._table,
-                Item=_to_item({"pk": rule_pk(rule_id), "sk": sk, "key": key, "held_at": at.isoformat()}),
+                Item=_to_item(
+                    {
+                        "pk": rule_pk(rule_id),
+                        "sk": sk,
+                        "key": key,
+                        "held_at": at.isoformat(),
+                        "held_since": held_since.isoformat(),
+                    }
+                ),
             )
         except ClientError as exc:
             raise _state_error(exc, "PutItem") from exc
+        after = self.read(rule_id)
+        if after.held_since != held_since:
+            self.forget_held(rule_id, sk)  # answered meanwhile: the answer's scan may have missed this key
+        return after
+
+    def end_discarding(self, rule_id: str, answered_until: datetime | None) -> None:
+        self._update(
+            rule_id,
+            UpdateExpression="REMOVE discarding",
+            ConditionExpression="verdict_to = :to",
+            ExpressionAttributeValues=_to_item({":to": answered_until.isoformat() if answered_until else ""}),
+        )
+
+    def answer(
+        self,
+        rule_id: str,
+        held_since: datetime,
+        verdict: Verdict,
+        span: tuple[datetime, datetime],
+        reset: Iterable[int],
+    ) -> bool:
+        removed = [f"{kind}{slot}" for slot in reset for kind in _SLOT_KINDS]
+        expression = "SET verdict = :verdict, verdict_from = :from, verdict_to = :to, discarding = :discarding"
+        expression += " REMOVE held_since" + "".join(f", #r{index}" for index in range(len(removed)))
+        answered = self._update(
+            rule_id,
+            UpdateExpression=expression,
+            ConditionExpression="held_since = :since",
+            ExpressionAttributeValues=_to_item(
+                {
+                    ":verdict": verdict.value,
+                    ":from": span[0].isoformat(),
+                    ":to": span[1].isoformat(),
+                    ":discarding": verdict is Verdict.DISCARDED,
+                    ":since": held_since.isoformat(),
+                }
+            ),
+            **({"ExpressionAttributeNames": {f"#r{i}": name for i, name in enumerate(removed)}} if removed else {}),
+            ReturnValues="UPDATED_NEW",
+        )
+        if answered is None:
+            return False
+        self._set_rule(rule_id, {"deletes_held": False, "deletes_held_since": None})
+        return True
 
     def held_keys(self, rule_id: str) -> Iterator[tuple[str, str]]:
         """(sort key, object key) of every held delete of the rule, page by page."""
@@ -674,14 +742,47 @@ class DynamoBreakerStore:
         except ClientError as exc:
             raise _state_error(exc, "Query") from exc
 
+    def held_count(self, rule_id: str) -> int:
+        """How many deletes are held (one Query per 1 MB of held keys, counting only)."""
+        paginator = self._db.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :held)",
+            ExpressionAttributeValues=_to_item({":pk": rule_pk(rule_id), ":held": "HELD"}),
+            Select="COUNT",
+        )
+        try:
+            return sum(int(page.get("Count", 0)) for page in pages)
+        except ClientError as exc:
+            raise _state_error(exc, "Query") from exc
+
     def forget_held(self, rule_id: str, sort_key: str) -> None:
         try:
             self._db.delete_item(TableName=self._table, Key=_to_item({"pk": rule_pk(rule_id), "sk": sort_key}))
         except ClientError as exc:
             raise _state_error(exc, "DeleteItem") from exc
 
-    def release(self, rule_id: str, suspended_until: datetime | None) -> None:
-        """Close the breaker; while ``suspended_until`` is ahead, released deletes are not counted."""
-        values: dict[str, Any] = {"deletes_held": False, "deletes_held_since": None}
-        values["breaker_suspended_until"] = suspended_until.isoformat() if suspended_until else None
-        self._set_rule(rule_id, values)
+
+def _breaker_record(item: dict[str, Any]) -> BreakerRecord:
+    slots: dict[str, dict[int, int]] = {kind: {} for kind in _SLOT_KINDS}
+    for name, value in item.items():
+        if name[:1] in _SLOT_KINDS and name[1:].lstrip("-").isdigit():
+            slots[name[0]][int(name[1:])] = int(value)
+
+    def moment(name: str) -> datetime | None:
+        value = item.get(name)
+        return datetime.fromisoformat(str(value)) if value else None
+
+    verdict = item.get("verdict")
+    return BreakerRecord(
+        deletes=slots["d"],
+        changes=slots["c"],
+        overwrites=slots["o"],
+        held_since=moment("held_since"),
+        verdict=Verdict(str(verdict)) if verdict else None,
+        verdict_from=moment("verdict_from"),
+        verdict_to=moment("verdict_to"),
+        discarding=bool(item.get("discarding", False)),
+        overwrites_total=int(item.get("overwrites_total", 0)),
+        overwrites_since=moment("overwrites_since"),
+    )
