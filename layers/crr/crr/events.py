@@ -155,11 +155,25 @@ def decode_key(raw: str) -> str:
         key = unquote_plus(raw, encoding="utf-8", errors="strict")
     except UnicodeDecodeError as exc:
         raise MalformedEventError(f"object key {raw[:80]!r} has percent-escapes that are not UTF-8") from exc
+    return _checked_key(key)
+
+
+def _checked_key(key: str) -> str:
     if not key:
         raise MalformedEventError("object key is empty")
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise MalformedEventError(f"object key is longer than {MAX_KEY_BYTES} bytes")
     return key
+
+
+def _form_decoded_reading(key: str) -> str | None:
+    """The key an EventBridge ``key`` would name if S3 had form-URL-encoded it, when that differs and
+    is a key S3 could hold; else None."""
+    try:
+        decoded = unquote_plus(key, encoding="utf-8", errors="strict")
+        return _checked_key(decoded) if decoded != key else None
+    except (UnicodeDecodeError, MalformedEventError):
+        return None
 
 
 def _checked_sequencer(value: str | None) -> str | None:
@@ -198,17 +212,29 @@ def _from_s3_record(record: _S3Record) -> ChangeEvent | IgnoredNotification:
     )
 
 
-def _from_eventbridge(event: _EventBridgeEvent) -> ChangeEvent | IgnoredNotification:
+def _from_eventbridge(event: _EventBridgeEvent) -> list[ChangeEvent | IgnoredNotification]:
+    """The change an EventBridge S3 event names: its key as delivered (EventBridge carries JSON, so
+    nothing needs escaping, and ``unquote_plus`` would turn the ``+`` of ``a+b`` into a space).
+
+    AWS documents the form-URL-encoding only for notification records, and AWS's own consumers
+    (Powertools' ``S3EventBridgeNotificationObject``) decode EventBridge keys as well. A key that reads
+    differently decoded (it holds ``+`` or ``%``) therefore also yields a hint for that reading,
+    without sequencer or version: reconciling a key always makes the replica match the source's
+    current state, so the wrong reading costs a HEAD and changes nothing, and, having no sequencer,
+    it never fences a later change of that key out of the ledger.
+    """
     kind = _EVENTBRIDGE_KINDS.get(event.detail_type)
     if kind is None:
-        return IgnoredNotification(
-            reason=f"EventBridge {event.detail_type!r} does not change what replicates",
-            bucket=event.detail.bucket.name,
-        )
+        return [
+            IgnoredNotification(
+                reason=f"EventBridge {event.detail_type!r} does not change what replicates",
+                bucket=event.detail.bucket.name,
+            )
+        ]
     obj = event.detail.object
-    return ChangeEvent(
+    change = ChangeEvent(
         bucket=event.detail.bucket.name,
-        key=decode_key(obj.key),
+        key=_checked_key(obj.key),
         kind=kind,
         event_name=event.detail_type,
         event_time=_as_utc(event.time),
@@ -218,6 +244,10 @@ def _from_eventbridge(event: _EventBridgeEvent) -> ChangeEvent | IgnoredNotifica
         size=obj.size,
         region=event.region,
     )
+    decoded = _form_decoded_reading(obj.key)
+    if decoded is None:
+        return [change]
+    return [change, change.model_copy(update={"key": decoded, "sequencer": None, "version_id": None, "etag": None, "size": None})]
 
 
 def _load_json(body: str) -> Any:
@@ -256,7 +286,7 @@ def parse_notification(body: str) -> list[ChangeEvent | IgnoredNotification]:
                 raise MalformedEventError("S3 notification has an empty Records list")
             return [_from_s3_record(record) for record in notification.records]
         if "detail-type" in document:
-            return [_from_eventbridge(_EventBridgeEvent.model_validate(document))]
+            return _from_eventbridge(_EventBridgeEvent.model_validate(document))
     except ValidationError as exc:
         raise MalformedEventError(f"not an S3 change notification: {_summarise(exc)}") from None
     raise MalformedEventError("message is neither an S3 notification, an EventBridge S3 event nor s3:TestEvent")
