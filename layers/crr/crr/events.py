@@ -247,7 +247,10 @@ def _from_eventbridge(event: _EventBridgeEvent) -> list[ChangeEvent | IgnoredNot
     decoded = _form_decoded_reading(obj.key)
     if decoded is None:
         return [change]
-    return [change, change.model_copy(update={"key": decoded, "sequencer": None, "version_id": None, "etag": None, "size": None})]
+    return [
+        change,
+        change.model_copy(update={"key": decoded, "sequencer": None, "version_id": None, "etag": None, "size": None}),
+    ]
 
 
 def _load_json(body: str) -> Any:
