@@ -8,6 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory, error_code, error_message
+from crr.adapters.notifications import ChangeRoute
 from crr.catalog import StackScope
 from crr.errors import CrrError
 
@@ -28,6 +29,7 @@ class CrrStack:
     destination_buckets: tuple[str, ...]
     delete_breaker_window_seconds: int = 300
     backfill_state_machine_arn: str | None = None
+    change_route: ChangeRoute = ChangeRoute.S3_NOTIFICATIONS
 
     @property
     def scope(self) -> StackScope:
@@ -71,4 +73,6 @@ def discover_stack(clients: ClientFactory, name: str, region: str) -> CrrStack:
         destination_buckets=_names(outputs.get("AllowedDestinationBuckets", "")),
         delete_breaker_window_seconds=int(outputs.get("DeleteBreakerWindowSeconds", "300")),
         backfill_state_machine_arn=outputs.get("BackfillStateMachineArn"),
+        # Stacks deployed before the EventBridge route have no such output: they use notifications.
+        change_route=ChangeRoute(outputs.get("SourceChangeRoute", ChangeRoute.S3_NOTIFICATIONS)),
     )

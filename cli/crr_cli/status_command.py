@@ -19,6 +19,7 @@ from crr.adapters.health import (
     SqsQueueGauge,
     queue_name_from_url,
 )
+from crr.adapters.notifications import S3BucketNotifications, WiringCheck
 from crr.errors import CrrError
 from crr.status import StackStatus, StatusReport, render_text
 from crr_cli.stack import CrrStack, discover_stack
@@ -84,6 +85,7 @@ def stack_status(clients: ClientFactory, stack: CrrStack) -> StackStatus:
         ),
         failures=DynamoFailureCounter(dynamodb, stack.rules_table),
         backfills=DynamoBackfillJobs(dynamodb, stack.rules_table),
+        wiring=WiringCheck(S3BucketNotifications(clients, stack.change_route), stack.queue_arn),
     )
 
 

@@ -61,6 +61,8 @@ from moto.s3.exceptions import MissingKey, PreconditionFailed
 from moto.s3.models import S3Backend
 from moto.s3.responses import S3Response
 
+from crr_cli.localcloud import eventbridge_seams
+
 _Event = notifications.S3NotificationEvent
 _DELETE_MARKER_CREATED = _Event.OBJECT_REMOVED_DELETE_MARKER_CREATED_EVENT
 _REMOVED_DELETE = _Event.OBJECT_REMOVED_DELETE_EVENT
@@ -341,6 +343,7 @@ def install() -> None:
     for name in ("bucket_response", "key_response"):
         setattr(S3Response, name, _defer_until_request_returns(getattr(S3Response, name), delivery))
     setattr(sqs_models, "unix_time_millis", _fast_unix_time_millis(getattr(sqs_models, "unix_time_millis")))  # noqa: B009, B010
+    eventbridge_seams.install(lambda: _state.delivering)
     _installed = True
 
 

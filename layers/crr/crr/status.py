@@ -112,6 +112,13 @@ class BacklogAgeGauge(Protocol):
         ...
 
 
+class WiringProbe(Protocol):
+    def problem(self, rule: ReplicationRule) -> str | None:
+        """What is missing for the rule's source changes to reach the stack's queue, or None when
+        nothing is. Raises CrrError when the wiring cannot be read."""
+        ...
+
+
 class FailureCounter(Protocol):
     def count_since(self, cutoff: datetime) -> FailureCount:
         """Failure records whose last failure is at or after ``cutoff``."""
@@ -155,6 +162,12 @@ def backfill_health(job: BackfillJob) -> BackfillHealth:
     )
 
 
+class WiringState(StrEnum):
+    WIRED = "wired"  # the source bucket's changes reach the stack's queue
+    MISSING = "missing"  # they do not: the rule replicates nothing new (see wiring_problem)
+    UNKNOWN = "unknown"  # the wiring could not be read, or was not checked
+
+
 class BackfillSource(Protocol):
     def latest(self, rule_id: str) -> BackfillJob | None: ...
 
@@ -180,6 +193,8 @@ class RuleHealth(BaseModel):
     deletes_applied: int
     skipped: int
     backfill: BackfillHealth | None = Field(default=None, description="the newest backfill job; null if none")
+    wiring: WiringState = WiringState.UNKNOWN
+    wiring_problem: str | None = Field(default=None, description="what is missing when wiring is missing")
 
 
 class StackHealth(BaseModel):
@@ -284,6 +299,7 @@ class StackStatus:
         backlog_age: BacklogAgeGauge,
         failures: FailureCounter,
         backfills: BackfillSource | None = None,
+        wiring: WiringProbe | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._stack = stack
@@ -295,6 +311,7 @@ class StackStatus:
         self._backlog_age = backlog_age
         self._failures = failures
         self._backfills = backfills
+        self._wiring = wiring
         self._clock = clock
 
     def report(self, rule_id: str | None = None) -> StatusReport:
@@ -328,7 +345,27 @@ class StackStatus:
         healths = [rule_health(rule, self._progress.read(rule.rule_id), queue.empty, now) for rule in rules]
         if self._backfills is not None:
             healths = [health.model_copy(update={"backfill": self._backfill_of(health.rule_id)}) for health in healths]
+        if self._wiring is not None:
+            healths = [self._with_wiring(health, rule, warnings) for health, rule in zip(healths, rules, strict=True)]
         return StatusReport(generated_at=now, stack=stack, rules=healths, warnings=warnings)
+
+    def _with_wiring(self, health: RuleHealth, rule: ReplicationRule, warnings: list[str]) -> RuleHealth:
+        """The rule's health with its wiring checked; a rule whose changes no longer reach the queue (the
+        bucket's notifications rewritten by other tooling) is named in the warnings, since it fails silently."""
+        if self._wiring is None:
+            return health
+        try:
+            problem = self._wiring.problem(rule)
+        except CrrError as exc:
+            warnings.append(f"rule {rule.rule_id}: wiring could not be checked: {exc}")
+            return health.model_copy(update={"wiring": WiringState.UNKNOWN})
+        if problem is None:
+            return health.model_copy(update={"wiring": WiringState.WIRED})
+        warnings.append(
+            f"rule {rule.rule_id} is NOT WIRED, its new changes are not replicated: {problem} "
+            f"(`crr rules rewire {rule.rule_id}` restores it)"
+        )
+        return health.model_copy(update={"wiring": WiringState.MISSING, "wiring_problem": problem})
 
     def _backfill_of(self, rule_id: str) -> BackfillHealth | None:
         job = self._backfills.latest(rule_id) if self._backfills is not None else None

@@ -1,7 +1,9 @@
-"""Source bucket notification configuration: add or remove crr's entries, keep everyone else's."""
+"""Source bucket notification configuration: add or remove crr's entries, keep everyone else's, and
+say what is missing when someone else's tooling rewrote it."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -14,6 +16,15 @@ from crr.rules import ReplicationRule
 # Tag and ACL changes re-copy the object so the replica's tags and grants follow the source's.
 REPLICATED_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:ObjectTagging:*", "s3:ObjectAcl:Put"]
 _CONFIGURATION_KINDS = ("TopicConfigurations", "QueueConfigurations", "LambdaFunctionConfigurations")
+# Without these two a rule silently stops following creates or deletes.
+_ESSENTIAL_EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
+
+
+class ChangeRoute(StrEnum):
+    """How a stack's source buckets reach its queue (the template's ChangeRoute parameter)."""
+
+    S3_NOTIFICATIONS = "S3Notifications"  # a queue configuration per rule in the bucket's notifications
+    EVENTBRIDGE = "EventBridge"  # the bucket sends to EventBridge; the stack's rule forwards to the queue
 
 
 def configuration_ids(rule: ReplicationRule) -> list[str]:
@@ -24,13 +35,25 @@ def configuration_ids(rule: ReplicationRule) -> list[str]:
 
 
 class S3BucketNotifications:
-    def __init__(self, clients: ClientFactory) -> None:
+    def __init__(self, clients: ClientFactory, route: ChangeRoute = ChangeRoute.S3_NOTIFICATIONS) -> None:
         self._clients = clients
+        self._route = route
 
     def subscribe(self, rule: ReplicationRule, queue_arn: str) -> None:
+        """Wire the rule's source bucket into the queue by the stack's route.
+
+        EventBridge route: turn on the bucket's EventBridge delivery (the stack's rule selects the
+        bucket and forwards to the queue) and drop queue configurations crr made for this rule
+        earlier, which would deliver every change twice.
+        """
         current = self._read(rule)
         mine = set(configuration_ids(rule))
         queues = [entry for entry in current.get("QueueConfigurations", []) if entry.get("Id") not in mine]
+        if self._route is ChangeRoute.EVENTBRIDGE:
+            current["QueueConfigurations"] = queues
+            current["EventBridgeConfiguration"] = {}
+            self._write(rule, current)
+            return
         for config_id, prefix in zip(configuration_ids(rule), rule.prefixes or (None,), strict=True):
             entry: dict[str, Any] = {"Id": config_id, "QueueArn": queue_arn, "Events": REPLICATED_EVENTS}
             if prefix is not None:
@@ -40,6 +63,8 @@ class S3BucketNotifications:
         self._write(rule, current)
 
     def unsubscribe(self, rule: ReplicationRule) -> None:
+        """Take away this rule's queue configurations. A bucket's EventBridge delivery stays on: other
+        consumers may rely on it, and the stack's rule only forwards the stack's SourceBuckets."""
         current = self._read(rule)
         mine = set(configuration_ids(rule))
         kept = [entry for entry in current.get("QueueConfigurations", []) if entry.get("Id") not in mine]
@@ -47,6 +72,31 @@ class S3BucketNotifications:
             return
         current["QueueConfigurations"] = kept
         self._write(rule, current)
+
+    def wiring_problem(self, rule: ReplicationRule, queue_arn: str) -> str | None:
+        """What is missing for the rule's source bucket to reach the queue by the stack's route, or None.
+
+        Raises StorageError when the notification configuration cannot be read.
+        """
+        current = self._read(rule)
+        bucket = rule.source_bucket
+        if self._route is ChangeRoute.EVENTBRIDGE:
+            if "EventBridgeConfiguration" in current:
+                return None
+            return f"bucket {bucket!r} does not send its events to EventBridge (EventBridgeConfiguration is off)"
+        by_id = {entry.get("Id"): entry for entry in current.get("QueueConfigurations", [])}
+        problems = []
+        for config_id in configuration_ids(rule):
+            entry = by_id.get(config_id)
+            if entry is None:
+                problems.append(f"notification configuration {config_id!r} to the replication queue is missing")
+            elif entry.get("QueueArn") != queue_arn:
+                problems.append(f"notification configuration {config_id!r} sends to {entry.get('QueueArn')}")
+            else:
+                lacking = [name for name in _ESSENTIAL_EVENTS if name not in entry.get("Events", [])]
+                if lacking:
+                    problems.append(f"notification configuration {config_id!r} lacks {', '.join(lacking)}")
+        return f"bucket {bucket!r}: {'; '.join(problems)}" if problems else None
 
     def _read(self, rule: ReplicationRule) -> dict[str, Any]:
         s3 = self._clients.client("s3", rule.source_region)
@@ -71,3 +121,15 @@ class S3BucketNotifications:
                     "configuration, or route the bucket through EventBridge into the replication queue"
                 ) from exc
             raise storage_error(exc, "PutBucketNotificationConfiguration", rule.source_bucket, None) from exc
+
+
+class WiringCheck:
+    """``crr status``'s probe of one stack: what is missing from each rule's wiring into its queue."""
+
+    def __init__(self, notifications: S3BucketNotifications, queue_arn: str) -> None:
+        self._notifications = notifications
+        self._queue_arn = queue_arn
+
+    def problem(self, rule: ReplicationRule) -> str | None:
+        """Raises StorageError when the bucket's notification configuration cannot be read."""
+        return self._notifications.wiring_problem(rule, self._queue_arn)
