@@ -378,6 +378,8 @@ def test_the_json_document_has_the_stack_once_and_each_rule_with_its_fields() ->
         "deletes_applied": 1,
         "skipped": 2,
         "backfill": None,
+        "wiring": "unknown",  # no wiring probe given
+        "wiring_problem": None,
     }
     # And it reads back into the model
     assert StatusReport.model_validate(document).rules[0].lag is LagState.BEHIND
