@@ -30,6 +30,7 @@ class CrrStack:
     delete_breaker_window_seconds: int = 300
     backfill_state_machine_arn: str | None = None
     change_route: ChangeRoute = ChangeRoute.S3_NOTIFICATIONS
+    source_changes_rule_arn: str | None = None
 
     @property
     def scope(self) -> StackScope:
@@ -75,4 +76,5 @@ def discover_stack(clients: ClientFactory, name: str, region: str) -> CrrStack:
         backfill_state_machine_arn=outputs.get("BackfillStateMachineArn"),
         # Stacks deployed before the EventBridge route have no such output: they use notifications.
         change_route=ChangeRoute(outputs.get("SourceChangeRoute", ChangeRoute.S3_NOTIFICATIONS)),
+        source_changes_rule_arn=outputs.get("SourceChangesRuleArn"),
     )

@@ -85,7 +85,9 @@ def stack_status(clients: ClientFactory, stack: CrrStack) -> StackStatus:
         ),
         failures=DynamoFailureCounter(dynamodb, stack.rules_table),
         backfills=DynamoBackfillJobs(dynamodb, stack.rules_table),
-        wiring=WiringCheck(S3BucketNotifications(clients, stack.change_route), stack.queue_arn),
+        wiring=WiringCheck(
+            S3BucketNotifications(clients, stack.change_route, stack.source_changes_rule_arn), stack.queue_arn
+        ),
     )
 
 

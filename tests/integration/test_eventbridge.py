@@ -98,3 +98,28 @@ def test_status_reports_the_rule_wired_and_names_it_once_eventbridge_delivery_is
         assert rewired.returncode == 0, rewired.stderr
     again = json.loads(cli.run_crr(local_cloud, STACK, WEST, "status", "--json").stdout)
     assert [rule["wiring"] for rule in again["rules"]] == ["wired"]
+
+
+def test_a_disabled_eventbridge_rule_is_reported_by_status_and_the_wiring_watch(
+    local_cloud: LocalCloud, stack: DeployedStack
+) -> None:
+    # Given the stack's EventBridge rule disabled by hand (a console click, a drifted stack)
+    events = local_cloud.client("events", WEST)
+    name = stack.outputs["SourceChangesRuleArn"].rsplit("/", 1)[1]
+    events.disable_rule(Name=name)
+    try:
+        # Then status names the rule, and says the stack's EventBridge rule is disabled
+        [rule] = json.loads(cli.run_crr(local_cloud, STACK, WEST, "status", "--json").stdout)["rules"]
+        assert rule["wiring"] == "missing"
+        assert f"the stack's EventBridge rule '{name}' is DISABLED" in rule["wiring_problem"]
+        # And the scheduled watch reports it too
+        invocation = local_cloud.invoke(stack.function("WiringWatchFunction").name, {})
+        assert invocation.ok, invocation.error
+        [finding] = invocation.payload["unwired"]
+        assert finding["source_bucket"] == SOURCE
+        assert "DISABLED" in finding["problem"]
+    finally:
+        events.enable_rule(Name=name)
+    # When it is enabled again, Then the rule is wired
+    [rule] = json.loads(cli.run_crr(local_cloud, STACK, WEST, "status", "--json").stdout)["rules"]
+    assert rule["wiring"] == "wired"

@@ -82,11 +82,19 @@ def test_the_wiring_watch_runs_every_five_minutes_with_read_only_grants(resource
     # the source buckets' notification configurations
     assert schedule["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
     assert function["Environment"]["Variables"]["CHANGE_ROUTE"] == {"Ref": "ChangeRoute"}
-    grants = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    grants = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"] if "Sid" in s}
     assert grants["ListRules"]["Action"] == "dynamodb:Scan"
     assert grants["ListRules"]["Resource"] == {"Fn::GetAtt": ["RulesTable", "Arn"]}
     assert grants["ReadSourceNotificationConfigurations"]["Action"] == "s3:GetBucketNotification"
     assert "SourceBuckets" in str(grants["ReadSourceNotificationConfigurations"]["Resource"])
+    # And on the EventBridge route it may read the state of the stack's own rule, nothing else
+    [conditional] = [s for s in policy["PolicyDocument"]["Statement"] if "Fn::If" in s]
+    assert _events_statement(conditional) == {
+        "Sid": "CheckSourceChangesRule",
+        "Effect": "Allow",
+        "Action": "events:DescribeRule",
+        "Resource": {"Fn::GetAtt": ["SourceChangesRule", "Arn"]},
+    }
 
 
 def test_the_wiring_alarm_fires_on_an_unwired_rule_and_when_the_watch_stops(resources: dict[str, Any]) -> None:

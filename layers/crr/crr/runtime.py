@@ -175,5 +175,5 @@ def watch_wiring(now: datetime) -> WiringReport:
     settings = WiringWatchSettings.from_environment()
     clients = _clients()
     rules = DynamoRules(clients.client("dynamodb", settings.region), settings.rules_table_name, cache_seconds=0)
-    notifications = S3BucketNotifications(clients, ChangeRoute(settings.change_route))
+    notifications = S3BucketNotifications(clients, ChangeRoute(settings.change_route), settings.source_changes_rule_arn)
     return check_wiring(rules, WiringCheck(notifications, settings.replication_queue_arn), now)

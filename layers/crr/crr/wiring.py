@@ -65,6 +65,7 @@ class WiringWatchSettings(BaseModel):
     region: str = Field(min_length=1)
     replication_queue_arn: str = Field(min_length=1)
     change_route: Literal["S3Notifications", "EventBridge"]
+    source_changes_rule_arn: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> WiringWatchSettings:
@@ -76,6 +77,7 @@ class WiringWatchSettings(BaseModel):
                 region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "",
                 replication_queue_arn=env.get("REPLICATION_QUEUE_ARN", ""),
                 change_route=env.get("CHANGE_ROUTE", ""),  # type: ignore[arg-type]  # validated
+                source_changes_rule_arn=env.get("SOURCE_CHANGES_RULE_ARN") or None,
             )
         except ValidationError as exc:
             names = ", ".join(str(error["loc"][0]).upper() for error in exc.errors())

@@ -12,6 +12,7 @@ from crr.adapters.clients import ClientFactory, error_code, error_message
 from crr.adapters.s3 import storage_error
 from crr.errors import RuleError
 from crr.rules import ReplicationRule
+from crr.status import StatusProbeError
 
 # Tag and ACL changes re-copy the object so the replica's tags and grants follow the source's.
 REPLICATED_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:ObjectTagging:*", "s3:ObjectAcl:Put"]
@@ -35,9 +36,16 @@ def configuration_ids(rule: ReplicationRule) -> list[str]:
 
 
 class S3BucketNotifications:
-    def __init__(self, clients: ClientFactory, route: ChangeRoute = ChangeRoute.S3_NOTIFICATIONS) -> None:
+    def __init__(
+        self,
+        clients: ClientFactory,
+        route: ChangeRoute = ChangeRoute.S3_NOTIFICATIONS,
+        changes_rule_arn: str | None = None,
+    ) -> None:
+        """``changes_rule_arn``: the stack's SourceChangesRule (EventBridge route), checked by ``wiring_problem``."""
         self._clients = clients
         self._route = route
+        self._changes_rule_arn = changes_rule_arn
 
     def subscribe(self, rule: ReplicationRule, queue_arn: str) -> None:
         """Wire the rule's source bucket into the queue by the stack's route.
@@ -76,14 +84,19 @@ class S3BucketNotifications:
     def wiring_problem(self, rule: ReplicationRule, queue_arn: str) -> str | None:
         """What is missing for the rule's source bucket to reach the queue by the stack's route, or None.
 
-        Raises StorageError when the notification configuration cannot be read.
+        Raises StorageError when the notification configuration cannot be read, StatusProbeError when
+        the stack's EventBridge rule cannot be.
         """
         current = self._read(rule)
         bucket = rule.source_bucket
         if self._route is ChangeRoute.EVENTBRIDGE:
-            if "EventBridgeConfiguration" in current:
-                return None
-            return f"bucket {bucket!r} does not send its events to EventBridge (EventBridgeConfiguration is off)"
+            problems = (
+                []
+                if "EventBridgeConfiguration" in current
+                else [f"bucket {bucket!r} does not send its events to EventBridge (EventBridgeConfiguration is off)"]
+            )
+            problems += self._changes_rule_problems(rule.source_region)
+            return "; ".join(problems) or None
         by_id = {entry.get("Id"): entry for entry in current.get("QueueConfigurations", [])}
         problems = []
         for config_id in configuration_ids(rule):
@@ -97,6 +110,22 @@ class S3BucketNotifications:
                 if lacking:
                     problems.append(f"notification configuration {config_id!r} lacks {', '.join(lacking)}")
         return f"bucket {bucket!r}: {'; '.join(problems)}" if problems else None
+
+    def _changes_rule_problems(self, region: str) -> list[str]:
+        """The stack's SourceChangesRule must exist and be enabled, or no bucket's event reaches the queue."""
+        if self._changes_rule_arn is None:
+            return []
+        name = self._changes_rule_arn.rsplit("/", 1)[1]
+        events = self._clients.client("events", region)
+        try:
+            state = events.describe_rule(Name=name, EventBusName="default").get("State")
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return [f"the stack's EventBridge rule {name!r} does not exist"]
+            raise StatusProbeError(
+                f"DescribeRule {name} failed: {error_code(exc)}: {error_message(exc)}", error_code(exc)
+            ) from exc
+        return [] if state == "ENABLED" else [f"the stack's EventBridge rule {name!r} is {state}"]
 
     def _read(self, rule: ReplicationRule) -> dict[str, Any]:
         s3 = self._clients.client("s3", rule.source_region)
