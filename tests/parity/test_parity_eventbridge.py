@@ -17,6 +17,7 @@ import pytest
 
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.scenario import create_bucket
+from tests.support.events import load_event
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +125,15 @@ def test_s3_events_reach_an_sqs_target_shaped_as_the_s3_user_guide_shows(
     assert one["detail"]["object"]["etag"] == first["ETag"].strip('"')
     assert one["detail"]["object"]["version-id"] == first["VersionId"]
     assert int(two["detail"]["object"]["sequencer"], 16) > int(one["detail"]["object"]["sequencer"], 16)
+    # And the fields are exactly those of the user guide's examples (events/eventbridge/ holds them)
+    documented_created, documented_deleted = (
+        load_event("eventbridge/object-created"),
+        load_event("eventbridge/object-deleted"),
+    )
+    assert set(one) == set(documented_created)
+    assert set(one["detail"]) == set(documented_created["detail"])
+    assert set(deleted["detail"]) == set(documented_deleted["detail"])
+    assert set(deleted["detail"]["object"]) == set(documented_deleted["detail"]["object"])
     assert deleted["detail"]["deletion-type"] == "Delete Marker Created"
     assert {"size", "etag"}.isdisjoint(deleted["detail"]["object"])
     assert int(deleted["detail"]["object"]["sequencer"], 16) > int(two["detail"]["object"]["sequencer"], 16)
