@@ -80,6 +80,9 @@ def test_an_eventbridge_key_is_taken_as_delivered_and_its_form_decoded_reading_i
     assert decoded_reading.key == "docs/a b c ünï.txt"
     assert (decoded_reading.sequencer, decoded_reading.version_id, decoded_reading.etag) == (None, None, None)
     assert decoded_reading.kind is ChangeKind.CREATED
+    # And both are marked as readings that may not name the object
+    assert as_delivered.speculative
+    assert decoded_reading.speculative
 
 
 def test_an_eventbridge_key_without_plus_or_percent_yields_one_change() -> None:
@@ -89,6 +92,7 @@ def test_an_eventbridge_key_without_plus_or_percent_yields_one_change() -> None:
     # Then it is one change, for that key
     [change] = changes(json.dumps(document))
     assert change.key == "plain/ünï key.txt"
+    assert not change.speculative
 
 
 def test_an_sns_envelope_is_unwrapped() -> None:

@@ -42,6 +42,9 @@ class ChangeEvent(BaseModel):
     etag: str | None = None
     size: int | None = None
     region: str | None = None
+    # One of two readings of an ambiguous EventBridge key (see _from_eventbridge): a create or metadata
+    # change under a reading that names no source object is not about that key, and deletes nothing.
+    speculative: bool = False
 
 
 class IgnoredNotification(BaseModel):
@@ -220,8 +223,8 @@ def _from_eventbridge(event: _EventBridgeEvent) -> list[ChangeEvent | IgnoredNot
     (Powertools' ``S3EventBridgeNotificationObject``) decode EventBridge keys as well. A key that reads
     differently decoded (it holds ``+`` or ``%``) therefore also yields a hint for that reading,
     without sequencer or version: reconciling a key always makes the replica match the source's
-    current state, so the wrong reading costs a HEAD and changes nothing, and, having no sequencer,
-    it never fences a later change of that key out of the ledger.
+    current state, and, having no sequencer, the hint never fences a later change of that key out of
+    the ledger. Both readings are marked ``speculative``, so the wrong one costs a HEAD and no write.
     """
     kind = _EVENTBRIDGE_KINDS.get(event.detail_type)
     if kind is None:
@@ -247,9 +250,20 @@ def _from_eventbridge(event: _EventBridgeEvent) -> list[ChangeEvent | IgnoredNot
     decoded = _form_decoded_reading(obj.key)
     if decoded is None:
         return [change]
+    # Either reading may be the wrong one, so for both a create that finds no source object is dropped
+    # rather than reconciled into a (spurious) delete of the replica; deletes are reconciled as usual.
     return [
-        change,
-        change.model_copy(update={"key": decoded, "sequencer": None, "version_id": None, "etag": None, "size": None}),
+        change.model_copy(update={"speculative": True}),
+        change.model_copy(
+            update={
+                "key": decoded,
+                "sequencer": None,
+                "version_id": None,
+                "etag": None,
+                "size": None,
+                "speculative": True,
+            }
+        ),
     ]
 
 

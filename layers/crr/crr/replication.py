@@ -38,7 +38,7 @@ from crr.errors import (
     SourceGoneError,
     WrongRegionError,
 )
-from crr.events import ChangeEvent
+from crr.events import ChangeEvent, ChangeKind
 from crr.large_copy import LargeCopyJob, LargeObjectSettings
 from crr.mutual import SideView, in_step, marker_stamp, source_wins, stamp_of, undo_buried_delete
 from crr.ports import (
@@ -79,6 +79,7 @@ class Outcome(StrEnum):
     DELETE_HELD = "delete_held"  # the mass-delete breaker is open: the replica keeps the object
     DESTINATION_CURRENT = "destination_current"  # two-way: the destination holds this change or a later one
     COPY_STARTED = "copy_started"  # too large for this invocation: the large-copy workflow copies it
+    READING_ABSENT = "reading_absent"  # a speculative reading of an EventBridge key names no source object
 
 
 APPLIED = frozenset({Outcome.COPIED, Outcome.DELETED})
@@ -216,6 +217,9 @@ class Replicator:
             return self._skipped(rule, event, Outcome.RULE_PAUSED, "rule is paused")
         if not rule.selects(event.key):
             return self._skipped(rule, event, Outcome.OUTSIDE_PREFIXES, f"key outside {list(rule.prefixes)}")
+        if event.speculative and event.kind is not ChangeKind.REMOVED and not self._source_holds(rule, event.key):
+            # Not this reading of the key: reconciling would delete a replica nobody asked to delete.
+            return self._skipped(rule, event, Outcome.READING_ABSENT, "no source object under this reading")
         entry = self._ledger.read(rule.rule_id, event.key)
         fenced = _fence(event, entry)
         if fenced is not None:
@@ -223,6 +227,9 @@ class Replicator:
         result = self._reconcile_until_settled(rule, event, entry)
         self._count_progress(rule.rule_id, result, event)
         return result
+
+    def _source_holds(self, rule: ReplicationRule, key: str) -> bool:
+        return self._objects.head(rule.source_bucket, rule.source_region, key) is not None
 
     def _skipped(self, rule: ReplicationRule, event: ChangeEvent, outcome: Outcome, detail: str) -> ReplicationResult:
         result = ReplicationResult(outcome, rule_id=rule.rule_id, detail=detail)
