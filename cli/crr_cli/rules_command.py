@@ -11,7 +11,7 @@ from typing import Any
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoBreakerStore, DynamoRules
 from crr.adapters.kms import KmsKeys
-from crr.adapters.notifications import S3BucketNotifications
+from crr.adapters.notifications import ChangeRoute, S3BucketNotifications
 from crr.adapters.s3 import S3Buckets
 from crr.adapters.sqs import SqsQueueSender
 from crr.breaker import ReleaseReport, discard_held_deletes, release_held_deletes
@@ -73,6 +73,7 @@ def add_rules_parser(subparsers: Any) -> None:
         ("pause", _pause, "stop replicating (records are acknowledged)"),
         ("resume", _resume, "replicate again"),
         ("remove", _remove, "delete the rule and unwire its notifications"),
+        ("rewire", _rewire, "wire the source bucket into the queue again (crr status shows rules that are not)"),
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("rule_id", metavar="RULE")
@@ -135,12 +136,17 @@ def _resume_deletes(args: argparse.Namespace) -> int:
 def _catalog(args: argparse.Namespace, stack_name: str | None = None, region: str | None = None) -> RuleCatalog:
     clients = ClientFactory()
     stack = discover_stack(clients, stack_name or args.stack, region or args.region)
-    return _catalog_of(clients, stack.scope)
+    return _catalog_of(clients, stack.scope, stack.change_route)
 
 
-def _catalog_of(clients: ClientFactory, scope: StackScope) -> RuleCatalog:
+def _catalog_of(
+    clients: ClientFactory, scope: StackScope, route: ChangeRoute = ChangeRoute.S3_NOTIFICATIONS
+) -> RuleCatalog:
+    """The rules of one stack; buckets are wired by the stack's route (removing works by either)."""
     rules = DynamoRules(clients.client("dynamodb", scope.region), scope.rules_table, cache_seconds=0)
-    return RuleCatalog(rules, S3Buckets(clients, scope.region), S3BucketNotifications(clients), scope, KmsKeys(clients))
+    return RuleCatalog(
+        rules, S3Buckets(clients, scope.region), S3BucketNotifications(clients, route), scope, KmsKeys(clients)
+    )
 
 
 def _print_rules(rules: list[ReplicationRule], as_json: bool) -> None:
@@ -216,6 +222,15 @@ def _pause(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     _print_rules([_catalog(args).resume(args.rule_id)], args.json)
+    return 0
+
+
+def _rewire(args: argparse.Namespace) -> int:
+    rule = _catalog(args).rewire(args.rule_id)
+    if args.json:
+        _print_rules([rule], args.json)
+    else:
+        print(f"rule {rule.rule_id}: {rule.source_bucket} wired into the replication queue again")
     return 0
 
 

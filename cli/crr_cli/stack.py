@@ -8,6 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory, error_code, error_message
+from crr.adapters.notifications import ChangeRoute
 from crr.breaker import BreakerSettings
 from crr.catalog import StackScope
 from crr.errors import CrrError
@@ -32,6 +33,8 @@ class CrrStack:
     replica_kms_key_arns: tuple[str, ...] | None = None
     delete_breaker_count: int = 1000
     delete_breaker_percent: float = 50.0
+    change_route: ChangeRoute = ChangeRoute.S3_NOTIFICATIONS
+    source_changes_rule_arn: str | None = None
 
     @property
     def breaker_settings(self) -> BreakerSettings:
@@ -90,4 +93,7 @@ def discover_stack(clients: ClientFactory, name: str, region: str) -> CrrStack:
         else None,
         delete_breaker_count=int(outputs.get("DeleteBreakerCount", "1000")),
         delete_breaker_percent=float(outputs.get("DeleteBreakerPercent", "50")),
+        # Stacks deployed before the EventBridge route have no such output: they use notifications.
+        change_route=ChangeRoute(outputs.get("SourceChangeRoute", ChangeRoute.S3_NOTIFICATIONS)),
+        source_changes_rule_arn=outputs.get("SourceChangesRuleArn"),
     )

@@ -19,6 +19,7 @@ from crr.adapters.health import (
     SqsQueueGauge,
     queue_name_from_url,
 )
+from crr.adapters.notifications import S3BucketNotifications, WiringCheck
 from crr.errors import CrrError
 from crr.status import StackStatus, StatusReport, render_text
 from crr_cli.stack import CrrStack, discover_stack
@@ -85,6 +86,9 @@ def stack_status(clients: ClientFactory, stack: CrrStack) -> StackStatus:
         failures=DynamoFailureCounter(dynamodb, stack.rules_table),
         backfills=DynamoBackfillJobs(dynamodb, stack.rules_table),
         breakers=(DynamoBreakerStore(dynamodb, stack.rules_table), stack.breaker_settings),
+        wiring=WiringCheck(
+            S3BucketNotifications(clients, stack.change_route, stack.source_changes_rule_arn), stack.queue_arn
+        ),
     )
 
 

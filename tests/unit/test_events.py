@@ -50,16 +50,49 @@ def test_a_versioned_delete_and_a_plain_delete_are_removals() -> None:
     assert plain.version_id is None
 
 
+def changes(body: str) -> list[ChangeEvent]:
+    parsed = parse_notification(body)
+    assert all(isinstance(event, ChangeEvent) for event in parsed)
+    return [event for event in parsed if isinstance(event, ChangeEvent)]
+
+
 def test_eventbridge_events_delivered_through_sqs_are_understood() -> None:
-    created = only_change(load_body("eventbridge/object-created"))
-    deleted = only_change(load_body("eventbridge/object-deleted"))
+    # Given EventBridge's Object Created / Object Deleted for key 'images/cat+dog.png', When parsed
+    created = changes(load_body("eventbridge/object-created"))[0]
+    deleted = changes(load_body("eventbridge/object-deleted"))[0]
+    # Then the first change names the key as delivered ('+' stays a plus), with its sequencer
     assert (created.kind, created.key, created.sequencer) == (
         ChangeKind.CREATED,
-        "images/cat dog.png",
+        "images/cat+dog.png",
         "00617F08299329D189",
     )
-    assert deleted.kind is ChangeKind.REMOVED
+    assert (deleted.kind, deleted.key) == (ChangeKind.REMOVED, "images/cat+dog.png")
     assert deleted.version_id == "1DaF4.pRkA7w0S2cM3yV3Yxq2ZlT9k5n"
+
+
+def test_an_eventbridge_key_is_taken_as_delivered_and_its_form_decoded_reading_is_only_a_hint() -> None:
+    # Given an EventBridge event whose key holds '+', a space and non-ASCII characters
+    [as_delivered, decoded_reading] = changes(load_body("eventbridge/object-created-awkward-key"))
+    # Then the change carrying the sequencer and version is the key exactly as delivered
+    assert (as_delivered.key, as_delivered.sequencer) == ("docs/a+b c ünï.txt", "00617F08299329D18A")
+    assert as_delivered.version_id is not None
+    # And the form-decoded reading is reconciled too, but carries nothing that could fence the ledger
+    assert decoded_reading.key == "docs/a b c ünï.txt"
+    assert (decoded_reading.sequencer, decoded_reading.version_id, decoded_reading.etag) == (None, None, None)
+    assert decoded_reading.kind is ChangeKind.CREATED
+    # And both are marked as readings that may not name the object
+    assert as_delivered.speculative
+    assert decoded_reading.speculative
+
+
+def test_an_eventbridge_key_without_plus_or_percent_yields_one_change() -> None:
+    # Given an EventBridge event for a key that reads the same decoded
+    document = load_event("eventbridge/object-created")
+    document["detail"]["object"]["key"] = "plain/ünï key.txt"
+    # Then it is one change, for that key
+    [change] = changes(json.dumps(document))
+    assert change.key == "plain/ünï key.txt"
+    assert not change.speculative
 
 
 def test_an_sns_envelope_is_unwrapped() -> None:

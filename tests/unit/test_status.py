@@ -379,6 +379,8 @@ def test_the_json_document_has_the_stack_once_and_each_rule_with_its_fields() ->
         "skipped": 2,
         "backfill": None,
         "breaker": None,
+        "wiring": "unknown",  # no wiring probe given
+        "wiring_problem": None,
     }
     # And it reads back into the model
     assert StatusReport.model_validate(document).rules[0].lag is LagState.BEHIND

@@ -446,9 +446,10 @@ def _defer(template: dict[str, Any]) -> list[str]:
                 continue
         else:
             continue
-        outputs[f"{DEFERRED_OUTPUT_PREFIX}{logical_id}"] = {
-            "Value": {"Fn::ToJsonString": {"Type": kind, "Properties": exported}}
-        }
+        output: dict[str, Any] = {"Value": {"Fn::ToJsonString": {"Type": kind, "Properties": exported}}}
+        if "Condition" in resource:  # a resource its condition leaves out has nothing to apply
+            output["Condition"] = resource["Condition"]
+        outputs[f"{DEFERRED_OUTPUT_PREFIX}{logical_id}"] = output
     for resource in resources.values():
         depends = resource.get("DependsOn")
         if isinstance(depends, str) and depends in removed:
@@ -528,7 +529,10 @@ def _stack_resources(cloudformation: Any, stack_name: str) -> dict[str, StackRes
 
 def _fix_queue_policy(context: _FixupContext, deferred: _Deferred) -> None:
     sqs = context.clients.client("sqs", context.region)
-    policy = json.dumps(deferred.properties["PolicyDocument"])
+    document = dict(deferred.properties["PolicyDocument"])
+    # moto resolves `!If [cond, statement, !Ref AWS::NoValue]` to null where CloudFormation drops the item.
+    document["Statement"] = [statement for statement in document.get("Statement", []) if statement is not None]
+    policy = json.dumps(document)
     queues = deferred.properties.get("Queues", [])
     for queue_url in queues:
         sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": policy})

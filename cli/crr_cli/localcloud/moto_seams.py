@@ -61,7 +61,7 @@ from moto.s3.exceptions import MissingKey, PreconditionFailed
 from moto.s3.models import S3Backend
 from moto.s3.responses import S3Response
 
-from crr_cli.localcloud import s3_fidelity
+from crr_cli.localcloud import eventbridge_seams, s3_fidelity
 
 _Event = notifications.S3NotificationEvent
 _DELETE_MARKER_CREATED = _Event.OBJECT_REMOVED_DELETE_MARKER_CREATED_EVENT
@@ -344,6 +344,7 @@ def install() -> None:
         setattr(S3Response, name, _defer_until_request_returns(getattr(S3Response, name), delivery))
     setattr(sqs_models, "unix_time_millis", _fast_unix_time_millis(getattr(sqs_models, "unix_time_millis")))  # noqa: B009, B010
     s3_fidelity.install()
+    eventbridge_seams.install(lambda: _state.delivering)
     _installed = True
 
 

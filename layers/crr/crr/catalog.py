@@ -233,6 +233,13 @@ class RuleCatalog:
     def show(self, rule_id: str) -> ReplicationRule:
         return self._store.get(rule_id)
 
+    def rewire(self, rule_id: str) -> ReplicationRule:
+        """Wire the rule's source bucket into the queue again, e.g. after infrastructure-as-code rewrote
+        the bucket's notification configuration (``crr status`` names such rules). Idempotent."""
+        rule = self._store.get(rule_id)
+        self._notifications.subscribe(rule, self._scope.queue_arn)
+        return rule
+
     def pause(self, rule_id: str) -> ReplicationRule:
         """Paused rules acknowledge their records without copying (notifications stay wired)."""
         return self._store.set_status(rule_id, RuleStatus.PAUSED)

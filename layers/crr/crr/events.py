@@ -44,6 +44,9 @@ class ChangeEvent(BaseModel):
     etag: str | None = None
     size: int | None = None
     region: str | None = None
+    # One of two readings of an ambiguous EventBridge key (see _from_eventbridge): a create or metadata
+    # change under a reading that names no source object is not about that key, and deletes nothing.
+    speculative: bool = False
 
 
 class IgnoredNotification(BaseModel):
@@ -157,11 +160,25 @@ def decode_key(raw: str) -> str:
         key = unquote_plus(raw, encoding="utf-8", errors="strict")
     except UnicodeDecodeError as exc:
         raise MalformedEventError(f"object key {raw[:80]!r} has percent-escapes that are not UTF-8") from exc
+    return _checked_key(key)
+
+
+def _checked_key(key: str) -> str:
     if not key:
         raise MalformedEventError("object key is empty")
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise MalformedEventError(f"object key is longer than {MAX_KEY_BYTES} bytes")
     return key
+
+
+def _form_decoded_reading(key: str) -> str | None:
+    """The key an EventBridge ``key`` would name if S3 had form-URL-encoded it, when that differs and
+    is a key S3 could hold; else None."""
+    try:
+        decoded = unquote_plus(key, encoding="utf-8", errors="strict")
+        return _checked_key(decoded) if decoded != key else None
+    except (UnicodeDecodeError, MalformedEventError):
+        return None
 
 
 def _checked_sequencer(value: str | None) -> str | None:
@@ -200,17 +217,29 @@ def _from_s3_record(record: _S3Record) -> ChangeEvent | IgnoredNotification:
     )
 
 
-def _from_eventbridge(event: _EventBridgeEvent) -> ChangeEvent | IgnoredNotification:
+def _from_eventbridge(event: _EventBridgeEvent) -> list[ChangeEvent | IgnoredNotification]:
+    """The change an EventBridge S3 event names: its key as delivered (EventBridge carries JSON, so
+    nothing needs escaping, and ``unquote_plus`` would turn the ``+`` of ``a+b`` into a space).
+
+    AWS documents the form-URL-encoding only for notification records, and AWS's own consumers
+    (Powertools' ``S3EventBridgeNotificationObject``) decode EventBridge keys as well. A key that reads
+    differently decoded (it holds ``+`` or ``%``) therefore also yields a hint for that reading,
+    without sequencer or version: reconciling a key always makes the replica match the source's
+    current state, and, having no sequencer, the hint never fences a later change of that key out of
+    the ledger. Both readings are marked ``speculative``, so the wrong one costs a HEAD and no write.
+    """
     kind = _EVENTBRIDGE_KINDS.get(event.detail_type)
     if kind is None:
-        return IgnoredNotification(
-            reason=f"EventBridge {event.detail_type!r} does not change what replicates",
-            bucket=event.detail.bucket.name,
-        )
+        return [
+            IgnoredNotification(
+                reason=f"EventBridge {event.detail_type!r} does not change what replicates",
+                bucket=event.detail.bucket.name,
+            )
+        ]
     obj = event.detail.object
-    return ChangeEvent(
+    change = ChangeEvent(
         bucket=event.detail.bucket.name,
-        key=decode_key(obj.key),
+        key=_checked_key(obj.key),
         kind=kind,
         event_name=event.detail_type,
         event_time=_as_utc(event.time),
@@ -220,6 +249,24 @@ def _from_eventbridge(event: _EventBridgeEvent) -> ChangeEvent | IgnoredNotifica
         size=obj.size,
         region=event.region,
     )
+    decoded = _form_decoded_reading(obj.key)
+    if decoded is None:
+        return [change]
+    # Either reading may be the wrong one, so for both a create that finds no source object is dropped
+    # rather than reconciled into a (spurious) delete of the replica; deletes are reconciled as usual.
+    return [
+        change.model_copy(update={"speculative": True}),
+        change.model_copy(
+            update={
+                "key": decoded,
+                "sequencer": None,
+                "version_id": None,
+                "etag": None,
+                "size": None,
+                "speculative": True,
+            }
+        ),
+    ]
 
 
 def _load_json(body: str) -> Any:
@@ -258,7 +305,7 @@ def parse_notification(body: str) -> list[ChangeEvent | IgnoredNotification]:
                 raise MalformedEventError("S3 notification has an empty Records list")
             return [_from_s3_record(record) for record in notification.records]
         if "detail-type" in document:
-            return [_from_eventbridge(_EventBridgeEvent.model_validate(document))]
+            return _from_eventbridge(_EventBridgeEvent.model_validate(document))
     except ValidationError as exc:
         raise MalformedEventError(f"not an S3 change notification: {_summarise(exc)}") from None
     raise MalformedEventError("message is neither an S3 notification, an EventBridge S3 event nor s3:TestEvent")

@@ -100,6 +100,7 @@ class Outcome(StrEnum):
     ATTRIBUTES_UPDATED = "attributes_updated"  # tags / ACL set on the replica in place (no bytes copied)
     ATTRIBUTES_CURRENT = "attributes_current"  # a tag / ACL change the replica already has
     COPY_STARTED = "copy_started"  # too large for this invocation: the large-copy workflow copies it
+    READING_ABSENT = "reading_absent"  # a speculative reading of an EventBridge key names no source object
 
 
 APPLIED = frozenset({Outcome.COPIED, Outcome.DELETED})
@@ -241,14 +242,9 @@ class Replicator:
                 f"record says bucket {event.bucket} is in {event.region}, but rule {rule.rule_id} has it in "
                 f"{rule.source_region}"
             )
-        if not rule.enabled:
-            return self._skipped(rule, event, Outcome.RULE_PAUSED, "rule is paused")
-        if not rule.selects(event.key):
-            return self._skipped(rule, event, Outcome.OUTSIDE_PREFIXES, f"key outside {list(rule.prefixes)}")
-        if event.kind is ChangeKind.METADATA:
-            in_place = self._sync_attributes(rule, event.key)
-            if in_place is not None:
-                return self._skipped(rule, event, in_place, "tags / ACL of the replica compared")
+        needless = self._needless(rule, event)
+        if needless is not None:
+            return self._skipped(rule, event, *needless)
         entry = self._ledger.read(rule.rule_id, event.key)
         fenced, entry = self._fence(rule, event, entry)
         if fenced is not None:
@@ -256,6 +252,24 @@ class Replicator:
         result = self._reconcile_until_settled(rule, event, entry)
         self._count_progress(rule.rule_id, result, event)
         return result
+
+    def _needless(self, rule: ReplicationRule, event: ChangeEvent) -> tuple[Outcome, str] | None:
+        """Why the event needs no reconciling (and no ledger read), or None when it does."""
+        if not rule.enabled:
+            return Outcome.RULE_PAUSED, "rule is paused"
+        if not rule.selects(event.key):
+            return Outcome.OUTSIDE_PREFIXES, f"key outside {list(rule.prefixes)}"
+        if event.speculative and event.kind is not ChangeKind.REMOVED and not self._source_holds(rule, event.key):
+            # Not this reading of the key: reconciling would delete a replica nobody asked to delete.
+            return Outcome.READING_ABSENT, "no source object under this reading"
+        if event.kind is ChangeKind.METADATA:
+            in_place = self._sync_attributes(rule, event.key)
+            if in_place is not None:
+                return in_place, "tags / ACL of the replica compared"
+        return None
+
+    def _source_holds(self, rule: ReplicationRule, key: str) -> bool:
+        return self._objects.head(rule.source_bucket, rule.source_region, key) is not None
 
     def _skipped(self, rule: ReplicationRule, event: ChangeEvent, outcome: Outcome, detail: str) -> ReplicationResult:
         result = ReplicationResult(outcome, rule_id=rule.rule_id, detail=detail)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
 
 from crr.adapters.backfill_jobs import DynamoBackfillJobs
@@ -15,6 +16,7 @@ from crr.adapters.dynamodb import (
     DynamoRules,
     DynamoTombstones,
 )
+from crr.adapters.notifications import ChangeRoute, S3BucketNotifications, WiringCheck
 from crr.adapters.s3 import S3ObjectStore
 from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsKeyHandOver, SqsPeerNudges, SqsQueueSender
 from crr.adapters.sqs_batch import SqsBatchSender
@@ -28,6 +30,7 @@ from crr.replay import DeadLetters, ReplayReport, ReplayRequest
 from crr.replication import Replicator
 from crr.service import ReplicationService
 from crr.settings import FunctionSettings
+from crr.wiring import WiringReport, WiringWatchSettings, check_wiring
 
 
 @cache
@@ -162,3 +165,16 @@ def backfill_steps() -> BackfillSteps:
     """The backfill workflow's steps for the current environment (kept warm: clients and the copy pool).
     Raises ConfigurationError if the environment is incomplete."""
     return _backfill_steps_for(FunctionSettings.from_environment())
+
+
+def watch_wiring(now: datetime) -> WiringReport:
+    """The wiring check of every rule, for the current environment (the WiringWatchFunction's).
+
+    Raises ConfigurationError when the environment is incomplete, StateStoreError when the rules
+    cannot be read.
+    """
+    settings = WiringWatchSettings.from_environment()
+    clients = _clients()
+    rules = DynamoRules(clients.client("dynamodb", settings.region), settings.rules_table_name, cache_seconds=0)
+    notifications = S3BucketNotifications(clients, ChangeRoute(settings.change_route), settings.source_changes_rule_arn)
+    return check_wiring(rules, WiringCheck(notifications, settings.replication_queue_arn), now)

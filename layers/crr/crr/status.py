@@ -113,6 +113,13 @@ class BacklogAgeGauge(Protocol):
         ...
 
 
+class WiringProbe(Protocol):
+    def problem(self, rule: ReplicationRule) -> str | None:
+        """What is missing for the rule's source changes to reach the stack's queue, or None when
+        nothing is. Raises CrrError when the wiring cannot be read."""
+        ...
+
+
 class FailureCounter(Protocol):
     def count_since(self, cutoff: datetime) -> FailureCount:
         """Failure records whose last failure is at or after ``cutoff``."""
@@ -156,6 +163,12 @@ def backfill_health(job: BackfillJob) -> BackfillHealth:
     )
 
 
+class WiringState(StrEnum):
+    WIRED = "wired"  # the source bucket's changes reach the stack's queue
+    MISSING = "missing"  # they do not: the rule replicates nothing new (see wiring_problem)
+    UNKNOWN = "unknown"  # the wiring could not be read, or was not checked
+
+
 class BackfillSource(Protocol):
     def latest(self, rule_id: str) -> BackfillJob | None: ...
 
@@ -187,6 +200,8 @@ class RuleHealth(BaseModel):
     skipped: int
     backfill: BackfillHealth | None = Field(default=None, description="the newest backfill job; null if none")
     breaker: BreakerHealth | None = Field(default=None, description="the mass-delete breaker and overwrite rate")
+    wiring: WiringState = WiringState.UNKNOWN
+    wiring_problem: str | None = Field(default=None, description="what is missing when wiring is missing")
 
 
 class StackHealth(BaseModel):
@@ -292,6 +307,7 @@ class StackStatus:
         failures: FailureCounter,
         backfills: BackfillSource | None = None,
         breakers: tuple[BreakerSource, BreakerSettings] | None = None,
+        wiring: WiringProbe | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._stack = stack
@@ -304,6 +320,7 @@ class StackStatus:
         self._failures = failures
         self._backfills = backfills
         self._breakers = breakers
+        self._wiring = wiring
         self._clock = clock
 
     def report(self, rule_id: str | None = None) -> StatusReport:
@@ -341,6 +358,8 @@ class StackStatus:
             healths = [
                 health.model_copy(update={"breaker": self._breaker_of(health.rule_id, now)}) for health in healths
             ]
+        if self._wiring is not None:
+            healths = [self._with_wiring(health, rule, warnings) for health, rule in zip(healths, rules, strict=True)]
         return StatusReport(generated_at=now, stack=stack, rules=healths, warnings=warnings)
 
     def _breaker_of(self, rule_id: str, now: datetime) -> BreakerHealth | None:
@@ -349,6 +368,24 @@ class StackStatus:
         source, settings = self._breakers
         record = source.read(rule_id)
         return breaker_health(record, settings, source.held_count(rule_id) if record.held else 0, now)
+
+    def _with_wiring(self, health: RuleHealth, rule: ReplicationRule, warnings: list[str]) -> RuleHealth:
+        """The rule's health with its wiring checked; a rule whose changes no longer reach the queue (the
+        bucket's notifications rewritten by other tooling) is named in the warnings, since it fails silently."""
+        if self._wiring is None:
+            return health
+        try:
+            problem = self._wiring.problem(rule)
+        except CrrError as exc:
+            warnings.append(f"rule {rule.rule_id}: wiring could not be checked: {exc}")
+            return health.model_copy(update={"wiring": WiringState.UNKNOWN})
+        if problem is None:
+            return health.model_copy(update={"wiring": WiringState.WIRED})
+        warnings.append(
+            f"rule {rule.rule_id} is NOT WIRED, its new changes are not replicated: {problem} "
+            f"(`crr rules rewire {rule.rule_id}` restores it)"
+        )
+        return health.model_copy(update={"wiring": WiringState.MISSING, "wiring_problem": problem})
 
     def _backfill_of(self, rule_id: str) -> BackfillHealth | None:
         job = self._backfills.latest(rule_id) if self._backfills is not None else None
