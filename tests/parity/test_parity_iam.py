@@ -314,3 +314,30 @@ def test_step_functions_start_execution_is_scoped_to_the_named_state_machine(loc
     # Then the second is refused in the Step Functions API's own terms
     assert started["executionArn"].startswith(allowed.replace(":stateMachine:", ":execution:"))
     assert _error_code(denied.value) == "AccessDeniedException"
+
+
+def test_eventbridge_describe_rule_is_scoped_to_the_named_rule(local_cloud: LocalCloud) -> None:
+    """events:DescribeRule is authorised on the rule's ARN; a denial is AccessDeniedException.
+
+    AWS: "Actions, resources, and condition keys for Amazon EventBridge" (DescribeRule: resource type
+    rule, `arn:${Partition}:events:${Region}:${Account}:rule/[${EventBusName}/]${RuleName}`),
+    https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoneventbridge.html
+    and "Common Errors" (AccessDeniedException), https://docs.aws.amazon.com/eventbridge/latest/APIReference/CommonErrors.html
+    """
+    events = local_cloud.client("events", REGION)
+    pattern = json.dumps({"source": ["aws.s3"]})
+    allowed, other = (f"parity-{uuid.uuid4().hex[:10]}" for _ in range(2))
+    allowed_arn = events.put_rule(Name=allowed, EventPattern=pattern)["RuleArn"]
+    events.put_rule(Name=other, EventPattern=pattern)
+    # Given a role that may describe the first rule only
+    role = _role(local_cloud, [{"Effect": "Allow", "Action": "events:DescribeRule", "Resource": allowed_arn}])
+    reader = _as_role(local_cloud, "events", role)
+
+    # When it describes both
+    described = reader.describe_rule(Name=allowed)
+    with pytest.raises(ClientError) as denied:
+        reader.describe_rule(Name=other)
+
+    # Then the second is refused in EventBridge's own terms
+    assert described["Arn"] == allowed_arn
+    assert _error_code(denied.value) == "AccessDeniedException"

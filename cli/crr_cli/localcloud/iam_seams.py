@@ -18,6 +18,7 @@ What it checks, and where this module brings it closer to AWS:
 * **SQS**: action and queue ARN (batch operations authorised as their single action, as on AWS).
 * **Step Functions**: action only in moto (resource `*`); `install()` resolves `stateMachineArn` /
   `executionArn` so statements scoped to a machine work.
+* **EventBridge**: action, and the rule's ARN for operations on a rule (`install()`; moto checks `*`).
 * **Other services of this process** (IAM, STS, Lambda's API, CloudFormation, KMS): action only.
   Only the operator (admin) calls them.
 * **DynamoDB** runs in a second moto process, which holds neither the roles nor the sessions:
@@ -44,6 +45,7 @@ from moto import settings
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.exceptions import JsonRESTError
 from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.events.responses import EventsHandler
 from moto.iam import access_control
 from moto.iam.aws_managed_policies import aws_managed_policies_data
 from moto.iam.models import AWSManagedPolicy, IAMBackend, iam_backends
@@ -69,7 +71,12 @@ IAM_ACTIONS = {
 
 # Services of the JSON protocols and the code AWS names a denial with (SQS, query-compatible, keeps
 # its query-protocol code); moto answers every non-S3 denial in XML, which a JSON client reads as "403".
-JSON_DENIAL_CODES = {"sqs": "AccessDenied", "states": "AccessDeniedException", "lambda": "AccessDeniedException"}
+JSON_DENIAL_CODES = {
+    "sqs": "AccessDenied",
+    "states": "AccessDeniedException",
+    "lambda": "AccessDeniedException",
+    "events": "AccessDeniedException",
+}
 
 # Object sub-resource -> (IAM action, IAM action for a request naming a versionId), per method.
 OBJECT_SUBRESOURCE_ACTIONS = {
@@ -292,6 +299,16 @@ def _object_actions_as_aws_names_them(original: Any) -> Any:
     return set_action
 
 
+def _events_rule_resource(self: Any) -> str:
+    """The rule's ARN for EventBridge rule operations (`Name`, or `Rule` for targets), `*` otherwise."""
+    name = self._get_param("Name") or self._get_param("Rule")
+    if not name or not str(self._get_action()).endswith(("Rule", "Targets", "TargetsByRule")):
+        return "*"
+    bus = self._get_param("EventBusName") or "default"
+    path = f"rule/{name}" if bus == "default" else f"rule/{bus}/{name}"
+    return f"arn:{PARTITION}:events:{self.region}:{self.current_account}:{path}"
+
+
 def _step_functions_resource(self: Any) -> str:
     arn = self._get_param("stateMachineArn") or self._get_param("executionArn")
     return str(arn) if arn else "*"
@@ -314,5 +331,6 @@ def install() -> None:
     setattr(S3Response, "head_object", _missing_key_needs_list_bucket_head(S3Response.head_object))  # noqa: B010
     setattr(S3Response, "_key_response_get", _missing_key_needs_list_bucket_get(S3Response._key_response_get))  # noqa: B010
     setattr(StepFunctionResponse, "_determine_resource", _step_functions_resource)  # noqa: B010
+    setattr(EventsHandler, "_determine_resource", _events_rule_resource)  # noqa: B010
     setattr(S3Response, "_set_action", _object_actions_as_aws_names_them(S3Response._set_action))  # noqa: B010
     _installed = True
