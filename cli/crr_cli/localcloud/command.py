@@ -241,15 +241,7 @@ def add_local_parser(subparsers: Any) -> None:
     )
     up.add_argument("--stack", default=DEFAULT_STACK, help=f"stack name (default {DEFAULT_STACK})")
     up.add_argument("--region", default=DEFAULT_REGION, help=f"stack region (default {DEFAULT_REGION})")
-    up.add_argument(
-        "--parameter",
-        action="append",
-        type=_parameter,
-        default=[],
-        metavar="KEY=VALUE",
-        help="template parameter, repeatable",
-    )
-    up.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template (default ./template.yaml)")
+    _add_template_arguments(up)
     up.set_defaults(func=_run_from_arguments)
     deploy = commands.add_parser(
         "deploy",
@@ -258,7 +250,13 @@ def add_local_parser(subparsers: Any) -> None:
     )
     deploy.add_argument("--stack", required=True, help="stack name (an existing one is updated)")
     deploy.add_argument("--region", required=True, help="stack region")
-    deploy.add_argument(
+    _add_template_arguments(deploy)
+    deploy.set_defaults(func=_deploy_from_arguments)
+
+
+def _add_template_arguments(parser: argparse.ArgumentParser) -> None:
+    """--parameter and --template, as `sam deploy` takes them."""
+    parser.add_argument(
         "--parameter",
         action="append",
         type=_parameter,
@@ -266,7 +264,6 @@ def add_local_parser(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="template parameter, repeatable",
     )
-    deploy.add_argument(
+    parser.add_argument(
         "--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template (default ./template.yaml)"
     )
-    deploy.set_defaults(func=_deploy_from_arguments)
