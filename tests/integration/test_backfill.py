@@ -217,7 +217,10 @@ def test_a_stopped_backfill_resumes_where_it_stood(backfill: BackfillStack, even
         what="the stop",
     )
     stopped = job_of(backfill, "stop")
-    assert (status, stopped["status"]) == ("ABORTED", "running")
+    # AWS reports ABORTED; moto's interpreter may end a Task that the stop interrupted mid-call as FAILED
+    # (seen once under CI load). Either way the job itself must still be running, not failed.
+    assert status in {"ABORTED", "FAILED"}
+    assert stopped["status"] == "running"
     assert stopped["pages"] < 100
     # Then starting it again resumes at the page after the last recorded one, and it ends with every
     # object listed once
