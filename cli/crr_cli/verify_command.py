@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.dynamodb import DynamoRules
+from crr.adapters.dynamodb import DynamoLedger, DynamoRules
 from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
 from crr.adapters.sqs_batch import SqsBatchSender
@@ -23,8 +23,9 @@ def add_verify_parser(subparsers: Any) -> None:
         help="compare a rule's source and destination: keys, bytes, and metadata, content headers and tags",
         description=(
             "Stream both buckets' listings (under the rule's prefixes) and count matching, missing, stale "
-            "and extra keys. Where ETags differ, a replica whose crr marker names the source's ETag holds the "
-            "same bytes (one HEAD per such key). Exits 0 when the destination equals the source, 1 when it "
+            "and extra keys. Where ETags differ, a replica the rule's ledger says crr copied between exactly these "
+            "ETags (one BatchGetItem per 100 such keys), or whose crr marker names the source's ETag (one HEAD "
+            "per such key), holds the same bytes. Exits 0 when the destination equals the source, 1 when it "
             "does not."
         ),
     )
@@ -81,11 +82,13 @@ def _count(text: str) -> int:
 def _verify(args: argparse.Namespace) -> int:
     clients = ClientFactory()
     stack = discover_stack(clients, args.stack, args.region)
-    rule = DynamoRules(clients.client("dynamodb", stack.region), stack.rules_table, cache_seconds=0).get(args.rule_id)
+    dynamodb = clients.client("dynamodb", stack.region)
+    rule = DynamoRules(dynamodb, stack.rules_table, cache_seconds=0).get(args.rule_id)
     listing = S3Listing(clients)
     repair = SqsBatchSender(clients.client("sqs", stack.region), stack.queue_url) if args.repair else None
     check = AttributeCheck(S3ObjectStore(clients), AttributeMode(args.attributes), args.sample_every)
-    report = verify(rule, listing, listing, args.samples, repair=repair, check=check)
+    ledger = DynamoLedger(dynamodb, stack.rules_table)
+    report = verify(rule, listing, listing, args.samples, repair=repair, check=check, ledger=ledger)
     _print_report(report, args.json, paused=not rule.enabled)
     return 0 if report.equal else 1
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 WEST, EAST = "us-west-1", "us-east-1"
 STACK = "crr-vf"
-PAIRS = {"prefix": ("vf-src", "vf-dst"), "keep": ("vf-src-keep", "vf-dst-keep")}
+PAIRS = {"prefix": ("vf-src", "vf-dst"), "keep": ("vf-src-keep", "vf-dst-keep"), "kms": ("vf-src-kms", "vf-dst-kms")}
 UNICODE_KEY = "data/ünï cödé+100%.txt"
 
 
@@ -127,6 +127,52 @@ def test_without_delete_replication_replica_only_keys_are_kept_and_never_repaire
     report = json.loads(answer.stdout)
     assert report["kept"] == {"count": 2, "samples": ["deleted-at-source", "replica-only"]}
     assert (report["matching"], report["extra"]["count"], report["queued"]) == (1, 0, 0)
+
+
+def test_fast_path_backfill_replicas_in_an_sse_kms_destination_verify_equal_until_a_user_overwrites_one(
+    local_cloud: LocalCloud, stack: DeployedStack, eventually: Callable[..., Any]
+) -> None:
+    source, destination = PAIRS["kms"]
+    west, east = local_cloud.client("s3", WEST), local_cloud.client("s3", EAST)
+    # Given a destination whose default encryption is SSE-KMS (its objects get ETags of their own, not
+    # MD5s), and objects written to the source before its rule
+    key_arn = local_cloud.client("kms", EAST).create_key()["KeyMetadata"]["Arn"]
+    east.put_bucket_encryption(
+        Bucket=destination,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}}]
+        },
+    )
+    keys = ["old/a.txt", "old/b.txt", "old/c.txt"]
+    for key in keys:
+        west.put_object(Bucket=source, Key=key, Body=f"body of {key}".encode(), Metadata={"era": "old"})
+    added = run_crr(local_cloud, "rules", "add", "--source", source, "--destination", destination, "--id", "kms")
+    assert added.returncode == 0, added.stderr
+
+    # When a backfill copies them (the one-request fast path: no crr marker on the replicas)
+    done = run_crr(local_cloud, "backfill", "start", "kms", "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for key in keys:
+        replica = east.head_object(Bucket=destination, Key=key)
+        assert replica["ServerSideEncryption"] == "aws:kms"
+        assert "crr-origin-bucket" not in replica["Metadata"]
+        assert replica["ETag"] != west.head_object(Bucket=source, Key=key)["ETag"]
+    eventually(lambda: queue_drained(local_cloud, stack), timeout=30, what="the queue to drain")
+
+    # Then verify says equal (the ledger recorded each replica's own ETag), and repair queues nothing
+    checked = run_crr(local_cloud, "verify", "kms", "--json", "--repair")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert (report["matching"], report["stale"]["count"], report["queued"]) == (3, 0, 0)
+
+    # When a user overwrites one replica in the destination (bytes of the same size: a new ETag)
+    east.put_object(Bucket=destination, Key="old/b.txt", Body=b"BODY OF OLD/B.TXT")
+    # Then verify reports it stale, and only it
+    checked = run_crr(local_cloud, "verify", "kms", "--json")
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["stale"] == {"count": 1, "samples": ["old/b.txt"]}
+    assert report["matching"] == 2
 
 
 def test_verify_of_an_unknown_rule_is_an_error(local_cloud: LocalCloud, stack: DeployedStack) -> None:

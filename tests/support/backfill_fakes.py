@@ -91,7 +91,7 @@ class FakeFastCopier:
     copy_yields: int = 1
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> None:
+    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> str | None:
         with self._lock:
             self.calls += 1
         self.yield_point()
@@ -111,7 +111,7 @@ class FakeFastCopier:
             self.yield_point()
         if (hook := self.before_write.pop(entry.key, None)) is not None:
             hook(entry.key)
-        self.s3.put(
+        written = self.s3.put(
             rule.destination_bucket,
             entry.key,
             source.body,
@@ -121,6 +121,7 @@ class FakeFastCopier:
         )
         with self._lock:
             self.copied.append(entry.key)
+        return written.etag
 
 
 class HookedLedger(FakeLedger):
@@ -260,9 +261,10 @@ class CountingCopier:
         self.calls = 0
         self._lock = threading.Lock()
 
-    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> None:
+    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> str | None:
         with self._lock:
             self.calls += 1
+        return None
 
 
 class DiscardingLedger:

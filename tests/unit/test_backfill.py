@@ -152,11 +152,11 @@ def test_a_multi_page_bucket_is_copied_page_by_page_with_metadata_and_tags() -> 
     assert replica is not None
     assert (replica.metadata, replica.tags) == ({"m": "k07"}, {"t": "1"})
     assert totals(results)["bytes_copied"] == sum(len(key) for key in keys)
-    # And every copy has its ledger entry, "no entry yet" then written once
+    # And every copy has its ledger entry, "no entry yet" then written once, with the replica's own ETag
     source = world.s3.current(SRC, "k07")
     assert source is not None
     assert world.ledger.entries[("r", "k07")] == LedgerEntry(
-        1, None, source.etag, False, T0, source_modified=source.last_modified
+        1, None, source.etag, False, T0, source_modified=source.last_modified, replica_etag=replica.etag
     )
 
 
@@ -393,6 +393,9 @@ def test_sse_kms_replicas_whose_etags_differ_are_not_copied_again_by_the_next_ru
     world.live("live")
     world.run()
     assert world.s3.current(SRC, "k1").etag != world.s3.current(DST, "k1").etag  # type: ignore[union-attr]
+    # (the ledger knows each replica by the ETag its copy answered, fast path and live path alike)
+    for key in ("live", "k1", "k2"):
+        assert world.ledger.entries[("r", key)].replica_etag == world.s3.current(DST, key).etag  # type: ignore[union-attr]
     copies_before = (world.copier.calls, world.s3.calls.get("CopyObject", 0))
     # When the backfill runs again
     results = world.run()

@@ -172,9 +172,10 @@ def test_the_copy_is_one_request_that_carries_headers_metadata_and_tags(buckets:
     )
     clients = CountingClients()
     # When the backfill copies it
-    S3FastCopier(clients).copy_listed(make_rule(), _entry(west, "doc.txt"))
-    # Then the replica has it all, and the copy was the only per-object request
+    answered = S3FastCopier(clients).copy_listed(make_rule(), _entry(west, "doc.txt"))
+    # Then the replica has it all, and the copy was the only per-object request, answering its ETag
     replica = east.head_object(Bucket=DST, Key="doc.txt")
+    assert answered == replica["ETag"]
     assert (replica["ContentType"], replica["CacheControl"], replica["ContentLanguage"]) == (
         "text/plain",
         "max-age=60",

@@ -132,6 +132,33 @@ def test_the_ledger_keeps_the_source_write_applied_and_reads_many_keys_at_once(d
     assert ledger.read("r1", "k007") == found["k007"]
 
 
+def test_the_ledger_keeps_the_replicas_own_etag_and_reads_items_written_before_it(dynamodb: Any) -> None:
+    # Given one entry recorded with the ETag its copy gave the replica, and one item as written before the
+    # replica's ETag was recorded (no such attribute)
+    ledger = DynamoLedger(dynamodb, TABLE)
+    now = datetime.now(UTC)
+    ledger.record("r1", "new", LedgerEntry(1, None, '"src"', False, now, replica_etag='"kms-own"'), None)
+    dynamodb.put_item(
+        TableName=TABLE,
+        Item={
+            "pk": {"S": "RULE#r1"},
+            "sk": {"S": ledger_sk("old")},
+            "key": {"S": "old"},
+            "rev": {"N": "3"},
+            "etag": {"S": '"src"'},
+            "deleted": {"BOOL": False},
+            "applied_at": {"S": now.isoformat()},
+        },
+    )
+    # When both are read back, one by one and in bulk
+    found = ledger.read_many("r1", ["new", "old"])
+    # Then the new one carries the replica's ETag and the old one reads as not knowing it
+    assert found["new"].replica_etag == '"kms-own"'
+    assert ledger.read("r1", "new") == found["new"]
+    assert (found["old"].revision, found["old"].etag, found["old"].replica_etag) == (3, '"src"', None)
+    assert ledger.read("r1", "old") == found["old"]
+
+
 def test_progress_accumulates_atomically(dynamodb: Any) -> None:
     progress = DynamoProgress(dynamodb, TABLE)
     now = datetime.now(UTC)

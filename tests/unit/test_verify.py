@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from crr.adapters.sqs import QueueError
 from crr.errors import ListingOrderError, RepairIncompleteError, RepairRefusedError
 from crr.events import ChangeEvent, ChangeKind, parse_notification
+from crr.ports import LedgerEntry, ObjectState
 from crr.replication import Replicator
 from crr.rules import ReplicationRule, RuleStatus
 from crr.verify import (
+    LEDGER_BATCH,
     REPAIR_CONFIGURATION_ID,
     AttributeCheck,
     AttributeMode,
@@ -592,7 +594,8 @@ class _World:
         self.s3.create_bucket(SRC, WEST, versioned=True, sse_kms=sse_kms)
         self.s3.create_bucket(DST, EAST, versioned=True, sse_kms=sse_kms)
         self.rule = rule_with()
-        self.replicator = Replicator(FakeRules(self.rule), self.s3, FakeLedger(), FakeProgress(), clock=self.clock)
+        self.ledger = FakeLedger()
+        self.replicator = Replicator(FakeRules(self.rule), self.s3, self.ledger, FakeProgress(), clock=self.clock)
         self.listing = FakeS3Listing(self.s3)
 
     def clock(self) -> datetime:
@@ -678,3 +681,123 @@ def test_replicas_without_a_marker_match_by_a_full_object_checksum_where_etags_d
     # Then the first matches by its checksum, the second is stale because its bytes differ
     assert (report.matching, report.stale.samples) == (1, ["other"])
     assert report.differences["etag"].samples == ["other"]
+
+
+# ---- sameness by the ledger's record of crr's copy ---------------------------------------------
+
+
+class NoMarkerInspector:
+    """An ``Inspector`` that finds neither a marker nor a checksum (a fast-path replica on a store that
+    keeps no checksums), counting what it is asked."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def head(self, bucket: str, region: str, key: str) -> ObjectState | None:
+        self.calls += 1
+        return None
+
+    def tags(self, bucket: str, region: str, key: str, version_id: str | None) -> dict[str, str]:
+        self.calls += 1
+        return {}
+
+    def checksum(self, bucket: str, region: str, key: str) -> str | None:
+        self.calls += 1
+        return None
+
+
+class CountingLedger(FakeLedger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    def read_many(self, rule_id: str, keys: list[str]) -> dict[str, LedgerEntry]:
+        self.batches.append(list(keys))
+        return super().read_many(rule_id, keys)
+
+
+def copied(source_etag: str, replica_etag: str | None, *, deleted: bool = False) -> LedgerEntry:
+    return LedgerEntry(1, None, f'"{source_etag}"', deleted, T0, replica_etag=replica_etag and f'"{replica_etag}"')
+
+
+def test_a_replica_the_ledger_says_crr_copied_between_exactly_the_listed_etags_matches() -> None:
+    # Given replicas whose ETags differ from their sources' (SSE-KMS), none with a marker or checksum:
+    # one the ledger says crr copied between exactly the listed ETags, one a user overwrote since, one
+    # whose source changed since, one recorded before replica ETags were, and one recorded as deleted
+    listing = MemoryListing()
+    ledger = CountingLedger()
+    for key, recorded in (
+        ("copied", copied("s", "r")),
+        ("overwritten", copied("s", "r-by-crr")),
+        ("source-moved", copied("s-before", "r")),
+        ("old-entry", copied("s", None)),
+        ("deleted", copied("s", "r", deleted=True)),
+    ):
+        listing.put(SRC, key, b"same size", etag="s")
+        listing.put(DST, key, b"same size", etag="r")
+        ledger.record("r", key, recorded, None)
+    inspector = NoMarkerInspector()
+    # When verified with repair, the ledger and an inspector
+    queue = RecordingQueue()
+    check = AttributeCheck(inspector, AttributeMode.NONE)
+    report = verify(rule_with(), listing, listing, repair=queue, check=check, ledger=ledger)
+    # Then only the first matches, and only the others are queued
+    assert report.matching == 1
+    assert report.stale.samples == ["deleted", "old-entry", "overwritten", "source-moved"]
+    assert report.queued == 4
+    # And it cost one BatchGetItem for the five keys, and no HEAD for the one the ledger settled
+    assert ledger.batches == [["copied", "deleted", "old-entry", "overwritten", "source-moved"]]
+    assert inspector.calls == 4 * 3  # the others: a HEAD per side for the marker, one for a checksum
+
+
+def test_without_the_ledger_a_markerless_replica_with_its_own_etag_is_stale() -> None:
+    # Given the same replica crr copied, but verify not given the ledger
+    listing = MemoryListing()
+    listing.put(SRC, "copied", b"x", etag="s")
+    listing.put(DST, "copied", b"x", etag="r")
+    # When verified, Then it is stale: nothing else ties its ETag to the source's
+    assert verify(rule_with(), listing, listing, check=AttributeCheck(NoMarkerInspector())).stale.count == 1
+
+
+def test_the_ledger_is_read_a_hundred_keys_at_a_time_and_findings_stay_in_key_order() -> None:
+    # Given 250 replicas with ETags of their own, all recorded, among 1500 identical keys, and 3 missing
+    listing = MemoryListing(page_size=7)
+    ledger = CountingLedger()
+    for index in range(1750):
+        key = f"k{index:04d}"
+        if index % 7 == 0:
+            listing.put(SRC, key, b"x", etag="s")
+            listing.put(DST, key, b"x", etag="r")
+            ledger.record("r", key, copied("s", "r"), None)
+        else:
+            both(listing, key)
+    for key in ("k0001", "k0900", "k1749"):
+        listing.remove(DST, key)
+    # When verified
+    report = verify(rule_with(), listing, listing, samples=3, ledger=ledger)
+    # Then every recorded replica matches, the ledger was read in batches of at most 100 keys (no more
+    # than one per 100 such keys or per 1000 keys listed), and the samples are the first in key order
+    assert (report.matching, report.missing.count, report.stale.count) == (1747, 3, 0)
+    assert sum(len(batch) for batch in ledger.batches) == 250
+    assert max(len(batch) for batch in ledger.batches) == LEDGER_BATCH
+    assert len(ledger.batches) <= 250 // LEDGER_BATCH + 1750 // 1000 + 1
+    assert report.missing.samples == ["k0001", "k0900", "k1749"]
+
+
+def test_live_path_replicas_in_sse_kms_buckets_match_by_the_ledger_without_a_head() -> None:
+    # Given SSE-KMS buckets and objects replicated by the live path (its ledger keeps each replica's ETag)
+    world = _World(sse_kms=True)
+    for key in ("a", "b"):
+        world.s3.put(SRC, key, key.encode())
+        world.replicate(key)
+    world.s3.calls.clear()
+    # When verified with the rule's ledger
+    check = AttributeCheck(world.s3, AttributeMode.NONE)
+    report = verify(world.rule, world.listing, world.listing, check=check, ledger=world.ledger)
+    # Then both match, and no object was read beyond the listing
+    assert report.matching == 2
+    assert world.s3.calls == {}
+    # And a user's overwrite of one replica (other bytes of the same size, a new ETag) is stale
+    world.s3.put(DST, "a", b"A")
+    report = verify(world.rule, world.listing, world.listing, check=check, ledger=world.ledger)
+    assert (report.matching, report.stale.samples) == (1, ["a"])

@@ -46,15 +46,17 @@ never leave an older state behind it.
   that differs from it.
 
 The fast path cannot see an object's encryption and does not write crr's replica marker (the ledger
-entry records the key as replicated). So every object of a two-way rule (whose loop guard and
-last-writer-wins need the marker), of a rule with ``replica_kms_key_arn`` (whose SSE-KMS objects are
-re-encrypted), and of any rule when the stack may decrypt SSE-KMS sources (``sse_kms_sources``: a rule
-without a replica key must refuse those, as the live path does), goes through ``reconcile`` instead:
-HEAD, copy with the marker, conditional ledger write. So do objects uploaded in parts (their replica
-keeps the part layout, hence the ETag) and objects above 5 GiB. An SSE-KMS object under a key the stack
-does not list (the AWS managed key ``aws/s3`` included) is kept from the fast path by IAM: the functions'
-policy denies kms:Decrypt through S3 on every unlisted key, so its copy is refused and the key goes to
-the replication queue, where the live path refuses it with its reason, as for a live change.
+entry records the key as replicated, with the replica's own ETag from the CopyObject answer, by which
+`crr verify` recognises a replica whose ETag is not the source's). So every object of a two-way rule
+(whose loop guard and last-writer-wins need the marker), of a rule with ``replica_kms_key_arn`` (whose
+SSE-KMS objects are re-encrypted), and of any rule when the stack may decrypt SSE-KMS sources
+(``sse_kms_sources``: a rule without a replica key must refuse those, as the live path does), goes
+through ``reconcile`` instead: HEAD, copy with the marker, conditional ledger write. So do objects
+uploaded in parts (their replica keeps the part layout, hence the ETag) and objects above 5 GiB. An
+SSE-KMS object under a key the stack does not list (the AWS managed key ``aws/s3`` included) is kept
+from the fast path by IAM: the functions' policy denies kms:Decrypt through S3 on every unlisted key, so
+its copy is refused and the key goes to the replication queue, where the live path refuses it with its
+reason, as for a live change.
 
 Failures: an object that fails (throttled, denied, ...) never stops the page and is never lost: its key
 is sent to the replication queue as a synthetic change notice (configuration ``crr-backfill``), so the
@@ -409,9 +411,10 @@ class PageListing(Protocol):
 
 
 class FastCopier(Protocol):
-    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> None:
+    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> str | None:
         """Copy ``entry`` into the rule's destination with ONE CopyObject (metadata and tags copied by the
-        server, pinned to ``entry.etag``), plus GetObjectAcl only when both buckets use ACLs.
+        server, pinned to ``entry.etag``), plus GetObjectAcl only when both buckets use ACLs. Returns the
+        replica's ETag as the copy's answer gives it (None if it gave none).
 
         Raises SourceChangedError when the source no longer has that ETag, SourceGoneError when it is
         gone, StorageError subclasses otherwise.
@@ -883,9 +886,11 @@ class BackfillEngine:
             return _Done(_Outcome.FAILED, reason=f"{_code_of(exc)}: {exc}")
 
     def _fast_copy(self, rule: ReplicationRule, entry: ListedEntry) -> _Done:
-        """One CopyObject pinned to the listed ETag, then the ledger entry "no entry yet"."""
+        """One CopyObject pinned to the listed ETag, then the ledger entry "no entry yet", which records the
+        replica's own ETag from the copy's answer (what `crr verify` recognises the replica by when an
+        SSE-KMS destination gave it an ETag of its own: the fast path writes no marker)."""
         try:
-            self._copier.copy_listed(rule, entry)
+            replica_etag = self._copier.copy_listed(rule, entry)
         except (SourceChangedError, SourceGoneError):
             return _Done(_Outcome.SUPERSEDED)  # changed since listed: its own notification is the live path's
         written = LedgerEntry(
@@ -895,6 +900,7 @@ class BackfillEngine:
             deleted=False,
             applied_at=self._clock(),
             source_modified=entry.last_modified,
+            replica_etag=replica_etag,
         )
         try:
             self._ledger.record(rule.rule_id, entry.key, written, None)

@@ -240,6 +240,9 @@ class LedgerEntry:
     # the source still holds it, and the backfill recognises a key already replicated by it.
     version_id: str | None = None
     source_modified: datetime | None = None
+    # The replica's own ETag as the copy's answer gave it (CopyObject, CompleteMultipartUpload): how
+    # `crr verify` recognises a replica crr wrote whose ETag is not the source's (SSE-KMS), marker or not.
+    replica_etag: str | None = None
 
 
 class KeyLedger(Protocol):

@@ -105,6 +105,10 @@ class Outcome(StrEnum):
 
 APPLIED = frozenset({Outcome.COPIED, Outcome.DELETED})
 
+# One reconcile: what happened, the source state it read (None: absent), and the replica's own ETag as
+# the copy answered it (None when nothing was copied here), which the ledger keeps for `crr verify`.
+_Reconciled = tuple[Outcome, ObjectState | None, str | None]
+
 
 @dataclass(frozen=True)
 class ReplicationResult:
@@ -340,7 +344,7 @@ class Replicator:
         self, rule: ReplicationRule, event: ChangeEvent, entry: LedgerEntry | None
     ) -> ReplicationResult:
         for attempt in range(1, MAX_RECONCILE_ATTEMPTS + 1):
-            outcome, state = self._reconcile_once(rule, event.key, event.event_time)
+            outcome, state, replica_etag = self._reconcile_once(rule, event.key, event.event_time)
             if outcome is Outcome.REPLICA_OF_DESTINATION:
                 # Nothing was written; no ledger entry is needed to stay correct.
                 return ReplicationResult(outcome, rule.rule_id, attempts=attempt, detail="object is a replica")
@@ -354,6 +358,7 @@ class Replicator:
                 applied_at=self._clock(),
                 version_id=state.version_id if state else None,
                 source_modified=state.last_modified if state else None,
+                replica_etag=replica_etag,
             )
             try:
                 self._ledger.record(rule.rule_id, event.key, record, entry.revision if entry else None)
@@ -367,9 +372,7 @@ class Replicator:
             f"key {event.key!r} of rule {rule.rule_id} changed under us {MAX_RECONCILE_ATTEMPTS} times"
         )
 
-    def _reconcile_once(
-        self, rule: ReplicationRule, key: str, event_time: datetime | None = None
-    ) -> tuple[Outcome, ObjectState | None]:
+    def _reconcile_once(self, rule: ReplicationRule, key: str, event_time: datetime | None = None) -> _Reconciled:
         """One HEAD and one write: copy the current version, or delete the replica (``event_time``: when
         the change was made, which the delete breaker judges by)."""
         if rule.two_way:
@@ -377,37 +380,36 @@ class Replicator:
         for _ in range(MAX_RECONCILE_ATTEMPTS):
             state = self._objects.head(rule.source_bucket, rule.source_region, key)
             if state is None:
-                return self._remove_replica(rule, key, event_time), None
+                return self._remove_replica(rule, key, event_time), None, None
             if state.replica_of == rule.destination_bucket:
-                return Outcome.REPLICA_OF_DESTINATION, state
+                return Outcome.REPLICA_OF_DESTINATION, state, None
             try:
                 written = self._copy(rule, state)
             except SourceChangedError:
                 continue  # overwritten between HEAD and copy: read the newer version
             except SourceGoneError:
-                return self._remove_replica(rule, key, event_time), None
-            return (Outcome.COPIED if written is not None else Outcome.COPY_STARTED), state
+                return self._remove_replica(rule, key, event_time), None, None
+            if written is None:
+                return Outcome.COPY_STARTED, state, None
+            return Outcome.COPIED, state, written.etag or None
         raise ReconcileContentionError(f"source {rule.source_bucket}/{key} kept changing during copy")
 
-    def _reconcile_two_way(
-        self, rule: ReplicationRule, key: str, event_time: datetime | None = None
-    ) -> tuple[Outcome, ObjectState | None]:
+    def _reconcile_two_way(self, rule: ReplicationRule, key: str, event_time: datetime | None = None) -> _Reconciled:
         """Read both sides, and apply the source's only if it is the later change (crr.mutual)."""
         registry = self._registry(rule)
         for _ in range(MAX_RECONCILE_ATTEMPTS):
             try:
-                outcome, state = self._sync_once(rule, key, registry, event_time)
+                return self._sync_once(rule, key, registry, event_time)
             except (SourceChangedError, SourceGoneError, DestinationChangedError):
                 continue  # either side moved since we read it: compare again
-            return outcome, state
         raise ReconcileContentionError(f"{rule.source_bucket}/{key} or its replica kept changing during sync")
 
     def _sync_once(
         self, rule: ReplicationRule, key: str, registry: TombstoneRegistry, event_time: datetime | None = None
-    ) -> tuple[Outcome, ObjectState | None]:
+    ) -> _Reconciled:
         source = self._side(rule.source_bucket, rule.source_region, key, lambda: registry.read_peer(rule, key))
         if source.origin == rule.destination_bucket:
-            return Outcome.REPLICA_OF_DESTINATION, source.state
+            return Outcome.REPLICA_OF_DESTINATION, source.state, None
         destination = self._side(
             rule.destination_bucket, rule.destination_region, key, lambda: registry.read(rule.rule_id, key)
         )
@@ -416,12 +418,12 @@ class Replicator:
                 # The destination's change is the later one, but its own notification may have been
                 # handled before this source change existed: only the peer may carry it back.
                 self._nudges.nudge(rule, key)
-            return Outcome.DESTINATION_CURRENT, source.state
+            return Outcome.DESTINATION_CURRENT, source.state, None
         if source.state is None:
-            return self._retract(rule, key, source, destination, event_time), None
+            return self._retract(rule, key, source, destination, event_time), None, None
         written = self._copy(rule, source.state, over=destination)
         if written is None:
-            return Outcome.COPY_STARTED, source.state
+            return Outcome.COPY_STARTED, source.state, None
         if destination.state is None:
             undo_buried_delete(
                 self._objects,
@@ -440,7 +442,7 @@ class Replicator:
                 written=written,
                 compared=destination.state.version_id,
             )
-        return Outcome.COPIED, source.state
+        return Outcome.COPIED, source.state, written.etag or None
 
     def _registry(self, rule: ReplicationRule) -> TombstoneRegistry:
         if self._tombstones is None:

@@ -9,10 +9,17 @@ outside the prefixes are never listed, so never counted.
 An object matches when its replica has the same key and size, holds the same bytes, and (where its
 attributes are compared) the same user metadata, content headers and tags:
 - Same bytes: the same ETag in both listings (free), or, where the ETags differ (SSE-KMS and SSE-C
-  objects have ETags of their own, and so may a replica copied in another part layout), a replica
-  whose crr marker holds for it and names the source's ETag as the one it was copied from (one HEAD of
-  the replica per such key, two in a two-way pair; crr.markers), or else the same full-object checksum
-  (CRC64NVME, S3's default, and friends) on both sides (two more HEADs with ChecksumMode).
+  objects have ETags of their own, and so may a replica copied in another part layout):
+  1. the rule's ledger says crr wrote the replica with exactly the destination's listed ETag, copying
+     it from exactly the source's listed ETag (``LedgerEntry.replica_etag``, from the copy's answer;
+     the backfill's fast path writes no marker, so this is how its SSE-KMS replicas are recognised).
+     Read in bulk while the listings merge: one BatchGetItem per ``LEDGER_BATCH`` such keys, or per
+     ``LEDGER_WINDOW`` keys listed where they are sparser (findings wait in that window, so they
+     still come in key order). It goes first because it costs a hundredth of a HEAD per key;
+  2. a replica whose crr marker holds for it and names the source's ETag as the one it was copied from
+     (one HEAD of the replica per such key, two in a two-way pair; crr.markers);
+  3. the same full-object checksum (CRC64NVME, S3's default, and friends) on both sides (two more
+     HEADs with ChecksumMode).
 - Attributes (``AttributeMode``): ``none`` compares nothing more; ``sample`` compares one matching key
   in ``sample_every`` (chosen at random per run, so repeated runs cover different keys); ``all``
   compares every one. Each compared key costs a HEAD and a GetObjectTagging on each side (4 requests).
@@ -41,13 +48,17 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from crr.errors import CrrError, ListingOrderError, RepairIncompleteError, RepairRefusedError
 from crr.events import change_notice
 from crr.markers import origin_etag
-from crr.ports import ObjectState
+from crr.ports import KeyLedger, LedgerEntry, ObjectState
 from crr.rules import ReplicationRule
 
 # SendMessageBatch takes at most 10 messages per request.
 REPAIR_BATCH_SIZE = 10
 # Notifications crr sends itself name this configuration, so logs tell them from S3's.
 REPAIR_CONFIGURATION_ID = "crr-verify-repair"
+# Keys whose ETags differ are looked up in the ledger this many at a time (BatchGetItem's limit), and
+# findings wait for that lookup in a window of at most this many keys (a listing page's worth).
+LEDGER_BATCH = 100
+LEDGER_WINDOW = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,13 +213,19 @@ class VerifyReport(BaseModel):
 
 
 def compare_listings(
-    rule: ReplicationRule, source_listing: Listing, destination_listing: Listing, check: AttributeCheck | None = None
+    rule: ReplicationRule,
+    source_listing: Listing,
+    destination_listing: Listing,
+    check: AttributeCheck | None = None,
+    ledger: KeyLedger | None = None,
 ) -> Iterator[Finding]:
     """One finding per key under the rule's prefixes, in key order, listing both buckets lazily; with
-    ``check``, keys on both sides are also compared beyond the listing (see the module docstring).
+    ``ledger``, keys whose ETags differ match when the ledger says crr wrote that replica from that
+    source write; with ``check``, keys on both sides are also compared beyond the listing (see the
+    module docstring).
 
-    Raises ListingOrderError when a listing is not in S3's key order, and what the listings and the
-    inspector raise.
+    Raises ListingOrderError when a listing is not in S3's key order, and what the listings, the ledger
+    and the inspector raise.
     """
     for prefix in rule.prefixes or ("",):
         source = _in_order(source_listing.pages(rule.source_bucket, rule.source_region, prefix), rule.source_bucket)
@@ -216,8 +233,49 @@ def compare_listings(
             destination_listing.pages(rule.destination_bucket, rule.destination_region, prefix),
             rule.destination_bucket,
         )
-        for finding, listed in _merge(source, destination, Verdict.EXTRA if rule.replicate_deletes else Verdict.KEPT):
+        merged = _merge(source, destination, Verdict.EXTRA if rule.replicate_deletes else Verdict.KEPT)
+        if ledger is not None:
+            merged = _settle_by_ledger(rule, merged, ledger)
+        for finding, listed in merged:
             yield finding if listed is None or check is None else _inspect(rule, finding, listed, check)
+
+
+def _settle_by_ledger(rule: ReplicationRule, merged: Iterator[_Merged], ledger: KeyLedger) -> Iterator[_Merged]:
+    """``merged``, except that a key whose ETags alone differ matches (its attributes may still be
+    compared) when the rule's ledger recorded crr's copy of it between exactly these two ETags."""
+    window: list[_Merged] = []
+    wanted: list[str] = []
+    for merged_key in merged:
+        window.append(merged_key)
+        if merged_key[0].differs == ("etag",):
+            wanted.append(merged_key[0].key)
+        if len(wanted) == LEDGER_BATCH or len(window) == LEDGER_WINDOW:
+            yield from _settled(window, ledger.read_many(rule.rule_id, wanted) if wanted else {})
+            window, wanted = [], []
+    yield from _settled(window, ledger.read_many(rule.rule_id, wanted) if wanted else {})
+
+
+def _settled(window: list[_Merged], recorded: dict[str, LedgerEntry]) -> Iterator[_Merged]:
+    for finding, listed in window:
+        if listed is not None and finding.differs == ("etag",) and _copied_by_crr(listed, recorded.get(finding.key)):
+            yield Finding(Verdict.MATCHING, finding.key), listed
+        else:
+            yield finding, listed
+
+
+def _copied_by_crr(listed: tuple[ListedObject, ListedObject], recorded: LedgerEntry | None) -> bool:
+    """Whether the ledger's last record of the key is crr's copy of exactly the source's listed write
+    (its ETag) that gave the replica exactly the destination's listed ETag. A user's later write of the
+    replica has an ETag of its own (an SSE-KMS one is new at every write; an MD5 one is of its bytes)."""
+    source, replica = listed
+    return (
+        recorded is not None
+        and not recorded.deleted
+        and recorded.etag is not None
+        and recorded.replica_etag is not None
+        and recorded.etag.strip('"') == source.etag
+        and recorded.replica_etag.strip('"') == replica.etag
+    )
 
 
 def _inspect(
@@ -312,10 +370,11 @@ def verify(
     repair: RepairQueue | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     check: AttributeCheck | None = None,
+    ledger: KeyLedger | None = None,
 ) -> VerifyReport:
-    """Compare the rule's buckets by key, size and ETag, and with ``check`` by what crr recorded and
-    what it carries (see the module docstring); with ``repair``, queue every differing key for
-    replication while the listings are merged (so memory stays independent of bucket size).
+    """Compare the rule's buckets by key, size and ETag, and with ``ledger`` and ``check`` by what crr
+    recorded and what it carries (see the module docstring); with ``repair``, queue every differing key
+    for replication while the listings are merged (so memory stays independent of bucket size).
 
     Raises RepairRefusedError when asked to repair a paused rule (its records would be acknowledged
     without a copy), RepairIncompleteError when sending repairs failed part way (saying how many were
@@ -337,7 +396,7 @@ def verify(
         attributes=check.mode if check is not None else AttributeMode.NONE,
         queued=None if repair is None else 0,
     )
-    findings = compare_listings(rule, source_listing, destination_listing, check)
+    findings = compare_listings(rule, source_listing, destination_listing, check, ledger)
     if repair is None:
         for finding in findings:
             report.count(finding, samples)

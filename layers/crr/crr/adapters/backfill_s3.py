@@ -100,8 +100,10 @@ class S3FastCopier:
         self._clients = clients
         self._objects = objects or S3ObjectStore(clients)
 
-    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> None:
-        """Raises SourceChangedError (the source's ETag is no longer the listed one), SourceGoneError (the
+    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> str | None:
+        """The replica's ETag as CopyObjectResult gives it (quoted), None if it gives none.
+
+        Raises SourceChangedError (the source's ETag is no longer the listed one), SourceGoneError (the
         source key is gone), StorageError subclasses otherwise."""
         params: dict[str, Any] = {
             "Bucket": rule.destination_bucket,
@@ -127,7 +129,7 @@ class S3FastCopier:
         # The live path's encryption: the fast path copies no KMS-encrypted source (see crr.backfill).
         params.update(self._objects.encryption.headers(rule.destination_bucket, rule.destination_region))
         try:
-            self._clients.client("s3", rule.destination_region).copy_object(**params)
+            copied = self._clients.client("s3", rule.destination_region).copy_object(**params)
         except ClientError as exc:
             code = error_code(exc)
             if code in _PRECONDITION_FAILED:
@@ -135,3 +137,5 @@ class S3FastCopier:
             if code in _MISSING_KEY:
                 raise SourceGoneError(f"{rule.source_bucket}/{entry.key} was deleted since it was listed") from exc
             raise storage_error(exc, "CopyObject", rule.destination_bucket, entry.key) from exc
+        etag = copied.get("CopyObjectResult", {}).get("ETag")
+        return str(etag) if etag else None

@@ -310,6 +310,7 @@ def _ledger_entry(item: dict[str, Any]) -> LedgerEntry:
         applied_at=datetime.fromisoformat(str(item["applied_at"])),
         version_id=item.get("ver"),
         source_modified=datetime.fromisoformat(str(item["modified"])) if item.get("modified") else None,
+        replica_etag=item.get("replica_etag"),  # absent from items written before it was recorded
     )
 
 
@@ -374,6 +375,7 @@ class DynamoLedger:
             "expires_at": int((entry.applied_at + LEDGER_TTL).timestamp()),
             "ver": entry.version_id,
             "modified": entry.source_modified.isoformat() if entry.source_modified else None,
+            "replica_etag": entry.replica_etag,
         }
         if expected_revision is None:
             condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
