@@ -331,3 +331,51 @@ def test_a_progress_write_that_fails_at_the_end_of_a_batch_does_not_fail_the_bat
     with service.batch(remaining_seconds=clock.remaining):
         service.handle(message(many_records(["k/one"])))
     assert s3.keys(DST) == {"k/one"}
+
+
+def test_a_hung_table_leaves_the_dead_letter_of_a_failed_record_its_time() -> None:
+    # Given a 2 s invocation whose table hangs: every call to it waits all the time it may (fake clock)
+    clock = Clock(timeout=2.0, copy_seconds=0.0)
+
+    class HungTable:
+        def hang(self, operation: str) -> StateStoreError:
+            clock.elapsed += max(deadlines.seconds_for_a_call(), 0.0)
+            return StateStoreError(f"{operation} failed: Read timeout", "ReadTimeout")
+
+        def rule_for_source(self, bucket: str) -> ReplicationRule | None:
+            raise self.hang("GetItem")
+
+        def record(
+            self,
+            message: QueueMessage,
+            reason: FailureReason,
+            *,
+            rule_id: str | None,
+            bucket: str | None,
+            key: str | None,
+        ) -> FailureRecord:
+            raise self.hang("UpdateItem")
+
+        def find(self, message_id: str) -> FailureRecord | None:
+            raise self.hang("GetItem")
+
+    class TimedQueues(RecordingQueues):
+        time_left = 0.0
+
+        def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
+            self.time_left = deadlines.seconds_for_a_call()
+            super().dead_letter(message, record)
+
+    table, queues = HungTable(), TimedQueues()
+    service = ReplicationService(
+        Replicator(table, FakeS3(), FakeLedger(), FakeProgress()), table, queues, max_receive_count=1
+    )
+    # When the last delivery of a message fails on the hung table
+    with service.batch(remaining_seconds=clock.remaining):
+        assert service.handle(message(json.dumps(load_event("s3/object-created-put")))) == []
+    # Then the lookup of its rule (for the report) took only a share of the wrap-up time, and the dead
+    # letter still had time to carry the reason: the record's hang did not take it all
+    assert [(message_id, code) for message_id, code, _ in queues.dead] == [("m-1", "ReadTimeout")]
+    assert queues.time_left >= 0.1
+    # And the invocation ended before its timeout
+    assert clock.remaining() > 0
