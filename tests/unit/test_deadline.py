@@ -209,6 +209,35 @@ def test_a_deferred_message_that_cannot_be_handed_back_stays_failed_with_a_recor
     assert (message_id, reason.code, reason.kind) == ("m-late", OUT_OF_TIME, FailureKind.TRANSIENT)
 
 
+def test_a_deferred_message_at_its_last_delivery_that_cannot_be_handed_back_goes_to_the_dlq_with_its_reason() -> None:
+    # Given an invocation whose working time is over, a queue refusing the hand-back, and a message at
+    # the last delivery its queue's redrive allows (2 of 2)
+    keys = ["k/late"]
+    clock = Clock(timeout=2.0, copy_seconds=0.0)
+    _, s3, failures, queues = world(clock, keys)
+    rule = ReplicationRule.create(
+        rule_id="r1", source_bucket=SRC, source_region=WEST, destination_bucket=DST, destination_region=EAST
+    )
+    service = ReplicationService(
+        Replicator(FakeRules(rule), s3, FakeLedger(), FakeProgress()), failures, queues, max_receive_count=2
+    )
+
+    def refuse(message: QueueMessage, bodies: list[str]) -> None:
+        raise StateStoreError("SendMessageBatch failed", "ServiceUnavailable")
+
+    queues.hand_back = refuse  # type: ignore[method-assign]
+    last = QueueMessage(message_id="m-late", body=many_records(keys), receipt_handle="r-2", receive_count=2)
+    with service.batch(remaining_seconds=clock.remaining):
+        clock.elapsed = 1.7
+        with pytest.raises(RecordFailedError, match=OUT_OF_TIME):
+            service.handle(last)
+        # When the batch is settled
+        answer = service.settle({"batchItemFailures": [{"itemIdentifier": "m-late"}]})
+    # Then it is dead-lettered with its reason and acknowledged, not left to SQS's redrive (no reason)
+    assert answer == {"batchItemFailures": []}
+    assert queues.dead == [("m-late", OUT_OF_TIME, last.body)]
+
+
 def test_a_malformed_record_is_dead_lettered_alone_and_its_good_sibling_applied() -> None:
     # Given a message whose first record is valid and whose second is malformed
     body = load_raw_body("bad/second-record-malformed")
