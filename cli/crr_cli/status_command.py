@@ -14,6 +14,7 @@ from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoBreakerStore, DynamoRules
 from crr.adapters.health import (
     CloudWatchBacklogAge,
+    CloudWatchFailureMetric,
     DynamoFailureCounter,
     DynamoProgressReader,
     SqsQueueGauge,
@@ -51,7 +52,8 @@ def add_status_parser(subparsers: Any) -> None:
         description=(
             "Per rule: state, source -> destination, last sync, lag and counters. Once for the stack: "
             "replication queue depth and oldest message age (CloudWatch; '-' without a datapoint), DLQ depth, "
-            "failures in the last hour."
+            "failures recorded in the last hour (rules table) and failed attempts in the last 15 minutes "
+            "(CloudWatch, counted even when the table is down)."
         ),
     )
     status.add_argument("rule_id", metavar="RULE", nargs="?", help="only this rule (default: every rule)")
@@ -73,6 +75,7 @@ def stack_status(clients: ClientFactory, stack: CrrStack) -> StackStatus:
     """The status service for a deployed stack, over its table, queues and CloudWatch."""
     dynamodb = clients.client("dynamodb", stack.region)
     sqs = clients.client("sqs", stack.region)
+    cloudwatch = clients.client("cloudwatch", stack.region)
     return StackStatus(
         stack=stack.name,
         region=stack.region,
@@ -80,10 +83,9 @@ def stack_status(clients: ClientFactory, stack: CrrStack) -> StackStatus:
         progress=DynamoProgressReader(dynamodb, stack.rules_table),
         queue=SqsQueueGauge(sqs, stack.queue_url),
         dead_letters=SqsQueueGauge(sqs, stack.dlq_url),
-        backlog_age=CloudWatchBacklogAge(
-            clients.client("cloudwatch", stack.region), queue_name_from_url(stack.queue_url)
-        ),
+        backlog_age=CloudWatchBacklogAge(cloudwatch, queue_name_from_url(stack.queue_url)),
         failures=DynamoFailureCounter(dynamodb, stack.rules_table),
+        failure_metric=CloudWatchFailureMetric(cloudwatch, stack.name),
         backfills=DynamoBackfillJobs(dynamodb, stack.rules_table),
         breakers=(DynamoBreakerStore(dynamodb, stack.rules_table), stack.breaker_settings),
         wiring=WiringCheck(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -32,9 +33,16 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
                 body=record.body,
                 receipt_handle=record.receipt_handle,
                 receive_count=int(record.attributes.approximate_receive_count or 1),
+                first_received_at=_first_received_at(record),
             )
         )
 
     with service.batch(remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000):
         response = process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
         return cast(PartialItemFailureResponse, service.settle(cast(PartialItemFailures, response)))
+
+
+def _first_received_at(record: SQSRecord) -> datetime | None:
+    """SQS's ApproximateFirstReceiveTimestamp (epoch milliseconds), when the event carries it."""
+    stamp = record.attributes.get("ApproximateFirstReceiveTimestamp")
+    return datetime.fromtimestamp(int(stamp) / 1000, UTC) if stamp else None

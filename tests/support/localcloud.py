@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from crr_cli.localcloud.cloud import LocalCloud
@@ -13,8 +13,11 @@ from crr_cli.localcloud.deploy import DeployedStack
 from crr_cli.localcloud.scenario import create_bucket
 
 
-def run_crr(cloud: LocalCloud, stack: str, region: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The operator CLI as its own process, pointed at the local cloud through the standard environment.
+def run_crr(
+    cloud: LocalCloud, stack: str, region: str, *args: str, environment_changes: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The operator CLI as its own process, pointed at the local cloud through the standard environment
+    (then ``environment_changes``, to point one service elsewhere, say).
 
     A stale AWS_ENDPOINT_URL_<SERVICE> in the shell would override the local cloud's endpoints, so
     every inherited endpoint variable is dropped first.
@@ -22,6 +25,7 @@ def run_crr(cloud: LocalCloud, stack: str, region: str, *args: str) -> subproces
     environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_ENDPOINT_URL")}
     environment.update(cloud.aws_environment(), AWS_REGION=region)
     environment.pop("AWS_PROFILE", None)
+    environment.update(environment_changes or {})
     return subprocess.run(
         [sys.executable, "-m", "crr_cli.main", "--stack", stack, *args],
         env=environment,

@@ -209,6 +209,35 @@ def test_a_deferred_message_that_cannot_be_handed_back_stays_failed_with_a_recor
     assert (message_id, reason.code, reason.kind) == ("m-late", OUT_OF_TIME, FailureKind.TRANSIENT)
 
 
+def test_a_deferred_message_at_its_last_delivery_that_cannot_be_handed_back_goes_to_the_dlq_with_its_reason() -> None:
+    # Given an invocation whose working time is over, a queue refusing the hand-back, and a message at
+    # the last delivery its queue's redrive allows (2 of 2)
+    keys = ["k/late"]
+    clock = Clock(timeout=2.0, copy_seconds=0.0)
+    _, s3, failures, queues = world(clock, keys)
+    rule = ReplicationRule.create(
+        rule_id="r1", source_bucket=SRC, source_region=WEST, destination_bucket=DST, destination_region=EAST
+    )
+    service = ReplicationService(
+        Replicator(FakeRules(rule), s3, FakeLedger(), FakeProgress()), failures, queues, max_receive_count=2
+    )
+
+    def refuse(message: QueueMessage, bodies: list[str]) -> None:
+        raise StateStoreError("SendMessageBatch failed", "ServiceUnavailable")
+
+    queues.hand_back = refuse  # type: ignore[method-assign]
+    last = QueueMessage(message_id="m-late", body=many_records(keys), receipt_handle="r-2", receive_count=2)
+    with service.batch(remaining_seconds=clock.remaining):
+        clock.elapsed = 1.7
+        with pytest.raises(RecordFailedError, match=OUT_OF_TIME):
+            service.handle(last)
+        # When the batch is settled
+        answer = service.settle({"batchItemFailures": [{"itemIdentifier": "m-late"}]})
+    # Then it is dead-lettered with its reason and acknowledged, not left to SQS's redrive (no reason)
+    assert answer == {"batchItemFailures": []}
+    assert queues.dead == [("m-late", OUT_OF_TIME, last.body)]
+
+
 def test_a_malformed_record_is_dead_lettered_alone_and_its_good_sibling_applied() -> None:
     # Given a message whose first record is valid and whose second is malformed
     body = load_raw_body("bad/second-record-malformed")
@@ -331,3 +360,51 @@ def test_a_progress_write_that_fails_at_the_end_of_a_batch_does_not_fail_the_bat
     with service.batch(remaining_seconds=clock.remaining):
         service.handle(message(many_records(["k/one"])))
     assert s3.keys(DST) == {"k/one"}
+
+
+def test_a_hung_table_leaves_the_dead_letter_of_a_failed_record_its_time() -> None:
+    # Given a 2 s invocation whose table hangs: every call to it waits all the time it may (fake clock)
+    clock = Clock(timeout=2.0, copy_seconds=0.0)
+
+    class HungTable:
+        def hang(self, operation: str) -> StateStoreError:
+            clock.elapsed += max(deadlines.seconds_for_a_call(), 0.0)
+            return StateStoreError(f"{operation} failed: Read timeout", "ReadTimeout")
+
+        def rule_for_source(self, bucket: str) -> ReplicationRule | None:
+            raise self.hang("GetItem")
+
+        def record(
+            self,
+            message: QueueMessage,
+            reason: FailureReason,
+            *,
+            rule_id: str | None,
+            bucket: str | None,
+            key: str | None,
+        ) -> FailureRecord:
+            raise self.hang("UpdateItem")
+
+        def find(self, message_id: str) -> FailureRecord | None:
+            raise self.hang("GetItem")
+
+    class TimedQueues(RecordingQueues):
+        time_left = 0.0
+
+        def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
+            self.time_left = deadlines.seconds_for_a_call()
+            super().dead_letter(message, record)
+
+    table, queues = HungTable(), TimedQueues()
+    service = ReplicationService(
+        Replicator(table, FakeS3(), FakeLedger(), FakeProgress()), table, queues, max_receive_count=1
+    )
+    # When the last delivery of a message fails on the hung table
+    with service.batch(remaining_seconds=clock.remaining):
+        assert service.handle(message(json.dumps(load_event("s3/object-created-put")))) == []
+    # Then the lookup of its rule (for the report) took only a share of the wrap-up time, and the dead
+    # letter still had time to carry the reason: the record's hang did not take it all
+    assert [(message_id, code) for message_id, code, _ in queues.dead] == [("m-1", "ReadTimeout")]
+    assert queues.time_left >= 0.1
+    # And the invocation ended before its timeout
+    assert clock.remaining() > 0

@@ -18,6 +18,7 @@ from crr.errors import (
 from crr.failures import Backoff, FailureKind, FailureReason, FailureRecord, classify
 from crr.ports import QueueMessage
 from crr.replication import Replicator
+from crr.rules import ReplicationRule
 from crr.service import RecordFailedError, ReplicationService
 from tests.support.events import load_body
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
@@ -160,3 +161,114 @@ def test_a_failed_dead_letter_send_fails_the_record_so_nothing_is_lost() -> None
     # When a malformed message must be dead-lettered, Then the error escapes and the record is retried
     with pytest.raises(StorageError, match="ServiceUnavailable"):
         service.handle(message("{garbage"))
+
+
+class UnreachableTable:
+    """The rules table during a DynamoDB outage of the function: rules and failure log both fail."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def _fail(self, operation: str) -> StateStoreError:
+        self.attempts += 1
+        return StateStoreError(f"{operation} failed: InternalServerError: injected outage", "InternalServerError")
+
+    def rule_for_source(self, bucket: str) -> ReplicationRule | None:
+        raise self._fail("GetItem")
+
+    def record(
+        self, message: QueueMessage, reason: FailureReason, *, rule_id: str | None, bucket: str | None, key: str | None
+    ) -> FailureRecord:
+        raise self._fail("UpdateItem")
+
+    def find(self, message_id: str) -> FailureRecord | None:
+        raise self._fail("GetItem")
+
+
+class DeadLetterQueue(RecordingQueues):
+    """Keeps each dead letter's whole failure record (the attributes it is sent with)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[FailureRecord] = []
+
+    def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
+        super().dead_letter(message, record)
+        self.records.append(record)
+
+
+def outage_service(max_receive_count: int) -> tuple[ReplicationService, UnreachableTable, DeadLetterQueue]:
+    table, queues = UnreachableTable(), DeadLetterQueue()
+    replicator = Replicator(table, FakeS3(), FakeLedger(), FakeProgress())
+    service = ReplicationService(
+        replicator, table, queues, Backoff(base_seconds=4), max_receive_count=max_receive_count
+    )
+    return service, table, queues
+
+
+def slow_down_service(max_receive_count: int) -> tuple[ReplicationService, RecordingFailures, RecordingQueues]:
+    s3 = FakeS3()
+    s3.create_bucket("crr-demo-source", "us-west-1")
+    s3.create_bucket(DST, "us-east-1")
+    s3.put("crr-demo-source", "reports/2026/summary.csv", b"x")
+
+    def slow_down(request: object) -> str:
+        raise StorageError("CopyObject", DST, "reports/2026/summary.csv", "SlowDown", "reduce your request rate")
+
+    s3.copy = slow_down  # type: ignore[method-assign]
+    failures, queues = RecordingFailures(), RecordingQueues()
+    replicator = Replicator(FakeRules(make_rule(source_bucket="crr-demo-source")), s3, FakeLedger(), FakeProgress())
+    service = ReplicationService(
+        replicator, failures, queues, Backoff(base_seconds=4), max_receive_count=max_receive_count
+    )
+    return service, failures, queues
+
+
+@pytest.mark.parametrize(("receive_count", "dead_lettered"), [(1, False), (2, False), (3, True), (4, True)])
+def test_a_transient_failure_at_the_queues_last_delivery_is_dead_lettered_with_its_reason(
+    receive_count: int, dead_lettered: bool
+) -> None:
+    # Given a destination answering SlowDown, and a queue whose redrive allows 3 deliveries
+    service, failures, queues = slow_down_service(max_receive_count=3)
+    # When delivery number `receive_count` fails
+    if dead_lettered:
+        assert service.handle(message(load_body("s3/object-created-put"), receive_count)) == []
+    else:
+        with pytest.raises(RecordFailedError, match="SlowDown"):
+            service.handle(message(load_body("s3/object-created-put"), receive_count))
+    # Then at the last delivery (or later) the function dead-letters it with its reason and acknowledges
+    # it, instead of leaving SQS's redrive to move it without one; before that it backs off
+    assert queues.dead == ([("m-1", "SlowDown")] if dead_lettered else [])
+    assert [delayed for delayed, _ in queues.delayed] == ([] if dead_lettered else ["m-1"])
+    # And the failure is recorded either way
+    assert [code.code for _, code, _, _ in failures.recorded] == ["SlowDown"]
+
+
+def test_during_a_table_outage_a_failure_still_backs_off_then_reaches_the_dlq_with_its_reason() -> None:
+    # Given a function that cannot reach its table at all (the rule, the ledger, the failure log)
+    service, table, queues = outage_service(max_receive_count=2)
+    first_received = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+    delivery = QueueMessage("m-1", load_body("s3/object-created-put"), "r-1", 1, first_received_at=first_received)
+    # When its first delivery fails, Then the failure is reported and the message backs off
+    with pytest.raises(RecordFailedError, match="InternalServerError"):
+        service.handle(delivery)
+    assert [message_id for message_id, _ in queues.delayed] == ["m-1"]
+    assert queues.dead == []
+    # When its last delivery fails too
+    last = QueueMessage("m-1", delivery.body, "r-2", 2, first_received_at=first_received)
+    assert service.handle(last) == []
+    # Then it goes to the DLQ with the reason the table could not keep, and is acknowledged
+    [record] = queues.records
+    assert (record.reason.code, record.reason.kind) == ("InternalServerError", FailureKind.TRANSIENT)
+    assert (record.attempts, record.first_failure, record.key) == (2, first_received, "reports/2026/summary.csv")
+    assert record.bucket == "crr-demo-source"
+    # And the failure log was tried each time (and failed: the outage), without stopping any of this
+    assert table.attempts >= 2
+
+
+def test_a_permanent_failure_reaches_the_dlq_with_its_reason_when_the_failure_log_cannot_be_written() -> None:
+    # Given a failure log that cannot be written, and a malformed message
+    service, _, queues = outage_service(max_receive_count=5)
+    # When its first delivery is handled, Then it is dead-lettered with its reason and acknowledged
+    assert service.handle(message("{garbage")) == []
+    assert queues.dead == [("m-1", "MalformedEvent")]

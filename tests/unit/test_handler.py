@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -81,6 +82,24 @@ def test_a_batch_replicates_its_objects_and_dead_letters_the_malformed_record_wi
     replica = client("s3", "us-east-1").get_object(Bucket=DST, Key="reports/2026/summary.csv")
     assert replica["Body"].read() == b"a,b\n"
     assert replica["ContentType"] == "text/csv"
+
+
+def test_a_dead_letter_dates_its_first_failure_from_the_first_delivery(deployed: Any) -> None:
+    handler, _ = deployed
+    # Given a malformed message SQS first delivered at the sample event's ApproximateFirstReceiveTimestamp
+    event = sqs_event("{garbage")
+    first = datetime.fromtimestamp(
+        int(event["Records"][0]["attributes"]["ApproximateFirstReceiveTimestamp"]) / 1000, UTC
+    )
+    # When the handler dead-letters it
+    assert handler.lambda_handler(event, Context())["batchItemFailures"] == []
+    # Then its reason says when it first failed and how many deliveries it took
+    dead = client("sqs", "us-west-1").receive_message(
+        QueueUrl=os.environ["DEAD_LETTER_QUEUE_URL"], MessageAttributeNames=["All"]
+    )
+    [letter] = dead["Messages"]
+    assert letter["MessageAttributes"]["crr-first-failure"]["StringValue"] == first.isoformat()
+    assert letter["MessageAttributes"]["crr-attempts"]["StringValue"] == "1"
 
 
 def test_a_record_for_a_bucket_without_a_rule_is_acknowledged(deployed: Any) -> None:

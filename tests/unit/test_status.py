@@ -16,13 +16,14 @@ from botocore.stub import Stubber
 from crr.adapters.dynamodb import DynamoFailureLog, DynamoProgress, DynamoRules
 from crr.adapters.health import (
     CloudWatchBacklogAge,
+    CloudWatchFailureMetric,
     DynamoFailureCounter,
     DynamoProgressReader,
     SqsQueueGauge,
     queue_name_from_url,
 )
 from crr.backfill import BackfillJob, CountProgress, PageCounts
-from crr.errors import RuleNotFoundError
+from crr.errors import RuleNotFoundError, StateStoreError
 from crr.failures import FailureKind, FailureReason
 from crr.ports import ProgressDelta, QueueMessage
 from crr.rules import ReplicationRule, RuleStatus
@@ -125,6 +126,40 @@ class FakeFailures:
         return FailureCount(count=sum(1 for at in self.last_failures if at >= cutoff), complete=self.complete)
 
 
+class FakeFailureMetric:
+    """CloudWatch's sum of the functions' ReplicationFailures; remembers the windows asked for."""
+
+    def __init__(self, attempts: int = 0, error: StatusProbeError | None = None) -> None:
+        self.attempts = attempts
+        self.error = error
+        self.windows: list[tuple[datetime, datetime]] = []
+
+    def failed_attempts(self, start: datetime, end: datetime) -> int:
+        self.windows.append((start, end))
+        if self.error is not None:
+            raise self.error
+        return self.attempts
+
+
+class TableDown:
+    """Every read of the rules table during an outage of it (the operator's reads included)."""
+
+    def __init__(self) -> None:
+        self.error = StateStoreError("Scan failed: InternalServerError: injected outage", "InternalServerError")
+
+    def list(self) -> list[ReplicationRule]:
+        raise self.error
+
+    def get(self, rule_id: str) -> ReplicationRule:
+        raise self.error
+
+    def read(self, rule_id: str) -> RuleProgress | None:
+        raise self.error
+
+    def count_since(self, cutoff: datetime) -> FailureCount:
+        raise self.error
+
+
 def stack_status(
     *rules: ReplicationRule,
     progress: dict[str, RuleProgress] | None = None,
@@ -132,6 +167,7 @@ def stack_status(
     dlq: QueueDepth = EMPTY,
     backlog_age: FakeBacklogAge | None = None,
     failures: FakeFailures | None = None,
+    failure_metric: FakeFailureMetric | None = None,
     backfills: dict[str, BackfillJob] | None = None,
     clock: Callable[[], datetime] = lambda: NOW,
 ) -> StackStatus:
@@ -144,6 +180,7 @@ def stack_status(
         dead_letters=FakeQueue(dlq),
         backlog_age=backlog_age or FakeBacklogAge(),
         failures=failures or FakeFailures(),
+        failure_metric=failure_metric or FakeFailureMetric(),
         backfills=FakeBackfills(backfills or {}),
         clock=clock,
     )
@@ -254,6 +291,84 @@ def test_counters_come_from_progress_and_default_to_zero_before_the_first_sync()
     assert (second.objects_copied, second.last_sync_at, second.backfill) == (0, None, None)
 
 
+def test_failed_attempts_are_the_functions_published_failures_of_the_last_15_minutes() -> None:
+    # Given CloudWatch counting 7 failed attempts, and the table 2 failure records
+    metric = FakeFailureMetric(7)
+    report = stack_status(make_rule(), failures=FakeFailures(NOW, NOW), failure_metric=metric).report()
+    # Then both are reported, the attempts over the 15 minutes before the clock's now, and all is well
+    assert metric.windows == [(NOW - timedelta(minutes=15), NOW)]
+    assert (report.stack.failed_attempts, report.stack.failed_attempts_window_seconds) == (7, 900)
+    assert (report.stack.failures_last_hour, report.stack.rules_table_readable) == (2, True)
+    assert report.warnings == []
+
+
+def test_failed_attempts_without_any_failure_record_say_the_functions_cannot_write_the_table() -> None:
+    # Given the functions failing (CloudWatch counts 12 attempts) while no failure record reaches the table
+    report = stack_status(make_rule(), failure_metric=FakeFailureMetric(12)).report()
+    # Then status does not claim that nothing failed: it shows the attempts and says why the table has none
+    assert (report.stack.failures_last_hour, report.stack.failed_attempts) == (0, 12)
+    [warning] = report.warnings
+    assert warning.startswith("CloudWatch counts 12 failed attempt(s) in the last 15 minutes")
+    assert "cannot write it" in warning
+    assert "failed attempts (15m, CloudWatch): 12" in render_text(report)
+
+
+def test_a_rules_table_the_operator_cannot_read_is_reported_as_unreadable_not_as_no_failures() -> None:
+    # Given a table that fails every read, and CloudWatch counting 3 failed attempts
+    table = TableDown()
+    status = StackStatus(
+        stack="crr-test",
+        region="us-west-1",
+        rules=table,
+        progress=table,
+        queue=FakeQueue(BUSY),
+        dead_letters=FakeQueue(QueueDepth(visible=1, in_flight=0)),
+        backlog_age=FakeBacklogAge(),
+        failures=table,
+        failure_metric=FakeFailureMetric(3),
+        clock=lambda: NOW,
+    )
+    # When the status of the stack, and of one rule, is asked for
+    for report in (status.report(), status.report("photos")):
+        # Then the queues and CloudWatch are reported, the table's figures are unknown, and it says why
+        assert (report.stack.rules_table_readable, report.rules) == (False, [])
+        assert (report.stack.failures_last_hour, report.stack.failed_attempts) == (None, 3)
+        assert (report.stack.queue.depth, report.stack.dead_letters.depth) == (10, 1)
+        [warning] = report.warnings
+        assert warning.startswith("the rules table cannot be read (Scan failed: InternalServerError")
+        assert warning.endswith("CloudWatch counts 3 failed attempt(s) in the last 15 minutes")
+        text = render_text(report)
+        assert "failures (last hour): unknown  |  failed attempts (15m, CloudWatch): 3" in text
+        assert "rules unknown: the rules table cannot be read" in text
+
+
+def test_a_rules_table_failing_after_the_rule_list_leaves_out_every_rule() -> None:
+    # Given rules that list, but progress that cannot be read (the table failing mid-report)
+    status = StackStatus(
+        stack="crr-test",
+        region="us-west-1",
+        rules=FakeRules(make_rule("a"), make_rule("b")),
+        progress=TableDown(),
+        queue=FakeQueue(EMPTY),
+        dead_letters=FakeQueue(EMPTY),
+        backlog_age=FakeBacklogAge(),
+        failures=FakeFailures(),
+        clock=lambda: NOW,
+    )
+    report = status.report()
+    # Then no rule is shown with counters of 0 it could not read
+    assert (report.stack.rules_table_readable, report.rules) == (False, [])
+    assert report.warnings[0].startswith("the rules table cannot be read")
+
+
+def test_an_unreadable_failure_metric_is_a_warning_not_a_failure() -> None:
+    error = StatusProbeError("CloudWatch GetMetricData failed: AccessDenied: no", "AccessDenied")
+    report = stack_status(make_rule(), failure_metric=FakeFailureMetric(error=error)).report()
+    assert report.stack.failed_attempts is None
+    assert report.warnings == [f"failed attempts (CloudWatch) unavailable: {error}"]
+    assert "failed attempts (15m, CloudWatch): -" in render_text(report)
+
+
 def test_an_unreadable_backlog_age_is_a_warning_not_a_failure() -> None:
     error = StatusProbeError("CloudWatch GetMetricStatistics failed: AccessDenied: no", "AccessDenied")
     report = stack_status(make_rule(), queue=BUSY, backlog_age=FakeBacklogAge(error=error)).report()
@@ -298,12 +413,16 @@ def test_the_text_shows_the_stack_numbers_once_and_one_aligned_line_per_rule() -
         dlq=QueueDepth(visible=2, in_flight=1),
         backlog_age=FakeBacklogAge(age=95),
         failures=FakeFailures(NOW, NOW),
+        failure_metric=FakeFailureMetric(4),
     )
     # When it is rendered
     lines = render_text(status.report()).splitlines()
     # Then the header holds the shared numbers, once
     assert lines[0] == "stack crr-test (us-west-1)  at 2026-11-25 10:00:00Z"
-    assert lines[1] == "queue: 10 message(s) (3 in flight), oldest 1m35s  |  DLQ: 3  |  failures (last hour): 2"
+    assert lines[1] == (
+        "queue: 10 message(s) (3 in flight), oldest 1m35s  |  DLQ: 3  |  failures (last hour): 2"
+        "  |  failed attempts (15m, CloudWatch): 4"
+    )
     header, logs, photos = lines[3:6]
     assert header.split() == [
         "RULE", "STATE", "SOURCE", "->", "DESTINATION", "LAST", "SYNC", "LAG", "COPIED", "BYTES", "DELETES", "SKIPPED",
@@ -358,6 +477,9 @@ def test_the_json_document_has_the_stack_once_and_each_rule_with_its_fields() ->
         "dead_letters": {"visible": 0, "in_flight": 0, "delayed": 0, "depth": 0},
         "failures_last_hour": 0,
         "failures_counted_completely": True,
+        "failed_attempts": 0,
+        "failed_attempts_window_seconds": 900,
+        "rules_table_readable": True,
         "idle": False,
     }
     [rule] = document["rules"]
@@ -454,6 +576,44 @@ def test_a_refused_metric_read_is_a_probe_error(aws: None) -> None:
         with pytest.raises(StatusProbeError, match="AccessDenied") as raised:
             CloudWatchBacklogAge(cloudwatch, "replication").oldest_message_age_seconds()
     assert raised.value.code == "AccessDenied"
+
+
+def put_failures(cloudwatch: Any, dimensions: dict[str, str], values: list[float], at: datetime) -> None:
+    cloudwatch.put_metric_data(
+        Namespace="crr",
+        MetricData=[
+            {
+                "MetricName": "ReplicationFailures",
+                "Dimensions": [{"Name": name, "Value": value} for name, value in dimensions.items()],
+                "Values": values,
+                "Timestamp": at,
+            }
+        ],
+    )
+
+
+def test_failed_attempts_sum_the_stacks_replication_failures_and_nothing_else(aws: None) -> None:
+    cloudwatch = client("cloudwatch", "us-west-1")
+    now = datetime.now(UTC).replace(microsecond=0)
+    # Given the stack's failures as Powertools publishes them: per stack (service) and per rule (rule,
+    # service), 2 and 3 attempts 10 and 2 minutes ago; one 20 minutes ago; another stack's failures
+    for at, values in ((now - timedelta(minutes=10), [1.0, 1.0]), (now - timedelta(minutes=2), [1.0, 2.0])):
+        put_failures(cloudwatch, {"service": "crr-dev"}, values, at)
+        put_failures(cloudwatch, {"rule": "photos", "service": "crr-dev"}, values, at)
+    put_failures(cloudwatch, {"service": "crr-dev"}, [9.0], now - timedelta(minutes=20))
+    put_failures(cloudwatch, {"service": "crr-prod"}, [5.0], now - timedelta(minutes=1))
+    # When the last 15 minutes are summed
+    attempts = CloudWatchFailureMetric(cloudwatch, "crr-dev").failed_attempts(now - timedelta(minutes=15), now)
+    # Then only this stack's per-stack series counts (the per-rule one would count each failure twice)
+    assert attempts == 5
+
+
+def test_a_refused_failure_metric_read_is_a_probe_error(aws: None) -> None:
+    cloudwatch = client("cloudwatch", "us-west-1")
+    with Stubber(cloudwatch) as stub:
+        stub.add_client_error("get_metric_data", "AccessDenied", "not allowed")
+        with pytest.raises(StatusProbeError, match="GetMetricData failed: AccessDenied"):
+            CloudWatchFailureMetric(cloudwatch, "crr-dev").failed_attempts(NOW - timedelta(minutes=15), NOW)
 
 
 def record_failure(table: Any, message_id: str, at: datetime) -> None:

@@ -85,6 +85,15 @@ def test_the_queue_visibility_is_at_least_six_times_the_function_timeout(templat
     assert all(entry["Seconds"] >= 6 * int(timeout) for timeout, entry in mapping.items())
 
 
+def test_the_replicate_function_knows_the_queues_redrive_limit(template: dict[str, Any]) -> None:
+    # The function dead-letters a record at its last delivery itself (with its reason), so it must be
+    # told the very limit SQS's redrive applies.
+    resources = template["Resources"]
+    variables = resources["ReplicateFunction"]["Properties"]["Environment"]["Variables"]
+    redrive = resources["ReplicationQueue"]["Properties"]["RedrivePolicy"]
+    assert variables["MAX_RECEIVE_COUNT"] == redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+
+
 def test_queues_and_table_are_encrypted_and_the_table_recoverable(template: dict[str, Any]) -> None:
     resources = template["Resources"]
     queues = [r for r in resources.values() if r["Type"] == "AWS::SQS::Queue"]

@@ -12,6 +12,9 @@ coupling to the other services (unlike S3 -> SQS notifications), so it gets a se
 Streams. `client()`, the functions' workers (`AWS_ENDPOINT_URL_DYNAMODB`), `aws_environment()`
 and moto's Step Functions tasks all route DynamoDB there; `request_counts()` adds up both.
 
+The functions' logs are followed as CloudWatch Logs follows them on AWS (`log_metrics`): the metrics
+of their EMF documents reach the main process's CloudWatch.
+
 moto executes the state machines of deployed templates (`MOTO_CONFIG`); their Lambda tasks come
 back to this process, to a Lambda Invoke API (`lambda_api`, at `lambda_endpoint_url`) that runs the
 handlers on the executor's warm workers, as `invoke()` does. moto keeps serving the rest of the
@@ -49,6 +52,7 @@ from crr_cli.localcloud.clients import (
 from crr_cli.localcloud.deploy import MANAGED_POLICIES, DeployedStack, deploy_stack
 from crr_cli.localcloud.executor import FunctionSpec, Invocation, LambdaExecutor
 from crr_cli.localcloud.lambda_api import LambdaApiServer
+from crr_cli.localcloud.log_metrics import LogMetrics
 from crr_cli.localcloud.poller import DEFAULT_CONCURRENCY, SqsEventSourcePoller
 
 START_TIMEOUT_S = 30.0
@@ -171,6 +175,7 @@ class LocalCloud:
         self._clients: ClientFactory | None = None
         self._executor: LambdaExecutor | None = None
         self._lambda_api: LambdaApiServer | None = None
+        self._log_metrics: LogMetrics | None = None
         self._pollers: list[SqsEventSourcePoller] = []
         self._stack_pollers: dict[str, list[SqsEventSourcePoller]] = {}
         self._lock = threading.Lock()
@@ -246,7 +251,15 @@ class LocalCloud:
             self._moto.post_until_ready("/moto-api/config", MOTO_CONFIG, deadline)
             self._moto.post_until_ready("/_crr/endpoints", routes, deadline)
             self._dynamodb.post_until_ready("/_crr/requests", None, deadline)  # serving, counts zeroed
-            self._executor = LambdaExecutor(endpoint, self.log_dir, routes)
+            # CloudWatch Logs' part: EMF documents in the functions' logs become CloudWatch metrics.
+            metrics_clients = ClientFactory(endpoint, service_endpoints=routes)
+            self._log_metrics = LogMetrics(
+                lambda region, namespace, data: metrics_clients.client("cloudwatch", region).put_metric_data(
+                    Namespace=namespace, MetricData=data
+                )
+            )
+            self._log_metrics.start()
+            self._executor = LambdaExecutor(endpoint, self.log_dir, routes, follow_log=self._log_metrics.follow)
             self._lambda_api = LambdaApiServer(self._executor, endpoint)
             # Only the tasks: moto keeps serving the Lambda API that deploy and the tests read.
             self._moto.post_until_ready("/_crr/task-endpoints", {"lambda": self._lambda_api.start()}, deadline)
@@ -285,6 +298,7 @@ class LocalCloud:
             self._stack_pollers.clear()
             executor, self._executor = self._executor, None
             lambda_api, self._lambda_api = self._lambda_api, None
+            log_metrics, self._log_metrics = self._log_metrics, None
             servers = [server for server in (self._moto, self._dynamodb) if server is not None]
             self._moto = self._dynamodb = None
             self._clients = None
@@ -296,6 +310,8 @@ class LocalCloud:
             lambda_api.stop()
         if executor is not None:
             executor.close()
+        if log_metrics is not None:
+            log_metrics.stop()  # after the workers, before moto: their last lines still count
         for server in servers:
             server.terminate()  # signal both before waiting for either
         for server in servers:

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -361,10 +361,19 @@ class FunctionPool:
 class LambdaExecutor:
     """The local Lambda service: one `FunctionPool` per registered function."""
 
-    def __init__(self, endpoint_url: str, log_dir: Path, service_endpoints: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint_url: str,
+        log_dir: Path,
+        service_endpoints: Mapping[str, str] | None = None,
+        follow_log: Callable[[Path, str], None] | None = None,
+    ) -> None:
+        """``follow_log(log path, region)`` is told of each function's log when the function is
+        registered (the local cloud extracts its EMF metrics, as CloudWatch Logs does)."""
         self.endpoint_url = endpoint_url
         self.service_endpoints = dict(service_endpoints or {})
         self.log_dir = log_dir
+        self._follow_log = follow_log
         self._pools: dict[str, FunctionPool] = {}
         self._lock = threading.Lock()
 
@@ -378,6 +387,8 @@ class LambdaExecutor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         environment = worker_environment(spec, self.endpoint_url, region, self.service_endpoints)
         log_path = self.log_dir / f"{spec.stack_name}-{spec.logical_id}.log"
+        if self._follow_log is not None:
+            self._follow_log(log_path, region)
         pool = FunctionPool(spec, environment, concurrency, log_path)
         with self._lock:
             replaced = self._pools.get(f"{spec.stack_name}/{spec.logical_id}")

@@ -7,11 +7,19 @@ move between phases:
     {"mode": "none"}
     {"mode": "flaky", "rate": 0.1, "buckets": ["dst"], "seed": 7}       500 / 503 SlowDown / read timeouts
     {"mode": "outage", "buckets": ["dst"], "code": "AccessDenied"}     every call on those buckets fails
+    {"mode": "outage", "services": ["dynamodb"], "code": "InternalServerError"}   every DynamoDB call fails
+    {"mode": "hang", "services": ["dynamodb"]}      every DynamoDB request hangs until its read timeout
 
-Only S3 calls whose ``Bucket`` parameter is one of ``buckets`` fail (the destination side), with
-``"operations": ["UploadPartCopy", ...]`` only those operations, and with ``"prefixes": ["b/"]`` only
-calls whose ``Prefix`` parameter starts with one of them (listings). Each
-injected fault is counted in ``<control file>.<pid>.counts`` so the test can report what it did.
+Calls are chosen by ``buckets`` (S3 calls whose ``Bucket`` parameter is one of them: the destination
+side) or by ``services`` (every call of those services, by botocore's service name: ``dynamodb``,
+``sqs``, ...), narrowed by ``"operations": ["UploadPartCopy", ...]`` to those operations, and by
+``"prefixes": ["b/"]`` to calls whose ``Prefix`` parameter starts with one of them (listings).
+
+``hang`` is a server that takes the request and never answers: each HTTP attempt waits for its read
+timeout (the one the function's own code set for it, else the client's) and fails with botocore's
+``ReadTimeoutError``, which the client then retries as it would on AWS. It applies to ``services``
+only (a request on the wire no longer names its bucket parameter). Each injected fault is counted in
+``<control file>.<pid>.counts`` so the test can report what it did.
 """
 
 from __future__ import annotations
@@ -20,10 +28,12 @@ import json
 import os
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from botocore.client import BaseClient
+from botocore.endpoint import Endpoint
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 FAULTS_VARIABLE = "CRR_LOCAL_FAULTS"
@@ -31,7 +41,17 @@ _TRANSIENT = (
     ("InternalError", 500, "We encountered an internal error."),
     ("SlowDown", 503, "Please reduce your request rate."),
 )
-_STATUS = {"AccessDenied": 403, "NoSuchBucket": 404}
+_STATUS = {
+    "AccessDenied": 403,
+    "NoSuchBucket": 404,
+    # DynamoDB's answers to a failing or overloaded service.
+    "InternalServerError": 500,
+    "ServiceUnavailable": 503,
+    "ThrottlingException": 400,
+    "ProvisionedThroughputExceededException": 400,
+}
+# What a hung request waits when neither the call nor the client says (botocore's default).
+DEFAULT_READ_TIMEOUT_SECONDS = 60.0
 
 
 class _Control:
@@ -55,10 +75,10 @@ class _Control:
             self._rng.seed(f"{self._settings.get('seed', 0)}-{os.getpid()}")
         return self._settings
 
-    def fault_for(self, operation: str, params: dict[str, Any]) -> Exception | None:
+    def fault_for(self, service: str, operation: str, params: dict[str, Any]) -> Exception | None:
         with self._lock:
             settings = self.settings()
-            if not _targeted(settings, operation, params):
+            if settings.get("mode") == "hang" or not _targeted(settings, service, operation, params):
                 return None
             if settings["mode"] == "outage":
                 code = str(settings.get("code", "AccessDenied"))
@@ -71,15 +91,29 @@ class _Control:
             code, status, message = _TRANSIENT[choice]
             return self._count(code, _client_error(code, status, message, operation))
 
+    def hangs(self, service: str) -> bool:
+        """Whether a request of ``service`` now on its way to the wire should hang (mode ``hang``)."""
+        with self._lock:
+            settings = self.settings()
+            if settings.get("mode") != "hang" or service not in settings.get("services", []):
+                return False
+            self._tally("Hang")
+            return True
+
     def _count(self, kind: str, error: Exception) -> Exception:
-        self._counts[kind] = self._counts.get(kind, 0) + 1
-        self._counts_path.write_text(json.dumps(self._counts), encoding="utf-8")
+        self._tally(kind)
         return error
 
+    def _tally(self, kind: str) -> None:
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        self._counts_path.write_text(json.dumps(self._counts), encoding="utf-8")
 
-def _targeted(settings: dict[str, Any], operation: str, params: dict[str, Any]) -> bool:
+
+def _targeted(settings: dict[str, Any], service: str, operation: str, params: dict[str, Any]) -> bool:
     """Whether the settings inject faults into this call at all."""
-    if settings.get("mode", "none") == "none" or params.get("Bucket") not in settings.get("buckets", []):
+    if settings.get("mode", "none") == "none":
+        return False
+    if service not in settings.get("services", []) and params.get("Bucket") not in settings.get("buckets", []):
         return False
     if "operations" in settings and operation not in settings["operations"]:
         return False
@@ -98,15 +132,35 @@ def install_from_environment() -> bool:
         return False
     control = _Control(Path(path))
     original = BaseClient._make_api_call  # type: ignore[attr-defined]
+    original_send = Endpoint._send  # type: ignore[attr-defined]
 
     def make_api_call(self: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
-        fault = control.fault_for(operation_name, api_params)
+        fault = control.fault_for(self.meta.service_model.service_name, operation_name, api_params)
         if fault is not None:
             raise fault
         return original(self, operation_name, api_params)
 
+    def send(self: Endpoint, request: Any) -> Any:
+        # Below botocore's retries and its before-send handlers, where an attempt's read timeout is final.
+        if control.hangs(self._endpoint_prefix):  # type: ignore[attr-defined]
+            time.sleep(_read_timeout(self, request))
+            raise ReadTimeoutError(endpoint_url=str(request.url))
+        return original_send(self, request)
+
     BaseClient._make_api_call = make_api_call  # type: ignore[attr-defined]
+    Endpoint._send = send  # type: ignore[attr-defined]
     return True
+
+
+def _read_timeout(endpoint: Endpoint, request: Any) -> float:
+    """The read timeout this attempt would wait for: the request's own (set per attempt by a before-send
+    handler, as crr's deadline does), else the client's configured one."""
+    context = getattr(request, "context", None) or {}
+    seconds = context.get("read_timeout")
+    if seconds is None:
+        timeout = getattr(endpoint.http_session, "_timeout", None)  # (connect, read), or urllib3's Timeout
+        seconds = timeout[1] if isinstance(timeout, tuple) else getattr(timeout, "read_timeout", timeout)
+    return float(seconds if seconds is not None else DEFAULT_READ_TIMEOUT_SECONDS)
 
 
 def injected_counts(control_file: Path) -> dict[str, int]:

@@ -8,7 +8,9 @@ records nothing. So an invocation splits its time in two:
   timeout is cut to what is left, and a call with no time left is not sent: OutOfTimeError);
 * **the reserve** (a quarter of the timeout, between MIN_RESERVE_SECONDS and MAX_RESERVE_SECONDS):
   enough to hand unapplied records back to the queue, record why a message failed, and answer.
-  Calls made while ``wrapping_up()`` may use it, up to MARGIN_SECONDS before the deadline.
+  Calls made while ``wrapping_up()`` may use it, up to MARGIN_SECONDS before the deadline;
+  ``wrapping_up(share)`` gives a call only a share of that, so a hung call (the table of an outage)
+  leaves the calls after it (the dead letter) their time.
 
 The deadline is process-wide (a function runs one invocation at a time; the threads of one
 invocation share it); the phase is per thread. Without an active deadline nothing is bounded.
@@ -73,6 +75,8 @@ UNBOUNDED = Deadline(lambda: math.inf, 0.0)
 class _Phase(threading.local):
     def __init__(self) -> None:
         self.wrapping_up = False
+        # Seconds of the wrap-up time kept for the calls after the current block (``wrapping_up(share)``).
+        self.keep = 0.0
 
 
 _lock = threading.Lock()
@@ -94,13 +98,24 @@ def active(deadline: Deadline) -> Iterator[Deadline]:
 
 
 @contextmanager
-def wrapping_up() -> Iterator[None]:
-    """Calls made in this block (this thread) may use the reserve: handing back, recording failures."""
-    previous, _phase.wrapping_up = _phase.wrapping_up, True
+def wrapping_up(share: float = 1.0) -> Iterator[None]:
+    """Calls made in this block (this thread) may use the reserve: handing back, recording failures.
+
+    With ``share`` below 1 they may use only that share of the wrap-up time left when the block
+    starts; the rest is kept for the calls after the block, whatever the calls in it do.
+    """
+    if not 0 < share <= 1:
+        raise ValueError("share must be in (0, 1]")
+    previous = (_phase.wrapping_up, _phase.keep)
+    if share < 1:
+        available = _current.call_seconds(wrapping_up=True) - _phase.keep
+        if math.isfinite(available):
+            _phase.keep += max(available, 0.0) * (1 - share)
+    _phase.wrapping_up = True
     try:
         yield
     finally:
-        _phase.wrapping_up = previous
+        _phase.wrapping_up, _phase.keep = previous
 
 
 class PhaseScope:
@@ -124,4 +139,6 @@ def phase_scope() -> Iterator[PhaseScope]:
 
 def seconds_for_a_call() -> float:
     """How long an AWS call made now may take (``math.inf`` without an active deadline)."""
-    return _current.call_seconds(_phase.wrapping_up)
+    if _phase.wrapping_up:
+        return _current.call_seconds(wrapping_up=True) - _phase.keep
+    return _current.call_seconds(wrapping_up=False)

@@ -332,6 +332,8 @@ class QueueMessage:
     receipt_handle: str
     receive_count: int
     attributes: dict[str, str] = field(default_factory=dict)
+    # SQS's ApproximateFirstReceiveTimestamp: when the message was first delivered (its first attempt).
+    first_received_at: datetime | None = None
 
 
 class FailureLog(Protocol):

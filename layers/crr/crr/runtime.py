@@ -79,6 +79,7 @@ def _service_for(settings: FunctionSettings) -> ReplicationService:
         DynamoFailureLog(dynamodb, settings.rules_table_name),
         failed_messages,
         Backoff(base_seconds=settings.retry_base_seconds),
+        max_receive_count=settings.max_receive_count,
     )
 
 

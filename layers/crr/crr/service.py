@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from crr import deadline as deadlines
 from crr.deadline import Deadline, OutOfTimeError
 from crr.events import ChangeEvent, IgnoredNotification, NotificationPart, join_records, split_notification
-from crr.failures import Backoff, FailureKind, FailureReason, classify
+from crr.failures import Backoff, FailureKind, FailureReason, FailureRecord, classify
 from crr.observability import logger, metrics
 from crr.ports import FailedMessages, FailureLog, QueueMessage
 from crr.replication import Outcome, ReplicationResult, Replicator
@@ -21,6 +21,9 @@ from crr.replication import Outcome, ReplicationResult, Replicator
 # invocation like this one), at most this many.
 MAX_HANDED_BACK_RECORDS = 100
 OUT_OF_TIME = "OutOfTime"
+# Of the wrap-up time left when a record fails, what the rule's lookup (for the report) may take: the
+# table may be the very thing failing, and the dead letter or backoff after it must keep its time.
+RULE_LOOKUP_SHARE = 0.25
 
 
 class ItemFailure(TypedDict):
@@ -69,11 +72,17 @@ class ReplicationService:
         failures: FailureLog,
         failed_messages: FailedMessages,
         backoff: Backoff | None = None,
+        *,
+        max_receive_count: int | None = None,
     ) -> None:
+        """``max_receive_count``: the replication queue's redrive limit. A record failing at that
+        delivery is dead-lettered here, with its reason, instead of being left to SQS's redrive (which
+        moves it without one); None leaves every transient failure to the redrive."""
         self._replicator = replicator
         self._failures = failures
         self._failed_messages = failed_messages
         self._backoff = backoff or Backoff()
+        self._max_receive_count = max_receive_count
         self._rule_metrics = RuleMetrics()
         self._deadline = deadlines.UNBOUNDED
         self._deferred: list[QueueMessage] = []
@@ -107,9 +116,13 @@ class ReplicationService:
         to the queue as new messages, and the message is acknowledged. A malformed record of a message holding
         several is dead-lettered alone, as its own message with its reason; its siblings are applied.
 
-        A transient failure is recorded, the message's next delivery is delayed by its backoff, and
-        RecordFailedError is raised so the batch reports it failed. A permanent failure is recorded and
-        the message is moved to the dead-letter queue with its reason, then acknowledged (returns []).
+        A transient failure delays the message's next delivery by its backoff, and RecordFailedError is
+        raised so the batch reports it failed. A permanent failure, or a transient one at the message's
+        last delivery (``max_receive_count``), moves the message to the dead-letter queue with its
+        reason, and it is acknowledged (returns []). Either way the failure is then recorded in the
+        failure log, if it can be: a failure log that cannot be written (a DynamoDB outage) keeps no
+        message from its backoff or its dead letter. Raises QueueError when the queue refuses the
+        backoff or the dead letter (the message then comes back after its visibility timeout).
         """
         if self._deadline.exhausted():
             return self._defer(message)
@@ -198,6 +211,11 @@ class ReplicationService:
                 )
                 logger.warning("deferred messages could not be handed back", extra={"reason": reason.message})
                 for message in deferred:
+                    # At its last delivery the redrive would move it bare: it goes with its reason instead.
+                    if self._last_delivery(message):
+                        with suppress(Exception):
+                            self._failed_messages.dead_letter(message, _failure_record(message, reason))
+                            handed.add(message.message_id)
                     with suppress(Exception):
                         self._failures.record(message, reason, rule_id=None, bucket=None, key=None)
         if handed:
@@ -234,14 +252,23 @@ class ReplicationService:
             body=part.body,
             receipt_handle=message.receipt_handle,
             receive_count=message.receive_count,
+            first_received_at=message.first_received_at,
         )
         event = part.item if isinstance(part.item, ChangeEvent) else None
         self._fail(alone, error, event)
 
+    def _last_delivery(self, message: QueueMessage) -> bool:
+        """Whether SQS's redrive moves the message to the DLQ (without a reason) if this delivery fails."""
+        return self._max_receive_count is not None and message.receive_count >= self._max_receive_count
+
     def _fail(self, message: QueueMessage, error: BaseException, event: ChangeEvent | None) -> None:
+        """Back off or dead-letter a failed message first, then record the failure: the queues carry
+        the reason whatever the table does (what SQS knows of the message, its receive count and
+        first receipt, makes the dead letter's attempts and first failure)."""
         reason = classify(error)
-        with deadlines.wrapping_up():
+        with deadlines.wrapping_up(share=RULE_LOOKUP_SHARE):
             rule = self._replicator.rule_id_for(event.bucket) if event else None
+        bucket, key = (event.bucket, event.key) if event else (None, None)
         context = {
             "message_id": message.message_id,
             "error_code": reason.code,
@@ -249,25 +276,46 @@ class ReplicationService:
             "reason": reason.message,
             "attempt": message.receive_count,
             "rule": rule,
-            "bucket": event.bucket if event else None,
-            "key": event.key if event else None,
+            "bucket": bucket,
+            "key": key,
         }
+        # Published through the function's log (EMF), so CloudWatch counts failures even when the
+        # table that holds the failure records cannot be written (crr status reads both).
         metrics.add_metric(name="ReplicationFailures", unit=MetricUnit.Count, value=1)
         self._rule_metrics.add(rule, f"Failures.{reason.code}", MetricUnit.Count, 1)
         self._rule_metrics.add(rule, "ReplicationFailures", MetricUnit.Count, 1)
-        with deadlines.wrapping_up():
-            record = self._failures.record(
-                message, reason, rule_id=rule, bucket=event.bucket if event else None, key=event.key if event else None
-            )
-            if reason.permanent:
-                self._failed_messages.dead_letter(message, record)
-                logger.error("record dead-lettered: retrying cannot help", extra=context)
-                metrics.add_metric(name="RecordsDeadLettered", unit=MetricUnit.Count, value=1)
-                return
-            delay = self._backoff.delay(message.receive_count)
-            logger.warning("record failed; retrying later", extra={**context, "retry_in_seconds": delay})
-            self._failed_messages.retry_later(message, delay)
+        try:
+            with deadlines.wrapping_up():
+                if reason.permanent or self._last_delivery(message):
+                    self._failed_messages.dead_letter(message, _failure_record(message, reason, rule, bucket, key))
+                    if reason.permanent:
+                        logger.error("record dead-lettered: retrying cannot help", extra=context)
+                    else:
+                        logger.error("record dead-lettered: its last delivery failed", extra=context)
+                    metrics.add_metric(name="RecordsDeadLettered", unit=MetricUnit.Count, value=1)
+                    return
+                delay = self._backoff.delay(message.receive_count)
+                logger.warning("record failed; retrying later", extra={**context, "retry_in_seconds": delay})
+                self._failed_messages.retry_later(message, delay)
+        finally:
+            self._record(message, reason, rule, bucket, key)
         raise RecordFailedError(reason) from error
+
+    def _record(
+        self, message: QueueMessage, reason: FailureReason, rule: str | None, bucket: str | None, key: str | None
+    ) -> None:
+        """Count the failed attempt in the failure log (crr status counts it; crr dlq list explains a
+        redriven message by it). Best effort: a log that cannot be written is logged and counted
+        (``FailuresUnrecorded``), never raised."""
+        with deadlines.wrapping_up():
+            try:
+                self._failures.record(message, reason, rule_id=rule, bucket=bucket, key=key)
+            except Exception as exc:  # noqa: BLE001 - the queues already carry what the table would
+                logger.warning(
+                    "failure not recorded: the failure log cannot be written",
+                    extra={"message_id": message.message_id, "error_code": reason.code, "record_error": str(exc)},
+                )
+                metrics.add_metric(name="FailuresUnrecorded", unit=MetricUnit.Count, value=1)
 
     def _apply(self, event: ChangeEvent, message_id: str) -> ReplicationResult:
         result = self._replicator.apply(event)
@@ -287,6 +335,28 @@ class ReplicationService:
         )
         _count(result, event, self._rule_metrics)
         return result
+
+
+def _failure_record(
+    message: QueueMessage,
+    reason: FailureReason,
+    rule: str | None = None,
+    bucket: str | None = None,
+    key: str | None = None,
+) -> FailureRecord:
+    """A dead letter's reason from what the delivery says: every delivery of it was an attempt, the
+    first when SQS first handed it out."""
+    now = datetime.now(UTC)
+    return FailureRecord(
+        message_id=message.message_id,
+        reason=reason,
+        attempts=message.receive_count,
+        first_failure=min(message.first_received_at or now, now),
+        last_failure=now,
+        rule_id=rule,
+        bucket=bucket,
+        key=key,
+    )
 
 
 def _count(result: ReplicationResult, event: ChangeEvent, per_rule: RuleMetrics) -> None:

@@ -21,6 +21,9 @@ class FunctionSettings(BaseModel):
     replication_queue_url: str = Field(min_length=1)
     dead_letter_queue_url: str = Field(min_length=1)
     retry_base_seconds: float = Field(default=5.0, gt=0)
+    # The replication queue's redrive maxReceiveCount: a record failing its last delivery is
+    # dead-lettered by the function, with its reason (None: left to SQS's redrive).
+    max_receive_count: int | None = Field(default=None, ge=1)
     region: str = Field(min_length=1)
     rule_cache_seconds: float = Field(default=5.0, ge=0)
     progress_flush_seconds: float = Field(default=1.0, ge=0)
@@ -47,6 +50,7 @@ class FunctionSettings(BaseModel):
             "replication_queue_url": env.get("REPLICATION_QUEUE_URL"),
             "dead_letter_queue_url": env.get("DEAD_LETTER_QUEUE_URL"),
             "retry_base_seconds": env.get("RETRY_BASE_SECONDS", "5"),
+            "max_receive_count": env.get("MAX_RECEIVE_COUNT") or None,
             "region": region,
             "rule_cache_seconds": env.get("RULE_CACHE_SECONDS", "5"),
             "progress_flush_seconds": env.get("PROGRESS_FLUSH_SECONDS", "1"),
@@ -68,6 +72,7 @@ class FunctionSettings(BaseModel):
                 "replication_queue_url": "REPLICATION_QUEUE_URL",
                 "dead_letter_queue_url": "DEAD_LETTER_QUEUE_URL",
                 "retry_base_seconds": "RETRY_BASE_SECONDS",
+                "max_receive_count": "MAX_RECEIVE_COUNT",
                 "region": "AWS_REGION",
                 "rule_cache_seconds": "RULE_CACHE_SECONDS",
                 "progress_flush_seconds": "PROGRESS_FLUSH_SECONDS",

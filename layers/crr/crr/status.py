@@ -19,11 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from crr.backfill import BackfillJob
 from crr.breaker import BreakerHealth, BreakerRecord, BreakerSettings, breaker_health, breaker_lines
-from crr.errors import CrrError
+from crr.errors import CrrError, RuleNotFoundError
 from crr.rules import ReplicationRule, RuleStatus
 
 # Failures are counted over this window ("failures in the last hour").
 FAILURE_WINDOW = timedelta(hours=1)
+# Failed attempts are summed from CloudWatch over this window (crr's ReplicationFailures metric).
+FAILURE_METRIC_WINDOW = timedelta(minutes=15)
 
 
 class StatusProbeError(CrrError):
@@ -126,6 +128,13 @@ class FailureCounter(Protocol):
         ...
 
 
+class FailureMetric(Protocol):
+    def failed_attempts(self, start: datetime, end: datetime) -> int:
+        """Failed attempts the functions published (their ``ReplicationFailures`` metric) between
+        ``start`` and ``end``; 0 without a datapoint. Raises StatusProbeError."""
+        ...
+
+
 # ---- the report ----------------------------------------------------------------------------------
 
 
@@ -216,9 +225,26 @@ class StackHealth(BaseModel):
         description="CloudWatch AWS/SQS ApproximateAgeOfOldestMessage (latest datapoint), null without one"
     )
     dead_letters: QueueDepth
-    failures_last_hour: int
+    failures_last_hour: int | None = Field(
+        description="failure records (FAILURE# items) of the last hour; null when the rules table cannot be read"
+    )
     failures_counted_completely: bool = Field(
-        description="false when the failure scan stopped at its bound: failures_last_hour is then a lower bound"
+        description=(
+            "false when the failure scan stopped at its bound (failures_last_hour is then a lower bound) or could "
+            "not be made"
+        )
+    )
+    failed_attempts: int | None = Field(
+        default=None,
+        description=(
+            "failed attempts the functions published (CloudWatch, crr ReplicationFailures, service=<stack>) over "
+            "failed_attempts_window_seconds: counted without the rules table, so failures show through an "
+            "outage of it; null when CloudWatch cannot be read"
+        ),
+    )
+    failed_attempts_window_seconds: int = int(FAILURE_METRIC_WINDOW.total_seconds())
+    rules_table_readable: bool = Field(
+        default=True, description="false when the rules table could not be read: rules and their figures are missing"
     )
 
     @computed_field  # type: ignore[prop-decorator]
@@ -289,9 +315,9 @@ def rule_health(rule: ReplicationRule, progress: RuleProgress | None, queue_empt
 class StackStatus:
     """Reads every probe once and assembles a ``StatusReport``.
 
-    Requests per report: 1 GetQueueAttributes per queue (2), 1 CloudWatch GetMetricStatistics,
-    1 Scan of the rules table for the rule list, 1 GetItem per rule, and the bounded failure Scan
-    (see ``crr.adapters.health.DynamoFailureCounter``).
+    Requests per report: 1 GetQueueAttributes per queue (2), 1 CloudWatch GetMetricStatistics (the
+    backlog's age) and 1 GetMetricData (failed attempts), 1 Scan of the rules table for the rule list,
+    1 GetItem per rule, and the bounded failure Scan (see ``crr.adapters.health.DynamoFailureCounter``).
     """
 
     def __init__(
@@ -305,6 +331,7 @@ class StackStatus:
         dead_letters: QueueGauge,
         backlog_age: BacklogAgeGauge,
         failures: FailureCounter,
+        failure_metric: FailureMetric | None = None,
         backfills: BackfillSource | None = None,
         breakers: tuple[BreakerSource, BreakerSettings] | None = None,
         wiring: WiringProbe | None = None,
@@ -318,6 +345,7 @@ class StackStatus:
         self._dead_letters = dead_letters
         self._backlog_age = backlog_age
         self._failures = failures
+        self._failure_metric = failure_metric
         self._backfills = backfills
         self._breakers = breakers
         self._wiring = wiring
@@ -326,41 +354,76 @@ class StackStatus:
     def report(self, rule_id: str | None = None) -> StatusReport:
         """The stack's health and that of every rule, or of ``rule_id`` only.
 
-        Raises RuleNotFoundError for an unknown ``rule_id`` and StatusProbeError (or StateStoreError)
-        when a required probe fails. The oldest message's age is optional: when CloudWatch cannot be
-        read it is shown as unknown and the reason is added to ``warnings``.
+        Raises RuleNotFoundError for an unknown ``rule_id`` and StatusProbeError when a queue cannot be
+        read. The rest is reported as far as it can be read, the reasons in ``warnings``: the oldest
+        message's age and the failed attempts (CloudWatch) as unknown; a rules table that cannot be read
+        (an outage) leaves out the rules and the recorded failures (``rules_table_readable`` false),
+        never counts them as none. Failed attempts with no failure record are warned about: the
+        functions cannot write the table.
         """
-        rules = [self._rules.get(rule_id)] if rule_id is not None else self._rules.list()
         now = self._clock()
-        queue = self._queue.depth()
         warnings: list[str] = []
+        table_error: str | None = None
+        rules: list[ReplicationRule] = []
+        try:
+            rules = [self._rules.get(rule_id)] if rule_id is not None else self._rules.list()
+        except RuleNotFoundError:
+            raise
+        except CrrError as exc:
+            table_error = str(exc)
+        queue = self._queue.depth()
         try:
             oldest = self._backlog_age.oldest_message_age_seconds()
         except StatusProbeError as exc:
             oldest = None
             warnings.append(f"age of the oldest queued message unavailable: {exc}")
-        failures = self._failures.count_since(now - FAILURE_WINDOW)
-        if not failures.complete:
+        attempts = self._failed_attempts(now, warnings)
+        failures: FailureCount | None = None
+        healths: list[RuleHealth] = []
+        if table_error is None:
+            try:
+                failures = self._failures.count_since(now - FAILURE_WINDOW)
+                healths = self._rule_healths(rules, queue.empty, now)
+            except CrrError as exc:
+                table_error, healths = str(exc), []
+        if failures is not None and not failures.complete:
             warnings.append(f"failure count stopped at its scan bound: at least {failures.count} in the last hour")
+        warnings.extend(_failure_warnings(table_error, failures, attempts))
         stack = StackHealth(
             stack=self._stack,
             region=self._region,
             queue=queue,
             oldest_message_age_seconds=oldest,
             dead_letters=self._dead_letters.depth(),
-            failures_last_hour=failures.count,
-            failures_counted_completely=failures.complete,
+            failures_last_hour=failures.count if failures is not None else None,
+            failures_counted_completely=failures.complete if failures is not None else False,
+            failed_attempts=attempts,
+            rules_table_readable=table_error is None,
         )
-        healths = [rule_health(rule, self._progress.read(rule.rule_id), queue.empty, now) for rule in rules]
+        if self._wiring is not None and table_error is None:
+            healths = [self._with_wiring(health, rule, warnings) for health, rule in zip(healths, rules, strict=True)]
+        return StatusReport(generated_at=now, stack=stack, rules=healths, warnings=warnings)
+
+    def _rule_healths(self, rules: list[ReplicationRule], queue_empty: bool, now: datetime) -> list[RuleHealth]:
+        """Each rule with its progress, newest backfill and breaker (all read from the rules table).
+        Raises CrrError when the table cannot be read."""
+        healths = [rule_health(rule, self._progress.read(rule.rule_id), queue_empty, now) for rule in rules]
         if self._backfills is not None:
             healths = [health.model_copy(update={"backfill": self._backfill_of(health.rule_id)}) for health in healths]
         if self._breakers is not None:
             healths = [
                 health.model_copy(update={"breaker": self._breaker_of(health.rule_id, now)}) for health in healths
             ]
-        if self._wiring is not None:
-            healths = [self._with_wiring(health, rule, warnings) for health, rule in zip(healths, rules, strict=True)]
-        return StatusReport(generated_at=now, stack=stack, rules=healths, warnings=warnings)
+        return healths
+
+    def _failed_attempts(self, now: datetime, warnings: list[str]) -> int | None:
+        if self._failure_metric is None:
+            return None
+        try:
+            return self._failure_metric.failed_attempts(now - FAILURE_METRIC_WINDOW, now)
+        except StatusProbeError as exc:
+            warnings.append(f"failed attempts (CloudWatch) unavailable: {exc}")
+            return None
 
     def _breaker_of(self, rule_id: str, now: datetime) -> BreakerHealth | None:
         if self._breakers is None:
@@ -390,6 +453,25 @@ class StackStatus:
     def _backfill_of(self, rule_id: str) -> BackfillHealth | None:
         job = self._backfills.latest(rule_id) if self._backfills is not None else None
         return backfill_health(job) if job is not None else None
+
+
+def _failure_warnings(table_error: str | None, failures: FailureCount | None, attempts: int | None) -> list[str]:
+    """What the two failure counts say together: the table's records (per message) and CloudWatch's
+    failed attempts (published through the functions' logs, whatever the table does)."""
+    window = f"{int(FAILURE_METRIC_WINDOW.total_seconds() // 60)} minutes"
+    published = f"CloudWatch counts {attempts} failed attempt(s) in the last {window}" if attempts else ""
+    if table_error is not None:
+        return [
+            f"the rules table cannot be read ({table_error}): rules, their progress and the recorded failures "
+            f"are not shown{'; ' + published if published else ''}"
+        ]
+    if published and failures is not None and failures.count == 0:
+        return [
+            f"{published}, but the rules table holds no failure record: the functions cannot write it (a DynamoDB "
+            f"outage, or a missing permission; their log says 'failure not recorded'). Dead letters carry their "
+            f"reasons (crr dlq list)"
+        ]
+    return []
 
 
 # ---- formatting ----------------------------------------------------------------------------------
@@ -467,12 +549,18 @@ def _stack_lines(report: StatusReport) -> list[str]:
     backlog = "idle" if stack.idle else f"{queue.depth} message(s) ({queue.in_flight} in flight)"
     if queue.delayed:
         backlog += f", {queue.delayed} delayed"
-    at_least = "" if stack.failures_counted_completely else ">="
+    if stack.failures_last_hour is None:
+        recorded = "unknown"
+    else:
+        recorded = f"{'' if stack.failures_counted_completely else '>='}{stack.failures_last_hour}"
+    attempts = "-" if stack.failed_attempts is None else str(stack.failed_attempts)
+    window = humanize_seconds(stack.failed_attempts_window_seconds).replace("m00s", "m")
     return [
         f"stack {stack.stack} ({stack.region})  at {report.generated_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z",
         f"queue: {backlog}, oldest {humanize_seconds(stack.oldest_message_age_seconds)}"
         f"  |  DLQ: {stack.dead_letters.depth}"
-        f"  |  failures (last hour): {at_least}{stack.failures_last_hour}",
+        f"  |  failures (last hour): {recorded}"
+        f"  |  failed attempts ({window}, CloudWatch): {attempts}",
     ]
 
 
@@ -497,7 +585,9 @@ def render_text(report: StatusReport) -> str:
     lines = _stack_lines(report)
     lines.append("")
     if not report.rules:
-        lines.append("no rules")
+        lines.append(
+            "no rules" if report.stack.rules_table_readable else "rules unknown: the rules table cannot be read"
+        )
     else:
         rows = [
             (

@@ -102,6 +102,61 @@ class CloudWatchBacklogAge:
         return float(newest["Maximum"])
 
 
+# Where the functions publish their metrics (template.yaml: POWERTOOLS_METRICS_NAMESPACE, and
+# POWERTOOLS_SERVICE_NAME = the stack's name as the `service` dimension).
+METRICS_NAMESPACE = "crr"
+SERVICE_DIMENSION = "service"
+FAILURE_METRIC = "ReplicationFailures"
+
+
+class CloudWatchFailureMetric:
+    """FailureMetric: the stack's ``crr`` / ``ReplicationFailures`` (dimension ``service`` = the stack),
+    summed with one GetMetricData.
+
+    The ReplicateFunction publishes it through its log (EMF) and CloudWatch Logs extracts it, so it
+    counts failures the function could not record in the rules table. It counts failed attempts (a
+    message failing three deliveries counts three), not messages. The query names exactly one
+    dimension set, ``service``: CloudWatch matches dimensions exactly, so the per-rule documents
+    (``rule`` and ``service``) are not counted twice. Periods of a minute, summed, so the window starts
+    within a minute of ``start``.
+    """
+
+    def __init__(self, client: Any, stack_name: str) -> None:
+        self._cloudwatch = client
+        self._stack = stack_name
+
+    def failed_attempts(self, start: datetime, end: datetime) -> int:
+        """Raises StatusProbeError when CloudWatch refuses (for example without ``cloudwatch:GetMetricData``)."""
+        query = {
+            "Id": "failures",
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": METRICS_NAMESPACE,
+                    "MetricName": FAILURE_METRIC,
+                    "Dimensions": [{"Name": SERVICE_DIMENSION, "Value": self._stack}],
+                },
+                "Period": 60,
+                "Stat": "Sum",
+            },
+            "ReturnData": True,
+        }
+        params: dict[str, Any] = {
+            "MetricDataQueries": [query],
+            "StartTime": start.replace(second=0, microsecond=0),
+            "EndTime": end,
+        }
+        total = 0.0
+        while True:
+            try:
+                answer = self._cloudwatch.get_metric_data(**params)
+            except ClientError as exc:
+                raise _probe_error(exc, "CloudWatch GetMetricData") from exc
+            total += sum(sum(result.get("Values", [])) for result in answer.get("MetricDataResults", []))
+            if not answer.get("NextToken"):
+                return round(total)
+            params["NextToken"] = answer["NextToken"]
+
+
 class DynamoFailureCounter:
     """FailureCounter over the ``FAILURE#<message id>`` items of the RulesTable.
 
