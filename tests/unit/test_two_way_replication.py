@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from crr.events import ChangeEvent, ChangeKind
 from crr.replication import Outcome, Replicator
 from crr.rules import PeerRule, ReplicationRule
@@ -115,3 +117,60 @@ def test_a_tag_change_reaches_the_other_site_and_its_echo_ends_there() -> None:
     assert (first, echo) == (Outcome.ATTRIBUTES_UPDATED, Outcome.ATTRIBUTES_CURRENT)
     assert pair.held(WEST, "t").tags == {"stage": "prod"}
     assert pair.s3.calls["CopyObject"] == 1
+
+
+# Requests of the first copy's worker to let pass after its copy's write before the second copy lands:
+# none (before its check lists the key's versions), or one (after the listing, before it removes its copy).
+@pytest.mark.parametrize("check_requests", [0, 1], ids=["before-the-check", "during-the-check"])
+def test_a_users_delete_buried_under_crrs_copy_wins_even_after_another_copy_covered_that_copy(
+    check_requests: int,
+) -> None:
+    # Given east's older write, which east's rule reads with west's key never written
+    pair = Pair()
+    pair.s3.put(EAST, "k", b"older")
+
+    def overtake() -> None:
+        # (a second worker copies east's newer write over crr's first copy, having compared against it)
+        assert pair.apply(EAST, "k") is Outcome.COPIED
+
+    def users_write_then_delete() -> None:
+        pair.s3.put(EAST, "k", b"newer")
+        pair.s3.remove(WEST, "k")
+        pair.meanwhile = (1 + check_requests, overtake)
+
+    # When east's user writes again and then west's user deletes the key, both after that read and
+    # before the copy lands (which If-None-Match lets land on the delete marker), and a second copy
+    # covers the first before that first copy's check is done,
+    # (HEAD east, HEAD west, list west, then the users, then the copy's write, then the check)
+    pair.meanwhile = (3, users_write_then_delete)
+    pair.apply(EAST, "k")
+    # and both rules handle the notifications that follow
+    pair.apply(WEST, "k", ChangeKind.REMOVED)
+    pair.apply(EAST, "k")
+    # Then west's delete, the last change, holds on both sides: neither copy buries it
+    assert pair.s3.current(WEST, "k") is None, f"west holds {pair.s3.current(WEST, 'k')}"
+    assert pair.s3.current(EAST, "k") is None, f"east holds {pair.s3.current(EAST, 'k')}"
+
+
+def test_a_copy_covering_a_buried_delete_stays_when_it_holds_the_later_change() -> None:
+    # Given east's older write, which east's rule reads with west's key never written
+    pair = Pair()
+    pair.s3.put(EAST, "k", b"older")
+
+    def overtake() -> None:
+        assert pair.apply(EAST, "k") is Outcome.COPIED
+
+    def users_delete_then_write() -> None:
+        pair.s3.remove(WEST, "k")
+        pair.s3.put(EAST, "k", b"newer")
+        pair.meanwhile = (1, overtake)
+
+    # When west's user deletes the key and then east's user writes again, both before the copy lands
+    # on the delete marker, and a second worker copies east's newer write over it before its check,
+    pair.meanwhile = (3, users_delete_then_write)
+    pair.apply(EAST, "k")
+    pair.apply(WEST, "k", ChangeKind.REMOVED)
+    pair.apply(EAST, "k")
+    # Then east's write, the later change, holds on both sides, and crr deleted nothing to find that out
+    assert (pair.held(WEST, "k").body, pair.held(EAST, "k").body) == (b"newer", b"newer")
+    assert "DeleteObject" not in pair.s3.calls

@@ -28,6 +28,9 @@ from crr.stamps import Stamp
 # How far S3's clock may run behind ours: a marker made this long before our recorded intent to
 # delete is still taken for ours (see ``marker_stamp``).
 CLOCK_SKEW = timedelta(seconds=2)
+# How many of a key's newest versions the check after a copy onto an absent key lists (one request
+# whatever the number): other workers' copies may already lie on ours when it runs.
+CHECKED_VERSIONS = 5
 
 
 @dataclass(frozen=True)
@@ -136,15 +139,31 @@ def undo_buried_write(
 
 def undo_buried_delete(
     objects: ObjectStore, bucket: str, region: str, key: str, *, written_etag: str, seen_marker: str | None
-) -> None:
+) -> KeyVersion | None:
     """If-None-Match lets a copy land on a delete marker, so a user's delete made between our read of an
-    absent destination (whose newest marker was ``seen_marker``) and our copy would be buried. Then our
-    version is removed again (the user's marker is current once more) and DestinationChangedError tells
-    the caller to compare afresh."""
-    newest = objects.recent_versions(bucket, region, key, 2)
-    if len(newest) < 2 or newest[0].is_delete_marker or newest[0].etag != written_etag:
-        return  # nothing under our copy, or it is no longer the newest version
-    ours, under = newest
-    if under.is_delete_marker and under.version_id != seen_marker:
-        objects.delete_version(bucket, region, key, ours.version_id)
-        raise DestinationChangedError(f"a delete of {bucket}/{key} landed under our copy")
+    absent destination (whose newest marker was ``seen_marker``) and our copy (known by its ETag) would be
+    buried. Returns that delete's marker, None when nothing was buried; the caller compares afresh then.
+
+    While our copy is the current version it is removed again, so the user's marker is current once more.
+    But before this check another worker may have read our copy as the destination's state and copied a
+    later source write over it: then the marker lies under both, and the caller must carry the delete
+    over the version now current (``Replicator``), or that copy would bury it for good. Costs one
+    ListObjectVersions.
+    """
+    newest = objects.recent_versions(bucket, region, key, CHECKED_VERSIONS)
+    ours = next(
+        (
+            index
+            for index, version in enumerate(newest)
+            if not version.is_delete_marker and version.etag == written_etag
+        ),
+        None,
+    )
+    if ours is None or ours + 1 >= len(newest):
+        return None  # not listed (a late check under many writes), or nothing under it
+    under = newest[ours + 1]
+    if not under.is_delete_marker or under.version_id == seen_marker:
+        return None
+    if ours == 0:
+        objects.delete_version(bucket, region, key, newest[0].version_id)
+    return under
