@@ -174,3 +174,31 @@ def test_a_copy_covering_a_buried_delete_stays_when_it_holds_the_later_change() 
     # Then east's write, the later change, holds on both sides, and crr deleted nothing to find that out
     assert (pair.held(WEST, "k").body, pair.held(EAST, "k").body) == (b"newer", b"newer")
     assert "DeleteObject" not in pair.s3.calls
+
+
+def test_a_users_delete_made_while_crr_intends_a_delete_is_not_taken_for_crrs() -> None:
+    # Given west's write replicated into east, and then deleted in east
+    pair = Pair()
+    pair.s3.put(WEST, "k", b"west")
+    pair.apply(WEST, "k")
+    pair.s3.remove(EAST, "k")
+
+    def users_and_a_second_worker() -> None:
+        # (crr has recorded its intent to delete west's version, and not deleted it yet)
+        pair.s3.put(EAST, "k", b"east")
+        pair.s3.put(WEST, "k", b"west again")
+        pair.s3.remove(WEST, "k")
+        pair.apply(EAST, "k")
+
+    # When east's rule sets out to delete west's version, and before its delete, east's user writes
+    # again, west's user writes and then deletes, and a second worker compares both sides,
+    # (HEAD east, list east, HEAD west, then the users and the second worker, then the delete)
+    pair.meanwhile = (3, users_and_a_second_worker)
+    pair.apply(EAST, "k", ChangeKind.REMOVED)
+    # and both rules handle the notifications that follow
+    pair.apply(WEST, "k", ChangeKind.REMOVED)
+    pair.apply(EAST, "k")
+    # Then west's delete, the last change, holds on both sides: the second worker did not take it for
+    # the delete crr intended (whose version it does not cover) and copy east's write over it
+    assert pair.s3.current(WEST, "k") is None, f"west holds {pair.s3.current(WEST, 'k')}"
+    assert pair.s3.current(EAST, "k") is None, f"east holds {pair.s3.current(EAST, 'k')}"

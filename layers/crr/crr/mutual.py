@@ -34,6 +34,14 @@ CHECKED_VERSIONS = 5
 
 
 @dataclass(frozen=True)
+class BuriedDelete:
+    """A delete marker crr's copy landed on, and the version right under it (None: none listed)."""
+
+    marker: KeyVersion
+    under: KeyVersion | None
+
+
+@dataclass(frozen=True)
 class SideView:
     """What one bucket currently holds of a key."""
 
@@ -71,13 +79,17 @@ def _source_etag(state: ObjectState) -> str:
     return origin_etag(state) or state.etag.strip('"')
 
 
-def marker_stamp(marker: KeyVersion, bucket: str, record: TombstoneRecord | None) -> Stamp:
+def marker_stamp(marker: KeyVersion, bucket: str, record: TombstoneRecord | None, under: KeyVersion | None) -> Stamp:
     """The stamp of the delete a marker stands for.
 
-    ``record`` is the registry of the rule that writes into ``bucket``. A marker it settled carries the
-    stamp it recorded. A marker no younger than a pending intent (written just before the delete) is
-    taken for the one that intent made, since the record of it may have been cut off; otherwise the
-    marker is a user's delete, made in ``bucket`` when S3 says.
+    ``record`` is the registry of the rule that writes into ``bucket``; ``under`` the version right under
+    the marker (None: there is none, or it is unknown). A marker the record settled carries the stamp it
+    recorded. A marker no younger than a pending intent (written just before the delete), lying right on
+    the version that intent deletes, is taken for the one that intent made, since the record of it may
+    have been cut off; otherwise the marker is a user's delete, made in ``bucket`` when S3 says. (The
+    intent may stay pending for a while: its worker stalls, or crashes before its retry. A user's delete
+    made meanwhile lies on a later version, and taking it for crr's would give it the older stamp, so
+    that an earlier write of the other side would be copied over it.)
     """
     if record is not None and record.stamp is not None and record.marker_version == marker.version_id:
         return record.stamp
@@ -86,6 +98,7 @@ def marker_stamp(marker: KeyVersion, bucket: str, record: TombstoneRecord | None
         and record.pending_stamp is not None
         and record.pending_since is not None
         and marker.last_modified >= record.pending_since.replace(microsecond=0) - CLOCK_SKEW
+        and (record.pending_target is None or (under is not None and under.version_id == record.pending_target))
     ):
         return record.pending_stamp
     return Stamp.of(marker.last_modified, bucket, marker.version_id)
@@ -139,10 +152,10 @@ def undo_buried_write(
 
 def undo_buried_delete(
     objects: ObjectStore, bucket: str, region: str, key: str, *, written_etag: str, seen_marker: str | None
-) -> KeyVersion | None:
+) -> BuriedDelete | None:
     """If-None-Match lets a copy land on a delete marker, so a user's delete made between our read of an
     absent destination (whose newest marker was ``seen_marker``) and our copy (known by its ETag) would be
-    buried. Returns that delete's marker, None when nothing was buried; the caller compares afresh then.
+    buried. Returns that delete, None when nothing was buried; the caller compares afresh then.
 
     While our copy is the current version it is removed again, so the user's marker is current once more.
     But before this check another worker may have read our copy as the destination's state and copied a
@@ -166,4 +179,4 @@ def undo_buried_delete(
         return None
     if ours == 0:
         objects.delete_version(bucket, region, key, newest[0].version_id)
-    return under
+    return BuriedDelete(under, newest[ours + 2] if ours + 2 < len(newest) else None)

@@ -49,6 +49,7 @@ from crr.events import ChangeEvent, ChangeKind
 from crr.large_copy import LargeCopyJob, LargeObjectSettings
 from crr.markers import marker_for
 from crr.mutual import (
+    BuriedDelete,
     SideView,
     in_step,
     marker_stamp,
@@ -457,14 +458,16 @@ class Replicator:
         state = self._objects.head(bucket, region, key)
         if state is not None:
             return SideView(state, stamp_of(state, bucket))
-        newest = self._objects.recent_versions(bucket, region, key, 1)
+        # The marker, and the version under it: a pending delete of crr's can only have made a marker on
+        # the version it deletes (crr.mutual.marker_stamp). One request either way.
+        newest = self._objects.recent_versions(bucket, region, key, 2)
         if not newest:
             return SideView(None, None)
         if not newest[0].is_delete_marker:
             # Written since the HEAD found it absent: read both sides again.
             raise SourceChangedError(f"{bucket}/{key} changed while being read")
-        marker = newest[0]
-        return SideView(None, marker_stamp(marker, bucket, registry_record()), marker.version_id)
+        marker, under = newest[0], (newest[1] if len(newest) > 1 else None)
+        return SideView(None, marker_stamp(marker, bucket, registry_record(), under), marker.version_id)
 
     def _retract(
         self,
@@ -483,24 +486,25 @@ class Replicator:
         if held is not None:
             return held
         # A purged source (no marker) withdraws its copy under that copy's own stamp.
-        self._delete_recorded(rule, key, destination.state.etag, source.stamp or destination.stamp)
+        self._delete_recorded(rule, key, destination.state, source.stamp or destination.stamp)
         return Outcome.DELETED
 
-    def _delete_recorded(self, rule: ReplicationRule, key: str, etag: str, stamp: Stamp) -> None:
-        """Delete the destination's current version while it is still ``etag`` (else
+    def _delete_recorded(self, rule: ReplicationRule, key: str, current: ObjectState, stamp: Stamp) -> None:
+        """Delete the destination's ``current`` version while it is still current (else
         DestinationChangedError), recording the marker made as the delete stamped ``stamp``: an intent
-        first, so a crash in between leaves the marker recognisable (crr.mutual.marker_stamp)."""
+        naming that version first, so a crash in between leaves the marker recognisable
+        (crr.mutual.marker_stamp)."""
         registry = self._registry(rule)
-        registry.intend(rule.rule_id, key, stamp, self._clock())
+        registry.intend(rule.rule_id, key, stamp, self._clock(), current.version_id)
         try:
-            marker = self._objects.delete(rule.destination_bucket, rule.destination_region, key, if_etag=etag)
+            marker = self._objects.delete(rule.destination_bucket, rule.destination_region, key, if_etag=current.etag)
         except DestinationChangedError:
             registry.withdraw(rule.rule_id, key)
             raise
         registry.settle(rule.rule_id, key, marker, stamp)
 
-    def _carry_buried_delete(self, rule: ReplicationRule, key: str, marker: KeyVersion) -> None:
-        """Make the destination absent again for the delete (``marker``) our copy landed on, unless the
+    def _carry_buried_delete(self, rule: ReplicationRule, key: str, buried: BuriedDelete) -> None:
+        """Make the destination absent again for the delete (``buried``) our copy landed on, unless the
         version now current is the later change.
 
         Our copy was removed again if it was still current, and then the delete is current already. If
@@ -517,11 +521,12 @@ class Replicator:
             if current is None:
                 return  # the delete is current again (or a later one)
             if stamp is None:
-                stamp = marker_stamp(marker, rule.destination_bucket, self._registry(rule).read(rule.rule_id, key))
+                record = self._registry(rule).read(rule.rule_id, key)
+                stamp = marker_stamp(buried.marker, rule.destination_bucket, record, buried.under)
             if not stamp.later_than(stamp_of(current, rule.destination_bucket)):
                 return  # the version on top is the later change (a user's own write, or a later source write)
             try:
-                self._delete_recorded(rule, key, current.etag, stamp)
+                self._delete_recorded(rule, key, current, stamp)
             except DestinationChangedError:
                 continue
             return
