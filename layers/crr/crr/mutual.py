@@ -155,7 +155,7 @@ def undo_buried_delete(
 ) -> BuriedDelete | None:
     """If-None-Match lets a copy land on a delete marker, so a user's delete made between our read of an
     absent destination (whose newest marker was ``seen_marker``) and our copy (known by its ETag) would be
-    buried. Returns that delete, None when nothing was buried; the caller compares afresh then.
+    buried. Returns that delete (the caller then compares afresh), or None when nothing was buried.
 
     While our copy is the current version it is removed again, so the user's marker is current once more.
     But before this check another worker may have read our copy as the destination's state and copied a
