@@ -1,5 +1,7 @@
-"""Two-way replication on in-memory fakes, case by case: what users do besides put and delete, and the
-identical-bytes race that S3's ETag conditions cannot see (the property test explores the rest)."""
+"""Two-way replication on in-memory fakes, case by case: what users do besides put and delete, the
+identical-bytes race that S3's ETag conditions cannot see, and the delete races the two-way bench found
+(a delete buried under a copy another copy covered; a delete made while crr's own one is pending). The
+property test explores the rest."""
 
 from __future__ import annotations
 
