@@ -424,11 +424,11 @@ class FakeTombstones:
         assert rule.peer is not None
         return self.read(rule.peer.rule_id, key)
 
-    def intend(self, rule_id: str, key: str, stamp: Stamp, at: datetime) -> None:
+    def intend(self, rule_id: str, key: str, stamp: Stamp, at: datetime, target: str | None) -> None:
         self.yield_point()
         with self._lock:
             found = self.records.get((rule_id, key)) or TombstoneRecord(None, None)
-            self.records[(rule_id, key)] = replace(found, pending_stamp=stamp, pending_since=at)
+            self.records[(rule_id, key)] = replace(found, pending_stamp=stamp, pending_since=at, pending_target=target)
 
     def settle(self, rule_id: str, key: str, marker_version: str | None, stamp: Stamp) -> None:
         self.yield_point()
@@ -440,7 +440,9 @@ class FakeTombstones:
         with self._lock:
             found = self.records.get((rule_id, key))
             if found is not None:
-                self.records[(rule_id, key)] = replace(found, pending_stamp=None, pending_since=None)
+                self.records[(rule_id, key)] = replace(
+                    found, pending_stamp=None, pending_since=None, pending_target=None
+                )
 
 
 class FakeNudges:

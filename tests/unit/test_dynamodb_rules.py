@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from crr.adapters.dynamodb import DynamoLedger, DynamoProgress, DynamoRules, ledger_sk
+from crr.adapters.dynamodb import DynamoLedger, DynamoProgress, DynamoRules, DynamoTombstones, ledger_sk
 from crr.errors import (
     DestinationAlreadyClaimedError,
     LedgerConflictError,
@@ -16,8 +16,9 @@ from crr.errors import (
     SourceAlreadyReplicatingError,
     SourceIsDestinationError,
 )
-from crr.ports import LedgerEntry, ProgressDelta
+from crr.ports import LedgerEntry, ProgressDelta, TombstoneRecord
 from crr.rules import ReplicationRule, RuleStatus
+from crr.stamps import Stamp
 from tests.support.aws import client, create_rules_table
 
 TABLE = "rules"
@@ -206,3 +207,21 @@ def test_the_breaker_store_counts_slots_holds_keys_and_flags_the_rule(dynamodb: 
     assert list(store.held_keys("r1")) == []
     # And the rule list is not confused by the breaker's items
     assert [r.rule_id for r in rules.list()] == ["r1"]
+
+
+def test_a_tombstone_intent_names_the_version_it_deletes_until_settled_or_withdrawn(dynamodb: Any) -> None:
+    # Given a two-way rule's tombstone registry
+    tombstones = DynamoTombstones(lambda region: dynamodb, "us-west-1", TABLE)
+    stamp = Stamp.of(datetime(2026, 11, 25, 12, tzinfo=UTC), "east-site", "v6")
+    at = datetime(2026, 11, 25, 12, 0, 5, tzinfo=UTC)
+    # When it intends to delete version v5 of a key, withdraws, intends again, and settles the marker
+    tombstones.intend("r1", "k", stamp, at, "v5")
+    intended = tombstones.read("r1", "k")
+    tombstones.withdraw("r1", "k")
+    withdrawn = tombstones.read("r1", "k")
+    tombstones.intend("r1", "k", stamp, at, "v5")
+    tombstones.settle("r1", "k", "m7", stamp)
+    # Then the intent names that version until it is withdrawn or settled
+    assert intended == TombstoneRecord(None, None, stamp, at, "v5")
+    assert withdrawn == TombstoneRecord(None, None)
+    assert tombstones.read("r1", "k") == TombstoneRecord("m7", stamp)

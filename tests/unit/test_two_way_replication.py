@@ -1,10 +1,14 @@
-"""Two-way replication on in-memory fakes, case by case: what users do besides put and delete, and the
-identical-bytes race that S3's ETag conditions cannot see (the property test explores the rest)."""
+"""Two-way replication on in-memory fakes, case by case: what users do besides put and delete, the
+identical-bytes race that S3's ETag conditions cannot see, and the delete races the two-way bench found
+(a delete buried under a copy another copy covered; a delete made while crr's own one is pending). The
+property test explores the rest."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from crr.events import ChangeEvent, ChangeKind
 from crr.replication import Outcome, Replicator
@@ -115,3 +119,88 @@ def test_a_tag_change_reaches_the_other_site_and_its_echo_ends_there() -> None:
     assert (first, echo) == (Outcome.ATTRIBUTES_UPDATED, Outcome.ATTRIBUTES_CURRENT)
     assert pair.held(WEST, "t").tags == {"stage": "prod"}
     assert pair.s3.calls["CopyObject"] == 1
+
+
+# Requests of the first copy's worker to let pass after its copy's write before the second copy lands:
+# none (before its check lists the key's versions), or one (after the listing, before it removes its copy).
+@pytest.mark.parametrize("check_requests", [0, 1], ids=["before-the-check", "during-the-check"])
+def test_a_users_delete_buried_under_crrs_copy_wins_even_after_another_copy_covered_that_copy(
+    check_requests: int,
+) -> None:
+    # Given east's older write, which east's rule reads with west's key never written
+    pair = Pair()
+    pair.s3.put(EAST, "k", b"older")
+
+    def overtake() -> None:
+        # (a second worker copies east's newer write over crr's first copy, having compared against it)
+        assert pair.apply(EAST, "k") is Outcome.COPIED
+
+    def users_write_then_delete() -> None:
+        pair.s3.put(EAST, "k", b"newer")
+        pair.s3.remove(WEST, "k")
+        pair.meanwhile = (1 + check_requests, overtake)
+
+    # When east's user writes again and then west's user deletes the key, both after that read and
+    # before the copy lands (which If-None-Match lets land on the delete marker), and a second copy
+    # covers the first before that first copy's check is done,
+    # (HEAD east, HEAD west, list west, then the users, then the copy's write, then the check)
+    pair.meanwhile = (3, users_write_then_delete)
+    pair.apply(EAST, "k")
+    # and both rules handle the notifications that follow
+    pair.apply(WEST, "k", ChangeKind.REMOVED)
+    pair.apply(EAST, "k")
+    # Then west's delete, the last change, holds on both sides: neither copy buries it
+    assert pair.s3.current(WEST, "k") is None, f"west holds {pair.s3.current(WEST, 'k')}"
+    assert pair.s3.current(EAST, "k") is None, f"east holds {pair.s3.current(EAST, 'k')}"
+
+
+def test_a_copy_covering_a_buried_delete_stays_when_it_holds_the_later_change() -> None:
+    # Given east's older write, which east's rule reads with west's key never written
+    pair = Pair()
+    pair.s3.put(EAST, "k", b"older")
+
+    def overtake() -> None:
+        assert pair.apply(EAST, "k") is Outcome.COPIED
+
+    def users_delete_then_write() -> None:
+        pair.s3.remove(WEST, "k")
+        pair.s3.put(EAST, "k", b"newer")
+        pair.meanwhile = (1, overtake)
+
+    # When west's user deletes the key and then east's user writes again, both before the copy lands
+    # on the delete marker, and a second worker copies east's newer write over it before its check,
+    pair.meanwhile = (3, users_delete_then_write)
+    pair.apply(EAST, "k")
+    pair.apply(WEST, "k", ChangeKind.REMOVED)
+    pair.apply(EAST, "k")
+    # Then east's write, the later change, holds on both sides, and crr deleted nothing to find that out
+    assert (pair.held(WEST, "k").body, pair.held(EAST, "k").body) == (b"newer", b"newer")
+    assert "DeleteObject" not in pair.s3.calls
+
+
+def test_a_users_delete_made_while_crr_intends_a_delete_is_not_taken_for_crrs() -> None:
+    # Given west's write replicated into east, and then deleted in east
+    pair = Pair()
+    pair.s3.put(WEST, "k", b"west")
+    pair.apply(WEST, "k")
+    pair.s3.remove(EAST, "k")
+
+    def users_and_a_second_worker() -> None:
+        # (crr has recorded its intent to delete west's version, and not deleted it yet)
+        pair.s3.put(EAST, "k", b"east")
+        pair.s3.put(WEST, "k", b"west again")
+        pair.s3.remove(WEST, "k")
+        pair.apply(EAST, "k")
+
+    # When east's rule sets out to delete west's version, and before its delete, east's user writes
+    # again, west's user writes and then deletes, and a second worker compares both sides,
+    # (HEAD east, list east, HEAD west, then the users and the second worker, then the delete)
+    pair.meanwhile = (3, users_and_a_second_worker)
+    pair.apply(EAST, "k", ChangeKind.REMOVED)
+    # and both rules handle the notifications that follow
+    pair.apply(WEST, "k", ChangeKind.REMOVED)
+    pair.apply(EAST, "k")
+    # Then west's delete, the last change, holds on both sides: the second worker did not take it for
+    # the delete crr intended (whose version it does not cover) and copy east's write over it
+    assert pair.s3.current(WEST, "k") is None, f"west holds {pair.s3.current(WEST, 'k')}"
+    assert pair.s3.current(EAST, "k") is None, f"east holds {pair.s3.current(EAST, 'k')}"

@@ -270,14 +270,18 @@ class LargeCopier:
             if replica is None:
                 raise
             etag = replica.etag
-        if request.destination_absent:
-            undo_buried_delete(
-                self._objects,
-                request.destination_bucket,
-                request.destination_region,
-                request.state.key,
-                written_etag=etag,
-                seen_marker=job.seen_marker_version,
+        if request.destination_absent and undo_buried_delete(
+            self._objects,
+            request.destination_bucket,
+            request.destination_region,
+            request.state.key,
+            written_etag=etag,
+            seen_marker=job.seen_marker_version,
+        ):
+            # The live path compares afresh. (A delete that a later copy covered before this check stays
+            # buried: carrying it needs the tombstone registry, which this workflow does not hold.)
+            raise DestinationChangedError(
+                f"a delete of {request.destination_bucket}/{request.state.key} landed under our copy"
             )
         current = self._objects.head(request.source_bucket, request.source_region, request.state.key)
         if current is None or current.etag != request.state.etag:

@@ -28,6 +28,17 @@ from crr.stamps import Stamp
 # How far S3's clock may run behind ours: a marker made this long before our recorded intent to
 # delete is still taken for ours (see ``marker_stamp``).
 CLOCK_SKEW = timedelta(seconds=2)
+# How many of a key's newest versions the check after a copy onto an absent key lists (one request
+# whatever the number): other workers' copies may already lie on ours when it runs.
+CHECKED_VERSIONS = 5
+
+
+@dataclass(frozen=True)
+class BuriedDelete:
+    """A delete marker crr's copy landed on, and the version right under it (None: none listed)."""
+
+    marker: KeyVersion
+    under: KeyVersion | None
 
 
 @dataclass(frozen=True)
@@ -68,13 +79,17 @@ def _source_etag(state: ObjectState) -> str:
     return origin_etag(state) or state.etag.strip('"')
 
 
-def marker_stamp(marker: KeyVersion, bucket: str, record: TombstoneRecord | None) -> Stamp:
+def marker_stamp(marker: KeyVersion, bucket: str, record: TombstoneRecord | None, under: KeyVersion | None) -> Stamp:
     """The stamp of the delete a marker stands for.
 
-    ``record`` is the registry of the rule that writes into ``bucket``. A marker it settled carries the
-    stamp it recorded. A marker no younger than a pending intent (written just before the delete) is
-    taken for the one that intent made, since the record of it may have been cut off; otherwise the
-    marker is a user's delete, made in ``bucket`` when S3 says.
+    ``record`` is the registry of the rule that writes into ``bucket``; ``under`` the version right under
+    the marker (None: there is none, or it is unknown). A marker the record settled carries the stamp it
+    recorded. A marker no younger than a pending intent (written just before the delete), lying right on
+    the version that intent deletes, is taken for the one that intent made, since the record of it may
+    have been cut off; otherwise the marker is a user's delete, made in ``bucket`` when S3 says. (The
+    intent may stay pending for a while: its worker stalls, or crashes before its retry. A user's delete
+    made meanwhile lies on a later version, and taking it for crr's would give it the older stamp, so
+    that an earlier write of the other side would be copied over it.)
     """
     if record is not None and record.stamp is not None and record.marker_version == marker.version_id:
         return record.stamp
@@ -83,6 +98,7 @@ def marker_stamp(marker: KeyVersion, bucket: str, record: TombstoneRecord | None
         and record.pending_stamp is not None
         and record.pending_since is not None
         and marker.last_modified >= record.pending_since.replace(microsecond=0) - CLOCK_SKEW
+        and (record.pending_target is None or (under is not None and under.version_id == record.pending_target))
     ):
         return record.pending_stamp
     return Stamp.of(marker.last_modified, bucket, marker.version_id)
@@ -136,15 +152,31 @@ def undo_buried_write(
 
 def undo_buried_delete(
     objects: ObjectStore, bucket: str, region: str, key: str, *, written_etag: str, seen_marker: str | None
-) -> None:
+) -> BuriedDelete | None:
     """If-None-Match lets a copy land on a delete marker, so a user's delete made between our read of an
-    absent destination (whose newest marker was ``seen_marker``) and our copy would be buried. Then our
-    version is removed again (the user's marker is current once more) and DestinationChangedError tells
-    the caller to compare afresh."""
-    newest = objects.recent_versions(bucket, region, key, 2)
-    if len(newest) < 2 or newest[0].is_delete_marker or newest[0].etag != written_etag:
-        return  # nothing under our copy, or it is no longer the newest version
-    ours, under = newest
-    if under.is_delete_marker and under.version_id != seen_marker:
-        objects.delete_version(bucket, region, key, ours.version_id)
-        raise DestinationChangedError(f"a delete of {bucket}/{key} landed under our copy")
+    absent destination (whose newest marker was ``seen_marker``) and our copy (known by its ETag) would be
+    buried. Returns that delete (the caller then compares afresh), or None when nothing was buried.
+
+    While our copy is the current version it is removed again, so the user's marker is current once more.
+    But before this check another worker may have read our copy as the destination's state and copied a
+    later source write over it: then the marker lies under both, and the caller must carry the delete
+    over the version now current (``Replicator``), or that copy would bury it for good. Costs one
+    ListObjectVersions.
+    """
+    newest = objects.recent_versions(bucket, region, key, CHECKED_VERSIONS)
+    ours = next(
+        (
+            index
+            for index, version in enumerate(newest)
+            if not version.is_delete_marker and version.etag == written_etag
+        ),
+        None,
+    )
+    if ours is None or ours + 1 >= len(newest):
+        return None  # not listed (a late check under many writes), or nothing under it
+    under = newest[ours + 1]
+    if not under.is_delete_marker or under.version_id == seen_marker:
+        return None
+    if ours == 0:
+        objects.delete_version(bucket, region, key, newest[0].version_id)
+    return BuriedDelete(under, newest[ours + 2] if ours + 2 < len(newest) else None)

@@ -273,6 +273,9 @@ class TombstoneRecord:
     stamp: Stamp | None
     pending_stamp: Stamp | None = None
     pending_since: datetime | None = None
+    # The version the pending delete removes (its If-Match): only a marker right on it can be that delete.
+    # None in a record written before crr kept it.
+    pending_target: str | None = None
 
 
 class TombstoneRegistry(Protocol):
@@ -285,7 +288,9 @@ class TombstoneRegistry(Protocol):
         peer's table, in the destination region)."""
         ...
 
-    def intend(self, rule_id: str, key: str, stamp: Stamp, at: datetime) -> None: ...
+    def intend(self, rule_id: str, key: str, stamp: Stamp, at: datetime, target: str | None) -> None:
+        """Record, just before deleting version ``target`` of ``key``, the delete (``stamp``) it stands for."""
+        ...
 
     def settle(self, rule_id: str, key: str, marker_version: str | None, stamp: Stamp) -> None: ...
 

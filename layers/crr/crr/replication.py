@@ -49,6 +49,7 @@ from crr.events import ChangeEvent, ChangeKind
 from crr.large_copy import LargeCopyJob, LargeObjectSettings
 from crr.markers import marker_for
 from crr.mutual import (
+    BuriedDelete,
     SideView,
     in_step,
     marker_stamp,
@@ -76,6 +77,7 @@ from crr.ports import (
 )
 from crr.rules import ReplicationRule
 from crr.sequencer import compare_sequencers
+from crr.stamps import Stamp
 
 MAX_SINGLE_COPY_BYTES = 5 * 1024**3
 # The version id of a replica written in parts: the check for a buried write is skipped for it.
@@ -425,7 +427,7 @@ class Replicator:
         if written is None:
             return Outcome.COPY_STARTED, source.state, None
         if destination.state is None:
-            undo_buried_delete(
+            buried = undo_buried_delete(
                 self._objects,
                 rule.destination_bucket,
                 rule.destination_region,
@@ -433,6 +435,9 @@ class Replicator:
                 written_etag=written.etag or "",
                 seen_marker=destination.marker_version,
             )
+            if buried is not None:
+                self._carry_buried_delete(rule, key, buried)
+                raise DestinationChangedError(f"a delete of {rule.destination_bucket}/{key} landed under our copy")
         elif written.version_id != UNKNOWN_VERSION:
             undo_buried_write(
                 self._objects,
@@ -455,14 +460,16 @@ class Replicator:
         state = self._objects.head(bucket, region, key)
         if state is not None:
             return SideView(state, stamp_of(state, bucket))
-        newest = self._objects.recent_versions(bucket, region, key, 1)
+        # The marker, and the version under it: a pending delete of crr's can only have made a marker on
+        # the version it deletes (crr.mutual.marker_stamp). One request either way.
+        newest = self._objects.recent_versions(bucket, region, key, 2)
         if not newest:
             return SideView(None, None)
         if not newest[0].is_delete_marker:
             # Written since the HEAD found it absent: read both sides again.
             raise SourceChangedError(f"{bucket}/{key} changed while being read")
-        marker = newest[0]
-        return SideView(None, marker_stamp(marker, bucket, registry_record()), marker.version_id)
+        marker, under = newest[0], (newest[1] if len(newest) > 1 else None)
+        return SideView(None, marker_stamp(marker, bucket, registry_record(), under), marker.version_id)
 
     def _retract(
         self,
@@ -480,19 +487,54 @@ class Replicator:
         held = self._held(rule, key, event_time)
         if held is not None:
             return held
-        registry = self._registry(rule)
         # A purged source (no marker) withdraws its copy under that copy's own stamp.
-        stamp = source.stamp or destination.stamp
-        registry.intend(rule.rule_id, key, stamp, self._clock())
+        self._delete_recorded(rule, key, destination.state, source.stamp or destination.stamp)
+        return Outcome.DELETED
+
+    def _delete_recorded(self, rule: ReplicationRule, key: str, current: ObjectState, stamp: Stamp) -> None:
+        """Delete the destination's ``current`` version while it is still current (else
+        DestinationChangedError), recording the marker made as the delete stamped ``stamp``: an intent
+        naming that version first, so a crash in between leaves the marker recognisable
+        (crr.mutual.marker_stamp)."""
+        registry = self._registry(rule)
+        registry.intend(rule.rule_id, key, stamp, self._clock(), current.version_id)
         try:
-            marker = self._objects.delete(
-                rule.destination_bucket, rule.destination_region, key, if_etag=destination.state.etag
-            )
+            marker = self._objects.delete(rule.destination_bucket, rule.destination_region, key, if_etag=current.etag)
         except DestinationChangedError:
             registry.withdraw(rule.rule_id, key)
             raise
         registry.settle(rule.rule_id, key, marker, stamp)
-        return Outcome.DELETED
+
+    def _carry_buried_delete(self, rule: ReplicationRule, key: str, buried: BuriedDelete) -> None:
+        """Make the destination absent again for the delete (``buried``) our copy landed on, unless the
+        version now current is the later change.
+
+        Our copy was removed again if it was still current, and then the delete is current already. If
+        another worker had copied a later source write over our copy in the meantime, having compared it
+        against our copy instead of the delete, the delete is carried over that version: a conditional
+        delete whose marker is recorded with the buried delete's stamp, so both rules judge it as that
+        delete (and a copy stacked meanwhile is compared again). Never held by the delete breaker, nor
+        subject to ``replicate_deletes``: it restores the destination's own change, not the source's.
+        Raises ReconcileContentionError when copies keep landing on the destination meanwhile.
+        """
+        stamp: Stamp | None = None
+        for _ in range(MAX_RECONCILE_ATTEMPTS):
+            current = self._objects.head(rule.destination_bucket, rule.destination_region, key)
+            if current is None:
+                return  # the delete is current again (or a later one)
+            if stamp is None:
+                record = self._registry(rule).read(rule.rule_id, key)
+                stamp = marker_stamp(buried.marker, rule.destination_bucket, record, buried.under)
+            if not stamp.later_than(stamp_of(current, rule.destination_bucket)):
+                return  # the version on top is the later change (a user's own write, or a later source write)
+            try:
+                self._delete_recorded(rule, key, current, stamp)
+            except DestinationChangedError:
+                continue
+            return
+        raise ReconcileContentionError(
+            f"the delete buried under our copy of {rule.destination_bucket}/{key} kept being covered"
+        )
 
     def _copy(self, rule: ReplicationRule, state: ObjectState, over: SideView | None = None) -> KeyVersion | None:
         """CopyObject; or, for a source uploaded in parts or above the multipart threshold, a copy in parts

@@ -425,15 +425,18 @@ class DynamoTombstones:
             stamp=Stamp.decode(item["stamp"]) if item.get("stamp") else None,
             pending_stamp=Stamp.decode(item["pending_stamp"]) if item.get("pending_stamp") else None,
             pending_since=datetime.fromisoformat(str(since)) if since else None,
+            pending_target=str(item["pending_target"]) if item.get("pending_target") else None,
         )
 
-    def intend(self, rule_id: str, key: str, stamp: Stamp, at: datetime) -> None:
-        self._update(
-            rule_id,
-            key,
-            "SET pending_stamp = :stamp, pending_since = :since, expires_at = :expires",
-            {":stamp": stamp.encode(), ":since": at.isoformat(), ":expires": int((at + LEDGER_TTL).timestamp())},
-        )
+    def intend(self, rule_id: str, key: str, stamp: Stamp, at: datetime, target: str | None) -> None:
+        values = {":stamp": stamp.encode(), ":since": at.isoformat(), ":expires": int((at + LEDGER_TTL).timestamp())}
+        expression = "SET pending_stamp = :stamp, pending_since = :since, expires_at = :expires"
+        if target is None:
+            expression += " REMOVE pending_target"
+        else:
+            expression += ", pending_target = :target"
+            values[":target"] = target
+        self._update(rule_id, key, expression, values)
 
     def settle(self, rule_id: str, key: str, marker_version: str | None, stamp: Stamp) -> None:
         item = {
@@ -448,7 +451,7 @@ class DynamoTombstones:
             raise _state_error(exc, "PutItem") from exc
 
     def withdraw(self, rule_id: str, key: str) -> None:
-        self._update(rule_id, key, "REMOVE pending_stamp, pending_since", None)
+        self._update(rule_id, key, "REMOVE pending_stamp, pending_since, pending_target", None)
 
     def _update(self, rule_id: str, key: str, expression: str, values: dict[str, Any] | None) -> None:
         extra = {"ExpressionAttributeValues": _to_item(values)} if values else {}

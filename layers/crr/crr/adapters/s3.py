@@ -276,7 +276,9 @@ class S3ObjectStore:
             if entry["Key"] == key
         ]
         # The response lists versions and markers apart, losing their common order; the current one is
-        # flagged IsLatest and the rest follow by time (exact for the two newest, all crr asks for).
+        # flagged IsLatest and the rest follow by time. A version and a marker of the same time keep the
+        # version first (a stable sort), so a copy that landed on a marker in the same second is listed
+        # above it, as the check for a buried delete (crr.mutual) needs.
         found.sort(key=lambda pair: (pair[0], pair[1].last_modified), reverse=True)
         return [version for _, version in found[:count]]
 
