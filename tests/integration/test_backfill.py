@@ -19,7 +19,6 @@ import pytest
 from crr.adapters.backfill_jobs import DynamoBackfillJobs
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
-from crr_cli.localcloud.faults import FAULTS_VARIABLE
 from crr_cli.snapshot import compare, list_keys, snapshot
 from tests.support import localcloud as cli
 
@@ -65,10 +64,7 @@ class BackfillStack:
 @pytest.fixture(scope="module")
 def backfill(local_cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> BackfillStack:
     faults = tmp_path_factory.mktemp("backfill") / "faults.json"
-    faults.write_text(json.dumps({"mode": "none"}), encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(FAULTS_VARIABLE, str(faults))
-        stack = cli.deploy_pairs(local_cloud, STACK, PAIRS.values(), MaximumConcurrency="2")
+    stack = cli.deploy_pairs_with_faults(local_cloud, STACK, PAIRS.values(), faults, MaximumConcurrency="2")
     return BackfillStack(local_cloud, stack, faults)
 
 

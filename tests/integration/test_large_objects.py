@@ -20,7 +20,6 @@ import pytest
 
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
-from crr_cli.localcloud.faults import FAULTS_VARIABLE
 from tests.support import localcloud as cli
 from tests.support.aws import upload_in_parts
 
@@ -57,10 +56,7 @@ class LargeCopyStack:
 def large(local_cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> LargeCopyStack:
     """The real template with tiny large-object budgets; its workers consult a fault-control file."""
     faults = tmp_path_factory.mktemp("large-objects") / "faults.json"
-    faults.write_text(json.dumps({"mode": "none"}), encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(FAULTS_VARIABLE, str(faults))
-        stack = cli.deploy_pairs(local_cloud, STACK, [(SOURCE, DESTINATION)], **PARAMETERS)
+    stack = cli.deploy_pairs_with_faults(local_cloud, STACK, [(SOURCE, DESTINATION)], faults, **PARAMETERS)
     added = cli.run_crr(local_cloud, STACK, WEST, "rules", "add", "--source", SOURCE, "--destination", DESTINATION)
     assert added.returncode == 0, added.stderr
     return LargeCopyStack(stack, faults)

@@ -18,7 +18,7 @@ import pytest
 
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
-from crr_cli.localcloud.faults import FAULTS_VARIABLE, injected_counts
+from crr_cli.localcloud.faults import injected_counts
 from tests.support import localcloud as cli
 
 pytestmark = pytest.mark.integration
@@ -54,10 +54,7 @@ class OutageStack:
 def outage(local_cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> OutageStack:
     """The real template on the local cloud, its functions' calls passing through the fault seam; a rule."""
     faults = tmp_path_factory.mktemp("outage") / "faults.json"
-    faults.write_text(json.dumps({"mode": "none"}), encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(FAULTS_VARIABLE, str(faults))
-        stack = cli.deploy_pairs(local_cloud, STACK, [(SOURCE, DESTINATION)], **PARAMETERS)
+    stack = cli.deploy_pairs_with_faults(local_cloud, STACK, [(SOURCE, DESTINATION)], faults, **PARAMETERS)
     added = cli.run_crr(local_cloud, STACK, WEST, "rules", "add", "--source", SOURCE, "--destination", DESTINATION)
     assert added.returncode == 0, added.stderr
     return OutageStack(local_cloud, stack, faults)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
+from crr_cli.localcloud.faults import FAULTS_VARIABLE
 from crr_cli.localcloud.scenario import create_bucket
 
 
@@ -67,3 +69,20 @@ def deploy_pairs(cloud: LocalCloud, stack: str, pairs: Iterable[tuple[str, str]]
         create_bucket(west, source, WEST, versioned=True)
         create_bucket(east, destination, EAST)
     return deployed
+
+
+def deploy_pairs_with_faults(
+    cloud: LocalCloud, stack: str, pairs: Iterable[tuple[str, str]], faults: Path, **parameters: str
+) -> DeployedStack:
+    """``deploy_pairs``, its function workers consulting the fault-control file ``faults`` (written
+    with no fault first; a test rewrites it to inject some, see crr_cli.localcloud.faults)."""
+    faults.write_text(json.dumps({"mode": "none"}), encoding="utf-8")
+    previous = os.environ.get(FAULTS_VARIABLE)
+    os.environ[FAULTS_VARIABLE] = str(faults)
+    try:
+        return deploy_pairs(cloud, stack, pairs, **parameters)
+    finally:
+        if previous is None:
+            del os.environ[FAULTS_VARIABLE]
+        else:
+            os.environ[FAULTS_VARIABLE] = previous
