@@ -263,18 +263,18 @@ class LocalCloud:
             self._lambda_api = LambdaApiServer(self._executor, endpoint)
             # Only the tasks: moto keeps serving the Lambda API that deploy and the tests read.
             self._moto.post_until_ready("/_crr/task-endpoints", {"lambda": self._lambda_api.start()}, deadline)
-            if self.enforce_iam:
-                self._enforce_iam()
+            self._set_up_iam()
         except BaseException:
             self.stop()
             raise
         self._clients = ClientFactory(endpoint, service_endpoints=routes)
         return endpoint
 
-    def _enforce_iam(self) -> None:
+    def _set_up_iam(self) -> None:
+        """Load the AWS managed policies the template's roles attach, and enforce IAM unless told not to."""
         if self._moto is None:
             raise LocalCloudError("the local cloud is not started")
-        document = {"managed_policies": sorted(name for name in MANAGED_POLICIES)}
+        document = {"managed_policies": sorted(name for name in MANAGED_POLICIES), "enforce": self.enforce_iam}
         _request_json(f"{self._moto.endpoint_url}/_crr/iam", method="POST", document=document)
 
     def role_credentials(self, role_arn: str, service: str = LAMBDA_PRINCIPAL) -> dict[str, str]:
@@ -417,8 +417,7 @@ class LocalCloud:
         queues then log errors."""
         for server in self._servers():
             _request_json(f"{server.endpoint_url}/moto-api/reset", method="POST")
-        if self.enforce_iam:
-            self._enforce_iam()  # the reset forgot the operator's IAM user
+        self._set_up_iam()  # the reset forgot the operator's IAM user and the managed policies
 
     def configure_seams(self, **settings: Any) -> dict[str, Any]:
         """Change the SQS and copy-rate seams of the main moto process (`sqs_seams.configure`:

@@ -118,16 +118,17 @@ def _ensure_managed_policies(backend: IAMBackend, names: list[str]) -> None:
         backend.managed_policies.setdefault(policy.arn, policy)
 
 
-def enable(managed_policies: list[str]) -> dict[str, Any]:
-    """Create the admin identities, load `managed_policies` and switch enforcement on (idempotent;
-    call again after a moto reset, which forgets users)."""
+def enable(managed_policies: list[str], enforce: bool = True) -> dict[str, Any]:
+    """Create the admin identities, load `managed_policies` (roles attach them either way) and, when
+    `enforce`, switch enforcement on (idempotent; call again after a moto reset, which forgets users)."""
     install()
     backend = _backend()
     _ensure_admin(backend)
     _ensure_managed_policies(backend, managed_policies)
-    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
-    ActionAuthenticatorMixin.request_count = 0
-    return {"enforced": True, "admin": backend.users[ADMIN_USER].arn}
+    if enforce:
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+        ActionAuthenticatorMixin.request_count = 0
+    return {"enforced": enforce, "admin": backend.users[ADMIN_USER].arn}
 
 
 def _service_may_assume(trust_policy: str, service: str) -> bool:

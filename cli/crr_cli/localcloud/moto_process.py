@@ -150,7 +150,8 @@ class LocalCloudRoutes:
         from crr_cli.localcloud import iam_seams  # noqa: PLC0415 - see main()
 
         if path == IAM_PATH:
-            return _answer(start_response, "200 OK", iam_seams.enable(list(document.get("managed_policies", []))))
+            policies = [str(name) for name in document.get("managed_policies", [])]
+            return _answer(start_response, "200 OK", iam_seams.enable(policies, bool(document.get("enforce", True))))
         try:
             credentials = iam_seams.assume_role_as_service(
                 document["RoleArn"], document["Service"], document.get("SessionName", "local")
