@@ -26,8 +26,7 @@ AWKWARD_KEYS = ("docs/a+b c ünï.txt", "c++/x+y=z.txt", "100% done/日本.txt")
 @pytest.fixture(scope="module")
 def stack(local_cloud: LocalCloud) -> DeployedStack:
     deployed = cli.deploy_pairs(local_cloud, STACK, [(SOURCE, DESTINATION)], ChangeRoute="EventBridge")
-    added = cli.run_crr(local_cloud, STACK, WEST, "rules", "add", "--source", SOURCE, "--destination", DESTINATION)
-    assert added.returncode == 0, added.stderr
+    cli.add_rule(local_cloud, STACK, SOURCE, DESTINATION)
     return deployed
 
 

@@ -57,8 +57,7 @@ def large(local_cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> 
     """The real template with tiny large-object budgets; its workers consult a fault-control file."""
     faults = tmp_path_factory.mktemp("large-objects") / "faults.json"
     stack = cli.deploy_pairs_with_faults(local_cloud, STACK, [(SOURCE, DESTINATION)], faults, **PARAMETERS)
-    added = cli.run_crr(local_cloud, STACK, WEST, "rules", "add", "--source", SOURCE, "--destination", DESTINATION)
-    assert added.returncode == 0, added.stderr
+    cli.add_rule(local_cloud, STACK, SOURCE, DESTINATION)
     return LargeCopyStack(stack, faults)
 
 

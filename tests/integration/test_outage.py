@@ -55,8 +55,7 @@ def outage(local_cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) ->
     """The real template on the local cloud, its functions' calls passing through the fault seam; a rule."""
     faults = tmp_path_factory.mktemp("outage") / "faults.json"
     stack = cli.deploy_pairs_with_faults(local_cloud, STACK, [(SOURCE, DESTINATION)], faults, **PARAMETERS)
-    added = cli.run_crr(local_cloud, STACK, WEST, "rules", "add", "--source", SOURCE, "--destination", DESTINATION)
-    assert added.returncode == 0, added.stderr
+    cli.add_rule(local_cloud, STACK, SOURCE, DESTINATION)
     return OutageStack(local_cloud, stack, faults)
 
 

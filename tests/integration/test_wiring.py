@@ -26,8 +26,7 @@ RULE = SOURCE
 @pytest.fixture(scope="module")
 def stack(local_cloud: LocalCloud) -> DeployedStack:
     deployed = cli.deploy_pairs(local_cloud, STACK, [(SOURCE, DESTINATION)])
-    added = cli.run_crr(local_cloud, STACK, WEST, "rules", "add", "--source", SOURCE, "--destination", DESTINATION)
-    assert added.returncode == 0, added.stderr
+    cli.add_rule(local_cloud, STACK, SOURCE, DESTINATION)
     return deployed
 
 

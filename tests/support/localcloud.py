@@ -86,3 +86,9 @@ def deploy_pairs_with_faults(
             del os.environ[FAULTS_VARIABLE]
         else:
             os.environ[FAULTS_VARIABLE] = previous
+
+
+def add_rule(cloud: LocalCloud, stack: str, source: str, destination: str) -> None:
+    """`crr rules add` for a one-way rule of the stack in us-west-1, which must succeed."""
+    added = run_crr(cloud, stack, WEST, "rules", "add", "--source", source, "--destination", destination)
+    assert added.returncode == 0, added.stderr

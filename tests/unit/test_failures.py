@@ -114,15 +114,7 @@ def message(body: str, receive_count: int = 1) -> QueueMessage:
 
 def test_a_transient_failure_is_recorded_delayed_with_backoff_and_reported_failed() -> None:
     # Given a destination that answers SlowDown
-    s3 = FakeS3()
-    s3.create_bucket("crr-demo-source", "us-west-1")
-    s3.create_bucket(DST, "us-east-1")
-    s3.put("crr-demo-source", "reports/2026/summary.csv", b"x")
-
-    def slow_down(request: object) -> str:
-        raise StorageError("CopyObject", DST, "reports/2026/summary.csv", "SlowDown", "reduce your request rate")
-
-    s3.copy = slow_down  # type: ignore[method-assign]
+    s3 = slowed_down_s3()
     service, failures, queues = service_with(s3)
     # When its third delivery fails
     with pytest.raises(RecordFailedError, match="SlowDown"):
@@ -206,7 +198,8 @@ def outage_service(max_receive_count: int) -> tuple[ReplicationService, Unreacha
     return service, table, queues
 
 
-def slow_down_service(max_receive_count: int) -> tuple[ReplicationService, RecordingFailures, RecordingQueues]:
+def slowed_down_s3() -> FakeS3:
+    """A source holding reports/2026/summary.csv and a destination whose CopyObject answers SlowDown."""
     s3 = FakeS3()
     s3.create_bucket("crr-demo-source", "us-west-1")
     s3.create_bucket(DST, "us-east-1")
@@ -216,6 +209,11 @@ def slow_down_service(max_receive_count: int) -> tuple[ReplicationService, Recor
         raise StorageError("CopyObject", DST, "reports/2026/summary.csv", "SlowDown", "reduce your request rate")
 
     s3.copy = slow_down  # type: ignore[method-assign]
+    return s3
+
+
+def slow_down_service(max_receive_count: int) -> tuple[ReplicationService, RecordingFailures, RecordingQueues]:
+    s3 = slowed_down_s3()
     failures, queues = RecordingFailures(), RecordingQueues()
     replicator = Replicator(FakeRules(make_rule(source_bucket="crr-demo-source")), s3, FakeLedger(), FakeProgress())
     service = ReplicationService(
