@@ -184,7 +184,7 @@ def _act(s3: FakeS3, op: UserOp, order: int) -> StoredVersion | None:
     copied = s3.current(op.bucket, other)
     if op.action in {Action.COPY, Action.COPY_REPLACE} and copied is not None:
         # A copy back that recreates crr's replica of this very key (its marker sealed for this key)
-        # within minutes of crr writing it is the loop guard's stated limit (README, two-way sync): the
+        # within minutes of crr writing it is the loop guard's stated limit (docs/two-way.md): the
         # whole scenario lasts seconds, so here such a copy replaces the metadata instead.
         keeps = op.action is Action.COPY and not _recreates_replica(copied, op.key)
         return s3.copy_within(op.bucket, other, op.key, metadata=None if keeps else {"order": str(order)})

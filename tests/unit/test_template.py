@@ -1,4 +1,5 @@
-"""template.yaml, after the SAM transform, keeps the promises the README makes about it."""
+"""template.yaml, after the SAM transform, keeps the promises the manual makes about it
+(docs/deploying.md, docs/operations.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""template.yaml's EventBridge route and wiring watch, after the SAM transform: what the README promises."""
+"""template.yaml's EventBridge route and wiring watch, after the SAM transform: what the manual promises
+(docs/deploying.md, the EventBridge route; docs/operations.md, status and verify)."""
 
 from __future__ import annotations
 
