@@ -9,9 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from crr.adapters.backfill_jobs import DynamoBackfillJobs
 from crr.adapters.clients import ClientFactory
-from crr.adapters.dynamodb import DynamoRules
+from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoRules
 from crr.adapters.stepfunctions import StepFunctionsExecutions
 from crr.backfill import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, BackfillJob, BackfillStatus
 from crr.backfill_workflow import DEFAULT_PAGES_PER_EXECUTION, BackfillControl, StartedBackfill

@@ -15,10 +15,10 @@ import boto3
 import pytest
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
-from crr.adapters.backfill_jobs import DynamoBackfillJobs, job_sk
 from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing, fast_timestamps, parse_timestamp
 from crr.adapters.clients import ClientFactory
-from crr.adapters.dynamodb import DynamoLedger, DynamoProgress, DynamoRules, rule_pk
+from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoLedger, DynamoProgress, DynamoRules
+from crr.adapters.dynamodb.keys import backfill_sk, rule_pk
 from crr.adapters.s3 import S3ObjectStore
 from crr.backfill import (
     BackfillEngine,
@@ -325,7 +325,7 @@ def test_a_job_lives_beside_its_rule_in_the_table(jobs: DynamoBackfillJobs) -> N
     job = BackfillJob.start(make_rule(), at=T0)
     jobs.create(job)
     item = client("dynamodb", WEST).get_item(
-        TableName=TABLE, Key={"pk": {"S": rule_pk("r1")}, "sk": {"S": job_sk(job.job_id)}}
+        TableName=TABLE, Key={"pk": {"S": rule_pk("r1")}, "sk": {"S": backfill_sk(job.job_id)}}
     )
     assert item["Item"]["status"] == {"S": "running"}
 

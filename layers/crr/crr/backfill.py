@@ -434,7 +434,7 @@ Reconcile = Callable[[ReplicationRule, str], ReplicationResult]
 
 
 class BackfillJobs(Protocol):
-    """Where jobs are kept (``crr.adapters.backfill_jobs.DynamoBackfillJobs``)."""
+    """Where jobs are kept (``crr.adapters.dynamodb.DynamoBackfillJobs``)."""
 
     def create(self, job: BackfillJob) -> None: ...
 

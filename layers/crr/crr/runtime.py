@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 
-from crr.adapters.backfill_jobs import DynamoBackfillJobs
 from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing, backfill_clients
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import (
+    DynamoBackfillJobs,
     DynamoBreakerStore,
     DynamoFailureLog,
     DynamoLedger,

@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.adapters.dynamodb import DynamoProgress
+from crr.adapters.dynamodb.keys import FAILURE_PK_PREFIX
 from crr.status import FailureCount, QueueDepth, RuleProgress, StatusProbeError
 
 # A failure count reads at most this many Scan pages (each at most 1 MB of table data).
@@ -188,7 +189,7 @@ class DynamoFailureCounter:
             "FilterExpression": "begins_with(#pk, :failure) AND #last_failure >= :cutoff",
             "ExpressionAttributeNames": {"#pk": "pk", "#last_failure": "last_failure"},
             "ExpressionAttributeValues": {
-                ":failure": {"S": "FAILURE#"},
+                ":failure": {"S": FAILURE_PK_PREFIX},
                 ":cutoff": {"S": cutoff.astimezone(UTC).isoformat()},
             },
         }
