@@ -14,14 +14,12 @@ import boto3
 from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
-from crr.adapters.clients import ClientFactory, error_code
-from crr.adapters.s3 import S3ObjectStore, grant_params, storage_error
+from crr.adapters.clients import ClientFactory
+from crr.adapters.s3 import S3ObjectStore, grant_params
+from crr.adapters.s3_errors import S3ErrorMeaning, meaning, storage_error
 from crr.backfill import MAX_PAGE_SIZE, ListedEntry, ListingPage
 from crr.errors import SourceChangedError, SourceGoneError
 from crr.rules import ReplicationRule
-
-_MISSING_KEY = {"404", "NoSuchKey", "NotFound"}
-_PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -131,10 +129,9 @@ class S3FastCopier:
         try:
             copied = self._clients.client("s3", rule.destination_region).copy_object(**params)
         except ClientError as exc:
-            code = error_code(exc)
-            if code in _PRECONDITION_FAILED:
+            if meaning(exc) is S3ErrorMeaning.PRECONDITION_FAILED:
                 raise SourceChangedError(f"{rule.source_bucket}/{entry.key} changed since it was listed") from exc
-            if code in _MISSING_KEY:
+            if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                 raise SourceGoneError(f"{rule.source_bucket}/{entry.key} was deleted since it was listed") from exc
             raise storage_error(exc, "CopyObject", rule.destination_bucket, entry.key) from exc
         etag = copied.get("CopyObjectResult", {}).get("ETag")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.s3 import storage_error
+from crr.adapters.s3_errors import storage_error
 from crr.verify import ListedObject
 
 MAX_PAGE_SIZE = 1000  # ListObjectsV2 returns at most 1000 keys per request

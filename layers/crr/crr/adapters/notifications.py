@@ -10,7 +10,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory, error_code, error_message
-from crr.adapters.s3 import storage_error
+from crr.adapters.s3_errors import storage_error
 from crr.errors import RuleError
 from crr.rules import ReplicationRule
 from crr.status import StatusProbeError

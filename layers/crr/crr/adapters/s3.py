@@ -13,11 +13,10 @@ from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
 
-from crr.adapters.clients import ClientFactory, error_code, error_message, http_status
+from crr.adapters.clients import ClientFactory, error_code
+from crr.adapters.s3_errors import S3ErrorMeaning, meaning, storage_error
 from crr.copying import PartRange
 from crr.errors import (
-    AccessDeniedError,
-    BucketMissingError,
     DestinationChangedError,
     SourceChangedError,
     SourceGoneError,
@@ -30,7 +29,6 @@ from crr.ports import KMS_ENCRYPTIONS, AclGrants, CopyRequest, KeyVersion, Objec
 
 # Parts copied at once by one invocation (each UploadPartCopy is server side: this bounds connections).
 PART_CONCURRENCY = 16
-_MISSING_KEY = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
 # Checksums S3 can keep for a whole object, in the order verify prefers them (S3's default first).
 _FULL_OBJECT_CHECKSUMS = ("CRC64NVME", "SHA256", "SHA1", "CRC32C", "CRC32")
 _PERMISSIONS = {"FULL_CONTROL": "full_control", "READ": "read", "READ_ACP": "read_acp", "WRITE_ACP": "write_acp"}
@@ -40,16 +38,6 @@ _OPTIONAL_HEADERS = {
     "ContentEncoding": "content_encoding",
     "ContentLanguage": "content_language",
 }
-
-
-def storage_error(exc: ClientError, operation: str, bucket: str, key: str | None) -> StorageError:
-    """Translate an S3 ClientError into the crr error a caller can act on."""
-    code, message = error_code(exc), error_message(exc)
-    if code == "NoSuchBucket":
-        return BucketMissingError(operation, bucket, key, code, message or "bucket does not exist")
-    if code in {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem"}:
-        return AccessDeniedError(operation, bucket, key, code, message or "access denied")
-    return StorageError(operation, bucket, key, code, message or f"HTTP {http_status(exc)}")
 
 
 class DestinationEncryption:
@@ -79,9 +67,9 @@ class DestinationEncryption:
             found = self._clients.client("s3", region).get_bucket_encryption(Bucket=bucket)
         except ClientError as exc:
             code = error_code(exc)
-            if code == "ServerSideEncryptionConfigurationNotFoundError":
+            if meaning(exc) is S3ErrorMeaning.NOT_CONFIGURED:
                 found = {}
-            elif code in {"AccessDenied", "403"}:
+            elif meaning(exc) is S3ErrorMeaning.ACCESS_DENIED:
                 # Without s3:GetEncryptionConfiguration the default still applies; only a policy that
                 # requires the headers would then refuse the replica, with its own AccessDenied.
                 logger.warning(
@@ -131,7 +119,7 @@ class S3ObjectStore:
         try:
             found = self._s3(region).head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if error_code(exc) in _MISSING_KEY:
+            if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                 return None  # includes a current delete marker
             raise storage_error(exc, "HeadObject", bucket, key) from exc
         version = found.get("VersionId")
@@ -189,10 +177,9 @@ class S3ObjectStore:
                 # Not pinned by If-Match (S3 compares it with the part's ETag); every part copy is.
                 found = self._s3(region).head_object(Bucket=bucket, Key=state.key, PartNumber=number, **version)
             except ClientError as exc:
-                code = error_code(exc)
-                if code in {"PreconditionFailed", "412"}:
+                if meaning(exc) is S3ErrorMeaning.PRECONDITION_FAILED:
                     raise SourceChangedError(f"{bucket}/{state.key} changed while reading its parts") from exc
-                if code in _MISSING_KEY:
+                if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                     raise SourceGoneError(f"{bucket}/{state.key} vanished while reading its parts") from exc
                 raise storage_error(exc, "HeadObject", bucket, state.key) from exc
             return int(found["ContentLength"])
@@ -216,7 +203,7 @@ class S3ObjectStore:
                     **version,
                 )
             except ClientError as exc:
-                if error_code(exc) in _MISSING_KEY:
+                if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                     raise SourceGoneError(f"{bucket}/{state.key} vanished while reading its parts") from exc
                 return None  # not allowed or not supported: the HEADs still work
             parts = found.get("ObjectParts", {})
@@ -253,7 +240,7 @@ class S3ObjectStore:
         try:
             deleted = self._s3(region).delete_object(Bucket=bucket, Key=key, **condition)
         except ClientError as exc:
-            if if_etag is not None and (_precondition_failed(exc) or error_code(exc) in _MISSING_KEY):
+            if if_etag is not None and meaning(exc) in {S3ErrorMeaning.PRECONDITION_FAILED, S3ErrorMeaning.MISSING_KEY}:
                 raise DestinationChangedError(f"{bucket}/{key} is no longer version {if_etag}") from exc
             raise storage_error(exc, "DeleteObject", bucket, key) from exc
         version = deleted.get("VersionId")
@@ -294,7 +281,7 @@ class S3ObjectStore:
         try:
             found = self._s3(region).head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as exc:
-            if error_code(exc) in _MISSING_KEY:
+            if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                 return None
             raise storage_error(exc, "HeadObject", bucket, key) from exc
         if found.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
@@ -309,7 +296,7 @@ class S3ObjectStore:
         try:
             found = self._s3(region).get_object_tagging(Bucket=bucket, Key=key, **version)
         except ClientError as exc:
-            if error_code(exc) in _MISSING_KEY:
+            if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                 raise SourceGoneError(f"{bucket}/{key} vanished while reading its tags") from exc
             raise storage_error(exc, "GetObjectTagging", bucket, key) from exc
         return {tag["Key"]: tag["Value"] for tag in found.get("TagSet", [])}
@@ -323,7 +310,7 @@ class S3ObjectStore:
             else:
                 self._s3(region).delete_object_tagging(Bucket=bucket, Key=key, **version)
         except ClientError as exc:
-            if error_code(exc) in _MISSING_KEY:
+            if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                 raise DestinationChangedError(f"{bucket}/{key} changed while its tags were set") from exc
             raise storage_error(exc, "PutObjectTagging", bucket, key) from exc
 
@@ -332,7 +319,7 @@ class S3ObjectStore:
         try:
             self._s3(region).put_object_acl(Bucket=bucket, Key=key, **grant_params(grants), **version)
         except ClientError as exc:
-            if error_code(exc) in _MISSING_KEY:
+            if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                 raise DestinationChangedError(f"{bucket}/{key} changed while its ACL was set") from exc
             raise storage_error(exc, "PutObjectAcl", bucket, key) from exc
 
@@ -371,7 +358,7 @@ class S3ObjectStore:
             rules = controls.get("OwnershipControls", {}).get("Rules", [])
             enabled = not any(rule.get("ObjectOwnership") == "BucketOwnerEnforced" for rule in rules)
         except ClientError as exc:
-            if error_code(exc) != "OwnershipControlsNotFoundError":
+            if meaning(exc) is not S3ErrorMeaning.NOT_CONFIGURED:
                 raise storage_error(exc, "GetBucketOwnershipControls", bucket, None) from exc
             enabled = True  # buckets without ownership controls predate them and use ACLs
         with self._lock:
@@ -454,7 +441,7 @@ class S3MultipartUploads:
         try:
             self._s3(request.destination_region).abort_multipart_upload(**_upload(request, upload_id))
         except ClientError as exc:
-            if error_code(exc) != "NoSuchUpload":
+            if meaning(exc) is not S3ErrorMeaning.MISSING_UPLOAD:
                 raise storage_error(exc, "AbortMultipartUpload", request.destination_bucket, request.state.key) from exc
 
 
@@ -526,20 +513,14 @@ def _destination_conditions(request: CopyRequest) -> dict[str, str]:
     return {}
 
 
-def _precondition_failed(exc: ClientError) -> bool:
-    # 409 ConditionalRequestConflict: a concurrent write to the key won the race for the condition.
-    return error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}
-
-
 def _copy_error(exc: ClientError, request: CopyRequest, operation: str) -> Exception:
-    code = error_code(exc)
-    if _precondition_failed(exc):
+    if meaning(exc) is S3ErrorMeaning.PRECONDITION_FAILED:
         condition = str(exc.response.get("Error", {}).get("Condition", "")).lower()
         destination_conditional = request.destination_etag is not None or request.destination_absent
         if destination_conditional and "copy-source" not in condition:
             return DestinationChangedError(f"{request.destination_bucket}/{request.state.key} changed since read")
         return SourceChangedError(f"{request.source_bucket}/{request.state.key} changed since HEAD")
-    if code in _MISSING_KEY:
+    if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
         return SourceGoneError(f"{request.source_bucket}/{request.state.key} vanished since HEAD")
     return storage_error(exc, operation, request.destination_bucket, request.state.key)
 
@@ -583,10 +564,9 @@ class S3Buckets:
         try:
             found = self._clients.client("s3", self._home_region).get_bucket_location(Bucket=bucket)
         except ClientError as exc:
-            code = error_code(exc)
-            if code in {"NoSuchBucket", "404", "NotFound"}:
+            if meaning(exc) in {S3ErrorMeaning.MISSING_BUCKET, S3ErrorMeaning.MISSING_KEY}:
                 raise UnknownBucketError(bucket) from exc
-            if code in {"AccessDenied", "403"}:
+            if meaning(exc) is S3ErrorMeaning.ACCESS_DENIED:
                 raise UnknownBucketError(bucket, "is not accessible with these credentials (AccessDenied)") from exc
             raise storage_error(exc, "GetBucketLocation", bucket, None) from exc
         # us-east-1 answers with no constraint; EU is the legacy name of eu-west-1.
@@ -604,7 +584,7 @@ class S3Buckets:
         try:
             found = self._clients.client("s3", region).get_bucket_lifecycle_configuration(Bucket=bucket)
         except ClientError as exc:
-            if error_code(exc) == "NoSuchLifecycleConfiguration":
+            if meaning(exc) is S3ErrorMeaning.NOT_CONFIGURED:
                 return False
             raise storage_error(exc, "GetBucketLifecycleConfiguration", bucket, None) from exc
         for rule in found.get("Rules", []):
