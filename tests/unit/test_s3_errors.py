@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from botocore.exceptions import ClientError
 
@@ -12,9 +14,8 @@ from crr.failures import FailureKind, classify
 
 def s3_error(code: str, status: int, message: str = "", operation: str = "GetObject") -> ClientError:
     """A ClientError as botocore raises it; a HEAD has no body, so its code is the bare status."""
-    return ClientError(
-        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
-    )
+    response: Any = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(response, operation)
 
 
 @pytest.mark.parametrize(
