@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from crr.adapters.sqs import QueueError
 from crr.errors import ListingOrderError, RepairIncompleteError, RepairRefusedError
 from crr.events import ChangeEvent, ChangeKind, parse_notification
+from crr.listing import ListedObject
 from crr.ports import LedgerEntry, ObjectState
 from crr.replication import Replicator
 from crr.rules import ReplicationRule, RuleStatus
@@ -25,7 +26,6 @@ from crr.verify import (
     AttributeCheck,
     AttributeMode,
     Finding,
-    ListedObject,
     Verdict,
     VerifyReport,
     compare_listings,

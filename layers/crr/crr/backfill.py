@@ -93,12 +93,12 @@ from crr.errors import (
     StorageError,
 )
 from crr.events import ChangeEvent, ChangeKind, change_notice
+from crr.listing import MAX_PAGE_SIZE, ListedObject, ListingPage
 from crr.observability import logger
 from crr.ports import KeyLedger, LedgerEntry
 from crr.replication import MAX_SINGLE_COPY_BYTES, Outcome, ReplicationResult, Replicator
 from crr.rules import ReplicationRule
 
-MAX_PAGE_SIZE = 1000  # ListObjectsV2 returns at most 1000 keys per request
 DEFAULT_PAGE_SIZE = MAX_PAGE_SIZE
 DEFAULT_CONCURRENCY = 32
 DEFAULT_COUNT_PAGES = 4
@@ -354,10 +354,10 @@ def percent_complete(processed: int, counted: int, *, count_complete: bool, done
     return min(PERCENT_CAP, max(0.0, processed * 100.0 / counted))
 
 
-def _within_bytes(entries: list[ListedEntry], budget: int, *, at_least_one: bool) -> list[ListedEntry]:
+def _within_bytes(entries: list[ListedObject], budget: int, *, at_least_one: bool) -> list[ListedObject]:
     """The leading entries whose sizes add up to at most ``budget`` (the first one regardless when
     ``at_least_one``, so a page always makes progress)."""
-    kept: list[ListedEntry] = []
+    kept: list[ListedObject] = []
     total = 0
     for entry in entries:
         if total + entry.size > budget and not (at_least_one and not kept):
@@ -380,27 +380,6 @@ def eta_seconds(processed: int, total: int | None, elapsed_seconds: float, *, do
 # ---- ports -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ListedEntry:
-    """One object of a listing. ``etag`` is unquoted."""
-
-    key: str
-    size: int
-    etag: str
-    storage_class: str | None = None
-    last_modified: datetime | None = None
-
-    @property
-    def sort_key(self) -> bytes:
-        return self.key.encode("utf-8", "surrogatepass")
-
-
-@dataclass(frozen=True)
-class ListingPage:
-    entries: list[ListedEntry]
-    truncated: bool
-
-
 class PageListing(Protocol):
     def list_page(
         self, bucket: str, region: str, prefix: str, *, start_after: str | None, max_keys: int
@@ -411,7 +390,7 @@ class PageListing(Protocol):
 
 
 class FastCopier(Protocol):
-    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> str | None:
+    def copy_listed(self, rule: ReplicationRule, entry: ListedObject) -> str | None:
         """Copy ``entry`` into the rule's destination with ONE CopyObject (metadata and tags copied by the
         server, pinned to ``entry.etag``), plus GetObjectAcl only when both buckets use ACLs. Returns the
         replica's ETag as the copy's answer gives it (None if it gave none).
@@ -485,7 +464,7 @@ class _Segment:
 
     prefix: str
     after: str | None
-    entries: list[ListedEntry]
+    entries: list[ListedObject]
 
 
 @dataclass(frozen=True)
@@ -498,7 +477,7 @@ class FetchedPage:
     destination: dict[str, tuple[int, str]]
 
     @property
-    def entries(self) -> Iterator[ListedEntry]:
+    def entries(self) -> Iterator[ListedObject]:
         for segment in self.segments:
             yield from segment.entries
 
@@ -541,7 +520,7 @@ class _Tally:
     failures: list[FailedKey] = field(default_factory=list)
     failed_keys: list[str] = field(default_factory=list)
 
-    def add(self, entry: ListedEntry, done: _Done) -> None:
+    def add(self, entry: ListedObject, done: _Done) -> None:
         self.counts[done.outcome.value] += 1
         self.counts["bytes_copied"] += done.bytes_copied
         if done.outcome is _Outcome.FAILED:
@@ -800,7 +779,7 @@ class BackfillEngine:
         whole_rule_full = rule.two_way or rule.replica_kms_key_arn is not None or self._sse_kms_sources
         abandon = threading.Event()
 
-        def one(entry: ListedEntry) -> _Done:
+        def one(entry: ListedObject) -> _Done:
             if abandon.is_set():
                 return _Done(_Outcome.ABANDONED)
             done = self._copy_one(rule, request, entry, whole_rule_full)
@@ -817,7 +796,7 @@ class BackfillEngine:
             tally.add(entry, done)
         return tally
 
-    def _not_yet_replicated(self, rule: ReplicationRule, page: FetchedPage, tally: _Tally) -> list[ListedEntry]:
+    def _not_yet_replicated(self, rule: ReplicationRule, page: FetchedPage, tally: _Tally) -> list[ListedObject]:
         """The page's objects to copy; the others are counted as skipped in ``tally``.
 
         Skipped: a one-way rule's object whose replica lists the same size and ETag (same bytes; a copy
@@ -826,8 +805,8 @@ class BackfillEngine:
         recognises an SSE-KMS replica, whose ETag is its own; and a two-way rule needs it for every key,
         because equal bytes with other metadata are a change there (the live path compares stamps).
         """
-        todo: list[ListedEntry] = []
-        on_both_sides: list[ListedEntry] = []
+        todo: list[ListedObject] = []
+        on_both_sides: list[ListedObject] = []
         for entry in page.entries:
             tally.counts["listed"] += 1
             tally.counts["bytes_listed"] += entry.size
@@ -845,7 +824,7 @@ class BackfillEngine:
                 todo.append(entry)
         return todo
 
-    def _map(self, work: Callable[[ListedEntry], _Done], entries: list[ListedEntry]) -> list[_Done]:
+    def _map(self, work: Callable[[ListedObject], _Done], entries: list[ListedObject]) -> list[_Done]:
         if self._concurrency == 1 or len(entries) <= 1:
             return [work(entry) for entry in entries]
         return list(self._executor().map(work, entries))
@@ -862,7 +841,7 @@ class BackfillEngine:
                 self._pool = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="crr-backfill")
             return self._pool
 
-    def _copy_one(self, rule: ReplicationRule, request: PageRequest, entry: ListedEntry, full: bool) -> _Done:
+    def _copy_one(self, rule: ReplicationRule, request: PageRequest, entry: ListedObject, full: bool) -> _Done:
         """Never raises: a failure is an outcome (``fatal`` when it dooms the whole page)."""
         try:
             if full or _needs_full_path(entry):
@@ -885,7 +864,7 @@ class BackfillEngine:
             )
             return _Done(_Outcome.FAILED, reason=f"{_code_of(exc)}: {exc}")
 
-    def _fast_copy(self, rule: ReplicationRule, entry: ListedEntry) -> _Done:
+    def _fast_copy(self, rule: ReplicationRule, entry: ListedObject) -> _Done:
         """One CopyObject pinned to the listed ETag, then the ledger entry "no entry yet", which records the
         replica's own ETag from the copy's answer (what `crr verify` recognises the replica by when an
         SSE-KMS destination gave it an ETag of its own: the fast path writes no marker)."""
@@ -935,7 +914,7 @@ class BackfillEngine:
             ) from exc
 
 
-def _replicated(entry: ListedEntry, recorded: LedgerEntry | None) -> bool:
+def _replicated(entry: ListedObject, recorded: LedgerEntry | None) -> bool:
     """Whether the ledger says crr applied exactly this listed source write (same ETag, same
     Last-Modified to the second), whatever the replica's own ETag (an SSE-KMS replica's differs)."""
     return (
@@ -954,7 +933,7 @@ def _seconds(moment: datetime) -> datetime:
     return aware.astimezone(UTC).replace(microsecond=0)
 
 
-def _needs_full_path(entry: ListedEntry) -> bool:
+def _needs_full_path(entry: ListedObject) -> bool:
     """Uploaded in parts (ETag "<md5>-<parts>": the replica must keep the layout to keep the ETag), or too
     large for one CopyObject."""
     return "-" in entry.etag or entry.size > MAX_SINGLE_COPY_BYTES

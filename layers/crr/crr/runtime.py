@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 
-from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing, backfill_clients
+from crr.adapters.backfill_s3 import S3FastCopier, backfill_clients
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import (
     DynamoBackfillJobs,
@@ -16,6 +16,7 @@ from crr.adapters.dynamodb import (
     DynamoRules,
     DynamoTombstones,
 )
+from crr.adapters.listing import S3Listing
 from crr.adapters.notifications import ChangeRoute, S3BucketNotifications, WiringCheck
 from crr.adapters.s3 import S3ObjectStore
 from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsKeyHandOver, SqsPeerNudges, SqsQueueSender
@@ -144,7 +145,7 @@ def _backfill_steps_for(settings: FunctionSettings) -> BackfillSteps:
     dynamodb = _clients().client("dynamodb", settings.region)
     replicator = _replicator_for(settings)
     engine = BackfillEngine(
-        S3PageListing(clients),
+        S3Listing(clients),
         S3FastCopier(clients, S3ObjectStore(clients)),
         DynamoLedger(dynamodb, settings.rules_table_name),
         reconciler(replicator),

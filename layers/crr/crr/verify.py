@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from crr.errors import CrrError, ListingOrderError, RepairIncompleteError, RepairRefusedError
 from crr.events import change_notice
+from crr.listing import ListedObject
 from crr.markers import origin_etag
 from crr.ports import KeyLedger, LedgerEntry, ObjectState
 from crr.rules import ReplicationRule
@@ -59,15 +60,6 @@ REPAIR_CONFIGURATION_ID = "crr-verify-repair"
 # findings wait for that lookup in a window of at most this many keys (a listing page's worth).
 LEDGER_BATCH = 100
 LEDGER_WINDOW = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class ListedObject:
-    """One entry of a bucket listing. ``etag`` is unquoted."""
-
-    key: str
-    size: int
-    etag: str
 
 
 class Listing(Protocol):
