@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -16,6 +16,9 @@ from crr.errors import BucketMissingError
 from crr.rules import ReplicationRule
 from crr.verify import verify
 from tests.support.aws import client, create_bucket
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 WEST, EAST = "us-west-1", "us-east-1"
 
@@ -137,7 +140,9 @@ def test_entries_sqs_failed_are_resent_alone_with_backoff() -> None:
     # Given SQS failing two of four entries on its side, twice
     fake, sleeps = FlakySqs({"1", "3"}, times=2), list[float]()
     # When sent
-    SqsBatchSender(fake, "url", backoff_seconds=0.1, sleep=sleeps.append).send_batch(["a", "b", "c", "d"])
+    SqsBatchSender(cast("SQSClient", fake), "url", backoff_seconds=0.1, sleep=sleeps.append).send_batch(
+        ["a", "b", "c", "d"]
+    )
     # Then only the failed entries were resent, after growing pauses
     assert fake.requests == [["a", "b", "c", "d"], ["b", "d"], ["b", "d"]]
     assert sleeps == [0.1, 0.2]
@@ -146,7 +151,7 @@ def test_entries_sqs_failed_are_resent_alone_with_backoff() -> None:
 def test_entries_still_failing_after_the_last_attempt_raise() -> None:
     fake = FlakySqs({"0"}, times=99)
     with pytest.raises(QueueError, match="left 1 of 2 message") as raised:
-        SqsBatchSender(fake, "url", attempts=3, sleep=lambda _: None).send_batch(["a", "b"])
+        SqsBatchSender(cast("SQSClient", fake), "url", attempts=3, sleep=lambda _: None).send_batch(["a", "b"])
     assert raised.value.code == "InternalError"
     assert len(fake.requests) == 3
 
@@ -154,5 +159,5 @@ def test_entries_still_failing_after_the_last_attempt_raise() -> None:
 def test_an_entry_refused_as_invalid_is_not_resent() -> None:
     fake = FlakySqs({"0"}, times=99, sender_fault=True)
     with pytest.raises(QueueError, match="refused 1 message"):
-        SqsBatchSender(fake, "url", sleep=lambda _: None).send_batch(["a"])
+        SqsBatchSender(cast("SQSClient", fake), "url", sleep=lambda _: None).send_batch(["a"])
     assert len(fake.requests) == 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -19,6 +19,10 @@ from crr.adapters.dynamodb.items import from_value, state_error, to_value
 from crr.adapters.dynamodb.keys import BACKFILL_SK_PREFIX, backfill_sk, rule_pk
 from crr.backfill import BackfillJob, BackfillStatus, CountProgress, ListingCursor, PageCounts, PageResult
 from crr.errors import BackfillJobConflictError, BackfillJobNotFoundError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
 
 MAX_FAILURE_REASON_CHARS = 2000
 _COUNTERS = tuple(PageCounts.model_fields)
@@ -93,7 +97,9 @@ def _job_from(raw: dict[str, Any]) -> BackfillJob:
 class DynamoBackfillJobs:
     """``crr.backfill.BackfillJobs`` over DynamoDB (the rules table)."""
 
-    def __init__(self, client: Any, table_name: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self, client: DynamoDBClient, table_name: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self._db = client
         self._table = table_name
         self._clock = clock

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -22,6 +22,10 @@ from crr.errors import (
     RuleNotFoundError,
 )
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
 _SLOT_KINDS = {"d": "deletes", "c": "changes", "o": "overwrites"}
 
 
@@ -35,7 +39,7 @@ class DynamoBreakerStore:
     ``deletes_held`` for ``crr rules show``; decisions read only the breaker item.
     """
 
-    def __init__(self, client: Any, table_name: str) -> None:
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self._db = client
         self._table = table_name
 

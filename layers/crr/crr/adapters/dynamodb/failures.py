@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -15,6 +15,10 @@ from crr.adapters.dynamodb.keys import (
 from crr.failures import FailureKind, FailureReason, FailureRecord
 from crr.ports import QueueMessage
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
 # Failure records outlive the DLQ's 14-day retention by a day, so every dead letter has its reason.
 FAILURE_TTL = timedelta(days=15)
 
@@ -22,7 +26,7 @@ FAILURE_TTL = timedelta(days=15)
 class DynamoFailureLog:
     """FailureLog: ``FAILURE#<message id>`` / ``FAILURE``, one UpdateItem per failed attempt."""
 
-    def __init__(self, client: Any, table_name: str, clock: Any = None) -> None:
+    def __init__(self, client: DynamoDBClient, table_name: str, clock: Any = None) -> None:
         self._db = client
         self._table = table_name
         self._clock = clock or (lambda: datetime.now(UTC))

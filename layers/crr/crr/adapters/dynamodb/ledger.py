@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -18,6 +19,10 @@ from crr.errors import (
     LedgerConflictError,
 )
 from crr.ports import LedgerEntry
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
 
 # A ledger entry only saves work (the replicator reconciles state, not events), so it may expire;
 # 30 days outlives an SQS message (14 days) plus its time in the DLQ awaiting replay.
@@ -45,7 +50,7 @@ BATCH_GET_ATTEMPTS = 4
 class DynamoLedger:
     """KeyLedger over DynamoDB: one consistent GetItem to read, one conditional PutItem to record."""
 
-    def __init__(self, client: Any, table_name: str) -> None:
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self._db = client
         self._table = table_name
 
@@ -67,7 +72,7 @@ class DynamoLedger:
         wanted = [to_item({"pk": rule_pk(rule_id), "sk": sk}) for sk in by_sk]
         found: dict[str, LedgerEntry] = {}
         for start in range(0, len(wanted), BATCH_GET_LIMIT):
-            pending: list[dict[str, Any]] = wanted[start : start + BATCH_GET_LIMIT]
+            pending: Sequence[Mapping[str, Any]] = wanted[start : start + BATCH_GET_LIMIT]
             for attempt in range(BATCH_GET_ATTEMPTS):
                 try:
                     answer = self._db.batch_get_item(
@@ -78,7 +83,8 @@ class DynamoLedger:
                 for item in answer.get("Responses", {}).get(self._table, []):
                     plain = from_item(item)
                     found[by_sk[str(plain["sk"])]] = _ledger_entry(plain)
-                pending = answer.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+                unprocessed = answer.get("UnprocessedKeys", {}).get(self._table)
+                pending = unprocessed["Keys"] if unprocessed else []
                 if not pending:
                     break
                 time.sleep(0.05 * 2**attempt)  # throttled: DynamoDB hands the rest back

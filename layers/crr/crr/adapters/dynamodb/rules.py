@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -30,11 +30,15 @@ from crr.errors import (
 )
 from crr.rules import PeerRule, ReplicationRule, RuleStatus
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
 
 class DynamoRules:
     """Rules and claims. ``rule_for_source`` (the hot path) caches answers for ``cache_seconds``."""
 
-    def __init__(self, client: Any, table_name: str, cache_seconds: float = 5.0) -> None:
+    def __init__(self, client: DynamoDBClient, table_name: str, cache_seconds: float = 5.0) -> None:
         self._db = client
         self._table = table_name
         self._cache_seconds = cache_seconds
@@ -80,7 +84,7 @@ class DynamoRules:
         SourceIsDestinationError naming the rule already holding the conflicting claim.
         """
         absent = "attribute_not_exists(pk)"
-        items = [
+        items: list[TransactWriteItemTypeDef] = [
             {"Put": {"TableName": self._table, "Item": _rule_item(rule), "ConditionExpression": absent}},
             {
                 "Put": {
@@ -205,7 +209,7 @@ class DynamoRules:
         rule = self.get(rule_id)
         owned = "rule_id = :rule_id"
         values = to_item({":rule_id": rule_id})
-        items = [
+        items: list[TransactWriteItemTypeDef] = [
             {"Delete": {"TableName": self._table, "Key": to_item({"pk": rule_pk(rule_id), "sk": RULE_SK})}},
             {
                 "Delete": {

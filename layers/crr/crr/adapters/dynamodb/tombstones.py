@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -18,12 +18,15 @@ from crr.ports import TombstoneRecord
 from crr.rules import ReplicationRule
 from crr.stamps import Stamp
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
 
 class DynamoTombstones:
     """TombstoneRegistry over DynamoDB. The peer's records are read from the peer's table, in the
     destination region (one consistent GetItem, made only when a source key is a delete marker)."""
 
-    def __init__(self, client_for: Callable[[str], Any], region: str, table_name: str) -> None:
+    def __init__(self, client_for: Callable[[str], DynamoDBClient], region: str, table_name: str) -> None:
         self._client_for = client_for
         self._region = region
         self._table = table_name
@@ -81,7 +84,7 @@ class DynamoTombstones:
         self._update(rule_id, key, "REMOVE pending_stamp, pending_since, pending_target", None)
 
     def _update(self, rule_id: str, key: str, expression: str, values: dict[str, Any] | None) -> None:
-        extra = {"ExpressionAttributeValues": to_item(values)} if values else {}
+        extra: dict[str, Any] = {"ExpressionAttributeValues": to_item(values)} if values else {}
         try:
             self._client_for(self._region).update_item(
                 TableName=self._table, Key=to_item(self._key(rule_id, key)), UpdateExpression=expression, **extra
