@@ -19,7 +19,7 @@ from moto import mock_aws
 
 from crr import deadline
 from crr.adapters.clients import ClientFactory
-from crr_cli.localcloud import faults
+from crr_cli.localcloud.lambda_ import faults
 
 REGION = "us-west-1"
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from moto.iam.aws_managed_policies import aws_managed_policies_data
 
-from crr_cli.localcloud.cfn_yaml import load_cfn_template
-from crr_cli.localcloud.deploy import transform_offline
+from crr_cli.localcloud.deploy.cfn_yaml import load_cfn_template
+from crr_cli.localcloud.deploy.transform import transform_offline
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 DATA_SERVICES = ("s3:", "sqs:", "dynamodb:", "kms:", "sns:", "states:", "lambda:")

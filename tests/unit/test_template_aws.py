@@ -1,6 +1,6 @@
 """template.yaml against what AWS would refuse or over-grant on a first deploy (issue 12).
 
-The local cloud enforces IAM for S3, SQS and Step Functions only (see iam_seams); these tests read
+The local cloud enforces IAM for S3, SQS and Step Functions only (see crr_cli.localcloud.seams.iam); these tests read
 the template itself: the grants as deployed for given parameters (conditions evaluated), the
 template rules CloudFormation checks, and the limits of names and metric math.
 """
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from crr_cli.localcloud import cfn_checks
-from crr_cli.localcloud.cfn_yaml import load_cfn_template
-from crr_cli.localcloud.deploy import transform_offline
+from crr_cli.localcloud.deploy import cfn_checks
+from crr_cli.localcloud.deploy.cfn_yaml import load_cfn_template
+from crr_cli.localcloud.deploy.transform import transform_offline
 from tests.unit.test_template import as_list, managed_policy_document
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"

@@ -16,7 +16,7 @@ The functions' logs are followed as CloudWatch Logs follows them on AWS (`log_me
 of their EMF documents reach the main process's CloudWatch.
 
 moto executes the state machines of deployed templates (`MOTO_CONFIG`); their Lambda tasks come
-back to this process, to a Lambda Invoke API (`lambda_api`, at `lambda_endpoint_url`) that runs the
+back to this process, to a Lambda Invoke API (`lambda_.invoke_api`, at `lambda_endpoint_url`) that runs the
 handlers on the executor's warm workers, as `invoke()` does. moto keeps serving the rest of the
 Lambda API (the functions' configuration).
 
@@ -49,11 +49,12 @@ from crr_cli.localcloud.clients import (
     ClientFactory,
     endpoint_environment,
 )
-from crr_cli.localcloud.deploy import MANAGED_POLICIES, DeployedStack, deploy_stack
-from crr_cli.localcloud.executor import FunctionSpec, Invocation, LambdaExecutor
-from crr_cli.localcloud.lambda_api import LambdaApiServer
-from crr_cli.localcloud.log_metrics import LogMetrics
-from crr_cli.localcloud.poller import DEFAULT_CONCURRENCY, SqsEventSourcePoller
+from crr_cli.localcloud.deploy import DeployedStack, deploy_stack
+from crr_cli.localcloud.deploy.transform import MANAGED_POLICIES
+from crr_cli.localcloud.lambda_.executor import FunctionSpec, Invocation, LambdaExecutor
+from crr_cli.localcloud.lambda_.invoke_api import LambdaApiServer
+from crr_cli.localcloud.lambda_.log_metrics import LogMetrics
+from crr_cli.localcloud.lambda_.poller import DEFAULT_CONCURRENCY, SqsEventSourcePoller
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
@@ -86,7 +87,7 @@ def _request_json(url: str, *, method: str = "GET", document: Any = None, timeou
 
 @dataclass
 class _MotoServer:
-    """One moto server child process (`moto_process`) and where it logs and serves."""
+    """One moto server child process (`server.process`) and where it logs and serves."""
 
     name: str
     process: subprocess.Popen[bytes]
@@ -98,13 +99,13 @@ class _MotoServer:
     def spawn(
         cls, name: str, port: int | None, state_dir: Path, log_dir: Path, services: str | None = None
     ) -> _MotoServer:
-        """Start `python -m crr_cli.localcloud.moto_process` logging to `<log_dir>/<name>.log`."""
+        """Start `python -m crr_cli.localcloud.server.process` logging to `<log_dir>/<name>.log`."""
         port_file = state_dir / f"{name}-{uuid.uuid4().hex}.port"
         log_path = log_dir / f"{name}.log"
         environment = dict(os.environ)
         if port:
             environment["MOTO_PORT"] = str(port)
-        command = [sys.executable, "-m", "crr_cli.localcloud.moto_process", "--port", str(port or 0)]
+        command = [sys.executable, "-m", "crr_cli.localcloud.server.process", "--port", str(port or 0)]
         command += ["--port-file", str(port_file), "--parent-pid", str(os.getpid())]
         if services:
             command += ["--services", services]
@@ -164,7 +165,7 @@ class LocalCloud:
     warm workers, SQS pollers."""
 
     def __init__(self, *, state_dir: Path | None = None, log_dir: Path | None = None, enforce_iam: bool = True) -> None:
-        # IAM enforced (iam_seams): functions sign with their execution role's session, and a
+        # IAM enforced (seams.iam): functions sign with their execution role's session, and a
         # permission the template lacks fails with AccessDenied (S3, SQS, Step Functions).
         self.enforce_iam = enforce_iam
         self.state_dir = (state_dir or Path.cwd() / ".local-cloud").resolve()
@@ -207,7 +208,7 @@ class LocalCloud:
 
     @property
     def lambda_endpoint_url(self) -> str:
-        """The local Lambda Invoke API (`lambda_api`), which runs the handlers of deployed functions;
+        """The local Lambda Invoke API (`lambda_.invoke_api`), which runs the handlers of deployed functions;
         moto's Step Functions tasks invoke Lambda there."""
         if self._lambda_api is None:
             raise LocalCloudError("the local cloud is not started")
@@ -420,7 +421,7 @@ class LocalCloud:
         self._set_up_iam()  # the reset forgot the operator's IAM user and the managed policies
 
     def configure_seams(self, **settings: Any) -> dict[str, Any]:
-        """Change the SQS and copy-rate seams of the main moto process (`sqs_seams.configure`:
+        """Change the SQS and copy-rate seams of the main moto process (`seams.queues_and_copies.configure`:
         `short_poll_sampling`, `seed`, `copy_bytes_per_second`, `copy_bytes_per_second_by_bucket`);
         returns the settings now in force."""
         if self._moto is None:

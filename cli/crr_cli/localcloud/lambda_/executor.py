@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from crr_cli.localcloud import protocol
 from crr_cli.localcloud.clients import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, endpoint_environment
 from crr_cli.localcloud.deploy import DeployedFunction
+from crr_cli.localcloud.lambda_ import protocol
 
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase
 TIMEOUT_GRACE_S = 0.05  # pipe and scheduling slack on top of the function timeout
@@ -144,7 +144,7 @@ class _Worker:
 
     def __init__(self, spec: FunctionSpec, environment: Mapping[str, str], log_path: Path) -> None:
         stream = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
-        command = [sys.executable, "-m", "crr_cli.localcloud.worker", "--code-dir", str(spec.code_dir)]
+        command = [sys.executable, "-m", "crr_cli.localcloud.lambda_.worker", "--code-dir", str(spec.code_dir)]
         command += ["--handler", spec.handler, "--function-arn", spec.arn]
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
