@@ -221,3 +221,29 @@ def test_a_batch_with_no_working_time_is_handed_back_unstarted_instead_of_failin
     queued = sqs.receive_message(QueueUrl=os.environ["REPLICATION_QUEUE_URL"], MaxNumberOfMessages=10)["Messages"]
     assert sorted(message["Body"] for message in queued) == sorted(bodies)
     assert "Contents" not in client("s3", "us-east-1").list_objects_v2(Bucket=DST)
+
+
+def test_the_handler_answers_with_an_injected_service_without_reading_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from functions.replicate import handler
+    from tests.support.fakes import FakeS3
+    from tests.unit.test_failures import service_with
+    from tests.unit.test_replication import DST as FAKE_DESTINATION
+
+    # Given no function settings at all, and a service over in-memory fakes holding one source object
+    for name in ("RULES_TABLE_NAME", "REPLICATION_QUEUE_URL", "DEAD_LETTER_QUEUE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    s3 = FakeS3()
+    s3.create_bucket("crr-demo-source", "us-west-1")
+    s3.create_bucket(FAKE_DESTINATION, "us-east-1")
+    s3.put("crr-demo-source", "reports/2026/summary.csv", b"a,b\n")
+    service, failures, _ = service_with(s3)
+    # When the handler runs a batch with that service injected
+    response = handler.lambda_handler(sqs_event(load_body("s3/object-created-put")), Context(), service=service)
+    # Then the injected service replicated the object, and nothing failed
+    assert response["batchItemFailures"] == []
+    assert failures.recorded == []
+    replica = s3.buckets[FAKE_DESTINATION].current("reports/2026/summary.csv")
+    assert replica is not None
+    assert replica.body == b"a,b\n"
