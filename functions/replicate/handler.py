@@ -11,8 +11,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from crr.composition import replication_service
+from crr.models import QueueMessage
 from crr.observability import logger, metrics, tracer
-from crr.ports import QueueMessage
 from crr.service import PartialItemFailures, ReplicationService
 
 # A batch whose every record failed is answered with every id listed, as any partial failure is:
