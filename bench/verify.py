@@ -31,8 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from crr.models import ListedObject
 from crr.rules import ReplicationRule
-from crr.verify import ListedObject, verify
+from crr.verify import verify
 
 SOURCE_REGION, DESTINATION_REGION = "us-west-1", "us-east-1"
 SOURCE, DESTINATION = "bench-verify-source", "bench-verify-replica"

@@ -20,8 +20,8 @@ from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing, fast_timestamp
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoLedger, DynamoProgress, DynamoRules, rule_pk
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill import (
-    BackfillEngine,
+from crr.backfill import BackfillEngine, reconciler, run_job
+from crr.backfill_models import (
     BackfillJob,
     BackfillStatus,
     CountProgress,
@@ -29,8 +29,6 @@ from crr.backfill import (
     ListingCursor,
     PageCounts,
     PageResult,
-    reconciler,
-    run_job,
 )
 from crr.errors import (
     BackfillJobConflictError,

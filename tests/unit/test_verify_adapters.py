@@ -13,8 +13,9 @@ from crr.adapters.listing import S3Listing
 from crr.adapters.sqs import QueueError
 from crr.adapters.sqs_batch import SqsBatchSender
 from crr.errors import BucketMissingError
+from crr.models import ListedObject
 from crr.rules import ReplicationRule
-from crr.verify import ListedObject, verify
+from crr.verify import verify
 from tests.support.aws import client, create_bucket
 
 WEST, EAST = "us-west-1", "us-east-1"

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.adapters.dynamodb import rule_pk
-from crr.backfill import BackfillJob, BackfillStatus, CountProgress, ListingCursor, PageCounts, PageResult
+from crr.backfill_models import BackfillJob, BackfillStatus, CountProgress, ListingCursor, PageCounts, PageResult
 from crr.errors import BackfillJobConflictError, BackfillJobNotFoundError, StateStoreError
 
 JOB_SK_PREFIX = "BACKFILL#"
@@ -109,7 +109,7 @@ def _job_from(raw: dict[str, Any]) -> BackfillJob:
 
 
 class DynamoBackfillJobs:
-    """``crr.backfill.BackfillJobs`` over DynamoDB (the rules table)."""
+    """``crr.ports.table.BackfillJobs`` over DynamoDB (the rules table)."""
 
     def __init__(self, client: Any, table_name: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._db = client

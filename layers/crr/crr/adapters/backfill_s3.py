@@ -16,7 +16,7 @@ from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from crr.adapters.clients import ClientFactory, error_code
 from crr.adapters.s3 import S3ObjectStore, grant_params, storage_error
-from crr.backfill import MAX_PAGE_SIZE, ListedEntry, ListingPage
+from crr.backfill_models import MAX_PAGE_SIZE, ListedEntry, ListingPage
 from crr.errors import SourceChangedError, SourceGoneError
 from crr.rules import ReplicationRule
 
@@ -54,7 +54,7 @@ def backfill_clients() -> ClientFactory:
 
 
 class S3PageListing:
-    """``crr.backfill.PageListing``: one ListObjectsV2 request per call, resumed by ``StartAfter``."""
+    """``crr.ports.objects.PageListing``: one ListObjectsV2 request per call, resumed by ``StartAfter``."""
 
     def __init__(self, clients: ClientFactory) -> None:
         self._clients = clients
@@ -92,7 +92,7 @@ class S3PageListing:
 
 
 class S3FastCopier:
-    """``crr.backfill.FastCopier``: CopyObject with the metadata and tags copied by S3 itself, pinned to the
+    """``crr.ports.objects.FastCopier``: CopyObject with the metadata and tags copied by S3 itself, pinned to the
     listed ETag. ACL grants are carried as the live path carries them (``S3ObjectStore.acl_grants``: a
     GetObjectAcl only when both buckets use ACLs, the buckets' ACL mode cached)."""
 

@@ -22,7 +22,6 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
-from crr.breaker import BreakerRecord, Verdict
 from crr.errors import (
     DestinationAlreadyClaimedError,
     LedgerConflictError,
@@ -33,7 +32,7 @@ from crr.errors import (
     StateStoreError,
 )
 from crr.failures import FailureKind, FailureReason, FailureRecord
-from crr.ports import LedgerEntry, ProgressDelta, QueueMessage, TombstoneRecord
+from crr.models import BreakerRecord, LedgerEntry, ProgressDelta, QueueMessage, TombstoneRecord, Verdict
 from crr.rules import PeerRule, ReplicationRule, RuleStatus
 from crr.stamps import Stamp
 

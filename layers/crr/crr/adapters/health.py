@@ -13,7 +13,8 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.adapters.dynamodb import DynamoProgress
-from crr.status import FailureCount, QueueDepth, RuleProgress, StatusProbeError
+from crr.models import FailureCount, QueueDepth, RuleProgress
+from crr.status import StatusProbeError
 
 # A failure count reads at most this many Scan pages (each at most 1 MB of table data).
 DEFAULT_FAILURE_SCAN_PAGES = 20

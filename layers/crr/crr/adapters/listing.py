@@ -8,13 +8,13 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import storage_error
-from crr.verify import ListedObject
+from crr.models import ListedObject
 
 MAX_PAGE_SIZE = 1000  # ListObjectsV2 returns at most 1000 keys per request
 
 
 class S3Listing:
-    """``crr.verify.Listing`` over the ``list_objects_v2`` paginator (one request per page)."""
+    """``crr.ports.objects.Listing`` over the ``list_objects_v2`` paginator (one request per page)."""
 
     def __init__(self, clients: ClientFactory, page_size: int = MAX_PAGE_SIZE) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:

@@ -25,8 +25,8 @@ from crr.errors import (
     UnknownBucketError,
 )
 from crr.markers import refreshed
+from crr.models import KMS_ENCRYPTIONS, AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedPart
 from crr.observability import logger
-from crr.ports import KMS_ENCRYPTIONS, AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedPart
 
 # Parts copied at once by one invocation (each UploadPartCopy is server side: this bounds connections).
 PART_CONCURRENCY = 16

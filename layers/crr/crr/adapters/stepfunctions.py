@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.errors import WorkflowError
-from crr.large_copy import LargeCopyJob
+from crr.models import LargeCopyJob
 
 # Step Functions keeps a closed execution's name for 90 days, so a new attempt under the same base name
 # takes the next free ``<base>-<n>``.
@@ -16,7 +16,7 @@ MAX_ATTEMPTS = 50
 
 
 class StepFunctionsExecutions:
-    """One state machine's executions (``crr.backfill_workflow.BackfillExecutions``)."""
+    """One state machine's executions (``crr.ports.services.BackfillExecutions``)."""
 
     def __init__(self, client: Any, state_machine_arn: str) -> None:
         self._sfn = client
