@@ -111,6 +111,17 @@ def test_a_batch_above_ten_needs_a_batching_window(sam: dict[str, Any]) -> None:
     cfn_checks.check_rules(sam, {**BUCKETS, "BatchSize": "10"}, {})
 
 
+def test_a_prod_stack_needs_an_alarm_topic_and_a_dev_stack_does_not(sam: dict[str, Any]) -> None:
+    topic = "arn:aws:sns:us-west-1:111122223333:crr-alarms"
+    # Given Stage=prod without an alarm topic, Then the stack is refused before anything is created
+    with pytest.raises(cfn_checks.TemplateCheckError, match="AlarmTopicArn"):
+        cfn_checks.check_rules(sam, {**BUCKETS, "Stage": "prod"}, {})
+    # And with one it is accepted, as is a dev stack without
+    cfn_checks.check_rules(sam, {**BUCKETS, "Stage": "prod", "AlarmTopicArn": topic}, {})
+    cfn_checks.check_rules(sam, {**BUCKETS, "Stage": "dev"}, {})
+    cfn_checks.check_rules(sam, BUCKETS, {})
+
+
 def test_peer_grants_need_both_peer_lists(sam: dict[str, Any]) -> None:
     # Given only the peer table: the template refuses it, and grants nothing on an empty ARN
     with pytest.raises(cfn_checks.TemplateCheckError, match="PeerQueueArns"):
