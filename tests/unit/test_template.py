@@ -104,7 +104,9 @@ def test_every_managed_policy_is_attached_to_the_functions_that_share_its_grants
     # Given the template's own managed policies, Then each is attached, and only to the roles that
     # need every one of its grants
     assert attachments(template["Resources"]) == {
+        "SourceReaderPolicy": {"ReplicateFunctionRole", "BackfillFunctionRole"},
         "ReplicaWriterPolicy": {"ReplicateFunctionRole", "BackfillFunctionRole"},
+        "ReplicationStatePolicy": {"ReplicateFunctionRole", "BackfillFunctionRole"},
         "S3KmsKeysPolicy": {"ReplicateFunctionRole", "BackfillFunctionRole", "LargeCopyFunctionRole"},
     }
 
