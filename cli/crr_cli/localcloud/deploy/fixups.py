@@ -1,7 +1,8 @@
 """Fix-ups after creation: apply what moto's CloudFormation ignored or must not create.
 
 Each fix-up takes a resource `template_for_moto` deferred, with its properties resolved by moto, and
-applies it through the service's own API: IAM roles get exactly their inline and managed policies,
+applies it through the service's own API: IAM roles get exactly their inline and managed policies
+(and the template's own managed policies their document, over the stand-in moto created),
 queue policies are set with SetQueueAttributes, tables are created again in the DynamoDB process
 (with TTL and point-in-time recovery), state machines are created again where executions run
 (`state_machines`). Each says what it did in `FixupContext.applied` (the stack's `fixups`).
@@ -153,6 +154,18 @@ def _fix_role(context: FixupContext, deferred: DeferredResource) -> None:
     context.applied.append(f"{deferred.logical_id}: {len(wanted)} inline and {len(managed)} managed policies")
 
 
+def _fix_managed_policy(context: FixupContext, deferred: DeferredResource) -> None:
+    """Make the template's document the managed policy's default version (moto created a stand-in)."""
+    iam = context.clients.client("iam", context.region)
+    arn = context.resources[deferred.logical_id].physical_id
+    document = {"Version": "2012-10-17", **_without_no_value(deferred.properties["PolicyDocument"])}
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(document), SetAsDefault=True)
+    for version in iam.list_policy_versions(PolicyArn=arn)["Versions"]:
+        if not version["IsDefaultVersion"]:  # IAM keeps at most five versions
+            iam.delete_policy_version(PolicyArn=arn, VersionId=version["VersionId"])
+    context.applied.append(f"{deferred.logical_id}: managed policy document applied")
+
+
 def _fix_state_machine(context: FixupContext, deferred: DeferredResource) -> None:
     """Create the state machine where executions run (`state_machines.recreate`)."""
     arn = context.resources[deferred.logical_id].physical_id
@@ -164,6 +177,7 @@ def _fix_state_machine(context: FixupContext, deferred: DeferredResource) -> Non
 # One fix-up per deferred resource type (template_for_moto says which types are deferred and why).
 FIXUPS: Mapping[str, Callable[[FixupContext, DeferredResource], None]] = {
     "AWS::IAM::Role": _fix_role,
+    "AWS::IAM::ManagedPolicy": _fix_managed_policy,
     "AWS::SQS::QueuePolicy": _fix_queue_policy,
     "AWS::DynamoDB::Table": _fix_table,
     "AWS::StepFunctions::StateMachine": _fix_state_machine,

@@ -11,6 +11,7 @@ wrapped in `Fn::ToJsonString`, so moto resolves every intrinsic in them; after c
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,19 @@ _RECREATED_TYPES: Mapping[str, str] = {
 _SHADOWED_PROPERTIES: Mapping[str, tuple[str, ...]] = {
     # moto's CloudFormation ignores ManagedPolicyArns, and an update keeps the old inline policies.
     "AWS::IAM::Role": ("Policies", "ManagedPolicyArns"),
+    # moto validates the document before it drops AWS::NoValue (a conditional statement left out
+    # fails as "Syntax errors in policy"), and has no update for a managed policy.
+    "AWS::IAM::ManagedPolicy": ("PolicyDocument",),
+}
+# What moto's CloudFormation creates in place of a shadowed property it would refuse; the fix-up
+# then applies the real value.
+_STAND_INS: Mapping[str, Mapping[str, Any]] = {
+    "AWS::IAM::ManagedPolicy": {
+        "PolicyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Deny", "Action": "none:null", "Resource": "*"}],
+        }
+    },
 }
 
 
@@ -128,6 +142,7 @@ def defer_to_outputs(template: dict[str, Any]) -> list[str]:
             exported = {name: properties[name] for name in _SHADOWED_PROPERTIES[kind] if name in properties}
             if not exported:
                 continue
+            properties.update(copy.deepcopy(_STAND_INS.get(kind, {})))
         else:
             continue
         output: dict[str, Any] = {"Value": {"Fn::ToJsonString": {"Type": kind, "Properties": exported}}}
