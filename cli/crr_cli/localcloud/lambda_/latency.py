@@ -151,7 +151,7 @@ class LatencyHook:
         self._sleep(self.model.round_trip_seconds(request_class) / 2)
         with self._lock:
             self._counts[request_class][state["operation"]] += 1
-            snapshot = {name: dict(counter) for name, counter in self._counts.items()}
+            snapshot: dict[str, dict[str, int]] = {name: dict(counter) for name, counter in self._counts.items()}
         if self._on_count is not None:
             self._on_count(snapshot)
 
