@@ -9,7 +9,8 @@ is the caller's own) or **cross** (another region). The target region is the reg
 signed for: for S3 that is the bucket's region (the local cloud refuses a request signed for another
 region, and botocore retries it in the right one, so an accepted request is always signed for its
 bucket's region); for every other service it is the client's region. A server with one region
-(SeaweedFS) names its far side instead: `cross_buckets`.
+(SeaweedFS) names its far side instead: `cross_buckets`, and then only the bucket decides (the
+benches' clients sign for the rule's nominal regions there).
 
 The wait happens in the caller, per HTTP attempt (a retry is another round trip): half the round trip
 before the request is sent, half after its answer arrives (botocore's ``before-send`` and
@@ -118,9 +119,10 @@ class LatencyHook:
         self._lock = threading.Lock()
 
     def classify(self, region: str | None, bucket: str | None) -> RequestClass:
-        """Whether a request signed for `region` (on `bucket`, for S3) crosses regions."""
-        if bucket is not None and bucket in self.model.cross_buckets:
-            return CROSS
+        """Whether a request signed for `region` (on `bucket`, for S3) crosses regions. With
+        `cross_buckets` (a one-region server, whose clients sign for nominal regions) only the bucket counts."""
+        if self.model.cross_buckets:
+            return CROSS if bucket in self.model.cross_buckets else SAME
         return SAME if region in (None, self.home_region) else CROSS
 
     def counts(self) -> dict[str, dict[str, int]]:
