@@ -15,6 +15,10 @@ and moto's Step Functions tasks all route DynamoDB there; `request_counts()` add
 The functions' logs are followed as CloudWatch Logs follows them on AWS (`log_metrics`): the metrics
 of their EMF documents reach the main process's CloudWatch.
 
+`LocalCloud(latency=LatencyModel(10, 60))` adds AWS's round trips to what the functions and the SQS
+pollers call (`lambda_.latency`): benches then measure what latency does to throughput; the caller's
+own clients (`client()`, the tests, the CLI) are not delayed.
+
 moto executes the state machines of deployed templates (`MOTO_CONFIG`); their Lambda tasks come
 back to this process, to a Lambda Invoke API (`lambda_.invoke_api`, at `lambda_endpoint_url`) that runs the
 handlers on the executor's warm workers, as `invoke()` does. moto keeps serving the rest of the
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -51,8 +56,10 @@ from crr_cli.localcloud.clients import (
 )
 from crr_cli.localcloud.deploy import DeployedStack, deploy_stack
 from crr_cli.localcloud.deploy.transform import MANAGED_POLICIES
+from crr_cli.localcloud.lambda_ import latency as latency_model
 from crr_cli.localcloud.lambda_.executor import FunctionSpec, Invocation, LambdaExecutor
 from crr_cli.localcloud.lambda_.invoke_api import LambdaApiServer
+from crr_cli.localcloud.lambda_.latency import LatencyHook, LatencyModel
 from crr_cli.localcloud.lambda_.log_metrics import LogMetrics
 from crr_cli.localcloud.lambda_.poller import DEFAULT_CONCURRENCY, SqsEventSourcePoller
 
@@ -164,12 +171,23 @@ class LocalCloud:
     """The embedded local cloud: two moto server processes (everything / DynamoDB), deployed stacks,
     warm workers, SQS pollers."""
 
-    def __init__(self, *, state_dir: Path | None = None, log_dir: Path | None = None, enforce_iam: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        state_dir: Path | None = None,
+        log_dir: Path | None = None,
+        enforce_iam: bool = True,
+        latency: LatencyModel | None = None,
+    ) -> None:
         # IAM enforced (seams.iam): functions sign with their execution role's session, and a
         # permission the template lacks fails with AccessDenied (S3, SQS, Step Functions).
         self.enforce_iam = enforce_iam
         self.state_dir = (state_dir or Path.cwd() / ".local-cloud").resolve()
         self.log_dir = (log_dir or self.state_dir / "logs").resolve()
+        # The latency model (None: off): the workers' calls and the pollers' wait modelled round trips.
+        self.latency = latency
+        self._latency_counts_dir = self.state_dir / f"latency-{uuid.uuid4().hex}"
+        self._poller_latency: list[LatencyHook] = []
         self.stacks: dict[str, DeployedStack] = {}
         self._moto: _MotoServer | None = None
         self._dynamodb: _MotoServer | None = None
@@ -260,7 +278,13 @@ class LocalCloud:
                 )
             )
             self._log_metrics.start()
-            self._executor = LambdaExecutor(endpoint, self.log_dir, routes, follow_log=self._log_metrics.follow)
+            self._executor = LambdaExecutor(
+                endpoint,
+                self.log_dir,
+                routes,
+                follow_log=self._log_metrics.follow,
+                local_settings=self._worker_settings(),
+            )
             self._lambda_api = LambdaApiServer(self._executor, endpoint)
             # Only the tasks: moto keeps serving the Lambda API that deploy and the tests read.
             self._moto.post_until_ready("/_crr/task-endpoints", {"lambda": self._lambda_api.start()}, deadline)
@@ -270,6 +294,15 @@ class LocalCloud:
             raise
         self._clients = ClientFactory(endpoint, service_endpoints=routes)
         return endpoint
+
+    def _worker_settings(self) -> dict[str, str]:
+        """The local cloud's switches in every worker's environment: the latency model, when on."""
+        if self.latency is None:
+            return {}
+        return {
+            latency_model.LATENCY_VARIABLE: self.latency.environment_value(),
+            latency_model.COUNTS_VARIABLE: str(self._latency_counts_dir),
+        }
 
     def _set_up_iam(self) -> None:
         """Load the AWS managed policies the template's roles attach, and enforce IAM unless told not to."""
@@ -317,6 +350,7 @@ class LocalCloud:
             server.terminate()  # signal both before waiting for either
         for server in servers:
             server.wait()
+        shutil.rmtree(self._latency_counts_dir, ignore_errors=True)
 
     def aws_environment(self) -> dict[str, str]:
         """The standard AWS environment variables that point an SDK, the AWS CLI or `crr` at the
@@ -392,13 +426,26 @@ class LocalCloud:
                 pool = self.executor.pool(f"{stack_name}/{mapping.function_logical_id}")
                 # Lambda polls the queue with the function's execution role, as on AWS.
                 role = credentials.get(mapping.function_logical_id)
-                sqs = self.clients.role_client("sqs", region, role) if role else self.client("sqs", region)
+                sqs = self._poller_sqs_client(region, role)
                 poller = SqsEventSourcePoller(mapping, pool.invoke, sqs)
                 poller.start()
                 with self._lock:
                     self._pollers.append(poller)
                     self._stack_pollers.setdefault(stack_name, []).append(poller)
         return stack
+
+    def _poller_sqs_client(self, region: str, role: Mapping[str, str] | None) -> Any:
+        """The SQS client of a poller: the role's, or the test credentials'; with the latency model,
+        a client of its own (the cached ones serve the tests, whose calls are not delayed)."""
+        if role:
+            sqs = self.clients.role_client("sqs", region, role)
+        elif self.latency is None:
+            return self.client("sqs", region)
+        else:
+            sqs = ClientFactory(self.endpoint_url, service_endpoints=self.service_endpoints).client("sqs", region)
+        if self.latency is not None:
+            self._poller_latency.append(latency_model.install(sqs, self.latency, region))
+        return sqs
 
     def _stop_pollers(self, stack_name: str) -> None:
         with self._lock:
@@ -442,6 +489,17 @@ class LocalCloud:
             counts = _request_json(f"{server.endpoint_url}/_crr/requests", method="POST" if reset else "GET")
             total.update({str(name): int(count) for name, count in counts.items()})
         return dict(total)
+
+    def latency_counts(self) -> dict[str, dict[str, int]]:
+        """HTTP attempts the latency model delayed so far (functions and pollers), by class (`same`,
+        `cross`) and `<service>:<operation>`; empty classes when the model is off. Read before `stop()`."""
+        total = latency_model.counts_in(self._latency_counts_dir)
+        for hook in list(self._poller_latency):
+            for request_class, operations in hook.counts().items():
+                merged = total.setdefault(request_class, {})
+                for operation, count in operations.items():
+                    merged[operation] = merged.get(operation, 0) + count
+        return total
 
     def region_misses(self) -> int:
         """S3 requests refused so far because they were signed for another region than their bucket's

@@ -7,6 +7,7 @@
 - `invoke_api`: Lambda's Invoke API over HTTP, for moto's Step Functions tasks.
 - `log_metrics`: CloudWatch Logs' EMF extraction from the functions' logs.
 - `faults`: fault injection into the functions' botocore calls (a test seam of ours, not moto's).
+- `latency`: the latency model, AWS's round trips waited by the functions' and pollers' clients.
 
 Kept import-free so the worker processes start fast.
 """

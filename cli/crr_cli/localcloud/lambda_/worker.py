@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from crr_cli.localcloud.lambda_ import faults, protocol
+from crr_cli.localcloud.lambda_ import faults, latency, protocol
 
 PARENT_CHECK_INTERVAL_S = 1.0
 
@@ -63,6 +63,7 @@ def _load_handler(code_dir: Path, handler: str) -> Callable[[Any, LambdaContext]
     if not module_path or not function_name:
         raise ValueError(f"handler {handler!r} is not <module>.<function>")
     faults.install_from_environment()  # a no-op unless a test asked for injected faults
+    latency.install_from_environment()  # a no-op unless the local cloud runs with the latency model
     sys.path.insert(0, str(code_dir))
     os.chdir(code_dir)
     module = importlib.import_module(module_path.replace("/", "."))
