@@ -128,8 +128,8 @@ test-e2e: venv ## Run the end-to-end demo scenario tests only
 demo: venv ## Run the demo against the embedded local cloud
 	$(VENV)/bin/python -m crr_cli.demo
 
-bench: venv ## Run the benchmarks and print their figures
-	$(VENV)/bin/python bench/replicate.py
+bench: venv ## Live replication on the local cloud: latency percentiles, requests per object (BENCH_ARGS='--latency-ms 10,60')
+	$(VENV)/bin/python bench/replicate.py $(BENCH_ARGS)
 
 bench-large: venv ## Large-object copy on SeaweedFS: crr vs aws s3 cp vs rclone (1 GiB; BENCH_ARGS='--size-mib 64' to shrink)
 	$(VENV)/bin/python -m bench.large $(BENCH_ARGS)

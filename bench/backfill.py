@@ -21,7 +21,11 @@ stored) at 10,000 and 100,000 objects: creating 100,000 objects on SeaweedFS wou
 
     python -m bench.backfill [--objects 10000] [--prefixes 50] [--size 1024] [--concurrency 32]
                              [--runs 1] [--data-dir DIR] [--no-peers] [--no-memory]
-                             [--memory-objects 10000 100000]
+                             [--memory-objects 10000 100000] [--latency-ms 10,60]
+
+``--latency-ms SAME,CROSS`` puts the latency model (crr_cli.localcloud.lambda_.latency) on crr's and the
+ceiling's clients: SeaweedFS has one region, so the destination bucket is the cross-region side and the
+source the same-region one. The peers run in other processes the model cannot reach: they are skipped.
 
 SeaweedFS keeps its data in /dev/shm (tmpfs) when there is one (``--data-dir`` to choose): on this
 machine's disk the same copy varied by a factor of two from run to run. Run from the repository root with
@@ -53,10 +57,14 @@ from crr.adapters.backfill_s3 import S3FastCopier, fast_timestamps
 from crr.adapters.clients import ClientFactory
 from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill import DEFAULT_CONCURRENCY, BackfillEngine, BackfillJob, PageListing, reconciler, run_job, run_pages
-from crr.ports import KeyLedger
+from crr.backfill import DEFAULT_CONCURRENCY, BackfillEngine, reconciler, run_job, run_pages
+from crr.backfill_models import BackfillJob
+from crr.ports.objects import PageListing
+from crr.ports.table import KeyLedger
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
+from crr_cli.localcloud.lambda_.latency import LatencyHook, LatencyModel
+from crr_cli.localcloud.lambda_.latency import summary as latency_summary
 
 try:
     from bench.large import peer_environment, peers_bin, rotate_rounds, run_command, startup
@@ -68,12 +76,13 @@ try:
         SyntheticListing,
     )
     from tests.support.fakes import FakeLedger, FakeProgress, FakeRules
-    from tests.support.seaweedfs import CONFIG, SeaweedFS, running_seaweedfs
+    from tests.support.seaweedfs import CONFIG, SeaweedFS, running_seaweedfs, with_latency
 except ModuleNotFoundError as missing:  # run as a file, the repository root is not importable
     raise SystemExit("run from the repository root as: python -m bench.backfill [options]") from missing
 
 SOURCE_REGION, DESTINATION_REGION = "us-west-1", "us-east-1"  # nominal: SeaweedFS has one region
 SOURCE = "bench-backfill-source"
+DELAYED: list[LatencyHook] = []  # crr's latency hooks, one per round, for the summary line
 CEILING_THREADS = 16
 RCLONE_FLAGS = ("--transfers", "16", "--checkers", "16")
 UPLOAD_THREADS = 16
@@ -126,10 +135,14 @@ def bench_rule(destination: str, prefixes: int) -> ReplicationRule:
     )
 
 
-def counting_session(server: SeaweedFS, counts: Counter[str]) -> boto3.session.Session:
+def counting_session(
+    server: SeaweedFS, counts: Counter[str], latency: LatencyModel | None = None, destination: str = ""
+) -> boto3.session.Session:
     """A session pointed at the server whose clients count their API calls by operation (and parse
-    timestamps fast, as the backfill function's do)."""
+    timestamps fast, as the backfill function's do), and wait the latency model's round trips if given."""
     session = fast_timestamps(server.session())
+    if latency is not None:
+        DELAYED.append(with_latency(session, latency, destination))
     lock = threading.Lock()
 
     def count(event_name: str, **_: Any) -> None:
@@ -149,10 +162,18 @@ def make_engine(
     )
 
 
-def run_crr(server: SeaweedFS, destination: str, prefixes: int, concurrency: int, counts: Counter[str]) -> None:
+def run_crr(
+    server: SeaweedFS,
+    destination: str,
+    prefixes: int,
+    concurrency: int,
+    counts: Counter[str],
+    *,
+    latency: LatencyModel | None = None,
+) -> None:
     """A whole backfill job in this process, recorded page by page in an in-memory job store."""
     counts.clear()
-    clients = ClientFactory(session=counting_session(server, counts))
+    clients = ClientFactory(session=counting_session(server, counts, latency, destination))
     rule = bench_rule(destination, prefixes)
     jobs = MemoryBackfillJobs(clock=lambda: datetime.now(UTC))
     job = BackfillJob.start(rule, at=datetime.now(UTC))
@@ -163,9 +184,12 @@ def run_crr(server: SeaweedFS, destination: str, prefixes: int, concurrency: int
         raise RuntimeError(f"crr did not copy everything: {finished.totals}")
 
 
-def run_ceiling(server: SeaweedFS, destination: str, keys: list[str]) -> None:
+def run_ceiling(server: SeaweedFS, destination: str, keys: list[str], latency: LatencyModel | None = None) -> None:
     """CopyObject only, with the same client settings as crr's (fast timestamps included)."""
-    s3 = fast_timestamps(server.session()).client("s3", region_name="us-east-1", config=CONFIG)
+    session = fast_timestamps(server.session())
+    if latency is not None:
+        with_latency(session, latency, destination)
+    s3 = session.client("s3", region_name="us-east-1", config=CONFIG)
 
     def copy(key: str) -> None:
         s3.copy_object(Bucket=destination, Key=key, CopySource={"Bucket": SOURCE, "Key": key})
@@ -341,6 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-objects", type=int, nargs="+", default=[10_000, 100_000], help="synthetic sizes for memory"
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=LatencyModel.parse,
+        metavar="SAME,CROSS",
+        help="round trips (ms) for the source and the destination bucket (e.g. 10,60; default off); skips peers",
+    )
     args = parser.parse_args(argv)
     if args.objects < 1 or not 1 <= args.prefixes <= 100:
         parser.error("--objects must be positive and --prefixes 1-100 (a rule's limit)")
@@ -362,25 +392,32 @@ def main(argv: list[str] | None = None) -> int:
             crr = Row(
                 "crr",
                 note=f"{args.concurrency} copy threads, next page prefetched; ledger, job store and queue in memory",
-                copy=lambda destination: run_crr(server, destination, args.prefixes, args.concurrency, counts),
+                copy=lambda destination: run_crr(
+                    server, destination, args.prefixes, args.concurrency, counts, latency=args.latency_ms
+                ),
             )
             ceiling = Row(
                 "ceiling",
                 note=f"{CEILING_THREADS} boto3 threads, CopyObject only, handed the key list",
-                copy=lambda destination: run_ceiling(server, destination, keys),
+                copy=lambda destination: run_ceiling(server, destination, keys, args.latency_ms),
             )
             rows = [crr]
-            if args.no_peers:
-                rows += [
-                    Row("aws s3 sync", note="skipped (--no-peers)"),
-                    Row("rclone copy", note="skipped (--no-peers)"),
-                ]
+            if args.no_peers or args.latency_ms is not None:
+                why = "--no-peers" if args.no_peers else "the latency model cannot reach another process"
+                rows += [Row("aws s3 sync", note=f"skipped ({why})"), Row("rclone copy", note=f"skipped ({why})")]
             else:
                 rows += peers(server, scratch)
             rows.append(ceiling)
             measure(server, rows, args.runs, args.objects)
             crr.client_requests = dict(counts)
             print_table(rows, args.objects, args.size, args.prefixes, args.runs)
+            if args.latency_ms is not None:
+                delayed: dict[str, dict[str, int]] = {"same": {}, "cross": {}}
+                for hook in DELAYED:
+                    for request_class, operations in hook.counts().items():
+                        for operation, count in operations.items():
+                            delayed[request_class][operation] = delayed[request_class].get(operation, 0) + count
+                print(f"crr, all rounds: {latency_summary(delayed, args.latency_ms)}")
 
             if not args.no_memory:
                 print(

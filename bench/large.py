@@ -11,7 +11,7 @@ For each it prints the wall time, MiB/s, the ratio to `aws s3 cp`, the S3 reques
 HTTP kind; crr's are also counted by operation with botocore event hooks), and whether the replica kept
 the source's user metadata, tags, Content-Type, content headers and ETag.
 
-    python -m bench.large [--size-mib 1024] [--part-mib 16] [--runs 1] [--no-peers]
+    python -m bench.large [--size-mib 1024] [--part-mib 16] [--runs 1] [--no-peers] [--latency-ms 10,60]
 
 Run it from the repository root with the project's venv (it reuses tests/support). Prints figures; never
 fails on time. Target (issue 5): crr >= 1.0x `aws s3 cp` throughput, with full fidelity.
@@ -42,10 +42,11 @@ from crr.copying import MIB
 from crr.events import ChangeEvent, ChangeKind
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule
+from crr_cli.localcloud.lambda_.latency import LatencyModel
 
 try:
     from tests.support.fakes import FakeLedger, FakeProgress, FakeRules
-    from tests.support.seaweedfs import SeaweedFS, running_seaweedfs
+    from tests.support.seaweedfs import SeaweedFS, running_seaweedfs, with_latency
 except ModuleNotFoundError as missing:  # run as a file, the repository root is not importable
     raise SystemExit("run from the repository root as: python -m bench.large [options]") from missing
 
@@ -101,9 +102,12 @@ def upload_source(s3: Any, size: int, part: int) -> None:
 # ---- the tools ------------------------------------------------------------------------------------
 
 
-def run_crr(server: SeaweedFS, destination: str, counts: Counter[str]) -> None:
-    """The Replicator applying one creation event, as the replicate function does."""
+def run_crr(server: SeaweedFS, destination: str, counts: Counter[str], latency: LatencyModel | None = None) -> None:
+    """The Replicator applying one creation event, as the replicate function does; with `latency`, its
+    calls wait the model's round trips (the destination bucket is the cross-region side)."""
     session = server.session()
+    if latency is not None:
+        with_latency(session, latency, destination)
     lock = threading.Lock()
 
     def count(event_name: str, **_: Any) -> None:
@@ -272,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         "--runs", type=int, default=1, help="rounds (one copy per tool each); the median time is printed"
     )
     parser.add_argument("--no-peers", action="store_true", help="measure crr only (no .bench-venv needed)")
+    parser.add_argument(
+        "--latency-ms",
+        type=LatencyModel.parse,
+        metavar="SAME,CROSS",
+        help="round trips (ms) for the source and the destination bucket (e.g. 10,60; default off); skips peers",
+    )
     args = parser.parse_args(argv)
     size, part = args.size_mib * MIB, args.part_mib * MIB
     if part < 5 * MIB or size <= part:
@@ -291,11 +301,12 @@ def main(argv: list[str] | None = None) -> int:
 
             def crr_copy(destination: str) -> None:
                 counts.clear()
-                run_crr(server, destination, counts)
+                run_crr(server, destination, counts, args.latency_ms)
 
             rows = [Row("crr", copy=crr_copy)]
-            if args.no_peers:
-                rows += [Row("aws s3 cp", note="skipped (--no-peers)"), Row("rclone copy", note="skipped (--no-peers)")]
+            if args.no_peers or args.latency_ms is not None:
+                why = "--no-peers" if args.no_peers else "the latency model cannot reach another process"
+                rows += [Row("aws s3 cp", note=f"skipped ({why})"), Row("rclone copy", note=f"skipped ({why})")]
             else:
                 rows += peers(server, scratch)
             measure(server, rows, args.runs)

@@ -4,7 +4,11 @@ Writes N small objects into the source bucket at a steady rate, watches the dest
 p50/p95/p99 of "PutObject returned → replica visible", plus the S3 requests and DynamoDB writes the
 replicator made per object, counted where the requests arrive (the local cloud's server side).
 
-    python bench/replicate.py [--objects 2000] [--rate 50] [--size 1024]
+    python bench/replicate.py [--objects 2000] [--rate 50] [--size 1024] [--latency-ms 10,60]
+
+`--latency-ms SAME,CROSS` turns on the local cloud's latency model (crr_cli.localcloud.lambda_.latency):
+the functions' and pollers' calls wait those round trips, as on AWS, so the figures show what
+latency does to throughput on this machine.
 
 Prints figures; never fails on time. Targets for the core issue: ≤ 2 S3 requests and ≤ 1 DynamoDB
 write per object, p50 ≤ 200 ms and p99 ≤ 1 s.
@@ -23,6 +27,8 @@ from io import StringIO
 from pathlib import Path
 
 from crr_cli.localcloud.cloud import LocalCloud
+from crr_cli.localcloud.lambda_ import latency as latency_model
+from crr_cli.localcloud.lambda_.latency import LatencyModel
 from crr_cli.localcloud.scenario import create_bucket, run_cli
 
 SOURCE_REGION, DESTINATION_REGION = "us-west-1", "us-east-1"
@@ -105,13 +111,24 @@ def write_steadily(cloud: LocalCloud, keys: list[str], rate: float, size: int) -
     return put_at
 
 
-def report(*, objects: int, rate: float, size: int, latencies: list[float], counts: dict[str, int], spans: str) -> None:
+def report(
+    *,
+    objects: int,
+    rate: float,
+    size: int,
+    latencies: list[float],
+    counts: dict[str, int],
+    spans: str,
+    objects_per_second: float,
+    latency_line: str,
+) -> None:
     replicated = max(len(latencies), 1)
     s3_ops = {op: counts[f"s3:{op}"] for op in S3_REPLICATOR_OPS if counts.get(f"s3:{op}")}
     writes = {op: counts[f"dynamodb:{op}"] for op in DYNAMODB_WRITES if counts.get(f"dynamodb:{op}")}
     sqs = {op.split(":")[1]: n for op, n in counts.items() if op.startswith("sqs:")}
     print(f"\ncrr real-time replication, local cloud (moto server), {objects} x {size} B objects at {rate:g}/s")
-    print(f"  {spans}; replicated {len(latencies)}/{objects}")
+    print(f"  {latency_line}")
+    print(f"  {spans}; replicated {len(latencies)}/{objects}, {objects_per_second:.1f} objects/s")
     if latencies:
         print(
             f"  put → replica visible: p50 {percentile(latencies, 0.5):.0f} ms, p95 {percentile(latencies, 0.95):.0f}"
@@ -133,15 +150,25 @@ def report(*, objects: int, rate: float, size: int, latencies: list[float], coun
     print("  targets: ≤ 2 S3 requests and ≤ 1 DynamoDB write per object; p50 ≤ 200 ms, p99 ≤ 1000 ms")
 
 
-def run(objects: int, rate: float, size: int, deadline_s: float, concurrency: int, *, enforce_iam: bool) -> int:
+def run(
+    objects: int,
+    rate: float,
+    size: int,
+    deadline_s: float,
+    concurrency: int,
+    *,
+    enforce_iam: bool,
+    latency: LatencyModel | None = None,
+) -> int:
     keys = [f"bench/{index:06d}" for index in range(objects)]
-    with LocalCloud(enforce_iam=enforce_iam) as cloud:
+    with LocalCloud(enforce_iam=enforce_iam, latency=latency) as cloud:
         cloud.start()
         queue_url = deploy(cloud, concurrency)
         if not warm_up(cloud, queue_url):
             print("warm-up objects never replicated; see .local-cloud/logs", file=sys.stderr)
             return 1
         cloud.request_counts(reset=True)
+        delayed_before = cloud.latency_counts()
         started = time.time()
         put_at = write_steadily(cloud, keys, rate, size)
         written = time.time()
@@ -149,12 +176,31 @@ def run(objects: int, rate: float, size: int, deadline_s: float, concurrency: in
         wait_for(lambda: queue_drained(cloud, queue_url), 30)  # the last acknowledgements and progress
         replicas = cloud.write_times(DESTINATION)
         counts = cloud.request_counts()
+        delayed = _since(cloud.latency_counts(), delayed_before)
     # A replica is visible once its CopyObject is stored (S3 reads are strongly consistent).
     latencies = [(replicas[key] - put_at[key]) * 1000 for key in keys if key in replicas and key in put_at]
     last = max((replicas[key] for key in keys if key in replicas), default=written)
     spans = f"written in {written - started:.1f}s, last replica {last - started:.1f}s after the first put"
-    report(objects=objects, rate=rate, size=size, latencies=latencies, counts=counts, spans=spans)
+    latency_line = latency_model.summary(delayed, latency) if latency else "latency model: off"
+    report(
+        objects=objects,
+        rate=rate,
+        size=size,
+        latencies=latencies,
+        counts=counts,
+        spans=spans,
+        objects_per_second=len(latencies) / max(last - started, 1e-9),
+        latency_line=latency_line,
+    )
     return 0 if len(latencies) == objects else 1
+
+
+def _since(now: dict[str, dict[str, int]], before: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The delayed attempts counted between two readings (the warm-up's are not the run's)."""
+    return {
+        request_class: {op: n - before.get(request_class, {}).get(op, 0) for op, n in operations.items()}
+        for request_class, operations in now.items()
+    }
 
 
 def main() -> int:
@@ -169,8 +215,22 @@ def main() -> int:
         action="store_true",
         help="leave IAM unenforced: the emulator's SigV4 and policy checks cost it CPU that AWS does not bill to crr",
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=LatencyModel.parse,
+        metavar="SAME,CROSS",
+        help="the latency model's round trips in ms, in the function's region and to another (e.g. 10,60; default off)",
+    )
     args = parser.parse_args()
-    return run(args.objects, args.rate, args.size, args.deadline, args.concurrency, enforce_iam=not args.no_iam)
+    return run(
+        args.objects,
+        args.rate,
+        args.size,
+        args.deadline,
+        args.concurrency,
+        enforce_iam=not args.no_iam,
+        latency=args.latency_ms,
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from crr.listing import ListedObject
+from crr.models import ListedObject
 from crr.rules import ReplicationRule
 from crr.verify import verify
 

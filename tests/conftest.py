@@ -5,7 +5,21 @@ they are set before any test module imports crr.
 """
 
 import os
+from collections.abc import Iterator
+
+import pytest
 
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "crr")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "crr-tests")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+
+
+@pytest.fixture(autouse=True)
+def no_warm_objects_from_other_tests() -> Iterator[None]:
+    """Each test starts with a cold process: the composition root keeps clients, rule caches and pools
+    warm per process (as Lambda does), and a test must never be answered by another test's."""
+    from crr.composition import forget_warm_objects  # after the environment above is set
+
+    forget_warm_objects()
+    yield
+    forget_warm_objects()

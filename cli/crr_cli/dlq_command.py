@@ -8,8 +8,8 @@ from typing import Any
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.sqs import SqsQueueSender
+from crr.composition import dead_letters
 from crr.replay import DeadLetterSummary, ReplayReport, ReplayRequest
-from crr.runtime import dead_letters
 from crr_cli.stack import discover_stack
 
 

@@ -7,17 +7,19 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from crr.backfill_workflow import BackfillStep
+from crr.backfill_workflow import BackfillStep, BackfillSteps
+from crr.composition import backfill_steps
 from crr.observability import logger, tracer
-from crr.runtime import backfill_steps
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext, steps: BackfillSteps | None = None) -> dict[str, Any]:
+    """``steps`` is for tests; Lambda passes none, and the environment's are used."""
     step = parse(event=event, model=BackfillStep).root
     request = step.result if step.action == "record_page" else step.request
     logger.append_keys(step=step.action, rule=request.rule_id, job=request.job_id, page=request.sequence)
-    result = backfill_steps().run(step, remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000)
+    steps = steps or backfill_steps()
+    result = steps.run(step, remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000)
     logger.info("backfill step done", extra={"result": result.model_dump(mode="json", exclude={"next_request"})})
     return result.model_dump(mode="json")

@@ -10,9 +10,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from crr.composition import replay_dead_letters
 from crr.observability import logger, tracer
 from crr.replay import parse_replay_event
-from crr.runtime import replay_dead_letters
 
 
 @logger.inject_lambda_context

@@ -10,10 +10,10 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from crr.composition import replication_service
+from crr.models import QueueMessage
 from crr.observability import logger, metrics, tracer
-from crr.ports import QueueMessage
-from crr.runtime import replication_service
-from crr.service import PartialItemFailures
+from crr.service import PartialItemFailures, ReplicationService
 
 # A batch whose every record failed is answered with every id listed, as any partial failure is:
 # raising instead would skip settle() (deferred messages never handed back) and fail the invocation.
@@ -23,8 +23,11 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    service = replication_service()
+def lambda_handler(
+    event: dict[str, Any], context: LambdaContext, service: ReplicationService | None = None
+) -> PartialItemFailureResponse:
+    """``service`` is for tests; Lambda passes none, and the environment's is used."""
+    service = service or replication_service()
 
     def handle(record: SQSRecord) -> None:
         service.handle(

@@ -12,8 +12,8 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from crr.composition import watch_wiring
 from crr.observability import logger, metrics, tracer
-from crr.runtime import watch_wiring
 
 
 @logger.inject_lambda_context

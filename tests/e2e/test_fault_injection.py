@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from crr_cli.localcloud.cloud import LocalCloud
-from crr_cli.localcloud.faults import FAULTS_VARIABLE, injected_counts
+from crr_cli.localcloud.lambda_.faults import FAULTS_VARIABLE, injected_counts
 from crr_cli.localcloud.scenario import create_bucket, run_cli
 from crr_cli.snapshot import compare, snapshot
 

@@ -617,6 +617,33 @@ def test_the_project_template_deploys_with_its_fixups(local_cloud: LocalCloud) -
     (mapping,) = stack.event_source_mappings
     assert mapping.function_logical_id == "ReplicateFunction"
     assert mapping.report_batch_item_failures
+    # And the template's own managed policy holds the template's document (moto created a stand-in),
+    # attached to the roles that share it
+    iam = local_cloud.client("iam", REGION)
+    shared = stack.resources["ReplicaWriterPolicy"].physical_id
+    assert {"WriteReplicas", "InspectDestinationBuckets"} <= _policy_sids(iam, shared)
+    assert "RemoveOwnReplicaVersions" not in _policy_sids(iam, shared)  # one-way
+    for role in ("ReplicateFunctionRole", "BackfillFunctionRole"):
+        attached = iam.list_attached_role_policies(RoleName=stack.resources[role].physical_id)["AttachedPolicies"]
+        assert shared in {policy["PolicyArn"] for policy in attached}, role
+
+    # When the stack is redeployed as one of a two-way pair, Then the managed policy follows (moto updates none)
+    peers = {
+        "PeerRulesTableArns": "arn:aws:dynamodb:us-east-1:123456789012:table/peer",
+        "PeerQueueArns": "arn:aws:sqs:us-east-1:123456789012:peer",
+    }
+    local_cloud.deploy(
+        REPO_ROOT / "template.yaml", "crr-template", REGION, {**parameters, **peers}, event_sources=False
+    )
+    assert "RemoveOwnReplicaVersions" in _policy_sids(iam, shared)
+
+
+def _policy_sids(iam: Any, policy_arn: str) -> set[str]:
+    """The statement ids of a managed policy's default version."""
+    version = iam.get_policy(PolicyArn=policy_arn)["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=policy_arn, VersionId=version)["PolicyVersion"]["Document"]
+    document = json.loads(document) if isinstance(document, str) else document
+    return {str(statement["Sid"]) for statement in document["Statement"]}
 
 
 def child_processes() -> set[int]:

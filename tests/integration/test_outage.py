@@ -18,7 +18,7 @@ import pytest
 
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
-from crr_cli.localcloud.faults import injected_counts
+from crr_cli.localcloud.lambda_.faults import injected_counts
 from tests.support import localcloud as cli
 
 pytestmark = pytest.mark.integration

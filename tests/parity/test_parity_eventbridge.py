@@ -1,4 +1,4 @@
-"""Parity: S3 → EventBridge → SQS on the local cloud behaves as on AWS (`eventbridge_seams`).
+"""Parity: S3 → EventBridge → SQS on the local cloud behaves as on AWS (`crr_cli.localcloud.seams.eventbridge`).
 
 Each test names the AWS documentation it follows. moto alone sends every event with one fixed
 sequencer and moto's own field names, offers it to disabled and scheduled rules and other buses,

@@ -1,5 +1,5 @@
 """Parity: the local cloud's S3 answers encryption, ETags, regions and notification filters as AWS does
-(the seams of crr_cli.localcloud.s3_fidelity)."""
+(the seams of crr_cli.localcloud.seams.s3_fidelity)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from crr.backfill import BackfillJob, BackfillStatus, PageResult
+from crr.backfill_models import BackfillJob, BackfillStatus, PageResult
 from crr.errors import (
     BackfillJobConflictError,
     BackfillJobNotFoundError,
@@ -23,8 +23,7 @@ from crr.errors import (
     SourceChangedError,
     SourceGoneError,
 )
-from crr.listing import ListedObject, ListingPage
-from crr.ports import LedgerEntry
+from crr.models import LedgerEntry, ListedObject, ListingPage
 from crr.rules import ReplicationRule
 from tests.support.fakes import FakeLedger, FakeS3
 
@@ -139,12 +138,15 @@ class HookedLedger(FakeLedger):
 
 
 class RecordingNotices:
-    """``NoticeQueue`` that keeps every body; ``failing`` makes every send raise."""
+    """``ReplicationQueue`` that keeps every body; ``failing`` makes every send raise."""
 
     def __init__(self, failing: bool = False) -> None:
         self.bodies: list[str] = []
         self.batches = 0
         self.failing = failing
+
+    def send(self, body: str) -> None:
+        self.send_batch([body])
 
     def send_batch(self, bodies: Sequence[str]) -> None:
         assert len(bodies) <= 10

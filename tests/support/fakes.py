@@ -22,15 +22,7 @@ from crr.errors import (
     SourceChangedError,
     SourceGoneError,
 )
-from crr.ports import (
-    AclGrants,
-    CopyRequest,
-    KeyVersion,
-    LedgerEntry,
-    ObjectState,
-    ProgressDelta,
-    TombstoneRecord,
-)
+from crr.models import AclGrants, CopyRequest, KeyVersion, LedgerEntry, ObjectState, ProgressDelta, TombstoneRecord
 from crr.rules import ReplicationRule
 from crr.stamps import Stamp
 

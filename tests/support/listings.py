@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from crr.listing import ListedObject
+from crr.models import ListedObject
 
 
 def etag_of(body: bytes) -> str:

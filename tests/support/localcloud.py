@@ -11,7 +11,7 @@ from pathlib import Path
 
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
-from crr_cli.localcloud.faults import FAULTS_VARIABLE
+from crr_cli.localcloud.lambda_.faults import FAULTS_VARIABLE
 from crr_cli.localcloud.scenario import create_bucket
 
 
@@ -75,7 +75,7 @@ def deploy_pairs_with_faults(
     cloud: LocalCloud, stack: str, pairs: Iterable[tuple[str, str]], faults: Path, **parameters: str
 ) -> DeployedStack:
     """``deploy_pairs``, its function workers consulting the fault-control file ``faults`` (written
-    with no fault first; a test rewrites it to inject some, see crr_cli.localcloud.faults)."""
+    with no fault first; a test rewrites it to inject some, see crr_cli.localcloud.lambda_.faults)."""
     faults.write_text(json.dumps({"mode": "none"}), encoding="utf-8")
     previous = os.environ.get(FAULTS_VARIABLE)
     os.environ[FAULTS_VARIABLE] = str(faults)

@@ -33,6 +33,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from crr_cli.localcloud.lambda_ import latency
+from crr_cli.localcloud.lambda_.latency import LatencyHook, LatencyModel
+
 ACCESS_KEY = "crr-seaweedfs"
 SECRET_KEY = "crr-seaweedfs-secret"  # a throwaway credential of a loopback test server
 # SeaweedFS has one region and accepts any in a signature: rules still need two distinct names.
@@ -84,6 +87,13 @@ class EndpointSession(boto3.session.Session):
         kwargs["endpoint_url"] = self.endpoint_url
         kwargs.setdefault("config", CONFIG)
         return super().client(*args, **kwargs)
+
+
+def with_latency(session: boto3.session.Session, model: LatencyModel, far_bucket: str) -> LatencyHook:
+    """The latency model on a session of this one-region server, its clients built afterwards
+    included: `far_bucket` (a bench's destination) is the other region, every other bucket is home."""
+    far_side = LatencyModel(model.same_region_ms, model.cross_region_ms, cross_buckets=frozenset({far_bucket}))
+    return latency.install(session, far_side, REGION)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from enum import StrEnum
 from crr.errors import CrrError
 from crr.events import ChangeEvent, ChangeKind
 from crr.markers import sealed_origin
-from crr.ports import ObjectState
+from crr.models import ObjectState
 from crr.replication import APPLIED, Replicator
 from crr.rules import PeerRule, ReplicationRule
 from tests.support.fakes import FakeLedger, FakeNudges, FakeProgress, FakeRules, FakeS3, FakeTombstones, StoredVersion

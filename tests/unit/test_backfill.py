@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from crr.backfill import (
-    BACKFILL_CONFIGURATION_ID,
-    BackfillEngine,
+from crr.backfill import BACKFILL_CONFIGURATION_ID, BackfillEngine, reconciler, run_job, run_pages
+from crr.backfill_models import (
     BackfillJob,
     BackfillStatus,
     ListingCursor,
@@ -22,9 +21,6 @@ from crr.backfill import (
     PageResult,
     listing_prefixes,
     plan_digest,
-    reconciler,
-    run_job,
-    run_pages,
 )
 from crr.errors import (
     AccessDeniedError,
@@ -34,7 +30,7 @@ from crr.errors import (
     StorageError,
 )
 from crr.events import ChangeEvent, ChangeKind, parse_notification
-from crr.ports import LedgerEntry
+from crr.models import LedgerEntry
 from crr.replication import Replicator
 from crr.rules import PeerRule, ReplicationRule, RuleStatus
 from tests.support.backfill_fakes import (

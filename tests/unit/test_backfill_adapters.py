@@ -21,16 +21,14 @@ from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoLedger, DynamoProgre
 from crr.adapters.dynamodb.keys import backfill_sk, rule_pk
 from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill import (
-    BackfillEngine,
+from crr.backfill import BackfillEngine, reconciler, run_job
+from crr.backfill_models import (
     BackfillJob,
     BackfillStatus,
     CountProgress,
     ListingCursor,
     PageCounts,
     PageResult,
-    reconciler,
-    run_job,
 )
 from crr.errors import (
     BackfillJobConflictError,
@@ -39,7 +37,7 @@ from crr.errors import (
     SourceGoneError,
     StateStoreError,
 )
-from crr.listing import ListedObject
+from crr.models import ListedObject
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from tests.support.aws import client, create_bucket, create_rules_table

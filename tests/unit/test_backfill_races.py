@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crr.backfill import BackfillEngine, BackfillJob, reconciler, run_pages
+from crr.backfill import BackfillEngine, reconciler, run_pages
+from crr.backfill_models import BackfillJob
 from crr.errors import CrrError
 from crr.events import ChangeEvent, ChangeKind, parse_notification
 from crr.replication import Replicator
@@ -58,6 +59,9 @@ class QueueNotices:
     def __init__(self, pending: list[ChangeEvent], scheduler: Interleaver) -> None:
         self.pending = pending
         self.scheduler = scheduler
+
+    def send(self, body: str) -> None:
+        self.send_batch([body])
 
     def send_batch(self, bodies: Sequence[str]) -> None:
         for body in bodies:

@@ -11,15 +11,8 @@ from typing import Any
 
 import pytest
 
-from crr.backfill import (
-    BackfillEngine,
-    BackfillJob,
-    BackfillStatus,
-    CountProgress,
-    PageCounts,
-    PageResult,
-    reconciler,
-)
+from crr.backfill import BackfillEngine, reconciler
+from crr.backfill_models import BackfillJob, BackfillStatus, CountProgress, PageCounts, PageResult
 from crr.backfill_workflow import (
     BackfillControl,
     BackfillPageRefusedError,
@@ -71,6 +64,9 @@ class Rules:
         if rule_id not in self.rules:
             raise RuleNotFoundError(f"no rule {rule_id}")
         return self.rules[rule_id]
+
+    def list(self) -> list[ReplicationRule]:
+        return sorted(self.rules.values(), key=lambda rule: rule.rule_id)
 
 
 @dataclass

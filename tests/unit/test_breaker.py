@@ -6,7 +6,7 @@ The breaker runs on its real DynamoDB store (moto), so what is tested is what th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from crr.adapters.dynamodb import DynamoBreakerStore, DynamoRules
 from crr.breaker import (
-    BreakerRecord,
     BreakerSettings,
     DeleteBreaker,
     DeleteDecision,
@@ -26,6 +25,7 @@ from crr.breaker import (
     removal_notification,
 )
 from crr.events import ChangeEvent, ChangeKind, parse_notification
+from crr.models import BreakerRecord
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule
 from tests.support.aws import client, create_rules_table
@@ -45,6 +45,10 @@ class Queue:
 
     def send(self, body: str) -> None:
         self.sent.append(body)
+
+    def send_batch(self, bodies: Sequence[str]) -> None:
+        for body in bodies:
+            self.send(body)
 
 
 class World:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from crr.breaker import BreakerRecord, BreakerSettings, BreakerState, Verdict
+from crr.breaker import BreakerSettings, BreakerState
+from crr.models import BreakerRecord, Verdict
 from crr.status import StackStatus, StatusReport, render_text
 from tests.unit.test_status import (
     EMPTY,

@@ -22,7 +22,7 @@ from crr.errors import StateStoreError
 from crr.events import ChangeEvent, ChangeKind
 from crr.failures import FailureKind, FailureReason, FailureRecord, classify
 from crr.large_copy import LargeObjectSettings
-from crr.ports import CopyRequest, ProgressDelta, QueueMessage
+from crr.models import CopyRequest, ProgressDelta, QueueMessage
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule
 from crr.service import OUT_OF_TIME, RecordFailedError, ReplicationService

@@ -17,7 +17,7 @@ from crr.errors import (
     SourceAlreadyReplicatingError,
     SourceIsDestinationError,
 )
-from crr.ports import LedgerEntry, ProgressDelta, TombstoneRecord
+from crr.models import LedgerEntry, ProgressDelta, TombstoneRecord
 from crr.rules import ReplicationRule, RuleStatus
 from crr.stamps import Stamp
 from tests.support.aws import client, create_rules_table
@@ -172,7 +172,7 @@ def test_progress_accumulates_atomically(dynamodb: Any) -> None:
 
 def test_the_breaker_store_counts_slots_holds_keys_and_flags_the_rule(dynamodb: Any) -> None:
     from crr.adapters.dynamodb import DynamoBreakerStore
-    from crr.breaker import Verdict
+    from crr.models import Verdict
 
     # Given a rule and its breaker store
     rules = DynamoRules(dynamodb, TABLE, cache_seconds=0)

@@ -10,7 +10,7 @@ import pytest
 from crr.adapters.dynamodb import DynamoFailureLog
 from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsQueueSender
 from crr.failures import FailureKind, FailureReason
-from crr.ports import QueueMessage
+from crr.models import QueueMessage
 from crr.replay import DeadLetters, ReplayRequest
 from tests.support.aws import client, create_rules_table
 

@@ -16,7 +16,7 @@ from crr.errors import (
     StorageError,
 )
 from crr.failures import Backoff, FailureKind, FailureReason, FailureRecord, classify
-from crr.ports import QueueMessage
+from crr.models import QueueMessage
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from crr.service import RecordFailedError, ReplicationService

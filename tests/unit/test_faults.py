@@ -19,7 +19,7 @@ from moto import mock_aws
 
 from crr import deadline
 from crr.adapters.clients import ClientFactory
-from crr_cli.localcloud import faults
+from crr_cli.localcloud.lambda_ import faults
 
 REGION: Final = "us-west-1"  # Final: a Literal where the typed S3 client wants a region name
 

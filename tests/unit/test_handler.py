@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from crr.adapters.dynamodb import DynamoRules
-from crr.rules import ReplicationRule
+from crr.rules import ReplicationRule, RuleStatus
 from tests.support.aws import client, create_bucket, create_rules_table
 from tests.support.events import load_body, load_event, sqs_event
 
@@ -82,6 +82,21 @@ def test_a_batch_replicates_its_objects_and_dead_letters_the_malformed_record_wi
     replica = client("s3", "us-east-1").get_object(Bucket=DST, Key="reports/2026/summary.csv")
     assert replica["Body"].read() == b"a,b\n"
     assert replica["ContentType"] == "text/csv"
+
+
+def test_a_paused_rule_writes_no_replica_even_after_an_enabled_rule_warmed_the_process(deployed: Any) -> None:
+    """The isolation guard: this module's first test replicates under the same rule, enabled, in this
+    process; nothing that test warmed (clients, the rule cache) may answer for this one."""
+    handler, s3 = deployed
+    # Given the rule paused, and an object in the source with its notification
+    DynamoRules(client("dynamodb", "us-west-1"), TABLE).set_status("demo", RuleStatus.PAUSED)
+    s3.put_object(Bucket=SRC, Key="reports/2026/summary.csv", Body=b"a,b\n")
+    event = sqs_event(notification_for(s3, "reports/2026/summary.csv"))
+    # When the handler runs
+    response = handler.lambda_handler(event, Context())
+    # Then the record is acknowledged and no replica is written
+    assert response["batchItemFailures"] == []
+    assert "Contents" not in client("s3", "us-east-1").list_objects_v2(Bucket=DST)
 
 
 def test_a_dead_letter_dates_its_first_failure_from_the_first_delivery(deployed: Any) -> None:
@@ -206,3 +221,29 @@ def test_a_batch_with_no_working_time_is_handed_back_unstarted_instead_of_failin
     queued = sqs.receive_message(QueueUrl=os.environ["REPLICATION_QUEUE_URL"], MaxNumberOfMessages=10)["Messages"]
     assert sorted(message["Body"] for message in queued) == sorted(bodies)
     assert "Contents" not in client("s3", "us-east-1").list_objects_v2(Bucket=DST)
+
+
+def test_the_handler_answers_with_an_injected_service_without_reading_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from functions.replicate import handler
+    from tests.support.fakes import FakeS3
+    from tests.unit.test_failures import service_with
+    from tests.unit.test_replication import DST as FAKE_DESTINATION
+
+    # Given no function settings at all, and a service over in-memory fakes holding one source object
+    for name in ("RULES_TABLE_NAME", "REPLICATION_QUEUE_URL", "DEAD_LETTER_QUEUE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    s3 = FakeS3()
+    s3.create_bucket("crr-demo-source", "us-west-1")
+    s3.create_bucket(FAKE_DESTINATION, "us-east-1")
+    s3.put("crr-demo-source", "reports/2026/summary.csv", b"a,b\n")
+    service, failures, _ = service_with(s3)
+    # When the handler runs a batch with that service injected
+    response = handler.lambda_handler(sqs_event(load_body("s3/object-created-put")), Context(), service=service)
+    # Then the injected service replicated the object, and nothing failed
+    assert response["batchItemFailures"] == []
+    assert failures.recorded == []
+    replica = s3.buckets[FAKE_DESTINATION].current("reports/2026/summary.csv")
+    assert replica is not None
+    assert replica.body == b"a,b\n"

@@ -20,15 +20,8 @@ from crr.copying import MIB, plan_parts
 from crr.errors import AccessDeniedError, SourceChangedError, StorageError
 from crr.events import ChangeEvent, ChangeKind
 from crr.failures import FailureReason
-from crr.large_copy import (
-    LargeCopier,
-    LargeCopyJob,
-    LargeCopyStep,
-    LargeObjectSettings,
-    PartBatch,
-    plan_batches,
-)
-from crr.ports import CopyRequest, ObjectState, UploadedPart
+from crr.large_copy import LargeCopier, LargeCopyStep, LargeObjectSettings, PartBatch, plan_batches
+from crr.models import CopyRequest, LargeCopyJob, ObjectState, UploadedPart
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule
 from tests.support.aws import client, create_bucket, upload_in_parts

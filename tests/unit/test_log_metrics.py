@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from crr_cli.localcloud.log_metrics import InvalidEmfError, LogMetrics, metric_data
+from crr_cli.localcloud.lambda_.log_metrics import InvalidEmfError, LogMetrics, metric_data
 
 # What Powertools Metrics writes for crr (see tests/unit/test_handler.py): one document, two dimension sets.
 POWERTOOLS_DOCUMENT = {

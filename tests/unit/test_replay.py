@@ -4,12 +4,14 @@ send-then-delete that makes a crash duplicate instead of drop."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from crr.failures import FailureKind, FailureReason, FailureRecord
-from crr.replay import DeadLetters, RawDeadLetter, ReplayRequest, parse_replay_event
+from crr.models import RawDeadLetter
+from crr.replay import DeadLetters, ReplayRequest, parse_replay_event
 from tests.support.events import load_event
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -51,6 +53,10 @@ class FakeQueue:
 
     def send(self, body: str) -> None:
         self.sent.append(body)
+
+    def send_batch(self, bodies: Sequence[str]) -> None:
+        for body in bodies:
+            self.send(body)
 
 
 class FakeFailureLog:

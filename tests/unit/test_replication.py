@@ -10,7 +10,7 @@ import pytest
 from crr.errors import BucketMissingError, ReplicaKeyMissingError
 from crr.events import ChangeEvent, ChangeKind
 from crr.failures import classify
-from crr.ports import AclGrants, ObjectState
+from crr.models import AclGrants, ObjectState
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule, RuleStatus
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3, StoredVersion

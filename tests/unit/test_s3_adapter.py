@@ -12,8 +12,8 @@ from botocore.exceptions import ClientError
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import DestinationEncryption, S3Buckets, S3ObjectStore
 from crr.errors import BucketMissingError, SourceGoneError, StorageError, UnknownBucketError
-from crr.markers import marker_for
-from crr.ports import AclGrants, CopyRequest, ObjectState
+from crr.markers import marker_for, sealed_origin, user_metadata
+from crr.models import AclGrants, CopyRequest, ObjectState
 from tests.support.aws import client, create_bucket, upload_in_parts
 
 SRC, DST = "src-bucket", "dst-bucket"
@@ -313,7 +313,7 @@ def test_a_replica_written_with_crrs_marker_is_recognised_and_a_users_copy_of_it
     store = S3ObjectStore(ClientFactory())
     state = store.head(SRC, "us-west-1", "k")
     assert state is not None
-    written = store.copy_version(copy_request(state, store, {**state.user_metadata, **marker_for(state, SRC, now())}))
+    written = store.copy_version(copy_request(state, store, {**user_metadata(state), **marker_for(state, SRC, now())}))
     # When a user copies it inside the destination, to another key and onto itself with new metadata
     east.copy_object(Bucket=DST, Key="copy", CopySource={"Bucket": DST, "Key": "k"})
     replica = store.head(DST, "us-east-1", "k")
@@ -323,11 +323,11 @@ def test_a_replica_written_with_crrs_marker_is_recognised_and_a_users_copy_of_it
         MetadataDirective="REPLACE", Metadata={**replica.metadata, "mtime": "1"},
     )  # fmt: skip
     # Then the replica crr wrote (as its copy answered: that version) was recognised, and neither copy is
-    assert (replica.replica_of, replica.version_id) == (SRC, written.version_id)
+    assert (sealed_origin(replica), replica.version_id) == (SRC, written.version_id)
     copied, touched = store.head(DST, "us-east-1", "copy"), store.head(DST, "us-east-1", "k")
     assert copied is not None
     assert touched is not None
-    assert (copied.replica_of, touched.replica_of) == (None, None)
+    assert (sealed_origin(copied), sealed_origin(touched)) == (None, None)
 
 
 def test_tags_and_acls_are_read_and_set_per_version(s3: Any) -> None:

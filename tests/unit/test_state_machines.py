@@ -19,7 +19,7 @@ import pytest
 from pydantic import BaseModel
 
 from crr import backfill_workflow, large_copy
-from crr_cli.localcloud.cfn_yaml import load_cfn_template
+from crr_cli.localcloud.deploy.cfn_yaml import load_cfn_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

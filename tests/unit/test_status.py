@@ -23,16 +23,13 @@ from crr.adapters.health import (
     SqsQueueGauge,
     queue_name_from_url,
 )
-from crr.backfill import BackfillJob, CountProgress, PageCounts
+from crr.backfill_models import BackfillJob, CountProgress, PageCounts
 from crr.errors import RuleNotFoundError, StateStoreError
 from crr.failures import FailureKind, FailureReason
-from crr.ports import ProgressDelta, QueueMessage
+from crr.models import FailureCount, ProgressDelta, QueueDepth, QueueMessage, RuleProgress
 from crr.rules import ReplicationRule, RuleStatus
 from crr.status import (
-    FailureCount,
     LagState,
-    QueueDepth,
-    RuleProgress,
     StackStatus,
     StatusProbeError,
     StatusReport,

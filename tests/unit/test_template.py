@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from moto.iam.aws_managed_policies import aws_managed_policies_data
 
-from crr_cli.localcloud.cfn_yaml import load_cfn_template
-from crr_cli.localcloud.deploy import transform_offline
+from crr_cli.localcloud.deploy.cfn_yaml import load_cfn_template
+from crr_cli.localcloud.deploy.transform import transform_offline
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 DATA_SERVICES = ("s3:", "sqs:", "dynamodb:", "kms:", "sns:", "states:", "lambda:")
@@ -36,22 +36,43 @@ def template() -> dict[str, Any]:
     return transform_offline(sam, PARAMETERS, "us-west-1")
 
 
-def managed_policy_document(arn: str) -> dict[str, Any]:
-    """The document of an AWS managed policy (moto ships AWS's published copies)."""
-    name = arn.rsplit("/", 1)[1]
+def managed_policy_document(resources: dict[str, Any], arn: Any) -> dict[str, Any]:
+    """The document of a managed policy a role attaches: the template's own (`Ref` to an
+    AWS::IAM::ManagedPolicy) or an AWS managed one (moto ships AWS's published copies)."""
+    if isinstance(arn, dict):
+        policy = resources[arn["Ref"]]
+        assert policy["Type"] == "AWS::IAM::ManagedPolicy"
+        own: dict[str, Any] = policy["Properties"]["PolicyDocument"]
+        return own
+    name = str(arn).rsplit("/", 1)[1]
     document: dict[str, Any] = json.loads(aws_managed_policies_data)[name]["Document"]
     return document
 
 
+def attachments(resources: dict[str, Any]) -> dict[str, set[str]]:
+    """Each of the template's managed policies -> the roles that attach it."""
+    attached: dict[str, set[str]] = {
+        logical_id: set() for logical_id, r in resources.items() if r["Type"] == "AWS::IAM::ManagedPolicy"
+    }
+    for logical_id, resource in resources.items():
+        for arn in resource.get("Properties", {}).get("ManagedPolicyArns", []):
+            if isinstance(arn, dict):
+                attached[arn["Ref"]].add(logical_id)
+    return attached
+
+
 def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every IAM or resource-policy statement, AWS managed policies attached to roles included, with
-    the logical id that holds it."""
-    for logical_id, resource in template["Resources"].items():
+    """Every IAM or resource-policy statement, managed policies attached to roles included, with
+    the logical id that holds it (a managed policy's statements count for each role attaching it)."""
+    resources = template["Resources"]
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "AWS::IAM::ManagedPolicy":
+            continue
         properties = resource.get("Properties", {})
         documents = [policy["PolicyDocument"] for policy in properties.get("Policies", [])]
         if "PolicyDocument" in properties:
             documents.append(properties["PolicyDocument"])
-        documents += [managed_policy_document(str(arn)) for arn in properties.get("ManagedPolicyArns", [])]
+        documents += [managed_policy_document(resources, arn) for arn in properties.get("ManagedPolicyArns", [])]
         for document in documents:
             for statement in document.get("Statement", []):
                 # A conditional statement counts in every branch that is a statement.
@@ -77,6 +98,25 @@ def test_no_data_action_is_granted_on_every_resource(template: dict[str, Any]) -
     ]
     assert offending == []
     assert len(list(statements(template))) >= 8
+
+
+def test_every_managed_policy_is_attached_to_the_functions_that_share_its_grants(template: dict[str, Any]) -> None:
+    # Given the template's own managed policies, Then each is attached, and only to the roles that
+    # need every one of its grants
+    assert attachments(template["Resources"]) == {
+        "SourceReaderPolicy": {"ReplicateFunctionRole", "BackfillFunctionRole"},
+        "ReplicaWriterPolicy": {"ReplicateFunctionRole", "BackfillFunctionRole"},
+        "ReplicationStatePolicy": {"ReplicateFunctionRole", "BackfillFunctionRole"},
+        "S3KmsKeysPolicy": {"ReplicateFunctionRole", "BackfillFunctionRole", "LargeCopyFunctionRole"},
+    }
+
+
+def test_every_output_says_what_it_is(template: dict[str, Any]) -> None:
+    # Given the stack's outputs (`crr` and operators read them), Then each has a description
+    undescribed = [
+        name for name, output in load_cfn_template(TEMPLATE)["Outputs"].items() if not output.get("Description")
+    ]
+    assert undescribed == []
 
 
 def test_the_queue_visibility_is_at_least_six_times_the_function_timeout(template: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """template.yaml against what AWS would refuse or over-grant on a first deploy (issue 12).
 
-The local cloud enforces IAM for S3, SQS and Step Functions only (see iam_seams); these tests read
+The local cloud enforces IAM for S3, SQS and Step Functions only (see crr_cli.localcloud.seams.iam); these tests read
 the template itself: the grants as deployed for given parameters (conditions evaluated), the
 template rules CloudFormation checks, and the limits of names and metric math.
 """
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from crr_cli.localcloud import cfn_checks
-from crr_cli.localcloud.cfn_yaml import load_cfn_template
-from crr_cli.localcloud.deploy import transform_offline
+from crr_cli.localcloud.deploy import cfn_checks
+from crr_cli.localcloud.deploy.cfn_yaml import load_cfn_template
+from crr_cli.localcloud.deploy.transform import transform_offline
 from tests.unit.test_template import as_list, managed_policy_document
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
@@ -63,7 +63,7 @@ def deployed(sam: dict[str, Any], **parameters: str) -> tuple[dict[str, Any], di
 def role_statements(resources: dict[str, Any], role: str) -> list[dict[str, Any]]:
     properties = resources[role]["Properties"]
     documents = [policy["PolicyDocument"] for policy in properties.get("Policies", [])]
-    documents += [managed_policy_document(str(arn)) for arn in properties.get("ManagedPolicyArns", [])]
+    documents += [managed_policy_document(resources, arn) for arn in properties.get("ManagedPolicyArns", [])]
     return [statement for document in documents for statement in document["Statement"] if statement is not None]
 
 
@@ -111,6 +111,17 @@ def test_a_batch_above_ten_needs_a_batching_window(sam: dict[str, Any]) -> None:
     cfn_checks.check_rules(sam, {**BUCKETS, "BatchSize": "10"}, {})
 
 
+def test_a_prod_stack_needs_an_alarm_topic_and_a_dev_stack_does_not(sam: dict[str, Any]) -> None:
+    topic = "arn:aws:sns:us-west-1:111122223333:crr-alarms"
+    # Given Stage=prod without an alarm topic, Then the stack is refused before anything is created
+    with pytest.raises(cfn_checks.TemplateCheckError, match="AlarmTopicArn"):
+        cfn_checks.check_rules(sam, {**BUCKETS, "Stage": "prod"}, {})
+    # And with one it is accepted, as is a dev stack without
+    cfn_checks.check_rules(sam, {**BUCKETS, "Stage": "prod", "AlarmTopicArn": topic}, {})
+    cfn_checks.check_rules(sam, {**BUCKETS, "Stage": "dev"}, {})
+    cfn_checks.check_rules(sam, BUCKETS, {})
+
+
 def test_peer_grants_need_both_peer_lists(sam: dict[str, Any]) -> None:
     # Given only the peer table: the template refuses it, and grants nothing on an empty ARN
     with pytest.raises(cfn_checks.TemplateCheckError, match="PeerQueueArns"):
@@ -148,6 +159,29 @@ def test_the_replicate_role_reads_its_own_queue_only(sam: dict[str, Any]) -> Non
         assert granted(statements, action) == [{"Fn::GetAtt": ["ReplicationQueue", "Arn"]}], action
     [mapping] = [r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
     assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["ReplicationQueue", "Arn"]}
+
+
+def test_the_shared_policy_gives_each_role_only_what_it_had_on_its_own(sam: dict[str, Any]) -> None:
+    # Given a two-way stack, whose ReplicateFunction and BackfillFunction share ReplicaWriterPolicy
+    resources, _ = deployed(sam, **PEERS)
+    replicate = role_statements(resources, "ReplicateFunctionRole")
+    backfill = role_statements(resources, "BackfillFunctionRole")
+    queue, dead_letters = {"Fn::GetAtt": ["ReplicationQueue", "Arn"]}, {"Fn::GetAtt": ["ReplicationDLQ", "Arn"]}
+    # Then both still copy, hand keys to the live path, start large copies and reach the peer
+    for statements in (replicate, backfill):
+        assert granted(statements, "sqs:SendMessage").count(queue) == 1
+        assert PEERS["PeerQueueArns"] in granted(statements, "sqs:SendMessage")
+        assert granted(statements, "states:StartExecution") == [{"Ref": "LargeCopyStateMachine"}]
+        assert granted(statements, "s3:PutObject")
+    # And the backfill gets none of the queue consumer's grants nor the in-place tag and ACL sync
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "s3:PutObjectVersionAcl"):
+        assert granted(backfill, action) == [], action
+        assert granted(replicate, action), action
+    assert dead_letters not in granted(backfill, "sqs:SendMessage")
+    assert dead_letters in granted(replicate, "sqs:SendMessage")
+    # And the replicate function does not read the ledger in batches, which only the backfill does
+    assert granted(replicate, "dynamodb:BatchGetItem") == []
+    assert granted(backfill, "dynamodb:BatchGetItem") == [{"Fn::GetAtt": ["RulesTable", "Arn"]}]
 
 
 def test_no_reserved_concurrency_unless_asked_for(sam: dict[str, Any]) -> None:

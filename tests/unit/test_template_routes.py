@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from crr_cli.localcloud.cfn_yaml import load_cfn_template
-from crr_cli.localcloud.deploy import transform_offline
+from crr_cli.localcloud.deploy.cfn_yaml import load_cfn_template
+from crr_cli.localcloud.deploy.transform import transform_offline
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 PARAMETERS = {"SourceBuckets": "src-a,src-b", "DestinationBuckets": "dst-a", "ChangeRoute": "EventBridge"}

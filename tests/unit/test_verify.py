@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from crr.adapters.sqs import QueueError
 from crr.errors import ListingOrderError, RepairIncompleteError, RepairRefusedError
 from crr.events import ChangeEvent, ChangeKind, parse_notification
-from crr.listing import ListedObject
-from crr.ports import LedgerEntry, ObjectState
+from crr.models import LedgerEntry, ListedObject, ObjectState
 from crr.replication import Replicator
 from crr.rules import ReplicationRule, RuleStatus
 from crr.verify import (
@@ -75,6 +74,9 @@ class RecordingQueue:
     def __init__(self, fail_on_batch: int | None = None) -> None:
         self.batches: list[list[str]] = []
         self.fail_on_batch = fail_on_batch
+
+    def send(self, body: str) -> None:
+        self.send_batch([body])
 
     def send_batch(self, bodies: Sequence[str]) -> None:
         if self.fail_on_batch is not None and len(self.batches) == self.fail_on_batch:

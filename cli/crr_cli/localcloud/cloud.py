@@ -15,8 +15,12 @@ and moto's Step Functions tasks all route DynamoDB there; `request_counts()` add
 The functions' logs are followed as CloudWatch Logs follows them on AWS (`log_metrics`): the metrics
 of their EMF documents reach the main process's CloudWatch.
 
+`LocalCloud(latency=LatencyModel(10, 60))` adds AWS's round trips to what the functions and the SQS
+pollers call (`lambda_.latency`): benches then measure what latency does to throughput; the caller's
+own clients (`client()`, the tests, the CLI) are not delayed.
+
 moto executes the state machines of deployed templates (`MOTO_CONFIG`); their Lambda tasks come
-back to this process, to a Lambda Invoke API (`lambda_api`, at `lambda_endpoint_url`) that runs the
+back to this process, to a Lambda Invoke API (`lambda_.invoke_api`, at `lambda_endpoint_url`) that runs the
 handlers on the executor's warm workers, as `invoke()` does. moto keeps serving the rest of the
 Lambda API (the functions' configuration).
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -49,11 +54,14 @@ from crr_cli.localcloud.clients import (
     ClientFactory,
     endpoint_environment,
 )
-from crr_cli.localcloud.deploy import MANAGED_POLICIES, DeployedStack, deploy_stack
-from crr_cli.localcloud.executor import FunctionSpec, Invocation, LambdaExecutor
-from crr_cli.localcloud.lambda_api import LambdaApiServer
-from crr_cli.localcloud.log_metrics import LogMetrics
-from crr_cli.localcloud.poller import DEFAULT_CONCURRENCY, SqsEventSourcePoller
+from crr_cli.localcloud.deploy import DeployedStack, deploy_stack
+from crr_cli.localcloud.deploy.transform import MANAGED_POLICIES
+from crr_cli.localcloud.lambda_ import latency as latency_model
+from crr_cli.localcloud.lambda_.executor import FunctionSpec, Invocation, LambdaExecutor
+from crr_cli.localcloud.lambda_.invoke_api import LambdaApiServer
+from crr_cli.localcloud.lambda_.latency import LatencyHook, LatencyModel
+from crr_cli.localcloud.lambda_.log_metrics import LogMetrics
+from crr_cli.localcloud.lambda_.poller import DEFAULT_CONCURRENCY, SqsEventSourcePoller
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
@@ -86,7 +94,7 @@ def _request_json(url: str, *, method: str = "GET", document: Any = None, timeou
 
 @dataclass
 class _MotoServer:
-    """One moto server child process (`moto_process`) and where it logs and serves."""
+    """One moto server child process (`server.process`) and where it logs and serves."""
 
     name: str
     process: subprocess.Popen[bytes]
@@ -98,13 +106,13 @@ class _MotoServer:
     def spawn(
         cls, name: str, port: int | None, state_dir: Path, log_dir: Path, services: str | None = None
     ) -> _MotoServer:
-        """Start `python -m crr_cli.localcloud.moto_process` logging to `<log_dir>/<name>.log`."""
+        """Start `python -m crr_cli.localcloud.server.process` logging to `<log_dir>/<name>.log`."""
         port_file = state_dir / f"{name}-{uuid.uuid4().hex}.port"
         log_path = log_dir / f"{name}.log"
         environment = dict(os.environ)
         if port:
             environment["MOTO_PORT"] = str(port)
-        command = [sys.executable, "-m", "crr_cli.localcloud.moto_process", "--port", str(port or 0)]
+        command = [sys.executable, "-m", "crr_cli.localcloud.server.process", "--port", str(port or 0)]
         command += ["--port-file", str(port_file), "--parent-pid", str(os.getpid())]
         if services:
             command += ["--services", services]
@@ -163,12 +171,23 @@ class LocalCloud:
     """The embedded local cloud: two moto server processes (everything / DynamoDB), deployed stacks,
     warm workers, SQS pollers."""
 
-    def __init__(self, *, state_dir: Path | None = None, log_dir: Path | None = None, enforce_iam: bool = True) -> None:
-        # IAM enforced (iam_seams): functions sign with their execution role's session, and a
+    def __init__(
+        self,
+        *,
+        state_dir: Path | None = None,
+        log_dir: Path | None = None,
+        enforce_iam: bool = True,
+        latency: LatencyModel | None = None,
+    ) -> None:
+        # IAM enforced (seams.iam): functions sign with their execution role's session, and a
         # permission the template lacks fails with AccessDenied (S3, SQS, Step Functions).
         self.enforce_iam = enforce_iam
         self.state_dir = (state_dir or Path.cwd() / ".local-cloud").resolve()
         self.log_dir = (log_dir or self.state_dir / "logs").resolve()
+        # The latency model (None: off): the workers' calls and the pollers' wait modelled round trips.
+        self.latency = latency
+        self._latency_counts_dir = self.state_dir / f"latency-{uuid.uuid4().hex}"
+        self._poller_latency: list[LatencyHook] = []
         self.stacks: dict[str, DeployedStack] = {}
         self._moto: _MotoServer | None = None
         self._dynamodb: _MotoServer | None = None
@@ -207,7 +226,7 @@ class LocalCloud:
 
     @property
     def lambda_endpoint_url(self) -> str:
-        """The local Lambda Invoke API (`lambda_api`), which runs the handlers of deployed functions;
+        """The local Lambda Invoke API (`lambda_.invoke_api`), which runs the handlers of deployed functions;
         moto's Step Functions tasks invoke Lambda there."""
         if self._lambda_api is None:
             raise LocalCloudError("the local cloud is not started")
@@ -259,7 +278,13 @@ class LocalCloud:
                 )
             )
             self._log_metrics.start()
-            self._executor = LambdaExecutor(endpoint, self.log_dir, routes, follow_log=self._log_metrics.follow)
+            self._executor = LambdaExecutor(
+                endpoint,
+                self.log_dir,
+                routes,
+                follow_log=self._log_metrics.follow,
+                local_settings=self._worker_settings(),
+            )
             self._lambda_api = LambdaApiServer(self._executor, endpoint)
             # Only the tasks: moto keeps serving the Lambda API that deploy and the tests read.
             self._moto.post_until_ready("/_crr/task-endpoints", {"lambda": self._lambda_api.start()}, deadline)
@@ -269,6 +294,15 @@ class LocalCloud:
             raise
         self._clients = ClientFactory(endpoint, service_endpoints=routes)
         return endpoint
+
+    def _worker_settings(self) -> dict[str, str]:
+        """The local cloud's switches in every worker's environment: the latency model, when on."""
+        if self.latency is None:
+            return {}
+        return {
+            latency_model.LATENCY_VARIABLE: self.latency.environment_value(),
+            latency_model.COUNTS_VARIABLE: str(self._latency_counts_dir),
+        }
 
     def _set_up_iam(self) -> None:
         """Load the AWS managed policies the template's roles attach, and enforce IAM unless told not to."""
@@ -316,6 +350,7 @@ class LocalCloud:
             server.terminate()  # signal both before waiting for either
         for server in servers:
             server.wait()
+        shutil.rmtree(self._latency_counts_dir, ignore_errors=True)
 
     def aws_environment(self) -> dict[str, str]:
         """The standard AWS environment variables that point an SDK, the AWS CLI or `crr` at the
@@ -391,13 +426,26 @@ class LocalCloud:
                 pool = self.executor.pool(f"{stack_name}/{mapping.function_logical_id}")
                 # Lambda polls the queue with the function's execution role, as on AWS.
                 role = credentials.get(mapping.function_logical_id)
-                sqs = self.clients.role_client("sqs", region, role) if role else self.client("sqs", region)
+                sqs = self._poller_sqs_client(region, role)
                 poller = SqsEventSourcePoller(mapping, pool.invoke, sqs)
                 poller.start()
                 with self._lock:
                     self._pollers.append(poller)
                     self._stack_pollers.setdefault(stack_name, []).append(poller)
         return stack
+
+    def _poller_sqs_client(self, region: str, role: Mapping[str, str] | None) -> Any:
+        """The SQS client of a poller: the role's, or the test credentials'; with the latency model,
+        a client of its own (the cached ones serve the tests, whose calls are not delayed)."""
+        if role:
+            sqs = self.clients.role_client("sqs", region, role)
+        elif self.latency is None:
+            return self.client("sqs", region)
+        else:
+            sqs = ClientFactory(self.endpoint_url, service_endpoints=self.service_endpoints).client("sqs", region)
+        if self.latency is not None:
+            self._poller_latency.append(latency_model.install(sqs, self.latency, region))
+        return sqs
 
     def _stop_pollers(self, stack_name: str) -> None:
         with self._lock:
@@ -420,7 +468,7 @@ class LocalCloud:
         self._set_up_iam()  # the reset forgot the operator's IAM user and the managed policies
 
     def configure_seams(self, **settings: Any) -> dict[str, Any]:
-        """Change the SQS and copy-rate seams of the main moto process (`sqs_seams.configure`:
+        """Change the SQS and copy-rate seams of the main moto process (`seams.queues_and_copies.configure`:
         `short_poll_sampling`, `seed`, `copy_bytes_per_second`, `copy_bytes_per_second_by_bucket`);
         returns the settings now in force."""
         if self._moto is None:
@@ -441,6 +489,17 @@ class LocalCloud:
             counts = _request_json(f"{server.endpoint_url}/_crr/requests", method="POST" if reset else "GET")
             total.update({str(name): int(count) for name, count in counts.items()})
         return dict(total)
+
+    def latency_counts(self) -> dict[str, dict[str, int]]:
+        """HTTP attempts the latency model delayed so far (functions and pollers), by class (`same`,
+        `cross`) and `<service>:<operation>`; empty classes when the model is off. Read before `stop()`."""
+        total = latency_model.counts_in(self._latency_counts_dir)
+        for hook in list(self._poller_latency):
+            for request_class, operations in hook.counts().items():
+                merged = total.setdefault(request_class, {})
+                for operation, count in operations.items():
+                    merged[operation] = merged.get(operation, 0) + count
+        return total
 
     def region_misses(self) -> int:
         """S3 requests refused so far because they were signed for another region than their bucket's

@@ -27,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from crr_cli.localcloud.clients import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, ROUTED_SERVICES
 from crr_cli.localcloud.cloud import LocalCloud, LocalCloudError
 from crr_cli.localcloud.deploy import DeployError
+from crr_cli.localcloud.lambda_.latency import LatencyModel
 
 DEFAULT_PORT = 4566  # the port tools preconfigured for LocalStack already point at
 DEFAULT_DYNAMODB_PORT = 4569  # LocalStack's former DynamoDB port
@@ -95,16 +96,18 @@ def run_local_up(
     state_dir: Path | None = None,
     ready: threading.Event | None = None,
     stop: threading.Event | None = None,
+    latency: LatencyModel | None = None,
 ) -> int:
     """Start the local cloud, deploy `template`, print how to reach it, serve until interrupted.
 
     `port` and `dynamodb_port` are the main and the DynamoDB endpoints' ports (None or 0: free
     ports). Returns 0 after a clean stop (Ctrl-C, SIGTERM or `stop` set), 1 when start or deploy
     fails. `ready` is set once everything serves; `stop` lets a caller (a test) end the run.
+    `latency` turns on the latency model for the functions and the pollers.
     """
     stop = stop or threading.Event()
     previous = _install_stop_signals(stop)
-    cloud = LocalCloud(state_dir=state_dir or DEFAULT_STATE_DIR)
+    cloud = LocalCloud(state_dir=state_dir or DEFAULT_STATE_DIR, latency=latency)
     control: _ControlServer | None = None
     try:
         started = time.monotonic()
@@ -114,6 +117,11 @@ def run_local_up(
         elapsed = time.monotonic() - started
         print(f"crr local cloud ready in {elapsed:.1f}s on {endpoint} (DynamoDB on {cloud.dynamodb_endpoint_url})")
         print(f"stack {stack.stack_name} in {region}; function logs in {cloud.log_dir}")
+        if latency is not None:
+            print(
+                f"latency model: the functions' calls wait {latency.same_region_ms:g} ms in their region, "
+                f"{latency.cross_region_ms:g} ms to another"
+            )
         for key, value in sorted(stack.outputs.items()):
             print(f"  {key} = {value}")
         for note in stack.fixups:
@@ -215,6 +223,7 @@ def _run_from_arguments(arguments: argparse.Namespace) -> int:
         dict(arguments.parameter),
         arguments.template,
         dynamodb_port=arguments.dynamodb_port,
+        latency=arguments.latency_ms,
     )
 
 
@@ -241,6 +250,13 @@ def add_local_parser(subparsers: Any) -> None:
     )
     up.add_argument("--stack", default=DEFAULT_STACK, help=f"stack name (default {DEFAULT_STACK})")
     up.add_argument("--region", default=DEFAULT_REGION, help=f"stack region (default {DEFAULT_REGION})")
+    up.add_argument(
+        "--latency-ms",
+        type=LatencyModel.parse,
+        metavar="SAME,CROSS",
+        help="make the functions' AWS calls wait these round trips (ms) in their own region and to another "
+        "one, e.g. 10,60 (default: off)",
+    )
     _add_template_arguments(up)
     up.set_defaults(func=_run_from_arguments)
     deploy = commands.add_parser(

@@ -67,22 +67,29 @@ BackfillPageError; nothing of the page is recorded and running it again is safe.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol, Self
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from crr.backfill_models import (
+    MAX_FAILURE_SAMPLES,
+    BackfillJob,
+    BackfillStatus,
+    CountProgress,
+    FailedKey,
+    ListingCursor,
+    PageCounts,
+    PageRequest,
+    PageResult,
+    listing_prefixes,
+    plan_digest,
+)
 from crr.errors import (
-    BackfillJobConflictError,
     BackfillPageError,
     BackfillRefusedError,
     BucketMissingError,
@@ -93,21 +100,15 @@ from crr.errors import (
     StorageError,
 )
 from crr.events import ChangeEvent, ChangeKind, change_notice
-from crr.listing import MAX_PAGE_SIZE, ListedObject, ListingPage
+from crr.models import MAX_PAGE_SIZE, LedgerEntry, ListedObject
 from crr.observability import logger
-from crr.ports import KeyLedger, LedgerEntry
+from crr.ports.objects import FastCopier, PageListing
+from crr.ports.queues import ReplicationQueue
+from crr.ports.table import BackfillJobs, KeyLedger
 from crr.replication import MAX_SINGLE_COPY_BYTES, Outcome, ReplicationResult, Replicator
 from crr.rules import ReplicationRule
 
-DEFAULT_PAGE_SIZE = MAX_PAGE_SIZE
 DEFAULT_CONCURRENCY = 32
-DEFAULT_COUNT_PAGES = 4
-MAX_COUNT_PAGES = 100
-# Until the job is done, objects written after they were counted may make the processed count exceed the
-# total: the percentage stops just short of 100 until the last page is recorded.
-PERCENT_CAP = 99.9
-# Failed keys named in a page result (all of them are queued; these are for the operator to look at).
-MAX_FAILURE_SAMPLES = 10
 MAX_REASON_CHARS = 300
 # Notifications the backfill sends itself name this configuration, so logs tell them from S3's.
 BACKFILL_CONFIGURATION_ID = "crr-backfill"
@@ -119,239 +120,7 @@ NOTICE_BATCH_SIZE = 10  # SendMessageBatch takes at most 10 messages
 # ---- values crossing the Lambda / Step Functions boundary ---------------------------------------
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ListingCursor(_Model):
-    """Where a listing stands: the index of the prefix being listed and the last key listed under it
-    (None: the prefix's start). ``prefix_index`` equal to the number of prefixes: the listing is over."""
-
-    prefix_index: int = Field(default=0, ge=0)
-    after: str | None = Field(default=None, min_length=1)
-
-    def position(self) -> tuple[int, int, bytes]:
-        """Orders cursors as the listing advances (keys compare by their UTF-8 bytes, as S3 sorts them)."""
-        if self.after is None:
-            return (self.prefix_index, 0, b"")
-        return (self.prefix_index, 1, self.after.encode("utf-8", "surrogatepass"))
-
-
-class CountProgress(_Model):
-    """The counting pass: how far it has listed, and what it has counted so far."""
-
-    cursor: ListingCursor = Field(default_factory=ListingCursor)
-    objects: int = Field(default=0, ge=0)
-    bytes: int = Field(default=0, ge=0)
-    complete: bool = False
-
-
-class PageCounts(_Model):
-    """What one page did to its objects; ``listed`` = copied + skipped + superseded + failed."""
-
-    listed: int = Field(default=0, ge=0)
-    copied: int = Field(default=0, ge=0)
-    skipped: int = Field(default=0, ge=0)  # already identical at the destination (or current there)
-    superseded: int = Field(default=0, ge=0)  # changed or deleted since listed: the live path owns it
-    failed: int = Field(default=0, ge=0)  # handed to the replication queue
-    bytes_listed: int = Field(default=0, ge=0)
-    bytes_copied: int = Field(default=0, ge=0)
-
-    def plus(self, other: PageCounts) -> PageCounts:
-        return PageCounts(**{name: getattr(self, name) + getattr(other, name) for name in PageCounts.model_fields})
-
-
-class FailedKey(_Model):
-    key: str
-    reason: str
-
-
-class PageRequest(_Model):
-    """One step's input: which job, which page, where the copy and the count stand."""
-
-    job_id: str = Field(min_length=1)
-    rule_id: str = Field(min_length=1)
-    plan: str = Field(min_length=1, description="plan_digest of the rule the job was started for")
-    sequence: int = Field(ge=1, description="this page's number in the job, from 1")
-    cursor: ListingCursor = Field(default_factory=ListingCursor)
-    count: CountProgress = Field(default_factory=CountProgress)
-    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    count_pages: int = Field(default=DEFAULT_COUNT_PAGES, ge=0, le=MAX_COUNT_PAGES)
-
-
-class PageResult(_Model):
-    """One step's output: the page's counts (deltas, added to the job), the cursors after it (absolute),
-    and the next step's request (None once ``done``). A few KiB of JSON at most."""
-
-    job_id: str
-    rule_id: str
-    plan: str
-    sequence: int = Field(ge=1)
-    counts: PageCounts
-    cursor: ListingCursor
-    done: bool
-    count: CountProgress
-    failures: list[FailedKey] = Field(default_factory=list, max_length=MAX_FAILURE_SAMPLES)
-    elapsed_seconds: float = Field(ge=0)
-    next_request: PageRequest | None = None
-
-
-class BackfillStatus(StrEnum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-class BackfillProgress(_Model):
-    """What `crr status` and a progress bar show."""
-
-    processed: int
-    total: int | None = Field(description="objects counted; None until the counting pass is complete")
-    counted_so_far: int
-    percent: float | None
-    objects_per_second: float | None
-    eta_seconds: float | None
-    bytes_copied: int
-    done: bool
-
-
-class BackfillJob(_Model):
-    """A backfill job as stored in the rules table (``RULE#<rule>`` / ``BACKFILL#<job id>``)."""
-
-    job_id: str = Field(min_length=1)
-    rule_id: str = Field(min_length=1)
-    plan: str = Field(min_length=1)
-    status: BackfillStatus = BackfillStatus.RUNNING
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None = None
-    execution_arn: str | None = None
-    failure_reason: str | None = None
-    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    count_pages: int = Field(default=DEFAULT_COUNT_PAGES, ge=0, le=MAX_COUNT_PAGES)
-    pages: int = Field(default=0, ge=0, description="pages recorded so far")
-    cursor: ListingCursor = Field(default_factory=ListingCursor)
-    done: bool = False
-    totals: PageCounts = Field(default_factory=PageCounts)
-    count: CountProgress = Field(default_factory=CountProgress)
-    active_seconds: float = Field(default=0.0, ge=0, description="time spent in page steps")
-
-    @classmethod
-    def start(
-        cls,
-        rule: ReplicationRule,
-        *,
-        at: datetime,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        count_pages: int = DEFAULT_COUNT_PAGES,
-        job_id: str | None = None,
-    ) -> BackfillJob:
-        """A new job over every object of ``rule``'s prefixes, nothing done yet."""
-        return cls(
-            job_id=job_id or new_job_id(at),
-            rule_id=rule.rule_id,
-            plan=plan_digest(rule),
-            created_at=at,
-            updated_at=at,
-            page_size=page_size,
-            count_pages=count_pages,
-        )
-
-    def next_request(self) -> PageRequest:
-        """The request of the page after the last one recorded. Raises BackfillJobConflictError when done."""
-        if self.done:
-            raise BackfillJobConflictError(f"backfill {self.job_id} of rule {self.rule_id} has no page left")
-        return PageRequest(
-            job_id=self.job_id,
-            rule_id=self.rule_id,
-            plan=self.plan,
-            sequence=self.pages + 1,
-            cursor=self.cursor,
-            count=self.count,
-            page_size=self.page_size,
-            count_pages=self.count_pages,
-        )
-
-    def with_page(self, result: PageResult, at: datetime) -> BackfillJob:
-        """This job with ``result`` recorded: what the job store does atomically. A result already recorded
-        (same or lower sequence) leaves the job unchanged; a result that skips a page raises
-        BackfillJobConflictError."""
-        if result.job_id != self.job_id:
-            raise BackfillJobConflictError(f"page of job {result.job_id} given to job {self.job_id}")
-        if result.sequence <= self.pages:
-            return self
-        if result.sequence != self.pages + 1:
-            raise BackfillJobConflictError(
-                f"backfill {self.job_id}: page {result.sequence} arrived, but only {self.pages} are recorded"
-            )
-        return self.model_copy(
-            update={
-                "pages": result.sequence,
-                "cursor": result.cursor,
-                "done": result.done,
-                "count": result.count,
-                "totals": self.totals.plus(result.counts),
-                "active_seconds": self.active_seconds + result.elapsed_seconds,
-                "updated_at": at,
-            }
-        )
-
-    def progress(self) -> BackfillProgress:
-        processed = self.totals.listed
-        return BackfillProgress(
-            processed=processed,
-            total=self.count.objects if self.count.complete else None,
-            counted_so_far=self.count.objects,
-            percent=percent_complete(processed, self.count.objects, count_complete=self.count.complete, done=self.done),
-            objects_per_second=processed / self.active_seconds if self.active_seconds > 0 else None,
-            eta_seconds=eta_seconds(
-                processed,
-                self.count.objects if self.count.complete else None,
-                self.active_seconds,
-                done=self.done,
-            ),
-            bytes_copied=self.totals.bytes_copied,
-            done=self.done,
-        )
-
-
 # ---- pure functions ----------------------------------------------------------------------------
-
-
-def listing_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
-    """The prefixes to list, in S3's key order, without any that extends another (its keys are listed
-    under the shorter one already), so no key is listed twice; ``("",)`` (the whole bucket) for none."""
-    kept: list[str] = []
-    for prefix in sorted(set(prefixes), key=lambda p: p.encode("utf-8", "surrogatepass")):
-        if not any(prefix.startswith(shorter) for shorter in kept):
-            kept.append(prefix)
-    return tuple(kept) or ("",)
-
-
-def plan_digest(rule: ReplicationRule) -> str:
-    """Names what a job lists: the rule's buckets, prefixes and creation time. A job resumed against a
-    rule with another digest (removed and added again with other prefixes) would list the wrong keys."""
-    plan = [rule.source_bucket, rule.destination_bucket, list(listing_prefixes(rule.prefixes))]
-    plan.append(rule.created_at.astimezone(UTC).isoformat())
-    return hashlib.sha256(json.dumps(plan).encode()).hexdigest()[:16]
-
-
-def new_job_id(at: datetime) -> str:
-    """A job id that sorts by creation time (so the newest job of a rule is the last one)."""
-    return f"{at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
-
-
-def percent_complete(processed: int, counted: int, *, count_complete: bool, done: bool) -> float | None:
-    """Percent of the counted objects processed: None until the count is complete (the total is not
-    known), at most PERCENT_CAP until the job is done, 100 once done. For a fixed total it never
-    decreases as ``processed`` grows."""
-    if done:
-        return 100.0
-    if not count_complete:
-        return None
-    if counted <= 0:
-        return PERCENT_CAP  # nothing counted, yet not done: the last page is still to be recorded
-    return min(PERCENT_CAP, max(0.0, processed * 100.0 / counted))
 
 
 def _within_bytes(entries: list[ListedObject], budget: int, *, at_least_one: bool) -> list[ListedObject]:
@@ -367,72 +136,11 @@ def _within_bytes(entries: list[ListedObject], budget: int, *, at_least_one: boo
     return kept
 
 
-def eta_seconds(processed: int, total: int | None, elapsed_seconds: float, *, done: bool) -> float | None:
-    """Seconds left at the rate so far (remaining / rate); 0 when done, None while unknowable."""
-    if done:
-        return 0.0
-    if total is None or processed <= 0 or elapsed_seconds <= 0:
-        return None
-    remaining = max(total - processed, 0)
-    return remaining / (processed / elapsed_seconds)
-
-
 # ---- ports -------------------------------------------------------------------------------------
-
-
-class PageListing(Protocol):
-    def list_page(
-        self, bucket: str, region: str, prefix: str, *, start_after: str | None, max_keys: int
-    ) -> ListingPage:
-        """ONE ListObjectsV2 request: up to ``max_keys`` objects under ``prefix`` after ``start_after``,
-        in S3's key order. Raises StorageError subclasses when the bucket cannot be listed."""
-        ...
-
-
-class FastCopier(Protocol):
-    def copy_listed(self, rule: ReplicationRule, entry: ListedObject) -> str | None:
-        """Copy ``entry`` into the rule's destination with ONE CopyObject (metadata and tags copied by the
-        server, pinned to ``entry.etag``), plus GetObjectAcl only when both buckets use ACLs. Returns the
-        replica's ETag as the copy's answer gives it (None if it gave none).
-
-        Raises SourceChangedError when the source no longer has that ETag, SourceGoneError when it is
-        gone, StorageError subclasses otherwise.
-        """
-        ...
-
-
-class NoticeQueue(Protocol):
-    def send_batch(self, bodies: Sequence[str]) -> None:
-        """Send up to 10 bodies to the replication queue (``crr.adapters.sqs_batch.SqsBatchSender``).
-        Raises a CrrError when any could not be sent."""
-        ...
 
 
 # Reconciles one key through the live path (HEAD, then copy or delete, conditional ledger write).
 Reconcile = Callable[[ReplicationRule, str], ReplicationResult]
-
-
-class BackfillJobs(Protocol):
-    """Where jobs are kept (``crr.adapters.dynamodb.DynamoBackfillJobs``)."""
-
-    def create(self, job: BackfillJob) -> None: ...
-
-    def get(self, rule_id: str, job_id: str) -> BackfillJob:
-        """Raises BackfillJobNotFoundError."""
-        ...
-
-    def latest(self, rule_id: str) -> BackfillJob | None: ...
-
-    def record_page(self, result: PageResult) -> BackfillJob:
-        """Add the page's counts and move the cursors, once per page sequence (a retried step is not
-        counted twice). Raises BackfillJobConflictError for a page out of order."""
-        ...
-
-    def mark_succeeded(self, rule_id: str, job_id: str, at: datetime) -> BackfillJob: ...
-
-    def mark_failed(self, rule_id: str, job_id: str, reason: str, at: datetime) -> BackfillJob: ...
-
-    def set_execution(self, rule_id: str, job_id: str, execution_arn: str, at: datetime) -> BackfillJob: ...
 
 
 def reconciler(replicator: Replicator, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Reconcile:
@@ -539,7 +247,7 @@ class BackfillEngine:
         copier: FastCopier,
         ledger: KeyLedger,
         reconcile: Reconcile,
-        notices: NoticeQueue,
+        notices: ReplicationQueue,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         sse_kms_sources: bool = False,

@@ -21,16 +21,15 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from crr.backfill import (
+from crr.backfill import BackfillEngine
+from crr.backfill_models import (
     DEFAULT_COUNT_PAGES,
     DEFAULT_PAGE_SIZE,
-    BackfillEngine,
     BackfillJob,
-    BackfillJobs,
     BackfillStatus,
     PageRequest,
     PageResult,
@@ -39,32 +38,13 @@ from crr.backfill import (
 from crr.errors import BackfillPageError, BackfillRefusedError, CrrError
 from crr.failures import PERMANENT_S3_CODES
 from crr.large_copy import TIME_SAFETY
-from crr.rules import ReplicationRule
+from crr.ports.services import BackfillExecutions
+from crr.ports.table import BackfillJobs, RuleReader
 from crr.workflow import StepError
 
 # Pages per execution before it continues as a new one: ~12 history events a page keeps an execution
 # near 12,000 events, half the limit, so retries and failures have room.
 DEFAULT_PAGES_PER_EXECUTION = 1000
-
-
-class RuleById(Protocol):
-    def get(self, rule_id: str) -> ReplicationRule:
-        """Raises RuleNotFoundError."""
-        ...
-
-
-class BackfillExecutions(Protocol):
-    """The backfill state machine's executions."""
-
-    def start(self, base_name: str, document: str) -> tuple[str, bool]:
-        """Start an execution named ``base_name`` (or the next free ``base_name-<n>``) with input
-        ``document``; returns its ARN and True, or the ARN of one already RUNNING under those names and
-        False."""
-        ...
-
-    def status(self, execution_arn: str) -> str:
-        """RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED."""
-        ...
 
 
 class BackfillPageRefusedError(CrrError):
@@ -147,7 +127,7 @@ class BackfillSteps:
 
     engine: BackfillEngine
     jobs: BackfillJobs
-    rules: RuleById
+    rules: RuleReader
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # The live path's batch (``Replicator.batch``) around a page: keys the page hands to ``reconcile`` get
     # the invocation's time budget (so one too large for it goes to the large-copy workflow), and their
@@ -217,7 +197,7 @@ class BackfillControl:
     """Start, resume and look at a rule's backfill jobs (the CLI's side)."""
 
     jobs: BackfillJobs
-    rules: RuleById
+    rules: RuleReader
     executions: BackfillExecutions
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 

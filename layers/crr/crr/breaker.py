@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
 from urllib.parse import quote_plus
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from crr.errors import StateStoreError
+from crr.models import BreakerRecord, Verdict
+from crr.ports.queues import ReplicationQueue
+from crr.ports.table import BreakerStore, HeldDeletes
 from crr.rules import ReplicationRule
 
 # A window is counted in this many slots: the count covers the last window plus at most one slot more,
@@ -42,13 +44,6 @@ OVERWRITE_BURST_MIN = 100
 OVERWRITE_BURST_FACTOR = 10
 # A decision re-read this often without settling means the table keeps changing under us: retry later.
 MAX_DECISION_ATTEMPTS = 4
-
-
-class Verdict(StrEnum):
-    """What an operator answered for a burst."""
-
-    RELEASED = "released"
-    DISCARDED = "discarded"
 
 
 class DeleteDecision(StrEnum):
@@ -64,35 +59,6 @@ class DeleteWindow:
     deletes: int
     changes: int
     overwrites: int = 0
-
-
-@dataclass(frozen=True)
-class BreakerRecord:
-    """The rule's breaker as stored: per-slot counts and the state of the current (or last) burst."""
-
-    deletes: Mapping[int, int] = field(default_factory=dict)
-    changes: Mapping[int, int] = field(default_factory=dict)
-    overwrites: Mapping[int, int] = field(default_factory=dict)
-    held_since: datetime | None = None  # tripped at; None when not held
-    verdict: Verdict | None = None  # the operator's answer to the last burst...
-    verdict_from: datetime | None = None  # ...covering deletes with event times in [from, to]
-    verdict_to: datetime | None = None
-    discarding: bool = False  # a discarded burst may still be arriving
-    overwrites_total: int = 0
-    overwrites_since: datetime | None = None
-
-    @property
-    def held(self) -> bool:
-        return self.held_since is not None
-
-    def verdict_for(self, event_time: datetime | None) -> Verdict | None:
-        """The operator's answer that covers a delete made at ``event_time``, if any."""
-        if event_time is None or self.verdict is None or self.verdict_from is None or self.verdict_to is None:
-            return None
-        return self.verdict if self.verdict_from <= event_time <= self.verdict_to else None
-
-    def slots(self) -> set[int]:
-        return set(self.deletes) | set(self.changes) | set(self.overwrites)
 
 
 @dataclass(frozen=True)
@@ -137,33 +103,6 @@ class BreakerSettings:
         if record.verdict_to is not None and record.verdict_to > start:
             start = record.verdict_to + timedelta(microseconds=1)
         return start
-
-
-class BreakerStore(Protocol):
-    def count_delete(self, rule_id: str, slot: int, stale: Iterable[int], deletes: int = 1) -> BreakerRecord:
-        """Add ``deletes`` deletes (and as many changes) to ``slot``, drop the ``stale`` slots; the record
-        after it."""
-        ...
-
-    def count_copies(self, rule_id: str, slot: int, copies: int, overwrites: int, at: datetime) -> None: ...
-
-    def read(self, rule_id: str) -> BreakerRecord:
-        """The record read now (consistent)."""
-        ...
-
-    def trip(self, rule_id: str, at: datetime) -> bool:
-        """Mark the rule's deletes held since ``at``, unless they already are (then False)."""
-        ...
-
-    def hold(self, rule_id: str, key: str, held_since: datetime, at: datetime) -> BreakerRecord:
-        """Remember the held delete of ``key``, then read the breaker again (consistent). When it is no
-        longer held since ``held_since`` an operator answered meanwhile, and the held key is withdrawn:
-        the answer's scan of held keys may have run before it was written."""
-        ...
-
-    def end_discarding(self, rule_id: str, answered_until: datetime | None) -> None:
-        """The discarded burst is over (unless a newer answer, ending elsewhere, was given meanwhile)."""
-        ...
 
 
 class DeleteBreaker:
@@ -289,29 +228,6 @@ def _to_milliseconds(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
-class HeldDeletes(Protocol):
-    def read(self, rule_id: str) -> BreakerRecord: ...
-    def held_keys(self, rule_id: str) -> Iterator[tuple[str, str]]: ...
-    def forget_held(self, rule_id: str, sort_key: str) -> None: ...
-
-    def answer(
-        self,
-        rule_id: str,
-        held_since: datetime,
-        verdict: Verdict,
-        span: tuple[datetime, datetime],
-        reset: Iterable[int],
-    ) -> bool:
-        """Close the breaker held since ``held_since`` with ``verdict`` over the event-time ``span``; a
-        discard keeps counting the burst, a release drops the ``reset`` slots so the count starts afresh.
-        False when it was not held since then (another operator answered first)."""
-        ...
-
-
-class NotificationSender(Protocol):
-    def send(self, body: str) -> None: ...
-
-
 @dataclass(frozen=True)
 class ReleaseReport:
     rule_id: str
@@ -341,7 +257,7 @@ def _answer(
 
 
 def release_held_deletes(
-    rule: ReplicationRule, held: HeldDeletes, queue: NotificationSender, settings: BreakerSettings, now: datetime
+    rule: ReplicationRule, held: HeldDeletes, queue: ReplicationQueue, settings: BreakerSettings, now: datetime
 ) -> ReleaseReport:
     """Release the burst: its held deletes are re-queued through the normal path, every other delete of the
     burst is applied when it arrives, and the count starts afresh. Nothing held: nothing changes.

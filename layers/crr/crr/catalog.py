@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
 
 from crr.errors import (
     BucketNotAllowedError,
@@ -15,44 +14,10 @@ from crr.errors import (
     ReplicaKeyError,
     VersioningRequiredError,
 )
+from crr.ports.objects import BucketDirectory, NotificationWiring
+from crr.ports.services import KeyDirectory
+from crr.ports.table import RuleStore
 from crr.rules import PeerRule, ReplicationRule, RuleStatus
-
-
-class BucketDirectory(Protocol):
-    def region_of(self, bucket: str) -> str:
-        """Raises UnknownBucketError when the bucket does not exist or cannot be seen."""
-        ...
-
-    def aborts_incomplete_uploads(self, bucket: str, region: str) -> bool:
-        """Whether a lifecycle rule of the bucket aborts incomplete multipart uploads (for every key)."""
-        ...
-
-    def versioning_enabled(self, bucket: str, region: str) -> bool: ...
-
-
-class KeyDirectory(Protocol):
-    def key_arn(self, key: str, region: str) -> str:
-        """The key ARN a key or alias ARN names. Raises ReplicaKeyError when it names no usable key."""
-        ...
-
-
-class NotificationWiring(Protocol):
-    def subscribe(self, rule: ReplicationRule, queue_arn: str) -> None:
-        """Point the source bucket's change notifications at the queue, keeping every other configuration."""
-        ...
-
-    def unsubscribe(self, rule: ReplicationRule) -> None:
-        """Take away only this rule's notification configurations."""
-        ...
-
-
-class RuleStore(Protocol):
-    def create(self, rule: ReplicationRule) -> None: ...
-    def get(self, rule_id: str) -> ReplicationRule: ...
-    def list(self) -> list[ReplicationRule]: ...
-    def set_status(self, rule_id: str, status: RuleStatus) -> ReplicationRule: ...
-    def remove(self, rule_id: str) -> ReplicationRule: ...
-    def set_peer(self, rule_id: str, peer: PeerRule | None) -> ReplicationRule: ...
 
 
 class PairRemoval(StrEnum):

@@ -24,8 +24,6 @@ copies the newer state; any other failure goes to the dead-letter queue with its
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,21 +32,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from crr.copying import MAX_PARTS, MIB, PartRange, part_ranges
+from crr.copying import MAX_PARTS, MIB, PartRange
 from crr.errors import CrrError, DestinationChangedError, SourceChangedError, SourceGoneError, StorageError
 from crr.failures import FailureKind, FailureReason
 from crr.markers import MARKER_KEYS, MARKER_SEAL, MARKER_WRITTEN
+from crr.models import CopyRequest, LargeCopyJob, ObjectState, ProgressDelta, UploadedPart
 from crr.mutual import undo_buried_delete
-from crr.ports import (
-    CopyRequest,
-    KeyHandOver,
-    MultipartUploads,
-    ObjectState,
-    ObjectStore,
-    ProgressDelta,
-    ProgressSink,
-    UploadedPart,
-)
+from crr.ports.objects import MultipartUploads, ObjectStore
+from crr.ports.queues import KeyHandOver
+from crr.ports.table import ProgressSink
 from crr.workflow import StepError
 
 # Parts one invocation copies at once (UploadPartCopy is server side: this bounds connections).
@@ -58,7 +50,6 @@ TIME_SAFETY = 0.5
 # Errors that mean the copy lost a race with a newer change: the live path reconciles the key again.
 SUPERSEDED_ERRORS = frozenset({SourceChangedError.__name__, SourceGoneError.__name__, DestinationChangedError.__name__})
 NO_SUCH_UPLOAD = "NoSuchUpload"
-_EXECUTION_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class IncompleteUploadError(CrrError):
@@ -72,32 +63,6 @@ class PartBatch(BaseModel):
 
     first: int = Field(ge=1, le=MAX_PARTS)
     last: int = Field(ge=1, le=MAX_PARTS)
-
-
-class LargeCopyJob(BaseModel):
-    """One large copy, as it travels between the workflow's steps (well under Step Functions' 256 KB)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    rule_id: str
-    request: CopyRequest
-    part_sizes: list[int] = Field(min_length=1, max_length=MAX_PARTS)
-    event_time: datetime
-    upload_id: str | None = None
-    # Two-way copies onto an absent key check afterwards that no delete slipped under them (crr.mutual).
-    seen_marker_version: str | None = None
-
-    @property
-    def parts(self) -> list[PartRange]:
-        return part_ranges(self.part_sizes)
-
-    @property
-    def execution_name(self) -> str:
-        """The same for every delivery of one source version, so duplicates start one execution."""
-        state = self.request.state
-        identity = "\0".join((self.rule_id, state.key, state.version_id or "", state.etag))
-        digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
-        return f"{_EXECUTION_NAME.sub('-', self.rule_id)[:40]}-{digest}"
 
 
 class PreparedCopy(BaseModel):

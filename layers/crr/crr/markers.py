@@ -31,10 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from crr.ports import ObjectState
+from crr.models import ObjectState
 
 MARKER_ORIGIN_BUCKET = "crr-origin-bucket"
 MARKER_ORIGIN_TIME = "crr-origin-time"
@@ -58,6 +56,11 @@ _UNSEALED = frozenset({MARKER_SEAL})
 
 def _text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def user_metadata(state: ObjectState) -> dict[str, str]:
+    """The metadata the user wrote on ``state``, without crr's replica marker."""
+    return {name: value for name, value in state.metadata.items() if name not in MARKER_KEYS}
 
 
 def seal(
@@ -101,20 +104,21 @@ def marker_for(state: ObjectState, origin_bucket: str, written: datetime) -> dic
     }
     if state.version_id:
         marker[MARKER_ORIGIN_VERSION] = state.version_id
-    marker[MARKER_SEAL] = seal(state.key, marker, state.user_metadata, replica_headers(state))
+    marker[MARKER_SEAL] = seal(state.key, marker, user_metadata(state), replica_headers(state))
     return marker
 
 
 def sealed_origin(state: ObjectState) -> str | None:
     """The bucket ``state`` was replicated from, when its marker holds for exactly this object: written
-    by crr as this key, with these metadata and headers, and not copied since. None otherwise."""
+    by crr as this key, with these metadata and headers, and not copied since (a user's copy of a
+    replica inherits the marker but is not one). None otherwise."""
     metadata = state.metadata
     origin = metadata.get(MARKER_ORIGIN_BUCKET)
     claimed, written = metadata.get(MARKER_SEAL), metadata.get(MARKER_WRITTEN)
     if origin is None or claimed is None or written is None:
         return None
     marker = {name: value for name, value in metadata.items() if name in MARKER_KEYS}
-    if seal(state.key, marker, state.user_metadata, replica_headers(state)) != claimed:
+    if seal(state.key, marker, user_metadata(state), replica_headers(state)) != claimed:
         return None
     try:
         sent = datetime.fromisoformat(written)

@@ -16,13 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from crr.errors import DestinationChangedError
-from crr.markers import MARKER_ORIGIN_TIME, MARKER_ORIGIN_VERSION, origin_etag
-from crr.ports import (
-    KeyVersion,
-    ObjectState,
-    ObjectStore,
-    TombstoneRecord,
-)
+from crr.markers import MARKER_ORIGIN_TIME, MARKER_ORIGIN_VERSION, origin_etag, sealed_origin
+from crr.models import KeyVersion, ObjectState, TombstoneRecord
+from crr.ports.objects import ObjectStore
 from crr.stamps import Stamp
 
 # How far S3's clock may run behind ours: a marker made this long before our recorded intent to
@@ -57,7 +53,7 @@ class SideView:
 def stamp_of(state: ObjectState, bucket: str) -> Stamp:
     """A replica's stamp is its origin's (from its marker metadata, when the marker holds for this very
     object); anything else, a user's copy of a replica included, was written here."""
-    origin = state.replica_of
+    origin = sealed_origin(state)
     written = state.metadata.get(MARKER_ORIGIN_TIME)
     if origin is not None and written is not None:
         try:

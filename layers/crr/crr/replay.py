@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from crr.errors import MalformedEventError
 from crr.events import ChangeEvent, parse_notification
-from crr.ports import FailureLog
+from crr.models import RawDeadLetter
+from crr.ports.queues import DeadLetterQueue, ReplicationQueue
+from crr.ports.table import FailureLog
 
 # Visibility held on received dead letters while a listing or replay walks the queue.
 HOLD_SECONDS = 120
@@ -24,32 +25,6 @@ HOLD_SECONDS = 120
 LONG_POLL_SECONDS = 2
 # Empty long polls tolerated while the queue still counts visible messages (its counts lag behind).
 EMPTY_POLLS_WHILE_COUNTED = 5
-
-
-@dataclass(frozen=True)
-class RawDeadLetter:
-    message_id: str
-    receipt_handle: str
-    body: str
-    sent_at: datetime
-    attributes: dict[str, str] = field(default_factory=dict)
-
-
-class DeadLetterQueue(Protocol):
-    def receive(self, max_messages: int, hold_seconds: int, wait_seconds: int) -> list[RawDeadLetter]:
-        """Up to ``max_messages``, hidden for ``hold_seconds``, waiting up to ``wait_seconds`` for one."""
-        ...
-
-    def visible_count(self) -> int:
-        """How many messages the queue counts as visible (approximate, as SQS counts)."""
-        ...
-
-    def delete(self, receipt_handle: str) -> None: ...
-    def release(self, receipt_handle: str) -> None: ...
-
-
-class ReplicationQueueSender(Protocol):
-    def send(self, body: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -204,7 +179,7 @@ class DeadLetters:
         finally:
             self._release(held)
 
-    def replay(self, request: ReplayRequest, queue: ReplicationQueueSender) -> ReplayReport:
+    def replay(self, request: ReplayRequest, queue: ReplicationQueue) -> ReplayReport:
         """Send matching dead letters back to the replication queue, deleting each from the DLQ only
         after its send succeeded; the rest are released untouched."""
         letters, held, complete = self._walk()

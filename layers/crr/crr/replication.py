@@ -46,8 +46,9 @@ from crr.errors import (
     WrongRegionError,
 )
 from crr.events import ChangeEvent, ChangeKind
-from crr.large_copy import LargeCopyJob, LargeObjectSettings
-from crr.markers import marker_for
+from crr.large_copy import LargeObjectSettings
+from crr.markers import marker_for, sealed_origin, user_metadata
+from crr.models import CopyRequest, KeyVersion, LargeCopyJob, LedgerEntry, ObjectState, ProgressDelta, TombstoneRecord
 from crr.mutual import (
     BuriedDelete,
     SideView,
@@ -60,21 +61,10 @@ from crr.mutual import (
     undo_buried_write,
 )
 from crr.observability import logger
-from crr.ports import (
-    CopyRequest,
-    KeyLedger,
-    KeyVersion,
-    LargeCopyLauncher,
-    LedgerEntry,
-    ObjectState,
-    ObjectStore,
-    PeerNudges,
-    ProgressDelta,
-    ProgressSink,
-    RuleLookup,
-    TombstoneRecord,
-    TombstoneRegistry,
-)
+from crr.ports.objects import ObjectStore
+from crr.ports.queues import PeerNudges
+from crr.ports.services import LargeCopyLauncher
+from crr.ports.table import KeyLedger, ProgressSink, RuleLookup, TombstoneRegistry
 from crr.rules import ReplicationRule
 from crr.sequencer import compare_sequencers
 from crr.stamps import Stamp
@@ -383,7 +373,7 @@ class Replicator:
             state = self._objects.head(rule.source_bucket, rule.source_region, key)
             if state is None:
                 return self._remove_replica(rule, key, event_time), None, None
-            if state.replica_of == rule.destination_bucket:
+            if sealed_origin(state) == rule.destination_bucket:
                 return Outcome.REPLICA_OF_DESTINATION, state, None
             try:
                 written = self._copy(rule, state)
@@ -619,7 +609,7 @@ class Replicator:
             destination_bucket=rule.destination_bucket,
             destination_region=rule.destination_region,
             state=state,
-            metadata={**state.user_metadata, **marker},
+            metadata={**user_metadata(state), **marker},
             storage_class=rule.storage_class or state.storage_class,
             grants=grants,
             replica_kms_key_arn=rule.replica_kms_key_arn if state.kms_encrypted else None,

@@ -13,8 +13,10 @@ from crr import deadline as deadlines
 from crr.deadline import Deadline, OutOfTimeError
 from crr.events import ChangeEvent, IgnoredNotification, NotificationPart, join_records, split_notification
 from crr.failures import Backoff, FailureKind, FailureReason, FailureRecord, classify
+from crr.models import QueueMessage
 from crr.observability import logger, metrics
-from crr.ports import FailedMessages, FailureLog, QueueMessage
+from crr.ports.queues import FailedMessages
+from crr.ports.table import FailureLog
 from crr.replication import Outcome, ReplicationResult, Replicator
 
 # Records per message handed back: what this invocation applied of the message (so one fits an

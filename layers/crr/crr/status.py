@@ -13,13 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from crr.backfill import BackfillJob
-from crr.breaker import BreakerHealth, BreakerRecord, BreakerSettings, breaker_health, breaker_lines
+from crr.backfill_models import BackfillJob
+from crr.breaker import BreakerHealth, BreakerSettings, breaker_health, breaker_lines
 from crr.errors import CrrError, RuleNotFoundError
+from crr.models import FailureCount, QueueDepth, RuleProgress
+from crr.ports.objects import WiringProbe
+from crr.ports.queues import BacklogAgeGauge, QueueGauge
+from crr.ports.services import FailureMetric
+from crr.ports.table import BackfillSource, BreakerSource, FailureCounter, ProgressSource, RuleReader
 from crr.rules import ReplicationRule, RuleStatus
 
 # Failures are counted over this window ("failures in the last hour").
@@ -39,100 +44,7 @@ class StatusProbeError(CrrError):
 # ---- values the ports exchange ------------------------------------------------------------------
 
 
-class QueueDepth(BaseModel):
-    """An SQS queue's approximate message counts (one GetQueueAttributes)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    visible: int = Field(ge=0, description="ApproximateNumberOfMessages: waiting to be received")
-    in_flight: int = Field(ge=0, description="ApproximateNumberOfMessagesNotVisible: received, not yet deleted")
-    delayed: int = Field(default=0, ge=0, description="ApproximateNumberOfMessagesDelayed: not yet deliverable")
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def depth(self) -> int:
-        """Messages in the queue: waiting plus in flight."""
-        return self.visible + self.in_flight
-
-    @property
-    def empty(self) -> bool:
-        """Nothing waiting, nothing in flight, nothing delayed."""
-        return self.depth == 0 and self.delayed == 0
-
-
-class RuleProgress(BaseModel):
-    """A rule's ``PROGRESS`` item: counters added atomically by the replicator, and two times.
-
-    The replicator writes it at the end of a batch, at most once a second per warm function, so it
-    trails the replica by that much; counts of a worker's last batches wait for its next batch."""
-
-    model_config = ConfigDict(frozen=True)
-
-    objects_copied: int = 0
-    bytes_copied: int = 0
-    deletes_applied: int = 0
-    skipped: int = 0
-    last_sync_at: datetime | None = None
-    last_event_time: datetime | None = None
-
-
-class FailureCount(BaseModel):
-    """Failure records whose last failure falls in a window; ``complete`` is False when the count
-    stopped at its scan bound and is therefore a lower bound."""
-
-    model_config = ConfigDict(frozen=True)
-
-    count: int = Field(ge=0)
-    complete: bool = True
-
-
 # ---- ports ----------------------------------------------------------------------------------------
-
-
-class RuleSource(Protocol):
-    """The stack's rules (``crr.adapters.dynamodb.DynamoRules`` satisfies it)."""
-
-    def list(self) -> list[ReplicationRule]: ...
-
-    def get(self, rule_id: str) -> ReplicationRule:
-        """Raises RuleNotFoundError."""
-        ...
-
-
-class ProgressSource(Protocol):
-    def read(self, rule_id: str) -> RuleProgress | None:
-        """The rule's progress, or None before its first sync."""
-        ...
-
-
-class QueueGauge(Protocol):
-    def depth(self) -> QueueDepth: ...
-
-
-class BacklogAgeGauge(Protocol):
-    def oldest_message_age_seconds(self) -> float | None:
-        """Age of the oldest message in the replication queue, or None when it is not known."""
-        ...
-
-
-class WiringProbe(Protocol):
-    def problem(self, rule: ReplicationRule) -> str | None:
-        """What is missing for the rule's source changes to reach the stack's queue, or None when
-        nothing is. Raises CrrError when the wiring cannot be read."""
-        ...
-
-
-class FailureCounter(Protocol):
-    def count_since(self, cutoff: datetime) -> FailureCount:
-        """Failure records whose last failure is at or after ``cutoff``."""
-        ...
-
-
-class FailureMetric(Protocol):
-    def failed_attempts(self, start: datetime, end: datetime) -> int:
-        """Failed attempts the functions published (their ``ReplicationFailures`` metric) between
-        ``start`` and ``end``; 0 without a datapoint. Raises StatusProbeError."""
-        ...
 
 
 # ---- the report ----------------------------------------------------------------------------------
@@ -176,15 +88,6 @@ class WiringState(StrEnum):
     WIRED = "wired"  # the source bucket's changes reach the stack's queue
     MISSING = "missing"  # they do not: the rule replicates nothing new (see wiring_problem)
     UNKNOWN = "unknown"  # the wiring could not be read, or was not checked
-
-
-class BackfillSource(Protocol):
-    def latest(self, rule_id: str) -> BackfillJob | None: ...
-
-
-class BreakerSource(Protocol):
-    def read(self, rule_id: str) -> BreakerRecord: ...
-    def held_count(self, rule_id: str) -> int: ...
 
 
 class RuleHealth(BaseModel):
@@ -325,7 +228,7 @@ class StackStatus:
         *,
         stack: str,
         region: str,
-        rules: RuleSource,
+        rules: RuleReader,
         progress: ProgressSource,
         queue: QueueGauge,
         dead_letters: QueueGauge,

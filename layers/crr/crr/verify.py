@@ -37,19 +37,20 @@ replica's tags in place), extra keys as ``ObjectRemoved:Delete``.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from crr.errors import CrrError, ListingOrderError, RepairIncompleteError, RepairRefusedError
 from crr.events import change_notice
-from crr.listing import ListedObject
-from crr.markers import origin_etag
-from crr.ports import KeyLedger, LedgerEntry, ObjectState
+from crr.markers import origin_etag, user_metadata
+from crr.models import LedgerEntry, ListedObject, ObjectState
+from crr.ports.objects import Inspector, Listing
+from crr.ports.queues import ReplicationQueue
+from crr.ports.table import KeyLedger
 from crr.rules import ReplicationRule
 
 # SendMessageBatch takes at most 10 messages per request.
@@ -60,28 +61,6 @@ REPAIR_CONFIGURATION_ID = "crr-verify-repair"
 # findings wait for that lookup in a window of at most this many keys (a listing page's worth).
 LEDGER_BATCH = 100
 LEDGER_WINDOW = 1000
-
-
-class Listing(Protocol):
-    def pages(self, bucket: str, region: str, prefix: str) -> Iterator[list[ListedObject]]:
-        """The objects under ``prefix`` (``""``: every object), page by page, in S3's listing order:
-        ascending by the UTF-8 bytes of the key. Pages are fetched as they are consumed.
-
-        Raises StorageError subclasses when the bucket cannot be listed.
-        """
-        ...
-
-
-class Inspector(Protocol):
-    """What verify reads of one object beyond the listing (``crr.adapters.s3.S3ObjectStore`` does both)."""
-
-    def head(self, bucket: str, region: str, key: str) -> ObjectState | None: ...
-
-    def tags(self, bucket: str, region: str, key: str, version_id: str | None) -> dict[str, str]: ...
-
-    def checksum(self, bucket: str, region: str, key: str) -> str | None:
-        """The full-object checksum (``ALGORITHM:value``) of the current version, if S3 keeps one."""
-        ...
 
 
 class AttributeMode(StrEnum):
@@ -110,15 +89,6 @@ class AttributeCheck:
 
 # Content headers crr writes on every replica, as ObjectState names them.
 _HEADERS = ("content_type", "cache_control", "content_disposition", "content_encoding", "content_language", "expires")
-
-
-class RepairQueue(Protocol):
-    def send_batch(self, bodies: Sequence[str]) -> None:
-        """Send up to ``REPAIR_BATCH_SIZE`` message bodies to the replication queue in one request.
-
-        Raises a CrrError when any of them could not be sent.
-        """
-        ...
 
 
 class Verdict(StrEnum):
@@ -295,7 +265,7 @@ def _inspect(
     if source is None or replica is None:
         return Finding(Verdict.MATCHING, finding.key)  # changed since listed: the live path has it
     differs = [name.replace("_", "-") for name in _HEADERS if getattr(source, name) != getattr(replica, name)]
-    if source.user_metadata != replica.user_metadata:
+    if user_metadata(source) != user_metadata(replica):
         differs.insert(0, "metadata")
     source_tags = check.inspector.tags(rule.source_bucket, rule.source_region, finding.key, source.version_id)
     replica_tags = check.inspector.tags(
@@ -359,7 +329,7 @@ def verify(
     destination_listing: Listing,
     samples: int = 10,
     *,
-    repair: RepairQueue | None = None,
+    repair: ReplicationQueue | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     check: AttributeCheck | None = None,
     ledger: KeyLedger | None = None,
@@ -411,7 +381,7 @@ def verify(
     return report
 
 
-def _send(repair: RepairQueue, batch: list[str], report: VerifyReport) -> None:
+def _send(repair: ReplicationQueue, batch: list[str], report: VerifyReport) -> None:
     repair.send_batch(batch)
     report.queued = (report.queued or 0) + len(batch)
     batch.clear()

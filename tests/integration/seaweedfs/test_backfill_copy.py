@@ -13,9 +13,10 @@ from crr.adapters.backfill_s3 import S3FastCopier
 from crr.adapters.clients import ClientFactory
 from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill import BackfillEngine, BackfillJob, reconciler, run_job
+from crr.backfill import BackfillEngine, reconciler, run_job
+from crr.backfill_models import BackfillJob
 from crr.errors import SourceChangedError
-from crr.listing import ListedObject, ListingPage
+from crr.models import ListedObject, ListingPage
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from tests.support.backfill_fakes import MemoryBackfillJobs, RecordingNotices

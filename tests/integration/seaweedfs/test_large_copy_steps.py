@@ -18,8 +18,8 @@ from crr.adapters.s3 import S3MultipartUploads, S3ObjectStore
 from crr.copying import MIB, plan_parts
 from crr.errors import SourceChangedError
 from crr.failures import FailureReason
-from crr.large_copy import LargeCopier, LargeCopyJob
-from crr.ports import CopyRequest
+from crr.large_copy import LargeCopier
+from crr.models import CopyRequest, LargeCopyJob
 from tests.support.fakes import FakeProgress
 from tests.support.seaweedfs import SeaweedFS
 

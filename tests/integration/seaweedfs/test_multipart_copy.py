@@ -26,8 +26,8 @@ from crr.adapters.s3 import S3ObjectStore
 from crr.copying import MIB, plan_parts
 from crr.errors import SourceChangedError, SourceGoneError
 from crr.events import ChangeEvent, ChangeKind
-from crr.markers import MARKER_ORIGIN_BUCKET
-from crr.ports import CopyRequest, ObjectState
+from crr.markers import MARKER_ORIGIN_BUCKET, user_metadata
+from crr.models import CopyRequest, ObjectState
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules
@@ -145,7 +145,7 @@ def copy_request(buckets: Buckets, state: ObjectState, store: S3ObjectStore) -> 
         destination_bucket=buckets.destination,
         destination_region=DESTINATION_REGION,
         state=state,
-        metadata={**state.user_metadata, MARKER_ORIGIN_BUCKET: buckets.source},
+        metadata={**user_metadata(state), MARKER_ORIGIN_BUCKET: buckets.source},
         storage_class=None,
         grants=grants,
     )

@@ -18,7 +18,7 @@ from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3ObjectStore, grant_params
 from crr.adapters.s3_errors import S3ErrorMeaning, meaning, storage_error
 from crr.errors import SourceChangedError, SourceGoneError
-from crr.listing import ListedObject
+from crr.models import ListedObject
 from crr.rules import ReplicationRule
 
 
@@ -52,7 +52,7 @@ def backfill_clients() -> ClientFactory:
 
 
 class S3FastCopier:
-    """``crr.backfill.FastCopier``: CopyObject with the metadata and tags copied by S3 itself, pinned to the
+    """``crr.ports.objects.FastCopier``: CopyObject with the metadata and tags copied by S3 itself, pinned to the
     listed ETag. ACL grants are carried as the live path carries them (``S3ObjectStore.acl_grants``: a
     GetObjectAcl only when both buckets use ACLs, the buckets' ACL mode cached)."""
 

@@ -14,7 +14,8 @@ from botocore.exceptions import ClientError
 from crr.adapters.clients import error_code, error_message
 from crr.adapters.dynamodb import DynamoProgress
 from crr.adapters.dynamodb.keys import FAILURE_PK_PREFIX
-from crr.status import FailureCount, QueueDepth, RuleProgress, StatusProbeError
+from crr.models import FailureCount, QueueDepth, RuleProgress
+from crr.status import StatusProbeError
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient

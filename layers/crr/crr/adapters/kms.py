@@ -9,7 +9,7 @@ from crr.errors import ReplicaKeyError
 
 
 class KmsKeys:
-    """``crr.catalog.KeyDirectory`` over DescribeKey (one request per rule added)."""
+    """``crr.ports.services.KeyDirectory`` over DescribeKey (one request per rule added)."""
 
     def __init__(self, clients: ClientFactory) -> None:
         self._clients = clients

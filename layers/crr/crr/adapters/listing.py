@@ -9,12 +9,12 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3_errors import storage_error
-from crr.listing import MAX_PAGE_SIZE, ListedObject, ListingPage
+from crr.models import MAX_PAGE_SIZE, ListedObject, ListingPage
 
 
 class S3Listing:
-    """``crr.backfill.PageListing`` (``list_page``: one page, resumed by ``StartAfter``) and
-    ``crr.verify.Listing`` (``pages``: every page of a prefix, ``page_size`` keys each, fetched as the
+    """``crr.ports.objects.PageListing`` (``list_page``: one page, resumed by ``StartAfter``) and
+    ``crr.ports.objects.Listing`` (``pages``: every page of a prefix, ``page_size`` keys each, fetched as the
     caller consumes them)."""
 
     def __init__(self, clients: ClientFactory, page_size: int = MAX_PAGE_SIZE) -> None:

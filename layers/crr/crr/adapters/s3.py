@@ -25,8 +25,8 @@ from crr.errors import (
     UnknownBucketError,
 )
 from crr.markers import refreshed
+from crr.models import KMS_ENCRYPTIONS, AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedPart
 from crr.observability import logger
-from crr.ports import KMS_ENCRYPTIONS, AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedPart
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -12,8 +12,7 @@ from crr.adapters.clients import error_code, error_message
 from crr.errors import CrrError
 from crr.events import LARGE_COPY_CONFIGURATION_ID, NUDGE_CONFIGURATION_ID, change_notice
 from crr.failures import FailureReason, FailureRecord
-from crr.ports import CopyRequest, QueueMessage
-from crr.replay import RawDeadLetter
+from crr.models import CopyRequest, QueueMessage, RawDeadLetter
 from crr.rules import ReplicationRule
 
 if TYPE_CHECKING:
@@ -212,6 +211,8 @@ class SqsPeerNudges:
 
 
 class SqsQueueSender:
+    """``crr.ports.queues.ReplicationQueue`` by SendMessage: the DLQ replay and the breaker's release."""
+
     def __init__(self, client: SQSClient, queue_url: str) -> None:
         self._sqs = client
         self._url = queue_url
@@ -223,6 +224,11 @@ class SqsQueueSender:
             raise QueueError(
                 f"SendMessage to the replication queue failed: {error_message(exc)}", error_code(exc)
             ) from exc
+
+    def send_batch(self, bodies: Sequence[str]) -> None:
+        """One SendMessage per body (``SqsBatchSender`` sends ten in one request)."""
+        for body in bodies:
+            self.send(body)
 
 
 class SqsKeyHandOver:

@@ -22,7 +22,7 @@ SEND_ATTEMPTS = 4
 
 
 class SqsBatchSender:
-    """``crr.verify.RepairQueue``: up to 10 bodies per SendMessageBatch, resending entries that SQS
+    """``crr.ports.queues.ReplicationQueue``: up to 10 bodies per SendMessageBatch, resending entries that SQS
     failed on its side (a batch can succeed in part)."""
 
     def __init__(
@@ -39,6 +39,10 @@ class SqsBatchSender:
         self._attempts = attempts
         self._backoff = backoff_seconds
         self._sleep = sleep
+
+    def send(self, body: str) -> None:
+        """One body, as a batch of one."""
+        self.send_batch([body])
 
     def send_batch(self, bodies: Sequence[str]) -> None:
         """Raises QueueError when the request fails, an entry is refused as invalid (sender fault), or

@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.errors import WorkflowError
-from crr.large_copy import LargeCopyJob
+from crr.models import LargeCopyJob
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -20,7 +20,7 @@ MAX_ATTEMPTS = 50
 
 
 class StepFunctionsExecutions:
-    """One state machine's executions (``crr.backfill_workflow.BackfillExecutions``)."""
+    """One state machine's executions (``crr.ports.services.BackfillExecutions``)."""
 
     def __init__(self, client: SFNClient, state_machine_arn: str) -> None:
         self._sfn = client

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from crr.adapters.clients import error_code
 from crr.adapters.dynamodb.items import from_value, state_error, to_value
 from crr.adapters.dynamodb.keys import BACKFILL_SK_PREFIX, backfill_sk, rule_pk
-from crr.backfill import BackfillJob, BackfillStatus, CountProgress, ListingCursor, PageCounts, PageResult
+from crr.backfill_models import BackfillJob, BackfillStatus, CountProgress, ListingCursor, PageCounts, PageResult
 from crr.errors import BackfillJobConflictError, BackfillJobNotFoundError
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def _job_from(raw: dict[str, Any]) -> BackfillJob:
 
 
 class DynamoBackfillJobs:
-    """``crr.backfill.BackfillJobs`` over DynamoDB (the rules table)."""
+    """``crr.ports.table.BackfillJobs`` over DynamoDB (the rules table)."""
 
     def __init__(
         self, client: DynamoDBClient, table_name: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC)

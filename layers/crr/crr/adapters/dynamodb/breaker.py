@@ -17,10 +17,10 @@ from crr.adapters.dynamodb.keys import (
     held_sk,
     rule_pk,
 )
-from crr.breaker import BreakerRecord, Verdict
 from crr.errors import (
     RuleNotFoundError,
 )
+from crr.models import BreakerRecord, Verdict
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -13,7 +13,7 @@ from crr.adapters.dynamodb.keys import (
     failure_pk,
 )
 from crr.failures import FailureKind, FailureReason, FailureRecord
-from crr.ports import QueueMessage
+from crr.models import QueueMessage
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

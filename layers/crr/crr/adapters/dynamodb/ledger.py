@@ -18,7 +18,7 @@ from crr.adapters.dynamodb.keys import (
 from crr.errors import (
     LedgerConflictError,
 )
-from crr.ports import LedgerEntry
+from crr.models import LedgerEntry
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

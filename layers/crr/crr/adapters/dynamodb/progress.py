@@ -12,7 +12,7 @@ from crr.adapters.dynamodb.keys import (
     PROGRESS_SK,
     rule_pk,
 )
-from crr.ports import ProgressDelta
+from crr.models import ProgressDelta
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

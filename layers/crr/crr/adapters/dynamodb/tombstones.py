@@ -14,7 +14,7 @@ from crr.adapters.dynamodb.keys import (
     tombstone_sk,
 )
 from crr.adapters.dynamodb.ledger import LEDGER_TTL
-from crr.ports import TombstoneRecord
+from crr.models import TombstoneRecord
 from crr.rules import ReplicationRule
 from crr.stamps import Stamp
 

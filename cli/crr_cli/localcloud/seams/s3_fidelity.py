@@ -280,7 +280,7 @@ def _encoded_event_keys(original: Callable[..., dict[str, Any]]) -> Callable[...
 
 
 def install() -> None:
-    """Install the seams in this process (idempotent). Run after moto_seams' own S3 patches, before serving."""
+    """Install the seams in this process (idempotent). Run after `s3_events.install()`, before serving."""
     global _installed  # noqa: PLW0603 - process-wide patch state
     if _installed:
         return

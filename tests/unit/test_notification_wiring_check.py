@@ -11,9 +11,10 @@ import pytest
 from crr.adapters.clients import ClientFactory
 from crr.adapters.notifications import S3BucketNotifications, WiringCheck
 from crr.errors import StorageError
+from crr.models import QueueDepth
+from crr.notification_wiring_check import check_wiring
 from crr.rules import ReplicationRule
-from crr.status import QueueDepth, StackStatus, WiringState
-from crr.wiring import check_wiring
+from crr.status import StackStatus, WiringState
 from tests.support.aws import client, create_bucket
 from tests.unit.test_status import FakeBacklogAge, FakeFailures, FakeProgress, FakeQueue, FakeRules, make_rule
 

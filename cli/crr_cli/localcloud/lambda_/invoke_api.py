@@ -3,7 +3,7 @@
 moto's Step Functions interpreter invokes functions (`arn:aws:states:::lambda:invoke` tasks, Task
 states whose Resource is a function ARN, `aws-sdk:lambda:invoke`) with a boto3 Lambda client, and
 moto's own Lambda needs Docker to run code. The local cloud serves this API from its own process
-and points those clients at it (`moto_seams.route_step_functions_tasks`), so the handlers run in
+and points those clients at it (`seams.stepfunctions_tasks`), so the handlers run in
 the same warm workers as everything else (`LambdaExecutor`).
 
 `POST /2015-03-31/functions/{FunctionName}/invocations` answers as Lambda does:
@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from crr_cli.localcloud.executor import ExecutorClosedError, FunctionPool, Invocation, LambdaExecutor
+from crr_cli.localcloud.lambda_.executor import ExecutorClosedError, FunctionPool, Invocation, LambdaExecutor
 
 logger = logging.getLogger(__name__)
 

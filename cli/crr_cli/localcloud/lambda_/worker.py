@@ -1,4 +1,4 @@
-"""A warm Lambda execution environment: `python -m crr_cli.localcloud.worker --code-dir D --handler H`.
+"""A warm Lambda execution environment: `python -m crr_cli.localcloud.lambda_.worker --code-dir D --handler H`.
 
 Started by the executor with the function's environment. It imports the handler once (the init
 phase), then serves invocations read from stdin until stdin closes, answering on a private copy of
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from crr_cli.localcloud import faults, protocol
+from crr_cli.localcloud.lambda_ import faults, latency, protocol
 
 PARENT_CHECK_INTERVAL_S = 1.0
 
@@ -63,6 +63,7 @@ def _load_handler(code_dir: Path, handler: str) -> Callable[[Any, LambdaContext]
     if not module_path or not function_name:
         raise ValueError(f"handler {handler!r} is not <module>.<function>")
     faults.install_from_environment()  # a no-op unless a test asked for injected faults
+    latency.install_from_environment()  # a no-op unless the local cloud runs with the latency model
     sys.path.insert(0, str(code_dir))
     os.chdir(code_dir)
     module = importlib.import_module(module_path.replace("/", "."))
@@ -122,7 +123,7 @@ def _invoke(handler: Callable[[Any, LambdaContext], Any], request: dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     """Run the worker until the parent closes stdin; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m crr_cli.localcloud.worker")
+    parser = argparse.ArgumentParser(prog="python -m crr_cli.localcloud.lambda_.worker")
     parser.add_argument("--code-dir", type=Path, required=True)
     parser.add_argument("--handler", required=True)
     parser.add_argument("--function-arn", default="")

@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from crr_cli.localcloud import protocol
 from crr_cli.localcloud.clients import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, endpoint_environment
 from crr_cli.localcloud.deploy import DeployedFunction
+from crr_cli.localcloud.lambda_ import protocol
 
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase
 TIMEOUT_GRACE_S = 0.05  # pipe and scheduling slack on top of the function timeout
@@ -96,13 +96,18 @@ class Invocation:
 
 
 def worker_environment(
-    spec: FunctionSpec, endpoint_url: str, region: str, service_endpoints: Mapping[str, str] | None = None
+    spec: FunctionSpec,
+    endpoint_url: str,
+    region: str,
+    service_endpoints: Mapping[str, str] | None = None,
+    local_settings: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of a worker of `spec`: the function's variables plus Lambda's and ours.
 
     `service_endpoints` (boto3 service name -> endpoint) become the service-specific
     `AWS_ENDPOINT_URL_<SERVICE>` variables, which boto3 prefers over `AWS_ENDPOINT_URL`. Lambda's
-    reserved variables and the local-cloud wiring override the function's own variables.
+    reserved variables and the local-cloud wiring override the function's own variables;
+    `local_settings` are the local cloud's own switches for its workers (`CRR_LOCAL_LATENCY`, ...).
     """
     environment = {name: os.environ[name] for name in _INHERITED_VARIABLES if name in os.environ}
     environment.update(spec.environment)
@@ -128,6 +133,7 @@ def worker_environment(
             "PYTHONDONTWRITEBYTECODE": "1",  # keep __pycache__ out of the source tree
         }
     )
+    environment.update(local_settings or {})
     if spec.credentials:
         environment["AWS_ACCESS_KEY_ID"] = spec.credentials["AccessKeyId"]
         environment["AWS_SECRET_ACCESS_KEY"] = spec.credentials["SecretAccessKey"]
@@ -144,7 +150,7 @@ class _Worker:
 
     def __init__(self, spec: FunctionSpec, environment: Mapping[str, str], log_path: Path) -> None:
         stream = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
-        command = [sys.executable, "-m", "crr_cli.localcloud.worker", "--code-dir", str(spec.code_dir)]
+        command = [sys.executable, "-m", "crr_cli.localcloud.lambda_.worker", "--code-dir", str(spec.code_dir)]
         command += ["--handler", spec.handler, "--function-arn", spec.arn]
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -367,11 +373,14 @@ class LambdaExecutor:
         log_dir: Path,
         service_endpoints: Mapping[str, str] | None = None,
         follow_log: Callable[[Path, str], None] | None = None,
+        local_settings: Mapping[str, str] | None = None,
     ) -> None:
         """``follow_log(log path, region)`` is told of each function's log when the function is
-        registered (the local cloud extracts its EMF metrics, as CloudWatch Logs does)."""
+        registered (the local cloud extracts its EMF metrics, as CloudWatch Logs does);
+        `local_settings` go into every worker's environment (see `worker_environment`)."""
         self.endpoint_url = endpoint_url
         self.service_endpoints = dict(service_endpoints or {})
+        self.local_settings = dict(local_settings or {})
         self.log_dir = log_dir
         self._follow_log = follow_log
         self._pools: dict[str, FunctionPool] = {}
@@ -385,7 +394,7 @@ class LambdaExecutor:
         several stacks share).
         """
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        environment = worker_environment(spec, self.endpoint_url, region, self.service_endpoints)
+        environment = worker_environment(spec, self.endpoint_url, region, self.service_endpoints, self.local_settings)
         log_path = self.log_dir / f"{spec.stack_name}-{spec.logical_id}.log"
         if self._follow_log is not None:
             self._follow_log(log_path, region)

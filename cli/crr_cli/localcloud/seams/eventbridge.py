@@ -36,6 +36,7 @@ from moto.s3.responses import S3Response
 from moto.sqs.models import sqs_backends
 
 EVENTS_PRINCIPAL = "events.amazonaws.com"
+_installed = False
 _REASONS = {
     "ObjectCreated:Put": "PutObject",
     "ObjectCreated:Post": "PostObject",
@@ -44,7 +45,7 @@ _REASONS = {
     "ObjectRemoved:Delete": "DeleteObject",
     "ObjectRemoved:DeleteMarkerCreated": "DeleteObject",
 }
-# The pending event of moto_seams (sequencer, versioned) for the record being delivered, or None.
+# The pending event of `s3_events` (sequencer, versioned) for the record being delivered, or None.
 CurrentDelivery = Callable[[], Any]
 
 
@@ -249,7 +250,10 @@ def _with_eventbridge_configuration(original: Callable[..., Any]) -> Callable[..
 
 
 def install(current: CurrentDelivery) -> None:
-    """Replace moto's S3 → EventBridge delivery (idempotent); `current()` is moto_seams' pending event."""
+    """Replace moto's S3 → EventBridge delivery (idempotent); `current()` is `s3_events`' pending event."""
+    global _installed  # noqa: PLW0603 - process-wide patch state
+    if _installed:
+        return
     setattr(S3Response, "get_bucket_notification", _with_eventbridge_configuration(S3Response.get_bucket_notification))  # noqa: B010
 
     def send_event_bridge_message(account_id: str, bucket: Any, event_name: Any, key: Any) -> None:
@@ -264,3 +268,4 @@ def install(current: CurrentDelivery) -> None:
             _log(f"delivery of {name} for {bucket.name}/{key.name} failed: {error!r}")
 
     notifications._send_event_bridge_message = send_event_bridge_message
+    _installed = True

@@ -1,4 +1,10 @@
-"""Wiring for the functions: settings → adapters → domain objects, kept warm per process."""
+"""The composition root: the one place that builds the functions' domain objects from their settings
+and the adapters (settings → adapters → domain objects).
+
+What a warm Lambda container keeps between invocations (clients, the rule and ACL-mode caches, the
+backfill copy pool) is cached here per process and per settings value; ``forget_warm_objects`` drops
+it, so a test never sees another test's warm objects.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +33,11 @@ from crr.backfill_workflow import BackfillSteps
 from crr.breaker import BreakerSettings, DeleteBreaker
 from crr.failures import Backoff
 from crr.large_copy import LargeCopier, LargeObjectSettings
+from crr.notification_wiring_check import WiringReport, WiringWatchSettings, check_wiring
 from crr.replay import DeadLetters, ReplayReport, ReplayRequest
 from crr.replication import Replicator
 from crr.service import ReplicationService
 from crr.settings import FunctionSettings
-from crr.wiring import WiringReport, WiringWatchSettings, check_wiring
 
 
 @cache
@@ -82,6 +88,13 @@ def _service_for(settings: FunctionSettings) -> ReplicationService:
         Backoff(base_seconds=settings.retry_base_seconds),
         max_receive_count=settings.max_receive_count,
     )
+
+
+def forget_warm_objects() -> None:
+    """Drop every object kept warm in this process; the next invocation builds fresh ones. (A dropped
+    backfill engine's idle copy threads exit once the engine is garbage collected.)"""
+    for factory in (_clients, _replicator_for, _service_for, _backfill_steps_for):
+        factory.cache_clear()
 
 
 def replication_service() -> ReplicationService:

@@ -18,8 +18,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crr.errors import CrrError
+from crr.ports.objects import WiringProbe
+from crr.ports.table import RuleReader
 from crr.settings import ConfigurationError
-from crr.status import RuleSource, WiringProbe
 
 
 class WiringFinding(BaseModel):
@@ -39,7 +40,7 @@ class WiringReport(BaseModel):
     unchecked: list[WiringFinding] = Field(description="rules whose wiring could not be read, with the reason")
 
 
-def check_wiring(rules: RuleSource, probe: WiringProbe, now: datetime) -> WiringReport:
+def check_wiring(rules: RuleReader, probe: WiringProbe, now: datetime) -> WiringReport:
     """Check every rule (paused ones too: their notifications stay wired). A rule whose wiring cannot
     be read is reported as unchecked and never stops the others. Raises what ``rules.list`` raises."""
     unwired: list[WiringFinding] = []

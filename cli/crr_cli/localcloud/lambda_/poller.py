@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from crr_cli.localcloud.deploy import EventSourceMapping
-from crr_cli.localcloud.executor import Invocation
+from crr_cli.localcloud.lambda_.executor import Invocation
 
 logger = logging.getLogger(__name__)
 
