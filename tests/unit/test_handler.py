@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from crr.adapters.dynamodb import DynamoRules
-from crr.rules import ReplicationRule
 from tests.support.aws import client, create_bucket, create_rules_table
 from tests.support.events import load_body, load_event, sqs_event
 from tests.support.lambda_context import FakeLambdaContext
+from tests.support.rules import make_rule
 
 SRC, DST, TABLE = "crr-demo-source", "crr-demo-replica", "rules"
 
@@ -31,12 +31,10 @@ def deployed(aws: None, monkeypatch: pytest.MonkeyPatch) -> Any:
     dynamodb = client("dynamodb", "us-west-1")
     create_rules_table(dynamodb, TABLE)
     DynamoRules(dynamodb, TABLE).create(
-        ReplicationRule.create(
+        make_rule(
             rule_id="demo",
             source_bucket=SRC,
-            source_region="us-west-1",
             destination_bucket=DST,
-            destination_region="us-east-1",
         )
     )
     from functions.replicate import handler

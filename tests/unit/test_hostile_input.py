@@ -21,10 +21,11 @@ import pytest
 from crr.adapters.dynamodb import DynamoRules
 from crr.events import MAX_BODY_BYTES
 from crr.observability import logger
-from crr.rules import ReplicationRule, RuleStatus
+from crr.rules import RuleStatus
 from tests.support.aws import client, create_bucket, create_rules_table
 from tests.support.events import EVENTS_DIR, load_event, load_raw_body, sqs_event
 from tests.support.lambda_context import FakeLambdaContext
+from tests.support.rules import make_rule
 
 SRC, DST, TABLE = "crr-demo-source", "crr-demo-replica", "rules"
 PAUSED_SRC, PREFIXED_SRC = "crr-paused-source", "crr-prefixed-source"
@@ -208,24 +209,21 @@ def deployment(aws: None, monkeypatch: pytest.MonkeyPatch) -> Deployment:
     dynamodb = cached_client("dynamodb", "us-west-1")
     create_rules_table(dynamodb, TABLE)
     rules = DynamoRules(dynamodb, TABLE)
-    common = {"source_region": "us-west-1", "destination_region": "us-east-1"}
-    rules.create(ReplicationRule.create(rule_id="demo", source_bucket=SRC, destination_bucket=DST, **common))
+    rules.create(make_rule(rule_id="demo", source_bucket=SRC, destination_bucket=DST))
     rules.create(
-        ReplicationRule.create(
+        make_rule(
             rule_id="paused",
             source_bucket=PAUSED_SRC,
             destination_bucket="crr-paused-replica",
             status=RuleStatus.PAUSED,
-            **common,
         )
     )
     rules.create(
-        ReplicationRule.create(
+        make_rule(
             rule_id="prefixed",
             source_bucket=PREFIXED_SRC,
             destination_bucket="crr-prefixed-replica",
             prefixes=("incoming/",),
-            **common,
         )
     )
     # Powertools bound its handler to the stdout of import time; read its JSON lines from a buffer.

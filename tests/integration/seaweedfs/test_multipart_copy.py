@@ -29,8 +29,8 @@ from crr.events import ChangeEvent, ChangeKind
 from crr.markers import MARKER_ORIGIN_BUCKET
 from crr.ports import CopyRequest, ObjectState
 from crr.replication import Outcome, Replicator
-from crr.rules import ReplicationRule
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules
+from tests.support.rules import make_rule
 from tests.support.seaweedfs import SeaweedFS
 
 pytestmark = pytest.mark.integration
@@ -160,7 +160,7 @@ def copy_in_source_layout(store: S3ObjectStore, buckets: Buckets, key: str) -> s
 
 
 def replicator_for(buckets: Buckets, store: S3ObjectStore) -> Replicator:
-    rule = ReplicationRule.create(
+    rule = make_rule(
         rule_id="seaweedfs",
         source_bucket=buckets.source,
         source_region=SOURCE_REGION,
