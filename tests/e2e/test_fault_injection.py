@@ -98,6 +98,8 @@ def test_the_replica_matches_the_source_after_flaky_calls_an_outage_and_a_replay
         outage_started = time.monotonic()
         for number in range(250, 400):
             change(number)
+            # Spread over the outage on purpose: crr must retry and back off across a destination
+            # that stays down for a real length of time (the thing under test).
             time.sleep(max(0.0, outage_started + (number - 249) * OUTAGE_SECONDS / 150 - time.monotonic()))
         wait_for(lambda: time.monotonic() - outage_started >= OUTAGE_SECONDS, OUTAGE_SECONDS + 5, "the outage")
         # And 100 more after the destination recovered

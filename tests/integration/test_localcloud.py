@@ -46,7 +46,7 @@ def lambda_handler(event, context):
     print("probe handler writes to stdout; the protocol must not see it")
     if "raise" in event:
         raise RuntimeError(event["raise"])
-    time.sleep(event.get("sleep", 0))
+    time.sleep(event.get("sleep", 0))  # the work a timeout test needs to overrun (the thing under test)
     if "remember" in event:
         item = {"pk": {"S": event["remember"]}, "sk": {"S": "probe"}, "kind": {"S": "memo"}}
         _dynamodb.put_item(TableName=os.environ["PROBE_TABLE_NAME"], Item=item)

@@ -14,9 +14,9 @@ from crr.events import ChangeEvent, ChangeKind
 from crr.markers import sealed_origin
 from crr.models import ObjectState
 from crr.replication import APPLIED, Replicator
-from crr.rules import PeerRule, ReplicationRule
 from tests.support.fakes import FakeLedger, FakeNudges, FakeProgress, FakeRules, FakeS3, FakeTombstones, StoredVersion
 from tests.support.interleave import Interleaver, serve_queue
+from tests.support.rules import two_way_rules
 
 # Bucket names decide ties within one second: "west-bucket" sorts last, so it wins them.
 EAST, WEST = "east-bucket", "west-bucket"
@@ -47,24 +47,6 @@ class UserOp:
     settled: bool = False  # the user waits until crr has handled every notification (replicas exist)
 
 
-def _pair() -> tuple[ReplicationRule, ReplicationRule]:
-    def rule(source: str, destination: str) -> ReplicationRule:
-        return ReplicationRule.create(
-            rule_id=f"{source}-to-{destination}",
-            source_bucket=source,
-            source_region=REGIONS[source],
-            destination_bucket=destination,
-            destination_region=REGIONS[destination],
-            peer=PeerRule(
-                rule_id=f"{destination}-to-{source}",
-                rules_table=f"table-{REGIONS[destination]}",
-                queue_url=f"https://sqs.{REGIONS[destination]}.amazonaws.com/123456789012/crr",
-            ),
-        )
-
-    return rule(WEST, EAST), rule(EAST, WEST)
-
-
 @dataclass(frozen=True)
 class Change:
     """A user change as last-writer-wins orders it: second, then bucket name, then order on that side."""
@@ -93,7 +75,7 @@ def run_scenario(ops: list[UserOp], workers: int, duplicates: int, rng: random.R
     for bucket, region in REGIONS.items():
         s3.create_bucket(bucket, region, versioned=True)
     ledger, tombstones = FakeLedger(scheduler.yield_point), FakeTombstones(scheduler.yield_point)
-    rules = FakeRules(*_pair())
+    rules = FakeRules(*two_way_rules((WEST, REGIONS[WEST]), (EAST, REGIONS[EAST])))
     pending: list[ChangeEvent] = []
     sequencers = itertools.count(0x5A0000)
     user_done = [False]

@@ -8,6 +8,7 @@ import threading
 import tracemalloc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ from crr.events import ChangeEvent, ChangeKind, parse_notification
 from crr.models import LedgerEntry
 from crr.replication import Replicator
 from crr.rules import PeerRule, ReplicationRule, RuleStatus
+from tests.support import rules
 from tests.support.backfill_fakes import (
     CountingCopier,
     DiscardingLedger,
@@ -50,18 +52,8 @@ WEST, EAST = "us-west-1", "us-east-1"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
-def make_rule(*prefixes: str, deletes: bool = True, **extra: Any) -> ReplicationRule:
-    return ReplicationRule.create(
-        rule_id="r",
-        source_bucket=SRC,
-        source_region=WEST,
-        destination_bucket=DST,
-        destination_region=EAST,
-        prefixes=prefixes,
-        replicate_deletes=deletes,
-        created_at=T0,
-        **extra,
-    )
+# this module's rules were created before its objects' cutoff
+make_rule = partial(rules.make_rule, rule_id="r", created_at=T0)
 
 
 @dataclass

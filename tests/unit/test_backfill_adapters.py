@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import boto3
@@ -39,7 +40,7 @@ from crr.errors import (
 )
 from crr.models import ListedObject
 from crr.replication import Replicator
-from crr.rules import ReplicationRule
+from tests.support import rules
 from tests.support.aws import client, create_bucket, create_rules_table
 from tests.support.backfill_fakes import RecordingNotices
 
@@ -49,17 +50,8 @@ TABLE = "rules"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
-def make_rule(*prefixes: str, **extra: Any) -> ReplicationRule:
-    return ReplicationRule.create(
-        rule_id="r1",
-        source_bucket=SRC,
-        source_region=WEST,
-        destination_bucket=DST,
-        destination_region=EAST,
-        prefixes=prefixes,
-        created_at=T0,
-        **extra,
-    )
+# this module's rules replicate its moto buckets, and were created before its objects' cutoff
+make_rule = partial(rules.make_rule, source_bucket=SRC, destination_bucket=DST, created_at=T0)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from crr.backfill_models import (
     percent_complete,
 )
 from crr.errors import BackfillJobConflictError
-from crr.rules import ReplicationRule
+from tests.support.rules import make_rule
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 counts = st.integers(min_value=0, max_value=10**9)
@@ -101,17 +101,6 @@ def test_eta_is_unknown_before_the_total_or_any_progress_and_zero_when_done() ->
 # ---- a job's progress as pages are recorded ---------------------------------------------------------
 
 
-def _rule() -> ReplicationRule:
-    return ReplicationRule.create(
-        rule_id="r",
-        source_bucket="src-bucket",
-        source_region="us-west-1",
-        destination_bucket="dst-bucket",
-        destination_region="us-east-1",
-        created_at=T0,
-    )
-
-
 def _result(job: BackfillJob, sequence: int, listed: int, counted: int, *, complete: bool, done: bool) -> PageResult:
     return PageResult(
         job_id=job.job_id,
@@ -137,7 +126,7 @@ def test_a_jobs_percentage_never_goes_backwards_nor_above_100(
 ) -> None:
     # Given pages recorded in order (some delivered twice, as a retried step is), a count that completes
     # part way, and objects written meanwhile that the count missed (``extra`` fewer counted)
-    job = BackfillJob.start(_rule(), at=T0, page_size=1000)
+    job = BackfillJob.start(make_rule(created_at=T0), at=T0, page_size=1000)
     total = max(sum(pages) - extra, 0)
     shown: list[float] = []
     for sequence, listed in enumerate(pages, start=1):
@@ -159,13 +148,13 @@ def test_a_jobs_percentage_never_goes_backwards_nor_above_100(
 
 
 def test_a_page_that_skips_one_is_refused() -> None:
-    job = BackfillJob.start(_rule(), at=T0)
+    job = BackfillJob.start(make_rule(created_at=T0), at=T0)
     with pytest.raises(BackfillJobConflictError, match="page 2 arrived, but only 0 are recorded"):
         job.with_page(_result(job, 2, 5, 0, complete=False, done=False), T0)
 
 
 def test_a_finished_job_has_no_next_request() -> None:
-    job = BackfillJob.start(_rule(), at=T0)
+    job = BackfillJob.start(make_rule(created_at=T0), at=T0)
     job = job.with_page(_result(job, 1, 5, 5, complete=True, done=True), T0)
     with pytest.raises(BackfillJobConflictError, match="no page left"):
         job.next_request()

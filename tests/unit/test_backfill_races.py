@@ -18,10 +18,10 @@ from crr.backfill_models import BackfillJob
 from crr.errors import CrrError
 from crr.events import ChangeEvent, ChangeKind, parse_notification
 from crr.replication import Replicator
-from crr.rules import ReplicationRule
 from tests.support.backfill_fakes import FakeFastCopier, FakePageListing
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3, assert_replica_equals_source
 from tests.support.interleave import Interleaver, serve_queue
+from tests.support.rules import make_rule
 
 SOURCE, DESTINATION = "src-bucket", "dst-bucket"
 KEYS = ("a", "b/1", "b/2", "c d+e", "z")
@@ -91,12 +91,10 @@ def _scenario(
             body = f"{item.key}:0" if item.replica == "same" else "stale"
             s3.put(DESTINATION, item.key, body.encode(), metadata={"v": "0"}, tags={"t": "0"})
     ledger = FakeLedger(scheduler.yield_point)
-    rule = ReplicationRule.create(
+    rule = make_rule(
         rule_id="r",
         source_bucket=SOURCE,
-        source_region="us-west-1",
         destination_bucket=DESTINATION,
-        destination_region="us-east-1",
         created_at=T0,
     )
     rules, progress = FakeRules(rule), FakeProgress()

@@ -40,20 +40,10 @@ from tests.support.backfill_fakes import (
 )
 from tests.support.events import load_event
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.rules import make_rule
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SRC, DST = "src-bucket", "dst-bucket"
-
-
-def make_rule(rule_id: str = "r1", *prefixes: str) -> ReplicationRule:
-    return ReplicationRule.create(
-        rule_id=rule_id,
-        source_bucket=SRC,
-        source_region="us-west-1",
-        destination_bucket=DST,
-        destination_region="us-east-1",
-        prefixes=prefixes,
-    )
 
 
 @dataclass
@@ -152,7 +142,7 @@ def test_a_failed_job_resumes_at_the_page_after_its_last_recorded_one() -> None:
 
 
 def test_a_finished_job_or_a_changed_rule_gets_a_new_job() -> None:
-    rule = make_rule("r1", "a/")
+    rule = make_rule("a/")
     control, jobs, _ = control_with(rule)
     first = control.start("r1")
     replace_job(jobs, first.job.model_copy(update={"done": True, "status": BackfillStatus.SUCCEEDED}))
@@ -165,7 +155,7 @@ def test_a_finished_job_or_a_changed_rule_gets_a_new_job() -> None:
     control, jobs, _ = control_with(rule)
     replace_job(jobs, failed)
     assert control.start("r1").job.job_id == "old"
-    control, jobs, _ = control_with(make_rule("r1", "b/"))
+    control, jobs, _ = control_with(make_rule("b/"))
     replace_job(jobs, failed)
     fresh = control.start("r1")
     assert fresh.job.job_id != "old"

@@ -30,7 +30,8 @@ from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule
 from tests.support.aws import client, create_rules_table
 from tests.support.fakes import FakeLedger, FakeProgress, FakeS3
-from tests.unit.test_replication import DST, SRC, make_rule
+from tests.support.rules import make_rule
+from tests.unit.test_replication import DST, SRC
 
 TABLE = "rules"
 WINDOW = 300

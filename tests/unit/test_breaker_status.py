@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from crr.breaker import BreakerSettings, BreakerState
 from crr.models import BreakerRecord, Verdict
 from crr.status import StackStatus, StatusReport, render_text
+from tests.support.rules import named_rule
 from tests.unit.test_status import (
     EMPTY,
     NOW,
@@ -16,7 +17,6 @@ from tests.unit.test_status import (
     FakeProgress,
     FakeQueue,
     FakeRules,
-    make_rule,
 )
 
 SETTINGS = BreakerSettings(count=100, percent=50, window_seconds=300)
@@ -38,7 +38,7 @@ def report(record: BreakerRecord, held: int = 0, at: datetime = NOW) -> StatusRe
     return StackStatus(
         stack="crr-test",
         region="us-west-1",
-        rules=FakeRules(make_rule()),
+        rules=FakeRules(named_rule("photos")),
         progress=FakeProgress(),
         queue=FakeQueue(EMPTY),
         dead_letters=FakeQueue(EMPTY),

@@ -28,6 +28,7 @@ from crr.rules import ReplicationRule
 from crr.service import OUT_OF_TIME, RecordFailedError, ReplicationService
 from tests.support.events import load_event, load_raw_body
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.rules import make_rule
 from tests.unit.test_large_copy import RecordingLauncher
 
 SRC, DST, WEST, EAST = "crr-demo-source", "crr-demo-replica", "us-west-1", "us-east-1"
@@ -91,9 +92,7 @@ def world(
         return copy(request)
 
     s3.copy = timed_copy  # type: ignore[method-assign]
-    rule = ReplicationRule.create(
-        rule_id="r1", source_bucket=SRC, source_region=WEST, destination_bucket=DST, destination_region=EAST
-    )
+    rule = make_rule(source_bucket=SRC, destination_bucket=DST)
     replicator = Replicator(FakeRules(rule), s3, FakeLedger(), progress or FakeProgress())
     failures, queues = RecordingFailures(), RecordingQueues()
     return ReplicationService(replicator, failures, queues), s3, failures, queues
@@ -215,9 +214,7 @@ def test_a_deferred_message_at_its_last_delivery_that_cannot_be_handed_back_goes
     keys = ["k/late"]
     clock = Clock(timeout=2.0, copy_seconds=0.0)
     _, s3, failures, queues = world(clock, keys)
-    rule = ReplicationRule.create(
-        rule_id="r1", source_bucket=SRC, source_region=WEST, destination_bucket=DST, destination_region=EAST
-    )
+    rule = make_rule(source_bucket=SRC, destination_bucket=DST)
     service = ReplicationService(
         Replicator(FakeRules(rule), s3, FakeLedger(), FakeProgress()), failures, queues, max_receive_count=2
     )
@@ -265,9 +262,7 @@ def test_a_single_copy_slower_than_the_time_left_goes_to_the_large_copy_workflow
     s3.create_bucket(DST, EAST)
     s3.put(SRC, "slow.bin", b"x" * 64)
     launcher = RecordingLauncher()
-    rule = ReplicationRule.create(
-        rule_id="r1", source_bucket=SRC, source_region=WEST, destination_bucket=DST, destination_region=EAST
-    )
+    rule = make_rule(source_bucket=SRC, destination_bucket=DST)
     replicator = Replicator(
         FakeRules(rule),
         s3,

@@ -21,6 +21,7 @@ from crr.models import LedgerEntry, ProgressDelta, TombstoneRecord
 from crr.rules import ReplicationRule, RuleStatus
 from crr.stamps import Stamp
 from tests.support.aws import client, create_rules_table
+from tests.support.rules import make_rule
 
 TABLE = "rules"
 
@@ -32,19 +33,9 @@ def dynamodb(aws: None) -> Any:
     return db
 
 
-def rule(rule_id: str, source: str, destination: str) -> ReplicationRule:
-    return ReplicationRule.create(
-        rule_id=rule_id,
-        source_bucket=source,
-        source_region="us-west-1",
-        destination_bucket=destination,
-        destination_region="us-east-1",
-    )
-
-
 def test_a_created_rule_is_found_by_its_source_bucket(dynamodb: Any) -> None:
     rules = DynamoRules(dynamodb, TABLE)
-    rules.create(rule("r1", "src-a", "dst-b"))
+    rules.create(make_rule(rule_id="r1", source_bucket="src-a", destination_bucket="dst-b"))
     found = rules.rule_for_source("src-a")
     assert found is not None
     assert found.destination_bucket == "dst-b"
@@ -54,11 +45,31 @@ def test_a_created_rule_is_found_by_its_source_bucket(dynamodb: Any) -> None:
 @pytest.mark.parametrize(
     ("second", "error", "message"),
     [
-        (rule("r2", "src-a", "dst-c"), SourceAlreadyReplicatingError, "through rule 'r1'"),
-        (rule("r2", "src-c", "dst-b"), DestinationAlreadyClaimedError, "destination of rule 'r1'"),
-        (rule("r2", "dst-b", "dst-c"), SourceIsDestinationError, "destination of rule 'r1'"),
-        (rule("r2", "src-c", "src-a"), DestinationAlreadyClaimedError, "source of rule 'r1'"),
-        (rule("r1", "src-x", "dst-y"), RuleAlreadyExistsError, "'r1' already exists"),
+        (
+            make_rule(rule_id="r2", source_bucket="src-a", destination_bucket="dst-c"),
+            SourceAlreadyReplicatingError,
+            "through rule 'r1'",
+        ),
+        (
+            make_rule(rule_id="r2", source_bucket="src-c", destination_bucket="dst-b"),
+            DestinationAlreadyClaimedError,
+            "destination of rule 'r1'",
+        ),
+        (
+            make_rule(rule_id="r2", source_bucket="dst-b", destination_bucket="dst-c"),
+            SourceIsDestinationError,
+            "destination of rule 'r1'",
+        ),
+        (
+            make_rule(rule_id="r2", source_bucket="src-c", destination_bucket="src-a"),
+            DestinationAlreadyClaimedError,
+            "source of rule 'r1'",
+        ),
+        (
+            make_rule(rule_id="r1", source_bucket="src-x", destination_bucket="dst-y"),
+            RuleAlreadyExistsError,
+            "'r1' already exists",
+        ),
     ],
 )
 def test_conflicting_rules_are_refused_naming_the_rule_in_the_way(
@@ -66,7 +77,7 @@ def test_conflicting_rules_are_refused_naming_the_rule_in_the_way(
 ) -> None:
     # Given rule r1: src-a → dst-b
     rules = DynamoRules(dynamodb, TABLE)
-    rules.create(rule("r1", "src-a", "dst-b"))
+    rules.create(make_rule(rule_id="r1", source_bucket="src-a", destination_bucket="dst-b"))
     # When a second rule would reuse a claimed bucket, chain, or reuse the id, Then it is refused
     with pytest.raises(error, match=message):
         rules.create(second)
@@ -76,15 +87,15 @@ def test_conflicting_rules_are_refused_naming_the_rule_in_the_way(
 
 def test_removing_a_rule_releases_its_claims(dynamodb: Any) -> None:
     rules = DynamoRules(dynamodb, TABLE)
-    rules.create(rule("r1", "src-a", "dst-b"))
+    rules.create(make_rule(rule_id="r1", source_bucket="src-a", destination_bucket="dst-b"))
     rules.remove("r1")
-    rules.create(rule("r2", "src-a", "dst-b"))
+    rules.create(make_rule(rule_id="r2", source_bucket="src-a", destination_bucket="dst-b"))
     assert [r.rule_id for r in rules.list()] == ["r2"]
 
 
 def test_pausing_changes_the_status_seen_by_the_replicator(dynamodb: Any) -> None:
     rules = DynamoRules(dynamodb, TABLE, cache_seconds=60)
-    rules.create(rule("r1", "src-a", "dst-b"))
+    rules.create(make_rule(rule_id="r1", source_bucket="src-a", destination_bucket="dst-b"))
     assert rules.rule_for_source("src-a") is not None
     rules.set_status("r1", RuleStatus.PAUSED)
     paused = rules.rule_for_source("src-a")
@@ -176,7 +187,7 @@ def test_the_breaker_store_counts_slots_holds_keys_and_flags_the_rule(dynamodb: 
 
     # Given a rule and its breaker store
     rules = DynamoRules(dynamodb, TABLE, cache_seconds=0)
-    rules.create(rule("r1", "src-a", "dst-b"))
+    rules.create(make_rule(rule_id="r1", source_bucket="src-a", destination_bucket="dst-b"))
     store = DynamoBreakerStore(dynamodb, TABLE)
     at = datetime(2026, 11, 25, 12, tzinfo=UTC)
     # When copies and deletes are counted, the breaker tripped and a delete held

@@ -7,9 +7,9 @@ import json
 
 from crr.events import ChangeEvent, parse_notification
 from crr.replication import Outcome, Replicator
-from crr.rules import ReplicationRule
 from tests.support.events import load_event
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.rules import make_rule
 
 SRC, DST = "crr-demo-source", "crr-demo-replica"
 KEY = "logs/2026-11-25T10:00:00+00:00.log"  # '+' as a plus; decoded it would read as a space
@@ -19,12 +19,10 @@ def world() -> tuple[FakeS3, Replicator]:
     s3 = FakeS3(lambda: None)
     s3.create_bucket(SRC, "us-west-1", versioned=True)
     s3.create_bucket(DST, "us-east-1")
-    rule = ReplicationRule.create(
+    rule = make_rule(
         rule_id="r1",
         source_bucket=SRC,
-        source_region="us-west-1",
         destination_bucket=DST,
-        destination_region="us-east-1",
     )
     return s3, Replicator(FakeRules(rule), s3, FakeLedger(lambda: None), FakeProgress())
 

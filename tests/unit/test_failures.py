@@ -22,7 +22,8 @@ from crr.rules import ReplicationRule
 from crr.service import RecordFailedError, ReplicationService
 from tests.support.events import load_body
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
-from tests.unit.test_replication import DST, make_rule
+from tests.support.rules import make_rule
+from tests.unit.test_replication import DST
 
 
 @pytest.mark.parametrize(

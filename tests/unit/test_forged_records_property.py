@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from crr.errors import CrrError
 from crr.events import ChangeEvent, ChangeKind
 from crr.replication import Replicator
-from crr.rules import ReplicationRule
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3, assert_replica_equals_source
 from tests.support.interleave import Interleaver, serve_queue
+from tests.support.rules import make_rule
 
 SOURCE, DESTINATION = "src-bucket", "dst-bucket"
 KEYS = ("a", "dir/b")
@@ -69,12 +69,10 @@ class _World:
         self.s3.create_bucket(SOURCE, "us-west-1", versioned=versioned)
         self.s3.create_bucket(DESTINATION, "us-east-1")
         self.s3.on_attributes = lambda bucket, key: None  # the user's tag records are sent by ``notify``
-        self.rule = ReplicationRule.create(
+        self.rule = make_rule(
             rule_id="r",
             source_bucket=SOURCE,
-            source_region="us-west-1",
             destination_bucket=DESTINATION,
-            destination_region="us-east-1",
         )
         self.ledger = FakeLedger(self.scheduler.yield_point)
         self.pending: list[ChangeEvent] = []

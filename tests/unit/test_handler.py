@@ -10,22 +10,13 @@ from typing import Any
 import pytest
 
 from crr.adapters.dynamodb import DynamoRules
-from crr.rules import ReplicationRule, RuleStatus
+from crr.rules import RuleStatus
 from tests.support.aws import client, create_bucket, create_rules_table
 from tests.support.events import load_body, load_event, sqs_event
+from tests.support.lambda_context import FakeLambdaContext
+from tests.support.rules import make_rule
 
 SRC, DST, TABLE = "crr-demo-source", "crr-demo-replica", "rules"
-
-
-class Context:
-    function_name = "ReplicateFunction"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-west-1:123456789012:function:ReplicateFunction"
-    aws_request_id = "req-1"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
 
 
 @pytest.fixture
@@ -41,12 +32,10 @@ def deployed(aws: None, monkeypatch: pytest.MonkeyPatch) -> Any:
     dynamodb = client("dynamodb", "us-west-1")
     create_rules_table(dynamodb, TABLE)
     DynamoRules(dynamodb, TABLE).create(
-        ReplicationRule.create(
+        make_rule(
             rule_id="demo",
             source_bucket=SRC,
-            source_region="us-west-1",
             destination_bucket=DST,
-            destination_region="us-east-1",
         )
     )
     from functions.replicate import handler
@@ -69,7 +58,7 @@ def test_a_batch_replicates_its_objects_and_dead_letters_the_malformed_record_wi
     s3.put_object(Bucket=SRC, Key="reports/2026/summary.csv", Body=b"a,b\n", ContentType="text/csv")
     event = sqs_event(notification_for(s3, "reports/2026/summary.csv"), load_body("s3/test-event"), "{garbage")
     # When the handler runs
-    response = handler.lambda_handler(event, Context())
+    response = handler.lambda_handler(event, FakeLambdaContext())
     # Then no record is left to retry: the garbage went straight to the DLQ, saying why
     assert response["batchItemFailures"] == []
     sqs = client("sqs", "us-west-1")
@@ -93,7 +82,7 @@ def test_a_paused_rule_writes_no_replica_even_after_an_enabled_rule_warmed_the_p
     s3.put_object(Bucket=SRC, Key="reports/2026/summary.csv", Body=b"a,b\n")
     event = sqs_event(notification_for(s3, "reports/2026/summary.csv"))
     # When the handler runs
-    response = handler.lambda_handler(event, Context())
+    response = handler.lambda_handler(event, FakeLambdaContext())
     # Then the record is acknowledged and no replica is written
     assert response["batchItemFailures"] == []
     assert "Contents" not in client("s3", "us-east-1").list_objects_v2(Bucket=DST)
@@ -107,7 +96,7 @@ def test_a_dead_letter_dates_its_first_failure_from_the_first_delivery(deployed:
         int(event["Records"][0]["attributes"]["ApproximateFirstReceiveTimestamp"]) / 1000, UTC
     )
     # When the handler dead-letters it
-    assert handler.lambda_handler(event, Context())["batchItemFailures"] == []
+    assert handler.lambda_handler(event, FakeLambdaContext())["batchItemFailures"] == []
     # Then its reason says when it first failed and how many deliveries it took
     dead = client("sqs", "us-west-1").receive_message(
         QueueUrl=os.environ["DEAD_LETTER_QUEUE_URL"], MessageAttributeNames=["All"]
@@ -121,7 +110,7 @@ def test_a_record_for_a_bucket_without_a_rule_is_acknowledged(deployed: Any) -> 
     handler, _ = deployed
     document = load_event("s3/object-created-put")
     document["Records"][0]["s3"]["bucket"]["name"] = "unruled-bucket"
-    response = handler.lambda_handler(sqs_event(json.dumps(document)), Context())
+    response = handler.lambda_handler(sqs_event(json.dumps(document)), FakeLambdaContext())
     # Then it is neither retried nor dead-lettered (a failure would be one or the other)
     assert response["batchItemFailures"] == []
     dead = client("sqs", "us-west-1").receive_message(QueueUrl=os.environ["DEAD_LETTER_QUEUE_URL"])
@@ -134,7 +123,7 @@ def test_a_missing_table_setting_fails_the_invocation_clearly(deployed: Any, mon
     from crr.settings import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="RULES_TABLE_NAME"):
-        handler.lambda_handler(sqs_event(load_body("s3/test-event")), Context())
+        handler.lambda_handler(sqs_event(load_body("s3/test-event")), FakeLambdaContext())
 
 
 def test_metrics_are_emitted_per_rule_once_per_batch(deployed: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,7 +132,7 @@ def test_metrics_are_emitted_per_rule_once_per_batch(deployed: Any, capsys: pyte
     for key in ("m/1", "m/2"):
         s3.put_object(Bucket=SRC, Key=key, Body=b"12345")
     capsys.readouterr()
-    handler.lambda_handler(sqs_event(notification_for(s3, "m/1"), notification_for(s3, "m/2")), Context())
+    handler.lambda_handler(sqs_event(notification_for(s3, "m/1"), notification_for(s3, "m/2")), FakeLambdaContext())
     # Then one EMF document carries the rule's dimension and both objects' figures
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
     per_rule = [doc for doc in documents if doc.get("rule") == "demo"]
@@ -162,7 +151,7 @@ def test_an_overwrite_of_a_replicated_key_is_counted_for_the_overwrite_alarm(
         document = json.loads(notification_for(s3, "o/1"))
         document["Records"][0]["s3"]["object"]["sequencer"] = sequencer
         capsys.readouterr()
-        handler.lambda_handler(sqs_event(json.dumps(document)), Context())
+        handler.lambda_handler(sqs_event(json.dumps(document)), FakeLambdaContext())
         lines = capsys.readouterr().out.splitlines()
         documents: list[dict[str, Any]] = [json.loads(line) for line in lines if line.startswith('{"_aws"')]
         [per_rule] = [doc for doc in documents if doc.get("rule") == "demo"]
@@ -191,19 +180,13 @@ def test_logs_hold_neither_object_contents_nor_credentials(
     s3.put_object(Bucket=SRC, Key="contents/check.txt", Body=b"BODY-should-never-be-logged")
     capsys.readouterr()
     # When it is replicated, and a malformed record fails next to it (error paths log the most)
-    handler.lambda_handler(sqs_event(notification_for(s3, "contents/check.txt"), "{garbage"), Context())
+    handler.lambda_handler(sqs_event(notification_for(s3, "contents/check.txt"), "{garbage"), FakeLambdaContext())
     logged = capsys.readouterr()
     # Then the logs name the key, and hold neither the bytes nor the secret
     output = logged.out + logged.err + log.getvalue()
     assert "contents/check.txt" in output
     assert "BODY-should-never-be-logged" not in output
     assert "SECRET-abcdef0123456789" not in output
-
-
-class ContextNearItsEnd(Context):
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 300  # less than the reserve: no working time at all
 
 
 def test_a_batch_with_no_working_time_is_handed_back_unstarted_instead_of_failing(deployed: Any) -> None:
@@ -213,7 +196,8 @@ def test_a_batch_with_no_working_time_is_handed_back_unstarted_instead_of_failin
     s3.put_object(Bucket=SRC, Key="late/two.txt", Body=b"2")
     bodies = [notification_for(s3, "late/one.txt"), notification_for(s3, "late/two.txt")]
     # When the handler runs
-    response = handler.lambda_handler(sqs_event(*bodies), ContextNearItsEnd())
+    near_its_end = FakeLambdaContext(remaining_millis=300)  # less than the reserve: no working time at all
+    response = handler.lambda_handler(sqs_event(*bodies), near_its_end)
     # Then it answers (no error for an entirely failed batch), acknowledging both
     assert response["batchItemFailures"] == []
     # And both went back to the replication queue unstarted, as new messages
@@ -240,7 +224,9 @@ def test_the_handler_answers_with_an_injected_service_without_reading_the_enviro
     s3.put("crr-demo-source", "reports/2026/summary.csv", b"a,b\n")
     service, failures, _ = service_with(s3)
     # When the handler runs a batch with that service injected
-    response = handler.lambda_handler(sqs_event(load_body("s3/object-created-put")), Context(), service=service)
+    response = handler.lambda_handler(
+        sqs_event(load_body("s3/object-created-put")), FakeLambdaContext(), service=service
+    )
     # Then the injected service replicated the object, and nothing failed
     assert response["batchItemFailures"] == []
     assert failures.recorded == []

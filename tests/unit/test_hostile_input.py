@@ -21,9 +21,11 @@ import pytest
 from crr.adapters.dynamodb import DynamoRules
 from crr.events import MAX_BODY_BYTES
 from crr.observability import logger
-from crr.rules import ReplicationRule, RuleStatus
+from crr.rules import RuleStatus
 from tests.support.aws import client, create_bucket, create_rules_table
 from tests.support.events import EVENTS_DIR, load_event, load_raw_body, sqs_event
+from tests.support.lambda_context import FakeLambdaContext
+from tests.support.rules import make_rule
 
 SRC, DST, TABLE = "crr-demo-source", "crr-demo-replica", "rules"
 PAUSED_SRC, PREFIXED_SRC = "crr-paused-source", "crr-prefixed-source"
@@ -94,17 +96,6 @@ EXPECTED: dict[str, tuple[Fate, str]] = {
 }
 
 
-class Context:
-    function_name = "ReplicateFunction"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-west-1:123456789012:function:ReplicateFunction"
-    aws_request_id = "req-hostile"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
-
-
 @dataclass
 class Deployment:
     """ReplicateFunction with its buckets, rules and queues in moto, and its log lines."""
@@ -121,7 +112,7 @@ class Deployment:
     def run(self, *bodies: str) -> tuple[list[str], dict[str, Any]]:
         """The handler's answer to one batch, and the message ids it was given (in order)."""
         event = sqs_event(*bodies)
-        response = self.handler.lambda_handler(event, Context())
+        response = self.handler.lambda_handler(event, FakeLambdaContext(aws_request_id="req-hostile"))
         return [record["messageId"] for record in event["Records"]], response
 
     def dead_letters(self) -> list[dict[str, Any]]:
@@ -218,24 +209,21 @@ def deployment(aws: None, monkeypatch: pytest.MonkeyPatch) -> Deployment:
     dynamodb = cached_client("dynamodb", "us-west-1")
     create_rules_table(dynamodb, TABLE)
     rules = DynamoRules(dynamodb, TABLE)
-    common = {"source_region": "us-west-1", "destination_region": "us-east-1"}
-    rules.create(ReplicationRule.create(rule_id="demo", source_bucket=SRC, destination_bucket=DST, **common))
+    rules.create(make_rule(rule_id="demo", source_bucket=SRC, destination_bucket=DST))
     rules.create(
-        ReplicationRule.create(
+        make_rule(
             rule_id="paused",
             source_bucket=PAUSED_SRC,
             destination_bucket="crr-paused-replica",
             status=RuleStatus.PAUSED,
-            **common,
         )
     )
     rules.create(
-        ReplicationRule.create(
+        make_rule(
             rule_id="prefixed",
             source_bucket=PREFIXED_SRC,
             destination_bucket="crr-prefixed-replica",
             prefixes=("incoming/",),
-            **common,
         )
     )
     # Powertools bound its handler to the stdout of import time; read its JSON lines from a buffer.

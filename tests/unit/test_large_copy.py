@@ -23,10 +23,10 @@ from crr.failures import FailureReason
 from crr.large_copy import LargeCopier, LargeCopyStep, LargeObjectSettings, PartBatch, plan_batches
 from crr.models import CopyRequest, LargeCopyJob, ObjectState, UploadedPart
 from crr.replication import Outcome, Replicator
-from crr.rules import ReplicationRule
 from tests.support.aws import client, create_bucket, upload_in_parts
 from tests.support.events import load_event
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.rules import make_rule
 
 SRC, DST = "src-bucket", "dst-bucket"
 WEST, EAST = "us-west-1", "us-east-1"
@@ -118,9 +118,7 @@ def hand_off_world() -> tuple[Replicator, RecordingLauncher, FakeS3, FakeLedger]
     s3.buckets[SRC].history["big.bin"] = [replace(stored, etag=stored.etag.rstrip('"') + '-2"')]
     launcher = RecordingLauncher()
     ledger = FakeLedger()
-    rule = ReplicationRule.create(
-        rule_id="r1", source_bucket=SRC, source_region=WEST, destination_bucket=DST, destination_region=EAST
-    )
+    rule = make_rule(source_bucket=SRC, destination_bucket=DST)
     replicator = Replicator(
         FakeRules(rule),
         s3,

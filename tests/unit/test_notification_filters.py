@@ -8,21 +8,10 @@ import pytest
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.notifications import S3BucketNotifications, filter_prefixes
-from crr.rules import ReplicationRule
 from tests.support.aws import client, create_bucket
+from tests.support.rules import make_rule
 
 SRC = "src-bucket"
-
-
-def rule(*prefixes: str) -> ReplicationRule:
-    return ReplicationRule.create(
-        rule_id="r1",
-        source_bucket=SRC,
-        source_region="us-west-1",
-        destination_bucket="dst-bucket",
-        destination_region="us-east-1",
-        prefixes=prefixes,
-    )
 
 
 @pytest.mark.parametrize(
@@ -38,7 +27,7 @@ def rule(*prefixes: str) -> ReplicationRule:
 def test_filters_are_the_leading_parts_the_encoded_key_keeps_verbatim(
     prefixes: tuple[str, ...], filters: list[str]
 ) -> None:
-    assert filter_prefixes(rule(*prefixes)) == filters
+    assert filter_prefixes(make_rule(*prefixes)) == filters
 
 
 def test_subscribing_writes_the_cut_filters_and_unsubscribing_removes_every_crr_entry(aws: None) -> None:
@@ -51,11 +40,11 @@ def test_subscribing_writes_the_cut_filters_and_unsubscribing_removes_every_crr_
     s3.put_bucket_notification_configuration(Bucket=SRC, NotificationConfiguration={"QueueConfigurations": [legacy]})
     notifications = S3BucketNotifications(ClientFactory())
     # When a rule with special characters in its prefixes is subscribed
-    notifications.subscribe(rule("my dir/", "zeta é/"), arn["QueueArn"])
+    notifications.subscribe(make_rule("my dir/", "zeta é/"), arn["QueueArn"])
     # Then its filters are the verbatim leading parts, and the earlier entry is gone
     written = s3.get_bucket_notification_configuration(Bucket=SRC)["QueueConfigurations"]
     values = {entry["Id"]: entry["Filter"]["Key"]["FilterRules"][0]["Value"] for entry in written}
     assert values == {"crr-r1-0": "my", "crr-r1-1": "zeta"}
     # And unsubscribing removes them all
-    notifications.unsubscribe(rule("my dir/", "zeta é/"))
+    notifications.unsubscribe(make_rule("my dir/", "zeta é/"))
     assert s3.get_bucket_notification_configuration(Bucket=SRC).get("QueueConfigurations", []) == []

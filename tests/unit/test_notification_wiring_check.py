@@ -16,7 +16,8 @@ from crr.notification_wiring_check import check_wiring
 from crr.rules import ReplicationRule
 from crr.status import StackStatus, WiringState
 from tests.support.aws import client, create_bucket
-from tests.unit.test_status import FakeBacklogAge, FakeFailures, FakeProgress, FakeQueue, FakeRules, make_rule
+from tests.support.rules import make_rule, named_rule
+from tests.unit.test_status import FakeBacklogAge, FakeFailures, FakeProgress, FakeQueue, FakeRules
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -40,7 +41,7 @@ def denied(bucket: str) -> StorageError:
 
 def test_check_wiring_names_unwired_rules_and_keeps_going_past_one_it_cannot_read() -> None:
     # Given three rules: one wired, one whose configuration was rewritten, one whose bucket denies reading
-    rules = FakeRules(make_rule("fine"), make_rule("gone"), make_rule("hidden"))
+    rules = FakeRules(named_rule("fine"), named_rule("gone"), named_rule("hidden"))
     probe = FakeProbe(gone="notification configuration 'crr-gone' is missing", hidden=denied("hidden-src"))
     # When the wiring is checked
     report = check_wiring(rules, probe, NOW)
@@ -58,7 +59,7 @@ def test_status_marks_each_rules_wiring_and_warns_by_name_about_the_unwired_one(
     status = StackStatus(
         stack="crr-test",
         region="us-west-1",
-        rules=FakeRules(make_rule("fine"), make_rule("gone"), make_rule("hidden")),
+        rules=FakeRules(named_rule("fine"), named_rule("gone"), named_rule("hidden")),
         progress=FakeProgress(),
         queue=FakeQueue(QueueDepth(visible=0, in_flight=0)),
         dead_letters=FakeQueue(QueueDepth(visible=0, in_flight=0)),
@@ -89,12 +90,10 @@ def wiring(aws: None) -> dict[str, Any]:
     create_bucket(s3, SRC, "us-west-1")
     url = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    rule = ReplicationRule.create(
+    rule = make_rule(
         rule_id="photos",
         source_bucket=SRC,
-        source_region="us-west-1",
         destination_bucket="dst",
-        destination_region="us-east-1",
         prefixes=("a/", "b/"),
     )
     notifications = S3BucketNotifications(ClientFactory())

@@ -15,20 +15,9 @@ from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule, RuleStatus
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3, StoredVersion
 from tests.support.interleave import Interleaver, Script
+from tests.support.rules import make_rule
 
 SRC, DST = "src-bucket", "dst-bucket"
-
-
-def make_rule(**overrides: object) -> ReplicationRule:
-    fields: dict[str, object] = dict(
-        rule_id="r1",
-        source_bucket=SRC,
-        source_region="us-west-1",
-        destination_bucket=DST,
-        destination_region="us-east-1",
-    )
-    fields.update(overrides)
-    return ReplicationRule.create(**fields)
 
 
 def change(

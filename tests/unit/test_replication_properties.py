@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from crr.errors import CrrError
 from crr.events import ChangeEvent, ChangeKind
 from crr.replication import Replicator
-from crr.rules import ReplicationRule
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3, assert_replica_equals_source
 from tests.support.interleave import Interleaver, serve_queue
+from tests.support.rules import make_rule
 
 SOURCE, DESTINATION = "src-bucket", "dst-bucket"
 KEYS = ("a", "dir/b", "c d+e")
@@ -43,12 +43,10 @@ def _scenario(
     s3.create_bucket(SOURCE, "us-west-1", versioned=versioned)
     s3.create_bucket(DESTINATION, "us-east-1")
     ledger = FakeLedger(scheduler.yield_point)
-    rule = ReplicationRule.create(
+    rule = make_rule(
         rule_id="r",
         source_bucket=SOURCE,
-        source_region="us-west-1",
         destination_bucket=DESTINATION,
-        destination_region="us-east-1",
     )
     rules, progress = FakeRules(rule), FakeProgress()
     pending: list[ChangeEvent] = []

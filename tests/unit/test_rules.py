@@ -5,23 +5,12 @@ from __future__ import annotations
 import pytest
 
 from crr.errors import InvalidPrefixError, InvalidRuleError, SameBucketError, SameRegionError
-from crr.rules import ReplicationRule, RuleStatus
-
-BASE: dict[str, object] = dict(
-    rule_id="r1",
-    source_bucket="src-a",
-    source_region="us-west-1",
-    destination_bucket="dst-b",
-    destination_region="us-east-1",
-)
-
-
-def rule(**overrides: object) -> ReplicationRule:
-    return ReplicationRule.create(**{**BASE, **overrides})
+from crr.rules import RuleStatus
+from tests.support.rules import make_rule
 
 
 def test_a_valid_rule_defaults_to_enabled_with_deletes_and_all_keys() -> None:
-    made = rule()
+    made = make_rule()
     assert made.status is RuleStatus.ENABLED
     assert made.replicate_deletes
     assert made.selects("any/key")
@@ -31,7 +20,7 @@ def test_a_valid_rule_defaults_to_enabled_with_deletes_and_all_keys() -> None:
     ("overrides", "error", "message"),
     [
         ({"destination_region": "us-west-1"}, SameRegionError, "both in us-west-1"),
-        ({"destination_bucket": "src-a"}, SameBucketError, "both bucket 'src-a'"),
+        ({"destination_bucket": "src-bucket"}, SameBucketError, "both bucket 'src-bucket'"),
         ({"prefixes": ("/logs",)}, InvalidPrefixError, "starts with '/'"),
         ({"prefixes": ("",)}, InvalidPrefixError, "empty prefix"),
         ({"prefixes": ("a\nb",)}, InvalidPrefixError, "control characters"),
@@ -49,11 +38,11 @@ def test_invalid_rules_raise_specific_errors(
     overrides: dict[str, object], error: type[Exception], message: str
 ) -> None:
     with pytest.raises(error, match=message):
-        rule(**overrides)
+        make_rule(**overrides)
 
 
 def test_prefixes_select_only_their_keys() -> None:
-    made = rule(prefixes=("logs/", "img/"))
+    made = make_rule(prefixes=("logs/", "img/"))
     assert made.selects("logs/a")
     assert made.selects("img/b")
     assert not made.selects("data/c")
@@ -63,7 +52,7 @@ def test_prefixes_select_only_their_keys() -> None:
 def test_a_replica_kms_key_must_be_a_key_of_the_destination_region() -> None:
     # Given keys in the wrong region and not ARNs at all, Then both are refused with the reason
     with pytest.raises(InvalidRuleError, match="KMS keys are regional"):
-        rule(replica_kms_key_arn="arn:aws:kms:us-west-1:111122223333:key/abc")
+        make_rule(replica_kms_key_arn="arn:aws:kms:us-west-1:111122223333:key/abc")
     with pytest.raises(InvalidRuleError, match="not a KMS key or alias ARN"):
-        rule(replica_kms_key_arn="my-key")
-    assert rule(replica_kms_key_arn="arn:aws:kms:us-east-1:111122223333:alias/replicas").replica_kms_key_arn
+        make_rule(replica_kms_key_arn="my-key")
+    assert make_rule(replica_kms_key_arn="arn:aws:kms:us-east-1:111122223333:alias/replicas").replica_kms_key_arn

@@ -243,6 +243,33 @@ def test_a_multipart_source_is_copied_in_its_own_layout_with_full_fidelity(s3: A
     assert east.get_object_tagging(Bucket=DST, Key="big.bin")["TagSet"] == [{"Key": "tier", "Value": "gold"}]
 
 
+def test_acl_grants_survive_a_multipart_copy(s3: Any) -> None:
+    # SeaweedFS ignores grant headers on CreateMultipartUpload, so its test
+    # (seaweedfs/test_multipart_copy.py) checks the request crr sends; moto applies them, so the
+    # replica's grants are checked here.
+    from crr.copying import plan_parts
+
+    # Given buckets that use ACLs and a multipart source readable by everyone
+    create_bucket(s3, SRC, "us-west-1", acls=True)
+    east = client("s3", "us-east-1")
+    create_bucket(east, DST, "us-east-1", acls=True)
+    upload_in_parts(s3, SRC, "shared.bin", [5 * MIB, 1234])
+    s3.put_object_acl(Bucket=SRC, Key="shared.bin", ACL="public-read")
+    store = S3ObjectStore(ClientFactory())
+    state = store.head(SRC, "us-west-1", "shared.bin")
+    assert state is not None
+    # When it is copied in parts
+    store.multipart_copy(copy_request(state, store), plan_parts(state.size, store.part_sizes(SRC, "us-west-1", state)))
+    # Then the replica grants what the source grants
+    assert _grants(east, DST, "shared.bin") == _grants(s3, SRC, "shared.bin")
+    assert ("READ", "http://acs.amazonaws.com/groups/global/AllUsers") in _grants(east, DST, "shared.bin")
+
+
+def _grants(s3: Any, bucket: str, key: str) -> set[tuple[str, str]]:
+    found = s3.get_object_acl(Bucket=bucket, Key=key)["Grants"]
+    return {(grant["Permission"], grant["Grantee"].get("URI") or grant["Grantee"].get("ID", "")) for grant in found}
+
+
 def test_a_failed_part_aborts_the_upload(s3: Any) -> None:
     from unittest.mock import patch
 

@@ -40,21 +40,11 @@ from crr.status import (
 )
 from crr_cli.status_command import DEFAULT_WATCH_SECONDS, add_status_parser, watch
 from tests.support.aws import client, create_rules_table
+from tests.support.rules import named_rule
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 EMPTY = QueueDepth(visible=0, in_flight=0)
 BUSY = QueueDepth(visible=7, in_flight=3)
-
-
-def make_rule(rule_id: str = "photos", status: RuleStatus = RuleStatus.ENABLED) -> ReplicationRule:
-    return ReplicationRule.create(
-        rule_id=rule_id,
-        source_bucket=f"{rule_id}-src",
-        source_region="us-west-1",
-        destination_bucket=f"{rule_id}-dst",
-        destination_region="us-east-1",
-        status=status,
-    )
 
 
 def synced(event_age: float, sync_age: float = 1.0, copied: int = 5) -> RuleProgress:
@@ -210,13 +200,13 @@ def backfill_job(rule: ReplicationRule, *, processed: int, counted: int, seconds
 
 def test_lag_is_now_minus_the_newest_applied_event_while_work_is_queued() -> None:
     # Given a rule whose newest applied change happened 75 s ago, and messages in the queue
-    lag = lag_of(make_rule(), synced(event_age=75), queue_empty=BUSY.empty, now=NOW)
+    lag = lag_of(named_rule("photos"), synced(event_age=75), queue_empty=BUSY.empty, now=NOW)
     # Then it is 75 s behind
     assert (lag.state, lag.seconds) == (LagState.BEHIND, 75.0)
 
 
 def test_an_empty_queue_with_nothing_in_flight_is_idle_however_old_the_last_change() -> None:
-    lag = lag_of(make_rule(), synced(event_age=86_400), queue_empty=EMPTY.empty, now=NOW)
+    lag = lag_of(named_rule("photos"), synced(event_age=86_400), queue_empty=EMPTY.empty, now=NOW)
     assert (lag.state, lag.seconds) == (LagState.IDLE, None)
 
 
@@ -231,25 +221,25 @@ def test_an_empty_queue_with_nothing_in_flight_is_idle_however_old_the_last_chan
 )
 def test_idle_means_nothing_waiting_in_flight_or_delayed(depth: QueueDepth, idle: bool) -> None:
     assert depth.empty is idle
-    report = stack_status(make_rule(), progress={"photos": synced(event_age=30)}, queue=depth).report()
+    report = stack_status(named_rule("photos"), progress={"photos": synced(event_age=30)}, queue=depth).report()
     assert report.stack.idle is idle
     assert (report.rules[0].lag is LagState.IDLE) is idle
 
 
 def test_a_paused_rule_shows_paused_instead_of_a_lag_even_when_the_queue_is_empty() -> None:
-    paused = make_rule(status=RuleStatus.PAUSED)
+    paused = named_rule("photos", status=RuleStatus.PAUSED)
     assert lag_of(paused, synced(event_age=30), queue_empty=False, now=NOW).state is LagState.PAUSED
     assert lag_of(paused, synced(event_age=30), queue_empty=True, now=NOW).state is LagState.PAUSED
 
 
 def test_a_rule_that_never_applied_a_change_has_an_unknown_lag_while_work_is_queued() -> None:
-    assert lag_of(make_rule(), None, queue_empty=False, now=NOW).state is LagState.UNKNOWN
+    assert lag_of(named_rule("photos"), None, queue_empty=False, now=NOW).state is LagState.UNKNOWN
     no_event = RuleProgress(skipped=3, last_sync_at=NOW)  # only skips: no applied event time
-    assert lag_of(make_rule(), no_event, queue_empty=False, now=NOW).state is LagState.UNKNOWN
+    assert lag_of(named_rule("photos"), no_event, queue_empty=False, now=NOW).state is LagState.UNKNOWN
 
 
 def test_a_change_timestamped_after_now_by_clock_skew_never_gives_a_negative_lag() -> None:
-    assert lag_of(make_rule(), synced(event_age=-3), queue_empty=False, now=NOW).seconds == 0.0
+    assert lag_of(named_rule("photos"), synced(event_age=-3), queue_empty=False, now=NOW).seconds == 0.0
 
 
 # ---- assembly -----------------------------------------------------------------------------------
@@ -259,7 +249,7 @@ def test_the_report_counts_failures_of_the_last_hour_from_the_injected_clock() -
     # Given failures 2 h, 61 min, 59 min and 1 min before now
     failures = FakeFailures(*(NOW - timedelta(minutes=minutes) for minutes in (120, 61, 59, 1)))
     # When the report is built
-    report = stack_status(make_rule(), failures=failures).report()
+    report = stack_status(named_rule("photos"), failures=failures).report()
     # Then the window starts one hour before the clock's now, and the two inside it are counted
     assert failures.cutoffs == [NOW - timedelta(hours=1)]
     assert (report.stack.failures_last_hour, report.stack.failures_counted_completely) == (2, True)
@@ -267,14 +257,14 @@ def test_the_report_counts_failures_of_the_last_hour_from_the_injected_clock() -
 
 
 def test_a_failure_count_cut_short_by_its_scan_bound_is_flagged_as_a_lower_bound() -> None:
-    report = stack_status(make_rule(), failures=FakeFailures(NOW, complete=False)).report()
+    report = stack_status(named_rule("photos"), failures=FakeFailures(NOW, complete=False)).report()
     assert report.stack.failures_counted_completely is False
     assert any("at least 1" in warning for warning in report.warnings)
     assert "failures (last hour): >=1" in render_text(report)
 
 
 def test_one_rule_can_be_asked_for_and_an_unknown_one_is_refused() -> None:
-    status = stack_status(make_rule("a"), make_rule("b"))
+    status = stack_status(named_rule("a"), named_rule("b"))
     assert [health.rule_id for health in status.report().rules] == ["a", "b"]
     assert [health.rule_id for health in status.report("b").rules] == ["b"]
     with pytest.raises(RuleNotFoundError):
@@ -282,7 +272,7 @@ def test_one_rule_can_be_asked_for_and_an_unknown_one_is_refused() -> None:
 
 
 def test_counters_come_from_progress_and_default_to_zero_before_the_first_sync() -> None:
-    report = stack_status(make_rule("a"), make_rule("b"), progress={"a": synced(10, copied=9)}).report()
+    report = stack_status(named_rule("a"), named_rule("b"), progress={"a": synced(10, copied=9)}).report()
     first, second = report.rules
     assert (first.objects_copied, first.bytes_copied, first.deletes_applied, first.skipped) == (9, 9216, 1, 2)
     assert first.last_sync_at == NOW - timedelta(seconds=1)
@@ -292,7 +282,7 @@ def test_counters_come_from_progress_and_default_to_zero_before_the_first_sync()
 def test_failed_attempts_are_the_functions_published_failures_of_the_last_15_minutes() -> None:
     # Given CloudWatch counting 7 failed attempts, and the table 2 failure records
     metric = FakeFailureMetric(7)
-    report = stack_status(make_rule(), failures=FakeFailures(NOW, NOW), failure_metric=metric).report()
+    report = stack_status(named_rule("photos"), failures=FakeFailures(NOW, NOW), failure_metric=metric).report()
     # Then both are reported, the attempts over the 15 minutes before the clock's now, and all is well
     assert metric.windows == [(NOW - timedelta(minutes=15), NOW)]
     assert (report.stack.failed_attempts, report.stack.failed_attempts_window_seconds) == (7, 900)
@@ -302,7 +292,7 @@ def test_failed_attempts_are_the_functions_published_failures_of_the_last_15_min
 
 def test_failed_attempts_without_any_failure_record_say_the_functions_cannot_write_the_table() -> None:
     # Given the functions failing (CloudWatch counts 12 attempts) while no failure record reaches the table
-    report = stack_status(make_rule(), failure_metric=FakeFailureMetric(12)).report()
+    report = stack_status(named_rule("photos"), failure_metric=FakeFailureMetric(12)).report()
     # Then status does not claim that nothing failed: it shows the attempts and says why the table has none
     assert (report.stack.failures_last_hour, report.stack.failed_attempts) == (0, 12)
     [warning] = report.warnings
@@ -345,7 +335,7 @@ def test_a_rules_table_failing_after_the_rule_list_leaves_out_every_rule() -> No
     status = StackStatus(
         stack="crr-test",
         region="us-west-1",
-        rules=FakeRules(make_rule("a"), make_rule("b")),
+        rules=FakeRules(named_rule("a"), named_rule("b")),
         progress=TableDown(),
         queue=FakeQueue(EMPTY),
         dead_letters=FakeQueue(EMPTY),
@@ -361,7 +351,7 @@ def test_a_rules_table_failing_after_the_rule_list_leaves_out_every_rule() -> No
 
 def test_an_unreadable_failure_metric_is_a_warning_not_a_failure() -> None:
     error = StatusProbeError("CloudWatch GetMetricData failed: AccessDenied: no", "AccessDenied")
-    report = stack_status(make_rule(), failure_metric=FakeFailureMetric(error=error)).report()
+    report = stack_status(named_rule("photos"), failure_metric=FakeFailureMetric(error=error)).report()
     assert report.stack.failed_attempts is None
     assert report.warnings == [f"failed attempts (CloudWatch) unavailable: {error}"]
     assert "failed attempts (15m, CloudWatch): -" in render_text(report)
@@ -369,7 +359,7 @@ def test_an_unreadable_failure_metric_is_a_warning_not_a_failure() -> None:
 
 def test_an_unreadable_backlog_age_is_a_warning_not_a_failure() -> None:
     error = StatusProbeError("CloudWatch GetMetricStatistics failed: AccessDenied: no", "AccessDenied")
-    report = stack_status(make_rule(), queue=BUSY, backlog_age=FakeBacklogAge(error=error)).report()
+    report = stack_status(named_rule("photos"), queue=BUSY, backlog_age=FakeBacklogAge(error=error)).report()
     assert report.stack.oldest_message_age_seconds is None
     assert report.warnings == [f"age of the oldest queued message unavailable: {error}"]
 
@@ -404,8 +394,8 @@ def test_bytes_are_humanised_in_binary_units(count: int, text: str) -> None:
 def test_the_text_shows_the_stack_numbers_once_and_one_aligned_line_per_rule() -> None:
     # Given a busy stack with two rules, one paused
     status = stack_status(
-        make_rule("photos"),
-        make_rule("logs", RuleStatus.PAUSED),
+        named_rule("photos"),
+        named_rule("logs", status=RuleStatus.PAUSED),
         progress={"photos": synced(event_age=75, sync_age=4, copied=1234)},
         queue=BUSY,
         dlq=QueueDepth(visible=2, in_flight=1),
@@ -440,7 +430,7 @@ def test_the_text_shows_the_stack_numbers_once_and_one_aligned_line_per_rule() -
 
 def test_a_rule_shows_its_backfill_percent_and_eta_once_the_total_is_counted() -> None:
     # Given a rule whose backfill dealt with 250 of 1000 counted objects in 10 s
-    rule = make_rule("photos")
+    rule = named_rule("photos")
     status = stack_status(rule, backfills={"photos": backfill_job(rule, processed=250, counted=1000, seconds=10)})
     # When the status is read
     report = status.report()
@@ -454,7 +444,7 @@ def test_a_rule_shows_its_backfill_percent_and_eta_once_the_total_is_counted() -
 
 
 def test_an_idle_stack_without_a_backlog_datapoint_says_idle_and_dash() -> None:
-    text = render_text(stack_status(make_rule(), progress={"photos": synced(event_age=600)}).report())
+    text = render_text(stack_status(named_rule("photos"), progress={"photos": synced(event_age=600)}).report())
     assert "queue: idle, oldest -  |  DLQ: 0" in text
     assert text.splitlines()[-1].split()[9] == "idle"
 
@@ -464,7 +454,7 @@ def test_a_stack_without_rules_says_so() -> None:
 
 
 def test_the_json_document_has_the_stack_once_and_each_rule_with_its_fields() -> None:
-    report = stack_status(make_rule(), progress={"photos": synced(event_age=75)}, queue=BUSY).report()
+    report = stack_status(named_rule("photos"), progress={"photos": synced(event_age=75)}, queue=BUSY).report()
     document = json.loads(report.model_dump_json())
     assert set(document) == {"generated_at", "stack", "rules", "warnings"}
     assert document["stack"] == {
@@ -624,7 +614,7 @@ def test_failures_are_counted_by_last_failure_within_the_window_and_other_items_
     # Given failures last seen 2 h, 61 min, 59 min and 0 s ago, and a rule with progress and a ledger
     for minutes in (120, 61, 59, 0):
         record_failure(table, f"m-{minutes}", NOW - timedelta(minutes=minutes))
-    DynamoRules(table, "rules").create(make_rule())
+    DynamoRules(table, "rules").create(named_rule("photos"))
     DynamoProgress(table, "rules").add("photos", ProgressDelta(objects_copied=1), NOW)
     # And the 2-hour-old failure failing again a minute ago (its last failure moves into the window)
     record_failure(table, "m-120", NOW - timedelta(minutes=1))
@@ -720,7 +710,7 @@ class Ticks:
 
 def test_watch_prints_a_report_per_refresh_until_ctrl_c_and_survives_a_failed_refresh() -> None:
     # Given a status whose second read fails
-    status = stack_status(make_rule())
+    status = stack_status(named_rule("photos"))
     answers: list[Callable[[], StatusReport]] = [status.report, lambda: status.report("gone"), status.report]
     out = io.StringIO()
 
@@ -745,7 +735,7 @@ def test_watch_fails_at_once_when_the_first_report_cannot_be_made() -> None:
 
 def test_watch_with_json_prints_one_document_per_line() -> None:
     out = io.StringIO()
-    watch(stack_status(make_rule()).report, 2.0, True, out, sleep=Ticks(1))
+    watch(stack_status(named_rule("photos")).report, 2.0, True, out, sleep=Ticks(1))
     documents = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(documents) == 2
     assert documents[0]["rules"][0]["rule_id"] == "photos"
@@ -758,7 +748,7 @@ class Terminal(io.StringIO):
 
 def test_watch_on_a_terminal_redraws_in_place() -> None:
     out = Terminal()
-    watch(stack_status(make_rule()).report, 2.0, False, out, sleep=Ticks(1))
+    watch(stack_status(named_rule("photos")).report, 2.0, False, out, sleep=Ticks(1))
     drawn = out.getvalue()
     assert drawn.startswith("\x1b[2J")  # cleared once
     assert drawn.count("\x1b[H") == 2  # then each frame is drawn from the top-left corner

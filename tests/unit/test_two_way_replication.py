@@ -12,22 +12,11 @@ import pytest
 
 from crr.events import ChangeEvent, ChangeKind
 from crr.replication import Outcome, Replicator
-from crr.rules import PeerRule, ReplicationRule
 from tests.support.fakes import FakeLedger, FakeNudges, FakeProgress, FakeRules, FakeS3, FakeTombstones, StoredVersion
+from tests.support.rules import two_way_rules
 
 WEST, EAST = "west-site", "east-site"
 REGIONS = {WEST: "us-west-1", EAST: "us-east-1"}
-
-
-def _rule(source: str, destination: str) -> ReplicationRule:
-    return ReplicationRule.create(
-        rule_id=source,
-        source_bucket=source,
-        source_region=REGIONS[source],
-        destination_bucket=destination,
-        destination_region=REGIONS[destination],
-        peer=PeerRule(rule_id=destination, rules_table="table", queue_url="https://sqs.example/q"),
-    )
 
 
 class Pair:
@@ -41,7 +30,7 @@ class Pair:
         for bucket, region in REGIONS.items():
             self.s3.create_bucket(bucket, region, versioned=True)
         self.replicator = Replicator(
-            FakeRules(_rule(WEST, EAST), _rule(EAST, WEST)),
+            FakeRules(*two_way_rules((WEST, REGIONS[WEST]), (EAST, REGIONS[EAST]))),
             self.s3,
             FakeLedger(),
             FakeProgress(),

@@ -18,7 +18,7 @@ from crr.errors import ListingOrderError, RepairIncompleteError, RepairRefusedEr
 from crr.events import ChangeEvent, ChangeKind, parse_notification
 from crr.models import LedgerEntry, ListedObject, ObjectState
 from crr.replication import Replicator
-from crr.rules import ReplicationRule, RuleStatus
+from crr.rules import RuleStatus
 from crr.verify import (
     LEDGER_BATCH,
     REPAIR_CONFIGURATION_ID,
@@ -35,23 +35,11 @@ from crr.verify import (
 from crr_cli.verify_command import _print_report
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
 from tests.support.listings import FixedOrderListing, MemoryListing
+from tests.support.rules import make_rule
 
 SRC, DST = "src-bucket", "dst-bucket"
 WEST, EAST = "us-west-1", "us-east-1"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-
-
-def rule_with(*prefixes: str, deletes: bool = True, status: RuleStatus = RuleStatus.ENABLED) -> ReplicationRule:
-    return ReplicationRule.create(
-        rule_id="r",
-        source_bucket=SRC,
-        source_region=WEST,
-        destination_bucket=DST,
-        destination_region=EAST,
-        prefixes=prefixes,
-        replicate_deletes=deletes,
-        status=status,
-    )
 
 
 def both(listing: MemoryListing, *keys: str) -> None:
@@ -104,7 +92,7 @@ def test_equal_buckets_are_equal() -> None:
     listing = MemoryListing()
     both(listing, "a", "b/c", "d e+f%")
     # When verified
-    report = verify(rule_with(), listing, listing)
+    report = verify(make_rule(), listing, listing)
     # Then every key matches and the report says equal
     assert counts(report) == {"matching": 3, "missing": 0, "stale": 0, "extra": 0, "kept": 0}
     assert report.equal
@@ -126,7 +114,7 @@ def test_missing_stale_and_extra_keys_are_counted_exactly() -> None:
     listing.put(DST, "extra-1", b"e")
     listing.put(DST, "extra-2", b"e")
     # When verified
-    report = verify(rule_with(), listing, listing)
+    report = verify(make_rule(), listing, listing)
     # Then each key has exactly one verdict, with sample keys in key order
     assert counts(report) == {"matching": 1, "missing": 2, "stale": 2, "extra": 2, "kept": 0}
     assert report.missing.samples == ["missing-1", "missing-2"]
@@ -143,7 +131,7 @@ def test_a_same_size_object_with_another_etag_is_stale() -> None:
     listing.put(SRC, "big", b"0123456789", etag="9e107d9d372bb6826bd81d3542a419d6")
     listing.put(DST, "big", b"0123456789", etag="3858f62230ac3c915f300c664312c11f-2")
     # When verified, Then size alone does not make it match
-    assert verify(rule_with(), listing, listing).stale.samples == ["big"]
+    assert verify(make_rule(), listing, listing).stale.samples == ["big"]
 
 
 def test_keys_outside_the_rule_prefixes_are_neither_listed_nor_counted() -> None:
@@ -158,7 +146,7 @@ def test_keys_outside_the_rule_prefixes_are_neither_listed_nor_counted() -> None
     listing.put(SRC, "data/missing")
     listing.put(DST, "img/extra")
     # When verified
-    report = verify(rule_with("data/", "img/"), listing, listing)
+    report = verify(make_rule("data/", "img/"), listing, listing)
     # Then only keys under the prefixes count, and only those prefixes were listed
     assert counts(report) == {"matching": 2, "missing": 1, "stale": 0, "extra": 1, "kept": 0}
     assert report.missing.samples == ["data/missing"]
@@ -173,7 +161,7 @@ def test_without_delete_replication_keys_only_in_the_replica_are_kept_not_extra(
     listing.put(DST, "deleted-at-source-1")
     listing.put(DST, "deleted-at-source-2")
     # When verified
-    report = verify(rule_with(deletes=False), listing, listing)
+    report = verify(make_rule(replicate_deletes=False), listing, listing)
     # Then they are reported as kept, and the buckets are equal
     assert counts(report) == {"matching": 2, "missing": 0, "stale": 0, "extra": 0, "kept": 2}
     assert report.kept.samples == ["deleted-at-source-1", "deleted-at-source-2"]
@@ -185,16 +173,16 @@ def test_samples_stop_at_n_while_counts_go_on() -> None:
     listing = MemoryListing()
     for index in range(25):
         listing.put(SRC, f"k{index:02d}")
-    assert verify(rule_with(), listing, listing, samples=3).missing.model_dump() == {
+    assert verify(make_rule(), listing, listing, samples=3).missing.model_dump() == {
         "count": 25,
         "samples": ["k00", "k01", "k02"],
     }
-    assert verify(rule_with(), listing, listing, samples=0).missing.model_dump() == {"count": 25, "samples": []}
+    assert verify(make_rule(), listing, listing, samples=0).missing.model_dump() == {"count": 25, "samples": []}
 
 
 def test_empty_buckets_are_equal() -> None:
     listing = MemoryListing()
-    report = verify(rule_with(), listing, listing)
+    report = verify(make_rule(), listing, listing)
     assert report.equal
     assert report.source_objects == report.destination_objects == 0
 
@@ -232,7 +220,7 @@ def test_unicode_keys_merge_in_utf8_byte_order() -> None:
     listing.put(DST, "é/c")  # extra
     listing.put(DST, "😀/y")  # extra, after a 4-byte character
     # When verified
-    report = verify(rule_with(), listing, listing)
+    report = verify(make_rule(), listing, listing)
     # Then nothing else is reported: a wrong order would pair keys wrongly and report them all
     assert counts(report) == {"matching": len(UNICODE_KEYS) - 2, "missing": 1, "stale": 1, "extra": 2, "kept": 0}
     assert report.missing.samples == ["日本/1"]
@@ -254,7 +242,7 @@ def test_a_unicode_prefix_selects_its_keys() -> None:
     both(listing, "日本/a", "日本語/b", "日/c")
     listing.put(SRC, "日本/missing")
     listing.put(DST, "日本語/extra-but-outside")
-    report = verify(rule_with("日本/"), listing, listing)
+    report = verify(make_rule("日本/"), listing, listing)
     assert counts(report) == {"matching": 1, "missing": 1, "stale": 0, "extra": 0, "kept": 0}
 
 
@@ -273,7 +261,7 @@ def test_a_listing_out_of_s3_order_is_refused(keys: list[str], culprit: str) -> 
         source.put(SRC, key)
     # When verified, Then the merge refuses it rather than miscounting
     with pytest.raises(ListingOrderError) as raised:
-        verify(rule_with(), source, FixedOrderListing(keys))
+        verify(make_rule(), source, FixedOrderListing(keys))
     assert raised.value.bucket == DST
     assert raised.value.key == culprit
 
@@ -292,7 +280,7 @@ def test_many_small_pages_give_the_same_counts(source_pages: int, destination_pa
         if index % 7 != 0:
             destination.put(DST, key, b"y" if index % 11 == 0 else b"x")
     # When verified
-    report = verify(rule_with(), source, destination)
+    report = verify(make_rule(), source, destination)
     # Then the counts are those of the set difference, whatever the paging
     assert counts(report) == {"matching": 37, "missing": 7, "stale": 4, "extra": 10, "kept": 0}
 
@@ -302,7 +290,7 @@ def test_listings_are_consumed_page_by_page_never_ahead() -> None:
     listing = MemoryListing(page_size=10)
     both(listing, *(f"a/{index:03d}" for index in range(100)), *(f"b/{index:03d}" for index in range(100)))
     # When verified
-    verify(rule_with("a/", "b/"), listing, listing)
+    verify(make_rule("a/", "b/"), listing, listing)
     # Then the pages were fetched alternately: neither side ran more than one page ahead, and the
     # second prefix was listed only after the first
     lead = 0
@@ -326,7 +314,7 @@ def test_verify_pulls_pages_lazily_from_an_endless_listing() -> None:
             yield []
 
     # When the source is endless and its findings are taken one at a time, Then they come at once
-    findings = compare_listings(rule_with(), Endless(), Few())
+    findings = compare_listings(make_rule(), Endless(), Few())
     first = [next(findings) for _ in range(250)]
     assert {finding.verdict for finding in first} == {Verdict.MISSING}
     assert first[-1].key == f"{249:012d}"
@@ -361,7 +349,7 @@ def test_the_merge_equals_a_set_based_reference(
 ) -> None:
     # Given random source and destination objects ((size, content variant) per key), a random rule
     # and random paging on each side
-    rule = rule_with(*prefixes, deletes=deletes)
+    rule = make_rule(*prefixes, replicate_deletes=deletes)
     source_listing, destination_listing = MemoryListing(source_page), MemoryListing(destination_page)
     for key, (size, variant) in source.items():
         source_listing.put(SRC, key, bytes([variant]) * size)
@@ -408,7 +396,7 @@ def test_repair_queues_every_difference_in_batches_of_ten() -> None:
         listing.put(DST, f"extra/{index}")
     queue = RecordingQueue()
     # When verified with repair
-    report = verify(rule_with(), listing, listing, samples=2, repair=queue, clock=lambda: T0)
+    report = verify(make_rule(), listing, listing, samples=2, repair=queue, clock=lambda: T0)
     # Then every differing key was sent once, 10 per SendMessageBatch, and counted as queued
     assert [len(batch) for batch in queue.batches] == [10, 10, 10, 2]
     assert report.queued == 32
@@ -429,7 +417,7 @@ def test_repair_leaves_kept_and_matching_keys_alone() -> None:
     both(listing, "same")
     listing.put(DST, "kept")
     queue = RecordingQueue()
-    report = verify(rule_with(deletes=False), listing, listing, repair=queue)
+    report = verify(make_rule(replicate_deletes=False), listing, listing, repair=queue)
     assert report.queued == 0
     assert queue.batches == []
 
@@ -439,7 +427,7 @@ def test_repair_of_a_paused_rule_is_refused_before_listing() -> None:
     listing.put(SRC, "missing")
     queue = RecordingQueue()
     with pytest.raises(RepairRefusedError, match="paused"):
-        verify(rule_with(status=RuleStatus.PAUSED), listing, listing, repair=queue)
+        verify(make_rule(status=RuleStatus.PAUSED), listing, listing, repair=queue)
     assert listing.fetches == []
     assert queue.batches == []
 
@@ -447,7 +435,7 @@ def test_repair_of_a_paused_rule_is_refused_before_listing() -> None:
 def test_a_paused_rule_can_still_be_verified() -> None:
     listing = MemoryListing()
     listing.put(SRC, "missing")
-    assert verify(rule_with(status=RuleStatus.PAUSED), listing, listing).missing.count == 1
+    assert verify(make_rule(status=RuleStatus.PAUSED), listing, listing).missing.count == 1
 
 
 def test_a_send_failure_after_some_batches_says_how_many_were_queued() -> None:
@@ -455,7 +443,7 @@ def test_a_send_failure_after_some_batches_says_how_many_were_queued() -> None:
     for index in range(25):
         listing.put(SRC, f"k{index:02d}")
     with pytest.raises(RepairIncompleteError, match="after queuing 10 key") as raised:
-        verify(rule_with(), listing, listing, repair=RecordingQueue(fail_on_batch=1))
+        verify(make_rule(), listing, listing, repair=RecordingQueue(fail_on_batch=1))
     assert raised.value.queued == 10
 
 
@@ -463,13 +451,13 @@ def test_a_send_failure_before_anything_was_queued_is_raised_as_is() -> None:
     listing = MemoryListing()
     listing.put(SRC, "k")
     with pytest.raises(QueueError, match="throttled"):
-        verify(rule_with(), listing, listing, repair=RecordingQueue(fail_on_batch=0))
+        verify(make_rule(), listing, listing, repair=RecordingQueue(fail_on_batch=0))
 
 
 @pytest.mark.parametrize("key", ["a b.txt", "c++/x+y.txt", "100%.txt", "ünï/日本 語.txt", "😀/a%2Bb", "q?x=1&y#z"])
 def test_a_repair_message_carries_any_key_form_url_encoded(key: str) -> None:
     # When a repair message is built for an awkward key
-    body = repair_message(rule_with(), Finding(Verdict.MISSING, key), T0)
+    body = repair_message(make_rule(), Finding(Verdict.MISSING, key), T0)
     raw = json.loads(body)["Records"][0]
     # Then it is form-URL-encoded as S3 does it (no raw spaces or '+'), and decodes back exactly
     assert " " not in raw["s3"]["object"]["key"]
@@ -482,14 +470,14 @@ def test_a_repair_message_carries_any_key_form_url_encoded(key: str) -> None:
 
 def test_only_differences_get_repair_messages() -> None:
     findings = [Finding(verdict, f"k-{verdict.value}") for verdict in Verdict]
-    events = [single_event(body) for body in repair_messages(rule_with(), findings, T0)]
+    events = [single_event(body) for body in repair_messages(make_rule(), findings, T0)]
     assert [(event.key, event.kind) for event in events] == [
         ("k-missing", ChangeKind.CREATED),
         ("k-stale", ChangeKind.CREATED),
         ("k-extra", ChangeKind.REMOVED),
     ]
     with pytest.raises(ValueError, match="needs no repair"):
-        repair_message(rule_with(), Finding(Verdict.KEPT, "k"), T0)
+        repair_message(make_rule(), Finding(Verdict.KEPT, "k"), T0)
 
 
 class FakeS3Listing:
@@ -514,7 +502,7 @@ def test_repair_messages_applied_by_the_replicator_make_the_replica_equal() -> N
     s3 = FakeS3()
     s3.create_bucket(SRC, WEST, versioned=True)
     s3.create_bucket(DST, EAST)
-    rule = rule_with()
+    rule = make_rule()
     replicator = Replicator(FakeRules(rule), s3, FakeLedger(), FakeProgress())
     for index, key in enumerate(("lost", "over written", "fine", "日本")):
         s3.put(SRC, key, key.encode())
@@ -554,10 +542,10 @@ def test_the_text_report_names_counts_samples_and_verdict(capsys: pytest.Capture
     both(listing, "a")
     listing.put(SRC, "m 1")
     listing.put(DST, "kept")
-    report = verify(rule_with("a", "k", "m", deletes=False), listing, listing, samples=5)
+    report = verify(make_rule("a", "k", "m", replicate_deletes=False), listing, listing, samples=5)
     _print_report(report, as_json=False, paused=False)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"rule r: {SRC} ({WEST}) -> {DST} ({EAST}); prefixes: a, k, m; deletes do not replicate"
+    assert lines[0] == f"rule r1: {SRC} ({WEST}) -> {DST} ({EAST}); prefixes: a, k, m; deletes do not replicate"
     assert lines[1].split() == ["matching", "1"]
     assert lines[2].split() == ["missing", "1", "'m", "1'"]
     assert "kept" in lines[5]
@@ -571,7 +559,7 @@ def test_the_text_report_names_counts_samples_and_verdict(capsys: pytest.Capture
 def test_the_json_report_has_the_verdict_and_totals(capsys: pytest.CaptureFixture[str]) -> None:
     listing = MemoryListing()
     both(listing, "a")
-    _print_report(verify(rule_with(), listing, listing), as_json=True, paused=False)
+    _print_report(verify(make_rule(), listing, listing), as_json=True, paused=False)
     document = json.loads(capsys.readouterr().out)
     assert document["equal"] is True
     assert document["matching"] == 1
@@ -583,7 +571,7 @@ def test_sample_keys_never_repeat_across_pages() -> None:
     listing = MemoryListing(page_size=1)
     for index in range(10):
         listing.put(SRC, f"k{index}")
-    samples = verify(rule_with(), listing, listing, samples=10).missing.samples
+    samples = verify(make_rule(), listing, listing, samples=10).missing.samples
     assert all(a < b for a, b in pairwise(samples))
 
 
@@ -595,7 +583,7 @@ class _World:
         self.s3 = FakeS3(clock=self.clock)
         self.s3.create_bucket(SRC, WEST, versioned=True, sse_kms=sse_kms)
         self.s3.create_bucket(DST, EAST, versioned=True, sse_kms=sse_kms)
-        self.rule = rule_with()
+        self.rule = make_rule()
         self.ledger = FakeLedger()
         self.replicator = Replicator(FakeRules(self.rule), self.s3, self.ledger, FakeProgress(), clock=self.clock)
         self.listing = FakeS3Listing(self.s3)
@@ -737,12 +725,12 @@ def test_a_replica_the_ledger_says_crr_copied_between_exactly_the_listed_etags_m
     ):
         listing.put(SRC, key, b"same size", etag="s")
         listing.put(DST, key, b"same size", etag="r")
-        ledger.record("r", key, recorded, None)
+        ledger.record("r1", key, recorded, None)
     inspector = NoMarkerInspector()
     # When verified with repair, the ledger and an inspector
     queue = RecordingQueue()
     check = AttributeCheck(inspector, AttributeMode.NONE)
-    report = verify(rule_with(), listing, listing, repair=queue, check=check, ledger=ledger)
+    report = verify(make_rule(), listing, listing, repair=queue, check=check, ledger=ledger)
     # Then only the first matches, and only the others are queued
     assert report.matching == 1
     assert report.stale.samples == ["deleted", "old-entry", "overwritten", "source-moved"]
@@ -758,7 +746,7 @@ def test_without_the_ledger_a_markerless_replica_with_its_own_etag_is_stale() ->
     listing.put(SRC, "copied", b"x", etag="s")
     listing.put(DST, "copied", b"x", etag="r")
     # When verified, Then it is stale: nothing else ties its ETag to the source's
-    assert verify(rule_with(), listing, listing, check=AttributeCheck(NoMarkerInspector())).stale.count == 1
+    assert verify(make_rule(), listing, listing, check=AttributeCheck(NoMarkerInspector())).stale.count == 1
 
 
 def test_the_ledger_is_read_a_hundred_keys_at_a_time_and_findings_stay_in_key_order() -> None:
@@ -770,13 +758,13 @@ def test_the_ledger_is_read_a_hundred_keys_at_a_time_and_findings_stay_in_key_or
         if index % 7 == 0:
             listing.put(SRC, key, b"x", etag="s")
             listing.put(DST, key, b"x", etag="r")
-            ledger.record("r", key, copied("s", "r"), None)
+            ledger.record("r1", key, copied("s", "r"), None)
         else:
             both(listing, key)
     for key in ("k0001", "k0900", "k1749"):
         listing.remove(DST, key)
     # When verified
-    report = verify(rule_with(), listing, listing, samples=3, ledger=ledger)
+    report = verify(make_rule(), listing, listing, samples=3, ledger=ledger)
     # Then every recorded replica matches, the ledger was read in batches of at most 100 keys (no more
     # than one per 100 such keys or per 1000 keys listed), and the samples are the first in key order
     assert (report.matching, report.missing.count, report.stale.count) == (1747, 3, 0)

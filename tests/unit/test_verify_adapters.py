@@ -13,9 +13,9 @@ from crr.adapters.listing import S3Listing
 from crr.adapters.sqs import QueueError
 from crr.adapters.sqs_batch import SqsBatchSender
 from crr.errors import BucketMissingError
-from crr.rules import ReplicationRule
 from crr.verify import verify
 from tests.support.aws import client, create_bucket
+from tests.support.rules import make_rule
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -76,9 +76,7 @@ def test_verify_over_moto_in_two_regions(s3: Any) -> None:
     east.put_object(Bucket="vdst", Key="only-dst", Body=b"1")
     s3.copy_object(Bucket="vsrc", Key="copied", CopySource={"Bucket": "vsrc", "Key": "same"})
     east.copy_object(Bucket="vdst", Key="copied", CopySource={"Bucket": "vsrc", "Key": "copied"})
-    rule = ReplicationRule.create(
-        rule_id="v", source_bucket="vsrc", source_region=WEST, destination_bucket="vdst", destination_region=EAST
-    )
+    rule = make_rule(rule_id="v", source_bucket="vsrc", destination_bucket="vdst")
     # When verified through the S3 adapter
     listing = S3Listing(ClientFactory())
     report = verify(rule, listing, listing)

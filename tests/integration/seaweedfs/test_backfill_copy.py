@@ -21,6 +21,7 @@ from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from tests.support.backfill_fakes import MemoryBackfillJobs, RecordingNotices
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules
+from tests.support.rules import make_rule
 from tests.support.seaweedfs import SeaweedFS
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ T0 = datetime(2026, 11, 25, tzinfo=UTC)
 @pytest.fixture
 def rule(seaweedfs: SeaweedFS) -> ReplicationRule:
     suffix = uuid.uuid4().hex[:12]
-    made = ReplicationRule.create(
+    made = make_rule(
         rule_id="bf",
         source_bucket=f"bf-src-{suffix}",
         source_region=SOURCE_REGION,
