@@ -53,8 +53,9 @@ from typing import Any
 
 import boto3
 
-from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing, fast_timestamps
+from crr.adapters.backfill_s3 import S3FastCopier, fast_timestamps
 from crr.adapters.clients import ClientFactory
+from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
 from crr.backfill import DEFAULT_CONCURRENCY, BackfillEngine, reconciler, run_job, run_pages
 from crr.backfill_models import BackfillJob
@@ -177,7 +178,7 @@ def run_crr(
     jobs = MemoryBackfillJobs(clock=lambda: datetime.now(UTC))
     job = BackfillJob.start(rule, at=datetime.now(UTC))
     jobs.create(job)
-    with make_engine(clients, S3PageListing(clients), FakeLedger(), rule, concurrency) as engine:
+    with make_engine(clients, S3Listing(clients), FakeLedger(), rule, concurrency) as engine:
         finished = run_job(engine, rule, jobs, job)
     if finished.totals.copied != finished.totals.listed:
         raise RuntimeError(f"crr did not copy everything: {finished.totals}")
@@ -275,7 +276,7 @@ def peak_on_server(server: SeaweedFS, prefixes: int, concurrency: int) -> tuple[
     server.create_bucket(destination)
     clients = ClientFactory(session=fast_timestamps(server.session()))
     rule = bench_rule(destination, prefixes)
-    listing = S3PageListing(clients)
+    listing = S3Listing(clients)
     listing.list_page(SOURCE, SOURCE_REGION, "", start_after=None, max_keys=1)  # clients built before tracing
     with make_engine(clients, listing, DiscardingLedger(), rule, concurrency) as engine:
         request = BackfillJob.start(rule, at=T0).next_request()

@@ -22,8 +22,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from crr.adapters.backfill_jobs import DynamoBackfillJobs
-from crr.adapters.dynamodb import DynamoRules
+from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoRules
 from crr.adapters.stepfunctions import StepFunctionsExecutions
 from crr.backfill_models import BackfillJob, BackfillStatus
 from crr.backfill_workflow import BackfillControl

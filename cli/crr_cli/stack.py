@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -63,7 +62,7 @@ def _names(value: str) -> tuple[str, ...]:
 
 def discover_stack(clients: ClientFactory, name: str, region: str) -> CrrStack:
     """Raises StackNotFoundError when the stack is missing or is not a crr stack."""
-    cloudformation: Any = clients.client("cloudformation", region)
+    cloudformation = clients.client("cloudformation", region)
     try:
         stacks = cloudformation.describe_stacks(StackName=name)["Stacks"]
     except ClientError as exc:

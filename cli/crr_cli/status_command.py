@@ -9,9 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from crr.adapters.backfill_jobs import DynamoBackfillJobs
 from crr.adapters.clients import ClientFactory
-from crr.adapters.dynamodb import DynamoBreakerStore, DynamoRules
+from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoBreakerStore, DynamoRules
 from crr.adapters.health import (
     CloudWatchBacklogAge,
     CloudWatchFailureMetric,

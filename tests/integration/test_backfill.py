@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from crr.adapters.backfill_jobs import DynamoBackfillJobs
+from crr.adapters.dynamodb import DynamoBackfillJobs
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.deploy import DeployedStack
 from crr_cli.snapshot import compare, list_keys, snapshot

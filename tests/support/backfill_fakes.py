@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from crr.backfill_models import BackfillJob, BackfillStatus, ListedEntry, ListingPage, PageResult
+from crr.backfill_models import BackfillJob, BackfillStatus, PageResult
 from crr.errors import (
     BackfillJobConflictError,
     BackfillJobNotFoundError,
@@ -23,7 +23,7 @@ from crr.errors import (
     SourceChangedError,
     SourceGoneError,
 )
-from crr.models import LedgerEntry
+from crr.models import LedgerEntry, ListedObject, ListingPage
 from crr.rules import ReplicationRule
 from tests.support.fakes import FakeLedger, FakeS3
 
@@ -62,7 +62,7 @@ class FakePageListing:
             found = self.s3.current(bucket, key)
             if found is not None:  # deleted while we listed
                 entries.append(
-                    ListedEntry(
+                    ListedObject(
                         key=key, size=len(found.body), etag=found.etag.strip('"'), last_modified=found.last_modified
                     )
                 )
@@ -91,7 +91,7 @@ class FakeFastCopier:
     copy_yields: int = 1
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> str | None:
+    def copy_listed(self, rule: ReplicationRule, entry: ListedObject) -> str | None:
         with self._lock:
             self.calls += 1
         self.yield_point()
@@ -247,7 +247,7 @@ class SyntheticListing:
         last = min(self.per_prefix, self.objects - number * self.per_prefix)
         stop = min(first + max_keys, last)
         entries = [
-            ListedEntry(key=synthetic_key(number, index), size=self.size, etag=f"{index:032x}")
+            ListedObject(key=synthetic_key(number, index), size=self.size, etag=f"{index:032x}")
             for index in range(first, stop)
         ]
         return ListingPage(entries=entries, truncated=stop < last)
@@ -264,7 +264,7 @@ class CountingCopier:
         self.calls = 0
         self._lock = threading.Lock()
 
-    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> str | None:
+    def copy_listed(self, rule: ReplicationRule, entry: ListedObject) -> str | None:
         with self._lock:
             self.calls += 1
         return None

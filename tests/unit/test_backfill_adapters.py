@@ -16,17 +16,17 @@ import boto3
 import pytest
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
-from crr.adapters.backfill_jobs import DynamoBackfillJobs, job_sk
-from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing, fast_timestamps, parse_timestamp
+from crr.adapters.backfill_s3 import S3FastCopier, fast_timestamps, parse_timestamp
 from crr.adapters.clients import ClientFactory
-from crr.adapters.dynamodb import DynamoLedger, DynamoProgress, DynamoRules, rule_pk
+from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoLedger, DynamoProgress, DynamoRules
+from crr.adapters.dynamodb.keys import backfill_sk, rule_pk
+from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
 from crr.backfill import BackfillEngine, reconciler, run_job
 from crr.backfill_models import (
     BackfillJob,
     BackfillStatus,
     CountProgress,
-    ListedEntry,
     ListingCursor,
     PageCounts,
     PageResult,
@@ -38,6 +38,7 @@ from crr.errors import (
     SourceGoneError,
     StateStoreError,
 )
+from crr.models import ListedObject
 from crr.replication import Replicator
 from tests.support import rules
 from tests.support.aws import client, create_bucket, create_rules_table
@@ -87,7 +88,7 @@ def test_a_page_is_one_request_after_start_after_with_unquoted_etags(buckets: tu
     for key in keys:
         west.put_object(Bucket=SRC, Key=key, Body=key.encode(), StorageClass="STANDARD_IA")
     clients = CountingClients()
-    listing = S3PageListing(clients)
+    listing = S3Listing(clients)
     # When the prefix is listed two keys at a time from after the first key
     first = listing.list_page(SRC, WEST, "data/", start_after=None, max_keys=2)
     second = listing.list_page(SRC, WEST, "data/", start_after=first.entries[-1].key, max_keys=2)
@@ -104,13 +105,13 @@ def test_a_page_is_one_request_after_start_after_with_unquoted_etags(buckets: tu
 
 def test_listing_a_missing_bucket_raises_bucket_missing(aws: None) -> None:
     with pytest.raises(BucketMissingError, match="ListObjectsV2 on no-such-bucket"):
-        S3PageListing(ClientFactory()).list_page("no-such-bucket", WEST, "", start_after=None, max_keys=10)
+        S3Listing(ClientFactory()).list_page("no-such-bucket", WEST, "", start_after=None, max_keys=10)
 
 
 @pytest.mark.parametrize("max_keys", [0, 1001])
 def test_a_page_is_at_most_what_list_objects_v2_returns(max_keys: int) -> None:
     with pytest.raises(ValueError, match="max_keys"):
-        S3PageListing(ClientFactory()).list_page("b", WEST, "", start_after=None, max_keys=max_keys)
+        S3Listing(ClientFactory()).list_page("b", WEST, "", start_after=None, max_keys=max_keys)
 
 
 @pytest.mark.parametrize(
@@ -142,9 +143,9 @@ def test_a_fast_timestamp_session_still_gives_aware_datetimes(buckets: tuple[Any
 # ---- CopyObject ------------------------------------------------------------------------------------
 
 
-def _entry(s3: Any, key: str) -> ListedEntry:
+def _entry(s3: Any, key: str) -> ListedObject:
     head = s3.head_object(Bucket=SRC, Key=key)
-    return ListedEntry(key=key, size=head["ContentLength"], etag=head["ETag"].strip('"'))
+    return ListedObject(key=key, size=head["ContentLength"], etag=head["ETag"].strip('"'))
 
 
 def test_the_copy_is_one_request_that_carries_headers_metadata_and_tags(buckets: tuple[Any, Any]) -> None:
@@ -239,7 +240,7 @@ def test_a_job_over_moto_copies_every_object_under_the_prefixes(buckets: tuple[A
     ledger = DynamoLedger(dynamodb, TABLE)
     live = Replicator(DynamoRules(dynamodb, TABLE), S3ObjectStore(clients), ledger, DynamoProgress(dynamodb, TABLE))
     engine = BackfillEngine(
-        S3PageListing(clients), S3FastCopier(clients), ledger, reconciler(live), RecordingNotices(), concurrency=8
+        S3Listing(clients), S3FastCopier(clients), ledger, reconciler(live), RecordingNotices(), concurrency=8
     )
     jobs = DynamoBackfillJobs(dynamodb, TABLE)
     job = BackfillJob.start(rule, at=T0, page_size=7, count_pages=2)
@@ -315,7 +316,7 @@ def test_a_job_lives_beside_its_rule_in_the_table(jobs: DynamoBackfillJobs) -> N
     job = BackfillJob.start(make_rule(), at=T0)
     jobs.create(job)
     item = client("dynamodb", WEST).get_item(
-        TableName=TABLE, Key={"pk": {"S": rule_pk("r1")}, "sk": {"S": job_sk(job.job_id)}}
+        TableName=TABLE, Key={"pk": {"S": rule_pk("r1")}, "sk": {"S": backfill_sk(job.job_id)}}
     )
     assert item["Item"]["status"] == {"S": "running"}
 

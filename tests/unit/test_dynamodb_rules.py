@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from crr.adapters.dynamodb import DynamoLedger, DynamoProgress, DynamoRules, DynamoTombstones, ledger_sk
+from crr.adapters.dynamodb import DynamoLedger, DynamoProgress, DynamoRules, DynamoTombstones
+from crr.adapters.dynamodb.keys import ledger_sk, rule_pk
 from crr.errors import (
     DestinationAlreadyClaimedError,
     LedgerConflictError,
@@ -153,7 +154,7 @@ def test_the_ledger_keeps_the_replicas_own_etag_and_reads_items_written_before_i
     dynamodb.put_item(
         TableName=TABLE,
         Item={
-            "pk": {"S": "RULE#r1"},
+            "pk": {"S": rule_pk("r1")},
             "sk": {"S": ledger_sk("old")},
             "key": {"S": "old"},
             "rev": {"N": "3"},

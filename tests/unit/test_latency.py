@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import boto3
 import botocore.session
@@ -33,7 +34,9 @@ class RecordedSleep:
 
 
 def _bucket(name: str, region: str) -> None:
-    location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    location: dict[str, Any] = (
+        {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    )
     boto3.client("s3", region_name=region).create_bucket(Bucket=name, **location)
 
 

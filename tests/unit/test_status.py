@@ -14,6 +14,7 @@ import pytest
 from botocore.stub import Stubber
 
 from crr.adapters.dynamodb import DynamoFailureLog, DynamoProgress, DynamoRules
+from crr.adapters.dynamodb.keys import rule_pk
 from crr.adapters.health import (
     CloudWatchBacklogAge,
     CloudWatchFailureMetric,
@@ -628,7 +629,7 @@ def test_the_failure_scan_reads_every_page_and_stops_at_its_bound(table: Any) ->
     filler = "x" * 4000
     with_failures = [f"m-{index}" for index in range(0, 300, 50)]
     requests = [
-        {"PutRequest": {"Item": {"pk": {"S": f"RULE#r{index}"}, "sk": {"S": "PAD"}, "pad": {"S": filler}}}}
+        {"PutRequest": {"Item": {"pk": {"S": rule_pk(f"r{index}")}, "sk": {"S": "PAD"}, "pad": {"S": filler}}}}
         for index in range(300)
     ]
     for start in range(0, len(requests), 25):

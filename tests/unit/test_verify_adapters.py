@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -13,10 +13,12 @@ from crr.adapters.listing import S3Listing
 from crr.adapters.sqs import QueueError
 from crr.adapters.sqs_batch import SqsBatchSender
 from crr.errors import BucketMissingError
-from crr.models import ListedObject
 from crr.verify import verify
 from tests.support.aws import client, create_bucket
 from tests.support.rules import make_rule
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 WEST, EAST = "us-west-1", "us-east-1"
 
@@ -38,7 +40,10 @@ def test_the_listing_pages_keys_in_s3_order_with_unquoted_etags(s3: Any) -> None
     assert [len(page) for page in pages] == [2, 2, 2, 2, 2]
     listed = [item for page in pages for item in page]
     assert [item.key for item in listed] == sorted(keys, key=str.encode)
-    assert listed[0] == ListedObject(key="100%", size=4, etag=hashlib.md5(b"100%").hexdigest())
+    first = listed[0]
+    assert (first.key, first.size, first.etag) == ("100%", 4, hashlib.md5(b"100%").hexdigest())
+    # And with what else ListObjectsV2 says of an object, which the backfill uses from the same listing
+    assert (first.storage_class, first.last_modified is not None) == ("STANDARD", True)
 
 
 def test_the_listing_honours_the_prefix(s3: Any) -> None:
@@ -133,7 +138,9 @@ def test_entries_sqs_failed_are_resent_alone_with_backoff() -> None:
     # Given SQS failing two of four entries on its side, twice
     fake, sleeps = FlakySqs({"1", "3"}, times=2), list[float]()
     # When sent
-    SqsBatchSender(fake, "url", backoff_seconds=0.1, sleep=sleeps.append).send_batch(["a", "b", "c", "d"])
+    SqsBatchSender(cast("SQSClient", fake), "url", backoff_seconds=0.1, sleep=sleeps.append).send_batch(
+        ["a", "b", "c", "d"]
+    )
     # Then only the failed entries were resent, after growing pauses
     assert fake.requests == [["a", "b", "c", "d"], ["b", "d"], ["b", "d"]]
     assert sleeps == [0.1, 0.2]
@@ -142,7 +149,7 @@ def test_entries_sqs_failed_are_resent_alone_with_backoff() -> None:
 def test_entries_still_failing_after_the_last_attempt_raise() -> None:
     fake = FlakySqs({"0"}, times=99)
     with pytest.raises(QueueError, match="left 1 of 2 message") as raised:
-        SqsBatchSender(fake, "url", attempts=3, sleep=lambda _: None).send_batch(["a", "b"])
+        SqsBatchSender(cast("SQSClient", fake), "url", attempts=3, sleep=lambda _: None).send_batch(["a", "b"])
     assert raised.value.code == "InternalError"
     assert len(fake.requests) == 3
 
@@ -150,5 +157,5 @@ def test_entries_still_failing_after_the_last_attempt_raise() -> None:
 def test_an_entry_refused_as_invalid_is_not_resent() -> None:
     fake = FlakySqs({"0"}, times=99, sender_fault=True)
     with pytest.raises(QueueError, match="refused 1 message"):
-        SqsBatchSender(fake, "url", sleep=lambda _: None).send_batch(["a"])
+        SqsBatchSender(cast("SQSClient", fake), "url", sleep=lambda _: None).send_batch(["a"])
     assert len(fake.requests) == 1

@@ -78,12 +78,10 @@ from typing import Self
 
 from crr.backfill_models import (
     MAX_FAILURE_SAMPLES,
-    MAX_PAGE_SIZE,
     BackfillJob,
     BackfillStatus,
     CountProgress,
     FailedKey,
-    ListedEntry,
     ListingCursor,
     PageCounts,
     PageRequest,
@@ -102,7 +100,7 @@ from crr.errors import (
     StorageError,
 )
 from crr.events import ChangeEvent, ChangeKind, change_notice
-from crr.models import LedgerEntry
+from crr.models import MAX_PAGE_SIZE, LedgerEntry, ListedObject
 from crr.observability import logger
 from crr.ports.objects import FastCopier, PageListing
 from crr.ports.queues import ReplicationQueue
@@ -125,10 +123,10 @@ NOTICE_BATCH_SIZE = 10  # SendMessageBatch takes at most 10 messages
 # ---- pure functions ----------------------------------------------------------------------------
 
 
-def _within_bytes(entries: list[ListedEntry], budget: int, *, at_least_one: bool) -> list[ListedEntry]:
+def _within_bytes(entries: list[ListedObject], budget: int, *, at_least_one: bool) -> list[ListedObject]:
     """The leading entries whose sizes add up to at most ``budget`` (the first one regardless when
     ``at_least_one``, so a page always makes progress)."""
-    kept: list[ListedEntry] = []
+    kept: list[ListedObject] = []
     total = 0
     for entry in entries:
         if total + entry.size > budget and not (at_least_one and not kept):
@@ -174,7 +172,7 @@ class _Segment:
 
     prefix: str
     after: str | None
-    entries: list[ListedEntry]
+    entries: list[ListedObject]
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,7 @@ class FetchedPage:
     destination: dict[str, tuple[int, str]]
 
     @property
-    def entries(self) -> Iterator[ListedEntry]:
+    def entries(self) -> Iterator[ListedObject]:
         for segment in self.segments:
             yield from segment.entries
 
@@ -230,7 +228,7 @@ class _Tally:
     failures: list[FailedKey] = field(default_factory=list)
     failed_keys: list[str] = field(default_factory=list)
 
-    def add(self, entry: ListedEntry, done: _Done) -> None:
+    def add(self, entry: ListedObject, done: _Done) -> None:
         self.counts[done.outcome.value] += 1
         self.counts["bytes_copied"] += done.bytes_copied
         if done.outcome is _Outcome.FAILED:
@@ -489,7 +487,7 @@ class BackfillEngine:
         whole_rule_full = rule.two_way or rule.replica_kms_key_arn is not None or self._sse_kms_sources
         abandon = threading.Event()
 
-        def one(entry: ListedEntry) -> _Done:
+        def one(entry: ListedObject) -> _Done:
             if abandon.is_set():
                 return _Done(_Outcome.ABANDONED)
             done = self._copy_one(rule, request, entry, whole_rule_full)
@@ -506,7 +504,7 @@ class BackfillEngine:
             tally.add(entry, done)
         return tally
 
-    def _not_yet_replicated(self, rule: ReplicationRule, page: FetchedPage, tally: _Tally) -> list[ListedEntry]:
+    def _not_yet_replicated(self, rule: ReplicationRule, page: FetchedPage, tally: _Tally) -> list[ListedObject]:
         """The page's objects to copy; the others are counted as skipped in ``tally``.
 
         Skipped: a one-way rule's object whose replica lists the same size and ETag (same bytes; a copy
@@ -515,8 +513,8 @@ class BackfillEngine:
         recognises an SSE-KMS replica, whose ETag is its own; and a two-way rule needs it for every key,
         because equal bytes with other metadata are a change there (the live path compares stamps).
         """
-        todo: list[ListedEntry] = []
-        on_both_sides: list[ListedEntry] = []
+        todo: list[ListedObject] = []
+        on_both_sides: list[ListedObject] = []
         for entry in page.entries:
             tally.counts["listed"] += 1
             tally.counts["bytes_listed"] += entry.size
@@ -534,7 +532,7 @@ class BackfillEngine:
                 todo.append(entry)
         return todo
 
-    def _map(self, work: Callable[[ListedEntry], _Done], entries: list[ListedEntry]) -> list[_Done]:
+    def _map(self, work: Callable[[ListedObject], _Done], entries: list[ListedObject]) -> list[_Done]:
         if self._concurrency == 1 or len(entries) <= 1:
             return [work(entry) for entry in entries]
         return list(self._executor().map(work, entries))
@@ -551,7 +549,7 @@ class BackfillEngine:
                 self._pool = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="crr-backfill")
             return self._pool
 
-    def _copy_one(self, rule: ReplicationRule, request: PageRequest, entry: ListedEntry, full: bool) -> _Done:
+    def _copy_one(self, rule: ReplicationRule, request: PageRequest, entry: ListedObject, full: bool) -> _Done:
         """Never raises: a failure is an outcome (``fatal`` when it dooms the whole page)."""
         try:
             if full or _needs_full_path(entry):
@@ -574,7 +572,7 @@ class BackfillEngine:
             )
             return _Done(_Outcome.FAILED, reason=f"{_code_of(exc)}: {exc}")
 
-    def _fast_copy(self, rule: ReplicationRule, entry: ListedEntry) -> _Done:
+    def _fast_copy(self, rule: ReplicationRule, entry: ListedObject) -> _Done:
         """One CopyObject pinned to the listed ETag, then the ledger entry "no entry yet", which records the
         replica's own ETag from the copy's answer (what `crr verify` recognises the replica by when an
         SSE-KMS destination gave it an ETag of its own: the fast path writes no marker)."""
@@ -624,7 +622,7 @@ class BackfillEngine:
             ) from exc
 
 
-def _replicated(entry: ListedEntry, recorded: LedgerEntry | None) -> bool:
+def _replicated(entry: ListedObject, recorded: LedgerEntry | None) -> bool:
     """Whether the ledger says crr applied exactly this listed source write (same ETag, same
     Last-Modified to the second), whatever the replica's own ETag (an SSE-KMS replica's differs)."""
     return (
@@ -643,7 +641,7 @@ def _seconds(moment: datetime) -> datetime:
     return aware.astimezone(UTC).replace(microsecond=0)
 
 
-def _needs_full_path(entry: ListedEntry) -> bool:
+def _needs_full_path(entry: ListedObject) -> bool:
     """Uploaded in parts (ETag "<md5>-<parts>": the replica must keep the layout to keep the ETag), or too
     large for one CopyObject."""
     return "-" in entry.etag or entry.size > MAX_SINGLE_COPY_BYTES

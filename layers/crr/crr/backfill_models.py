@@ -11,17 +11,14 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from crr.errors import BackfillJobConflictError
+from crr.models import MAX_PAGE_SIZE
 from crr.rules import ReplicationRule
-
-MAX_PAGE_SIZE = 1000  # ListObjectsV2 returns at most 1000 keys per request
-
 
 DEFAULT_PAGE_SIZE = MAX_PAGE_SIZE
 
@@ -281,24 +278,3 @@ def eta_seconds(processed: int, total: int | None, elapsed_seconds: float, *, do
         return None
     remaining = max(total - processed, 0)
     return remaining / (processed / elapsed_seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class ListedEntry:
-    """One object of a listing. ``etag`` is unquoted."""
-
-    key: str
-    size: int
-    etag: str
-    storage_class: str | None = None
-    last_modified: datetime | None = None
-
-    @property
-    def sort_key(self) -> bytes:
-        return self.key.encode("utf-8", "surrogatepass")
-
-
-@dataclass(frozen=True)
-class ListingPage:
-    entries: list[ListedEntry]
-    truncated: bool

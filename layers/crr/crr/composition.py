@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 
-from crr.adapters.backfill_jobs import DynamoBackfillJobs
-from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing, backfill_clients
+from crr.adapters.backfill_s3 import S3FastCopier, backfill_clients
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import (
+    DynamoBackfillJobs,
     DynamoBreakerStore,
     DynamoFailureLog,
     DynamoLedger,
@@ -22,6 +22,7 @@ from crr.adapters.dynamodb import (
     DynamoRules,
     DynamoTombstones,
 )
+from crr.adapters.listing import S3Listing
 from crr.adapters.notifications import ChangeRoute, S3BucketNotifications, WiringCheck
 from crr.adapters.s3 import S3ObjectStore
 from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsKeyHandOver, SqsPeerNudges, SqsQueueSender
@@ -157,7 +158,7 @@ def _backfill_steps_for(settings: FunctionSettings) -> BackfillSteps:
     dynamodb = _clients().client("dynamodb", settings.region)
     replicator = _replicator_for(settings)
     engine = BackfillEngine(
-        S3PageListing(clients),
+        S3Listing(clients),
         S3FastCopier(clients, S3ObjectStore(clients)),
         DynamoLedger(dynamodb, settings.rules_table_name),
         reconciler(replicator),

@@ -163,6 +163,10 @@ class AccessDeniedError(StorageError):
     pass
 
 
+class SlowDownError(StorageError):
+    """S3 asked for a lower request rate (503 SlowDown) and the SDK's own retries did not get through."""
+
+
 class SourceChangedError(CrrError):
     """The source object changed between reading it and copying it (precondition failed)."""
 

@@ -133,13 +133,34 @@ class LargeCopyJob(BaseModel):
         return f"{_EXECUTION_NAME.sub('-', self.rule_id)[:40]}-{digest}"
 
 
+MAX_PAGE_SIZE = 1000  # ListObjectsV2 returns at most 1000 keys per request
+
+
 @dataclass(frozen=True, slots=True)
 class ListedObject:
-    """One entry of a bucket listing. ``etag`` is unquoted."""
+    """One object of a bucket listing, for every reader of one: the backfill (a page at a time) and
+    verify (all of it). ``etag`` is unquoted; ``storage_class`` and ``last_modified`` are what the
+    listing said, when it said it (fakes and hand-made entries may leave them out)."""
 
     key: str
     size: int
     etag: str
+    storage_class: str | None = None
+    last_modified: datetime | None = None
+
+    @property
+    def sort_key(self) -> bytes:
+        """The key as S3 orders listings: by its UTF-8 bytes."""
+        return self.key.encode("utf-8", "surrogatepass")
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    """One ListObjectsV2 response (``crr.adapters.listing.S3Listing``): its objects in key order, and
+    whether more follow."""
+
+    entries: list[ListedObject]
+    truncated: bool
 
 
 # ---- the rules table (DynamoDB) ----------------------------------------------------------------------

@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 
-from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing
+from crr.adapters.backfill_s3 import S3FastCopier
 from crr.adapters.clients import ClientFactory
+from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
 from crr.backfill import BackfillEngine, reconciler, run_job
-from crr.backfill_models import BackfillJob, ListedEntry, ListingPage
+from crr.backfill_models import BackfillJob
 from crr.errors import SourceChangedError
+from crr.models import ListedObject, ListingPage
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from tests.support.backfill_fakes import MemoryBackfillJobs, RecordingNotices
@@ -45,9 +47,9 @@ def rule(seaweedfs: SeaweedFS) -> ReplicationRule:
     return made
 
 
-def _entry(s3: Any, bucket: str, key: str) -> ListedEntry:
+def _entry(s3: Any, bucket: str, key: str) -> ListedObject:
     head = s3.head_object(Bucket=bucket, Key=key)
-    return ListedEntry(key=key, size=head["ContentLength"], etag=head["ETag"].strip('"'))
+    return ListedObject(key=key, size=head["ContentLength"], etag=head["ETag"].strip('"'))
 
 
 def _tags(s3: Any, bucket: str, key: str) -> dict[str, str]:
@@ -87,7 +89,7 @@ def test_a_source_overwritten_since_it_was_listed_is_refused(seaweedfs: SeaweedF
         s3.head_object(Bucket=rule.destination_bucket, Key="docs/a")
 
 
-class OverwritingListing(S3PageListing):
+class OverwritingListing(S3Listing):
     """Lists for real, then overwrites ``key`` in the source: as a user writing right after the listing."""
 
     def __init__(self, clients: ClientFactory, s3: Any, bucket: str, key: str) -> None:

@@ -1,4 +1,4 @@
-"""S3 for the backfill: one ListObjectsV2 page at a time, and the one-request server-side copy.
+"""S3 for the backfill: the one-request server-side copy (its listing is ``crr.adapters.listing``).
 
 A backfill spends most of its CPU in botocore, and a tenth of that parsing timestamps with dateutil
 (every listed object's LastModified, every CopyObject result's): ``fast_timestamps`` makes a session
@@ -14,14 +14,12 @@ import boto3
 from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
-from crr.adapters.clients import ClientFactory, error_code
-from crr.adapters.s3 import S3ObjectStore, grant_params, storage_error
-from crr.backfill_models import MAX_PAGE_SIZE, ListedEntry, ListingPage
+from crr.adapters.clients import ClientFactory
+from crr.adapters.s3 import S3ObjectStore, grant_params
+from crr.adapters.s3_errors import S3ErrorMeaning, meaning, storage_error
 from crr.errors import SourceChangedError, SourceGoneError
+from crr.models import ListedObject
 from crr.rules import ReplicationRule
-
-_MISSING_KEY = {"404", "NoSuchKey", "NotFound"}
-_PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -53,44 +51,6 @@ def backfill_clients() -> ClientFactory:
     return ClientFactory(session=fast_timestamps(boto3.session.Session()))
 
 
-class S3PageListing:
-    """``crr.ports.objects.PageListing``: one ListObjectsV2 request per call, resumed by ``StartAfter``."""
-
-    def __init__(self, clients: ClientFactory) -> None:
-        self._clients = clients
-
-    def list_page(
-        self, bucket: str, region: str, prefix: str, *, start_after: str | None, max_keys: int
-    ) -> ListingPage:
-        """Raises BucketMissingError, AccessDeniedError or StorageError when the page cannot be listed,
-        ValueError for a ``max_keys`` ListObjectsV2 does not take."""
-        if not 1 <= max_keys <= MAX_PAGE_SIZE:
-            raise ValueError(f"max_keys must be 1-{MAX_PAGE_SIZE}, got {max_keys}")
-        params: dict[str, Any] = {"Bucket": bucket, "MaxKeys": max_keys}
-        if prefix:
-            params["Prefix"] = prefix
-        if start_after is not None:
-            params["StartAfter"] = start_after
-        try:
-            # botocore asks for EncodingType=url and decodes keys (and StartAfter), so any key survives XML.
-            listed = self._clients.client("s3", region).list_objects_v2(**params)
-        except ClientError as exc:
-            raise storage_error(exc, "ListObjectsV2", bucket, None) from exc
-        return ListingPage(
-            entries=[
-                ListedEntry(
-                    key=item["Key"],
-                    size=int(item["Size"]),
-                    etag=str(item["ETag"]).strip('"'),
-                    storage_class=item.get("StorageClass"),
-                    last_modified=item.get("LastModified"),
-                )
-                for item in listed.get("Contents", [])
-            ],
-            truncated=bool(listed.get("IsTruncated", False)),
-        )
-
-
 class S3FastCopier:
     """``crr.ports.objects.FastCopier``: CopyObject with the metadata and tags copied by S3 itself, pinned to the
     listed ETag. ACL grants are carried as the live path carries them (``S3ObjectStore.acl_grants``: a
@@ -100,7 +60,7 @@ class S3FastCopier:
         self._clients = clients
         self._objects = objects or S3ObjectStore(clients)
 
-    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> str | None:
+    def copy_listed(self, rule: ReplicationRule, entry: ListedObject) -> str | None:
         """The replica's ETag as CopyObjectResult gives it (quoted), None if it gives none.
 
         Raises SourceChangedError (the source's ETag is no longer the listed one), SourceGoneError (the
@@ -131,10 +91,9 @@ class S3FastCopier:
         try:
             copied = self._clients.client("s3", rule.destination_region).copy_object(**params)
         except ClientError as exc:
-            code = error_code(exc)
-            if code in _PRECONDITION_FAILED:
+            if meaning(exc) is S3ErrorMeaning.PRECONDITION_FAILED:
                 raise SourceChangedError(f"{rule.source_bucket}/{entry.key} changed since it was listed") from exc
-            if code in _MISSING_KEY:
+            if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                 raise SourceGoneError(f"{rule.source_bucket}/{entry.key} was deleted since it was listed") from exc
             raise storage_error(exc, "CopyObject", rule.destination_bucket, entry.key) from exc
         etag = copied.get("CopyObjectResult", {}).get("ETag")

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from crr import deadline
+
+if TYPE_CHECKING:
+    # Dev-only stubs (pyproject's dev extras): the layer ships boto3 alone, so these never load at run time.
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_kms import KMSClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_stepfunctions import SFNClient
 
 # The invocation's deadline cuts it per attempt (_bounded_by_the_deadline).
 READ_TIMEOUT_SECONDS = 60.0
@@ -36,6 +47,24 @@ class ClientFactory:
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
+    # One overload per service crr calls, so mypy checks every request's parameters and answer's use;
+    # a service not listed here is a type error until its stubs are added to pyproject's dev extras.
+    @overload
+    def client(self, service: Literal["s3"], region: str) -> S3Client: ...
+    @overload
+    def client(self, service: Literal["dynamodb"], region: str) -> DynamoDBClient: ...
+    @overload
+    def client(self, service: Literal["sqs"], region: str) -> SQSClient: ...
+    @overload
+    def client(self, service: Literal["stepfunctions"], region: str) -> SFNClient: ...
+    @overload
+    def client(self, service: Literal["cloudwatch"], region: str) -> CloudWatchClient: ...
+    @overload
+    def client(self, service: Literal["kms"], region: str) -> KMSClient: ...
+    @overload
+    def client(self, service: Literal["events"], region: str) -> EventBridgeClient: ...
+    @overload
+    def client(self, service: Literal["cloudformation"], region: str) -> CloudFormationClient: ...
     def client(self, service: str, region: str) -> Any:
         key = (service, region)
         found = self._clients.get(key)

@@ -7,14 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.adapters.dynamodb import DynamoProgress
+from crr.adapters.dynamodb.keys import FAILURE_PK_PREFIX
 from crr.models import FailureCount, QueueDepth, RuleProgress
 from crr.status import StatusProbeError
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
 
 # A failure count reads at most this many Scan pages (each at most 1 MB of table data).
 DEFAULT_FAILURE_SCAN_PAGES = 20
@@ -34,7 +41,7 @@ def queue_name_from_url(queue_url: str) -> str:
 class SqsQueueGauge:
     """QueueGauge: one GetQueueAttributes; receives nothing, so messages stay where they are."""
 
-    def __init__(self, client: Any, queue_url: str) -> None:
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
         self._sqs = client
         self._url = queue_url
 
@@ -69,7 +76,7 @@ class CloudWatchBacklogAge:
 
     def __init__(
         self,
-        client: Any,
+        client: CloudWatchClient,
         queue_name: str,
         *,
         lookback: timedelta = DEFAULT_METRIC_LOOKBACK,
@@ -122,7 +129,7 @@ class CloudWatchFailureMetric:
     within a minute of ``start``.
     """
 
-    def __init__(self, client: Any, stack_name: str) -> None:
+    def __init__(self, client: CloudWatchClient, stack_name: str) -> None:
         self._cloudwatch = client
         self._stack = stack_name
 
@@ -170,7 +177,7 @@ class DynamoFailureCounter:
     tables.
     """
 
-    def __init__(self, client: Any, table_name: str, *, max_pages: int = DEFAULT_FAILURE_SCAN_PAGES) -> None:
+    def __init__(self, client: DynamoDBClient, table_name: str, *, max_pages: int = DEFAULT_FAILURE_SCAN_PAGES) -> None:
         if max_pages < 1:
             raise ValueError("max_pages must be at least 1")
         self._db = client
@@ -189,7 +196,7 @@ class DynamoFailureCounter:
             "FilterExpression": "begins_with(#pk, :failure) AND #last_failure >= :cutoff",
             "ExpressionAttributeNames": {"#pk": "pk", "#last_failure": "last_failure"},
             "ExpressionAttributeValues": {
-                ":failure": {"S": "FAILURE#"},
+                ":failure": {"S": FAILURE_PK_PREFIX},
                 ":cutoff": {"S": cutoff.astimezone(UTC).isoformat()},
             },
         }
@@ -209,7 +216,7 @@ class DynamoFailureCounter:
 class DynamoProgressReader:
     """ProgressSource over the ``RULE#<id>`` / ``PROGRESS`` item: one GetItem per rule."""
 
-    def __init__(self, client: Any, table_name: str) -> None:
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self._progress = DynamoProgress(client, table_name)
 
     def read(self, rule_id: str) -> RuleProgress | None:

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
 
-from crr.adapters.clients import ClientFactory, error_code, error_message, http_status
+from crr.adapters.clients import ClientFactory, error_code
+from crr.adapters.s3_errors import S3ErrorMeaning, meaning, storage_error
 from crr.copying import PartRange
 from crr.errors import (
-    AccessDeniedError,
-    BucketMissingError,
     DestinationChangedError,
     SourceChangedError,
     SourceGoneError,
@@ -28,9 +28,18 @@ from crr.markers import refreshed
 from crr.models import KMS_ENCRYPTIONS, AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedPart
 from crr.observability import logger
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import (
+        CompletedPartTypeDef,
+        CopySourceTypeDef,
+        GrantTypeDef,
+        TagTypeDef,
+    )
+
+
 # Parts copied at once by one invocation (each UploadPartCopy is server side: this bounds connections).
 PART_CONCURRENCY = 16
-_MISSING_KEY = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
 # Checksums S3 can keep for a whole object, in the order verify prefers them (S3's default first).
 _FULL_OBJECT_CHECKSUMS = ("CRC64NVME", "SHA256", "SHA1", "CRC32C", "CRC32")
 _PERMISSIONS = {"FULL_CONTROL": "full_control", "READ": "read", "READ_ACP": "read_acp", "WRITE_ACP": "write_acp"}
@@ -40,16 +49,6 @@ _OPTIONAL_HEADERS = {
     "ContentEncoding": "content_encoding",
     "ContentLanguage": "content_language",
 }
-
-
-def storage_error(exc: ClientError, operation: str, bucket: str, key: str | None) -> StorageError:
-    """Translate an S3 ClientError into the crr error a caller can act on."""
-    code, message = error_code(exc), error_message(exc)
-    if code == "NoSuchBucket":
-        return BucketMissingError(operation, bucket, key, code, message or "bucket does not exist")
-    if code in {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem"}:
-        return AccessDeniedError(operation, bucket, key, code, message or "access denied")
-    return StorageError(operation, bucket, key, code, message or f"HTTP {http_status(exc)}")
 
 
 class DestinationEncryption:
@@ -75,13 +74,14 @@ class DestinationEncryption:
             cached = self._cached.get(bucket)
         if cached is not None and cached[1] > now:
             return dict(cached[0])
+        found: Mapping[str, Any]
         try:
             found = self._clients.client("s3", region).get_bucket_encryption(Bucket=bucket)
         except ClientError as exc:
             code = error_code(exc)
-            if code == "ServerSideEncryptionConfigurationNotFoundError":
+            if meaning(exc) is S3ErrorMeaning.NOT_CONFIGURED:
                 found = {}
-            elif code in {"AccessDenied", "403"}:
+            elif meaning(exc) is S3ErrorMeaning.ACCESS_DENIED:
                 # Without s3:GetEncryptionConfiguration the default still applies; only a policy that
                 # requires the headers would then refuse the replica, with its own AccessDenied.
                 logger.warning(
@@ -97,7 +97,7 @@ class DestinationEncryption:
         return dict(headers)
 
 
-def _default_encryption_headers(found: dict[str, Any]) -> dict[str, Any]:
+def _default_encryption_headers(found: Mapping[str, Any]) -> dict[str, Any]:
     rules = found.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
     if not rules:
         return {}
@@ -124,17 +124,19 @@ class S3ObjectStore:
         self._lock = threading.Lock()
         self.encryption = DestinationEncryption(clients, ownership_ttl)
 
-    def _s3(self, region: str) -> Any:
+    def _s3(self, region: str) -> S3Client:
         return self._clients.client("s3", region)
 
     def head(self, bucket: str, region: str, key: str) -> ObjectState | None:
         try:
             found = self._s3(region).head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if error_code(exc) in _MISSING_KEY:
+            if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                 return None  # includes a current delete marker
             raise storage_error(exc, "HeadObject", bucket, key) from exc
         version = found.get("VersionId")
+        # ExpiresString is botocore's own addition to the answer (the raw header), absent from the stubs.
+        answer: Mapping[str, Any] = found
         return ObjectState(
             key=key,
             etag=found["ETag"],
@@ -143,11 +145,11 @@ class S3ObjectStore:
             version_id=version if version not in (None, "null") else None,
             metadata=dict(found.get("Metadata", {})),
             content_type=found.get("ContentType"),
-            expires=found.get("ExpiresString"),
+            expires=answer.get("ExpiresString"),
             storage_class=found.get("StorageClass"),
             server_side_encryption=found.get("ServerSideEncryption"),
             kms_key_id=found.get("SSEKMSKeyId"),
-            **{field: found[name] for name, field in _OPTIONAL_HEADERS.items() if found.get(name)},
+            **{field: answer[name] for name, field in _OPTIONAL_HEADERS.items() if answer.get(name)},
         )
 
     def copy(self, request: CopyRequest) -> str:
@@ -182,17 +184,16 @@ class S3ObjectStore:
         if listed is not None:
             return listed
         count = state.parts_count or 1
-        version = {"VersionId": state.version_id} if state.version_id else {}
+        version: dict[str, Any] = {"VersionId": state.version_id} if state.version_id else {}
 
         def size_of(number: int) -> int:
             try:
                 # Not pinned by If-Match (S3 compares it with the part's ETag); every part copy is.
                 found = self._s3(region).head_object(Bucket=bucket, Key=state.key, PartNumber=number, **version)
             except ClientError as exc:
-                code = error_code(exc)
-                if code in {"PreconditionFailed", "412"}:
+                if meaning(exc) is S3ErrorMeaning.PRECONDITION_FAILED:
                     raise SourceChangedError(f"{bucket}/{state.key} changed while reading its parts") from exc
-                if code in _MISSING_KEY:
+                if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                     raise SourceGoneError(f"{bucket}/{state.key} vanished while reading its parts") from exc
                 raise storage_error(exc, "HeadObject", bucket, state.key) from exc
             return int(found["ContentLength"])
@@ -203,7 +204,7 @@ class S3ObjectStore:
     def _listed_part_sizes(self, bucket: str, region: str, state: ObjectState) -> list[int] | None:
         """The part sizes from GetObjectAttributes, or None when S3 does not list them all (AWS lists
         parts only of objects uploaded with an additional checksum) or the call is not allowed."""
-        version = {"VersionId": state.version_id} if state.version_id else {}
+        version: dict[str, Any] = {"VersionId": state.version_id} if state.version_id else {}
         sizes: list[int] = []
         marker = 0
         while True:
@@ -216,7 +217,7 @@ class S3ObjectStore:
                     **version,
                 )
             except ClientError as exc:
-                if error_code(exc) in _MISSING_KEY:
+                if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                     raise SourceGoneError(f"{bucket}/{state.key} vanished while reading its parts") from exc
                 return None  # not allowed or not supported: the HEADs still work
             parts = found.get("ObjectParts", {})
@@ -249,11 +250,11 @@ class S3ObjectStore:
         return S3MultipartUploads(self._clients, self.encryption)
 
     def delete(self, bucket: str, region: str, key: str, if_etag: str | None = None) -> str | None:
-        condition = {"IfMatch": if_etag} if if_etag is not None else {}
+        condition: dict[str, Any] = {"IfMatch": if_etag} if if_etag is not None else {}
         try:
             deleted = self._s3(region).delete_object(Bucket=bucket, Key=key, **condition)
         except ClientError as exc:
-            if if_etag is not None and (_precondition_failed(exc) or error_code(exc) in _MISSING_KEY):
+            if if_etag is not None and meaning(exc) in {S3ErrorMeaning.PRECONDITION_FAILED, S3ErrorMeaning.MISSING_KEY}:
                 raise DestinationChangedError(f"{bucket}/{key} is no longer version {if_etag}") from exc
             raise storage_error(exc, "DeleteObject", bucket, key) from exc
         version = deleted.get("VersionId")
@@ -265,7 +266,8 @@ class S3ObjectStore:
             listed = self._s3(region).list_object_versions(Bucket=bucket, Prefix=key, MaxKeys=count)
         except ClientError as exc:
             raise storage_error(exc, "ListObjectVersions", bucket, key) from exc
-        entries = [(entry, False) for entry in listed.get("Versions", [])]
+        # Versions and delete markers differ in shape (a marker has no ETag): read both as plain mappings.
+        entries: list[tuple[Mapping[str, Any], bool]] = [(entry, False) for entry in listed.get("Versions", [])]
         entries += [(entry, True) for entry in listed.get("DeleteMarkers", [])]
         found = [
             (
@@ -294,45 +296,46 @@ class S3ObjectStore:
         try:
             found = self._s3(region).head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as exc:
-            if error_code(exc) in _MISSING_KEY:
+            if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                 return None
             raise storage_error(exc, "HeadObject", bucket, key) from exc
         if found.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
             return None
+        checksums: Mapping[str, Any] = found  # looked up by a computed name, which a TypedDict cannot check
         for algorithm in _FULL_OBJECT_CHECKSUMS:
-            if found.get(f"Checksum{algorithm}"):
-                return f"{algorithm}:{found[f'Checksum{algorithm}']}"
+            if checksums.get(f"Checksum{algorithm}"):
+                return f"{algorithm}:{checksums[f'Checksum{algorithm}']}"
         return None
 
     def tags(self, bucket: str, region: str, key: str, version_id: str | None) -> dict[str, str]:
-        version = {"VersionId": version_id} if version_id else {}
+        version: dict[str, Any] = {"VersionId": version_id} if version_id else {}
         try:
             found = self._s3(region).get_object_tagging(Bucket=bucket, Key=key, **version)
         except ClientError as exc:
-            if error_code(exc) in _MISSING_KEY:
+            if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                 raise SourceGoneError(f"{bucket}/{key} vanished while reading its tags") from exc
             raise storage_error(exc, "GetObjectTagging", bucket, key) from exc
         return {tag["Key"]: tag["Value"] for tag in found.get("TagSet", [])}
 
     def put_tags(self, bucket: str, region: str, key: str, version_id: str | None, tags: dict[str, str]) -> None:
-        version = {"VersionId": version_id} if version_id else {}
+        version: dict[str, Any] = {"VersionId": version_id} if version_id else {}
         try:
             if tags:
-                tag_set = [{"Key": name, "Value": value} for name, value in sorted(tags.items())]
+                tag_set: list[TagTypeDef] = [{"Key": name, "Value": value} for name, value in sorted(tags.items())]
                 self._s3(region).put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": tag_set}, **version)
             else:
                 self._s3(region).delete_object_tagging(Bucket=bucket, Key=key, **version)
         except ClientError as exc:
-            if error_code(exc) in _MISSING_KEY:
+            if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                 raise DestinationChangedError(f"{bucket}/{key} changed while its tags were set") from exc
             raise storage_error(exc, "PutObjectTagging", bucket, key) from exc
 
     def put_acl(self, bucket: str, region: str, key: str, version_id: str | None, grants: AclGrants) -> None:
-        version = {"VersionId": version_id} if version_id else {}
+        version: dict[str, Any] = {"VersionId": version_id} if version_id else {}
         try:
             self._s3(region).put_object_acl(Bucket=bucket, Key=key, **grant_params(grants), **version)
         except ClientError as exc:
-            if error_code(exc) in _MISSING_KEY:
+            if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
                 raise DestinationChangedError(f"{bucket}/{key} changed while its ACL was set") from exc
             raise storage_error(exc, "PutObjectAcl", bucket, key) from exc
 
@@ -350,7 +353,7 @@ class S3ObjectStore:
             self._acls_enabled_on(bucket, region) and self._acls_enabled_on(destination_bucket, destination_region)
         ):
             return None
-        params: dict[str, str] = {"Bucket": bucket, "Key": key}
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if version_id:
             params["VersionId"] = version_id
         try:
@@ -371,7 +374,7 @@ class S3ObjectStore:
             rules = controls.get("OwnershipControls", {}).get("Rules", [])
             enabled = not any(rule.get("ObjectOwnership") == "BucketOwnerEnforced" for rule in rules)
         except ClientError as exc:
-            if error_code(exc) != "OwnershipControlsNotFoundError":
+            if meaning(exc) is not S3ErrorMeaning.NOT_CONFIGURED:
                 raise storage_error(exc, "GetBucketOwnershipControls", bucket, None) from exc
             enabled = True  # buckets without ownership controls predate them and use ACLs
         with self._lock:
@@ -386,7 +389,7 @@ class S3MultipartUploads:
         self._clients = clients
         self._encryption = encryption or DestinationEncryption(clients)
 
-    def _s3(self, region: str) -> Any:
+    def _s3(self, region: str) -> S3Client:
         return self._clients.client("s3", region)
 
     def create(self, request: CopyRequest) -> str:
@@ -404,7 +407,7 @@ class S3MultipartUploads:
 
     def _source_tags(self, request: CopyRequest) -> dict[str, str]:
         """Multipart uploads cannot copy tags (no TaggingDirective), so they are read and set explicitly."""
-        version = {"VersionId": request.state.version_id} if request.state.version_id else {}
+        version: dict[str, Any] = {"VersionId": request.state.version_id} if request.state.version_id else {}
         try:
             found = self._s3(request.source_region).get_object_tagging(
                 Bucket=request.source_bucket, Key=request.state.key, **version
@@ -427,21 +430,29 @@ class S3MultipartUploads:
         return UploadedPart(part.number, part.size, str(copied["CopyPartResult"]["ETag"]))
 
     def parts(self, request: CopyRequest, upload_id: str, first: int, last: int) -> dict[int, UploadedPart]:
-        paginator = self._s3(request.destination_region).get_paginator("list_parts")
+        # ListParts from PartNumberMarker, one request per 1000 parts. Not the paginator: it documents its
+        # starting point as a PaginationConfig token, not as this parameter (mypy_boto3_s3 refuses it).
+        s3 = self._s3(request.destination_region)
         found: dict[int, UploadedPart] = {}
+        marker = first - 1
         try:
-            for page in paginator.paginate(**_upload(request, upload_id), PartNumberMarker=first - 1):
+            while True:
+                page = s3.list_parts(**_upload(request, upload_id), PartNumberMarker=marker)
                 for item in page.get("Parts", []):
                     number = int(item["PartNumber"])
                     if number > last:
                         return found
                     found[number] = UploadedPart(number, int(item["Size"]), str(item["ETag"]))
+                if not page.get("IsTruncated") or "NextPartNumberMarker" not in page:
+                    return found
+                marker = int(page["NextPartNumberMarker"])
         except ClientError as exc:
             raise storage_error(exc, "ListParts", request.destination_bucket, request.state.key) from exc
-        return found
 
     def complete(self, request: CopyRequest, upload_id: str, parts: list[UploadedPart]) -> str:
-        listed = [{"PartNumber": part.number, "ETag": part.etag} for part in sorted(parts, key=lambda p: p.number)]
+        listed: list[CompletedPartTypeDef] = [
+            {"PartNumber": part.number, "ETag": part.etag} for part in sorted(parts, key=lambda p: p.number)
+        ]
         try:
             completed = self._s3(request.destination_region).complete_multipart_upload(
                 **_upload(request, upload_id), MultipartUpload={"Parts": listed}, **_destination_conditions(request)
@@ -454,16 +465,16 @@ class S3MultipartUploads:
         try:
             self._s3(request.destination_region).abort_multipart_upload(**_upload(request, upload_id))
         except ClientError as exc:
-            if error_code(exc) != "NoSuchUpload":
+            if meaning(exc) is not S3ErrorMeaning.MISSING_UPLOAD:
                 raise storage_error(exc, "AbortMultipartUpload", request.destination_bucket, request.state.key) from exc
 
 
-def _upload(request: CopyRequest, upload_id: str) -> dict[str, str]:
+def _upload(request: CopyRequest, upload_id: str) -> dict[str, Any]:
     return {"Bucket": request.destination_bucket, "Key": request.state.key, "UploadId": upload_id}
 
 
-def _copy_source(request: CopyRequest) -> dict[str, str]:
-    source = {"Bucket": request.source_bucket, "Key": request.state.key}
+def _copy_source(request: CopyRequest) -> CopySourceTypeDef:
+    source: CopySourceTypeDef = {"Bucket": request.source_bucket, "Key": request.state.key}
     if request.state.version_id:
         source["VersionId"] = request.state.version_id
     return source
@@ -518,7 +529,7 @@ def _http_date(value: str | None, request: CopyRequest) -> str | None:
     return value
 
 
-def _destination_conditions(request: CopyRequest) -> dict[str, str]:
+def _destination_conditions(request: CopyRequest) -> dict[str, Any]:
     if request.destination_etag is not None:
         return {"IfMatch": request.destination_etag}
     if request.destination_absent:
@@ -526,25 +537,19 @@ def _destination_conditions(request: CopyRequest) -> dict[str, str]:
     return {}
 
 
-def _precondition_failed(exc: ClientError) -> bool:
-    # 409 ConditionalRequestConflict: a concurrent write to the key won the race for the condition.
-    return error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}
-
-
 def _copy_error(exc: ClientError, request: CopyRequest, operation: str) -> Exception:
-    code = error_code(exc)
-    if _precondition_failed(exc):
+    if meaning(exc) is S3ErrorMeaning.PRECONDITION_FAILED:
         condition = str(exc.response.get("Error", {}).get("Condition", "")).lower()
         destination_conditional = request.destination_etag is not None or request.destination_absent
         if destination_conditional and "copy-source" not in condition:
             return DestinationChangedError(f"{request.destination_bucket}/{request.state.key} changed since read")
         return SourceChangedError(f"{request.source_bucket}/{request.state.key} changed since HEAD")
-    if code in _MISSING_KEY:
+    if meaning(exc) is S3ErrorMeaning.MISSING_KEY:
         return SourceGoneError(f"{request.source_bucket}/{request.state.key} vanished since HEAD")
     return storage_error(exc, operation, request.destination_bucket, request.state.key)
 
 
-def grant_params(grants: AclGrants) -> dict[str, str]:
+def grant_params(grants: AclGrants) -> dict[str, Any]:
     """The Grant* request parameters of CopyObject / CreateMultipartUpload for ``grants``."""
     names = {
         "full_control": "GrantFullControl",
@@ -555,7 +560,7 @@ def grant_params(grants: AclGrants) -> dict[str, str]:
     return {names[field]: value for field, value in vars(grants).items() if value}
 
 
-def _grants_from_acl(grants: list[dict[str, Any]]) -> AclGrants:
+def _grants_from_acl(grants: Sequence[GrantTypeDef]) -> AclGrants:
     by_permission: dict[str, list[str]] = {}
     for grant in grants:
         field = _PERMISSIONS.get(grant.get("Permission", ""))
@@ -583,10 +588,9 @@ class S3Buckets:
         try:
             found = self._clients.client("s3", self._home_region).get_bucket_location(Bucket=bucket)
         except ClientError as exc:
-            code = error_code(exc)
-            if code in {"NoSuchBucket", "404", "NotFound"}:
+            if meaning(exc) in {S3ErrorMeaning.MISSING_BUCKET, S3ErrorMeaning.MISSING_KEY}:
                 raise UnknownBucketError(bucket) from exc
-            if code in {"AccessDenied", "403"}:
+            if meaning(exc) is S3ErrorMeaning.ACCESS_DENIED:
                 raise UnknownBucketError(bucket, "is not accessible with these credentials (AccessDenied)") from exc
             raise storage_error(exc, "GetBucketLocation", bucket, None) from exc
         # us-east-1 answers with no constraint; EU is the legacy name of eu-west-1.
@@ -604,7 +608,7 @@ class S3Buckets:
         try:
             found = self._clients.client("s3", region).get_bucket_lifecycle_configuration(Bucket=bucket)
         except ClientError as exc:
-            if error_code(exc) == "NoSuchLifecycleConfiguration":
+            if meaning(exc) is S3ErrorMeaning.NOT_CONFIGURED:
                 return False
             raise storage_error(exc, "GetBucketLifecycleConfiguration", bucket, None) from exc
         for rule in found.get("Rules", []):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
@@ -14,6 +14,11 @@ from crr.events import LARGE_COPY_CONFIGURATION_ID, NUDGE_CONFIGURATION_ID, chan
 from crr.failures import FailureReason, FailureRecord
 from crr.models import CopyRequest, QueueMessage, RawDeadLetter
 from crr.rules import ReplicationRule
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, SendMessageBatchRequestEntryTypeDef
+
 
 # Message attributes carrying a dead-lettered message's reason (``crr dlq list`` reads them).
 REASON_ATTRIBUTES = (
@@ -41,7 +46,7 @@ class QueueError(CrrError):
         self.code = code
 
 
-def reason_attributes(record: FailureRecord) -> dict[str, dict[str, str]]:
+def reason_attributes(record: FailureRecord) -> dict[str, MessageAttributeValueTypeDef]:
     values = {
         "crr-error-code": record.reason.code,
         "crr-error-kind": record.reason.kind.value,
@@ -58,7 +63,7 @@ def reason_attributes(record: FailureRecord) -> dict[str, dict[str, str]]:
 
 
 class SqsFailedMessages:
-    def __init__(self, client: Any, queue_url: str, dead_letter_queue_url: str) -> None:
+    def __init__(self, client: SQSClient, queue_url: str, dead_letter_queue_url: str) -> None:
         self._sqs = client
         self._queue_url = queue_url
         self._dlq_url = dead_letter_queue_url
@@ -78,7 +83,9 @@ class SqsFailedMessages:
         for batch in _batches(bodies):
             pending = {str(index): body for index, body in enumerate(batch)}
             for _ in range(2):
-                entries = [{"Id": entry_id, "MessageBody": body} for entry_id, body in pending.items()]
+                entries: list[SendMessageBatchRequestEntryTypeDef] = [
+                    {"Id": entry_id, "MessageBody": body} for entry_id, body in pending.items()
+                ]
                 try:
                     answer = self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
                 except ClientError as exc:
@@ -125,7 +132,7 @@ def _batches(bodies: list[str]) -> list[list[str]]:
 
 
 class SqsDeadLetterQueue:
-    def __init__(self, client: Any, queue_url: str) -> None:
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
         self._sqs = client
         self._url = queue_url
 
@@ -178,7 +185,9 @@ class SqsPeerNudges:
     """PeerNudges over SQS: an S3-shaped change notice for the destination key, sent to the peer rule's
     queue in the destination region (the peer reconciles it like any record without a sequencer)."""
 
-    def __init__(self, client_for: Callable[[str], Any], clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+    def __init__(
+        self, client_for: Callable[[str], SQSClient], clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ):
         self._client_for = client_for
         self._clock = clock
 
@@ -204,7 +213,7 @@ class SqsPeerNudges:
 class SqsQueueSender:
     """``crr.ports.queues.ReplicationQueue`` by SendMessage: the DLQ replay and the breaker's release."""
 
-    def __init__(self, client: Any, queue_url: str) -> None:
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
         self._sqs = client
         self._url = queue_url
 
@@ -228,7 +237,7 @@ class SqsKeyHandOver:
 
     def __init__(
         self,
-        client: Any,
+        client: SQSClient,
         queue_url: str,
         dead_letter_queue_url: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

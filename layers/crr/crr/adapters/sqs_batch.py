@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.adapters.sqs import QueueError
 from crr.verify import REPAIR_BATCH_SIZE
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import BatchResultErrorEntryTypeDef, SendMessageBatchRequestEntryTypeDef
+
 
 # Entries SQS fails on its side (throttling, internal errors) are resent this many times in all.
 SEND_ATTEMPTS = 4
@@ -22,7 +27,7 @@ class SqsBatchSender:
 
     def __init__(
         self,
-        client: Any,
+        client: SQSClient,
         queue_url: str,
         *,
         attempts: int = SEND_ATTEMPTS,
@@ -47,7 +52,7 @@ class SqsBatchSender:
         if not bodies:
             return
         pending = {str(index): body for index, body in enumerate(bodies)}
-        failed: list[dict[str, Any]] = []
+        failed: list[BatchResultErrorEntryTypeDef] = []
         for attempt in range(self._attempts):
             if attempt:
                 self._sleep(self._backoff * 2 ** (attempt - 1))
@@ -67,8 +72,10 @@ class SqsBatchSender:
             str(failed[0].get("Code", "Unknown")),
         )
 
-    def _send(self, pending: dict[str, str]) -> list[dict[str, Any]]:
-        entries = [{"Id": entry_id, "MessageBody": body} for entry_id, body in pending.items()]
+    def _send(self, pending: dict[str, str]) -> list[BatchResultErrorEntryTypeDef]:
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+            {"Id": entry_id, "MessageBody": body} for entry_id, body in pending.items()
+        ]
         try:
             answer = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)
         except ClientError as exc:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.errors import WorkflowError
 from crr.models import LargeCopyJob
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
 
 # Step Functions keeps a closed execution's name for 90 days, so a new attempt under the same base name
 # takes the next free ``<base>-<n>``.
@@ -18,7 +22,7 @@ MAX_ATTEMPTS = 50
 class StepFunctionsExecutions:
     """One state machine's executions (``crr.ports.services.BackfillExecutions``)."""
 
-    def __init__(self, client: Any, state_machine_arn: str) -> None:
+    def __init__(self, client: SFNClient, state_machine_arn: str) -> None:
         self._sfn = client
         self._arn = state_machine_arn
 
@@ -59,7 +63,7 @@ class StepFunctionsLargeCopies:
     redelivered record finds the execution that is already copying it instead of starting a second,
     while a replay after a failed or superseded attempt starts the next one."""
 
-    def __init__(self, client: Any, state_machine_arn: str) -> None:
+    def __init__(self, client: SFNClient, state_machine_arn: str) -> None:
         self._executions = StepFunctionsExecutions(client, state_machine_arn)
 
     def start(self, job: LargeCopyJob) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from crr.backfill_models import ListedEntry, ListingPage
 from crr.copying import PartRange
-from crr.models import AclGrants, CopyRequest, KeyVersion, ListedObject, ObjectState, UploadedPart
+from crr.models import AclGrants, CopyRequest, KeyVersion, ListedObject, ListingPage, ObjectState, UploadedPart
 from crr.rules import ReplicationRule
 
 
@@ -131,7 +130,7 @@ class Inspector(Protocol):
 class PageListing(Protocol):
     """A bucket listing one request at a time (the backfill's: it resumes from any key).
 
-    Implemented by ``crr.adapters.backfill_s3.S3PageListing``; in tests by
+    Implemented by ``crr.adapters.listing.S3Listing``; in tests by
     ``tests.support.backfill_fakes.FakePageListing``, ``SyntheticListing``."""
 
     def list_page(
@@ -148,7 +147,7 @@ class FastCopier(Protocol):
     Implemented by ``crr.adapters.backfill_s3.S3FastCopier``; in tests by
     ``tests.support.backfill_fakes.FakeFastCopier``, ``CountingCopier``."""
 
-    def copy_listed(self, rule: ReplicationRule, entry: ListedEntry) -> str | None:
+    def copy_listed(self, rule: ReplicationRule, entry: ListedObject) -> str | None:
         """Copy ``entry`` into the rule's destination with ONE CopyObject (metadata and tags copied by the
         server, pinned to ``entry.etag``), plus GetObjectAcl only when both buckets use ACLs. Returns the
         replica's ETag as the copy's answer gives it (None if it gave none).

@@ -220,7 +220,7 @@ class BreakerSource(Protocol):
 class BackfillJobs(Protocol):
     """Where backfill jobs are kept, and how a page's result is recorded into its job once.
 
-    Implemented by ``crr.adapters.backfill_jobs.DynamoBackfillJobs``; in tests by
+    Implemented by ``crr.adapters.dynamodb.DynamoBackfillJobs``; in tests by
     ``tests.support.backfill_fakes.MemoryBackfillJobs``."""
 
     def create(self, job: BackfillJob) -> None: ...
@@ -246,7 +246,7 @@ class BackfillJobs(Protocol):
 class BackfillSource(Protocol):
     """A rule's newest backfill job, as ``crr status`` reads it (the read-only slice of ``BackfillJobs``).
 
-    Implemented by ``crr.adapters.backfill_jobs.DynamoBackfillJobs``; in tests by ``FakeBackfills``
+    Implemented by ``crr.adapters.dynamodb.DynamoBackfillJobs``; in tests by ``FakeBackfills``
     (tests/unit/test_status.py)."""
 
     def latest(self, rule_id: str) -> BackfillJob | None: ...

@@ -27,7 +27,7 @@ def _flaky(event: dict[str, Any]) -> dict[str, Any]:
         ExpressionAttributeValues={":one": 1},
         ReturnValues="UPDATED_NEW",
     )
-    attempts = int(answer["Attributes"]["attempts"])
+    attempts = int(str(answer["Attributes"]["attempts"]))  # a Decimal, typed as any attribute value
     if attempts <= int(event.get("failures", 0)):
         raise TransientError(f"attempt {attempts} of {event['key']} fails on purpose")
     return {"attempts": attempts, "pid": os.getpid()}

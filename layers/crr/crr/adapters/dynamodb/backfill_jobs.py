@@ -10,36 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from crr.adapters.clients import error_code, error_message
-from crr.adapters.dynamodb import rule_pk
+from crr.adapters.clients import error_code
+from crr.adapters.dynamodb.items import from_value, state_error, to_value
+from crr.adapters.dynamodb.keys import BACKFILL_SK_PREFIX, backfill_sk, rule_pk
 from crr.backfill_models import BackfillJob, BackfillStatus, CountProgress, ListingCursor, PageCounts, PageResult
-from crr.errors import BackfillJobConflictError, BackfillJobNotFoundError, StateStoreError
+from crr.errors import BackfillJobConflictError, BackfillJobNotFoundError
 
-JOB_SK_PREFIX = "BACKFILL#"
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
 MAX_FAILURE_REASON_CHARS = 2000
 _COUNTERS = tuple(PageCounts.model_fields)
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
-
-def job_sk(job_id: str) -> str:
-    return f"{JOB_SK_PREFIX}{job_id}"
-
-
-def _value(value: Any) -> Any:
-    """One attribute value in DynamoDB's wire form (floats as Decimal, which it requires)."""
-    return _serializer.serialize(Decimal(str(round(value, 3))) if isinstance(value, float) else value)
-
-
-def _state_error(exc: ClientError, operation: str) -> StateStoreError:
-    return StateStoreError(f"DynamoDB {operation} failed: {error_code(exc)}: {error_message(exc)}", error_code(exc))
 
 
 def _iso(moment: datetime) -> str:
@@ -49,7 +35,7 @@ def _iso(moment: datetime) -> str:
 def _job_item(job: BackfillJob) -> dict[str, Any]:
     values: dict[str, Any] = {
         "pk": rule_pk(job.rule_id),
-        "sk": job_sk(job.job_id),
+        "sk": backfill_sk(job.job_id),
         "job_id": job.job_id,
         "rule_id": job.rule_id,
         "plan": job.plan,
@@ -73,11 +59,11 @@ def _job_item(job: BackfillJob) -> dict[str, Any]:
         "active_seconds": job.active_seconds,
         **{name: getattr(job.totals, name) for name in _COUNTERS},
     }
-    return {name: _value(value) for name, value in values.items() if value is not None}
+    return {name: to_value(value) for name, value in values.items() if value is not None}
 
 
 def _job_from(raw: dict[str, Any]) -> BackfillJob:
-    item = {name: _deserializer.deserialize(value) for name, value in raw.items()}
+    item = {name: from_value(value) for name, value in raw.items()}
 
     def moment(name: str) -> datetime | None:
         return datetime.fromisoformat(str(item[name])) if item.get(name) else None
@@ -111,7 +97,9 @@ def _job_from(raw: dict[str, Any]) -> BackfillJob:
 class DynamoBackfillJobs:
     """``crr.ports.table.BackfillJobs`` over DynamoDB (the rules table)."""
 
-    def __init__(self, client: Any, table_name: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self, client: DynamoDBClient, table_name: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self._db = client
         self._table = table_name
         self._clock = clock
@@ -125,13 +113,13 @@ class DynamoBackfillJobs:
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise BackfillJobConflictError(f"rule {job.rule_id} already has a backfill {job.job_id}") from exc
-            raise _state_error(exc, "PutItem") from exc
+            raise state_error(exc, "PutItem") from exc
 
     def find(self, rule_id: str, job_id: str) -> BackfillJob | None:
         try:
             found = self._db.get_item(TableName=self._table, Key=self._key(rule_id, job_id), ConsistentRead=True)
         except ClientError as exc:
-            raise _state_error(exc, "GetItem") from exc
+            raise state_error(exc, "GetItem") from exc
         return _job_from(found["Item"]) if "Item" in found else None
 
     def get(self, rule_id: str, job_id: str) -> BackfillJob:
@@ -147,13 +135,13 @@ class DynamoBackfillJobs:
             found = self._db.query(
                 TableName=self._table,
                 KeyConditionExpression="pk = :pk AND begins_with(sk, :jobs)",
-                ExpressionAttributeValues={":pk": _value(rule_pk(rule_id)), ":jobs": _value(JOB_SK_PREFIX)},
+                ExpressionAttributeValues={":pk": to_value(rule_pk(rule_id)), ":jobs": to_value(BACKFILL_SK_PREFIX)},
                 ScanIndexForward=False,
                 Limit=1,
                 ConsistentRead=True,
             )
         except ClientError as exc:
-            raise _state_error(exc, "Query") from exc
+            raise state_error(exc, "Query") from exc
         items = found.get("Items", [])
         return _job_from(items[0]) if items else None
 
@@ -208,12 +196,12 @@ class DynamoBackfillJobs:
                 ConditionExpression="#pages = :previous AND #status = :running",
                 ExpressionAttributeNames={f"#{name}": name for name in names if f"#{name}" in expression}
                 | {"#pages": "pages", "#status": "status"},
-                ExpressionAttributeValues={name: _value(value) for name, value in values.items()},
+                ExpressionAttributeValues={name: to_value(value) for name, value in values.items()},
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
-                raise _state_error(exc, "UpdateItem") from exc
+                raise state_error(exc, "UpdateItem") from exc
             return self._already_recorded(result)
         return _job_from(updated["Attributes"])
 
@@ -290,14 +278,14 @@ class DynamoBackfillJobs:
                     f"#{name}": name for name in names if f"#{name}" in expression or f"#{name}" in condition
                 },
                 ExpressionAttributeValues={
-                    name: _value(value)
+                    name: to_value(value)
                     for name, value in {":status": status.value, **values, **condition_values}.items()
                 },
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
-                raise _state_error(exc, "UpdateItem") from exc
+                raise state_error(exc, "UpdateItem") from exc
             job = self.get(rule_id, job_id)
             if job.status is status:
                 return job  # asked twice: already so
@@ -308,4 +296,4 @@ class DynamoBackfillJobs:
         return _job_from(updated["Attributes"])
 
     def _key(self, rule_id: str, job_id: str) -> dict[str, Any]:
-        return {"pk": _value(rule_pk(rule_id)), "sk": _value(job_sk(job_id))}
+        return {"pk": to_value(rule_pk(rule_id)), "sk": to_value(backfill_sk(job_id))}
