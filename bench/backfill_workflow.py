@@ -25,8 +25,8 @@ from pathlib import Path
 from crr.adapters.backfill_jobs import DynamoBackfillJobs
 from crr.adapters.dynamodb import DynamoRules
 from crr.adapters.stepfunctions import StepFunctionsExecutions
-from crr.backfill_models import BackfillJob, BackfillStatus
-from crr.backfill_workflow import BackfillControl
+from crr.backfill.models import BackfillJob, BackfillStatus
+from crr.backfill.workflow import BackfillControl
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.scenario import create_bucket, run_cli
 

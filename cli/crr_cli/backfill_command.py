@@ -13,8 +13,8 @@ from crr.adapters.backfill_jobs import DynamoBackfillJobs
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoRules
 from crr.adapters.stepfunctions import StepFunctionsExecutions
-from crr.backfill_models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, BackfillJob, BackfillStatus
-from crr.backfill_workflow import DEFAULT_PAGES_PER_EXECUTION, BackfillControl, StartedBackfill
+from crr.backfill.models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, BackfillJob, BackfillStatus
+from crr.backfill.workflow import DEFAULT_PAGES_PER_EXECUTION, BackfillControl, StartedBackfill
 from crr.errors import CrrError
 from crr.status import humanize_bytes, humanize_seconds
 from crr_cli.stack import CrrStack, StackNotFoundError, discover_stack

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from crr.backfill import BACKFILL_CONFIGURATION_ID, BackfillEngine, reconciler, run_job, run_pages
-from crr.backfill_models import (
+from crr.backfill.engine import BACKFILL_CONFIGURATION_ID, BackfillEngine, reconciler, run_job, run_pages
+from crr.backfill.models import (
     BackfillJob,
     BackfillStatus,
     ListingCursor,

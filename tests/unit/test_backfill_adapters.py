@@ -20,8 +20,8 @@ from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing, fast_timestamp
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoLedger, DynamoProgress, DynamoRules, rule_pk
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill import BackfillEngine, reconciler, run_job
-from crr.backfill_models import (
+from crr.backfill.engine import BackfillEngine, reconciler, run_job
+from crr.backfill.models import (
     BackfillJob,
     BackfillStatus,
     CountProgress,

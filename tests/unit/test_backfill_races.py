@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crr.backfill import BackfillEngine, reconciler, run_pages
-from crr.backfill_models import BackfillJob
+from crr.backfill.engine import BackfillEngine, reconciler, run_pages
+from crr.backfill.models import BackfillJob
 from crr.errors import CrrError
 from crr.events import ChangeEvent, ChangeKind, parse_notification
 from crr.replication import Replicator

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from crr.backfill import BackfillEngine, reconciler
-from crr.backfill_models import BackfillJob, BackfillStatus, CountProgress, PageCounts, PageResult
-from crr.backfill_workflow import (
+from crr.backfill.engine import BackfillEngine, reconciler
+from crr.backfill.models import BackfillJob, BackfillStatus, CountProgress, PageCounts, PageResult
+from crr.backfill.workflow import (
     BackfillControl,
     BackfillPageRefusedError,
     BackfillStep,

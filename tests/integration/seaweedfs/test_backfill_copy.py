@@ -12,8 +12,8 @@ import pytest
 from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill import BackfillEngine, reconciler, run_job
-from crr.backfill_models import BackfillJob, ListedEntry, ListingPage
+from crr.backfill.engine import BackfillEngine, reconciler, run_job
+from crr.backfill.models import BackfillJob, ListedEntry, ListingPage
 from crr.errors import SourceChangedError
 from crr.replication import Replicator
 from crr.rules import ReplicationRule

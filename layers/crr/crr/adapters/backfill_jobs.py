@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.adapters.dynamodb import rule_pk
-from crr.backfill_models import BackfillJob, BackfillStatus, CountProgress, ListingCursor, PageCounts, PageResult
+from crr.backfill.models import BackfillJob, BackfillStatus, CountProgress, ListingCursor, PageCounts, PageResult
 from crr.errors import BackfillJobConflictError, BackfillJobNotFoundError, StateStoreError
 
 JOB_SK_PREFIX = "BACKFILL#"

@@ -16,7 +16,7 @@ from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from crr.adapters.clients import ClientFactory, error_code
 from crr.adapters.s3 import S3ObjectStore, grant_params, storage_error
-from crr.backfill_models import MAX_PAGE_SIZE, ListedEntry, ListingPage
+from crr.backfill.models import MAX_PAGE_SIZE, ListedEntry, ListingPage
 from crr.errors import SourceChangedError, SourceGoneError
 from crr.rules import ReplicationRule
 
@@ -126,7 +126,7 @@ class S3FastCopier:
         )
         if grants is not None:
             params.update(grant_params(grants))
-        # The live path's encryption: the fast path copies no KMS-encrypted source (see crr.backfill).
+        # The live path's encryption: the fast path copies no KMS-encrypted source (see the crr.backfill package).
         params.update(self._objects.encryption.headers(rule.destination_bucket, rule.destination_region))
         try:
             copied = self._clients.client("s3", rule.destination_region).copy_object(**params)

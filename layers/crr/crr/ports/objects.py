@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from crr.backfill_models import ListedEntry, ListingPage
+from crr.backfill.models import ListedEntry, ListingPage
 from crr.copying import PartRange
 from crr.models import AclGrants, CopyRequest, KeyVersion, ListedObject, ObjectState, UploadedPart
 from crr.rules import ReplicationRule

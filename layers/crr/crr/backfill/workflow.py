@@ -25,8 +25,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from crr.backfill import BackfillEngine
-from crr.backfill_models import (
+from crr.backfill.engine import BackfillEngine
+from crr.backfill.models import (
     DEFAULT_COUNT_PAGES,
     DEFAULT_PAGE_SIZE,
     BackfillJob,

@@ -1,8 +1,8 @@
 """The backfill's values: the jobs kept in the rules table, the page requests and results that cross the
 Lambda / Step Functions boundary, and the listing entries the backfill's ports exchange (crr.ports).
 
-The engine that produces them is crr.backfill; they live apart so the ports can name them without
-importing the engine.
+The engine that produces them is crr.backfill.engine; they live apart so the ports can name them
+without importing the engine.
 """
 
 from __future__ import annotations
