@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from crr.backfill.engine import BACKFILL_CONFIGURATION_ID, BackfillEngine, reconciler, run_job, run_pages
+from crr.backfill.engine import BACKFILL_CONFIGURATION_ID, BackfillEngine, reconciler
 from crr.backfill.models import (
     BackfillJob,
     BackfillStatus,
@@ -43,6 +43,7 @@ from tests.support.backfill_fakes import (
     RecordingNotices,
     SyntheticListing,
 )
+from tests.support.backfill_runner import run_job, run_pages
 from tests.support.fakes import FakeProgress, FakeRules, FakeS3
 
 SRC, DST = "src-bucket", "dst-bucket"

@@ -20,7 +20,7 @@ from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing, fast_timestamp
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoLedger, DynamoProgress, DynamoRules, rule_pk
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill.engine import BackfillEngine, reconciler, run_job
+from crr.backfill.engine import BackfillEngine, reconciler
 from crr.backfill.models import (
     BackfillJob,
     BackfillStatus,
@@ -41,6 +41,7 @@ from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from tests.support.aws import client, create_bucket, create_rules_table
 from tests.support.backfill_fakes import RecordingNotices
+from tests.support.backfill_runner import run_job
 
 WEST, EAST = "us-west-1", "us-east-1"
 SRC, DST = "bf-src", "bf-dst"

@@ -12,12 +12,13 @@ import pytest
 from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill.engine import BackfillEngine, reconciler, run_job
+from crr.backfill.engine import BackfillEngine, reconciler
 from crr.backfill.models import BackfillJob, ListedEntry, ListingPage
 from crr.errors import SourceChangedError
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from tests.support.backfill_fakes import MemoryBackfillJobs, RecordingNotices
+from tests.support.backfill_runner import run_job
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules
 from tests.support.seaweedfs import SeaweedFS
 

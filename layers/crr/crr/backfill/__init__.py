@@ -5,7 +5,8 @@ A job walks the rule's prefixes (none: the whole bucket) in S3's key order, one 
 stored in the job after every page, so an interrupted job resumes with the page after the last one
 recorded. The cursor is a key given as ``StartAfter`` rather than a continuation token: it is readable,
 means the same to every S3-compatible server, and lists the destination over the same range. Memory
-holds one page (two while the in-process runner prefetches), whatever the bucket holds.
+holds one page (two while the in-process runner of the tests and benches prefetches), whatever the
+bucket holds.
 
 One step, ``BackfillEngine.copy_page``:
 1. lists one source page (one ListObjectsV2 request; several only when the page crosses into the next
