@@ -56,8 +56,9 @@ import boto3
 from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing, fast_timestamps
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill.engine import DEFAULT_CONCURRENCY, BackfillEngine, reconciler
+from crr.backfill.engine import DEFAULT_CONCURRENCY, BackfillEngine
 from crr.backfill.models import BackfillJob
+from crr.backfill.reconcile import reconciler
 from crr.ports.objects import PageListing
 from crr.ports.table import KeyLedger
 from crr.replication import Replicator

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from crr.backfill.engine import BackfillEngine, FetchedPage
+from crr.backfill.engine import BackfillEngine
 from crr.backfill.models import BackfillJob, BackfillStatus, PageRequest, PageResult, listing_prefixes
+from crr.backfill.pages import FetchedPage
 from crr.errors import BackfillPageError, BackfillRefusedError
 from crr.ports.table import BackfillJobs
 from crr.rules import ReplicationRule

@@ -20,7 +20,7 @@ from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing, fast_timestamp
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoLedger, DynamoProgress, DynamoRules, rule_pk
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill.engine import BackfillEngine, reconciler
+from crr.backfill.engine import BackfillEngine
 from crr.backfill.models import (
     BackfillJob,
     BackfillStatus,
@@ -30,6 +30,7 @@ from crr.backfill.models import (
     PageCounts,
     PageResult,
 )
+from crr.backfill.reconcile import reconciler
 from crr.errors import (
     BackfillJobConflictError,
     BackfillJobNotFoundError,

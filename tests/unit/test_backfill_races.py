@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crr.backfill.engine import BackfillEngine, reconciler
+from crr.backfill.engine import BackfillEngine
 from crr.backfill.models import BackfillJob
+from crr.backfill.reconcile import reconciler
 from crr.errors import CrrError
 from crr.events import ChangeEvent, ChangeKind, parse_notification
 from crr.replication import Replicator

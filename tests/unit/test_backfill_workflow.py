@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from crr.backfill.engine import BackfillEngine, reconciler
+from crr.backfill.engine import BackfillEngine
 from crr.backfill.models import BackfillJob, BackfillStatus, CountProgress, PageCounts, PageResult
+from crr.backfill.reconcile import reconciler
 from crr.backfill.workflow import (
     BackfillControl,
     BackfillPageRefusedError,

@@ -12,8 +12,9 @@ import pytest
 from crr.adapters.backfill_s3 import S3FastCopier, S3PageListing
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill.engine import BackfillEngine, reconciler
+from crr.backfill.engine import BackfillEngine
 from crr.backfill.models import BackfillJob, ListedEntry, ListingPage
+from crr.backfill.reconcile import reconciler
 from crr.errors import SourceChangedError
 from crr.replication import Replicator
 from crr.rules import ReplicationRule

@@ -8,7 +8,7 @@ means the same to every S3-compatible server, and lists the destination over the
 holds one page (two while the in-process runner of the tests and benches prefetches), whatever the
 bucket holds.
 
-One step, ``BackfillEngine.copy_page``:
+One step, ``BackfillEngine.copy_page`` (engine.py):
 1. lists one source page (one ListObjectsV2 request; several only when the page crosses into the next
    prefix) and the destination over the same key range (``StartAfter`` = the cursor's key, stopping once
    the destination listing passes the page's last key: usually one request);
@@ -38,7 +38,7 @@ never leave an older state behind it.
   backfill on "no entry yet", the live path on the revision it read. Whichever writes second fails its
   condition, and reconciles the key again from the source's *current* state (HEAD, then copy or
   delete). The backfill does that through the live path itself (the ``reconcile`` callable, which the
-  wiring makes ``Replicator.apply`` of a change without sequencer, see ``reconciler``); the live path
+  wiring makes ``Replicator.apply`` of a change without sequencer, see reconcile.py); the live path
   does the symmetric thing when the backfill's entry landed first. So the last write to the replica is
   never older than the last source state either of them saw.
 - A ledger write that fails for another reason (throttling) cannot tell who won, so that key is treated
@@ -65,4 +65,24 @@ live path retries it with backoff and, in the end, its dead-letter queue holds i
 failure of the whole page (listing refused, bucket missing, the queue unreachable) raises
 BackfillPageError; nothing of the page is recorded and running it again is safe.
 
+Where each part lives (the package imports none of them here, so ``crr.ports`` can name the models
+without importing the engine):
+
+    models.py     the values: jobs in the rules table, page requests and results crossing the Step
+                  Functions boundary, listing entries, and ObjectOutcome, the one name of what a page
+                  did with each object (its counters are named by it)
+    engine.py     BackfillEngine: one page, from its listing to its result (checks, the count ahead,
+                  failed keys to the replication queue)
+    pages.py      listing: a page filled across prefixes, the destination over its range, the count
+    triage.py     per listed object, by the destination listing and the ledger: skip, fast copy or
+                  reconcile
+    copying.py    the copy pool: the fast path (one CopyObject, then the ledger) and the hand-over to
+                  ``reconcile``, each object's ObjectResult
+    reconcile.py  the live path as the backfill's ``reconcile``, and how its outcomes count
+    tally.py      a page's ObjectResults summed into its PageCounts and failure samples
+    budget.py     how much a page may hold: the byte budget from the step's time left
+    workflow.py   the steps the state machine calls (BackfillSteps) and the CLI's BackfillControl
+
+The in-process runner (every page of a job in a loop, with prefetch) is used only by tests and
+benchmarks, so it is not in the layer: tests/support/backfill_runner.py.
 """
