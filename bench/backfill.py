@@ -3,7 +3,7 @@ vs a bare boto3 CopyObject loop, same run, same server; then the engine's peak m
 
 The source holds ``--objects`` objects (10,000 by default) of ``--size`` bytes (1 KiB) under ``--prefixes``
 prefixes (50). Each tool copies the whole bucket server side into an empty bucket of its own:
-- ``crr``           the backfill engine in this process (crr.backfill.run_job): its real S3 adapters
+- ``crr``           the backfill engine in this process (tests/support/backfill_runner.run_job): its real S3 adapters
                     (ListObjectsV2 pages + one CopyObject per object), page after page with the next page
                     listed while one is copied; the ledger, job store and replication queue are IN MEMORY
                     (tests/support), so the figures are S3's share of a backfill (in AWS each copied object
@@ -57,8 +57,9 @@ from crr.adapters.backfill_s3 import S3FastCopier, fast_timestamps
 from crr.adapters.clients import ClientFactory
 from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill import DEFAULT_CONCURRENCY, BackfillEngine, reconciler, run_job, run_pages
-from crr.backfill_models import BackfillJob
+from crr.backfill.engine import DEFAULT_CONCURRENCY, BackfillEngine
+from crr.backfill.models import BackfillJob
+from crr.backfill.reconcile import reconciler
 from crr.ports.objects import PageListing
 from crr.ports.table import KeyLedger
 from crr.replication import Replicator
@@ -75,6 +76,7 @@ try:
         RecordingNotices,
         SyntheticListing,
     )
+    from tests.support.backfill_runner import run_job, run_pages
     from tests.support.fakes import FakeLedger, FakeProgress, FakeRules
     from tests.support.seaweedfs import CONFIG, SeaweedFS, running_seaweedfs, with_latency
 except ModuleNotFoundError as missing:  # run as a file, the repository root is not importable

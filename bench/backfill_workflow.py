@@ -24,8 +24,8 @@ from pathlib import Path
 
 from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoRules
 from crr.adapters.stepfunctions import StepFunctionsExecutions
-from crr.backfill_models import BackfillJob, BackfillStatus
-from crr.backfill_workflow import BackfillControl
+from crr.backfill.models import BackfillJob, BackfillStatus
+from crr.backfill.workflow import BackfillControl
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.scenario import create_bucket, run_cli
 

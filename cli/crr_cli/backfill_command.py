@@ -12,8 +12,8 @@ from typing import Any, TextIO
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoRules
 from crr.adapters.stepfunctions import StepFunctionsExecutions
-from crr.backfill_models import DEFAULT_PAGE_SIZE, BackfillJob, BackfillStatus
-from crr.backfill_workflow import DEFAULT_PAGES_PER_EXECUTION, BackfillControl, StartedBackfill
+from crr.backfill.models import DEFAULT_PAGE_SIZE, BackfillJob, BackfillStatus
+from crr.backfill.workflow import DEFAULT_PAGES_PER_EXECUTION, BackfillControl, StartedBackfill
 from crr.errors import CrrError
 from crr.models import MAX_PAGE_SIZE
 from crr.status import humanize_bytes, humanize_seconds

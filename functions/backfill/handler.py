@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from crr.backfill_workflow import BackfillStep, BackfillSteps
+from crr.backfill.workflow import BackfillStep, BackfillSteps
 from crr.composition import backfill_steps
 from crr.observability import logger, tracer
 

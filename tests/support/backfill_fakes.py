@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from crr.backfill_models import BackfillJob, BackfillStatus, PageResult
+from crr.backfill.models import BackfillJob, BackfillStatus, PageResult
 from crr.errors import (
     BackfillJobConflictError,
     BackfillJobNotFoundError,

@@ -13,16 +13,19 @@ from typing import Any
 
 import pytest
 
-from crr.backfill import BACKFILL_CONFIGURATION_ID, BackfillEngine, reconciler, run_job, run_pages
-from crr.backfill_models import (
+from crr.backfill.engine import BACKFILL_CONFIGURATION_ID, BackfillEngine
+from crr.backfill.models import (
     BackfillJob,
     BackfillStatus,
     ListingCursor,
+    ObjectOutcome,
+    PageCounts,
     PageRequest,
     PageResult,
     listing_prefixes,
     plan_digest,
 )
+from crr.backfill.reconcile import reconciler
 from crr.errors import (
     AccessDeniedError,
     BackfillPageError,
@@ -45,6 +48,7 @@ from tests.support.backfill_fakes import (
     RecordingNotices,
     SyntheticListing,
 )
+from tests.support.backfill_runner import run_job, run_pages
 from tests.support.fakes import FakeProgress, FakeRules, FakeS3
 
 SRC, DST = "src-bucket", "dst-bucket"
@@ -234,6 +238,26 @@ def test_objects_already_identical_at_the_destination_are_skipped() -> None:
     }
     assert sorted(world.copier.copied) == ["differs", "missing"]
     assert world.body("differs") == b"differs"
+
+
+def test_each_object_counts_once_under_its_outcome_and_the_counters_are_named_by_it() -> None:
+    # Given a page with one object of each outcome: already replicated, new, overwritten after the
+    # listing, and one whose copy is throttled
+    world = World(make_rule())
+    for key in ["copied", "failed", "skipped", "superseded"]:
+        world.put(key)
+    world.put("skipped", bucket=DST)
+    world.copier.before_read["superseded"] = lambda key: world.put(key, b"newer")
+    world.copier.failures["failed"] = StorageError("CopyObject", DST, "failed", "SlowDown", "throttled")
+    # When the page is copied
+    [result] = world.run()
+    # Then every outcome has its counter, named by the outcome, and each object counts under one
+    assert {field.value for field in ObjectOutcome} <= set(PageCounts.model_fields)
+    assert {outcome: result.counts.of(outcome) for outcome in ObjectOutcome} == dict.fromkeys(ObjectOutcome, 1)
+    assert result.counts.listed == sum(result.counts.of(outcome) for outcome in ObjectOutcome)
+    # And only the failed key went to the replication queue
+    queued = [event for body in world.notices.bodies for event in parse_notification(body)]
+    assert [event.key for event in queued] == ["failed"]  # type: ignore[union-attr]
 
 
 def test_the_destination_is_listed_on_until_it_passes_the_pages_last_key() -> None:
@@ -667,13 +691,20 @@ def test_the_page_result_is_small_json_even_with_long_keys_and_many_failures() -
 
 
 def test_with_concurrency_one_nothing_runs_on_another_thread() -> None:
+    # Given a page of several keys to copy and a count to list ahead, every request noting its thread
     world = World(make_rule())
-    world.put("k")
+    for index in range(3):
+        world.put(f"k{index}")
+    threads: set[threading.Thread] = set()
+    world.listing.yield_point = world.copier.yield_point = lambda: threads.add(threading.current_thread())
     engine = BackfillEngine(
         world.listing, world.copier, world.ledger, reconciler(world.replicator), world.notices, concurrency=1
     )
-    engine.copy_page(world.rule, world.request())
-    assert engine._pool is None
+    # When the engine copies the page with concurrency 1
+    result = engine.copy_page(world.rule, world.request(page_size=2, count_pages=2))
+    # Then every listing and copy ran in the calling thread (neither the copy pool nor the count's)
+    assert result.counts.copied == 2
+    assert threads == {threading.current_thread()}
 
 
 def test_concurrency_must_be_positive() -> None:

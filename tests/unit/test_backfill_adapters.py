@@ -22,8 +22,8 @@ from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoLedger, DynamoProgre
 from crr.adapters.dynamodb.keys import backfill_sk, rule_pk
 from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill import BackfillEngine, reconciler, run_job
-from crr.backfill_models import (
+from crr.backfill.engine import BackfillEngine
+from crr.backfill.models import (
     BackfillJob,
     BackfillStatus,
     CountProgress,
@@ -31,6 +31,7 @@ from crr.backfill_models import (
     PageCounts,
     PageResult,
 )
+from crr.backfill.reconcile import reconciler
 from crr.errors import (
     BackfillJobConflictError,
     BackfillJobNotFoundError,
@@ -43,6 +44,7 @@ from crr.replication import Replicator
 from tests.support import rules
 from tests.support.aws import client, create_bucket, create_rules_table
 from tests.support.backfill_fakes import RecordingNotices
+from tests.support.backfill_runner import run_job
 
 WEST, EAST = "us-west-1", "us-east-1"
 SRC, DST = "bf-src", "bf-dst"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crr.backfill_models import (
+from crr.backfill.models import (
     PERCENT_CAP,
     BackfillJob,
     CountProgress,

@@ -13,12 +13,14 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crr.backfill import BackfillEngine, reconciler, run_pages
-from crr.backfill_models import BackfillJob
+from crr.backfill.engine import BackfillEngine
+from crr.backfill.models import BackfillJob
+from crr.backfill.reconcile import reconciler
 from crr.errors import CrrError
 from crr.events import ChangeEvent, ChangeKind, parse_notification
 from crr.replication import Replicator
 from tests.support.backfill_fakes import FakeFastCopier, FakePageListing
+from tests.support.backfill_runner import run_pages
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3, assert_replica_equals_source
 from tests.support.interleave import Interleaver, serve_queue
 from tests.support.rules import make_rule

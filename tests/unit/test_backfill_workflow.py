@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from crr.backfill import BackfillEngine, reconciler
-from crr.backfill_models import BackfillJob, BackfillStatus, CountProgress, PageCounts, PageResult
-from crr.backfill_workflow import (
+from crr.backfill.engine import BackfillEngine
+from crr.backfill.models import BackfillJob, BackfillStatus, CountProgress, PageCounts, PageResult
+from crr.backfill.reconcile import reconciler
+from crr.backfill.workflow import (
     BackfillControl,
     BackfillPageRefusedError,
     BackfillStep,

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from crr import backfill_workflow, large_copy
+from crr import large_copy
+from crr.backfill import workflow as backfill_workflow
 from crr_cli.localcloud.deploy.cfn_yaml import load_cfn_template
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ from crr.adapters.health import (
     SqsQueueGauge,
     queue_name_from_url,
 )
-from crr.backfill_models import BackfillJob, CountProgress, PageCounts
+from crr.backfill.models import BackfillJob, CountProgress, PageCounts
 from crr.errors import RuleNotFoundError, StateStoreError
 from crr.failures import FailureKind, FailureReason
 from crr.models import FailureCount, ProgressDelta, QueueDepth, QueueMessage, RuleProgress

@@ -28,8 +28,9 @@ from crr.adapters.s3 import S3ObjectStore
 from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsKeyHandOver, SqsPeerNudges, SqsQueueSender
 from crr.adapters.sqs_batch import SqsBatchSender
 from crr.adapters.stepfunctions import StepFunctionsLargeCopies
-from crr.backfill import BackfillEngine, reconciler
-from crr.backfill_workflow import BackfillSteps
+from crr.backfill.engine import BackfillEngine
+from crr.backfill.reconcile import reconciler
+from crr.backfill.workflow import BackfillSteps
 from crr.breaker import BreakerSettings, DeleteBreaker
 from crr.failures import Backoff
 from crr.large_copy import LargeCopier, LargeObjectSettings

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from crr.backfill_models import BackfillJob
+from crr.backfill.models import BackfillJob
 from crr.breaker import BreakerHealth, BreakerSettings, breaker_health, breaker_lines
 from crr.errors import CrrError, RuleNotFoundError
 from crr.models import FailureCount, QueueDepth, RuleProgress

@@ -13,13 +13,15 @@ from crr.adapters.backfill_s3 import S3FastCopier
 from crr.adapters.clients import ClientFactory
 from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
-from crr.backfill import BackfillEngine, reconciler, run_job
-from crr.backfill_models import BackfillJob
+from crr.backfill.engine import BackfillEngine
+from crr.backfill.models import BackfillJob
+from crr.backfill.reconcile import reconciler
 from crr.errors import SourceChangedError
 from crr.models import ListedObject, ListingPage
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from tests.support.backfill_fakes import MemoryBackfillJobs, RecordingNotices
+from tests.support.backfill_runner import run_job
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules
 from tests.support.rules import make_rule
 from tests.support.seaweedfs import SeaweedFS

@@ -86,7 +86,7 @@ class S3FastCopier:
         )
         if grants is not None:
             params.update(grant_params(grants))
-        # The live path's encryption: the fast path copies no KMS-encrypted source (see crr.backfill).
+        # The live path's encryption: the fast path copies no KMS-encrypted source (see the crr.backfill package).
         params.update(self._objects.encryption.headers(rule.destination_bucket, rule.destination_region))
         try:
             copied = self._clients.client("s3", rule.destination_region).copy_object(**params)

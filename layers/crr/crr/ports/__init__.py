@@ -2,7 +2,7 @@
 
 Each Protocol's docstring names the adapter class(es) in ``crr.adapters`` that implement it over boto3
 and the in-memory fakes the tests use. The values they exchange live in ``crr.models`` and
-``crr.backfill_models``, which import no port, so no feature, port and adapter import one another in
+``crr.backfill.models``, which import no port, so no feature, port and adapter import one another in
 a circle (tests/unit/test_architecture.py keeps it so).
 
     crr.ports.objects   S3: objects, multipart uploads, listings, buckets, notifications

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Protocol
 
-from crr.backfill_models import BackfillJob, PageResult
+from crr.backfill.models import BackfillJob, PageResult
 from crr.failures import FailureReason, FailureRecord
 from crr.models import (
     BreakerRecord,

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from crr.adapters.clients import error_code
 from crr.adapters.dynamodb.items import from_value, state_error, to_value
 from crr.adapters.dynamodb.keys import BACKFILL_SK_PREFIX, backfill_sk, rule_pk
-from crr.backfill_models import BackfillJob, BackfillStatus, CountProgress, ListingCursor, PageCounts, PageResult
+from crr.backfill.models import BackfillJob, BackfillStatus, CountProgress, ListingCursor, PageCounts, PageResult
 from crr.errors import BackfillJobConflictError, BackfillJobNotFoundError
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """The backfill as a Step Functions workflow (statemachine/backfill.asl.json), and how jobs start.
 
     Register        the execution names itself in the job (so followers find it after a hand-over)
-    CopyPage        one listing page of the source, copied (crr.backfill.BackfillEngine.copy_page)
+    CopyPage        one listing page of the source, copied (crr.backfill.engine.BackfillEngine.copy_page)
     RecordProgress  the page's counts and cursors into the job, once per page sequence
     MorePages?      done → Finish; this execution ran its share of pages → ContinueAsNew; else CopyPage
     ContinueAsNew   a fresh execution of the same machine with the next page's request, before this
@@ -25,8 +25,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from crr.backfill import BackfillEngine
-from crr.backfill_models import (
+from crr.backfill.budget import page_byte_budget
+from crr.backfill.engine import BackfillEngine
+from crr.backfill.models import (
     DEFAULT_COUNT_PAGES,
     DEFAULT_PAGE_SIZE,
     BackfillJob,
@@ -37,7 +38,6 @@ from crr.backfill_models import (
 )
 from crr.errors import BackfillPageError, BackfillRefusedError, CrrError
 from crr.failures import PERMANENT_S3_CODES
-from crr.large_copy import TIME_SAFETY
 from crr.ports.services import BackfillExecutions
 from crr.ports.table import BackfillJobs, RuleReader
 from crr.workflow import StepError
@@ -157,7 +157,7 @@ class BackfillSteps:
                         return self.engine.copy_page(
                             self.rules.get(step.request.rule_id),
                             step.request,
-                            max_bytes=self._page_bytes(remaining_seconds()),
+                            max_bytes=page_byte_budget(self.copy_bytes_per_second, remaining_seconds()),
                         )
                 except BackfillPageError as exc:
                     if exc.code in PERMANENT_S3_CODES:
@@ -176,12 +176,6 @@ class BackfillSteps:
                 reason = f"{step.error.error}: {step.error.message}"[:1000]
                 job = self.jobs.mark_failed(step.request.rule_id, step.request.job_id, reason, self.clock())
                 return JobOutcome(job_id=job.job_id, status=job.status)
-
-    def _page_bytes(self, remaining_seconds: float) -> int | None:
-        """The page's byte budget: what copies in half the time left at the assumed rate."""
-        if self.copy_bytes_per_second is None or math.isinf(remaining_seconds):
-            return None
-        return max(1, int(self.copy_bytes_per_second * remaining_seconds * TIME_SAFETY))
 
 
 @dataclass(frozen=True)

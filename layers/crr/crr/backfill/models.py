@@ -1,8 +1,8 @@
 """The backfill's values: the jobs kept in the rules table, the page requests and results that cross the
 Lambda / Step Functions boundary, and the listing entries the backfill's ports exchange (crr.ports).
 
-The engine that produces them is crr.backfill; they live apart so the ports can name them without
-importing the engine.
+The engine that produces them is crr.backfill.engine; they live apart so the ports can name them
+without importing the engine.
 """
 
 from __future__ import annotations
@@ -65,19 +65,34 @@ class CountProgress(_Model):
     complete: bool = False
 
 
+class ObjectOutcome(StrEnum):
+    """What a page did with one listed object: the engine's answer per object, and the name of the
+    counter that counts it, in a page's PageCounts and in the job's totals (one field per value)."""
+
+    COPIED = "copied"  # copied by this page (or handed to the large-copy workflow, which copies it)
+    SKIPPED = "skipped"  # already identical at the destination, or current there by the ledger
+    SUPERSEDED = "superseded"  # changed or deleted since listed: its own notification brings the live path
+    FAILED = "failed"  # not copied: its key is handed to the replication queue
+
+
 class PageCounts(_Model):
-    """What one page did to its objects; ``listed`` = copied + skipped + superseded + failed."""
+    """What one page did to its objects: one counter per ObjectOutcome, named by its value, and
+    ``listed`` = copied + skipped + superseded + failed."""
 
     listed: int = Field(default=0, ge=0)
     copied: int = Field(default=0, ge=0)
-    skipped: int = Field(default=0, ge=0)  # already identical at the destination (or current there)
-    superseded: int = Field(default=0, ge=0)  # changed or deleted since listed: the live path owns it
-    failed: int = Field(default=0, ge=0)  # handed to the replication queue
+    skipped: int = Field(default=0, ge=0)
+    superseded: int = Field(default=0, ge=0)
+    failed: int = Field(default=0, ge=0)
     bytes_listed: int = Field(default=0, ge=0)
     bytes_copied: int = Field(default=0, ge=0)
 
     def plus(self, other: PageCounts) -> PageCounts:
         return PageCounts(**{name: getattr(self, name) + getattr(other, name) for name in PageCounts.model_fields})
+
+    def of(self, outcome: ObjectOutcome) -> int:
+        """How many of the objects had ``outcome``."""
+        return int(getattr(self, outcome.value))
 
 
 class FailedKey(_Model):
