@@ -16,7 +16,7 @@ from crr.adapters.stepfunctions import StepFunctionsExecutions
 from crr.backfill_models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, BackfillJob, BackfillStatus
 from crr.backfill_workflow import DEFAULT_PAGES_PER_EXECUTION, BackfillControl, StartedBackfill
 from crr.errors import CrrError
-from crr.status import humanize_bytes, humanize_seconds
+from crr_cli.operations.status import humanize_bytes, humanize_seconds
 from crr_cli.stack import CrrStack, StackNotFoundError, discover_stack
 
 POLL_SECONDS = 1.0

@@ -11,9 +11,8 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory, error_code, error_message
 from crr.adapters.s3 import storage_error
-from crr.errors import RuleError
+from crr.errors import RuleError, StatusProbeError
 from crr.rules import ReplicationRule
-from crr.status import StatusProbeError
 
 # Tag and ACL changes re-copy the object so the replica's tags and grants follow the source's.
 REPLICATED_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:ObjectTagging:*", "s3:ObjectAcl:Put"]

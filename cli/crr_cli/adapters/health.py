@@ -1,4 +1,4 @@
-"""Health probes for ``crr status`` (the ports of ``crr.status``) over SQS, CloudWatch and DynamoDB.
+"""Health probes for ``crr status`` (the ports of ``crr_cli.operations.status``) over SQS, CloudWatch and DynamoDB.
 
 Read-only: nothing here receives, changes or deletes a message, so looking never disturbs replication.
 """
@@ -13,8 +13,8 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.adapters.dynamodb import DynamoProgress
+from crr.errors import StatusProbeError
 from crr.models import FailureCount, QueueDepth, RuleProgress
-from crr.status import StatusProbeError
 
 # A failure count reads at most this many Scan pages (each at most 1 MB of table data).
 DEFAULT_FAILURE_SCAN_PAGES = 20
