@@ -1,4 +1,4 @@
-"""SendMessageBatch to the replication queue: ten change notices per request."""
+"""SendMessageBatch to the replication queue, for `crr verify --repair`."""
 
 from __future__ import annotations
 
