@@ -2,7 +2,7 @@
 
 Each figure comes from a fresh process, because ``ru_maxrss`` is a per-process high-water mark:
 - ``baseline``  imports and a rule, no listing: the floor every row shares;
-- ``stream``    ``crr.verify.verify`` over two listings that generate their pages lazily (keys
+- ``stream``    ``crr_cli.operations.verify.verify`` over two listings that generate their pages lazily (keys
                 ``obj/00000000``..., with one missing, one stale and one extra key per 1000);
 - ``naive``     the same listings read into two dicts and compared as sets, for contrast: what a
                 verify that holds both buckets would cost.
@@ -33,7 +33,7 @@ from typing import Any
 
 from crr.models import ListedObject
 from crr.rules import ReplicationRule
-from crr.verify import verify
+from crr_cli.operations.verify import verify
 
 SOURCE_REGION, DESTINATION_REGION = "us-west-1", "us-east-1"
 SOURCE, DESTINATION = "bench-verify-source", "bench-verify-replica"

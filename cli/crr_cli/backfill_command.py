@@ -16,7 +16,7 @@ from crr.backfill.models import DEFAULT_PAGE_SIZE, BackfillJob, BackfillStatus
 from crr.backfill.workflow import DEFAULT_PAGES_PER_EXECUTION, BackfillControl, StartedBackfill
 from crr.errors import CrrError
 from crr.models import MAX_PAGE_SIZE
-from crr.status import humanize_bytes, humanize_seconds
+from crr_cli.operations.status import humanize_bytes, humanize_seconds
 from crr_cli.stack import CrrStack, StackNotFoundError, discover_stack
 
 POLL_SECONDS = 1.0

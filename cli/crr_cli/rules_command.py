@@ -10,14 +10,14 @@ from typing import Any
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoBreakerStore, DynamoRules
-from crr.adapters.kms import KmsKeys
 from crr.adapters.notifications import ChangeRoute, S3BucketNotifications
 from crr.adapters.s3 import S3Buckets
 from crr.adapters.sqs import SqsQueueSender
 from crr.breaker import ReleaseReport, discard_held_deletes, release_held_deletes
-from crr.catalog import PairRemoval, RuleCatalog, RuleRequest, StackScope
 from crr.rules import ReplicationRule
+from crr_cli.adapters.kms import KmsKeys
 from crr_cli.backfill_command import describe_start, start_backfill
+from crr_cli.operations.catalog import PairRemoval, RuleCatalog, RuleRequest, StackScope
 from crr_cli.stack import discover_stack
 
 

@@ -9,8 +9,8 @@ from botocore.exceptions import ClientError
 from crr.adapters.clients import ClientFactory, error_code, error_message
 from crr.adapters.notifications import ChangeRoute
 from crr.breaker import BreakerSettings
-from crr.catalog import StackScope
 from crr.errors import CrrError
+from crr_cli.operations.catalog import StackScope
 
 
 class StackNotFoundError(CrrError):

@@ -11,7 +11,9 @@ from typing import Any, TextIO
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoBreakerStore, DynamoRules
-from crr.adapters.health import (
+from crr.adapters.notifications import S3BucketNotifications, WiringCheck
+from crr.errors import CrrError
+from crr_cli.adapters.health import (
     CloudWatchBacklogAge,
     CloudWatchFailureMetric,
     DynamoFailureCounter,
@@ -19,9 +21,7 @@ from crr.adapters.health import (
     SqsQueueGauge,
     queue_name_from_url,
 )
-from crr.adapters.notifications import S3BucketNotifications, WiringCheck
-from crr.errors import CrrError
-from crr.status import StackStatus, StatusReport, render_text
+from crr_cli.operations.status import StackStatus, StatusReport, render_text
 from crr_cli.stack import CrrStack, discover_stack
 
 DEFAULT_WATCH_SECONDS = 2.0

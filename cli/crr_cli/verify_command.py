@@ -11,7 +11,14 @@ from crr.adapters.dynamodb import DynamoLedger, DynamoRules
 from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
 from crr.adapters.sqs_batch import SqsBatchSender
-from crr.verify import DEFAULT_SAMPLE_EVERY, AttributeCheck, AttributeMode, KeyCount, VerifyReport, verify
+from crr_cli.operations.verify import (
+    DEFAULT_SAMPLE_EVERY,
+    AttributeCheck,
+    AttributeMode,
+    KeyCount,
+    VerifyReport,
+    verify,
+)
 from crr_cli.stack import discover_stack
 
 DEFAULT_SAMPLES = 10

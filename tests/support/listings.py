@@ -1,4 +1,4 @@
-"""In-memory bucket listings for `crr.verify`: pages in S3's key order, fetched lazily and logged."""
+"""In-memory bucket listings for `crr_cli.operations.verify`: pages in S3's key order, fetched lazily and logged."""
 
 from __future__ import annotations
 

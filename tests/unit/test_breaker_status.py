@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from crr.breaker import BreakerSettings, BreakerState
 from crr.models import BreakerRecord, Verdict
-from crr.status import StackStatus, StatusReport, render_text
+from crr_cli.operations.status import StackStatus, StatusReport, render_text
 from tests.support.rules import named_rule
 from tests.unit.test_status import (
     EMPTY,

@@ -9,10 +9,8 @@ import pytest
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoRules
-from crr.adapters.kms import KmsKeys
 from crr.adapters.notifications import S3BucketNotifications
 from crr.adapters.s3 import S3Buckets
-from crr.catalog import RuleCatalog, RuleRequest, StackScope
 from crr.errors import (
     BucketNotAllowedError,
     BucketRegionMismatchError,
@@ -20,6 +18,8 @@ from crr.errors import (
     ReplicaKeyError,
     UnknownBucketError,
 )
+from crr_cli.adapters.kms import KmsKeys
+from crr_cli.operations.catalog import RuleCatalog, RuleRequest, StackScope
 from tests.support.aws import client, create_bucket, create_rules_table
 
 SRC, DST, TABLE = "src-bucket", "dst-bucket", "rules"

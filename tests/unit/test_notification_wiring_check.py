@@ -14,7 +14,7 @@ from crr.errors import StorageError
 from crr.models import QueueDepth
 from crr.notification_wiring_check import check_wiring
 from crr.rules import ReplicationRule
-from crr.status import StackStatus, WiringState
+from crr_cli.operations.status import StackStatus, WiringState
 from tests.support.aws import client, create_bucket
 from tests.support.rules import make_rule, named_rule
 from tests.unit.test_status import FakeBacklogAge, FakeFailures, FakeProgress, FakeQueue, FakeRules

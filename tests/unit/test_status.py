@@ -15,7 +15,12 @@ from botocore.stub import Stubber
 
 from crr.adapters.dynamodb import DynamoFailureLog, DynamoProgress, DynamoRules
 from crr.adapters.dynamodb.keys import rule_pk
-from crr.adapters.health import (
+from crr.backfill.models import BackfillJob, CountProgress, PageCounts
+from crr.errors import RuleNotFoundError, StateStoreError, StatusProbeError
+from crr.failures import FailureKind, FailureReason
+from crr.models import FailureCount, ProgressDelta, QueueDepth, QueueMessage, RuleProgress
+from crr.rules import ReplicationRule, RuleStatus
+from crr_cli.adapters.health import (
     CloudWatchBacklogAge,
     CloudWatchFailureMetric,
     DynamoFailureCounter,
@@ -23,15 +28,9 @@ from crr.adapters.health import (
     SqsQueueGauge,
     queue_name_from_url,
 )
-from crr.backfill.models import BackfillJob, CountProgress, PageCounts
-from crr.errors import RuleNotFoundError, StateStoreError
-from crr.failures import FailureKind, FailureReason
-from crr.models import FailureCount, ProgressDelta, QueueDepth, QueueMessage, RuleProgress
-from crr.rules import ReplicationRule, RuleStatus
-from crr.status import (
+from crr_cli.operations.status import (
     LagState,
     StackStatus,
-    StatusProbeError,
     StatusReport,
     humanize_bytes,
     humanize_seconds,

@@ -11,8 +11,8 @@ from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoRules
 from crr.adapters.notifications import S3BucketNotifications
 from crr.adapters.s3 import S3Buckets
-from crr.catalog import PairRemoval, RuleCatalog, RuleRequest, StackScope
 from crr.errors import PairedRuleError, RuleNotFoundError, VersioningRequiredError
+from crr_cli.operations.catalog import PairRemoval, RuleCatalog, RuleRequest, StackScope
 from tests.support.aws import client, create_bucket, create_rules_table
 
 WEST, EAST = "west-site", "east-site"

@@ -19,7 +19,7 @@ from crr.events import ChangeEvent, ChangeKind, parse_notification
 from crr.models import LedgerEntry, ListedObject, ObjectState
 from crr.replication import Replicator
 from crr.rules import RuleStatus
-from crr.verify import (
+from crr_cli.operations.verify import (
     LEDGER_BATCH,
     REPAIR_CONFIGURATION_ID,
     AttributeCheck,

@@ -13,7 +13,7 @@ from crr.adapters.listing import S3Listing
 from crr.adapters.sqs import QueueError
 from crr.adapters.sqs_batch import SqsBatchSender
 from crr.errors import BucketMissingError
-from crr.verify import verify
+from crr_cli.operations.verify import verify
 from tests.support.aws import client, create_bucket
 from tests.support.rules import make_rule
 

@@ -195,6 +195,18 @@ class ReconcileContentionError(CrrError):
     """Reconciling one key kept colliding with concurrent work; the record is retried later."""
 
 
+# ---- status ------------------------------------------------------------------------------------
+
+
+class StatusProbeError(CrrError):
+    """A health probe (queue attributes, metric, progress, failure count or a bucket's wiring) could not
+    be read. Here, not with ``crr status``, because the notification adapter the functions ship raises it."""
+
+    def __init__(self, message: str, code: str = "Unknown") -> None:
+        super().__init__(message)
+        self.code = code
+
+
 # ---- verify ------------------------------------------------------------------------------------
 
 

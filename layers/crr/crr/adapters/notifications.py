@@ -12,9 +12,8 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory, error_code, error_message
 from crr.adapters.s3_errors import storage_error
-from crr.errors import RuleError
+from crr.errors import RuleError, StatusProbeError
 from crr.rules import ReplicationRule
-from crr.status import StatusProbeError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import NotificationConfigurationTypeDef

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code, error_message
 from crr.adapters.sqs import QueueError
-from crr.verify import REPAIR_BATCH_SIZE
+from crr.ports.queues import MAX_BODIES_PER_BATCH
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -47,8 +47,8 @@ class SqsBatchSender:
     def send_batch(self, bodies: Sequence[str]) -> None:
         """Raises QueueError when the request fails, an entry is refused as invalid (sender fault), or
         entries still fail after the last attempt. Raises ValueError for more than 10 bodies."""
-        if len(bodies) > REPAIR_BATCH_SIZE:
-            raise ValueError(f"SendMessageBatch takes at most {REPAIR_BATCH_SIZE} messages, got {len(bodies)}")
+        if len(bodies) > MAX_BODIES_PER_BATCH:
+            raise ValueError(f"SendMessageBatch takes at most {MAX_BODIES_PER_BATCH} messages, got {len(bodies)}")
         if not bodies:
             return
         pending = {str(index): body for index, body in enumerate(bodies)}

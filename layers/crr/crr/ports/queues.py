@@ -9,6 +9,9 @@ from crr.failures import FailureReason, FailureRecord
 from crr.models import CopyRequest, QueueDepth, QueueMessage, RawDeadLetter
 from crr.rules import ReplicationRule
 
+# SQS's SendMessageBatch takes at most this many messages, so ``ReplicationQueue.send_batch`` does too.
+MAX_BODIES_PER_BATCH = 10
+
 
 class ReplicationQueue(Protocol):
     """The replication queue, as everything that hands the live path a change sends to it: the DLQ
@@ -26,7 +29,7 @@ class ReplicationQueue(Protocol):
         ...
 
     def send_batch(self, bodies: Sequence[str]) -> None:
-        """Send up to 10 bodies (``crr.verify.REPAIR_BATCH_SIZE``). Raises a CrrError when any of them
+        """Send up to ``MAX_BODIES_PER_BATCH`` bodies. Raises a CrrError when any of them
         could not be sent."""
         ...
 
@@ -97,7 +100,7 @@ class DeadLetterQueue(Protocol):
 class QueueGauge(Protocol):
     """The replication queue's message counts, for ``crr status``.
 
-    Implemented by ``crr.adapters.health.SqsQueueGauge``; in tests by ``FakeQueue`` (tests/unit/test_status.py)."""
+    Implemented by ``crr_cli.adapters.health.SqsQueueGauge``; in tests by ``FakeQueue`` (tests/unit/test_status.py)."""
 
     def depth(self) -> QueueDepth: ...
 
@@ -105,7 +108,7 @@ class QueueGauge(Protocol):
 class BacklogAgeGauge(Protocol):
     """The age of the replication queue's oldest message, for ``crr status``.
 
-    Implemented by ``crr.adapters.health.CloudWatchBacklogAge``; in tests by ``FakeBacklogAge``
+    Implemented by ``crr_cli.adapters.health.CloudWatchBacklogAge``; in tests by ``FakeBacklogAge``
     (tests/unit/test_status.py)."""
 
     def oldest_message_age_seconds(self) -> float | None:

@@ -40,7 +40,7 @@ class BackfillExecutions(Protocol):
 class KeyDirectory(Protocol):
     """KMS, as a rule's replica key is checked.
 
-    Implemented by ``crr.adapters.kms.KmsKeys``; in tests by none: tested over moto."""
+    Implemented by ``crr_cli.adapters.kms.KmsKeys``; in tests by none: tested over moto."""
 
     def key_arn(self, key: str, region: str) -> str:
         """The key ARN a key or alias ARN names. Raises ReplicaKeyError when it names no usable key."""
@@ -50,7 +50,7 @@ class KeyDirectory(Protocol):
 class FailureMetric(Protocol):
     """The functions' ``ReplicationFailures`` metric, for ``crr status``.
 
-    Implemented by ``crr.adapters.health.CloudWatchFailureMetric``; in tests by ``FakeFailureMetric``
+    Implemented by ``crr_cli.adapters.health.CloudWatchFailureMetric``; in tests by ``FakeFailureMetric``
     (tests/unit/test_status.py)."""
 
     def failed_attempts(self, start: datetime, end: datetime) -> int:

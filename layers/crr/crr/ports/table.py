@@ -49,7 +49,7 @@ class RuleReader(Protocol):
 
 
 class RuleStore(RuleReader, Protocol):
-    """Rules as managing them changes them (crr.catalog): the reader plus the writes, which only the
+    """Rules as managing them changes them (crr_cli.operations.catalog): the reader plus the writes, which only the
     CLI makes. Apart from ``RuleReader`` so that nothing on the replication path can write a rule.
 
     Implemented by ``crr.adapters.dynamodb.DynamoRules``; in tests by moto."""
@@ -116,7 +116,7 @@ class ProgressSink(Protocol):
 class ProgressSource(Protocol):
     """A rule's progress, as ``crr status`` reads it (``ProgressSink`` writes it).
 
-    Implemented by ``crr.adapters.health.DynamoProgressReader``; in tests by ``FakeProgress``
+    Implemented by ``crr_cli.adapters.health.DynamoProgressReader``; in tests by ``FakeProgress``
     (tests/unit/test_status.py)."""
 
     def read(self, rule_id: str) -> RuleProgress | None:
@@ -143,7 +143,7 @@ class FailureCounter(Protocol):
     """Counts failure records over a window, for ``crr status``: a scan, never on the replication path, hence apart
     from ``FailureLog``.
 
-    Implemented by ``crr.adapters.health.DynamoFailureCounter``; in tests by ``FakeFailures``
+    Implemented by ``crr_cli.adapters.health.DynamoFailureCounter``; in tests by ``FakeFailures``
     (tests/unit/test_status.py)."""
 
     def count_since(self, cutoff: datetime) -> FailureCount:

@@ -1,7 +1,7 @@
 """How replication is doing: per rule (state, last sync, lag, counters) and per stack (queue, DLQ, failures).
 
 ``StackStatus`` assembles a ``StatusReport`` from injected ports, so it holds no boto3 and runs in
-tests against in-memory fakes; ``crr.adapters.health`` implements the ports over SQS, CloudWatch and
+tests against in-memory fakes; ``crr_cli.adapters.health`` implements the ports over SQS, CloudWatch and
 DynamoDB. ``render_text`` turns a report into the aligned table ``crr status`` prints.
 
 The queue, the DLQ and the failure log belong to the stack and are shared by all its rules, so their
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from crr.backfill.models import BackfillJob
 from crr.breaker import BreakerHealth, BreakerSettings, breaker_health, breaker_lines
-from crr.errors import CrrError, RuleNotFoundError
+from crr.errors import CrrError, RuleNotFoundError, StatusProbeError
 from crr.models import FailureCount, QueueDepth, RuleProgress
 from crr.ports.objects import WiringProbe
 from crr.ports.queues import BacklogAgeGauge, QueueGauge
@@ -31,20 +31,6 @@ from crr.rules import ReplicationRule, RuleStatus
 FAILURE_WINDOW = timedelta(hours=1)
 # Failed attempts are summed from CloudWatch over this window (crr's ReplicationFailures metric).
 FAILURE_METRIC_WINDOW = timedelta(minutes=15)
-
-
-class StatusProbeError(CrrError):
-    """A health probe (queue attributes, metric, progress or failure count) could not be read."""
-
-    def __init__(self, message: str, code: str = "Unknown") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# ---- values the ports exchange ------------------------------------------------------------------
-
-
-# ---- ports ----------------------------------------------------------------------------------------
 
 
 # ---- the report ----------------------------------------------------------------------------------
@@ -220,7 +206,7 @@ class StackStatus:
 
     Requests per report: 1 GetQueueAttributes per queue (2), 1 CloudWatch GetMetricStatistics (the
     backlog's age) and 1 GetMetricData (failed attempts), 1 Scan of the rules table for the rule list,
-    1 GetItem per rule, and the bounded failure Scan (see ``crr.adapters.health.DynamoFailureCounter``).
+    1 GetItem per rule, and the bounded failure Scan (see ``crr_cli.adapters.health.DynamoFailureCounter``).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Health probes for ``crr status`` (the ports of ``crr.status``) over SQS, CloudWatch and DynamoDB.
+"""Health probes for ``crr status`` (the ports of ``crr_cli.operations.status``) over SQS, CloudWatch and DynamoDB.
 
 Read-only: nothing here receives, changes or deletes a message, so looking never disturbs replication.
 """
@@ -14,8 +14,8 @@ from botocore.exceptions import ClientError
 from crr.adapters.clients import error_code, error_message
 from crr.adapters.dynamodb import DynamoProgress
 from crr.adapters.dynamodb.keys import FAILURE_PK_PREFIX
+from crr.errors import StatusProbeError
 from crr.models import FailureCount, QueueDepth, RuleProgress
-from crr.status import StatusProbeError
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient

@@ -49,12 +49,10 @@ from crr.events import change_notice
 from crr.markers import origin_etag, user_metadata
 from crr.models import LedgerEntry, ListedObject, ObjectState
 from crr.ports.objects import Inspector, Listing
-from crr.ports.queues import ReplicationQueue
+from crr.ports.queues import MAX_BODIES_PER_BATCH, ReplicationQueue
 from crr.ports.table import KeyLedger
 from crr.rules import ReplicationRule
 
-# SendMessageBatch takes at most 10 messages per request.
-REPAIR_BATCH_SIZE = 10
 # Notifications crr sends itself name this configuration, so logs tell them from S3's.
 REPAIR_CONFIGURATION_ID = "crr-verify-repair"
 # Keys whose ETags differ are looked up in the ledger this many at a time (BatchGetItem's limit), and
@@ -370,7 +368,7 @@ def verify(
             report.count(finding, samples)
             if finding.verdict in REPAIRABLE:
                 batch.append(repair_message(rule, finding, at))
-                if len(batch) == REPAIR_BATCH_SIZE:
+                if len(batch) == MAX_BODIES_PER_BATCH:
                     _send(repair, batch, report)
         if batch:
             _send(repair, batch, report)
