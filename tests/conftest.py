@@ -8,10 +8,16 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "crr")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "crr-tests")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+
+# Property tests assert behaviour, never time: Hypothesis's default 200 ms deadline per example is a
+# timed assertion that fails on a loaded machine (a 49 GB part plan took 303 ms once, 104 ms on retry).
+settings.register_profile("crr", deadline=None)
+settings.load_profile("crr")
 
 
 @pytest.fixture(autouse=True)

@@ -729,8 +729,17 @@ def test_local_deploy_adds_a_stack_per_region_and_redeploys_one_with_its_peer(
             for r in iam.list_roles()["Roles"]
             if r["RoleName"].startswith("hand-west-ReplicateFunctionRole")
         ]
-        [policy] = iam.list_role_policies(RoleName=role)["PolicyNames"]
-        document = json.dumps(iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"])
+        # The peer grants live in a managed policy the role shares with the BackfillFunction's
+        documents = [
+            iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+            for name in iam.list_role_policies(RoleName=role)["PolicyNames"]
+        ]
+        for attached in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+            version = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]["DefaultVersionId"]
+            documents.append(
+                iam.get_policy_version(PolicyArn=attached["PolicyArn"], VersionId=version)["PolicyVersion"]["Document"]
+            )
+        document = json.dumps(documents)
     finally:
         stop.set()
         runner.join(timeout=30)
