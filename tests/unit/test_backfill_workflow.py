@@ -25,11 +25,10 @@ from crr.backfill_workflow import (
     RecordPageStep,
     RegisterStep,
 )
-from crr.errors import BackfillPageError, BackfillRefusedError, RuleNotFoundError
+from crr.errors import BackfillPageError, BackfillRefusedError, RuleNotFoundError, StepError
 from crr.large_copy import LargeObjectSettings
 from crr.replication import Replicator
 from crr.rules import ReplicationRule, RuleStatus
-from crr.workflow import StepError
 from crr_cli.backfill_command import BackfillInterruptedError, follow, progress_line
 from tests.support.backfill_fakes import (
     FakeFastCopier,

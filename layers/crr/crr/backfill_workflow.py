@@ -35,12 +35,11 @@ from crr.backfill_models import (
     PageResult,
     plan_digest,
 )
-from crr.errors import BackfillPageError, BackfillRefusedError, CrrError
+from crr.errors import BackfillPageError, BackfillRefusedError, CrrError, StepError
 from crr.failures import PERMANENT_S3_CODES
 from crr.large_copy import TIME_SAFETY
 from crr.ports.services import BackfillExecutions
 from crr.ports.table import BackfillJobs, RuleReader
-from crr.workflow import StepError
 
 # Pages per execution before it continues as a new one: ~12 history events a page keeps an execution
 # near 12,000 events, half the limit, so retries and failures have room.
