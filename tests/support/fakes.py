@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from crr.copying import PartRange
 from crr.errors import (
     BucketMissingError,
     DestinationChangedError,
@@ -23,6 +22,7 @@ from crr.errors import (
     SourceGoneError,
 )
 from crr.models import AclGrants, CopyRequest, KeyVersion, LedgerEntry, ObjectState, ProgressDelta, TombstoneRecord
+from crr.part_planning import PartRange
 from crr.rules import ReplicationRule
 from crr.stamps import Stamp
 

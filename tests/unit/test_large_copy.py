@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3MultipartUploads, S3ObjectStore
 from crr.adapters.stepfunctions import StepFunctionsLargeCopies
-from crr.copying import MIB, plan_parts
 from crr.errors import AccessDeniedError, SourceChangedError, StorageError
 from crr.events import ChangeEvent, ChangeKind
 from crr.failures import FailureReason
 from crr.large_copy import LargeCopier, LargeCopyStep, LargeObjectSettings, PartBatch, plan_batches
 from crr.models import CopyRequest, LargeCopyJob, ObjectState, UploadedPart
+from crr.part_planning import MIB, plan_parts
 from crr.replication import Outcome, Replicator
 from tests.support.aws import client, create_bucket, upload_in_parts
 from tests.support.events import load_event

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from crr.copying import MAX_PARTS, PartRange, part_ranges
+from crr.part_planning import MAX_PARTS, PartRange, part_ranges
 from crr.stamps import Stamp
 
 # ---- objects (S3) --------------------------------------------------------------------------------

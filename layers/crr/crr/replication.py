@@ -34,7 +34,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from crr.breaker import DeleteBreaker, DeleteDecision
-from crr.copying import plan_parts
 from crr.errors import (
     CrrError,
     DestinationChangedError,
@@ -61,6 +60,7 @@ from crr.mutual import (
     undo_buried_write,
 )
 from crr.observability import logger
+from crr.part_planning import plan_parts
 from crr.ports.objects import ObjectStore
 from crr.ports.queues import PeerNudges
 from crr.ports.services import LargeCopyLauncher

@@ -14,7 +14,6 @@ from urllib.parse import urlencode
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory, error_code, error_message, http_status
-from crr.copying import PartRange
 from crr.errors import (
     AccessDeniedError,
     BucketMissingError,
@@ -27,6 +26,7 @@ from crr.errors import (
 from crr.markers import refreshed
 from crr.models import KMS_ENCRYPTIONS, AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedPart
 from crr.observability import logger
+from crr.part_planning import PartRange
 
 # Parts copied at once by one invocation (each UploadPartCopy is server side: this bounds connections).
 PART_CONCURRENCY = 16

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from crr.backfill_models import ListedEntry, ListingPage
-from crr.copying import PartRange
 from crr.models import AclGrants, CopyRequest, KeyVersion, ListedObject, ObjectState, UploadedPart
+from crr.part_planning import PartRange
 from crr.rules import ReplicationRule
 
 
