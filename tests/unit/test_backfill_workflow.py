@@ -380,7 +380,7 @@ def test_an_object_too_large_for_the_page_steps_time_goes_to_the_large_copy_work
         RecordingNotices(),
         concurrency=1,
     )
-    steps = BackfillSteps(engine, jobs, Rules({"r1": rule}), clock=lambda: NOW, live_batch=replicator.batch)
+    steps = BackfillSteps(engine, jobs, Rules({"r1": rule}), clock=lambda: NOW, live_scope=replicator.invocation_scope)
     job = BackfillJob.start(rule, at=NOW)
     jobs.create(job)
     # When the page is copied with the step's remaining time

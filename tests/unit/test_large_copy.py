@@ -145,7 +145,7 @@ def test_a_copy_that_does_not_fit_the_time_left_is_handed_to_the_workflow() -> N
     # Given a multipart source whose copy would take 64 s, and an invocation with 100 s left
     replicator, launcher, s3, ledger = hand_off_world()
     # When its change is applied
-    with replicator.batch(remaining_seconds=lambda: 100):
+    with replicator.invocation_scope(remaining_seconds=lambda: 100):
         result = replicator.apply(change("big.bin"))
     # Then the workflow is started with the version, its part plan and the replica's metadata
     assert result.outcome is Outcome.COPY_STARTED
@@ -164,7 +164,7 @@ def test_a_copy_that_fits_the_time_left_is_made_in_the_invocation() -> None:
     # Given the same source and an invocation with 1000 s left
     replicator, launcher, s3, _ = hand_off_world()
     # When its change is applied within that invocation
-    with replicator.batch(remaining_seconds=lambda: 1000):
+    with replicator.invocation_scope(remaining_seconds=lambda: 1000):
         result = replicator.apply(change("big.bin"))
     # Then it is copied right away and no workflow starts
     assert result.outcome is Outcome.COPIED

@@ -91,6 +91,7 @@ from crr.backfill_models import (
     listing_prefixes,
     plan_digest,
 )
+from crr.copy_planning import MAX_SINGLE_COPY_BYTES
 from crr.errors import (
     BackfillPageError,
     BackfillRefusedError,
@@ -107,7 +108,7 @@ from crr.observability import logger
 from crr.ports.objects import FastCopier, PageListing
 from crr.ports.queues import ReplicationQueue
 from crr.ports.table import BackfillJobs, KeyLedger
-from crr.replication import MAX_SINGLE_COPY_BYTES, Outcome, ReplicationResult, Replicator
+from crr.replication import Outcome, ReplicationResult, Replicator
 from crr.rules import ReplicationRule
 
 DEFAULT_CONCURRENCY = 32

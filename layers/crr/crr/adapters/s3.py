@@ -278,7 +278,7 @@ class S3ObjectStore:
         # The response lists versions and markers apart, losing their common order; the current one is
         # flagged IsLatest and the rest follow by time. A version and a marker of the same time keep the
         # version first (a stable sort), so a copy that landed on a marker in the same second is listed
-        # above it, as the check for a buried delete (crr.mutual) needs.
+        # above it, as the check for a buried delete (crr.two_way_conflicts) needs.
         found.sort(key=lambda pair: (pair[0], pair[1].last_modified), reverse=True)
         return [version for _, version in found[:count]]
 
