@@ -375,6 +375,7 @@ class FakeS3:
 class FakeLedger:
     def __init__(self, yield_point: Callable[[], None] = _no_yield) -> None:
         self.entries: dict[tuple[str, str], LedgerEntry] = {}
+        self.reads = 0  # GetItem of one key (read_many is the backfill's BatchGetItem, not counted)
         self.writes = 0
         self.yield_point = yield_point
         self._lock = threading.Lock()
@@ -382,6 +383,7 @@ class FakeLedger:
     def read(self, rule_id: str, key: str) -> LedgerEntry | None:
         self.yield_point()
         with self._lock:
+            self.reads += 1
             return self.entries.get((rule_id, key))
 
     def read_many(self, rule_id: str, keys: list[str]) -> dict[str, LedgerEntry]:
