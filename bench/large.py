@@ -38,8 +38,8 @@ from urllib.parse import urlencode
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3ObjectStore
-from crr.copying import MIB
 from crr.events import ChangeEvent, ChangeKind
+from crr.part_planning import MIB
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule
 from crr_cli.localcloud.lambda_.latency import LatencyModel

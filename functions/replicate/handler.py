@@ -10,10 +10,10 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from crr.composition import replication_service
+from crr.composition import replication_message_handler
+from crr.message_handling import PartialItemFailures, ReplicationMessageHandler
 from crr.models import QueueMessage
 from crr.observability import logger, metrics, tracer
-from crr.service import PartialItemFailures, ReplicationService
 
 # A batch whose every record failed is answered with every id listed, as any partial failure is:
 # raising instead would skip settle() (deferred messages never handed back) and fail the invocation.
@@ -24,13 +24,13 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(
-    event: dict[str, Any], context: LambdaContext, service: ReplicationService | None = None
+    event: dict[str, Any], context: LambdaContext, message_handler: ReplicationMessageHandler | None = None
 ) -> PartialItemFailureResponse:
-    """``service`` is for tests; Lambda passes none, and the environment's is used."""
-    service = service or replication_service()
+    """``message_handler`` is for tests; Lambda passes none, and the environment's is used."""
+    message_handler = message_handler or replication_message_handler()
 
     def handle(record: SQSRecord) -> None:
-        service.handle(
+        message_handler.handle(
             QueueMessage(
                 message_id=record.message_id,
                 body=record.body,
@@ -40,9 +40,9 @@ def lambda_handler(
             )
         )
 
-    with service.batch(remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000):
+    with message_handler.batch(remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000):
         response = process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
-        return cast(PartialItemFailureResponse, service.settle(cast(PartialItemFailures, response)))
+        return cast(PartialItemFailureResponse, message_handler.settle(cast(PartialItemFailures, response)))
 
 
 def _first_received_at(record: SQSRecord) -> datetime | None:

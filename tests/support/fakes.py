@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from crr.copying import PartRange
 from crr.errors import (
     BucketMissingError,
     DestinationChangedError,
@@ -23,6 +22,7 @@ from crr.errors import (
     SourceGoneError,
 )
 from crr.models import AclGrants, CopyRequest, KeyVersion, LedgerEntry, ObjectState, ProgressDelta, TombstoneRecord
+from crr.part_planning import PartRange
 from crr.rules import ReplicationRule
 from crr.stamps import Stamp
 
@@ -375,6 +375,7 @@ class FakeS3:
 class FakeLedger:
     def __init__(self, yield_point: Callable[[], None] = _no_yield) -> None:
         self.entries: dict[tuple[str, str], LedgerEntry] = {}
+        self.reads = 0  # GetItem of one key (read_many is the backfill's BatchGetItem, not counted)
         self.writes = 0
         self.yield_point = yield_point
         self._lock = threading.Lock()
@@ -382,6 +383,7 @@ class FakeLedger:
     def read(self, rule_id: str, key: str) -> LedgerEntry | None:
         self.yield_point()
         with self._lock:
+            self.reads += 1
             return self.entries.get((rule_id, key))
 
     def read_many(self, rule_id: str, keys: list[str]) -> dict[str, LedgerEntry]:

@@ -26,11 +26,10 @@ from crr.backfill.workflow import (
     RecordPageStep,
     RegisterStep,
 )
-from crr.errors import BackfillPageError, BackfillRefusedError, RuleNotFoundError
+from crr.errors import BackfillPageError, BackfillRefusedError, RuleNotFoundError, StepError
 from crr.large_copy import LargeObjectSettings
 from crr.replication import Replicator
 from crr.rules import ReplicationRule, RuleStatus
-from crr.workflow import StepError
 from crr_cli.backfill_command import BackfillInterruptedError, follow, progress_line
 from tests.support.backfill_fakes import (
     FakeFastCopier,
@@ -382,7 +381,7 @@ def test_an_object_too_large_for_the_page_steps_time_goes_to_the_large_copy_work
         RecordingNotices(),
         concurrency=1,
     )
-    steps = BackfillSteps(engine, jobs, Rules({"r1": rule}), clock=lambda: NOW, live_batch=replicator.batch)
+    steps = BackfillSteps(engine, jobs, Rules({"r1": rule}), clock=lambda: NOW, live_scope=replicator.invocation_scope)
     job = BackfillJob.start(rule, at=NOW)
     jobs.create(job)
     # When the page is copied with the step's remaining time

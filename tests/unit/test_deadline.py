@@ -22,10 +22,10 @@ from crr.errors import StateStoreError
 from crr.events import ChangeEvent, ChangeKind
 from crr.failures import FailureKind, FailureReason, FailureRecord, classify
 from crr.large_copy import LargeObjectSettings
+from crr.message_handling import OUT_OF_TIME, RecordFailedError, ReplicationMessageHandler
 from crr.models import CopyRequest, ProgressDelta, QueueMessage
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule
-from crr.service import OUT_OF_TIME, RecordFailedError, ReplicationService
 from tests.support.events import load_event, load_raw_body
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
 from tests.support.rules import make_rule
@@ -79,7 +79,7 @@ class RecordingQueues:
 
 def world(
     clock: Clock, keys: list[str], progress: FakeProgress | None = None
-) -> tuple[ReplicationService, FakeS3, RecordingFailures, RecordingQueues]:
+) -> tuple[ReplicationMessageHandler, FakeS3, RecordingFailures, RecordingQueues]:
     s3 = FakeS3()
     s3.create_bucket(SRC, WEST, versioned=True)
     s3.create_bucket(DST, EAST)
@@ -95,7 +95,7 @@ def world(
     rule = make_rule(source_bucket=SRC, destination_bucket=DST)
     replicator = Replicator(FakeRules(rule), s3, FakeLedger(), progress or FakeProgress())
     failures, queues = RecordingFailures(), RecordingQueues()
-    return ReplicationService(replicator, failures, queues), s3, failures, queues
+    return ReplicationMessageHandler(replicator, failures, queues), s3, failures, queues
 
 
 def many_records(keys: list[str]) -> str:
@@ -117,10 +117,10 @@ def test_a_message_of_a_thousand_records_is_applied_within_the_time_left_and_the
     # Given a 2 s invocation whose copies take 10 ms each, and one message carrying 1,000 records
     keys = [f"k/{index:04d}" for index in range(1000)]
     clock = Clock(timeout=2.0, copy_seconds=0.01)
-    service, s3, failures, queues = world(clock, keys)
+    message_handler, s3, failures, queues = world(clock, keys)
     # When the message is handled
-    with service.batch(remaining_seconds=clock.remaining):
-        results = service.handle(message(many_records(keys)))
+    with message_handler.batch(remaining_seconds=clock.remaining):
+        results = message_handler.handle(message(many_records(keys)))
     # Then it stopped within its working time, with the reserve left to hand back and answer
     assert clock.remaining() >= 0.25
     applied = len(results)
@@ -140,7 +140,7 @@ def test_a_record_that_runs_out_of_time_goes_back_with_the_rest_of_its_message()
     # Given a message of 20 records whose fifth copy finds no time left for its call
     keys = [f"k/{index:02d}" for index in range(20)]
     clock = Clock(timeout=60.0, copy_seconds=0.0)
-    service, s3, failures, queues = world(clock, keys)
+    message_handler, s3, failures, queues = world(clock, keys)
     copy = s3.copy
     copies = {"count": 0}
 
@@ -152,8 +152,8 @@ def test_a_record_that_runs_out_of_time_goes_back_with_the_rest_of_its_message()
 
     s3.copy = running_out  # type: ignore[method-assign]
     # When the message is handled
-    with service.batch(remaining_seconds=clock.remaining):
-        results = service.handle(message(many_records(keys)))
+    with message_handler.batch(remaining_seconds=clock.remaining):
+        results = message_handler.handle(message(many_records(keys)))
     # Then the four records before it are applied, and it goes back with the rest, as groups of four
     assert len(results) == 4
     handed = [json.loads(body)["Records"] for body in queues.handed_back]
@@ -168,15 +168,15 @@ def test_a_message_reached_after_the_working_time_goes_back_to_the_queue_unstart
     # Given an invocation whose working time is over (0.3 s left of 2 s)
     keys = ["k/late"]
     clock = Clock(timeout=2.0, copy_seconds=0.0)
-    service, s3, failures, queues = world(clock, keys)
+    message_handler, s3, failures, queues = world(clock, keys)
     body = many_records(keys)
-    with service.batch(remaining_seconds=clock.remaining):
+    with message_handler.batch(remaining_seconds=clock.remaining):
         clock.elapsed = 1.7
         # When the next message of the batch comes up, it is deferred (reported failed for now)
         with pytest.raises(RecordFailedError, match=OUT_OF_TIME):
-            service.handle(message(body, "m-late"))
+            message_handler.handle(message(body, "m-late"))
         # And when the batch is settled
-        answer = service.settle({"batchItemFailures": [{"itemIdentifier": "m-late"}]})
+        answer = message_handler.settle({"batchItemFailures": [{"itemIdentifier": "m-late"}]})
     # Then it was not applied but sent back whole as a new message, and this delivery is acknowledged
     # (a reported failure would count against the redrive limit although nothing was attempted)
     assert answer == {"batchItemFailures": []}
@@ -190,18 +190,18 @@ def test_a_deferred_message_that_cannot_be_handed_back_stays_failed_with_a_recor
     # Given an invocation whose working time is over, and a queue refusing the hand-back
     keys = ["k/late"]
     clock = Clock(timeout=2.0, copy_seconds=0.0)
-    service, _, failures, queues = world(clock, keys)
+    message_handler, _, failures, queues = world(clock, keys)
 
     def refuse(message: QueueMessage, bodies: list[str]) -> None:
         raise StateStoreError("SendMessageBatch failed", "ServiceUnavailable")
 
     queues.hand_back = refuse  # type: ignore[method-assign]
-    with service.batch(remaining_seconds=clock.remaining):
+    with message_handler.batch(remaining_seconds=clock.remaining):
         clock.elapsed = 1.7
         with pytest.raises(RecordFailedError, match=OUT_OF_TIME):
-            service.handle(message(many_records(keys), "m-late"))
+            message_handler.handle(message(many_records(keys), "m-late"))
         # When the batch is settled
-        answer = service.settle({"batchItemFailures": [{"itemIdentifier": "m-late"}]})
+        answer = message_handler.settle({"batchItemFailures": [{"itemIdentifier": "m-late"}]})
     # Then it stays failed (it comes back after its visibility timeout), its reason recorded
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-late"}]}
     [(message_id, reason)] = failures.recorded
@@ -215,7 +215,7 @@ def test_a_deferred_message_at_its_last_delivery_that_cannot_be_handed_back_goes
     clock = Clock(timeout=2.0, copy_seconds=0.0)
     _, s3, failures, queues = world(clock, keys)
     rule = make_rule(source_bucket=SRC, destination_bucket=DST)
-    service = ReplicationService(
+    message_handler = ReplicationMessageHandler(
         Replicator(FakeRules(rule), s3, FakeLedger(), FakeProgress()), failures, queues, max_receive_count=2
     )
 
@@ -224,12 +224,12 @@ def test_a_deferred_message_at_its_last_delivery_that_cannot_be_handed_back_goes
 
     queues.hand_back = refuse  # type: ignore[method-assign]
     last = QueueMessage(message_id="m-late", body=many_records(keys), receipt_handle="r-2", receive_count=2)
-    with service.batch(remaining_seconds=clock.remaining):
+    with message_handler.batch(remaining_seconds=clock.remaining):
         clock.elapsed = 1.7
         with pytest.raises(RecordFailedError, match=OUT_OF_TIME):
-            service.handle(last)
+            message_handler.handle(last)
         # When the batch is settled
-        answer = service.settle({"batchItemFailures": [{"itemIdentifier": "m-late"}]})
+        answer = message_handler.settle({"batchItemFailures": [{"itemIdentifier": "m-late"}]})
     # Then it is dead-lettered with its reason and acknowledged, not left to SQS's redrive (no reason)
     assert answer == {"batchItemFailures": []}
     assert queues.dead == [("m-late", OUT_OF_TIME, last.body)]
@@ -240,10 +240,10 @@ def test_a_malformed_record_is_dead_lettered_alone_and_its_good_sibling_applied(
     body = load_raw_body("bad/second-record-malformed")
     first = json.loads(body)["Records"][0]["s3"]["object"]["key"]
     clock = Clock(timeout=60.0, copy_seconds=0.0)
-    service, s3, failures, queues = world(clock, [first])
+    message_handler, s3, failures, queues = world(clock, [first])
     # When it is handled
-    with service.batch(remaining_seconds=clock.remaining):
-        results = service.handle(message(body, "m-mixed"))
+    with message_handler.batch(remaining_seconds=clock.remaining):
+        results = message_handler.handle(message(body, "m-mixed"))
     # Then the good record is applied
     assert [result.outcome for result in results] == [Outcome.COPIED]
     assert s3.keys(DST) == {first}
@@ -279,7 +279,7 @@ def test_a_single_copy_slower_than_the_time_left_goes_to_the_large_copy_workflow
         event_time=datetime.now(UTC),
     )
     # When its change is applied with 100 s left (its copy would take 64 s: more than half)
-    with replicator.batch(remaining_seconds=lambda: 100):
+    with replicator.invocation_scope(remaining_seconds=lambda: 100):
         result = replicator.apply(event)
     # Then no CopyObject is attempted: the workflow copies it, in one part
     assert result.outcome is Outcome.COPY_STARTED
@@ -350,10 +350,10 @@ def test_a_progress_write_that_fails_at_the_end_of_a_batch_does_not_fail_the_bat
             raise OutOfTimeError("no time left in this invocation for UpdateItem (0.01s)")
 
     clock = Clock(timeout=60.0, copy_seconds=0.0)
-    service, s3, _, _ = world(clock, ["k/one"], progress=Refusing())
+    message_handler, s3, _, _ = world(clock, ["k/one"], progress=Refusing())
     # When the batch ends, Then it ends normally, the record applied
-    with service.batch(remaining_seconds=clock.remaining):
-        service.handle(message(many_records(["k/one"])))
+    with message_handler.batch(remaining_seconds=clock.remaining):
+        message_handler.handle(message(many_records(["k/one"])))
     assert s3.keys(DST) == {"k/one"}
 
 
@@ -391,12 +391,12 @@ def test_a_hung_table_leaves_the_dead_letter_of_a_failed_record_its_time() -> No
             super().dead_letter(message, record)
 
     table, queues = HungTable(), TimedQueues()
-    service = ReplicationService(
+    message_handler = ReplicationMessageHandler(
         Replicator(table, FakeS3(), FakeLedger(), FakeProgress()), table, queues, max_receive_count=1
     )
     # When the last delivery of a message fails on the hung table
-    with service.batch(remaining_seconds=clock.remaining):
-        assert service.handle(message(json.dumps(load_event("s3/object-created-put")))) == []
+    with message_handler.batch(remaining_seconds=clock.remaining):
+        assert message_handler.handle(message(json.dumps(load_event("s3/object-created-put")))) == []
     # Then the lookup of its rule (for the report) took only a share of the wrap-up time, and the dead
     # letter still had time to carry the reason: the record's hang did not take it all
     assert [(message_id, code) for message_id, code, _ in queues.dead] == [("m-1", "ReadTimeout")]

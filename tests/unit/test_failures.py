@@ -1,4 +1,4 @@
-"""Failure classification, backoff, and what the service does with each kind of failure."""
+"""Failure classification, backoff, and what the message handler does with each kind of failure."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from crr.errors import (
     StorageError,
 )
 from crr.failures import Backoff, FailureKind, FailureReason, FailureRecord, classify
+from crr.message_handling import RecordFailedError, ReplicationMessageHandler
 from crr.models import QueueMessage
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
-from crr.service import RecordFailedError, ReplicationService
 from tests.support.events import load_body
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
 from tests.support.rules import make_rule
@@ -103,10 +103,10 @@ class RecordingQueues:
         raise AssertionError("these messages hold one record each: nothing is ever handed back")
 
 
-def service_with(s3: FakeS3) -> tuple[ReplicationService, RecordingFailures, RecordingQueues]:
+def message_handler_with(s3: FakeS3) -> tuple[ReplicationMessageHandler, RecordingFailures, RecordingQueues]:
     failures, queues = RecordingFailures(), RecordingQueues()
     replicator = Replicator(FakeRules(make_rule(source_bucket="crr-demo-source")), s3, FakeLedger(), FakeProgress())
-    return ReplicationService(replicator, failures, queues, Backoff(base_seconds=4)), failures, queues
+    return ReplicationMessageHandler(replicator, failures, queues, Backoff(base_seconds=4)), failures, queues
 
 
 def message(body: str, receive_count: int = 1) -> QueueMessage:
@@ -116,10 +116,10 @@ def message(body: str, receive_count: int = 1) -> QueueMessage:
 def test_a_transient_failure_is_recorded_delayed_with_backoff_and_reported_failed() -> None:
     # Given a destination that answers SlowDown
     s3 = slowed_down_s3()
-    service, failures, queues = service_with(s3)
+    message_handler, failures, queues = message_handler_with(s3)
     # When its third delivery fails
     with pytest.raises(RecordFailedError, match="SlowDown"):
-        service.handle(message(load_body("s3/object-created-put"), receive_count=3))
+        message_handler.handle(message(load_body("s3/object-created-put"), receive_count=3))
     # Then the reason is recorded with rule and key, and only this message is delayed by its backoff
     [(message_id, reason, rule_id, key)] = failures.recorded
     assert (message_id, reason.code, rule_id, key) == ("m-1", "SlowDown", "r1", "reports/2026/summary.csv")
@@ -134,9 +134,9 @@ def test_a_permanent_failure_goes_to_the_dlq_at_once_and_is_acknowledged() -> No
     s3 = FakeS3()
     s3.create_bucket("crr-demo-source", "us-west-1")
     s3.put("crr-demo-source", "reports/2026/summary.csv", b"x")
-    service, failures, queues = service_with(s3)
+    message_handler, failures, queues = message_handler_with(s3)
     # When its first delivery fails, Then it is dead-lettered with its code and not retried
-    assert service.handle(message(load_body("s3/object-created-put"))) == []
+    assert message_handler.handle(message(load_body("s3/object-created-put"))) == []
     assert queues.dead == [("m-1", "NoSuchBucket")]
     assert queues.delayed == []
     assert failures.recorded[0][1].kind is FailureKind.PERMANENT
@@ -145,7 +145,7 @@ def test_a_permanent_failure_goes_to_the_dlq_at_once_and_is_acknowledged() -> No
 def test_a_failed_dead_letter_send_fails_the_record_so_nothing_is_lost() -> None:
     # Given a DLQ that cannot be written to
     s3 = FakeS3()
-    service, _, queues = service_with(s3)
+    message_handler, _, queues = message_handler_with(s3)
 
     def unavailable(message: QueueMessage, record: FailureRecord) -> None:
         raise StorageError("SendMessage", "dlq", None, "ServiceUnavailable", "try later")
@@ -153,7 +153,7 @@ def test_a_failed_dead_letter_send_fails_the_record_so_nothing_is_lost() -> None
     queues.dead_letter = unavailable  # type: ignore[method-assign]
     # When a malformed message must be dead-lettered, Then the error escapes and the record is retried
     with pytest.raises(StorageError, match="ServiceUnavailable"):
-        service.handle(message("{garbage"))
+        message_handler.handle(message("{garbage"))
 
 
 class UnreachableTable:
@@ -190,13 +190,15 @@ class DeadLetterQueue(RecordingQueues):
         self.records.append(record)
 
 
-def outage_service(max_receive_count: int) -> tuple[ReplicationService, UnreachableTable, DeadLetterQueue]:
+def outage_message_handler(
+    max_receive_count: int,
+) -> tuple[ReplicationMessageHandler, UnreachableTable, DeadLetterQueue]:
     table, queues = UnreachableTable(), DeadLetterQueue()
     replicator = Replicator(table, FakeS3(), FakeLedger(), FakeProgress())
-    service = ReplicationService(
+    message_handler = ReplicationMessageHandler(
         replicator, table, queues, Backoff(base_seconds=4), max_receive_count=max_receive_count
     )
-    return service, table, queues
+    return message_handler, table, queues
 
 
 def slowed_down_s3() -> FakeS3:
@@ -213,14 +215,16 @@ def slowed_down_s3() -> FakeS3:
     return s3
 
 
-def slow_down_service(max_receive_count: int) -> tuple[ReplicationService, RecordingFailures, RecordingQueues]:
+def slow_down_message_handler(
+    max_receive_count: int,
+) -> tuple[ReplicationMessageHandler, RecordingFailures, RecordingQueues]:
     s3 = slowed_down_s3()
     failures, queues = RecordingFailures(), RecordingQueues()
     replicator = Replicator(FakeRules(make_rule(source_bucket="crr-demo-source")), s3, FakeLedger(), FakeProgress())
-    service = ReplicationService(
+    message_handler = ReplicationMessageHandler(
         replicator, failures, queues, Backoff(base_seconds=4), max_receive_count=max_receive_count
     )
-    return service, failures, queues
+    return message_handler, failures, queues
 
 
 @pytest.mark.parametrize(("receive_count", "dead_lettered"), [(1, False), (2, False), (3, True), (4, True)])
@@ -228,13 +232,13 @@ def test_a_transient_failure_at_the_queues_last_delivery_is_dead_lettered_with_i
     receive_count: int, dead_lettered: bool
 ) -> None:
     # Given a destination answering SlowDown, and a queue whose redrive allows 3 deliveries
-    service, failures, queues = slow_down_service(max_receive_count=3)
+    message_handler, failures, queues = slow_down_message_handler(max_receive_count=3)
     # When delivery number `receive_count` fails
     if dead_lettered:
-        assert service.handle(message(load_body("s3/object-created-put"), receive_count)) == []
+        assert message_handler.handle(message(load_body("s3/object-created-put"), receive_count)) == []
     else:
         with pytest.raises(RecordFailedError, match="SlowDown"):
-            service.handle(message(load_body("s3/object-created-put"), receive_count))
+            message_handler.handle(message(load_body("s3/object-created-put"), receive_count))
     # Then at the last delivery (or later) the function dead-letters it with its reason and acknowledges
     # it, instead of leaving SQS's redrive to move it without one; before that it backs off
     assert queues.dead == ([("m-1", "SlowDown")] if dead_lettered else [])
@@ -245,17 +249,17 @@ def test_a_transient_failure_at_the_queues_last_delivery_is_dead_lettered_with_i
 
 def test_during_a_table_outage_a_failure_still_backs_off_then_reaches_the_dlq_with_its_reason() -> None:
     # Given a function that cannot reach its table at all (the rule, the ledger, the failure log)
-    service, table, queues = outage_service(max_receive_count=2)
+    message_handler, table, queues = outage_message_handler(max_receive_count=2)
     first_received = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
     delivery = QueueMessage("m-1", load_body("s3/object-created-put"), "r-1", 1, first_received_at=first_received)
     # When its first delivery fails, Then the failure is reported and the message backs off
     with pytest.raises(RecordFailedError, match="InternalServerError"):
-        service.handle(delivery)
+        message_handler.handle(delivery)
     assert [message_id for message_id, _ in queues.delayed] == ["m-1"]
     assert queues.dead == []
     # When its last delivery fails too
     last = QueueMessage("m-1", delivery.body, "r-2", 2, first_received_at=first_received)
-    assert service.handle(last) == []
+    assert message_handler.handle(last) == []
     # Then it goes to the DLQ with the reason the table could not keep, and is acknowledged
     [record] = queues.records
     assert (record.reason.code, record.reason.kind) == ("InternalServerError", FailureKind.TRANSIENT)
@@ -267,7 +271,7 @@ def test_during_a_table_outage_a_failure_still_backs_off_then_reaches_the_dlq_wi
 
 def test_a_permanent_failure_reaches_the_dlq_with_its_reason_when_the_failure_log_cannot_be_written() -> None:
     # Given a failure log that cannot be written, and a malformed message
-    service, _, queues = outage_service(max_receive_count=5)
+    message_handler, _, queues = outage_message_handler(max_receive_count=5)
     # When its first delivery is handled, Then it is dead-lettered with its reason and acknowledged
-    assert service.handle(message("{garbage")) == []
+    assert message_handler.handle(message("{garbage")) == []
     assert queues.dead == [("m-1", "MalformedEvent")]

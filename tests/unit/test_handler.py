@@ -207,27 +207,27 @@ def test_a_batch_with_no_working_time_is_handed_back_unstarted_instead_of_failin
     assert "Contents" not in client("s3", "us-east-1").list_objects_v2(Bucket=DST)
 
 
-def test_the_handler_answers_with_an_injected_service_without_reading_the_environment(
+def test_the_handler_answers_with_an_injected_message_handler_without_reading_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from functions.replicate import handler
     from tests.support.fakes import FakeS3
-    from tests.unit.test_failures import service_with
+    from tests.unit.test_failures import message_handler_with
     from tests.unit.test_replication import DST as FAKE_DESTINATION
 
-    # Given no function settings at all, and a service over in-memory fakes holding one source object
+    # Given no function settings at all, and a message handler over in-memory fakes holding one source object
     for name in ("RULES_TABLE_NAME", "REPLICATION_QUEUE_URL", "DEAD_LETTER_QUEUE_URL"):
         monkeypatch.delenv(name, raising=False)
     s3 = FakeS3()
     s3.create_bucket("crr-demo-source", "us-west-1")
     s3.create_bucket(FAKE_DESTINATION, "us-east-1")
     s3.put("crr-demo-source", "reports/2026/summary.csv", b"a,b\n")
-    service, failures, _ = service_with(s3)
-    # When the handler runs a batch with that service injected
+    message_handler, failures, _ = message_handler_with(s3)
+    # When the handler runs a batch with that message handler injected
     response = handler.lambda_handler(
-        sqs_event(load_body("s3/object-created-put")), FakeLambdaContext(), service=service
+        sqs_event(load_body("s3/object-created-put")), FakeLambdaContext(), message_handler=message_handler
     )
-    # Then the injected service replicated the object, and nothing failed
+    # Then the injected message handler replicated the object, and nothing failed
     assert response["batchItemFailures"] == []
     assert failures.recorded == []
     replica = s3.buckets[FAKE_DESTINATION].current("reports/2026/summary.csv")

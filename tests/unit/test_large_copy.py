@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3MultipartUploads, S3ObjectStore
 from crr.adapters.stepfunctions import StepFunctionsLargeCopies
-from crr.copying import MIB, plan_parts
 from crr.errors import AccessDeniedError, SourceChangedError, StorageError
 from crr.events import ChangeEvent, ChangeKind
 from crr.failures import FailureReason
 from crr.large_copy import LargeCopier, LargeCopyStep, LargeObjectSettings, PartBatch, plan_batches
 from crr.models import CopyRequest, LargeCopyJob, ObjectState, UploadedPart
+from crr.part_planning import MIB, plan_parts
 from crr.replication import Outcome, Replicator
 from tests.support.aws import client, create_bucket, upload_in_parts
 from tests.support.events import load_event
@@ -145,7 +145,7 @@ def test_a_copy_that_does_not_fit_the_time_left_is_handed_to_the_workflow() -> N
     # Given a multipart source whose copy would take 64 s, and an invocation with 100 s left
     replicator, launcher, s3, ledger = hand_off_world()
     # When its change is applied
-    with replicator.batch(remaining_seconds=lambda: 100):
+    with replicator.invocation_scope(remaining_seconds=lambda: 100):
         result = replicator.apply(change("big.bin"))
     # Then the workflow is started with the version, its part plan and the replica's metadata
     assert result.outcome is Outcome.COPY_STARTED
@@ -164,7 +164,7 @@ def test_a_copy_that_fits_the_time_left_is_made_in_the_invocation() -> None:
     # Given the same source and an invocation with 1000 s left
     replicator, launcher, s3, _ = hand_off_world()
     # When its change is applied within that invocation
-    with replicator.batch(remaining_seconds=lambda: 1000):
+    with replicator.invocation_scope(remaining_seconds=lambda: 1000):
         result = replicator.apply(change("big.bin"))
     # Then it is copied right away and no workflow starts
     assert result.outcome is Outcome.COPIED

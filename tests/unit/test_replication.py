@@ -409,7 +409,7 @@ def test_progress_is_written_once_per_rule_per_batch() -> None:
         world.s3.put(SRC, key, b"12")
     replicator = world.replicator()
     # When they are applied in one batch
-    with replicator.batch():
+    with replicator.invocation_scope():
         for key in ("a", "b", "c"):
             replicator.apply(change(key))
     # Then one progress update carries all three
@@ -428,7 +428,7 @@ def test_progress_of_consecutive_small_batches_is_written_once_per_interval() ->
     # When four one-record batches arrive, the first at t=100 and the rest within the second
     for key, at in (("a", 100.0), ("b", 100.3), ("c", 100.6), ("d", 101.2)):
         now[0] = at
-        with replicator.batch():
+        with replicator.invocation_scope():
             replicator.apply(change(key))
     # Then progress was written twice: at once for the first batch, then for b, c and d together
     assert [delta.objects_copied for _, delta in world.progress.added] == [1, 3]

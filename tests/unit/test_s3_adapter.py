@@ -207,7 +207,7 @@ MIB = 1024 * 1024
 
 
 def test_a_multipart_source_is_copied_in_its_own_layout_with_full_fidelity(s3: Any) -> None:
-    from crr.copying import plan_parts
+    from crr.part_planning import plan_parts
 
     # Given a source uploaded in three parts, with headers, metadata and tags
     create_bucket(s3, SRC, "us-west-1", versioned=True)
@@ -247,7 +247,7 @@ def test_acl_grants_survive_a_multipart_copy(s3: Any) -> None:
     # SeaweedFS ignores grant headers on CreateMultipartUpload, so its test
     # (seaweedfs/test_multipart_copy.py) checks the request crr sends; moto applies them, so the
     # replica's grants are checked here.
-    from crr.copying import plan_parts
+    from crr.part_planning import plan_parts
 
     # Given buckets that use ACLs and a multipart source readable by everyone
     create_bucket(s3, SRC, "us-west-1", acls=True)
@@ -275,7 +275,7 @@ def test_a_failed_part_aborts_the_upload(s3: Any) -> None:
 
     from botocore.exceptions import ClientError
 
-    from crr.copying import plan_parts
+    from crr.part_planning import plan_parts
 
     # Given a multipart source and a destination that fails the second part copy
     create_bucket(s3, SRC, "us-west-1")

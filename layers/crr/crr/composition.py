@@ -34,10 +34,10 @@ from crr.backfill.workflow import BackfillSteps
 from crr.breaker import BreakerSettings, DeleteBreaker
 from crr.failures import Backoff
 from crr.large_copy import LargeCopier, LargeObjectSettings
+from crr.message_handling import ReplicationMessageHandler
 from crr.notification_wiring_check import WiringReport, WiringWatchSettings, check_wiring
 from crr.replay import DeadLetters, ReplayReport, ReplayRequest
 from crr.replication import Replicator
-from crr.service import ReplicationService
 from crr.settings import FunctionSettings
 
 
@@ -75,14 +75,14 @@ def _replicator_for(settings: FunctionSettings) -> Replicator:
 
 
 @cache
-def _service_for(settings: FunctionSettings) -> ReplicationService:
+def _message_handler_for(settings: FunctionSettings) -> ReplicationMessageHandler:
     clients = _clients()
     dynamodb = clients.client("dynamodb", settings.region)
     replicator = _replicator_for(settings)
     failed_messages = SqsFailedMessages(
         clients.client("sqs", settings.region), settings.replication_queue_url, settings.dead_letter_queue_url
     )
-    return ReplicationService(
+    return ReplicationMessageHandler(
         replicator,
         DynamoFailureLog(dynamodb, settings.rules_table_name),
         failed_messages,
@@ -94,13 +94,13 @@ def _service_for(settings: FunctionSettings) -> ReplicationService:
 def forget_warm_objects() -> None:
     """Drop every object kept warm in this process; the next invocation builds fresh ones. (A dropped
     backfill engine's idle copy threads exit once the engine is garbage collected.)"""
-    for factory in (_clients, _replicator_for, _service_for, _backfill_steps_for):
+    for factory in (_clients, _replicator_for, _message_handler_for, _backfill_steps_for):
         factory.cache_clear()
 
 
-def replication_service() -> ReplicationService:
-    """The service for the current environment. Raises ConfigurationError if it is incomplete."""
-    return _service_for(FunctionSettings.from_environment())
+def replication_message_handler() -> ReplicationMessageHandler:
+    """The queue-message handler for the current environment. Raises ConfigurationError if it is incomplete."""
+    return _message_handler_for(FunctionSettings.from_environment())
 
 
 def dead_letters(clients: ClientFactory, region: str, table: str, dlq_url: str) -> DeadLetters:
@@ -171,7 +171,7 @@ def _backfill_steps_for(settings: FunctionSettings) -> BackfillSteps:
         engine,
         DynamoBackfillJobs(dynamodb, settings.rules_table_name),
         DynamoRules(dynamodb, settings.rules_table_name, cache_seconds=settings.rule_cache_seconds),
-        live_batch=replicator.batch,
+        live_scope=replicator.invocation_scope,
         copy_share=settings.backfill_concurrency,
         copy_bytes_per_second=settings.copy_bytes_per_second,
     )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+from pydantic import BaseModel, ConfigDict, Field
+
 
 class CrrError(Exception):
     """Base of every error crr raises on purpose."""
@@ -238,12 +242,36 @@ class ReplicaKeyMissingError(CrrError):
     """An SSE-KMS source object, but the rule names no destination-region key to re-encrypt it with."""
 
 
+# ---- workflows ---------------------------------------------------------------------------------
+
+
 class WorkflowError(CrrError):
     """A Step Functions request failed (starting or describing a workflow execution)."""
 
     def __init__(self, message: str, code: str = "Unknown") -> None:
         super().__init__(message)
         self.code = code
+
+
+class StepError(BaseModel):
+    """The error a Catch puts at its ResultPath: the error's name and its cause (Lambda's error JSON for a
+    function's exception, else text)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    error: str = Field(default="", alias="Error")
+    cause: str = Field(default="", alias="Cause")
+
+    @property
+    def message(self) -> str:
+        """The cause's own message: a function error's ``errorMessage``, else the cause as it is."""
+        try:
+            found = json.loads(self.cause)
+        except ValueError:
+            return self.cause
+        if isinstance(found, dict) and isinstance(found.get("errorMessage"), str):
+            return str(found["errorMessage"])
+        return self.cause
 
 
 # ---- backfill ----------------------------------------------------------------------------------

@@ -101,13 +101,17 @@ def classify(error: BaseException) -> FailureReason:
     )
 
 
+# The first backoff's ceiling (the template's RetryBaseSeconds default, read as RETRY_BASE_SECONDS).
+DEFAULT_RETRY_BASE_SECONDS = 5.0
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Visibility timeout before the next delivery of a failed record: an exponential ceiling with
     "equal jitter" (a draw between half the ceiling and the ceiling), so delays keep growing while a
     burst of failures does not come back as a burst."""
 
-    base_seconds: float = 2.0
+    base_seconds: float = DEFAULT_RETRY_BASE_SECONDS
     cap_seconds: float = 900.0
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> int:

@@ -32,16 +32,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from crr.copying import MAX_PARTS, MIB, PartRange
-from crr.errors import CrrError, DestinationChangedError, SourceChangedError, SourceGoneError, StorageError
+from crr.errors import CrrError, DestinationChangedError, SourceChangedError, SourceGoneError, StepError, StorageError
 from crr.failures import FailureKind, FailureReason
 from crr.markers import MARKER_KEYS, MARKER_SEAL, MARKER_WRITTEN
 from crr.models import CopyRequest, LargeCopyJob, ObjectState, ProgressDelta, UploadedPart
-from crr.mutual import undo_buried_delete
+from crr.part_planning import MAX_PARTS, MIB, PartRange
 from crr.ports.objects import MultipartUploads, ObjectStore
 from crr.ports.queues import KeyHandOver
 from crr.ports.table import ProgressSink
-from crr.workflow import StepError
+from crr.two_way_conflicts import undo_buried_delete
 
 # Parts one invocation copies at once (UploadPartCopy is server side: this bounds connections).
 PART_CONCURRENCY = 16

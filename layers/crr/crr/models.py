@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from crr.copying import MAX_PARTS, PartRange, part_ranges
+from crr.part_planning import MAX_PARTS, PartRange, part_ranges
 from crr.stamps import Stamp
 
 # ---- objects (S3) --------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ class LargeCopyJob(BaseModel):
     part_sizes: list[int] = Field(min_length=1, max_length=MAX_PARTS)
     event_time: datetime
     upload_id: str | None = None
-    # Two-way copies onto an absent key check afterwards that no delete slipped under them (crr.mutual).
+    # Two-way copies onto an absent key check afterwards that no delete slipped under them (crr.two_way_conflicts).
     seen_marker_version: str | None = None
 
     @property
@@ -190,7 +190,7 @@ class TombstoneRecord:
 
     A delete marker carries no metadata, so this record is how both rules of a pair recognise a marker
     crr made (and when the original delete happened). ``pending_*`` is written before the delete, so
-    a marker whose record was cut off by a crash is still recognised (see crr.mutual).
+    a marker whose record was cut off by a crash is still recognised (see crr.two_way_conflicts).
     """
 
     marker_version: str | None

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crr.errors import CrrError
+from crr.failures import DEFAULT_RETRY_BASE_SECONDS
 
 
 class ConfigurationError(CrrError):
@@ -20,7 +21,7 @@ class FunctionSettings(BaseModel):
     rules_table_name: str = Field(min_length=1)
     replication_queue_url: str = Field(min_length=1)
     dead_letter_queue_url: str = Field(min_length=1)
-    retry_base_seconds: float = Field(default=5.0, gt=0)
+    retry_base_seconds: float = Field(default=DEFAULT_RETRY_BASE_SECONDS, gt=0)
     # The replication queue's redrive maxReceiveCount: a record failing its last delivery is
     # dead-lettered by the function, with its reason (None: left to SQS's redrive).
     max_receive_count: int | None = Field(default=None, ge=1)
@@ -49,7 +50,7 @@ class FunctionSettings(BaseModel):
             "rules_table_name": env.get("RULES_TABLE_NAME"),
             "replication_queue_url": env.get("REPLICATION_QUEUE_URL"),
             "dead_letter_queue_url": env.get("DEAD_LETTER_QUEUE_URL"),
-            "retry_base_seconds": env.get("RETRY_BASE_SECONDS", "5"),
+            "retry_base_seconds": env.get("RETRY_BASE_SECONDS", str(DEFAULT_RETRY_BASE_SECONDS)),
             "max_receive_count": env.get("MAX_RECEIVE_COUNT") or None,
             "region": region,
             "rule_cache_seconds": env.get("RULE_CACHE_SECONDS", "5"),

@@ -15,11 +15,11 @@ import pytest
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3MultipartUploads, S3ObjectStore
-from crr.copying import MIB, plan_parts
 from crr.errors import SourceChangedError
 from crr.failures import FailureReason
 from crr.large_copy import LargeCopier
 from crr.models import CopyRequest, LargeCopyJob
+from crr.part_planning import MIB, plan_parts
 from tests.support.fakes import FakeProgress
 from tests.support.seaweedfs import SeaweedFS
 

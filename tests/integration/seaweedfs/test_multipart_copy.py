@@ -23,11 +23,11 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from crr.adapters.clients import ClientFactory
 from crr.adapters.s3 import S3ObjectStore
-from crr.copying import MIB, plan_parts
 from crr.errors import SourceChangedError, SourceGoneError
 from crr.events import ChangeEvent, ChangeKind
 from crr.markers import MARKER_ORIGIN_BUCKET, user_metadata
 from crr.models import CopyRequest, ObjectState
+from crr.part_planning import MIB, plan_parts
 from crr.replication import Outcome, Replicator
 from tests.support.fakes import FakeLedger, FakeProgress, FakeRules
 from tests.support.rules import make_rule

@@ -16,7 +16,6 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory, error_code
 from crr.adapters.s3_errors import S3ErrorMeaning, meaning, storage_error
-from crr.copying import PartRange
 from crr.errors import (
     DestinationChangedError,
     SourceChangedError,
@@ -27,6 +26,7 @@ from crr.errors import (
 from crr.markers import refreshed
 from crr.models import KMS_ENCRYPTIONS, AclGrants, CopyRequest, KeyVersion, ObjectState, UploadedPart
 from crr.observability import logger
+from crr.part_planning import PartRange
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -280,7 +280,7 @@ class S3ObjectStore:
         # The response lists versions and markers apart, losing their common order; the current one is
         # flagged IsLatest and the rest follow by time. A version and a marker of the same time keep the
         # version first (a stable sort), so a copy that landed on a marker in the same second is listed
-        # above it, as the check for a buried delete (crr.mutual) needs.
+        # above it, as the check for a buried delete (crr.two_way_conflicts) needs.
         found.sort(key=lambda pair: (pair[0], pair[1].last_modified), reverse=True)
         return [version for _, version in found[:count]]
 

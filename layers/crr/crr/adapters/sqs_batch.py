@@ -1,4 +1,5 @@
-"""SendMessageBatch to the replication queue, for `crr verify --repair`."""
+"""SendMessageBatch to the replication queue: the backfill hands it the keys it failed to copy (the live
+path retries them), and `crr verify --repair` its repairs."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from crr.backfill.pages import FetchedPage
+from crr.copy_planning import MAX_SINGLE_COPY_BYTES
 from crr.models import LedgerEntry, ListedObject
 from crr.ports.table import KeyLedger
-from crr.replication import MAX_SINGLE_COPY_BYTES
 from crr.rules import ReplicationRule
 
 

@@ -36,11 +36,10 @@ from crr.backfill.models import (
     PageResult,
     plan_digest,
 )
-from crr.errors import BackfillPageError, BackfillRefusedError, CrrError
+from crr.errors import BackfillPageError, BackfillRefusedError, CrrError, StepError
 from crr.failures import PERMANENT_S3_CODES
 from crr.ports.services import BackfillExecutions
 from crr.ports.table import BackfillJobs, RuleReader
-from crr.workflow import StepError
 
 # Pages per execution before it continues as a new one: ~12 history events a page keeps an execution
 # near 12,000 events, half the limit, so retries and failures have room.
@@ -129,10 +128,10 @@ class BackfillSteps:
     jobs: BackfillJobs
     rules: RuleReader
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    # The live path's batch (``Replicator.batch``) around a page: keys the page hands to ``reconcile`` get
-    # the invocation's time budget (so one too large for it goes to the large-copy workflow), and their
-    # progress is flushed like the live path's.
-    live_batch: Callable[[Callable[[], float]], AbstractContextManager[object]] = lambda _: nullcontext()
+    # The live path's invocation scope (``Replicator.invocation_scope``) around a page: keys the page
+    # hands to ``reconcile`` get the invocation's time budget (so one too large for it goes to the
+    # large-copy workflow), and their progress is flushed like the live path's.
+    live_scope: Callable[[Callable[[], float]], AbstractContextManager[object]] = lambda _: nullcontext()
     # Copies running at once in a page: each may plan on this share of the invocation's time.
     copy_share: int = 1
     # The step's assumed copy rate (the live path's CopyBytesPerSecond): a page holds at most what copies
@@ -153,7 +152,7 @@ class BackfillSteps:
                 return JobOutcome(job_id=job.job_id, status=job.status)
             case CopyPageStep():
                 try:
-                    with self.live_batch(lambda: remaining_seconds() / self.copy_share):
+                    with self.live_scope(lambda: remaining_seconds() / self.copy_share):
                         return self.engine.copy_page(
                             self.rules.get(step.request.rule_id),
                             step.request,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from crr.copying import PartRange
 from crr.models import AclGrants, CopyRequest, KeyVersion, ListedObject, ListingPage, ObjectState, UploadedPart
+from crr.part_planning import PartRange
 from crr.rules import ReplicationRule
 
 

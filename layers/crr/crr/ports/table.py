@@ -80,7 +80,7 @@ class KeyLedger(Protocol):
 
 
 class TombstoneRegistry(Protocol):
-    """Records of the delete markers a two-way rule made (crr.mutual).
+    """Records of the delete markers a two-way rule made (crr.two_way_conflicts).
 
     Implemented by ``crr.adapters.dynamodb.DynamoTombstones``; in tests by ``tests.support.fakes.FakeTombstones``."""
 

@@ -1,4 +1,9 @@
-"""One queue message in, replication results out: parsing, applying, failure handling, logs, metrics."""
+"""The replication queue's message handler: one message in, replication results out.
+
+It parses a message into its change records (crr.events), applies each (crr.replication), and owns the
+failure policy: backoff of a transient failure, the dead letter with its reason, records handed back
+when working time runs out, and the failure log; plus the per-record logs and per-rule metrics.
+"""
 
 from __future__ import annotations
 
@@ -67,7 +72,10 @@ class RuleMetrics:
             per_rule.flush_metrics()
 
 
-class ReplicationService:
+class ReplicationMessageHandler:
+    """Handles the ReplicateFunction's queue messages, one batch at a time (``batch``, then ``handle``
+    per message, then ``settle`` for the batch's answer)."""
+
     def __init__(
         self,
         replicator: Replicator,
@@ -90,7 +98,7 @@ class ReplicationService:
         self._deferred: list[QueueMessage] = []
 
     @contextmanager
-    def batch(self, remaining_seconds: Callable[[], float] | None = None) -> Iterator[ReplicationService]:
+    def batch(self, remaining_seconds: Callable[[], float] | None = None) -> Iterator[ReplicationMessageHandler]:
         """``remaining_seconds``: the time the invocation has left. Its working time (crr.deadline)
         bounds every AWS call, decides which copies go to the large-copy workflow, and when to stop
         taking records; the reserve is kept to hand back and record what was not done."""
@@ -100,7 +108,7 @@ class ReplicationService:
             with (
                 deadlines.active(deadline),
                 deadlines.phase_scope() as phase,
-                self._replicator.batch(deadline.record_seconds),
+                self._replicator.invocation_scope(deadline.record_seconds),
             ):
                 try:
                     yield self

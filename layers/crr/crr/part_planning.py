@@ -1,4 +1,4 @@
-"""Multipart copy planning: which byte ranges become which parts of the replica.
+"""Part planning for a copy in parts: which byte ranges of the source become which parts of the replica.
 
 A CopyObject copies at most 5 GiB; above a threshold the replicator copies in parts. When the source
 was itself uploaded in parts and its layout is a valid S3 layout, the replica gets the same boundaries,

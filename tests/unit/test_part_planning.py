@@ -1,4 +1,4 @@
-"""Multipart copy planning."""
+"""Part planning for a copy in parts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crr.copying import MAX_PART, MAX_PARTS, MIB, MIN_PART, is_valid_layout, plan_parts
+from crr.part_planning import MAX_PART, MAX_PARTS, MIB, MIN_PART, is_valid_layout, plan_parts
 
 
 def test_a_valid_source_layout_is_followed_so_the_etag_matches() -> None:

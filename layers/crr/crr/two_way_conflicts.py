@@ -1,4 +1,5 @@
-"""Two-way sync: how each side of a key is stamped, and whether the source's side should win.
+"""Two-way conflicts: how each side of a key is stamped, whether the source's side wins, and undoing a copy
+that buried a user's change.
 
 Every version either bucket holds of a key stands for one user change, stamped with its origin
 (crr.stamps): a user's write or delete marker stamps itself; a replica carries its origin's stamp in
@@ -156,8 +157,8 @@ def undo_buried_delete(
     While our copy is the current version it is removed again, so the user's marker is current once more.
     But before this check another worker may have read our copy as the destination's state and copied a
     later source write over it: then the marker lies under both, and the caller must carry the delete
-    over the version now current (``Replicator``), or that copy would bury it for good. Costs one
-    ListObjectVersions.
+    over the version now current (crr.two_way_reconciliation), or that copy would bury it for good.
+    Costs one ListObjectVersions.
     """
     newest = objects.recent_versions(bucket, region, key, CHECKED_VERSIONS)
     ours = next(
