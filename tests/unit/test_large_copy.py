@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.s3 import S3MultipartUploads, S3ObjectStore
+from crr.adapters.s3 import S3ObjectStore
+from crr.adapters.s3_multipart import S3MultipartUploads
 from crr.adapters.stepfunctions import StepFunctionsLargeCopies
 from crr.errors import AccessDeniedError, SourceChangedError, StorageError
 from crr.events import ChangeEvent, ChangeKind

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.s3 import S3MultipartUploads, S3ObjectStore
+from crr.adapters.s3 import S3ObjectStore
+from crr.adapters.s3_multipart import S3MultipartUploads
 from crr.errors import SourceChangedError
 from crr.failures import FailureReason
 from crr.large_copy import LargeCopier

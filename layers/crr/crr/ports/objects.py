@@ -89,8 +89,8 @@ class ObjectStore(Protocol):
 class MultipartUploads(Protocol):
     """The destination's multipart uploads, step by step, for copies spread over several invocations.
 
-    Implemented by ``crr.adapters.s3.S3MultipartUploads`` (``S3ObjectStore.uploads``); in tests by none: the steps
-    are tested against SeaweedFS."""
+    Implemented by ``crr.adapters.s3_multipart.S3MultipartUploads`` (``S3ObjectStore.uploads``); in tests by
+    none: the steps are tested against SeaweedFS."""
 
     def create(self, request: CopyRequest) -> str:
         """CreateMultipartUpload with every header, metadata, tags and grants of the replica; its id."""
@@ -176,7 +176,7 @@ class Listing(Protocol):
 class BucketDirectory(Protocol):
     """What managing rules checks about a bucket before a rule may use it.
 
-    Implemented by ``crr.adapters.s3.S3Buckets``; in tests by none: tested over moto."""
+    Implemented by ``crr.adapters.s3_buckets.S3Buckets``; in tests by none: tested over moto."""
 
     def region_of(self, bucket: str) -> str:
         """Raises UnknownBucketError when the bucket does not exist or cannot be seen."""
