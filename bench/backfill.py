@@ -69,16 +69,10 @@ from crr_cli.localcloud.lambda_.latency import summary as latency_summary
 
 try:
     from bench.large import peer_environment, peers_bin, rotate_rounds, run_command, startup
-    from tests.support.backfill_fakes import (
-        CountingCopier,
-        DiscardingLedger,
-        MemoryBackfillJobs,
-        RecordingNotices,
-        SyntheticListing,
-    )
     from tests.support.backfill_runner import run_job, run_pages
-    from tests.support.fakes import FakeLedger, FakeProgress, FakeRules
+    from tests.support.fakes import FakeBackfillJobs, FakeLedger, FakeProgress, FakeReplicationQueue, FakeRules
     from tests.support.seaweedfs import CONFIG, SeaweedFS, running_seaweedfs, with_latency
+    from tests.support.synthetic import CountingCopier, DiscardingLedger, SyntheticListing
 except ModuleNotFoundError as missing:  # run as a file, the repository root is not importable
     raise SystemExit("run from the repository root as: python -m bench.backfill [options]") from missing
 
@@ -160,7 +154,7 @@ def make_engine(
 ) -> BackfillEngine:
     live = Replicator(FakeRules(rule), S3ObjectStore(clients), ledger, FakeProgress())
     return BackfillEngine(
-        listing, S3FastCopier(clients), ledger, reconciler(live), RecordingNotices(), concurrency=concurrency
+        listing, S3FastCopier(clients), ledger, reconciler(live), FakeReplicationQueue(), concurrency=concurrency
     )
 
 
@@ -177,7 +171,7 @@ def run_crr(
     counts.clear()
     clients = ClientFactory(session=counting_session(server, counts, latency, destination))
     rule = bench_rule(destination, prefixes)
-    jobs = MemoryBackfillJobs(clock=lambda: datetime.now(UTC))
+    jobs = FakeBackfillJobs(clock=lambda: datetime.now(UTC))
     job = BackfillJob.start(rule, at=datetime.now(UTC))
     jobs.create(job)
     with make_engine(clients, S3Listing(clients), FakeLedger(), rule, concurrency) as engine:
@@ -308,7 +302,7 @@ def peak_synthetic(objects: int, prefixes: int, concurrency: int) -> float:
         CountingCopier(),
         DiscardingLedger(),
         lambda rule, key: (_ for _ in ()).throw(RuntimeError("no object needs the live path here")),
-        RecordingNotices(),
+        FakeReplicationQueue(),
         concurrency=concurrency,
     )
     with engine:

@@ -4,7 +4,7 @@ A source object (1 GiB by default) is uploaded in parts with content headers, us
 tool then copies it server side into a bucket of its own:
 - ``crr``          the Replicator with its S3 adapter (HEAD, a HEAD per source part, GetObjectTagging, then
                    CreateMultipartUpload + parallel UploadPartCopy in the source's layout + Complete), its
-                   rule, ledger and progress in memory (tests/support/fakes.py);
+                   rule, ledger and progress in memory (tests/support/fakes/);
 - ``aws s3 cp``    awscli v1 from .bench-venv (bench/peers.sh creates it), as a user would type it;
 - ``rclone copy``  rclone from .bench-venv, a server-side copy on one remote.
 For each it prints the wall time, MiB/s, the ratio to `aws s3 cp`, the S3 requests the server counted (by

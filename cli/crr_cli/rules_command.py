@@ -11,7 +11,7 @@ from typing import Any
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoBreakerStore, DynamoRules
 from crr.adapters.notifications import ChangeRoute, S3BucketNotifications
-from crr.adapters.s3 import S3Buckets
+from crr.adapters.s3_buckets import S3Buckets
 from crr.adapters.sqs import SqsQueueSender
 from crr.breaker import ReleaseReport, discard_held_deletes, release_held_deletes
 from crr.rules import ReplicationRule

@@ -14,7 +14,15 @@ from crr.events import ChangeEvent, ChangeKind
 from crr.markers import sealed_origin
 from crr.models import ObjectState
 from crr.replication import APPLIED, Replicator
-from tests.support.fakes import FakeLedger, FakeNudges, FakeProgress, FakeRules, FakeS3, FakeTombstones, StoredVersion
+from tests.support.fakes import (
+    FakeLedger,
+    FakePeerNudges,
+    FakeProgress,
+    FakeRules,
+    FakeS3,
+    FakeTombstones,
+    StoredVersion,
+)
 from tests.support.interleave import Interleaver, serve_queue
 from tests.support.rules import two_way_rules
 
@@ -93,7 +101,7 @@ def run_scenario(ops: list[UserOp], workers: int, duplicates: int, rng: random.R
     # have sequencers of their own kind (here: far above the objects').
     s3.on_change = lambda bucket, key: notify(bucket, key, f"{next(sequencers):X}")
     s3.on_attributes = lambda bucket, key: notify(bucket, key, f"F{next(sequencers):X}", ChangeKind.METADATA)
-    nudges = FakeNudges(lambda bucket, key: notify(bucket, key, None))
+    nudges = FakePeerNudges(lambda bucket, key: notify(bucket, key, None))
     changes: list[Change] = []
     tag_sets: dict[str, list[dict[str, str]]] = {key: [{}] for key in KEYS}
 

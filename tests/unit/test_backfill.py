@@ -38,18 +38,18 @@ from crr.models import LedgerEntry
 from crr.replication import Replicator
 from crr.rules import PeerRule, ReplicationRule, RuleStatus
 from tests.support import rules
-from tests.support.backfill_fakes import (
-    CountingCopier,
-    DiscardingLedger,
-    FakeFastCopier,
-    FakePageListing,
-    HookedLedger,
-    MemoryBackfillJobs,
-    RecordingNotices,
-    SyntheticListing,
-)
 from tests.support.backfill_runner import run_job, run_pages
-from tests.support.fakes import FakeProgress, FakeRules, FakeS3
+from tests.support.fakes import (
+    FakeBackfillJobs,
+    FakeFastCopier,
+    FakeLedger,
+    FakePageListing,
+    FakeProgress,
+    FakeReplicationQueue,
+    FakeRules,
+    FakeS3,
+)
+from tests.support.synthetic import CountingCopier, DiscardingLedger, SyntheticListing
 
 SRC, DST = "src-bucket", "dst-bucket"
 WEST, EAST = "us-west-1", "us-east-1"
@@ -66,8 +66,8 @@ class World:
 
     rule: ReplicationRule
     s3: FakeS3 = field(default_factory=FakeS3)
-    ledger: HookedLedger = field(default_factory=HookedLedger)
-    notices: RecordingNotices = field(default_factory=RecordingNotices)
+    ledger: FakeLedger = field(default_factory=FakeLedger)
+    notices: FakeReplicationQueue = field(default_factory=FakeReplicationQueue)
     reconciled: list[str] = field(default_factory=list)
     sequencer: int = 0x100
 
@@ -537,7 +537,7 @@ def test_failed_keys_are_queued_ten_per_batch_and_named_at_most_ten_times() -> N
         world.put(key)
         world.copier.failures[key] = StorageError("CopyObject", DST, key, "SlowDown", "reduce your rate")
     [result] = world.run()
-    assert (result.counts.failed, len(world.notices.bodies), world.notices.batches) == (25, 25, 3)
+    assert (result.counts.failed, len(world.notices.bodies), len(world.notices.batches)) == (25, 25, 3)
     assert len(result.failures) == 10
 
 
@@ -594,7 +594,7 @@ def test_an_interrupted_job_resumes_after_the_last_recorded_page() -> None:
     world = World(make_rule())
     for index in range(20):
         world.put(f"k{index:02d}")
-    jobs = MemoryBackfillJobs(clock=lambda: T0)
+    jobs = FakeBackfillJobs(clock=lambda: T0)
     job = BackfillJob.start(world.rule, at=T0, page_size=4, count_pages=1)
     jobs.create(job)
     stopped = run_job(world.engine, world.rule, jobs, job, max_pages=2)
@@ -619,7 +619,7 @@ def test_a_page_failure_marks_the_job_failed_with_its_reason() -> None:
     world = World(make_rule())
     world.put("k")
     del world.s3.buckets[DST]
-    jobs = MemoryBackfillJobs(clock=lambda: T0)
+    jobs = FakeBackfillJobs(clock=lambda: T0)
     job = BackfillJob.start(world.rule, at=T0)
     jobs.create(job)
     with pytest.raises(BackfillPageError):
@@ -634,7 +634,7 @@ def test_the_count_runs_ahead_of_the_copy_until_the_total_is_known() -> None:
     world = World(make_rule())
     for index in range(40):
         world.put(f"k{index:02d}")
-    jobs = MemoryBackfillJobs(clock=lambda: T0)
+    jobs = FakeBackfillJobs(clock=lambda: T0)
     job = BackfillJob.start(world.rule, at=T0, page_size=4, count_pages=2)
     jobs.create(job)
     seen: list[tuple[int, int, bool, float | None]] = []
@@ -658,7 +658,7 @@ def test_objects_added_behind_the_count_never_push_the_percentage_to_100_before_
     world = World(make_rule())
     for index in range(8):
         world.put(f"k{index}")
-    jobs = MemoryBackfillJobs(clock=lambda: T0)
+    jobs = FakeBackfillJobs(clock=lambda: T0)
     job = BackfillJob.start(world.rule, at=T0, page_size=2, count_pages=10)
     jobs.create(job)
     percents: list[float | None] = []
@@ -726,7 +726,7 @@ def _peak_kib(objects: int) -> float:
         CountingCopier(),
         DiscardingLedger(),
         lambda rule, key: pytest.fail("no object should need the live path"),
-        RecordingNotices(),
+        FakeReplicationQueue(),
         concurrency=4,
     )
     request = BackfillJob.start(rule, at=T0, page_size=200).next_request()
@@ -762,7 +762,7 @@ def test_progress_rate_and_eta_come_from_time_spent_in_steps() -> None:
     )
     for index in range(6):
         world.put(f"k{index}")
-    jobs = MemoryBackfillJobs(clock=lambda: T0 + timedelta(seconds=1))
+    jobs = FakeBackfillJobs(clock=lambda: T0 + timedelta(seconds=1))
     job = BackfillJob.start(world.rule, at=T0, page_size=2, count_pages=4)
     jobs.create(job)
     stored = run_job(engine, world.rule, jobs, job, max_pages=1)

@@ -43,8 +43,8 @@ from crr.models import ListedObject
 from crr.replication import Replicator
 from tests.support import rules
 from tests.support.aws import client, create_bucket, create_rules_table
-from tests.support.backfill_fakes import RecordingNotices
 from tests.support.backfill_runner import run_job
+from tests.support.fakes import FakeReplicationQueue
 
 WEST, EAST = "us-west-1", "us-east-1"
 SRC, DST = "bf-src", "bf-dst"
@@ -242,7 +242,7 @@ def test_a_job_over_moto_copies_every_object_under_the_prefixes(buckets: tuple[A
     ledger = DynamoLedger(dynamodb, TABLE)
     live = Replicator(DynamoRules(dynamodb, TABLE), S3ObjectStore(clients), ledger, DynamoProgress(dynamodb, TABLE))
     engine = BackfillEngine(
-        S3Listing(clients), S3FastCopier(clients), ledger, reconciler(live), RecordingNotices(), concurrency=8
+        S3Listing(clients), S3FastCopier(clients), ledger, reconciler(live), FakeReplicationQueue(), concurrency=8
     )
     jobs = DynamoBackfillJobs(dynamodb, TABLE)
     job = BackfillJob.start(rule, at=T0, page_size=7, count_pages=2)

@@ -19,9 +19,17 @@ from crr.backfill.reconcile import reconciler
 from crr.errors import CrrError
 from crr.events import ChangeEvent, ChangeKind, parse_notification
 from crr.replication import Replicator
-from tests.support.backfill_fakes import FakeFastCopier, FakePageListing
 from tests.support.backfill_runner import run_pages
-from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3, assert_replica_equals_source
+from tests.support.fakes import (
+    FakeFastCopier,
+    FakeLedger,
+    FakePageListing,
+    FakeProgress,
+    FakeReplicationQueue,
+    FakeRules,
+    FakeS3,
+    assert_replica_equals_source,
+)
 from tests.support.interleave import Interleaver, serve_queue
 from tests.support.rules import make_rule
 
@@ -55,17 +63,16 @@ existing = st.lists(
 )
 
 
-class QueueNotices:
+class QueueNotices(FakeReplicationQueue):
     """The replication queue as the backfill sees it: failed keys become pending changes for the live path."""
 
     def __init__(self, pending: list[ChangeEvent], scheduler: Interleaver) -> None:
+        super().__init__()
         self.pending = pending
         self.scheduler = scheduler
 
-    def send(self, body: str) -> None:
-        self.send_batch([body])
-
     def send_batch(self, bodies: Sequence[str]) -> None:
+        super().send_batch(bodies)
         for body in bodies:
             self.pending.extend(event for event in parse_notification(body) if isinstance(event, ChangeEvent))
         self.scheduler.wake_all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,63 +31,31 @@ from crr.large_copy import LargeObjectSettings
 from crr.replication import Replicator
 from crr.rules import ReplicationRule, RuleStatus
 from crr_cli.backfill_command import BackfillInterruptedError, follow, progress_line
-from tests.support.backfill_fakes import (
-    FakeFastCopier,
-    FakePageListing,
-    HookedLedger,
-    MemoryBackfillJobs,
-    RecordingNotices,
-)
 from tests.support.events import load_event
-from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.fakes import (
+    FakeBackfillExecutions,
+    FakeBackfillJobs,
+    FakeFastCopier,
+    FakeLedger,
+    FakePageListing,
+    FakeProgress,
+    FakeReplicationQueue,
+    FakeRules,
+    FakeS3,
+)
 from tests.support.rules import make_rule
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SRC, DST = "src-bucket", "dst-bucket"
 
 
-@dataclass
-class Rules:
-    rules: dict[str, ReplicationRule]
-
-    def get(self, rule_id: str) -> ReplicationRule:
-        if rule_id not in self.rules:
-            raise RuleNotFoundError(f"no rule {rule_id}")
-        return self.rules[rule_id]
-
-    def list(self) -> list[ReplicationRule]:
-        return sorted(self.rules.values(), key=lambda rule: rule.rule_id)
-
-
-@dataclass
-class FakeExecutions:
-    """Executions by name; ``status_of`` says how each one stands (RUNNING unless set)."""
-
-    started: dict[str, str] = field(default_factory=dict)
-    status_of: dict[str, str] = field(default_factory=dict)
-
-    def start(self, base_name: str, document: str) -> tuple[str, bool]:
-        for n in itertools.count(1):
-            name = base_name if n == 1 else f"{base_name}-{n}"
-            arn = f"arn:aws:states:us-west-1:1:execution:crr-backfill:{name}"
-            if name not in self.started:
-                self.started[name] = document
-                return arn, True
-            if self.status(arn) == "RUNNING":
-                return arn, False
-        raise AssertionError("unreachable")
-
-    def status(self, execution_arn: str) -> str:
-        return self.status_of.get(execution_arn.rsplit(":", 1)[1], "RUNNING")
-
-
-def control_with(*rules: ReplicationRule) -> tuple[BackfillControl, MemoryBackfillJobs, FakeExecutions]:
-    jobs, executions = MemoryBackfillJobs(lambda: NOW), FakeExecutions()
-    control = BackfillControl(jobs, Rules({rule.rule_id: rule for rule in rules}), executions, clock=lambda: NOW)
+def control_with(*rules: ReplicationRule) -> tuple[BackfillControl, FakeBackfillJobs, FakeBackfillExecutions]:
+    jobs, executions = FakeBackfillJobs(lambda: NOW), FakeBackfillExecutions()
+    control = BackfillControl(jobs, FakeRules(*rules), executions, clock=lambda: NOW)
     return control, jobs, executions
 
 
-def replace_job(jobs: MemoryBackfillJobs, job: BackfillJob) -> None:
+def replace_job(jobs: FakeBackfillJobs, job: BackfillJob) -> None:
     """Put ``job`` in the store as it is (a job that got that far)."""
     jobs.jobs[(job.rule_id, job.job_id)] = job
 
@@ -193,18 +161,18 @@ def test_a_paused_rule_is_refused_before_anything_starts() -> None:
 # ---- the steps ------------------------------------------------------------------------------------
 
 
-def steps_for(rule: ReplicationRule, s3: FakeS3) -> tuple[BackfillSteps, MemoryBackfillJobs]:
-    jobs = MemoryBackfillJobs(lambda: NOW)
+def steps_for(rule: ReplicationRule, s3: FakeS3) -> tuple[BackfillSteps, FakeBackfillJobs]:
+    jobs = FakeBackfillJobs(lambda: NOW)
     engine = BackfillEngine(
         FakePageListing(s3),
         FakeFastCopier(s3),
-        HookedLedger(),
+        FakeLedger(),
         lambda rule, key: pytest.fail(f"no reconcile expected for {key}"),
-        RecordingNotices(),
+        FakeReplicationQueue(),
         concurrency=1,
         clock=lambda: NOW,
     )
-    return BackfillSteps(engine, jobs, Rules({rule.rule_id: rule}), clock=lambda: NOW), jobs
+    return BackfillSteps(engine, jobs, FakeRules(rule), clock=lambda: NOW), jobs
 
 
 def test_the_steps_run_a_job_to_its_end_as_the_state_machine_chains_them() -> None:
@@ -372,16 +340,16 @@ def test_an_object_too_large_for_the_page_steps_time_goes_to_the_large_copy_work
         large_objects=LargeObjectSettings(copy_bytes_per_second=1.0),
         large_copies=Launcher(),
     )
-    jobs = MemoryBackfillJobs(lambda: NOW)
+    jobs = FakeBackfillJobs(lambda: NOW)
     engine = BackfillEngine(
         FakePageListing(s3),
         FakeFastCopier(s3),
-        HookedLedger(),
+        FakeLedger(),
         reconciler(replicator),
-        RecordingNotices(),
+        FakeReplicationQueue(),
         concurrency=1,
     )
-    steps = BackfillSteps(engine, jobs, Rules({"r1": rule}), clock=lambda: NOW, live_scope=replicator.invocation_scope)
+    steps = BackfillSteps(engine, jobs, FakeRules(rule), clock=lambda: NOW, live_scope=replicator.invocation_scope)
     job = BackfillJob.start(rule, at=NOW)
     jobs.create(job)
     # When the page is copied with the step's remaining time

@@ -6,8 +6,7 @@ The breaker runs on its real DynamoDB store (moto), so what is tested is what th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,11 +24,10 @@ from crr.breaker import (
     removal_notification,
 )
 from crr.events import ChangeEvent, ChangeKind, parse_notification
-from crr.models import BreakerRecord
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule
 from tests.support.aws import client, create_rules_table
-from tests.support.fakes import FakeLedger, FakeProgress, FakeS3
+from tests.support.fakes import FakeBreakerStore, FakeLedger, FakeProgress, FakeReplicationQueue, FakeS3
 from tests.support.rules import make_rule
 from tests.unit.test_replication import DST, SRC
 
@@ -38,18 +36,6 @@ WINDOW = 300
 # A window edge of the old fixed windows (epoch seconds divisible by 300), so tests can straddle one.
 EDGE = datetime(2026, 11, 25, 12, 5, tzinfo=UTC)
 NOW = EDGE + timedelta(seconds=30)
-
-
-class Queue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, body: str) -> None:
-        self.sent.append(body)
-
-    def send_batch(self, bodies: Sequence[str]) -> None:
-        for body in bodies:
-            self.send(body)
 
 
 class World:
@@ -93,8 +79,10 @@ class World:
     def held(self) -> list[str]:
         return sorted(key for _, key in self.store.held_keys("r1"))
 
-    def release(self, queue: Queue | None = None) -> int:
-        return release_held_deletes(self.rule, self.store, queue or Queue(), self.settings, self.now).released
+    def release(self, queue: FakeReplicationQueue | None = None) -> int:
+        return release_held_deletes(
+            self.rule, self.store, queue or FakeReplicationQueue(), self.settings, self.now
+        ).released
 
     def discard(self) -> int:
         return discard_held_deletes(self.rule, self.store, self.settings, self.now).discarded
@@ -185,7 +173,7 @@ def test_the_count_slides_so_deletes_spread_over_more_than_a_window_flow(world: 
 def test_resuming_a_breaker_that_holds_nothing_changes_nothing(world: Callable[..., World]) -> None:
     # Given a closed breaker of 100 deletes per window, and an operator resuming it anyway
     w = world(100)
-    report = release_held_deletes(w.rule, w.store, Queue(), w.settings, w.now)
+    report = release_held_deletes(w.rule, w.store, FakeReplicationQueue(), w.settings, w.now)
     assert report.released == 0
     # When a burst of 150 deletes follows
     outcomes = w.deletes(keys("k", 150))
@@ -200,12 +188,12 @@ def test_releasing_requeues_held_deletes_through_the_normal_path_and_counts_afre
     # Given a breaker of 2 per window, tripped by the second of three deletes
     w = world(2)
     assert w.deletes(["a", "b", "c"]) == [Outcome.DELETED] + [Outcome.DELETE_HELD] * 2
-    queue = Queue()
+    queue = FakeReplicationQueue()
     # When the held deletes are released
     assert w.release(queue) == 2
     # Then each is a removal notification for its key, the held list is empty, the breaker closed
     assert w.held() == []
-    events = [event for body in queue.sent for event in parse_notification(body)]
+    events = [event for body in queue.bodies for event in parse_notification(body)]
     assert sorted(event.key for event in events) == ["b", "c"]  # type: ignore[union-attr]
     assert not w.rule.deletes_held
     # And applying them (as the queue would) deletes the replicas despite the burst
@@ -222,10 +210,10 @@ def test_a_container_that_saw_the_breaker_held_applies_released_deletes(world: C
     w = world(1)
     other = w.container()
     w.deletes(["a", "b"], replicator=other)
-    queue = Queue()
+    queue = FakeReplicationQueue()
     w.release(queue)
     # When a released delete reaches that container, Then it is applied, not held again
-    [event] = parse_notification(queue.sent[0])
+    [event] = parse_notification(queue.bodies[0])
     assert other.apply(event).outcome is Outcome.DELETED  # type: ignore[arg-type]
     assert w.held() == []
 
@@ -234,9 +222,9 @@ def test_a_held_delete_of_a_key_written_again_since_is_not_applied_on_release(wo
     w = world(1)
     w.deletes(["a"])
     w.s3.put(SRC, "a", b"back")  # the user restored it
-    queue = Queue()
+    queue = FakeReplicationQueue()
     w.release(queue)
-    [event] = parse_notification(queue.sent[0])
+    [event] = parse_notification(queue.bodies[0])
     assert w.replicator.apply(event).outcome is Outcome.COPIED  # type: ignore[arg-type]
     replica = w.s3.current(DST, "a")
     assert replica is not None
@@ -344,42 +332,6 @@ def test_old_slots_are_dropped_so_the_breaker_item_stays_small(world: Callable[.
     assert len(w.store.read("r1").slots()) <= 12
 
 
-class MemoryBreakerStore:
-    """The breaker item in memory, with DynamoDB's semantics for what the breaker asks of it (fast enough
-    for a property test; the DynamoDB store itself is what the tests above use)."""
-
-    def __init__(self) -> None:
-        self.record = BreakerRecord()
-
-    def count_delete(self, rule_id: str, slot: int, stale: Iterable[int], deletes: int = 1) -> BreakerRecord:
-        gone = set(stale)
-
-        def add(slots: Mapping[int, int]) -> dict[int, int]:
-            kept = {old: count for old, count in slots.items() if old not in gone}
-            return kept | {slot: kept.get(slot, 0) + deletes}
-
-        self.record = replace(self.record, deletes=add(self.record.deletes), changes=add(self.record.changes))
-        return self.record
-
-    def count_copies(self, rule_id: str, slot: int, copies: int, overwrites: int, at: datetime) -> None:
-        raise AssertionError("no copies in this test")
-
-    def read(self, rule_id: str) -> BreakerRecord:
-        return self.record
-
-    def trip(self, rule_id: str, at: datetime) -> bool:
-        if self.record.held:
-            return False
-        self.record = replace(self.record, held_since=at)
-        return True
-
-    def hold(self, rule_id: str, key: str, held_since: datetime, at: datetime) -> BreakerRecord:
-        return self.record
-
-    def end_discarding(self, rule_id: str, answered_until: datetime | None) -> None:
-        self.record = replace(self.record, discarding=False)
-
-
 @settings(max_examples=150, deadline=None)
 @example(count=2, window=10, gaps=[0.05, 0.97])  # two deletes 9.7 s apart, the first early in its slot
 @example(count=2, window=10, gaps=[0.98, 0.04])  # two deletes 0.4 s apart, across a fixed window's edge
@@ -394,7 +346,7 @@ def test_no_window_long_span_ever_applies_as_many_deletes_as_the_threshold(
     # Given a breaker of `count` deletes per `window` seconds (any share of the changes)
     clock = [NOW]
     breaker = DeleteBreaker(
-        MemoryBreakerStore(), BreakerSettings(count=count, percent=0, window_seconds=window), clock=lambda: clock[0]
+        FakeBreakerStore(), BreakerSettings(count=count, percent=0, window_seconds=window), clock=lambda: clock[0]
     )
     rule = make_rule()
     applied: list[datetime] = []

@@ -8,30 +8,18 @@ from datetime import datetime, timedelta
 from crr.breaker import BreakerSettings, BreakerState
 from crr.models import BreakerRecord, Verdict
 from crr_cli.operations.status import StackStatus, StatusReport, render_text
-from tests.support.rules import named_rule
-from tests.unit.test_status import (
-    EMPTY,
-    NOW,
-    FakeBacklogAge,
-    FakeFailures,
+from tests.support.fakes import (
+    FakeBacklogAgeGauge,
+    FakeBreakerStore,
+    FakeFailureCounter,
     FakeProgress,
-    FakeQueue,
+    FakeQueueGauge,
     FakeRules,
 )
+from tests.support.rules import named_rule
+from tests.unit.test_status import EMPTY, NOW
 
 SETTINGS = BreakerSettings(count=100, percent=50, window_seconds=300)
-
-
-class FakeBreakers:
-    def __init__(self, record: BreakerRecord, held: int = 0) -> None:
-        self.record = record
-        self.held = held
-
-    def read(self, rule_id: str) -> BreakerRecord:
-        return self.record
-
-    def held_count(self, rule_id: str) -> int:
-        return self.held
 
 
 def report(record: BreakerRecord, held: int = 0, at: datetime = NOW) -> StatusReport:
@@ -40,11 +28,11 @@ def report(record: BreakerRecord, held: int = 0, at: datetime = NOW) -> StatusRe
         region="us-west-1",
         rules=FakeRules(named_rule("photos")),
         progress=FakeProgress(),
-        queue=FakeQueue(EMPTY),
-        dead_letters=FakeQueue(EMPTY),
-        backlog_age=FakeBacklogAge(),
-        failures=FakeFailures(),
-        breakers=(FakeBreakers(record, held), SETTINGS),
+        queue=FakeQueueGauge(EMPTY),
+        dead_letters=FakeQueueGauge(EMPTY),
+        backlog_age=FakeBacklogAgeGauge(),
+        failures=FakeFailureCounter(),
+        breakers=(FakeBreakerStore(record, held=[f"held-{n}" for n in range(held)]), SETTINGS),
         clock=lambda: at,
     ).report()
 

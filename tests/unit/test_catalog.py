@@ -10,7 +10,7 @@ import pytest
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoRules
 from crr.adapters.notifications import S3BucketNotifications
-from crr.adapters.s3 import S3Buckets
+from crr.adapters.s3_buckets import S3Buckets
 from crr.errors import (
     BucketNotAllowedError,
     BucketRegionMismatchError,

@@ -27,9 +27,16 @@ from crr.models import CopyRequest, ProgressDelta, QueueMessage
 from crr.replication import Outcome, Replicator
 from crr.rules import ReplicationRule
 from tests.support.events import load_event, load_raw_body
-from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.fakes import (
+    FakeFailedMessages,
+    FakeFailureLog,
+    FakeLargeCopyLauncher,
+    FakeLedger,
+    FakeProgress,
+    FakeRules,
+    FakeS3,
+)
 from tests.support.rules import make_rule
-from tests.unit.test_large_copy import RecordingLauncher
 
 SRC, DST, WEST, EAST = "crr-demo-source", "crr-demo-replica", "us-west-1", "us-east-1"
 
@@ -46,40 +53,9 @@ class Clock:
         return self.timeout - self.elapsed
 
 
-class RecordingFailures:
-    def __init__(self) -> None:
-        self.recorded: list[tuple[str, FailureReason]] = []
-
-    def record(
-        self, message: QueueMessage, reason: FailureReason, *, rule_id: str | None, bucket: str | None, key: str | None
-    ) -> FailureRecord:
-        self.recorded.append((message.message_id, reason))
-        now = datetime.now(UTC)
-        return FailureRecord(message.message_id, reason, 1, now, now, rule_id, bucket, key)
-
-    def find(self, message_id: str) -> FailureRecord | None:
-        return None
-
-
-class RecordingQueues:
-    def __init__(self) -> None:
-        self.delayed: list[tuple[str, int]] = []
-        self.dead: list[tuple[str, str, str]] = []
-        self.handed_back: list[str] = []
-
-    def retry_later(self, message: QueueMessage, delay_seconds: int) -> None:
-        self.delayed.append((message.message_id, delay_seconds))
-
-    def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
-        self.dead.append((message.message_id, record.reason.code, message.body))
-
-    def hand_back(self, message: QueueMessage, bodies: list[str]) -> None:
-        self.handed_back += bodies
-
-
 def world(
     clock: Clock, keys: list[str], progress: FakeProgress | None = None
-) -> tuple[ReplicationMessageHandler, FakeS3, RecordingFailures, RecordingQueues]:
+) -> tuple[ReplicationMessageHandler, FakeS3, FakeFailureLog, FakeFailedMessages]:
     s3 = FakeS3()
     s3.create_bucket(SRC, WEST, versioned=True)
     s3.create_bucket(DST, EAST)
@@ -94,7 +70,7 @@ def world(
     s3.copy = timed_copy  # type: ignore[method-assign]
     rule = make_rule(source_bucket=SRC, destination_bucket=DST)
     replicator = Replicator(FakeRules(rule), s3, FakeLedger(), progress or FakeProgress())
-    failures, queues = RecordingFailures(), RecordingQueues()
+    failures, queues = FakeFailureLog(), FakeFailedMessages()
     return ReplicationMessageHandler(replicator, failures, queues), s3, failures, queues
 
 
@@ -204,8 +180,12 @@ def test_a_deferred_message_that_cannot_be_handed_back_stays_failed_with_a_recor
         answer = message_handler.settle({"batchItemFailures": [{"itemIdentifier": "m-late"}]})
     # Then it stays failed (it comes back after its visibility timeout), its reason recorded
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-late"}]}
-    [(message_id, reason)] = failures.recorded
-    assert (message_id, reason.code, reason.kind) == ("m-late", OUT_OF_TIME, FailureKind.TRANSIENT)
+    [recorded] = failures.recorded
+    assert (recorded.message_id, recorded.reason.code, recorded.reason.kind) == (
+        "m-late",
+        OUT_OF_TIME,
+        FailureKind.TRANSIENT,
+    )
 
 
 def test_a_deferred_message_at_its_last_delivery_that_cannot_be_handed_back_goes_to_the_dlq_with_its_reason() -> None:
@@ -232,7 +212,9 @@ def test_a_deferred_message_at_its_last_delivery_that_cannot_be_handed_back_goes
         answer = message_handler.settle({"batchItemFailures": [{"itemIdentifier": "m-late"}]})
     # Then it is dead-lettered with its reason and acknowledged, not left to SQS's redrive (no reason)
     assert answer == {"batchItemFailures": []}
-    assert queues.dead == [("m-late", OUT_OF_TIME, last.body)]
+    assert [(letter.message_id, why.reason.code, letter.body) for letter, why in queues.dead_letters] == [
+        ("m-late", OUT_OF_TIME, last.body)
+    ]
 
 
 def test_a_malformed_record_is_dead_lettered_alone_and_its_good_sibling_applied() -> None:
@@ -248,10 +230,10 @@ def test_a_malformed_record_is_dead_lettered_alone_and_its_good_sibling_applied(
     assert [result.outcome for result in results] == [Outcome.COPIED]
     assert s3.keys(DST) == {first}
     # And only the bad record went to the DLQ, as a message of its own, with its reason
-    [(letter_id, code, letter_body)] = queues.dead
-    assert (letter_id, code) == ("m-mixed#record-2", "MalformedEvent")
-    assert json.loads(letter_body)["Records"] == json.loads(body)["Records"][1:]
-    assert [message_id for message_id, _ in failures.recorded] == ["m-mixed#record-2"]
+    [(letter, why)] = queues.dead_letters
+    assert (letter.message_id, why.reason.code) == ("m-mixed#record-2", "MalformedEvent")
+    assert json.loads(letter.body)["Records"] == json.loads(body)["Records"][1:]
+    assert [recorded.message_id for recorded in failures.recorded] == ["m-mixed#record-2"]
     assert queues.delayed == []
 
 
@@ -261,7 +243,7 @@ def test_a_single_copy_slower_than_the_time_left_goes_to_the_large_copy_workflow
     s3.create_bucket(SRC, WEST, versioned=True)
     s3.create_bucket(DST, EAST)
     s3.put(SRC, "slow.bin", b"x" * 64)
-    launcher = RecordingLauncher()
+    launcher = FakeLargeCopyLauncher()
     rule = make_rule(source_bucket=SRC, destination_bucket=DST)
     replicator = Replicator(
         FakeRules(rule),
@@ -383,7 +365,7 @@ def test_a_hung_table_leaves_the_dead_letter_of_a_failed_record_its_time() -> No
         def find(self, message_id: str) -> FailureRecord | None:
             raise self.hang("GetItem")
 
-    class TimedQueues(RecordingQueues):
+    class TimedQueues(FakeFailedMessages):
         time_left = 0.0
 
         def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
@@ -399,7 +381,7 @@ def test_a_hung_table_leaves_the_dead_letter_of_a_failed_record_its_time() -> No
         assert message_handler.handle(message(json.dumps(load_event("s3/object-created-put")))) == []
     # Then the lookup of its rule (for the report) took only a share of the wrap-up time, and the dead
     # letter still had time to carry the reason: the record's hang did not take it all
-    assert [(message_id, code) for message_id, code, _ in queues.dead] == [("m-1", "ReadTimeout")]
+    assert queues.dead == [("m-1", "ReadTimeout")]
     assert queues.time_left >= 0.1
     # And the invocation ended before its timeout
     assert clock.remaining() > 0

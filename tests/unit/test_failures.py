@@ -21,7 +21,7 @@ from crr.models import QueueMessage
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from tests.support.events import load_body
-from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.fakes import FakeFailedMessages, FakeFailureLog, FakeLedger, FakeProgress, FakeRules, FakeS3
 from tests.support.rules import make_rule
 from tests.unit.test_replication import DST
 
@@ -73,38 +73,8 @@ def test_backoff_grows_within_its_bounds(attempt: int) -> None:
     assert all(1 <= delay <= 900 for delay in delays)
 
 
-class RecordingFailures:
-    def __init__(self) -> None:
-        self.recorded: list[tuple[str, FailureReason, str | None, str | None]] = []
-
-    def record(
-        self, message: QueueMessage, reason: FailureReason, *, rule_id: str | None, bucket: str | None, key: str | None
-    ) -> FailureRecord:
-        self.recorded.append((message.message_id, reason, rule_id, key))
-        now = datetime.now(UTC)
-        return FailureRecord(message.message_id, reason, len(self.recorded), now, now, rule_id, bucket, key)
-
-    def find(self, message_id: str) -> FailureRecord | None:
-        return None
-
-
-class RecordingQueues:
-    def __init__(self) -> None:
-        self.delayed: list[tuple[str, int]] = []
-        self.dead: list[tuple[str, str]] = []
-
-    def retry_later(self, message: QueueMessage, delay_seconds: int) -> None:
-        self.delayed.append((message.message_id, delay_seconds))
-
-    def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
-        self.dead.append((message.message_id, record.reason.code))
-
-    def hand_back(self, message: QueueMessage, bodies: list[str]) -> None:
-        raise AssertionError("these messages hold one record each: nothing is ever handed back")
-
-
-def message_handler_with(s3: FakeS3) -> tuple[ReplicationMessageHandler, RecordingFailures, RecordingQueues]:
-    failures, queues = RecordingFailures(), RecordingQueues()
+def message_handler_with(s3: FakeS3) -> tuple[ReplicationMessageHandler, FakeFailureLog, FakeFailedMessages]:
+    failures, queues = FakeFailureLog(), FakeFailedMessages(refuse_hand_back=True)
     replicator = Replicator(FakeRules(make_rule(source_bucket="crr-demo-source")), s3, FakeLedger(), FakeProgress())
     return ReplicationMessageHandler(replicator, failures, queues, Backoff(base_seconds=4)), failures, queues
 
@@ -121,8 +91,13 @@ def test_a_transient_failure_is_recorded_delayed_with_backoff_and_reported_faile
     with pytest.raises(RecordFailedError, match="SlowDown"):
         message_handler.handle(message(load_body("s3/object-created-put"), receive_count=3))
     # Then the reason is recorded with rule and key, and only this message is delayed by its backoff
-    [(message_id, reason, rule_id, key)] = failures.recorded
-    assert (message_id, reason.code, rule_id, key) == ("m-1", "SlowDown", "r1", "reports/2026/summary.csv")
+    [recorded] = failures.recorded
+    assert (recorded.message_id, recorded.reason.code, recorded.rule_id, recorded.key) == (
+        "m-1",
+        "SlowDown",
+        "r1",
+        "reports/2026/summary.csv",
+    )
     [(delayed_id, delay)] = queues.delayed
     assert delayed_id == "m-1"
     assert 8 <= delay <= 16
@@ -139,7 +114,7 @@ def test_a_permanent_failure_goes_to_the_dlq_at_once_and_is_acknowledged() -> No
     assert message_handler.handle(message(load_body("s3/object-created-put"))) == []
     assert queues.dead == [("m-1", "NoSuchBucket")]
     assert queues.delayed == []
-    assert failures.recorded[0][1].kind is FailureKind.PERMANENT
+    assert failures.recorded[0].reason.kind is FailureKind.PERMANENT
 
 
 def test_a_failed_dead_letter_send_fails_the_record_so_nothing_is_lost() -> None:
@@ -178,22 +153,10 @@ class UnreachableTable:
         raise self._fail("GetItem")
 
 
-class DeadLetterQueue(RecordingQueues):
-    """Keeps each dead letter's whole failure record (the attributes it is sent with)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[FailureRecord] = []
-
-    def dead_letter(self, message: QueueMessage, record: FailureRecord) -> None:
-        super().dead_letter(message, record)
-        self.records.append(record)
-
-
 def outage_message_handler(
     max_receive_count: int,
-) -> tuple[ReplicationMessageHandler, UnreachableTable, DeadLetterQueue]:
-    table, queues = UnreachableTable(), DeadLetterQueue()
+) -> tuple[ReplicationMessageHandler, UnreachableTable, FakeFailedMessages]:
+    table, queues = UnreachableTable(), FakeFailedMessages(refuse_hand_back=True)
     replicator = Replicator(table, FakeS3(), FakeLedger(), FakeProgress())
     message_handler = ReplicationMessageHandler(
         replicator, table, queues, Backoff(base_seconds=4), max_receive_count=max_receive_count
@@ -217,9 +180,9 @@ def slowed_down_s3() -> FakeS3:
 
 def slow_down_message_handler(
     max_receive_count: int,
-) -> tuple[ReplicationMessageHandler, RecordingFailures, RecordingQueues]:
+) -> tuple[ReplicationMessageHandler, FakeFailureLog, FakeFailedMessages]:
     s3 = slowed_down_s3()
-    failures, queues = RecordingFailures(), RecordingQueues()
+    failures, queues = FakeFailureLog(), FakeFailedMessages(refuse_hand_back=True)
     replicator = Replicator(FakeRules(make_rule(source_bucket="crr-demo-source")), s3, FakeLedger(), FakeProgress())
     message_handler = ReplicationMessageHandler(
         replicator, failures, queues, Backoff(base_seconds=4), max_receive_count=max_receive_count
@@ -244,7 +207,7 @@ def test_a_transient_failure_at_the_queues_last_delivery_is_dead_lettered_with_i
     assert queues.dead == ([("m-1", "SlowDown")] if dead_lettered else [])
     assert [delayed for delayed, _ in queues.delayed] == ([] if dead_lettered else ["m-1"])
     # And the failure is recorded either way
-    assert [code.code for _, code, _, _ in failures.recorded] == ["SlowDown"]
+    assert [recorded.reason.code for recorded in failures.recorded] == ["SlowDown"]
 
 
 def test_during_a_table_outage_a_failure_still_backs_off_then_reaches_the_dlq_with_its_reason() -> None:
@@ -261,7 +224,7 @@ def test_during_a_table_outage_a_failure_still_backs_off_then_reaches_the_dlq_wi
     last = QueueMessage("m-1", delivery.body, "r-2", 2, first_received_at=first_received)
     assert message_handler.handle(last) == []
     # Then it goes to the DLQ with the reason the table could not keep, and is acknowledged
-    [record] = queues.records
+    [(_, record)] = queues.dead_letters
     assert (record.reason.code, record.reason.kind) == ("InternalServerError", FailureKind.TRANSIENT)
     assert (record.attempts, record.first_failure, record.key) == (2, first_received, "reports/2026/summary.csv")
     assert record.bucket == "crr-demo-source"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from unittest.mock import patch
@@ -14,43 +14,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.s3 import S3MultipartUploads, S3ObjectStore
+from crr.adapters.s3 import S3ObjectStore
+from crr.adapters.s3_multipart import S3MultipartUploads
 from crr.adapters.stepfunctions import StepFunctionsLargeCopies
 from crr.errors import AccessDeniedError, SourceChangedError, StorageError
 from crr.events import ChangeEvent, ChangeKind
-from crr.failures import FailureReason
 from crr.large_copy import LargeCopier, LargeCopyStep, LargeObjectSettings, PartBatch, plan_batches
 from crr.models import CopyRequest, LargeCopyJob, ObjectState, UploadedPart
 from crr.part_planning import MIB, plan_parts
 from crr.replication import Outcome, Replicator
 from tests.support.aws import client, create_bucket, upload_in_parts
 from tests.support.events import load_event
-from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.fakes import FakeKeyHandOver, FakeLargeCopyLauncher, FakeLedger, FakeProgress, FakeRules, FakeS3
 from tests.support.rules import make_rule
 
 SRC, DST = "src-bucket", "dst-bucket"
 WEST, EAST = "us-west-1", "us-east-1"
 LAYOUT = [5 * MIB, 5 * MIB, 5 * MIB, 5 * MIB, 1234]
-
-
-@dataclass
-class RecordingLauncher:
-    started: list[LargeCopyJob] = field(default_factory=list)
-
-    def start(self, job: LargeCopyJob) -> None:
-        self.started.append(job)
-
-
-@dataclass
-class RecordingHandOver:
-    reconciled: list[tuple[str, str]] = field(default_factory=list)
-    dead_lettered: list[tuple[str, FailureReason]] = field(default_factory=list)
-
-    def reconcile(self, request: CopyRequest, why: str) -> None:
-        self.reconciled.append((request.state.key, why))
-
-    def dead_letter(self, rule_id: str, request: CopyRequest, reason: FailureReason, attempt_id: str) -> None:
-        self.dead_lettered.append((request.state.key, reason))
 
 
 # ------------------------------------------------------------------ planning
@@ -110,13 +90,13 @@ def test_every_step_payload_of_the_workflow_parses() -> None:
 # ------------------------------------------------------------------ the hand-off from the live path
 
 
-def hand_off_world() -> tuple[Replicator, RecordingLauncher, FakeS3, FakeLedger]:
+def hand_off_world() -> tuple[Replicator, FakeLargeCopyLauncher, FakeS3, FakeLedger]:
     s3 = FakeS3()
     s3.create_bucket(SRC, WEST, versioned=True)
     s3.create_bucket(DST, EAST)
     stored = s3.put(SRC, "big.bin", b"x" * 64)
     s3.buckets[SRC].history["big.bin"] = [replace(stored, etag=stored.etag.rstrip('"') + '-2"')]
-    launcher = RecordingLauncher()
+    launcher = FakeLargeCopyLauncher()
     ledger = FakeLedger()
     rule = make_rule(source_bucket=SRC, destination_bucket=DST)
     replicator = Replicator(
@@ -206,7 +186,7 @@ def state_of(key: str, etag: str, version: str) -> ObjectState:
     )
 
 
-def copier(hand_over: RecordingHandOver, progress: FakeProgress, uploads: Any = None) -> LargeCopier:
+def copier(hand_over: FakeKeyHandOver, progress: FakeProgress, uploads: Any = None) -> LargeCopier:
     clients = ClientFactory()
     return LargeCopier(
         uploads or S3MultipartUploads(clients),
@@ -223,7 +203,7 @@ def test_the_workflow_steps_copy_an_object_in_batches_with_its_etag_metadata_and
     west, east = buckets
     # Given a 5-part source and a copier allowed 10 MiB per batch
     job = source_job(west)
-    hand_over, progress = RecordingHandOver(), FakeProgress()
+    hand_over, progress = FakeKeyHandOver(), FakeProgress()
     steps = copier(hand_over, progress)
     # When the workflow prepares, copies every batch, and completes
     prepared = steps.prepare(job)
@@ -250,7 +230,7 @@ def test_a_batch_run_again_after_a_failure_copies_only_the_parts_still_missing(b
     west, _ = buckets
     # Given a prepared copy whose first batch (parts 1-2) failed at its second part
     job = source_job(west)
-    hand_over, progress = RecordingHandOver(), FakeProgress()
+    hand_over, progress = FakeKeyHandOver(), FakeProgress()
     prepared = copier(hand_over, progress).prepare(job)
     real = S3MultipartUploads(ClientFactory())
     copy_part = real.copy_part
@@ -279,7 +259,7 @@ def test_a_source_overwritten_during_the_copy_is_not_completed_and_goes_back_to_
     west, east = buckets
     # Given a copy whose batches are done, then an overwrite of the source
     job = source_job(west)
-    hand_over, progress = RecordingHandOver(), FakeProgress()
+    hand_over, progress = FakeKeyHandOver(), FakeProgress()
     steps = copier(hand_over, progress)
     prepared = steps.prepare(job)
     for batch in prepared.batches:
@@ -301,7 +281,7 @@ def test_a_copy_that_fails_for_good_is_aborted_and_dead_lettered_with_its_reason
     west, east = buckets
     # Given a prepared copy whose batch was denied
     job = source_job(west)
-    hand_over, progress = RecordingHandOver(), FakeProgress()
+    hand_over, progress = FakeKeyHandOver(), FakeProgress()
     steps = copier(hand_over, progress)
     prepared = steps.prepare(job)
     denied = AccessDeniedError("UploadPartCopy", DST, "media/clip one.mp4", "AccessDenied", "no")
@@ -321,7 +301,7 @@ def test_giving_up_on_an_upload_already_gone_still_hands_the_key_on(buckets: tup
     west, _ = buckets
     # Given a prepared copy whose upload was already aborted (a give-up step that ran twice)
     job = source_job(west)
-    hand_over = RecordingHandOver()
+    hand_over = FakeKeyHandOver()
     steps = copier(hand_over, FakeProgress())
     prepared = steps.prepare(job)
     steps.give_up(prepared.job, "SourceGoneError", "deleted")
@@ -375,7 +355,7 @@ def test_a_complete_step_run_again_after_it_completed_the_upload_finds_its_repli
     west, east = buckets
     # Given a copy completed by a Complete step that then failed (Step Functions runs it again)
     job = source_job(west)
-    hand_over, progress = RecordingHandOver(), FakeProgress()
+    hand_over, progress = FakeKeyHandOver(), FakeProgress()
     steps = copier(hand_over, progress)
     prepared = steps.prepare(job)
     for batch in prepared.batches:

@@ -13,26 +13,19 @@ from crr.adapters.notifications import S3BucketNotifications, WiringCheck
 from crr.errors import StorageError
 from crr.models import QueueDepth
 from crr.notification_wiring_check import check_wiring
-from crr.rules import ReplicationRule
 from crr_cli.operations.status import StackStatus, WiringState
 from tests.support.aws import client, create_bucket
+from tests.support.fakes import (
+    FakeBacklogAgeGauge,
+    FakeFailureCounter,
+    FakeProgress,
+    FakeQueueGauge,
+    FakeRules,
+    FakeWiringProbe,
+)
 from tests.support.rules import make_rule, named_rule
-from tests.unit.test_status import FakeBacklogAge, FakeFailures, FakeProgress, FakeQueue, FakeRules
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-
-
-class FakeProbe:
-    """Wiring problems by rule id; a rule id mapped to an exception raises it."""
-
-    def __init__(self, **problems: str | Exception) -> None:
-        self.problems = problems
-
-    def problem(self, rule: ReplicationRule) -> str | None:
-        found = self.problems.get(rule.rule_id)
-        if isinstance(found, Exception):
-            raise found
-        return found
 
 
 def denied(bucket: str) -> StorageError:
@@ -42,7 +35,7 @@ def denied(bucket: str) -> StorageError:
 def test_check_wiring_names_unwired_rules_and_keeps_going_past_one_it_cannot_read() -> None:
     # Given three rules: one wired, one whose configuration was rewritten, one whose bucket denies reading
     rules = FakeRules(named_rule("fine"), named_rule("gone"), named_rule("hidden"))
-    probe = FakeProbe(gone="notification configuration 'crr-gone' is missing", hidden=denied("hidden-src"))
+    probe = FakeWiringProbe(gone="notification configuration 'crr-gone' is missing", hidden=denied("hidden-src"))
     # When the wiring is checked
     report = check_wiring(rules, probe, NOW)
     # Then the rewritten one is unwired with its reason, the unreadable one unchecked, all three counted
@@ -61,11 +54,13 @@ def test_status_marks_each_rules_wiring_and_warns_by_name_about_the_unwired_one(
         region="us-west-1",
         rules=FakeRules(named_rule("fine"), named_rule("gone"), named_rule("hidden")),
         progress=FakeProgress(),
-        queue=FakeQueue(QueueDepth(visible=0, in_flight=0)),
-        dead_letters=FakeQueue(QueueDepth(visible=0, in_flight=0)),
-        backlog_age=FakeBacklogAge(),
-        failures=FakeFailures(),
-        wiring=FakeProbe(gone="bucket 'gone-src': configuration 'crr-gone' is missing", hidden=denied("hidden-src")),
+        queue=FakeQueueGauge(QueueDepth(visible=0, in_flight=0)),
+        dead_letters=FakeQueueGauge(QueueDepth(visible=0, in_flight=0)),
+        backlog_age=FakeBacklogAgeGauge(),
+        failures=FakeFailureCounter(),
+        wiring=FakeWiringProbe(
+            gone="bucket 'gone-src': configuration 'crr-gone' is missing", hidden=denied("hidden-src")
+        ),
         clock=lambda: NOW,
     )
     # When the report is read

@@ -4,7 +4,6 @@ send-then-delete that makes a crash duplicate instead of drop."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,61 +12,17 @@ from crr.failures import FailureKind, FailureReason, FailureRecord
 from crr.models import RawDeadLetter
 from crr.replay import DeadLetters, ReplayRequest, parse_replay_event
 from tests.support.events import load_event
+from tests.support.fakes import FakeDeadLetterQueue, FakeFailureLog, FakeReplicationQueue
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+# The dead-letter queue and the failure log that explains the letters SQS moved there itself
+DeadLettersWorld = tuple[FakeDeadLetterQueue, FakeFailureLog]
 
 
 def body_for(key: str) -> str:
     document = load_event("s3/object-created-put")
     document["Records"][0]["s3"]["object"]["key"] = key
     return json.dumps(document)
-
-
-class FakeDlq:
-    def __init__(self, letters: list[RawDeadLetter]) -> None:
-        self.letters = {letter.message_id: letter for letter in letters}
-        self.hidden: set[str] = set()
-        self.fail_delete = False
-
-    def visible_count(self) -> int:
-        return len(set(self.letters) - self.hidden)
-
-    def receive(self, max_messages: int, hold_seconds: int, wait_seconds: int) -> list[RawDeadLetter]:
-        visible = [letter for mid, letter in self.letters.items() if mid not in self.hidden][:max_messages]
-        self.hidden.update(letter.message_id for letter in visible)
-        return [RawDeadLetter(d.message_id, f"rh-{d.message_id}", d.body, d.sent_at, d.attributes) for d in visible]
-
-    def delete(self, receipt_handle: str) -> None:
-        if self.fail_delete:
-            raise ConnectionError("process died between send and delete")
-        del self.letters[receipt_handle.removeprefix("rh-")]
-        self.hidden.discard(receipt_handle.removeprefix("rh-"))
-
-    def release(self, receipt_handle: str) -> None:
-        self.hidden.discard(receipt_handle.removeprefix("rh-"))
-
-
-class FakeQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, body: str) -> None:
-        self.sent.append(body)
-
-    def send_batch(self, bodies: Sequence[str]) -> None:
-        for body in bodies:
-            self.send(body)
-
-
-class FakeFailureLog:
-    def __init__(self, records: dict[str, FailureRecord]) -> None:
-        self.records = records
-
-    def find(self, message_id: str) -> FailureRecord | None:
-        return self.records.get(message_id)
-
-    def record(self, *args: object, **kwargs: object) -> FailureRecord:
-        raise NotImplementedError("replay never records failures")
 
 
 def attributes(code: str, at: datetime) -> dict[str, str]:
@@ -80,9 +35,9 @@ def attributes(code: str, at: datetime) -> dict[str, str]:
 
 
 @pytest.fixture
-def world() -> tuple[FakeDlq, FakeFailureLog]:
+def world() -> DeadLettersWorld:
     # Two dead-lettered at once with attributes, one moved by SQS redrive (reason in the failure log)
-    dlq = FakeDlq(
+    dlq = FakeDeadLetterQueue(
         [
             RawDeadLetter("a", "", body_for("logs/a"), T0, attributes("NoSuchBucket", T0)),
             RawDeadLetter("b", "", body_for("data/b"), T0, attributes("AccessDenied", T0 + timedelta(hours=1))),
@@ -93,10 +48,12 @@ def world() -> tuple[FakeDlq, FakeFailureLog]:
     redriven = FailureRecord(
         "c", FailureReason(FailureKind.TRANSIENT, "SlowDown", "reduce rate"), 5, T0, T0 + timedelta(hours=2)
     )
-    return dlq, FakeFailureLog({"c": redriven})
+    return dlq, FakeFailureLog({"c": redriven}, refuse_records=True)
 
 
-def test_the_summary_groups_by_reason_from_attributes_or_the_failure_log(world: tuple[FakeDlq, FakeFailureLog]) -> None:
+def test_the_summary_groups_by_reason_from_attributes_or_the_failure_log(
+    world: DeadLettersWorld,
+) -> None:
     dlq, failures = world
     summary = DeadLetters(dlq, failures).summarize()
     assert summary.total == 4
@@ -112,7 +69,7 @@ def test_the_summary_groups_by_reason_from_attributes_or_the_failure_log(world: 
     assert len(dlq.letters) == 4
 
 
-class SamplingDlq(FakeDlq):
+class SamplingDlq(FakeDeadLetterQueue):
     """Answers some polls empty although messages are visible, as SQS may; ``lost`` are counted but
     never returned (what the walk cannot reach)."""
 
@@ -130,7 +87,7 @@ class SamplingDlq(FakeDlq):
 
 
 def test_a_walk_goes_on_past_empty_replies_until_the_queue_counts_nothing_visible(
-    world: tuple[FakeDlq, FakeFailureLog],
+    world: DeadLettersWorld,
 ) -> None:
     # Given a DLQ whose every other reply is empty although messages are visible
     dlq, failures = world
@@ -142,14 +99,14 @@ def test_a_walk_goes_on_past_empty_replies_until_the_queue_counts_nothing_visibl
 
 
 def test_a_walk_that_cannot_reach_what_the_queue_counts_says_it_is_incomplete(
-    world: tuple[FakeDlq, FakeFailureLog],
+    world: DeadLettersWorld,
 ) -> None:
     # Given a DLQ that counts two messages more than any poll returns
     dlq, failures = world
     sampling = SamplingDlq(list(dlq.letters.values()), lost=2)
     # When it is listed and replayed
     summary = DeadLetters(sampling, failures).summarize()
-    report = DeadLetters(sampling, failures).replay(ReplayRequest(dry_run=True), FakeQueue())
+    report = DeadLetters(sampling, failures).replay(ReplayRequest(dry_run=True), FakeReplicationQueue())
     # Then what was reached is reported, flagged incomplete rather than passed off as everything
     assert (summary.total, summary.complete) == (4, False)
     assert (report.examined, report.complete) == (4, False)
@@ -167,35 +124,37 @@ def test_a_walk_that_cannot_reach_what_the_queue_counts_says_it_is_incomplete(
     ],
 )
 def test_replay_moves_exactly_the_matching_messages(
-    world: tuple[FakeDlq, FakeFailureLog], request_: ReplayRequest, replayed: set[str]
+    world: DeadLettersWorld, request_: ReplayRequest, replayed: set[str]
 ) -> None:
     dlq, failures = world
     bodies = {mid: letter.body for mid, letter in dlq.letters.items()}
-    queue = FakeQueue()
+    queue = FakeReplicationQueue()
     report = DeadLetters(dlq, failures).replay(request_, queue)
-    assert set(queue.sent) == {bodies[mid] for mid in replayed}
+    assert set(queue.bodies) == {bodies[mid] for mid in replayed}
     assert set(dlq.letters) == set(bodies) - replayed
     assert report.replayed == len(replayed)
     assert dlq.hidden == set()
 
 
-def test_a_dry_run_counts_without_moving_anything(world: tuple[FakeDlq, FakeFailureLog]) -> None:
+def test_a_dry_run_counts_without_moving_anything(world: DeadLettersWorld) -> None:
     dlq, failures = world
-    queue = FakeQueue()
+    queue = FakeReplicationQueue()
     report = DeadLetters(dlq, failures).replay(ReplayRequest(prefix="logs/", dry_run=True), queue)
-    assert (report.matched, report.replayed, queue.sent, len(dlq.letters)) == (2, 0, [], 4)
+    assert (report.matched, report.replayed, queue.bodies, len(dlq.letters)) == (2, 0, [], 4)
 
 
-def test_a_crash_between_send_and_delete_duplicates_but_never_drops(world: tuple[FakeDlq, FakeFailureLog]) -> None:
+def test_a_crash_between_send_and_delete_duplicates_but_never_drops(
+    world: DeadLettersWorld,
+) -> None:
     # Given a DLQ whose delete fails as if the process died right after the send
     dlq, failures = world
     dlq.fail_delete = True
-    queue = FakeQueue()
+    queue = FakeReplicationQueue()
     # When a replay runs, it fails
     with pytest.raises(ConnectionError):
         DeadLetters(dlq, failures).replay(ReplayRequest(reason="NoSuchBucket"), queue)
     # Then the message was sent back to the replication queue AND is still in the DLQ, visible again
-    assert queue.sent == [body_for("logs/a")]
+    assert queue.bodies == [body_for("logs/a")]
     assert "a" in dlq.letters
     assert dlq.hidden == set()
 

@@ -19,9 +19,16 @@ from crr.models import BreakerRecord, CopyRequest, KeyVersion, LedgerEntry
 from crr.one_way_reconciliation import SOURCE_CHANGE_ATTEMPTS
 from crr.replication import LEDGER_CONFLICT_ATTEMPTS, Outcome, Replicator
 from crr.two_way_reconciliation import SIDE_CHANGE_ATTEMPTS
-from tests.support.fakes import FakeLedger, FakeNudges, FakeProgress, FakeRules, FakeS3, FakeTombstones
+from tests.support.fakes import (
+    FakeBreakerStore,
+    FakeLedger,
+    FakePeerNudges,
+    FakeProgress,
+    FakeRules,
+    FakeS3,
+    FakeTombstones,
+)
 from tests.support.rules import DESTINATION_BUCKET, EAST, SOURCE_BUCKET, WEST, make_rule, two_way_rules
-from tests.unit.test_breaker import MemoryBreakerStore
 
 SRC, DST = SOURCE_BUCKET, DESTINATION_BUCKET
 # ledger requests, delete-breaker requests, S3 requests by operation
@@ -36,7 +43,7 @@ def _event(bucket: str, key: str, sequencer: str, kind: ChangeKind = ChangeKind.
     )
 
 
-class CountingBreakerStore(MemoryBreakerStore):
+class CountingBreakerStore(FakeBreakerStore):
     """The breaker item in memory, counting the requests the breaker makes of the table."""
 
     def __init__(self) -> None:
@@ -71,7 +78,7 @@ class Site:
             clock=self.clock,
             breaker=DeleteBreaker(self.breaker_store, BreakerSettings(), clock=self.clock),
             tombstones=FakeTombstones() if two_way else None,
-            nudges=FakeNudges(lambda bucket, key: None) if two_way else None,
+            nudges=FakePeerNudges(lambda bucket, key: None) if two_way else None,
         )
 
     def clock(self) -> datetime:

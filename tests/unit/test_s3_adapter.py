@@ -10,7 +10,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.s3 import DestinationEncryption, S3Buckets, S3ObjectStore
+from crr.adapters.s3 import S3ObjectStore
+from crr.adapters.s3_buckets import DestinationEncryption, S3Buckets
 from crr.errors import BucketMissingError, SourceGoneError, StorageError, UnknownBucketError
 from crr.markers import marker_for, sealed_origin, user_metadata
 from crr.models import AclGrants, CopyRequest, ObjectState

@@ -39,6 +39,15 @@ from crr_cli.operations.status import (
 )
 from crr_cli.status_command import DEFAULT_WATCH_SECONDS, add_status_parser, watch
 from tests.support.aws import client, create_rules_table
+from tests.support.fakes import (
+    FakeBackfillJobs,
+    FakeBacklogAgeGauge,
+    FakeFailureCounter,
+    FakeFailureMetric,
+    FakeProgress,
+    FakeQueueGauge,
+    FakeRules,
+)
 from tests.support.rules import named_rule
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -57,75 +66,7 @@ def synced(event_age: float, sync_age: float = 1.0, copied: int = 5) -> RuleProg
     )
 
 
-# ---- fakes of the status ports ------------------------------------------------------------------
-
-
-class FakeRules:
-    def __init__(self, *rules: ReplicationRule) -> None:
-        self.rules = {rule.rule_id: rule for rule in rules}
-
-    def list(self) -> list[ReplicationRule]:
-        return sorted(self.rules.values(), key=lambda rule: rule.rule_id)
-
-    def get(self, rule_id: str) -> ReplicationRule:
-        if rule_id not in self.rules:
-            raise RuleNotFoundError(rule_id)
-        return self.rules[rule_id]
-
-
-class FakeProgress:
-    def __init__(self, **progress: RuleProgress) -> None:
-        self.progress = progress
-
-    def read(self, rule_id: str) -> RuleProgress | None:
-        return self.progress.get(rule_id)
-
-
-class FakeQueue:
-    def __init__(self, depth: QueueDepth) -> None:
-        self.current = depth
-
-    def depth(self) -> QueueDepth:
-        return self.current
-
-
-class FakeBacklogAge:
-    def __init__(self, age: float | None = None, error: StatusProbeError | None = None) -> None:
-        self.age = age
-        self.error = error
-
-    def oldest_message_age_seconds(self) -> float | None:
-        if self.error is not None:
-            raise self.error
-        return self.age
-
-
-class FakeFailures:
-    """Failure records by last-failure time; remembers the cutoffs asked for."""
-
-    def __init__(self, *last_failures: datetime, complete: bool = True) -> None:
-        self.last_failures = last_failures
-        self.complete = complete
-        self.cutoffs: list[datetime] = []
-
-    def count_since(self, cutoff: datetime) -> FailureCount:
-        self.cutoffs.append(cutoff)
-        return FailureCount(count=sum(1 for at in self.last_failures if at >= cutoff), complete=self.complete)
-
-
-class FakeFailureMetric:
-    """CloudWatch's sum of the functions' ReplicationFailures; remembers the windows asked for."""
-
-    def __init__(self, attempts: int = 0, error: StatusProbeError | None = None) -> None:
-        self.attempts = attempts
-        self.error = error
-        self.windows: list[tuple[datetime, datetime]] = []
-
-    def failed_attempts(self, start: datetime, end: datetime) -> int:
-        self.windows.append((start, end))
-        if self.error is not None:
-            raise self.error
-        return self.attempts
+# ---- an outage of the table -----------------------------------------------------------------------
 
 
 class TableDown:
@@ -152,8 +93,8 @@ def stack_status(
     progress: dict[str, RuleProgress] | None = None,
     queue: QueueDepth = EMPTY,
     dlq: QueueDepth = EMPTY,
-    backlog_age: FakeBacklogAge | None = None,
-    failures: FakeFailures | None = None,
+    backlog_age: FakeBacklogAgeGauge | None = None,
+    failures: FakeFailureCounter | None = None,
     failure_metric: FakeFailureMetric | None = None,
     backfills: dict[str, BackfillJob] | None = None,
     clock: Callable[[], datetime] = lambda: NOW,
@@ -163,22 +104,14 @@ def stack_status(
         region="us-west-1",
         rules=FakeRules(*rules),
         progress=FakeProgress(**(progress or {})),
-        queue=FakeQueue(queue),
-        dead_letters=FakeQueue(dlq),
-        backlog_age=backlog_age or FakeBacklogAge(),
-        failures=failures or FakeFailures(),
+        queue=FakeQueueGauge(queue),
+        dead_letters=FakeQueueGauge(dlq),
+        backlog_age=backlog_age or FakeBacklogAgeGauge(),
+        failures=failures or FakeFailureCounter(),
         failure_metric=failure_metric or FakeFailureMetric(),
-        backfills=FakeBackfills(backfills or {}),
+        backfills=FakeBackfillJobs(jobs=(backfills or {}).values()),
         clock=clock,
     )
-
-
-class FakeBackfills:
-    def __init__(self, jobs: dict[str, BackfillJob]) -> None:
-        self._jobs = jobs
-
-    def latest(self, rule_id: str) -> BackfillJob | None:
-        return self._jobs.get(rule_id)
 
 
 def backfill_job(rule: ReplicationRule, *, processed: int, counted: int, seconds: float) -> BackfillJob:
@@ -246,7 +179,7 @@ def test_a_change_timestamped_after_now_by_clock_skew_never_gives_a_negative_lag
 
 def test_the_report_counts_failures_of_the_last_hour_from_the_injected_clock() -> None:
     # Given failures 2 h, 61 min, 59 min and 1 min before now
-    failures = FakeFailures(*(NOW - timedelta(minutes=minutes) for minutes in (120, 61, 59, 1)))
+    failures = FakeFailureCounter(*(NOW - timedelta(minutes=minutes) for minutes in (120, 61, 59, 1)))
     # When the report is built
     report = stack_status(named_rule("photos"), failures=failures).report()
     # Then the window starts one hour before the clock's now, and the two inside it are counted
@@ -256,7 +189,7 @@ def test_the_report_counts_failures_of_the_last_hour_from_the_injected_clock() -
 
 
 def test_a_failure_count_cut_short_by_its_scan_bound_is_flagged_as_a_lower_bound() -> None:
-    report = stack_status(named_rule("photos"), failures=FakeFailures(NOW, complete=False)).report()
+    report = stack_status(named_rule("photos"), failures=FakeFailureCounter(NOW, complete=False)).report()
     assert report.stack.failures_counted_completely is False
     assert any("at least 1" in warning for warning in report.warnings)
     assert "failures (last hour): >=1" in render_text(report)
@@ -281,7 +214,7 @@ def test_counters_come_from_progress_and_default_to_zero_before_the_first_sync()
 def test_failed_attempts_are_the_functions_published_failures_of_the_last_15_minutes() -> None:
     # Given CloudWatch counting 7 failed attempts, and the table 2 failure records
     metric = FakeFailureMetric(7)
-    report = stack_status(named_rule("photos"), failures=FakeFailures(NOW, NOW), failure_metric=metric).report()
+    report = stack_status(named_rule("photos"), failures=FakeFailureCounter(NOW, NOW), failure_metric=metric).report()
     # Then both are reported, the attempts over the 15 minutes before the clock's now, and all is well
     assert metric.windows == [(NOW - timedelta(minutes=15), NOW)]
     assert (report.stack.failed_attempts, report.stack.failed_attempts_window_seconds) == (7, 900)
@@ -308,9 +241,9 @@ def test_a_rules_table_the_operator_cannot_read_is_reported_as_unreadable_not_as
         region="us-west-1",
         rules=table,
         progress=table,
-        queue=FakeQueue(BUSY),
-        dead_letters=FakeQueue(QueueDepth(visible=1, in_flight=0)),
-        backlog_age=FakeBacklogAge(),
+        queue=FakeQueueGauge(BUSY),
+        dead_letters=FakeQueueGauge(QueueDepth(visible=1, in_flight=0)),
+        backlog_age=FakeBacklogAgeGauge(),
         failures=table,
         failure_metric=FakeFailureMetric(3),
         clock=lambda: NOW,
@@ -336,10 +269,10 @@ def test_a_rules_table_failing_after_the_rule_list_leaves_out_every_rule() -> No
         region="us-west-1",
         rules=FakeRules(named_rule("a"), named_rule("b")),
         progress=TableDown(),
-        queue=FakeQueue(EMPTY),
-        dead_letters=FakeQueue(EMPTY),
-        backlog_age=FakeBacklogAge(),
-        failures=FakeFailures(),
+        queue=FakeQueueGauge(EMPTY),
+        dead_letters=FakeQueueGauge(EMPTY),
+        backlog_age=FakeBacklogAgeGauge(),
+        failures=FakeFailureCounter(),
         clock=lambda: NOW,
     )
     report = status.report()
@@ -358,7 +291,7 @@ def test_an_unreadable_failure_metric_is_a_warning_not_a_failure() -> None:
 
 def test_an_unreadable_backlog_age_is_a_warning_not_a_failure() -> None:
     error = StatusProbeError("CloudWatch GetMetricStatistics failed: AccessDenied: no", "AccessDenied")
-    report = stack_status(named_rule("photos"), queue=BUSY, backlog_age=FakeBacklogAge(error=error)).report()
+    report = stack_status(named_rule("photos"), queue=BUSY, backlog_age=FakeBacklogAgeGauge(error=error)).report()
     assert report.stack.oldest_message_age_seconds is None
     assert report.warnings == [f"age of the oldest queued message unavailable: {error}"]
 
@@ -398,8 +331,8 @@ def test_the_text_shows_the_stack_numbers_once_and_one_aligned_line_per_rule() -
         progress={"photos": synced(event_age=75, sync_age=4, copied=1234)},
         queue=BUSY,
         dlq=QueueDepth(visible=2, in_flight=1),
-        backlog_age=FakeBacklogAge(age=95),
-        failures=FakeFailures(NOW, NOW),
+        backlog_age=FakeBacklogAgeGauge(age=95),
+        failures=FakeFailureCounter(NOW, NOW),
         failure_metric=FakeFailureMetric(4),
     )
     # When it is rendered

@@ -10,7 +10,7 @@ import pytest
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoRules
 from crr.adapters.notifications import S3BucketNotifications
-from crr.adapters.s3 import S3Buckets
+from crr.adapters.s3_buckets import S3Buckets
 from crr.errors import PairedRuleError, RuleNotFoundError, VersioningRequiredError
 from crr_cli.operations.catalog import PairRemoval, RuleCatalog, RuleRequest, StackScope
 from tests.support.aws import client, create_bucket, create_rules_table

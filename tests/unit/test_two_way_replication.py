@@ -12,7 +12,15 @@ import pytest
 
 from crr.events import ChangeEvent, ChangeKind
 from crr.replication import Outcome, Replicator
-from tests.support.fakes import FakeLedger, FakeNudges, FakeProgress, FakeRules, FakeS3, FakeTombstones, StoredVersion
+from tests.support.fakes import (
+    FakeLedger,
+    FakePeerNudges,
+    FakeProgress,
+    FakeRules,
+    FakeS3,
+    FakeTombstones,
+    StoredVersion,
+)
 from tests.support.rules import two_way_rules
 
 WEST, EAST = "west-site", "east-site"
@@ -36,7 +44,7 @@ class Pair:
             FakeProgress(),
             clock=self.clock,
             tombstones=FakeTombstones(),
-            nudges=FakeNudges(lambda bucket, key: None),
+            nudges=FakePeerNudges(lambda bucket, key: None),
         )
 
     def clock(self) -> datetime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
@@ -33,8 +33,15 @@ from crr_cli.operations.verify import (
     verify,
 )
 from crr_cli.verify_command import _print_report
-from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
-from tests.support.listings import FixedOrderListing, MemoryListing
+from tests.support.fakes import (
+    FakeLedger,
+    FakeListing,
+    FakeProgress,
+    FakeReplicationQueue,
+    FakeRules,
+    FakeS3,
+    etag_of,
+)
 from tests.support.rules import make_rule
 
 SRC, DST = "src-bucket", "dst-bucket"
@@ -42,7 +49,7 @@ WEST, EAST = "us-west-1", "us-east-1"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
-def both(listing: MemoryListing, *keys: str) -> None:
+def both(listing: FakeListing, *keys: str) -> None:
     for key in keys:
         listing.put(SRC, key, key.encode())
         listing.put(DST, key, key.encode())
@@ -58,24 +65,6 @@ def counts(report: VerifyReport) -> dict[str, int]:
     }
 
 
-class RecordingQueue:
-    def __init__(self, fail_on_batch: int | None = None) -> None:
-        self.batches: list[list[str]] = []
-        self.fail_on_batch = fail_on_batch
-
-    def send(self, body: str) -> None:
-        self.send_batch([body])
-
-    def send_batch(self, bodies: Sequence[str]) -> None:
-        if self.fail_on_batch is not None and len(self.batches) == self.fail_on_batch:
-            raise QueueError("SendMessageBatch failed: throttled", "ThrottlingException")
-        self.batches.append(list(bodies))
-
-    @property
-    def bodies(self) -> list[str]:
-        return [body for batch in self.batches for body in batch]
-
-
 def single_event(body: str) -> ChangeEvent:
     events = parse_notification(body)
     assert len(events) == 1
@@ -89,7 +78,7 @@ def single_event(body: str) -> ChangeEvent:
 
 def test_equal_buckets_are_equal() -> None:
     # Given a destination holding exactly the source's objects
-    listing = MemoryListing()
+    listing = FakeListing()
     both(listing, "a", "b/c", "d e+f%")
     # When verified
     report = verify(make_rule(), listing, listing)
@@ -103,7 +92,7 @@ def test_equal_buckets_are_equal() -> None:
 def test_missing_stale_and_extra_keys_are_counted_exactly() -> None:
     # Given one matching key, two only in the source, two whose replica differs (ETag only; size)
     # and two only in the replica
-    listing = MemoryListing()
+    listing = FakeListing()
     both(listing, "same")
     listing.put(SRC, "missing-1", b"1")
     listing.put(SRC, "missing-2", b"2")
@@ -127,7 +116,7 @@ def test_missing_stale_and_extra_keys_are_counted_exactly() -> None:
 
 def test_a_same_size_object_with_another_etag_is_stale() -> None:
     # Given a replica of the same size whose ETag is the multipart form of the source's
-    listing = MemoryListing()
+    listing = FakeListing()
     listing.put(SRC, "big", b"0123456789", etag="9e107d9d372bb6826bd81d3542a419d6")
     listing.put(DST, "big", b"0123456789", etag="3858f62230ac3c915f300c664312c11f-2")
     # When verified, Then size alone does not make it match
@@ -137,7 +126,7 @@ def test_a_same_size_object_with_another_etag_is_stale() -> None:
 def test_keys_outside_the_rule_prefixes_are_neither_listed_nor_counted() -> None:
     # Given a rule for data/ and img/, and differences outside them (including near misses
     # of the prefixes) as well as inside
-    listing = MemoryListing()
+    listing = FakeListing()
     both(listing, "data/ok", "img/ok")
     for key in ("logs/x", "data", "dat/x", "datA/x", "img"):
         listing.put(SRC, key)  # would be "missing" if counted
@@ -156,7 +145,7 @@ def test_keys_outside_the_rule_prefixes_are_neither_listed_nor_counted() -> None
 
 def test_without_delete_replication_keys_only_in_the_replica_are_kept_not_extra() -> None:
     # Given a rule that does not replicate deletes, and a replica still holding deleted keys
-    listing = MemoryListing()
+    listing = FakeListing()
     both(listing, "a", "b")
     listing.put(DST, "deleted-at-source-1")
     listing.put(DST, "deleted-at-source-2")
@@ -170,7 +159,7 @@ def test_without_delete_replication_keys_only_in_the_replica_are_kept_not_extra(
 
 
 def test_samples_stop_at_n_while_counts_go_on() -> None:
-    listing = MemoryListing()
+    listing = FakeListing()
     for index in range(25):
         listing.put(SRC, f"k{index:02d}")
     assert verify(make_rule(), listing, listing, samples=3).missing.model_dump() == {
@@ -181,7 +170,7 @@ def test_samples_stop_at_n_while_counts_go_on() -> None:
 
 
 def test_empty_buckets_are_equal() -> None:
-    listing = MemoryListing()
+    listing = FakeListing()
     report = verify(make_rule(), listing, listing)
     assert report.equal
     assert report.source_objects == report.destination_objects == 0
@@ -213,7 +202,7 @@ UNICODE_KEYS = (
 def test_unicode_keys_merge_in_utf8_byte_order() -> None:
     # Given both buckets holding unicode keys, listed in S3's (UTF-8 byte) order, and one
     # difference of each kind among keys that differ only after a multi-byte character
-    listing = MemoryListing(page_size=2)
+    listing = FakeListing(page_size=2)
     both(listing, *UNICODE_KEYS)
     listing.remove(DST, "日本/1")  # missing
     listing.put(DST, "ü/b", b"changed")  # stale
@@ -238,12 +227,23 @@ def test_s3_order_is_utf8_byte_order_which_is_not_utf16_order() -> None:
 
 
 def test_a_unicode_prefix_selects_its_keys() -> None:
-    listing = MemoryListing(page_size=1)
+    listing = FakeListing(page_size=1)
     both(listing, "日本/a", "日本語/b", "日/c")
     listing.put(SRC, "日本/missing")
     listing.put(DST, "日本語/extra-but-outside")
     report = verify(make_rule("日本/"), listing, listing)
     assert counts(report) == {"matching": 1, "missing": 1, "stale": 0, "extra": 0, "kept": 0}
+
+
+class FixedOrderListing(FakeListing):
+    """A listing that returns the given keys in the given order (to model a server that sorts wrongly)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__()
+        self.keys = keys
+
+    def pages(self, bucket: str, region: str, prefix: str) -> Iterator[list[ListedObject]]:
+        yield [ListedObject(key=key, size=1, etag=etag_of(b"x")) for key in self.keys if key.startswith(prefix)]
 
 
 @pytest.mark.parametrize(
@@ -256,7 +256,7 @@ def test_a_unicode_prefix_selects_its_keys() -> None:
 )
 def test_a_listing_out_of_s3_order_is_refused(keys: list[str], culprit: str) -> None:
     # Given a destination listing that is not strictly ascending by UTF-8 bytes
-    source = MemoryListing()
+    source = FakeListing()
     for key in keys:
         source.put(SRC, key)
     # When verified, Then the merge refuses it rather than miscounting
@@ -272,7 +272,7 @@ def test_a_listing_out_of_s3_order_is_refused(keys: list[str], culprit: str) -> 
 @pytest.mark.parametrize(("source_pages", "destination_pages"), [(1, 1), (1, 7), (3, 2), (1000, 1)])
 def test_many_small_pages_give_the_same_counts(source_pages: int, destination_pages: int) -> None:
     # Given the same differences listed in pages of different sizes on each side
-    source, destination = MemoryListing(page_size=source_pages), MemoryListing(page_size=destination_pages)
+    source, destination = FakeListing(page_size=source_pages), FakeListing(page_size=destination_pages)
     for index in range(60):
         key = f"p/{index:03d}"
         if index % 5 != 0:
@@ -287,7 +287,7 @@ def test_many_small_pages_give_the_same_counts(source_pages: int, destination_pa
 
 def test_listings_are_consumed_page_by_page_never_ahead() -> None:
     # Given two equal buckets of 20 pages each, under two prefixes
-    listing = MemoryListing(page_size=10)
+    listing = FakeListing(page_size=10)
     both(listing, *(f"a/{index:03d}" for index in range(100)), *(f"b/{index:03d}" for index in range(100)))
     # When verified
     verify(make_rule("a/", "b/"), listing, listing)
@@ -350,7 +350,7 @@ def test_the_merge_equals_a_set_based_reference(
     # Given random source and destination objects ((size, content variant) per key), a random rule
     # and random paging on each side
     rule = make_rule(*prefixes, replicate_deletes=deletes)
-    source_listing, destination_listing = MemoryListing(source_page), MemoryListing(destination_page)
+    source_listing, destination_listing = FakeListing(source_page), FakeListing(destination_page)
     for key, (size, variant) in source.items():
         source_listing.put(SRC, key, bytes([variant]) * size)
     for key, (size, variant) in destination.items():
@@ -385,7 +385,7 @@ def test_the_merge_equals_a_set_based_reference(
 
 def test_repair_queues_every_difference_in_batches_of_ten() -> None:
     # Given 23 missing, 5 stale and 4 extra keys (more than --samples shows) and 3 matching
-    listing = MemoryListing(page_size=4)
+    listing = FakeListing(page_size=4)
     both(listing, "m/1", "m/2", "m/3")
     for index in range(23):
         listing.put(SRC, f"missing/{index:02d}")
@@ -394,7 +394,7 @@ def test_repair_queues_every_difference_in_batches_of_ten() -> None:
         listing.put(DST, f"stale/{index}", b"old!")
     for index in range(4):
         listing.put(DST, f"extra/{index}")
-    queue = RecordingQueue()
+    queue = FakeReplicationQueue()
     # When verified with repair
     report = verify(make_rule(), listing, listing, samples=2, repair=queue, clock=lambda: T0)
     # Then every differing key was sent once, 10 per SendMessageBatch, and counted as queued
@@ -413,19 +413,19 @@ def test_repair_queues_every_difference_in_batches_of_ten() -> None:
 
 
 def test_repair_leaves_kept_and_matching_keys_alone() -> None:
-    listing = MemoryListing()
+    listing = FakeListing()
     both(listing, "same")
     listing.put(DST, "kept")
-    queue = RecordingQueue()
+    queue = FakeReplicationQueue()
     report = verify(make_rule(replicate_deletes=False), listing, listing, repair=queue)
     assert report.queued == 0
     assert queue.batches == []
 
 
 def test_repair_of_a_paused_rule_is_refused_before_listing() -> None:
-    listing = MemoryListing()
+    listing = FakeListing()
     listing.put(SRC, "missing")
-    queue = RecordingQueue()
+    queue = FakeReplicationQueue()
     with pytest.raises(RepairRefusedError, match="paused"):
         verify(make_rule(status=RuleStatus.PAUSED), listing, listing, repair=queue)
     assert listing.fetches == []
@@ -433,25 +433,25 @@ def test_repair_of_a_paused_rule_is_refused_before_listing() -> None:
 
 
 def test_a_paused_rule_can_still_be_verified() -> None:
-    listing = MemoryListing()
+    listing = FakeListing()
     listing.put(SRC, "missing")
     assert verify(make_rule(status=RuleStatus.PAUSED), listing, listing).missing.count == 1
 
 
 def test_a_send_failure_after_some_batches_says_how_many_were_queued() -> None:
-    listing = MemoryListing()
+    listing = FakeListing()
     for index in range(25):
         listing.put(SRC, f"k{index:02d}")
     with pytest.raises(RepairIncompleteError, match="after queuing 10 key") as raised:
-        verify(make_rule(), listing, listing, repair=RecordingQueue(fail_on_batch=1))
+        verify(make_rule(), listing, listing, repair=FakeReplicationQueue(fail_on_batch=1))
     assert raised.value.queued == 10
 
 
 def test_a_send_failure_before_anything_was_queued_is_raised_as_is() -> None:
-    listing = MemoryListing()
+    listing = FakeListing()
     listing.put(SRC, "k")
     with pytest.raises(QueueError, match="throttled"):
-        verify(make_rule(), listing, listing, repair=RecordingQueue(fail_on_batch=0))
+        verify(make_rule(), listing, listing, repair=FakeReplicationQueue(fail_on_batch=0))
 
 
 @pytest.mark.parametrize("key", ["a b.txt", "c++/x+y.txt", "100%.txt", "ünï/日本 語.txt", "😀/a%2Bb", "q?x=1&y#z"])
@@ -480,22 +480,6 @@ def test_only_differences_get_repair_messages() -> None:
         repair_message(make_rule(), Finding(Verdict.KEPT, "k"), T0)
 
 
-class FakeS3Listing:
-    """A Listing over FakeS3's current versions, as ListObjectsV2 would list them."""
-
-    def __init__(self, s3: FakeS3) -> None:
-        self.s3 = s3
-
-    def pages(self, bucket: str, region: str, prefix: str) -> Iterator[list[ListedObject]]:
-        found = []
-        for key in sorted((key for key in self.s3.keys(bucket) if key.startswith(prefix)), key=str.encode):
-            version = self.s3.current(bucket, key)
-            assert version is not None
-            found.append(ListedObject(key, len(version.body), version.etag.strip('"')))
-        for start in range(0, len(found), 3):
-            yield found[start : start + 3]
-
-
 def test_repair_messages_applied_by_the_replicator_make_the_replica_equal() -> None:
     # Given a replicated source whose replica has drifted: a key lost, one overwritten, one added,
     # and the rule's ledger holding sequencers for what it applied before
@@ -519,11 +503,11 @@ def test_repair_messages_applied_by_the_replicator_make_the_replica_equal() -> N
     s3.remove(DST, "lost")
     s3.put(DST, "over written", b"tampered")
     s3.put(DST, "stray/ünï", b"?")
-    listing = FakeS3Listing(s3)
+    listing = FakeListing(page_size=3, s3=s3)
     before = verify(rule, listing, listing)
     assert counts(before) == {"matching": 2, "missing": 1, "stale": 1, "extra": 1, "kept": 0}
     # When verify --repair queues messages and the replicator applies them like any queue message
-    queue = RecordingQueue()
+    queue = FakeReplicationQueue()
     verify(rule, listing, listing, repair=queue)
     for body in queue.bodies:
         replicator.apply(single_event(body))
@@ -538,7 +522,7 @@ def test_repair_messages_applied_by_the_replicator_make_the_replica_equal() -> N
 
 
 def test_the_text_report_names_counts_samples_and_verdict(capsys: pytest.CaptureFixture[str]) -> None:
-    listing = MemoryListing()
+    listing = FakeListing()
     both(listing, "a")
     listing.put(SRC, "m 1")
     listing.put(DST, "kept")
@@ -557,7 +541,7 @@ def test_the_text_report_names_counts_samples_and_verdict(capsys: pytest.Capture
 
 
 def test_the_json_report_has_the_verdict_and_totals(capsys: pytest.CaptureFixture[str]) -> None:
-    listing = MemoryListing()
+    listing = FakeListing()
     both(listing, "a")
     _print_report(verify(make_rule(), listing, listing), as_json=True, paused=False)
     document = json.loads(capsys.readouterr().out)
@@ -568,7 +552,7 @@ def test_the_json_report_has_the_verdict_and_totals(capsys: pytest.CaptureFixtur
 
 
 def test_sample_keys_never_repeat_across_pages() -> None:
-    listing = MemoryListing(page_size=1)
+    listing = FakeListing(page_size=1)
     for index in range(10):
         listing.put(SRC, f"k{index}")
     samples = verify(make_rule(), listing, listing, samples=10).missing.samples
@@ -586,7 +570,7 @@ class _World:
         self.rule = make_rule()
         self.ledger = FakeLedger()
         self.replicator = Replicator(FakeRules(self.rule), self.s3, self.ledger, FakeProgress(), clock=self.clock)
-        self.listing = FakeS3Listing(self.s3)
+        self.listing = FakeListing(page_size=3, s3=self.s3)
 
     def clock(self) -> datetime:
         self.now += timedelta(milliseconds=10)
@@ -597,7 +581,7 @@ class _World:
             ChangeEvent(bucket=SRC, key=key, kind=kind, event_name="ObjectCreated:Put", event_time=T0)
         )
 
-    def verify(self, mode: AttributeMode, repair: RecordingQueue | None = None) -> VerifyReport:
+    def verify(self, mode: AttributeMode, repair: FakeReplicationQueue | None = None) -> VerifyReport:
         return verify(self.rule, self.listing, self.listing, repair=repair, check=AttributeCheck(self.s3, mode))
 
 
@@ -628,7 +612,7 @@ def test_equal_bytes_with_other_metadata_or_tags_are_stale_and_the_report_says_w
     world.s3.set_tags(DST, "tagged", {"t": "2"})
     # When the rule is verified comparing every key's attributes, then with repair
     report = world.verify(AttributeMode.ALL)
-    queue = RecordingQueue()
+    queue = FakeReplicationQueue()
     world.verify(AttributeMode.ALL, repair=queue)
     # Then both are stale, the JSON says which attribute differs, and each repair asks for what fixes it
     assert report.stale.samples == ["meta", "tagged"]
@@ -714,7 +698,7 @@ def test_a_replica_the_ledger_says_crr_copied_between_exactly_the_listed_etags_m
     # Given replicas whose ETags differ from their sources' (SSE-KMS), none with a marker or checksum:
     # one the ledger says crr copied between exactly the listed ETags, one a user overwrote since, one
     # whose source changed since, one recorded before replica ETags were, and one recorded as deleted
-    listing = MemoryListing()
+    listing = FakeListing()
     ledger = CountingLedger()
     for key, recorded in (
         ("copied", copied("s", "r")),
@@ -728,7 +712,7 @@ def test_a_replica_the_ledger_says_crr_copied_between_exactly_the_listed_etags_m
         ledger.record("r1", key, recorded, None)
     inspector = NoMarkerInspector()
     # When verified with repair, the ledger and an inspector
-    queue = RecordingQueue()
+    queue = FakeReplicationQueue()
     check = AttributeCheck(inspector, AttributeMode.NONE)
     report = verify(make_rule(), listing, listing, repair=queue, check=check, ledger=ledger)
     # Then only the first matches, and only the others are queued
@@ -742,7 +726,7 @@ def test_a_replica_the_ledger_says_crr_copied_between_exactly_the_listed_etags_m
 
 def test_without_the_ledger_a_markerless_replica_with_its_own_etag_is_stale() -> None:
     # Given the same replica crr copied, but verify not given the ledger
-    listing = MemoryListing()
+    listing = FakeListing()
     listing.put(SRC, "copied", b"x", etag="s")
     listing.put(DST, "copied", b"x", etag="r")
     # When verified, Then it is stale: nothing else ties its ETag to the source's
@@ -751,7 +735,7 @@ def test_without_the_ledger_a_markerless_replica_with_its_own_etag_is_stale() ->
 
 def test_the_ledger_is_read_a_hundred_keys_at_a_time_and_findings_stay_in_key_order() -> None:
     # Given 250 replicas with ETags of their own, all recorded, among 1500 identical keys, and 3 missing
-    listing = MemoryListing(page_size=7)
+    listing = FakeListing(page_size=7)
     ledger = CountingLedger()
     for index in range(1750):
         key = f"k{index:04d}"

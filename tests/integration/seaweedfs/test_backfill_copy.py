@@ -20,9 +20,8 @@ from crr.errors import SourceChangedError
 from crr.models import ListedObject, ListingPage
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
-from tests.support.backfill_fakes import MemoryBackfillJobs, RecordingNotices
 from tests.support.backfill_runner import run_job
-from tests.support.fakes import FakeLedger, FakeProgress, FakeRules
+from tests.support.fakes import FakeBackfillJobs, FakeLedger, FakeProgress, FakeReplicationQueue, FakeRules
 from tests.support.rules import make_rule
 from tests.support.seaweedfs import SeaweedFS
 
@@ -123,8 +122,8 @@ def test_a_job_skips_what_is_there_and_leaves_a_later_write_to_the_live_path(
     live = Replicator(FakeRules(rule), S3ObjectStore(clients), ledger, FakeProgress())
     # (a user overwrites docs/07 right after the first page is listed)
     listing = OverwritingListing(clients, s3, rule.source_bucket, "docs/07")
-    engine = BackfillEngine(listing, S3FastCopier(clients), ledger, reconciler(live), RecordingNotices())
-    jobs = MemoryBackfillJobs(clock=lambda: T0)
+    engine = BackfillEngine(listing, S3FastCopier(clients), ledger, reconciler(live), FakeReplicationQueue())
+    jobs = FakeBackfillJobs(clock=lambda: T0)
     job = BackfillJob.start(rule, at=T0, page_size=5, count_pages=1)
     jobs.create(job)
     # When the job runs

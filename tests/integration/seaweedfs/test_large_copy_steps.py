@@ -8,19 +8,19 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.s3 import S3MultipartUploads, S3ObjectStore
+from crr.adapters.s3 import S3ObjectStore
+from crr.adapters.s3_multipart import S3MultipartUploads
 from crr.errors import SourceChangedError
-from crr.failures import FailureReason
 from crr.large_copy import LargeCopier
 from crr.models import CopyRequest, LargeCopyJob
 from crr.part_planning import MIB, plan_parts
-from tests.support.fakes import FakeProgress
+from tests.support.fakes import FakeKeyHandOver, FakeProgress
 from tests.support.seaweedfs import SeaweedFS
 
 pytestmark = pytest.mark.integration
@@ -29,25 +29,13 @@ WEST, EAST = "us-west-1", "us-east-1"
 LAYOUT = (5 * MIB, 6 * MIB, 5 * MIB, 5 * MIB, 2 * MIB)
 
 
-@dataclass
-class RecordingHandOver:
-    reconciled: list[str] = field(default_factory=list)
-    dead_lettered: list[tuple[str, FailureReason]] = field(default_factory=list)
-
-    def reconcile(self, request: CopyRequest, why: str) -> None:
-        self.reconciled.append(request.state.key)
-
-    def dead_letter(self, rule_id: str, request: CopyRequest, reason: FailureReason, attempt_id: str) -> None:
-        self.dead_lettered.append((request.state.key, reason))
-
-
 @dataclass(frozen=True)
 class Site:
     server: SeaweedFS
     source: str
     destination: str
     clients: ClientFactory
-    hand_over: RecordingHandOver
+    hand_over: FakeKeyHandOver
 
     def copier(self) -> LargeCopier:
         """A fresh copier per step, as each step of the workflow is its own invocation."""
@@ -66,7 +54,7 @@ def site(seaweedfs: SeaweedFS) -> Site:
     source, destination = f"src-steps-{suffix}", f"dst-steps-{suffix}"
     seaweedfs.create_bucket(source)
     seaweedfs.create_bucket(destination)
-    return Site(seaweedfs, source, destination, ClientFactory(session=seaweedfs.session()), RecordingHandOver())
+    return Site(seaweedfs, source, destination, ClientFactory(session=seaweedfs.session()), FakeKeyHandOver())
 
 
 def upload(s3: Any, bucket: str, key: str, body: bytes) -> str:
@@ -141,6 +129,6 @@ def test_an_overwrite_between_batches_is_refused_by_the_server_and_handed_back(s
         site.copier().copy_batch(prepared.job, prepared.batches[1])
     gave_up = site.copier().give_up(prepared.job, "SourceChangedError", "overwritten")
     assert gave_up.outcome == "handed_back"
-    assert site.hand_over.reconciled == ["media/clip.mp4"]
+    assert [key for key, _ in site.hand_over.reconciled] == ["media/clip.mp4"]
     assert s3.list_multipart_uploads(Bucket=site.destination).get("Uploads", []) == []
     assert "Contents" not in s3.list_objects_v2(Bucket=site.destination)

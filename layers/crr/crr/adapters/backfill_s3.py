@@ -15,8 +15,9 @@ from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from crr.adapters.clients import ClientFactory
-from crr.adapters.s3 import S3ObjectStore, grant_params
+from crr.adapters.s3 import S3ObjectStore
 from crr.adapters.s3_errors import S3ErrorMeaning, meaning, storage_error
+from crr.adapters.s3_requests import grant_params
 from crr.errors import SourceChangedError, SourceGoneError
 from crr.models import ListedObject
 from crr.rules import ReplicationRule

@@ -89,8 +89,8 @@ class ObjectStore(Protocol):
 class MultipartUploads(Protocol):
     """The destination's multipart uploads, step by step, for copies spread over several invocations.
 
-    Implemented by ``crr.adapters.s3.S3MultipartUploads`` (``S3ObjectStore.uploads``); in tests by none: the steps
-    are tested against SeaweedFS."""
+    Implemented by ``crr.adapters.s3_multipart.S3MultipartUploads`` (``S3ObjectStore.uploads``); in tests by
+    none: the steps are tested against SeaweedFS."""
 
     def create(self, request: CopyRequest) -> str:
         """CreateMultipartUpload with every header, metadata, tags and grants of the replica; its id."""
@@ -130,8 +130,8 @@ class Inspector(Protocol):
 class PageListing(Protocol):
     """A bucket listing one request at a time (the backfill's: it resumes from any key).
 
-    Implemented by ``crr.adapters.listing.S3Listing``; in tests by
-    ``tests.support.backfill_fakes.FakePageListing``, ``SyntheticListing``."""
+    Implemented by ``crr.adapters.listing.S3Listing``; in tests by ``tests.support.fakes.FakePageListing``; for
+    memory at any object count by ``tests.support.synthetic.SyntheticListing``."""
 
     def list_page(
         self, bucket: str, region: str, prefix: str, *, start_after: str | None, max_keys: int
@@ -144,8 +144,8 @@ class PageListing(Protocol):
 class FastCopier(Protocol):
     """The backfill's copy of a listed object: one request, no HEAD first.
 
-    Implemented by ``crr.adapters.backfill_s3.S3FastCopier``; in tests by
-    ``tests.support.backfill_fakes.FakeFastCopier``, ``CountingCopier``."""
+    Implemented by ``crr.adapters.backfill_s3.S3FastCopier``; in tests by ``tests.support.fakes.FakeFastCopier``;
+    for memory at any object count by ``tests.support.synthetic.CountingCopier``."""
 
     def copy_listed(self, rule: ReplicationRule, entry: ListedObject) -> str | None:
         """Copy ``entry`` into the rule's destination with ONE CopyObject (metadata and tags copied by the
@@ -161,8 +161,7 @@ class FastCopier(Protocol):
 class Listing(Protocol):
     """A whole bucket listing as a stream of pages (verify's: it walks both buckets side by side).
 
-    Implemented by ``crr.adapters.listing.S3Listing``; in tests by ``tests.support.listings.MemoryListing``,
-    ``FixedOrderListing``."""
+    Implemented by ``crr.adapters.listing.S3Listing``; in tests by ``tests.support.fakes.FakeListing``."""
 
     def pages(self, bucket: str, region: str, prefix: str) -> Iterator[list[ListedObject]]:
         """The objects under ``prefix`` (``""``: every object), page by page, in S3's listing order:
@@ -176,7 +175,7 @@ class Listing(Protocol):
 class BucketDirectory(Protocol):
     """What managing rules checks about a bucket before a rule may use it.
 
-    Implemented by ``crr.adapters.s3.S3Buckets``; in tests by none: tested over moto."""
+    Implemented by ``crr.adapters.s3_buckets.S3Buckets``; in tests by none: tested over moto."""
 
     def region_of(self, bucket: str) -> str:
         """Raises UnknownBucketError when the bucket does not exist or cannot be seen."""
@@ -206,8 +205,7 @@ class NotificationWiring(Protocol):
 class WiringProbe(Protocol):
     """Whether a rule's source changes still reach the stack's queue.
 
-    Implemented by ``crr.adapters.notifications.WiringCheck``; in tests by ``FakeProbe``
-    (tests/unit/test_notification_wiring_check.py)."""
+    Implemented by ``crr.adapters.notifications.WiringCheck``; in tests by ``tests.support.fakes.FakeWiringProbe``."""
 
     def problem(self, rule: ReplicationRule) -> str | None:
         """What is missing for the rule's source changes to reach the stack's queue, or None when

@@ -19,10 +19,8 @@ class ReplicationQueue(Protocol):
     ``crr verify --repair`` (batches). One port, because it is one queue and one promise: a body sent
     is a change notice the ReplicateFunction will reconcile.
 
-    Implemented by ``crr.adapters.sqs.SqsQueueSender`` (SendMessage) and
-    ``crr.adapters.sqs_batch.SqsBatchSender`` (SendMessageBatch); in tests by
-    ``tests.support.backfill_fakes.RecordingNotices``, ``RecordingQueue`` (tests/unit/test_verify.py),
-    ``FakeQueue`` (test_replay.py), ``Queue`` (test_breaker.py), ``QueueNotices`` (test_backfill_races.py)."""
+    Implemented by ``crr.adapters.sqs.SqsQueueSender`` (SendMessage) and ``crr.adapters.sqs_batch.SqsBatchSender``
+    (SendMessageBatch); in tests by ``tests.support.fakes.FakeReplicationQueue``."""
 
     def send(self, body: str) -> None:
         """Send one body. Raises QueueError when it was not sent."""
@@ -37,8 +35,7 @@ class ReplicationQueue(Protocol):
 class FailedMessages(Protocol):
     """The queues' side of failure handling.
 
-    Implemented by ``crr.adapters.sqs.SqsFailedMessages``; in tests by ``RecordingQueues``
-    (tests/unit/test_failures.py, test_deadline.py)."""
+    Implemented by ``crr.adapters.sqs.SqsFailedMessages``; in tests by ``tests.support.fakes.FakeFailedMessages``."""
 
     def retry_later(self, message: QueueMessage, delay_seconds: int) -> None:
         """Make the message visible again only after ``delay_seconds`` (its own backoff)."""
@@ -57,8 +54,7 @@ class FailedMessages(Protocol):
 class KeyHandOver(Protocol):
     """Where a key goes when a copy workflow cannot finish it, so it is never lost.
 
-    Implemented by ``crr.adapters.sqs.SqsKeyHandOver``; in tests by ``RecordingHandOver``
-    (tests/unit/test_large_copy.py)."""
+    Implemented by ``crr.adapters.sqs.SqsKeyHandOver``; in tests by ``tests.support.fakes.FakeKeyHandOver``."""
 
     def reconcile(self, request: CopyRequest, why: str) -> None:
         """Ask the live path to reconcile the key's current state (a change notice on its queue)."""
@@ -72,7 +68,7 @@ class KeyHandOver(Protocol):
 class PeerNudges(Protocol):
     """Asks the peer rule of a two-way pair to reconcile a key.
 
-    Implemented by ``crr.adapters.sqs.SqsPeerNudges``; in tests by ``tests.support.fakes.FakeNudges``."""
+    Implemented by ``crr.adapters.sqs.SqsPeerNudges``; in tests by ``tests.support.fakes.FakePeerNudges``."""
 
     def nudge(self, rule: ReplicationRule, key: str) -> None:
         """Ask the peer rule to reconcile ``key``: the destination holds the later change, which only
@@ -83,7 +79,7 @@ class PeerNudges(Protocol):
 class DeadLetterQueue(Protocol):
     """The replication queue's dead-letter queue, walked by ``crr dlq`` and the ReplayFunction.
 
-    Implemented by ``crr.adapters.sqs.SqsDeadLetterQueue``; in tests by ``FakeDlq`` (tests/unit/test_replay.py)."""
+    Implemented by ``crr.adapters.sqs.SqsDeadLetterQueue``; in tests by ``tests.support.fakes.FakeDeadLetterQueue``."""
 
     def receive(self, max_messages: int, hold_seconds: int, wait_seconds: int) -> list[RawDeadLetter]:
         """Up to ``max_messages``, hidden for ``hold_seconds``, waiting up to ``wait_seconds`` for one."""
@@ -100,7 +96,7 @@ class DeadLetterQueue(Protocol):
 class QueueGauge(Protocol):
     """The replication queue's message counts, for ``crr status``.
 
-    Implemented by ``crr_cli.adapters.health.SqsQueueGauge``; in tests by ``FakeQueue`` (tests/unit/test_status.py)."""
+    Implemented by ``crr_cli.adapters.health.SqsQueueGauge``; in tests by ``tests.support.fakes.FakeQueueGauge``."""
 
     def depth(self) -> QueueDepth: ...
 
@@ -108,8 +104,8 @@ class QueueGauge(Protocol):
 class BacklogAgeGauge(Protocol):
     """The age of the replication queue's oldest message, for ``crr status``.
 
-    Implemented by ``crr_cli.adapters.health.CloudWatchBacklogAge``; in tests by ``FakeBacklogAge``
-    (tests/unit/test_status.py)."""
+    Implemented by ``crr_cli.adapters.health.CloudWatchBacklogAge``; in tests by
+    ``tests.support.fakes.FakeBacklogAgeGauge``."""
 
     def oldest_message_age_seconds(self) -> float | None:
         """Age of the oldest message in the replication queue, or None when it is not known."""

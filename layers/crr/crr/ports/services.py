@@ -12,8 +12,8 @@ from crr.models import LargeCopyJob
 class LargeCopyLauncher(Protocol):
     """Starts the large-copy workflow (statemachine/large_copy.asl.json).
 
-    Implemented by ``crr.adapters.stepfunctions.StepFunctionsLargeCopies``; in tests by ``RecordingLauncher``
-    (tests/unit/test_large_copy.py)."""
+    Implemented by ``crr.adapters.stepfunctions.StepFunctionsLargeCopies``; in tests by
+    ``tests.support.fakes.FakeLargeCopyLauncher``."""
 
     def start(self, job: LargeCopyJob) -> None:
         """Start the large-copy workflow for ``job`` (idempotent per source version)."""
@@ -23,8 +23,8 @@ class LargeCopyLauncher(Protocol):
 class BackfillExecutions(Protocol):
     """The backfill state machine's executions.
 
-    Implemented by ``crr.adapters.stepfunctions.StepFunctionsExecutions``; in tests by ``FakeExecutions``
-    (tests/unit/test_backfill_workflow.py)."""
+    Implemented by ``crr.adapters.stepfunctions.StepFunctionsExecutions``; in tests by
+    ``tests.support.fakes.FakeBackfillExecutions``."""
 
     def start(self, base_name: str, document: str) -> tuple[str, bool]:
         """Start an execution named ``base_name`` (or the next free ``base_name-<n>``) with input
@@ -50,8 +50,8 @@ class KeyDirectory(Protocol):
 class FailureMetric(Protocol):
     """The functions' ``ReplicationFailures`` metric, for ``crr status``.
 
-    Implemented by ``crr_cli.adapters.health.CloudWatchFailureMetric``; in tests by ``FakeFailureMetric``
-    (tests/unit/test_status.py)."""
+    Implemented by ``crr_cli.adapters.health.CloudWatchFailureMetric``; in tests by
+    ``tests.support.fakes.FakeFailureMetric``."""
 
     def failed_attempts(self, start: datetime, end: datetime) -> int:
         """Failed attempts the functions published (their ``ReplicationFailures`` metric) between

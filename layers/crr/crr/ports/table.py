@@ -38,8 +38,7 @@ class RuleReader(Protocol):
     """The stack's rules read by id or all at once (``crr status``, the backfill workflow, the wiring
     check).
 
-    Implemented by ``crr.adapters.dynamodb.DynamoRules``; in tests by ``FakeRules``
-    (tests/unit/test_status.py) and ``Rules`` (tests/unit/test_backfill_workflow.py)."""
+    Implemented by ``crr.adapters.dynamodb.DynamoRules``; in tests by ``tests.support.fakes.FakeRules``."""
 
     def list(self) -> list[ReplicationRule]: ...
 
@@ -63,7 +62,8 @@ class RuleStore(RuleReader, Protocol):
 class KeyLedger(Protocol):
     """The key ledger: what was last applied per (rule, key), written conditionally (the fence).
 
-    Implemented by ``crr.adapters.dynamodb.DynamoLedger``; in tests by ``tests.support.fakes.FakeLedger``."""
+    Implemented by ``crr.adapters.dynamodb.DynamoLedger``; in tests by ``tests.support.fakes.FakeLedger``; for
+    memory at any object count by ``tests.support.synthetic.DiscardingLedger``."""
 
     def read(self, rule_id: str, key: str) -> LedgerEntry | None: ...
 
@@ -116,8 +116,8 @@ class ProgressSink(Protocol):
 class ProgressSource(Protocol):
     """A rule's progress, as ``crr status`` reads it (``ProgressSink`` writes it).
 
-    Implemented by ``crr_cli.adapters.health.DynamoProgressReader``; in tests by ``FakeProgress``
-    (tests/unit/test_status.py)."""
+    Implemented by ``crr_cli.adapters.health.DynamoProgressReader``; in tests by
+    ``tests.support.fakes.FakeProgress``."""
 
     def read(self, rule_id: str) -> RuleProgress | None:
         """The rule's progress, or None before its first sync."""
@@ -127,8 +127,7 @@ class ProgressSource(Protocol):
 class FailureLog(Protocol):
     """Per-message failure records: the replicator counts attempts and keeps the latest reason.
 
-    Implemented by ``crr.adapters.dynamodb.DynamoFailureLog``; in tests by ``RecordingFailures``
-    (tests/unit/test_failures.py), ``FakeFailureLog`` (test_replay.py)."""
+    Implemented by ``crr.adapters.dynamodb.DynamoFailureLog``; in tests by ``tests.support.fakes.FakeFailureLog``."""
 
     def record(
         self, message: QueueMessage, reason: FailureReason, *, rule_id: str | None, bucket: str | None, key: str | None
@@ -143,8 +142,8 @@ class FailureCounter(Protocol):
     """Counts failure records over a window, for ``crr status``: a scan, never on the replication path, hence apart
     from ``FailureLog``.
 
-    Implemented by ``crr_cli.adapters.health.DynamoFailureCounter``; in tests by ``FakeFailures``
-    (tests/unit/test_status.py)."""
+    Implemented by ``crr_cli.adapters.health.DynamoFailureCounter``; in tests by
+    ``tests.support.fakes.FakeFailureCounter``."""
 
     def count_since(self, cutoff: datetime) -> FailureCount:
         """Failure records whose last failure is at or after ``cutoff``."""
@@ -154,8 +153,8 @@ class FailureCounter(Protocol):
 class BreakerStore(Protocol):
     """The delete breaker's counts and state, as the replicator updates them.
 
-    Implemented by ``crr.adapters.dynamodb.DynamoBreakerStore``; in tests by ``MemoryBreakerStore``
-    (tests/unit/test_breaker.py)."""
+    Implemented by ``crr.adapters.dynamodb.DynamoBreakerStore``; in tests by
+    ``tests.support.fakes.FakeBreakerStore``."""
 
     def count_delete(self, rule_id: str, slot: int, stale: Iterable[int], deletes: int = 1) -> BreakerRecord:
         """Add ``deletes`` deletes (and as many changes) to ``slot``, drop the ``stale`` slots; the record
@@ -210,8 +209,8 @@ class HeldDeletes(Protocol):
 class BreakerSource(Protocol):
     """The breaker as ``crr status`` reads it.
 
-    Implemented by ``crr.adapters.dynamodb.DynamoBreakerStore``; in tests by ``FakeBreakers``
-    (tests/unit/test_breaker_status.py)."""
+    Implemented by ``crr.adapters.dynamodb.DynamoBreakerStore``; in tests by
+    ``tests.support.fakes.FakeBreakerStore``."""
 
     def read(self, rule_id: str) -> BreakerRecord: ...
     def held_count(self, rule_id: str) -> int: ...
@@ -221,7 +220,7 @@ class BackfillJobs(Protocol):
     """Where backfill jobs are kept, and how a page's result is recorded into its job once.
 
     Implemented by ``crr.adapters.dynamodb.DynamoBackfillJobs``; in tests by
-    ``tests.support.backfill_fakes.MemoryBackfillJobs``."""
+    ``tests.support.fakes.FakeBackfillJobs``."""
 
     def create(self, job: BackfillJob) -> None: ...
 
@@ -246,7 +245,7 @@ class BackfillJobs(Protocol):
 class BackfillSource(Protocol):
     """A rule's newest backfill job, as ``crr status`` reads it (the read-only slice of ``BackfillJobs``).
 
-    Implemented by ``crr.adapters.dynamodb.DynamoBackfillJobs``; in tests by ``FakeBackfills``
-    (tests/unit/test_status.py)."""
+    Implemented by ``crr.adapters.dynamodb.DynamoBackfillJobs``; in tests by
+    ``tests.support.fakes.FakeBackfillJobs``."""
 
     def latest(self, rule_id: str) -> BackfillJob | None: ...

@@ -1,8 +1,15 @@
-"""In-memory fakes of crr's ports (ObjectStore, KeyLedger, RuleLookup, ProgressSink).
+"""In-memory fakes of the S3 ports (``crr.ports.objects``): ``FakeS3`` (ObjectStore, Inspector),
+``FakePageListing`` (PageListing), ``FakeFastCopier`` (FastCopier), ``FakeListing`` (Listing) and
+``FakeWiringProbe`` (WiringProbe).
 
-They keep S3's semantics that replication depends on: versions, CopySource pinning by VersionId and
-If-Match, TaggingDirective=COPY, delete markers. Every call passes through ``yield_point`` so a test
-can interleave concurrent workers deterministically (see ``interleave.py``).
+``FakeS3`` keeps S3's semantics that replication depends on: versions, CopySource pinning by VersionId and
+If-Match, TaggingDirective=COPY, delete markers (tests/integration/seaweedfs/test_object_store_contract.py
+checks them against a real S3 server). The listings list like ListObjectsV2 (S3's key order,
+``StartAfter``, ``MaxKeys``); ``FakeFastCopier`` copies like CopyObject with ``MetadataDirective=COPY`` and
+``CopySourceIfMatch``, with hooks between its read of the source and its write of the destination, where
+S3 lets other writers in. Every request of ``FakeS3``, ``FakePageListing`` and ``FakeFastCopier`` passes
+through ``yield_point`` so a test can interleave concurrent workers deterministically (see
+``tests/support/interleave.py``).
 """
 
 from __future__ import annotations
@@ -10,21 +17,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from crr.errors import (
     BucketMissingError,
     DestinationChangedError,
-    LedgerConflictError,
     SourceChangedError,
     SourceGoneError,
 )
-from crr.models import AclGrants, CopyRequest, KeyVersion, LedgerEntry, ObjectState, ProgressDelta, TombstoneRecord
+from crr.models import AclGrants, CopyRequest, KeyVersion, ListedObject, ListingPage, ObjectState
 from crr.part_planning import PartRange
 from crr.rules import ReplicationRule
-from crr.stamps import Stamp
 
 
 def _no_yield() -> None:
@@ -61,7 +66,8 @@ class FakeBucket:
 
 
 class FakeS3:
-    """Buckets in any region; counts requests by operation.
+    """Fake of ``crr.ports.objects.ObjectStore`` and ``Inspector``: buckets in any region; counts requests by
+    operation.
 
     ``clock`` stamps every write's LastModified (default: one millisecond later each time);
     ``on_change(bucket, key)`` is told of every write and delete, as S3 notifications would be.
@@ -372,101 +378,6 @@ class FakeS3:
             self._changed(bucket, key)
 
 
-class FakeLedger:
-    def __init__(self, yield_point: Callable[[], None] = _no_yield) -> None:
-        self.entries: dict[tuple[str, str], LedgerEntry] = {}
-        self.reads = 0  # GetItem of one key (read_many is the backfill's BatchGetItem, not counted)
-        self.writes = 0
-        self.yield_point = yield_point
-        self._lock = threading.Lock()
-
-    def read(self, rule_id: str, key: str) -> LedgerEntry | None:
-        self.yield_point()
-        with self._lock:
-            self.reads += 1
-            return self.entries.get((rule_id, key))
-
-    def read_many(self, rule_id: str, keys: list[str]) -> dict[str, LedgerEntry]:
-        self.yield_point()
-        with self._lock:
-            return {key: self.entries[(rule_id, key)] for key in keys if (rule_id, key) in self.entries}
-
-    def record(self, rule_id: str, key: str, entry: LedgerEntry, expected_revision: int | None) -> None:
-        self.yield_point()
-        with self._lock:
-            self.writes += 1
-            stored = self.entries.get((rule_id, key))
-            if (stored.revision if stored else None) != expected_revision:
-                raise LedgerConflictError(f"expected revision {expected_revision}")
-            self.entries[(rule_id, key)] = entry
-
-
-class FakeTombstones:
-    """TombstoneRegistry in memory. ``peers`` maps a rule id to its opposite's, as the rules would say."""
-
-    def __init__(self, yield_point: Callable[[], None] = _no_yield) -> None:
-        self.records: dict[tuple[str, str], TombstoneRecord] = {}
-        self.yield_point = yield_point
-        self._lock = threading.Lock()
-
-    def read(self, rule_id: str, key: str) -> TombstoneRecord | None:
-        self.yield_point()
-        with self._lock:
-            return self.records.get((rule_id, key))
-
-    def read_peer(self, rule: ReplicationRule, key: str) -> TombstoneRecord | None:
-        assert rule.peer is not None
-        return self.read(rule.peer.rule_id, key)
-
-    def intend(self, rule_id: str, key: str, stamp: Stamp, at: datetime, target: str | None) -> None:
-        self.yield_point()
-        with self._lock:
-            found = self.records.get((rule_id, key)) or TombstoneRecord(None, None)
-            self.records[(rule_id, key)] = replace(found, pending_stamp=stamp, pending_since=at, pending_target=target)
-
-    def settle(self, rule_id: str, key: str, marker_version: str | None, stamp: Stamp) -> None:
-        self.yield_point()
-        with self._lock:
-            self.records[(rule_id, key)] = TombstoneRecord(marker_version, stamp)
-
-    def withdraw(self, rule_id: str, key: str) -> None:
-        self.yield_point()
-        with self._lock:
-            found = self.records.get((rule_id, key))
-            if found is not None:
-                self.records[(rule_id, key)] = replace(
-                    found, pending_stamp=None, pending_since=None, pending_target=None
-                )
-
-
-class FakeNudges:
-    """PeerNudges that hand each nudge to ``deliver(bucket, key)``: the peer's queue in a test."""
-
-    def __init__(self, deliver: Callable[[str, str], None]) -> None:
-        self.deliver = deliver
-        self.sent = 0
-
-    def nudge(self, rule: ReplicationRule, key: str) -> None:
-        self.sent += 1
-        self.deliver(rule.destination_bucket, key)
-
-
-class FakeRules:
-    def __init__(self, *rules: ReplicationRule) -> None:
-        self.rules = {rule.source_bucket: rule for rule in rules}
-
-    def rule_for_source(self, bucket: str) -> ReplicationRule | None:
-        return self.rules.get(bucket)
-
-
-class FakeProgress:
-    def __init__(self) -> None:
-        self.added: list[tuple[str, ProgressDelta]] = []
-
-    def add(self, rule_id: str, delta: ProgressDelta, applied_at: datetime) -> None:
-        self.added.append((rule_id, delta))
-
-
 def assert_replica_equals_source(s3: FakeS3, source: str, destination: str, keys: Iterable[str]) -> None:
     """``destination`` holds exactly ``source``'s current state of ``keys``: present or not, bytes, user
     metadata (crr's marker aside), tags and Content-Type."""
@@ -480,3 +391,152 @@ def assert_replica_equals_source(s3: FakeS3, source: str, destination: str, keys
         assert {k: v for k, v in replica.metadata.items() if not k.startswith("crr-")} == original.metadata
         assert replica.tags == original.tags
         assert replica.content_type == original.content_type
+
+
+def etag_of(body: bytes) -> str:
+    return hashlib.md5(body).hexdigest()
+
+
+def _utf8(key: str) -> bytes:
+    return key.encode("utf-8", "surrogatepass")
+
+
+class FakePageListing:
+    """Fake of ``crr.ports.objects.PageListing`` over a FakeS3's current objects; logs every request in
+    ``requests``."""
+
+    def __init__(self, s3: FakeS3, yield_point: Callable[[], None] = _no_yield) -> None:
+        self.s3 = s3
+        self.yield_point = yield_point
+        self.requests: list[tuple[str, str, str | None, int]] = []  # bucket, prefix, start_after, max_keys
+        self._lock = threading.Lock()
+
+    def list_page(
+        self, bucket: str, region: str, prefix: str, *, start_after: str | None, max_keys: int
+    ) -> ListingPage:
+        self.yield_point()
+        with self._lock:
+            self.requests.append((bucket, prefix, start_after, max_keys))
+        if bucket not in self.s3.buckets:
+            raise BucketMissingError(
+                "ListObjectsV2", bucket, None, "NoSuchBucket", "The specified bucket does not exist"
+            )
+        floor = _utf8(start_after) if start_after is not None else b""
+        keys = sorted((key for key in self.s3.keys(bucket) if key.startswith(prefix) and _utf8(key) > floor), key=_utf8)
+        entries = []
+        for key in keys[:max_keys]:
+            found = self.s3.current(bucket, key)
+            if found is not None:  # deleted while we listed
+                entries.append(
+                    ListedObject(
+                        key=key, size=len(found.body), etag=found.etag.strip('"'), last_modified=found.last_modified
+                    )
+                )
+        return ListingPage(entries=entries, truncated=len(keys) > max_keys)
+
+    def count(self, bucket: str) -> int:
+        return sum(1 for request in self.requests if request[0] == bucket)
+
+
+Hook = Callable[[str], None]
+
+
+@dataclass
+class FakeFastCopier:
+    """Fake of ``crr.ports.objects.FastCopier`` over a FakeS3. ``before_read`` and ``before_write`` hooks run
+    once per key (by key); ``failures`` maps a key to the error its copy raises."""
+
+    s3: FakeS3
+    yield_point: Callable[[], None] = _no_yield
+    before_read: dict[str, Hook] = field(default_factory=dict)
+    before_write: dict[str, Hook] = field(default_factory=dict)
+    failures: dict[str, Exception] = field(default_factory=dict)
+    copied: list[str] = field(default_factory=list)
+    calls: int = 0
+    # Yields between reading the source and writing the copy: a copy takes as long as several requests.
+    copy_yields: int = 1
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def copy_listed(self, rule: ReplicationRule, entry: ListedObject) -> str | None:
+        with self._lock:
+            self.calls += 1
+        self.yield_point()
+        if (hook := self.before_read.pop(entry.key, None)) is not None:
+            hook(entry.key)
+        if entry.key in self.failures:
+            raise self.failures[entry.key]
+        if rule.destination_bucket not in self.s3.buckets:
+            raise BucketMissingError("CopyObject", rule.destination_bucket, entry.key, "NoSuchBucket", "no bucket")
+        source = self.s3.current(rule.source_bucket, entry.key)
+        if source is None:
+            raise SourceGoneError("NoSuchKey")
+        if source.etag.strip('"') != entry.etag:
+            raise SourceChangedError("PreconditionFailed")
+        # S3 read the source when the request started; it writes the destination when it ends.
+        for _ in range(self.copy_yields):
+            self.yield_point()
+        if (hook := self.before_write.pop(entry.key, None)) is not None:
+            hook(entry.key)
+        written = self.s3.put(
+            rule.destination_bucket,
+            entry.key,
+            source.body,
+            metadata=source.metadata,
+            tags=source.tags,
+            content_type=source.content_type,
+        )
+        with self._lock:
+            self.copied.append(entry.key)
+        return written.etag
+
+
+class FakeListing:
+    """Fake of ``crr.ports.objects.Listing``: buckets listed like ListObjectsV2, by prefix, sorted by the
+    key's UTF-8 bytes, ``page_size`` objects per page. ``fetches`` logs each page as the consumer pulls it.
+
+    Its buckets are its own ``ListedObject``s (``put``, ``remove``), or, given ``s3``, that FakeS3's current
+    objects."""
+
+    def __init__(self, page_size: int = 1000, s3: FakeS3 | None = None) -> None:
+        self.page_size = page_size
+        self.s3 = s3
+        self.buckets: dict[str, dict[str, ListedObject]] = {}
+        self.fetches: list[tuple[str, str]] = []  # (bucket, prefix) per page served
+
+    def put(self, bucket: str, key: str, body: bytes = b"x", *, etag: str | None = None) -> None:
+        listed = ListedObject(key=key, size=len(body), etag=etag if etag is not None else etag_of(body))
+        self.buckets.setdefault(bucket, {})[key] = listed
+
+    def remove(self, bucket: str, key: str) -> None:
+        self.buckets.get(bucket, {}).pop(key, None)
+
+    def _objects(self, bucket: str) -> dict[str, ListedObject]:
+        if self.s3 is None:
+            return self.buckets.get(bucket, {})
+        found = {}
+        for key in self.s3.keys(bucket):
+            version = self.s3.current(bucket, key)
+            if version is not None:
+                found[key] = ListedObject(key, len(version.body), version.etag.strip('"'))
+        return found
+
+    def pages(self, bucket: str, region: str, prefix: str) -> Iterator[list[ListedObject]]:
+        objects = self._objects(bucket)
+        keys = sorted((key for key in objects if key.startswith(prefix)), key=str.encode)
+        for start in range(0, len(keys), self.page_size):
+            self.fetches.append((bucket, prefix))
+            yield [objects[key] for key in keys[start : start + self.page_size]]
+
+
+class FakeWiringProbe:
+    """Fake of ``crr.ports.objects.WiringProbe``: wiring problems by rule id; a rule id mapped to an exception
+    raises it."""
+
+    def __init__(self, **problems: str | Exception) -> None:
+        self.problems = problems
+
+    def problem(self, rule: ReplicationRule) -> str | None:
+        found = self.problems.get(rule.rule_id)
+        if isinstance(found, Exception):
+            raise found
+        return found

@@ -1,0 +1,490 @@
+"""The fakes in ``tests.support.fakes`` are only as good as their likeness to the real adapters.
+
+Three checks keep them alike:
+- statically: each fake is assigned to a variable annotated with its port, so mypy (strict, in ``make lint``)
+  proves it structurally implements the port;
+- at run time: every public method of each port exists on its fake with the same parameters (names and
+  kinds), and every Protocol in ``crr.ports`` has a fake or a stated reason for having none; each fake's
+  docstring names its port, and each port's docstring names its fake;
+- by behaviour: the table fakes whose adapters run under ``moto.mock_aws`` (``crr.adapters.dynamodb``: the
+  key ledger, tombstones, progress, failure log and rules) pass the same checks as those adapters: a
+  conditional write refused when fenced, read-after-write, an absent key.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import pytest
+
+import crr.ports
+from crr.adapters.dynamodb import DynamoFailureLog, DynamoLedger, DynamoProgress, DynamoRules, DynamoTombstones
+from crr.errors import LedgerConflictError, RuleNotFoundError
+from crr.failures import FailureKind, FailureReason
+from crr.models import LedgerEntry, ProgressDelta, QueueDepth, QueueMessage, TombstoneRecord
+from crr.ports import objects, queues, services, table
+from crr.ports.objects import FastCopier, Inspector, Listing, ObjectStore, PageListing, WiringProbe
+from crr.ports.queues import (
+    BacklogAgeGauge,
+    DeadLetterQueue,
+    FailedMessages,
+    KeyHandOver,
+    PeerNudges,
+    QueueGauge,
+    ReplicationQueue,
+)
+from crr.ports.services import BackfillExecutions, FailureMetric, LargeCopyLauncher
+from crr.ports.table import (
+    BackfillJobs,
+    BackfillSource,
+    BreakerSource,
+    BreakerStore,
+    FailureCounter,
+    FailureLog,
+    KeyLedger,
+    ProgressSink,
+    ProgressSource,
+    RuleLookup,
+    RuleReader,
+    TombstoneRegistry,
+)
+from crr.rules import ReplicationRule
+from crr.stamps import Stamp
+from crr_cli.adapters.health import DynamoProgressReader
+from tests.support.aws import client, create_rules_table
+from tests.support.fakes import (
+    FakeBackfillExecutions,
+    FakeBackfillJobs,
+    FakeBacklogAgeGauge,
+    FakeBreakerStore,
+    FakeDeadLetterQueue,
+    FakeFailedMessages,
+    FakeFailureCounter,
+    FakeFailureLog,
+    FakeFailureMetric,
+    FakeFastCopier,
+    FakeKeyHandOver,
+    FakeLargeCopyLauncher,
+    FakeLedger,
+    FakeListing,
+    FakePageListing,
+    FakePeerNudges,
+    FakeProgress,
+    FakeQueueGauge,
+    FakeReplicationQueue,
+    FakeRules,
+    FakeS3,
+    FakeTombstones,
+    FakeWiringProbe,
+)
+from tests.support.rules import EAST, WEST, make_rule, named_rule, two_way_rules
+from tests.support.synthetic import CountingCopier, DiscardingLedger, SyntheticListing
+
+# ---- statically: mypy checks each assignment against its port ------------------------------------
+
+
+def test_every_fake_is_assignable_to_its_port() -> None:
+    # Given each fake built as its tests build it, When it is assigned to its port (mypy checks the
+    # annotations), Then it stands in for the port: what this proves is checked by `make lint`
+    s3 = FakeS3()
+    object_store: ObjectStore = s3
+    inspector: Inspector = s3
+    page_listing: PageListing = FakePageListing(s3)
+    synthetic_listing: PageListing = SyntheticListing("src", objects=10, prefixes=2)
+    fast_copier: FastCopier = FakeFastCopier(s3)
+    counting_copier: FastCopier = CountingCopier()
+    listing: Listing = FakeListing()
+    wiring_probe: WiringProbe = FakeWiringProbe()
+    replication_queue: ReplicationQueue = FakeReplicationQueue()
+    failed_messages: FailedMessages = FakeFailedMessages()
+    key_hand_over: KeyHandOver = FakeKeyHandOver()
+    peer_nudges: PeerNudges = FakePeerNudges(lambda bucket, key: None)
+    dead_letter_queue: DeadLetterQueue = FakeDeadLetterQueue([])
+    queue_gauge: QueueGauge = FakeQueueGauge(QueueDepth(visible=0, in_flight=0))
+    backlog_age: BacklogAgeGauge = FakeBacklogAgeGauge()
+    large_copy_launcher: LargeCopyLauncher = FakeLargeCopyLauncher()
+    backfill_executions: BackfillExecutions = FakeBackfillExecutions()
+    failure_metric: FailureMetric = FakeFailureMetric()
+    rules = FakeRules()
+    rule_lookup: RuleLookup = rules
+    rule_reader: RuleReader = rules
+    key_ledger: KeyLedger = FakeLedger()
+    discarding_ledger: KeyLedger = DiscardingLedger()
+    tombstones: TombstoneRegistry = FakeTombstones()
+    progress = FakeProgress()
+    progress_sink: ProgressSink = progress
+    progress_source: ProgressSource = progress
+    failure_log: FailureLog = FakeFailureLog()
+    failure_counter: FailureCounter = FakeFailureCounter()
+    breakers = FakeBreakerStore()
+    breaker_store: BreakerStore = breakers
+    breaker_source: BreakerSource = breakers
+    jobs = FakeBackfillJobs()
+    backfill_jobs: BackfillJobs = jobs
+    backfill_source: BackfillSource = jobs
+    assert all(
+        double is not None
+        for double in (
+            object_store,
+            inspector,
+            page_listing,
+            synthetic_listing,
+            fast_copier,
+            counting_copier,
+            listing,
+            wiring_probe,
+            replication_queue,
+            failed_messages,
+            key_hand_over,
+            peer_nudges,
+            dead_letter_queue,
+            queue_gauge,
+            backlog_age,
+            large_copy_launcher,
+            backfill_executions,
+            failure_metric,
+            rule_lookup,
+            rule_reader,
+            key_ledger,
+            discarding_ledger,
+            tombstones,
+            progress_sink,
+            progress_source,
+            failure_log,
+            failure_counter,
+            breaker_store,
+            breaker_source,
+            backfill_jobs,
+            backfill_source,
+        )
+    )
+
+
+# ---- at run time: the same methods with the same parameters ---------------------------------------
+
+# Each port and the fake the tests use for it (the synthetic stand-ins of tests.support.synthetic too).
+FAKES: list[tuple[type, type]] = [
+    (ObjectStore, FakeS3),
+    (Inspector, FakeS3),
+    (PageListing, FakePageListing),
+    (PageListing, SyntheticListing),
+    (FastCopier, FakeFastCopier),
+    (FastCopier, CountingCopier),
+    (Listing, FakeListing),
+    (WiringProbe, FakeWiringProbe),
+    (ReplicationQueue, FakeReplicationQueue),
+    (FailedMessages, FakeFailedMessages),
+    (KeyHandOver, FakeKeyHandOver),
+    (PeerNudges, FakePeerNudges),
+    (DeadLetterQueue, FakeDeadLetterQueue),
+    (QueueGauge, FakeQueueGauge),
+    (BacklogAgeGauge, FakeBacklogAgeGauge),
+    (LargeCopyLauncher, FakeLargeCopyLauncher),
+    (BackfillExecutions, FakeBackfillExecutions),
+    (FailureMetric, FakeFailureMetric),
+    (RuleLookup, FakeRules),
+    (RuleReader, FakeRules),
+    (KeyLedger, FakeLedger),
+    (KeyLedger, DiscardingLedger),
+    (TombstoneRegistry, FakeTombstones),
+    (ProgressSink, FakeProgress),
+    (ProgressSource, FakeProgress),
+    (FailureLog, FakeFailureLog),
+    (FailureCounter, FakeFailureCounter),
+    (BreakerStore, FakeBreakerStore),
+    (BreakerSource, FakeBreakerStore),
+    (BackfillJobs, FakeBackfillJobs),
+    (BackfillSource, FakeBackfillJobs),
+]
+
+# Ports without an in-memory fake, and why none is needed.
+WITHOUT_FAKE = {
+    "MultipartUploads": "its steps are tested against SeaweedFS (tests/integration/seaweedfs)",
+    "BucketDirectory": "tested over moto",
+    "NotificationWiring": "tested over moto",
+    "RuleStore": "only the CLI writes rules; tested over moto",
+    "HeldDeletes": "only the CLI answers a burst; tested over moto",
+    "KeyDirectory": "tested over moto",
+}
+
+
+def port_methods(port: type) -> dict[str, Callable[..., Any]]:
+    """The public methods a Protocol declares, its Protocol bases' included."""
+    found: dict[str, Callable[..., Any]] = {}
+    for base in reversed(port.__mro__):
+        if base is object or not getattr(base, "_is_protocol", False):
+            continue
+        found.update(
+            {name: value for name, value in vars(base).items() if callable(value) and not name.startswith("_")}
+        )
+    return found
+
+
+def parameters(method: Callable[..., Any]) -> list[tuple[str, Any]]:
+    return [(p.name, p.kind) for p in inspect.signature(method).parameters.values() if p.name != "self"]
+
+
+def all_ports() -> dict[str, type]:
+    modules = (objects, queues, services, table)
+    return {
+        name: value
+        for module in modules
+        for name, value in vars(module).items()
+        if inspect.isclass(value) and getattr(value, "_is_protocol", False) and value.__module__ == module.__name__
+    }
+
+
+@pytest.mark.parametrize(("port", "fake"), FAKES, ids=[f"{port.__name__}-{fake.__name__}" for port, fake in FAKES])
+def test_a_fake_has_every_method_of_its_port_with_the_same_parameters(port: type, fake: type) -> None:
+    # Given a port and its fake, When their methods are compared
+    methods = port_methods(port)
+    assert methods, f"{port.__name__} declares no method"
+    for name, declared in methods.items():
+        # Then each method of the port is on the fake, taking the same parameters in the same way
+        assert callable(getattr(fake, name, None)), f"{fake.__name__} lacks {port.__name__}.{name}"
+        assert parameters(getattr(fake, name)) == parameters(declared), f"{fake.__name__}.{name}"
+
+
+def test_every_port_has_a_fake_or_a_reason_for_none() -> None:
+    # Given every Protocol in crr.ports, Then each has a fake above or is listed with why it needs none
+    faked = {port.__name__ for port, _ in FAKES}
+    assert set(all_ports()) == faked | set(WITHOUT_FAKE)
+    assert not faked & set(WITHOUT_FAKE)
+
+
+@pytest.mark.parametrize(("port", "fake"), FAKES, ids=[f"{port.__name__}-{fake.__name__}" for port, fake in FAKES])
+def test_a_fake_and_its_port_name_each_other(port: type, fake: type) -> None:
+    # Then the fake's docstring says which port it implements, and the port's which fake stands in for it
+    assert f"``{port.__name__}``" in (fake.__doc__ or "") or f".{port.__name__}``" in (fake.__doc__ or "")
+    assert fake.__name__ in (port.__doc__ or ""), f"{port.__name__}'s docstring does not name {fake.__name__}"
+
+
+def test_the_ports_package_says_where_the_fakes_are() -> None:
+    assert "tests.support.fakes" in (crr.ports.__doc__ or "")
+
+
+# ---- by behaviour: the table fakes against their DynamoDB adapters on moto ----------------------
+
+TABLE = "rules"
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+class Rules(RuleLookup, RuleReader, Protocol):
+    """The rules as the replicator and the status read them (DynamoRules and FakeRules are both)."""
+
+
+@dataclass
+class Table:
+    """The table's repositories as replication uses them, over one backend (the fakes or moto)."""
+
+    ledger: KeyLedger
+    tombstones_of: Callable[[ReplicationRule], TombstoneRegistry]
+    progress_sink: ProgressSink
+    progress_source: ProgressSource
+    failure_log: FailureLog
+    rules_of: Callable[..., Rules]
+
+
+def clock_from(start: datetime) -> Callable[[], datetime]:
+    """A clock one second later at each reading."""
+    ticks = iter(range(1_000_000))
+    return lambda: start + timedelta(seconds=next(ticks))
+
+
+def fake_table() -> Table:
+    tombstones = FakeTombstones()  # every rule's records in one store, as the fakes' two-way tests share it
+    progress = FakeProgress()
+    return Table(
+        ledger=FakeLedger(),
+        tombstones_of=lambda rule: tombstones,
+        progress_sink=progress,
+        progress_source=progress,
+        failure_log=FakeFailureLog(clock=clock_from(T0)),
+        rules_of=FakeRules,
+    )
+
+
+def dynamodb_table() -> Table:
+    db = client("dynamodb", WEST)
+    create_rules_table(db, TABLE)
+    # two_way_rules names each half's table after its region: the peer's records are read from there
+    for region in (WEST, EAST):
+        create_rules_table(client("dynamodb", region), f"table-{region}")
+
+    def tombstones_of(rule: ReplicationRule) -> TombstoneRegistry:
+        region = rule.source_region
+        return DynamoTombstones(lambda name: client("dynamodb", name), region, f"table-{region}")
+
+    def rules_of(*rules: ReplicationRule) -> DynamoRules:
+        store = DynamoRules(db, TABLE, cache_seconds=0)
+        for rule in rules:
+            store.create(rule)
+        return store
+
+    return Table(
+        ledger=DynamoLedger(db, TABLE),
+        tombstones_of=tombstones_of,
+        progress_sink=DynamoProgress(db, TABLE),
+        progress_source=DynamoProgressReader(db, TABLE),
+        failure_log=DynamoFailureLog(db, TABLE, clock=clock_from(T0)),
+        rules_of=rules_of,
+    )
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Table]:
+    if request.param == "fake":
+        yield fake_table()
+        return
+    request.getfixturevalue("aws")  # in-process moto, for the adapters only
+    yield dynamodb_table()
+
+
+def entry(revision: int, etag: str) -> LedgerEntry:
+    return LedgerEntry(
+        revision=revision,
+        sequencer=f"{revision:016X}",
+        etag=etag,
+        deleted=False,
+        applied_at=T0 + timedelta(seconds=revision),
+        version_id=f"v{revision}",
+        source_modified=T0,
+        replica_etag=f'"replica-{revision}"',
+    )
+
+
+def test_the_ledger_reads_none_for_a_key_never_recorded(backend: Table) -> None:
+    assert backend.ledger.read("r1", "never") is None
+    assert backend.ledger.read_many("r1", ["never", "either"]) == {}
+
+
+def test_the_ledger_reads_back_what_it_recorded(backend: Table) -> None:
+    # Given a first entry recorded where there was none, and a second on top of its revision
+    backend.ledger.record("r1", "k", entry(1, '"a"'), expected_revision=None)
+    backend.ledger.record("r1", "k", entry(2, '"b"'), expected_revision=1)
+    backend.ledger.record("r1", "other", entry(1, '"c"'), expected_revision=None)
+    # Then a read sees the latest entry as written, one key at a time or many at once
+    assert backend.ledger.read("r1", "k") == entry(2, '"b"')
+    assert backend.ledger.read_many("r1", ["k", "other", "absent"]) == {"k": entry(2, '"b"'), "other": entry(1, '"c"')}
+    # And another rule's ledger is apart
+    assert backend.ledger.read("r2", "k") is None
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [(None, 1), (1, None), (2, 1)],
+    ids=["a revision expected where none is", "none expected where one is", "a stale revision expected"],
+)
+def test_a_fenced_ledger_write_is_refused_and_changes_nothing(
+    backend: Table, stored: int | None, expected: int | None
+) -> None:
+    # Given a key whose ledger holds revision `stored` (or nothing)
+    if stored is not None:
+        for revision in range(1, stored + 1):
+            backend.ledger.record("r1", "k", entry(revision, '"a"'), expected_revision=revision - 1 or None)
+    before = backend.ledger.read("r1", "k")
+    # When a writer expects another revision, Then its write is refused and the entry is as it was
+    with pytest.raises(LedgerConflictError):
+        backend.ledger.record("r1", "k", entry(9, '"z"'), expected_revision=expected)
+    assert backend.ledger.read("r1", "k") == before
+
+
+def stamp(seconds: int, origin: str = "west-bucket") -> Stamp:
+    return Stamp.of(T0 + timedelta(seconds=seconds), origin, f"v{seconds}")
+
+
+def test_tombstones_read_none_for_a_key_without_a_record(backend: Table) -> None:
+    rule = make_rule()
+    assert backend.tombstones_of(rule).read(rule.rule_id, "never") is None
+    # And a one-way rule has no peer whose records to read
+    assert backend.tombstones_of(rule).read_peer(rule, "never") is None
+
+
+def test_a_tombstone_goes_from_intended_to_settled(backend: Table) -> None:
+    rule = make_rule()
+    tombstones = backend.tombstones_of(rule)
+    # When a delete is intended, Then the record says what it stands for and which version it removes
+    tombstones.intend(rule.rule_id, "k", stamp(1), T0, "v7")
+    assert tombstones.read(rule.rule_id, "k") == TombstoneRecord(None, None, stamp(1), T0, "v7")
+    # When it is settled, Then the record names the marker and the delete, and nothing is pending
+    tombstones.settle(rule.rule_id, "k", "marker-1", stamp(1))
+    assert tombstones.read(rule.rule_id, "k") == TombstoneRecord("marker-1", stamp(1))
+    # When another delete is intended without a target and then withdrawn, Then only the pending part goes
+    tombstones.intend(rule.rule_id, "k", stamp(5), T0, None)
+    assert tombstones.read(rule.rule_id, "k") == TombstoneRecord("marker-1", stamp(1), stamp(5), T0, None)
+    tombstones.withdraw(rule.rule_id, "k")
+    assert tombstones.read(rule.rule_id, "k") == TombstoneRecord("marker-1", stamp(1))
+
+
+def test_withdrawing_what_was_never_intended_leaves_an_empty_record(backend: Table) -> None:
+    # DynamoDB's UpdateItem creates the item even when it only removes attributes; the fake does too
+    rule = make_rule()
+    backend.tombstones_of(rule).withdraw(rule.rule_id, "k")
+    assert backend.tombstones_of(rule).read(rule.rule_id, "k") == TombstoneRecord(None, None)
+
+
+def test_a_two_way_rule_reads_the_tombstones_its_peer_wrote(backend: Table) -> None:
+    # Given a two-way pair whose east half settled a marker it made in the west bucket
+    west_to_east, east_to_west = two_way_rules(("west-bucket", WEST), ("east-bucket", EAST))
+    backend.tombstones_of(east_to_west).settle(east_to_west.rule_id, "k", "marker-9", stamp(3, "east-bucket"))
+    # Then the west half reads it as its peer's record, not as its own
+    assert backend.tombstones_of(west_to_east).read_peer(west_to_east, "k") == TombstoneRecord(
+        "marker-9", stamp(3, "east-bucket")
+    )
+    assert backend.tombstones_of(west_to_east).read(west_to_east.rule_id, "k") is None
+
+
+def test_progress_is_none_before_the_first_batch_then_the_sum_of_the_batches(backend: Table) -> None:
+    assert backend.progress_source.read("r1") is None
+    # When two batches add their counters, the second without a newer event time
+    first = ProgressDelta(objects_copied=2, bytes_copied=2048, deletes_applied=1, skipped=0, latest_event_time=T0)
+    second = ProgressDelta(objects_copied=1, bytes_copied=10, deletes_applied=0, skipped=4)
+    backend.progress_sink.add("r1", first, applied_at=T0 + timedelta(seconds=1))
+    backend.progress_sink.add("r1", second, applied_at=T0 + timedelta(seconds=2))
+    # Then the counters are summed, the sync time is the last batch's, and the event time the last one given
+    progress = backend.progress_source.read("r1")
+    assert progress is not None
+    assert (progress.objects_copied, progress.bytes_copied, progress.deletes_applied, progress.skipped) == (
+        3,
+        2058,
+        1,
+        4,
+    )
+    assert (progress.last_sync_at, progress.last_event_time) == (T0 + timedelta(seconds=2), T0)
+    assert backend.progress_source.read("r2") is None
+
+
+def test_the_failure_log_counts_attempts_per_message_and_keeps_the_latest_reason(backend: Table) -> None:
+    message = QueueMessage(message_id="m-1", body="{}", receipt_handle="r-1", receive_count=1)
+    assert backend.failure_log.find("m-1") is None
+    # When a message fails twice, for two reasons
+    backend.failure_log.record(
+        message, FailureReason(FailureKind.TRANSIENT, "SlowDown", "slow"), rule_id="r1", bucket="b", key="k"
+    )
+    second = backend.failure_log.record(
+        message, FailureReason(FailureKind.PERMANENT, "AccessDenied", "no"), rule_id="r1", bucket=None, key="k"
+    )
+    # Then its record counts both, keeps when it first failed, and says why it failed last
+    assert (second.attempts, second.reason.code, second.reason.kind) == (2, "AccessDenied", FailureKind.PERMANENT)
+    assert (second.first_failure, second.last_failure) == (T0, T0 + timedelta(seconds=1))
+    assert (second.rule_id, second.key) == ("r1", "k")
+    assert backend.failure_log.find("m-1") == second
+    assert backend.failure_log.find("m-2") is None
+
+
+def test_rules_are_found_by_source_bucket_and_by_id(backend: Table) -> None:
+    # Given two rules
+    photos, logs = named_rule("photos"), named_rule("logs")
+    rules = backend.rules_of(photos, logs)
+    # Then a source bucket finds its rule, and a bucket no rule reads from finds none
+    assert rules.rule_for_source("photos-src") == photos
+    assert rules.rule_for_source("photos-dst") is None
+    # And the rules read by id and all at once, sorted by id; an unknown id is an error
+    assert rules.get("logs") == logs
+    assert rules.list() == [logs, photos]
+    with pytest.raises(RuleNotFoundError):
+        rules.get("unknown")
