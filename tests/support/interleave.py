@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import TypeVar
 
-from crr.key_ordered_batch import apply_in_key_order
+from crr.key_ordered_batch import TaskRunner, apply_in_key_order
 
 T = TypeVar("T")
 # A ReplicateFunction invocation's batch in the property tests (the template's default BatchSize).
@@ -108,7 +108,7 @@ class Interleaver:
             self._handed_back.set()
 
 
-class InterleavedRunner:
+class InterleavedRunner(TaskRunner):
     """crr.key_ordered_batch's TaskRunner on the Interleaver: ``concurrency`` interleaved threads take
     the tasks in order, as a record pool's threads would, and the caller waits (idle) for all."""
 

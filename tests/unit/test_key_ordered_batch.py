@@ -21,6 +21,7 @@ from crr.errors import StorageError
 from crr.events import ChangeEvent
 from crr.key_ordered_batch import (
     InlineRunner,
+    TaskRunner,
     ThreadPoolRunner,
     apply_in_key_order,
     key_ordered_groups,
@@ -66,7 +67,7 @@ def source_with(keys: Iterable[str]) -> FakeS3:
 
 
 def handler_over(
-    s3: FakeS3, runner: ThreadPoolRunner | InlineRunner, breaker: DeleteBreaker | None = None
+    s3: FakeS3, runner: TaskRunner, breaker: DeleteBreaker | None = None
 ) -> tuple[ReplicationMessageHandler, RecordingFailures, RecordingQueues]:
     rule = make_rule(source_bucket=SRC, destination_bucket=DST)
     replicator = Replicator(FakeRules(rule), s3, FakeLedger(), FakeProgress(), breaker=breaker)
@@ -259,7 +260,7 @@ def test_the_breaker_counts_every_delete_of_a_concurrent_batch_exactly_once(conc
         s3.remove(SRC, key)
     store = LockedBreakerStore()
     breaker = DeleteBreaker(store, BreakerSettings(count=5, percent=0, window_seconds=300))
-    runner: ThreadPoolRunner | InlineRunner = ThreadPoolRunner(concurrency) if concurrency > 1 else InlineRunner()
+    runner: TaskRunner = ThreadPoolRunner(concurrency) if concurrency > 1 else InlineRunner()
     if concurrency > 1:
         # Every delete decides while all twelve are in flight: each waits at its first source HEAD.
         meeting, met = threading.Barrier(concurrency), set[str]()

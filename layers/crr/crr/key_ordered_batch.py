@@ -18,23 +18,25 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Protocol, TypeVar, cast
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-class TaskRunner(Protocol):
-    """Runs a batch's group tasks; each task catches its own failures."""
+class TaskRunner(ABC):
+    """Runs a batch's group tasks; each task catches its own failures. (A base class, not a port: it
+    stands for no other service, only for how many threads a batch may use.)"""
 
+    @abstractmethod
     def run_all(self, tasks: Sequence[Callable[[], None]]) -> None:
         """Run every task and return once all have ended."""
-        ...
 
 
-class InlineRunner:
+class InlineRunner(TaskRunner):
     """One task after another in the calling thread: a record concurrency of 1."""
 
     def run_all(self, tasks: Sequence[Callable[[], None]]) -> None:
@@ -42,7 +44,7 @@ class InlineRunner:
             task()
 
 
-class ThreadPoolRunner:
+class ThreadPoolRunner(TaskRunner):
     """At most ``concurrency`` tasks at once on a pool kept warm for the life of the process (its idle
     threads cost nothing between invocations, and starting threads per batch would cost each batch)."""
 
