@@ -174,11 +174,13 @@ def run(
     *,
     enforce_iam: bool,
     latency: LatencyModel | None = None,
+    record_concurrency: int | None = None,
 ) -> int:
     keys = [f"bench/{index:06d}" for index in range(objects)]
     with LocalCloud(enforce_iam=enforce_iam, latency=latency) as cloud:
         cloud.start()
-        queue_url = deploy(cloud, concurrency)
+        extra = {"RecordConcurrency": str(record_concurrency)} if record_concurrency else None
+        queue_url = deploy(cloud, concurrency, extra)
         if not warm_up(cloud, queue_url):
             print("warm-up objects never replicated; see .local-cloud/logs", file=sys.stderr)
             return 1
@@ -371,7 +373,7 @@ def main() -> int:
     parser.add_argument(
         "--record-concurrency",
         default="1,10",
-        help="--per-invocation: RecordConcurrency values to compare, comma-separated (the first is the baseline)",
+        help="RecordConcurrency; --per-invocation: values to compare, comma-separated (the first is the baseline)",
     )
     args = parser.parse_args()
     if args.per_invocation:
@@ -390,6 +392,7 @@ def main() -> int:
         args.concurrency,
         enforce_iam=not args.no_iam,
         latency=args.latency_ms,
+        record_concurrency=int(args.record_concurrency.split(",")[-1]),
     )
 
 
