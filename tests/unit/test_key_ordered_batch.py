@@ -31,10 +31,16 @@ from crr.message_handling import ReplicationMessageHandler
 from crr.models import BreakerRecord, CopyRequest, QueueMessage
 from crr.replication import Replicator
 from tests.support.events import load_event
-from tests.support.fakes import FakeLedger, FakeProgress, FakeRules, FakeS3
+from tests.support.fakes import (
+    FakeBreakerStore,
+    FakeFailedMessages,
+    FakeFailureLog,
+    FakeLedger,
+    FakeProgress,
+    FakeRules,
+    FakeS3,
+)
 from tests.support.rules import make_rule
-from tests.unit.test_breaker import MemoryBreakerStore
-from tests.unit.test_deadline import RecordingFailures, RecordingQueues
 
 SRC, DST, WEST, EAST = "crr-demo-source", "crr-demo-replica", "us-west-1", "us-east-1"
 # Only turns a broken barrier (fewer records in flight than expected) into a failure instead of a hang.
@@ -68,10 +74,10 @@ def source_with(keys: Iterable[str]) -> FakeS3:
 
 def handler_over(
     s3: FakeS3, runner: TaskRunner, breaker: DeleteBreaker | None = None
-) -> tuple[ReplicationMessageHandler, RecordingFailures, RecordingQueues]:
+) -> tuple[ReplicationMessageHandler, FakeFailureLog, FakeFailedMessages]:
     rule = make_rule(source_bucket=SRC, destination_bucket=DST)
     replicator = Replicator(FakeRules(rule), s3, FakeLedger(), FakeProgress(), breaker=breaker)
-    failures, queues = RecordingFailures(), RecordingQueues()
+    failures, queues = FakeFailureLog(), FakeFailedMessages()
     return ReplicationMessageHandler(replicator, failures, queues, runner=runner), failures, queues
 
 
@@ -163,7 +169,7 @@ def test_records_of_one_key_are_applied_in_arrival_order_while_other_keys_run() 
 
     replicator = RecordingReplicator(FakeRules(rule), s3, FakeLedger(), FakeProgress())
     message_handler = ReplicationMessageHandler(
-        replicator, RecordingFailures(), RecordingQueues(), runner=ThreadPoolRunner(4)
+        replicator, FakeFailureLog(), FakeFailedMessages(), runner=ThreadPoolRunner(4)
     )
     bodies = [notification("a", 1), notification("b", 2), notification("a", 3), notification("c", 4)]
     bodies.append(notification("a", 5))
@@ -197,8 +203,8 @@ def test_failures_of_a_concurrent_batch_are_reported_by_their_own_message_ids() 
     assert response == {"batchItemFailures": [{"itemIdentifier": "m-1"}, {"itemIdentifier": "m-3"}]}
     assert sorted(message_id for message_id, _ in queues.delayed) == ["m-1", "m-3"]
     # And the garbage went to the DLQ with its reason (acknowledged), and the rest replicated
-    assert [(message_id, code) for message_id, code, _ in queues.dead] == [("m-5", "MalformedEvent")]
-    assert sorted(message_id for message_id, _ in failures.recorded) == ["m-1", "m-3", "m-5"]
+    assert queues.dead == [("m-5", "MalformedEvent")]
+    assert sorted(record.message_id for record in failures.recorded) == ["m-1", "m-3", "m-5"]
     assert all(s3.current(DST, key) is not None for key in keys if key.startswith("ok/"))
 
 
@@ -223,7 +229,7 @@ def test_when_working_time_ends_with_records_in_flight_they_finish_and_the_unsta
     assert failures.recorded == []
 
 
-class LockedBreakerStore(MemoryBreakerStore):
+class LockedBreakerStore(FakeBreakerStore):
     """The in-memory breaker item, each request atomic as a DynamoDB request is."""
 
     def __init__(self) -> None:
