@@ -12,6 +12,15 @@ latency does to throughput on this machine.
 
 Prints figures; never fails on time. Targets for the core issue: ≤ 2 S3 requests and ≤ 1 DynamoDB
 write per object, p50 ≤ 200 ms and p99 ≤ 1 s.
+
+    python bench/replicate.py --per-invocation [--objects 300] [--batch 10] [--record-concurrency 1,10]
+                              [--latency-ms 10,60]
+
+`--per-invocation` measures one invocation at a time instead: the objects' notifications are left in
+the queue (no poller), then handed to the ReplicateFunction in full batches of `--batch`, one
+invocation after another, at each record concurrency (RecordConcurrency) in turn. It prints objects
+per second of one invocation, Lambda milliseconds per object, and the requests per object, so the
+figures show what applying a batch's records concurrently buys and costs.
 """
 
 from __future__ import annotations
@@ -25,10 +34,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 from crr_cli.localcloud.cloud import LocalCloud
 from crr_cli.localcloud.lambda_ import latency as latency_model
 from crr_cli.localcloud.lambda_.latency import LatencyModel
+from crr_cli.localcloud.lambda_.poller import failed_message_ids, sqs_event
 from crr_cli.localcloud.scenario import create_bucket, run_cli
 
 SOURCE_REGION, DESTINATION_REGION = "us-west-1", "us-east-1"
@@ -60,7 +71,9 @@ def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
     return True
 
 
-def deploy(cloud: LocalCloud, concurrency: int) -> str:
+def deploy(
+    cloud: LocalCloud, concurrency: int, extra: dict[str, str] | None = None, *, event_sources: bool = True
+) -> str:
     """The real template and a rule, as in the demo; returns the replication queue's URL."""
     stack = cloud.deploy(
         TEMPLATE,
@@ -71,7 +84,9 @@ def deploy(cloud: LocalCloud, concurrency: int) -> str:
             "DestinationBuckets": DESTINATION,
             "FunctionTimeoutSeconds": "30",
             "MaximumConcurrency": str(concurrency),
+            **(extra or {}),
         },
+        event_sources=event_sources,
     )
     create_bucket(cloud.client("s3", SOURCE_REGION), SOURCE, SOURCE_REGION, versioned=True)
     create_bucket(cloud.client("s3", DESTINATION_REGION), DESTINATION, DESTINATION_REGION, versioned=False)
@@ -159,11 +174,13 @@ def run(
     *,
     enforce_iam: bool,
     latency: LatencyModel | None = None,
+    record_concurrency: int | None = None,
 ) -> int:
     keys = [f"bench/{index:06d}" for index in range(objects)]
     with LocalCloud(enforce_iam=enforce_iam, latency=latency) as cloud:
         cloud.start()
-        queue_url = deploy(cloud, concurrency)
+        extra = {"RecordConcurrency": str(record_concurrency)} if record_concurrency else None
+        queue_url = deploy(cloud, concurrency, extra)
         if not warm_up(cloud, queue_url):
             print("warm-up objects never replicated; see .local-cloud/logs", file=sys.stderr)
             return 1
@@ -203,6 +220,136 @@ def _since(now: dict[str, dict[str, int]], before: dict[str, dict[str, int]]) ->
     }
 
 
+def queued(cloud: LocalCloud, queue_url: str) -> int:
+    attributes = cloud.client("sqs", SOURCE_REGION).get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
+def receive_batch(cloud: LocalCloud, queue_url: str, size: int) -> list[dict[str, Any]]:
+    """Up to ``size`` messages, as the event source gathers a batch (ReceiveMessage takes 10 at most)."""
+    sqs = cloud.client("sqs", SOURCE_REGION)
+    messages: list[dict[str, Any]] = []
+    while len(messages) < size:
+        answer = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=min(10, size - len(messages)),
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+            VisibilityTimeout=120,
+        )
+        if not answer.get("Messages"):
+            break
+        messages += answer["Messages"]
+    return messages
+
+
+def invoke_batches(cloud: LocalCloud, queue_url: str, batch: int, function: str) -> tuple[int, list[float]]:
+    """Hand the queue's messages to the function a batch at a time, deleting what it acknowledged;
+    returns the objects handled and each invocation's duration (ms)."""
+    sqs = cloud.client("sqs", SOURCE_REGION)
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    handled, durations = 0, []
+    while messages := receive_batch(cloud, queue_url, batch):
+        invocation = cloud.invoke(function, sqs_event(messages, queue_arn))
+        if not invocation.ok:
+            raise RuntimeError(f"invocation failed: {invocation.error}")
+        failed = failed_message_ids(invocation.payload, [message["MessageId"] for message in messages]) or set()
+        done = [message for message in messages if message["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            sqs.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
+                    for index, message in enumerate(done[start : start + 10])
+                ],
+            )
+        handled += len(done)
+        durations.append(invocation.duration_ms)
+    return handled, durations
+
+
+def measure_invocations(
+    objects: int, batch: int, record_concurrency: int, *, enforce_iam: bool, latency: LatencyModel | None
+) -> dict[str, float]:
+    """One local cloud whose ReplicateFunction applies ``record_concurrency`` records at once: the
+    figures of full batches handed to it one invocation at a time."""
+    parameters = {"RecordConcurrency": str(record_concurrency), "BatchSize": str(batch)}
+    if batch > 10:
+        parameters["BatchingWindowSeconds"] = "1"
+    with LocalCloud(enforce_iam=enforce_iam, latency=latency) as cloud:
+        cloud.start()
+        queue_url = deploy(cloud, 2, parameters, event_sources=False)
+        function = f"{STACK}/ReplicateFunction"
+        source_s3 = cloud.client("s3", SOURCE_REGION)
+        # A first batch warms the function (its imports, clients and rule cache), as a steady stream would.
+        for index in range(batch):
+            source_s3.put_object(Bucket=SOURCE, Key=f"warmup/{index}", Body=b"w")
+        wait_for(lambda: queued(cloud, queue_url) >= batch, 60)
+        invoke_batches(cloud, queue_url, batch, function)
+        body = os.urandom(1024)
+        with ThreadPoolExecutor(max_workers=8) as writers:
+            list(
+                writers.map(
+                    lambda index: source_s3.put_object(Bucket=SOURCE, Key=f"bench/{index:06d}", Body=body),
+                    range(objects),
+                )
+            )
+        wait_for(lambda: queued(cloud, queue_url) >= objects, 120)
+        cloud.request_counts(reset=True)
+        handled, durations = invoke_batches(cloud, queue_url, batch, function)
+        counts = cloud.request_counts()
+        replicated = len([key for key in cloud.write_times(DESTINATION) if key.startswith("bench/")])
+    total_ms = sum(durations)
+    per_object = max(handled, 1)
+    return {
+        "record_concurrency": record_concurrency,
+        "invocations": len(durations),
+        "replicated": replicated,
+        "ms_per_invocation": total_ms / max(len(durations), 1),
+        "objects_per_second": handled / (total_ms / 1000) if total_ms else 0.0,
+        "lambda_ms_per_object": total_ms / per_object,
+        "s3_per_object": sum(counts.get(f"s3:{op}", 0) for op in S3_REPLICATOR_OPS) / per_object,
+        "dynamodb_writes_per_object": sum(counts.get(f"dynamodb:{op}", 0) for op in DYNAMODB_WRITES) / per_object,
+        "dynamodb_reads_per_object": counts.get("dynamodb:GetItem", 0) / per_object,
+    }
+
+
+def per_invocation(
+    objects: int, batch: int, concurrencies: list[int], *, enforce_iam: bool, latency: LatencyModel | None
+) -> int:
+    rows = [
+        measure_invocations(objects, batch, concurrency, enforce_iam=enforce_iam, latency=latency)
+        for concurrency in concurrencies
+    ]
+    latency_line = (
+        f"latency model {latency.same_region_ms:g} ms / {latency.cross_region_ms:g} ms" if latency else "latency: off"
+    )
+    print(
+        f"\ncrr ReplicateFunction per invocation, local cloud, {objects} x 1 KiB objects, batch {batch}, {latency_line}"
+    )
+    print(
+        "  records at once | invocations | ms/invocation | objects/s per invocation | Lambda ms/object |"
+        " S3 req/object | DynamoDB writes/object | GetItem/object"
+    )
+    for row in rows:
+        print(
+            f"  {row['record_concurrency']:>15.0f} | {row['invocations']:>11.0f} | {row['ms_per_invocation']:>13.0f} |"
+            f" {row['objects_per_second']:>24.1f} | {row['lambda_ms_per_object']:>16.1f} |"
+            f" {row['s3_per_object']:>13.3f} | {row['dynamodb_writes_per_object']:>22.3f} |"
+            f" {row['dynamodb_reads_per_object']:>14.3f}"
+        )
+    base = rows[0]
+    for row in rows[1:]:
+        print(
+            f"  record concurrency {row['record_concurrency']:.0f}: "
+            f"{row['objects_per_second'] / max(base['objects_per_second'], 1e-9):.1f}x objects/s per invocation, "
+            f"Lambda ms per object / {base['lambda_ms_per_object'] / max(row['lambda_ms_per_object'], 1e-9):.1f}"
+        )
+    return 0 if all(row["replicated"] == objects for row in rows) else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=2000)
@@ -221,7 +368,22 @@ def main() -> int:
         metavar="SAME,CROSS",
         help="the latency model's round trips in ms, in the function's region and to another (e.g. 10,60; default off)",
     )
+    parser.add_argument("--per-invocation", action="store_true", help="measure full batches one invocation at a time")
+    parser.add_argument("--batch", type=int, default=10, help="--per-invocation: messages per invocation")
+    parser.add_argument(
+        "--record-concurrency",
+        default="1,10",
+        help="RecordConcurrency; --per-invocation: values to compare, comma-separated (the first is the baseline)",
+    )
     args = parser.parse_args()
+    if args.per_invocation:
+        return per_invocation(
+            args.objects,
+            args.batch,
+            [int(value) for value in args.record_concurrency.split(",")],
+            enforce_iam=not args.no_iam,
+            latency=args.latency_ms,
+        )
     return run(
         args.objects,
         args.rate,
@@ -230,6 +392,7 @@ def main() -> int:
         args.concurrency,
         enforce_iam=not args.no_iam,
         latency=args.latency_ms,
+        record_concurrency=int(args.record_concurrency.split(",")[-1]),
     )
 
 

@@ -75,8 +75,17 @@ class Outcome:
     s3_calls: dict[str, int]
 
 
-def run_scenario(ops: list[UserOp], workers: int, duplicates: int, rng: random.Random, stickiness: float) -> Outcome:
-    """Run the users and the workers to the end; assert both buckets hold the last writer."""
+def run_scenario(
+    ops: list[UserOp],
+    workers: int,
+    duplicates: int,
+    rng: random.Random,
+    stickiness: float,
+    record_concurrency: int = 1,
+) -> Outcome:
+    """Run the users and the workers to the end; assert both buckets hold the last writer.
+
+    ``record_concurrency``: records a worker applies at once from a batch (1: one at a time)."""
     scheduler = Interleaver(rng, stickiness)
     now = [START]
     s3 = FakeS3(scheduler.yield_point, clock=lambda: now[0])
@@ -132,7 +141,16 @@ def run_scenario(ops: list[UserOp], workers: int, duplicates: int, rng: random.R
             finally:
                 in_flight[0] -= 1
 
-        serve_queue(pending, apply, lambda: user_done[0], scheduler, rng, CrrError)
+        serve_queue(
+            pending,
+            apply,
+            lambda: user_done[0],
+            scheduler,
+            rng,
+            CrrError,
+            record_concurrency=record_concurrency,
+            keys_of=lambda event: [(event.bucket, event.key)],
+        )
 
     scheduler.run([user] + [worker for _ in range(workers)])
 

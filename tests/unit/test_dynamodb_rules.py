@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +42,27 @@ def test_a_created_rule_is_found_by_its_source_bucket(dynamodb: Any) -> None:
     assert found is not None
     assert found.destination_bucket == "dst-b"
     assert rules.rule_for_source("dst-b") is None
+
+
+def test_records_looking_up_an_expired_rule_at_once_read_the_table_once(dynamodb: Any) -> None:
+    # Given a rule whose cached answer has expired, and eight records of a concurrent batch needing it
+    DynamoRules(dynamodb, TABLE).create(make_rule(rule_id="r1", source_bucket="src-a", destination_bucket="dst-b"))
+    rules = DynamoRules(dynamodb, TABLE, cache_seconds=60)
+    reads: list[str] = []
+    dynamodb.meta.events.register("before-call.dynamodb.GetItem", lambda **_: reads.append("GetItem"))
+    start = threading.Barrier(8)
+
+    def look_up() -> str | None:
+        start.wait(timeout=20)
+        found = rules.rule_for_source("src-a")
+        return found.rule_id if found else None
+
+    # When they look it up at the same moment
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: look_up(), range(8)))
+    # Then all have the rule, and the table was read for one lookup (the claim, then the rule)
+    assert answers == ["r1"] * 8
+    assert reads == ["GetItem", "GetItem"]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import itertools
 import random
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,7 +62,7 @@ hostile_records = st.lists(
 class _World:
     """A one-way rule on FakeS3; a user whose changes S3 notifies, and a forger, share one queue."""
 
-    def __init__(self, versioned: bool, rng: random.Random) -> None:
+    def __init__(self, versioned: bool, rng: random.Random, record_concurrency: int = 1) -> None:
         self.scheduler = Interleaver(rng, 0.6)
         self.rng = rng
         self.versioned = versioned
@@ -79,6 +80,7 @@ class _World:
         self.sent: list[ChangeEvent] = []
         self.sequencers = itertools.count(0x5A0000)
         self.senders = 2
+        self.record_concurrency = record_concurrency
 
     def deliver(self, event: ChangeEvent) -> None:
         self.pending.append(event)
@@ -141,9 +143,19 @@ class _World:
 
     def worker(self) -> None:
         replicator = Replicator(FakeRules(self.rule), self.s3, self.ledger, FakeProgress())
-        serve_queue(self.pending, replicator.apply, lambda: self.senders == 0, self.scheduler, self.rng, CrrError)
+        serve_queue(
+            self.pending,
+            replicator.apply,
+            lambda: self.senders == 0,
+            self.scheduler,
+            self.rng,
+            CrrError,
+            record_concurrency=self.record_concurrency,
+            keys_of=lambda event: [(event.bucket, event.key)],
+        )
 
 
+@pytest.mark.parametrize("record_concurrency", [1, 8])
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ops=user_ops,
@@ -153,13 +165,19 @@ class _World:
     seed=st.randoms(use_true_random=False),
 )
 def test_forged_and_replayed_records_never_leave_the_replica_different_from_the_source(
-    ops: list[UserOp], hostile: list[Hostile], versioned: bool, workers: int, seed: random.Random
+    record_concurrency: int,
+    ops: list[UserOp],
+    hostile: list[Hostile],
+    versioned: bool,
+    workers: int,
+    seed: random.Random,
 ) -> None:
     # Given a user putting, deleting and tagging keys, each change notified as S3 would,
     # When forged records (the highest sequencer, bogus or real versions, any kind) and replays of old
-    #      records are sent to the same queue, in any order, handled by 1-3 concurrent workers,
+    #      records are sent to the same queue, in any order, handled by 1-3 concurrent workers (one
+    #      record at a time, or batches with that many records at once),
     # Then the replica equals the source: bytes, metadata, tags and content type
-    world = _World(versioned, seed)
+    world = _World(versioned, seed, record_concurrency)
     world.scheduler.run(
         [lambda: world.user(ops), lambda: world.forger(hostile)] + [world.worker for _ in range(workers)]
     )

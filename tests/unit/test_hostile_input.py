@@ -192,8 +192,10 @@ def cached_client(service: str, region: str) -> Any:
     return client(service, region)
 
 
-@pytest.fixture
-def deployment(aws: None, monkeypatch: pytest.MonkeyPatch) -> Deployment:
+@pytest.fixture(params=[1, 8], ids=["one-at-a-time", "concurrent"])
+def deployment(aws: None, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Deployment:
+    # Each kind runs through a batch applied one message at a time and through one applied concurrently.
+    monkeypatch.setenv("RECORD_CONCURRENCY", str(request.param))
     monkeypatch.setenv("RULES_TABLE_NAME", TABLE)
     monkeypatch.setenv("AWS_REGION", "us-west-1")
     # The warm service outlives a test: no rule cache, and progress flushed after every batch, so

@@ -7,6 +7,7 @@ import itertools
 import random
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +37,13 @@ user_ops = st.lists(
 
 
 def _scenario(
-    ops: list[UserOp], workers: int, versioned: bool, duplicates: int, rng: random.Random, stickiness: float
+    ops: list[UserOp],
+    workers: int,
+    versioned: bool,
+    duplicates: int,
+    rng: random.Random,
+    stickiness: float,
+    record_concurrency: int = 1,
 ) -> None:
     scheduler = Interleaver(rng, stickiness)
     s3 = FakeS3(scheduler.yield_point)
@@ -84,13 +91,23 @@ def _scenario(
     def worker() -> None:
         # Unordered delivery: any pending notification may come next; a failed one comes again.
         replicator = Replicator(rules, s3, ledger, progress)
-        serve_queue(pending, replicator.apply, lambda: user_done[0], scheduler, rng, CrrError)
+        serve_queue(
+            pending,
+            replicator.apply,
+            lambda: user_done[0],
+            scheduler,
+            rng,
+            CrrError,
+            record_concurrency=record_concurrency,
+            keys_of=lambda event: [(event.bucket, event.key)],
+        )
 
     scheduler.run([user] + [worker for _ in range(workers)])
 
     assert_replica_equals_source(s3, SOURCE, DESTINATION, KEYS)
 
 
+@pytest.mark.parametrize("record_concurrency", [1, 8])
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ops=user_ops,
@@ -101,9 +118,16 @@ def _scenario(
     stickiness=st.sampled_from([0.0, 0.6, 0.85, 0.95]),
 )
 def test_replica_converges_on_source_under_shuffled_duplicated_concurrent_delivery(
-    ops: list[UserOp], workers: int, versioned: bool, duplicates: int, seed: random.Random, stickiness: float
+    record_concurrency: int,
+    ops: list[UserOp],
+    workers: int,
+    versioned: bool,
+    duplicates: int,
+    seed: random.Random,
+    stickiness: float,
 ) -> None:
     # Given a stream of puts, overwrites and deletes over a few keys,
-    # When its notifications are delivered shuffled and duplicated to 1-4 concurrent workers,
+    # When its notifications are delivered shuffled and duplicated to 1-4 concurrent workers, each
+    #      applying one at a time or batches with that many records at once,
     # Then the destination equals the source (asserted inside the scenario).
-    _scenario(ops, workers, versioned, duplicates, seed, stickiness)
+    _scenario(ops, workers, versioned, duplicates, seed, stickiness, record_concurrency)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +30,7 @@ user_ops = st.lists(
 )
 
 
+@pytest.mark.parametrize("record_concurrency", [1, 8])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ops=user_ops,
@@ -38,14 +40,20 @@ user_ops = st.lists(
     stickiness=st.sampled_from([0.0, 0.6, 0.85, 0.95]),
 )
 def test_both_buckets_converge_on_the_last_writer_without_ping_pong(
-    ops: list[UserOp], workers: int, duplicates: int, seed: random.Random, stickiness: float
+    record_concurrency: int,
+    ops: list[UserOp],
+    workers: int,
+    duplicates: int,
+    seed: random.Random,
+    stickiness: float,
 ) -> None:
     # Given users putting, overwriting, copying, touching, tagging and deleting the same keys on both
     #       sides of a two-way pair,
     # When every notification (the replicator's writes included) is shuffled, duplicated and handled by
-    #      1-4 concurrent workers serving both directions,
+    #      1-4 concurrent workers serving both directions (one at a time, or batches with that many
+    #      records at once),
     # Then both buckets hold the last writer's version of every key (bytes and user metadata) and the
     #      same tags (asserted inside the scenario), and there was at most one replicator write per
     #      user change.
-    outcome = run_scenario(ops, workers, duplicates, seed, stickiness)
+    outcome = run_scenario(ops, workers, duplicates, seed, stickiness, record_concurrency)
     assert outcome.replicator_writes <= outcome.user_changes, f"ping-pong: {outcome}"

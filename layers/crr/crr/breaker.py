@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -106,6 +107,10 @@ class BreakerSettings:
 
 
 class DeleteBreaker:
+    """Decides on each delete of a rule. Thread-safe (a batch's records are applied concurrently): the
+    counts are the table's, updated atomically per delete; what this process remembers between
+    requests (the last record per rule, the copies not yet written) is kept under a lock."""
+
     def __init__(
         self,
         store: BreakerStore,
@@ -121,6 +126,7 @@ class DeleteBreaker:
         # The record each rule's last count returned: enough to know the last answer's span without a
         # request, and which stale slots to drop.
         self._known: dict[str, BreakerRecord] = {}
+        self._lock = threading.Lock()
 
     def decide(self, rule: ReplicationRule, key: str, event_time: datetime | None) -> DeleteDecision:
         """Whether the delete of ``key`` (made at ``event_time``) reaches the replica, is held (and
@@ -129,7 +135,8 @@ class DeleteBreaker:
         Raises StateStoreError when the table keeps changing under the decision (the record is retried).
         """
         now = self._clock()
-        known = self._known.get(rule.rule_id)
+        with self._lock:
+            known = self._known.get(rule.rule_id)
         if known is not None:
             # The burst's notifications still queued when the operator answered need no request.
             answered = known.verdict_for(event_time)
@@ -139,55 +146,64 @@ class DeleteBreaker:
         slot = self.settings.slot(now)
         record = self._store.count_delete(rule.rule_id, slot, stale)
         for _ in range(MAX_DECISION_ATTEMPTS):
-            self._known[rule.rule_id] = record
+            self._remember(rule.rule_id, record)
             answered = record.verdict_for(event_time)
             if answered is not None:
                 # An answered burst's deletes are not counted (a released one would start the new count
                 # off high): this happens once per container and answer, before the container knew of it.
                 self._store.count_delete(rule.rule_id, slot, (), -1)
                 return _follow(answered)
-            decision = self._judge(rule.rule_id, key, record, now)
+            decision, after = self._judge(rule.rule_id, key, record, now)
             if decision is not None:
                 return decision
             if record.held_since is not None:
-                record = self._known[rule.rule_id]  # answered while this delete was being held
+                record = after  # answered while this delete was being held
             elif self._store.trip(rule.rule_id, now):
                 record = replace(record, held_since=now)
             else:
                 record = self._store.read(rule.rule_id)  # another container tripped it first
         raise StateStoreError(f"the delete breaker of rule {rule.rule_id} kept changing while deciding on {key!r}")
 
-    def _judge(self, rule_id: str, key: str, record: BreakerRecord, now: datetime) -> DeleteDecision | None:
-        """The decision on ``record`` for a delete no answer covers; None when the breaker must trip first or
-        changed under us."""
+    def _remember(self, rule_id: str, record: BreakerRecord) -> None:
+        with self._lock:
+            self._known[rule_id] = record
+
+    def _judge(
+        self, rule_id: str, key: str, record: BreakerRecord, now: datetime
+    ) -> tuple[DeleteDecision | None, BreakerRecord]:
+        """The decision on ``record`` for a delete no answer covers, None when the breaker must trip first
+        or changed under us; and the breaker's record as the decision left it."""
         if record.held_since is not None:
             after = self._store.hold(rule_id, key, record.held_since, now)
             if after.held_since == record.held_since:
-                return DeleteDecision.HOLD
-            self._known[rule_id] = after
-            return None
+                return DeleteDecision.HOLD, after
+            self._remember(rule_id, after)
+            return None, after
         if not self.settings.trips(self.settings.sliding(record, now)):
             if record.discarding:
                 self._store.end_discarding(rule_id, record.verdict_to)  # the burst is over: deletes flow again
-                self._known[rule_id] = replace(record, discarding=False)
-            return DeleteDecision.APPLY
-        return DeleteDecision.DISCARD if record.discarding else None  # a discarded burst still arriving
+                record = replace(record, discarding=False)
+                self._remember(rule_id, record)
+            return DeleteDecision.APPLY, record
+        # A discarded burst still arriving is discarded.
+        return (DeleteDecision.DISCARD if record.discarding else None), record
 
     def count_copies(self, rule_id: str, copies: int, overwrites: int = 0) -> None:
         """Copies only dilute the delete percentage and overwrites only inform, so they are written every
         ``copies_interval`` seconds at most: an undercount makes the breaker hold sooner, never lose a
         delete, and it keeps the breaker's cost off the copy path (one write per ten seconds per container).
         """
-        old_copies, old_overwrites = self._unwritten.get(rule_id, (0, 0))
-        self._unwritten[rule_id] = (old_copies + copies, old_overwrites + overwrites)
         now = self._clock()
-        if (
-            self._copies_written_at is not None
-            and (now - self._copies_written_at).total_seconds() < self.copies_interval
-        ):
-            return
-        self._copies_written_at = now
-        unwritten, self._unwritten = self._unwritten, {}
+        with self._lock:
+            old_copies, old_overwrites = self._unwritten.get(rule_id, (0, 0))
+            self._unwritten[rule_id] = (old_copies + copies, old_overwrites + overwrites)
+            if (
+                self._copies_written_at is not None
+                and (now - self._copies_written_at).total_seconds() < self.copies_interval
+            ):
+                return
+            self._copies_written_at = now
+            unwritten, self._unwritten = self._unwritten, {}
         for rule, (copied, overwritten) in unwritten.items():
             if copied or overwritten:
                 self._store.count_copies(rule, self.settings.slot(now), copied, overwritten, now)

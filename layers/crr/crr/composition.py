@@ -2,8 +2,8 @@
 and the adapters (settings → adapters → domain objects).
 
 What a warm Lambda container keeps between invocations (clients, the rule and ACL-mode caches, the
-backfill copy pool) is cached here per process and per settings value; ``forget_warm_objects`` drops
-it, so a test never sees another test's warm objects.
+backfill copy pool, the live path's record pool) is cached here per process and per settings value;
+``forget_warm_objects`` drops it, so a test never sees another test's warm objects.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from crr.backfill.reconcile import reconciler
 from crr.backfill.workflow import BackfillSteps
 from crr.breaker import BreakerSettings, DeleteBreaker
 from crr.failures import Backoff
+from crr.key_ordered_batch import record_runner
 from crr.large_copy import LargeCopier, LargeObjectSettings
 from crr.message_handling import ReplicationMessageHandler
 from crr.notification_wiring_check import WiringReport, WiringWatchSettings, check_wiring
@@ -88,6 +89,7 @@ def _message_handler_for(settings: FunctionSettings) -> ReplicationMessageHandle
         failed_messages,
         Backoff(base_seconds=settings.retry_base_seconds),
         max_receive_count=settings.max_receive_count,
+        runner=record_runner(settings.record_concurrency),
     )
 
 

@@ -1,14 +1,22 @@
-"""The replication queue's message handler: one message in, replication results out.
+"""The replication queue's message handler: one batch of messages in, replication results and the
+partial batch response out.
 
 It parses a message into its change records (crr.events), applies each (crr.replication), and owns the
 failure policy: backoff of a transient failure, the dead letter with its reason, records handed back
 when working time runs out, and the failure log; plus the per-record logs and per-rule metrics.
+
+A batch's messages are applied concurrently across keys and in arrival order within a key
+(crr.key_ordered_batch); so everything a message's handling touches here is safe to share between
+threads: the deferred list and the metrics are gathered under a lock (Powertools' Metrics is not
+documented as thread-safe), and logs carry their context per call (``extra``), never as shared keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypedDict
 
@@ -18,6 +26,7 @@ from crr import deadline as deadlines
 from crr.deadline import Deadline, OutOfTimeError
 from crr.events import ChangeEvent, IgnoredNotification, NotificationPart, join_records, split_notification
 from crr.failures import Backoff, FailureKind, FailureReason, FailureRecord, classify
+from crr.key_ordered_batch import InlineRunner, TaskRunner, apply_in_key_order
 from crr.models import QueueMessage
 from crr.observability import logger, metrics
 from crr.ports.queues import FailedMessages
@@ -51,19 +60,31 @@ class RecordFailedError(Exception):
         self.reason = reason
 
 
+_metrics_lock = threading.Lock()
+
+
+def _add_metric(name: str, unit: MetricUnit, value: float) -> None:
+    """Add to the shared Powertools ``metrics`` from any of the batch's threads."""
+    with _metrics_lock:
+        metrics.add_metric(name=name, unit=unit, value=value)
+
+
 class RuleMetrics:
     """Per-rule metrics of one batch, emitted as one EMF document per rule (dimension ``rule``) when the
     batch ends: the shared Powertools ``metrics`` holds one dimension set per flush, and one document per
-    object would multiply log volume."""
+    object would multiply log volume. Thread-safe."""
 
     def __init__(self) -> None:
         self._values: dict[str, list[tuple[str, MetricUnit, float]]] = {}
+        self._lock = threading.Lock()
 
     def add(self, rule_id: str | None, name: str, unit: MetricUnit, value: float) -> None:
-        self._values.setdefault(rule_id or "none", []).append((name, unit, value))
+        with self._lock:
+            self._values.setdefault(rule_id or "none", []).append((name, unit, value))
 
     def flush(self) -> None:
-        values, self._values = self._values, {}
+        with self._lock:
+            values, self._values = self._values, {}
         for rule_id, entries in values.items():
             per_rule = EphemeralMetrics()
             per_rule.add_dimension(name="rule", value=rule_id)
@@ -72,9 +93,38 @@ class RuleMetrics:
             per_rule.flush_metrics()
 
 
+@dataclass(frozen=True)
+class _ParsedMessage:
+    """A message with its records read up front (so the batch can be grouped by key), or why it could
+    not be read (it is then handled alone, and fails as it would have)."""
+
+    message: QueueMessage
+    parts: list[NotificationPart] | None
+    error: Exception | None = None
+
+    @classmethod
+    def of(cls, message: QueueMessage) -> _ParsedMessage:
+        try:
+            return cls(message, split_notification(message.body))
+        except Exception as exc:  # noqa: BLE001 - handle() classifies it, in its turn, as if just read
+            return cls(message, None, exc)
+
+    def read_parts(self) -> list[NotificationPart]:
+        """Its records; raises what reading it raised (MalformedEventError for a body that is no
+        notification)."""
+        if self.parts is None:
+            raise self.error or AssertionError("a message is either read or holds why it could not be")
+        return self.parts
+
+    def keys(self) -> list[Hashable]:
+        """The (bucket, key) of each change it holds: a source bucket has one rule, so records of one
+        rule and key share one."""
+        return [(part.item.bucket, part.item.key) for part in self.parts or () if isinstance(part.item, ChangeEvent)]
+
+
 class ReplicationMessageHandler:
-    """Handles the ReplicateFunction's queue messages, one batch at a time (``batch``, then ``handle``
-    per message, then ``settle`` for the batch's answer)."""
+    """Handles the ReplicateFunction's queue messages, one batch at a time: ``batch``, then
+    ``handle_batch`` (or ``handle`` per message, then ``settle`` for the batch's answer)."""
 
     def __init__(
         self,
@@ -84,18 +134,24 @@ class ReplicationMessageHandler:
         backoff: Backoff | None = None,
         *,
         max_receive_count: int | None = None,
+        runner: TaskRunner | None = None,
     ) -> None:
         """``max_receive_count``: the replication queue's redrive limit. A record failing at that
         delivery is dead-lettered here, with its reason, instead of being left to SQS's redrive (which
-        moves it without one); None leaves every transient failure to the redrive."""
+        moves it without one); None leaves every transient failure to the redrive.
+
+        ``runner``: runs ``handle_batch``'s groups of messages (crr.key_ordered_batch); by default one
+        after another in the calling thread."""
         self._replicator = replicator
         self._failures = failures
         self._failed_messages = failed_messages
         self._backoff = backoff or Backoff()
         self._max_receive_count = max_receive_count
         self._rule_metrics = RuleMetrics()
+        self._runner = runner or InlineRunner()
         self._deadline = deadlines.UNBOUNDED
         self._deferred: list[QueueMessage] = []
+        self._deferred_lock = threading.Lock()
 
     @contextmanager
     def batch(self, remaining_seconds: Callable[[], float] | None = None) -> Iterator[ReplicationMessageHandler]:
@@ -118,6 +174,27 @@ class ReplicationMessageHandler:
             self._deadline = deadlines.UNBOUNDED
             self._rule_metrics.flush()
 
+    def handle_batch(self, messages: Sequence[QueueMessage]) -> PartialItemFailures:
+        """Handle a batch's messages (inside ``batch``) and answer with Lambda's partial batch response:
+        the ids, in batch order, of the messages that failed and must be delivered again.
+
+        Messages are applied concurrently on the handler's runner, except that messages holding a change
+        of the same (bucket, key) are applied one after another in arrival order; each meets the fate
+        ``handle`` gives it. The answer is ``settle``d: messages deferred for lack of time are handed
+        back and acknowledged.
+        """
+        parsed = [_ParsedMessage.of(message) for message in messages]
+        outcomes = apply_in_key_order(parsed, _ParsedMessage.keys, self._handle_parsed, self._runner)
+        failures: list[ItemFailure] = []
+        for message, outcome in zip(messages, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                if not isinstance(outcome, RecordFailedError):  # a RecordFailedError was logged with its reason
+                    logger.warning(
+                        "message failed", extra={"message_id": message.message_id, "error": str(outcome)[:1000]}
+                    )
+                failures.append({"itemIdentifier": message.message_id})
+        return self.settle({"batchItemFailures": failures})
+
     def handle(self, message: QueueMessage) -> list[ReplicationResult]:
         """Apply every change in one message, or deal with its failure.
 
@@ -134,12 +211,16 @@ class ReplicationMessageHandler:
         message from its backoff or its dead letter. Raises QueueError when the queue refuses the
         backoff or the dead letter (the message then comes back after its visibility timeout).
         """
+        return self._handle_parsed(_ParsedMessage.of(message))
+
+    def _handle_parsed(self, parsed: _ParsedMessage) -> list[ReplicationResult]:
+        message = parsed.message
         if self._deadline.exhausted():
             return self._defer(message)
         event: ChangeEvent | None = None
         results: list[ReplicationResult] = []
         try:
-            parts = split_notification(message.body)
+            parts = parsed.read_parts()
             for index, part in enumerate(parts):
                 if index and self._deadline.exhausted():
                     self._hand_back(message, parts[index:], applied=index)
@@ -196,7 +277,8 @@ class ReplicationMessageHandler:
         """A message working time did not reach: reported failed for now (RecordFailedError, no call
         made), and handed back unstarted by ``settle`` at the end of the batch, in one request for all
         such messages."""
-        self._deferred.append(message)
+        with self._deferred_lock:
+            self._deferred.append(message)
         logger.info("message deferred: no working time left", extra={"message_id": message.message_id})
         raise RecordFailedError(
             FailureReason(FailureKind.TRANSIENT, OUT_OF_TIME, "working time ended before this message was started")
@@ -207,7 +289,8 @@ class ReplicationMessageHandler:
         unstarted (as new messages) and so acknowledged: a reported failure would count a receive
         against the redrive limit, and a message deferred that often would reach the DLQ without ever
         being attempted. Those that could not be sent stay failed, their reason (OutOfTime) recorded."""
-        deferred, self._deferred = self._deferred, []
+        with self._deferred_lock:
+            deferred, self._deferred = self._deferred, []
         if not deferred:
             return response
         handed: set[str] = set()
@@ -230,7 +313,7 @@ class ReplicationMessageHandler:
                         self._failures.record(message, reason, rule_id=None, bucket=None, key=None)
         if handed:
             logger.warning("messages handed back unstarted: no working time left", extra={"messages": len(handed)})
-            metrics.add_metric(name="MessagesDeferred", unit=MetricUnit.Count, value=len(handed))
+            _add_metric(name="MessagesDeferred", unit=MetricUnit.Count, value=len(handed))
         failures = [item for item in response["batchItemFailures"] if item["itemIdentifier"] not in handed]
         return {"batchItemFailures": failures}
 
@@ -251,7 +334,7 @@ class ReplicationMessageHandler:
                 "messages": len(bodies),
             },
         )
-        metrics.add_metric(name="RecordsHandedBack", unit=MetricUnit.Count, value=len(rest))
+        _add_metric(name="RecordsHandedBack", unit=MetricUnit.Count, value=len(rest))
 
     def _dead_letter_part(
         self, message: QueueMessage, index: int, part: NotificationPart, error: BaseException
@@ -291,7 +374,7 @@ class ReplicationMessageHandler:
         }
         # Published through the function's log (EMF), so CloudWatch counts failures even when the
         # table that holds the failure records cannot be written (crr status reads both).
-        metrics.add_metric(name="ReplicationFailures", unit=MetricUnit.Count, value=1)
+        _add_metric(name="ReplicationFailures", unit=MetricUnit.Count, value=1)
         self._rule_metrics.add(rule, f"Failures.{reason.code}", MetricUnit.Count, 1)
         self._rule_metrics.add(rule, "ReplicationFailures", MetricUnit.Count, 1)
         try:
@@ -302,7 +385,7 @@ class ReplicationMessageHandler:
                         logger.error("record dead-lettered: retrying cannot help", extra=context)
                     else:
                         logger.error("record dead-lettered: its last delivery failed", extra=context)
-                    metrics.add_metric(name="RecordsDeadLettered", unit=MetricUnit.Count, value=1)
+                    _add_metric(name="RecordsDeadLettered", unit=MetricUnit.Count, value=1)
                     return
                 delay = self._backoff.delay(message.receive_count)
                 logger.warning("record failed; retrying later", extra={**context, "retry_in_seconds": delay})
@@ -325,7 +408,7 @@ class ReplicationMessageHandler:
                     "failure not recorded: the failure log cannot be written",
                     extra={"message_id": message.message_id, "error_code": reason.code, "record_error": str(exc)},
                 )
-                metrics.add_metric(name="FailuresUnrecorded", unit=MetricUnit.Count, value=1)
+                _add_metric(name="FailuresUnrecorded", unit=MetricUnit.Count, value=1)
 
     def _apply(self, event: ChangeEvent, message_id: str) -> ReplicationResult:
         result = self._replicator.apply(event)
@@ -391,6 +474,6 @@ def _count(result: ReplicationResult, event: ChangeEvent, per_rule: RuleMetrics)
         lag_ms = max((datetime.now(UTC) - event.event_time).total_seconds() * 1000, 0.0)
         entries.append(("ReplicationLatency", MetricUnit.Milliseconds, lag_ms))
     for name, unit, value in entries:
-        metrics.add_metric(name=name, unit=unit, value=value)
+        _add_metric(name=name, unit=unit, value=value)
         if result.rule_id is not None:
             per_rule.add(result.rule_id, name, unit, value)

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from crr.errors import CrrError
 from crr.failures import DEFAULT_RETRY_BASE_SECONDS
 
+# The template's RecordConcurrency default: docs/performance.md gives the measurements behind it.
+DEFAULT_RECORD_CONCURRENCY = 10
+
 
 class ConfigurationError(CrrError):
     """A required setting is missing or malformed: the deployment is broken, not the record."""
@@ -40,6 +43,8 @@ class FunctionSettings(BaseModel):
     # Backfill: objects copied at once by one page step, and whether SSE-KMS sources may exist.
     backfill_concurrency: int = Field(default=32, ge=1, le=256)
     sse_kms_sources: bool = False
+    # Live path: messages of one queue batch applied at once (records of one key stay in order).
+    record_concurrency: int = Field(default=DEFAULT_RECORD_CONCURRENCY, ge=1, le=64)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> FunctionSettings:
@@ -64,6 +69,7 @@ class FunctionSettings(BaseModel):
             "large_copy_state_machine_arn": env.get("LARGE_COPY_STATE_MACHINE_ARN") or None,
             "backfill_concurrency": env.get("BACKFILL_CONCURRENCY", "32"),
             "sse_kms_sources": env.get("SSE_KMS_SOURCES", "false"),
+            "record_concurrency": env.get("RECORD_CONCURRENCY", str(DEFAULT_RECORD_CONCURRENCY)),
         }
         try:
             return cls.model_validate(values)
@@ -85,6 +91,7 @@ class FunctionSettings(BaseModel):
                 "copy_bytes_per_second": "COPY_BYTES_PER_SECOND",
                 "backfill_concurrency": "BACKFILL_CONCURRENCY",
                 "sse_kms_sources": "SSE_KMS_SOURCES",
+                "record_concurrency": "RECORD_CONCURRENCY",
             }
             problems = ", ".join(f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors())
             raise ConfigurationError(f"function environment is incomplete: {problems}") from None

@@ -44,20 +44,36 @@ class DynamoRules:
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[ReplicationRule | None, float]] = {}
         self._lock = threading.Lock()
+        self._lookups: dict[str, threading.Lock] = {}
 
     # ---- hot path --------------------------------------------------------------------------------
 
     def rule_for_source(self, bucket: str) -> ReplicationRule | None:
-        now = time.monotonic()
+        cached = self._cached(bucket)
+        if cached is not None:
+            return cached[0]
+        with self._lock:
+            lookup = self._lookups.setdefault(bucket, threading.Lock())
+        # One lookup per bucket at a time: when the cache expires, the records of a batch applied
+        # concurrently wait for one answer instead of each reading the table.
+        with lookup:
+            cached = self._cached(bucket)
+            if cached is not None:
+                return cached[0]
+            now = time.monotonic()
+            claim = self._get(source_claim_pk(bucket), CLAIM_SK)
+            rule = self.find(str(claim["rule_id"])) if claim else None
+            with self._lock:
+                self._cache[bucket] = (rule, now + self._cache_seconds)
+            return rule
+
+    def _cached(self, bucket: str) -> tuple[ReplicationRule | None] | None:
+        """The cached answer (in a tuple: None may be the answer), if still fresh."""
         with self._lock:
             cached = self._cache.get(bucket)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        claim = self._get(source_claim_pk(bucket), CLAIM_SK)
-        rule = self.find(str(claim["rule_id"])) if claim else None
-        with self._lock:
-            self._cache[bucket] = (rule, now + self._cache_seconds)
-        return rule
+        if cached is not None and cached[1] > time.monotonic():
+            return (cached[0],)
+        return None
 
     # ---- management --------------------------------------------------------------------------------
 
