@@ -15,6 +15,11 @@ LAYER = PACKAGE.parent
 HANDLERS = sorted((Path(__file__).resolve().parents[2] / "functions").glob("*/handler.py"))
 # Layer modules no handler imports yet, each with the change that brings it in or takes it out. The test
 # fails when one is imported after all or is gone, so that change deletes its line here.
+NOT_YET_IN_THE_FUNCTIONS = {
+    # the key ranges of a fanned-out backfill, which the backfill workflow takes up when its jobs fan out
+    # over ranges (issue 13 item 3)
+    "crr.backfill.ranges",
+}
 
 
 def module_name(path: Path) -> str:
@@ -144,7 +149,7 @@ def test_the_layer_holds_only_modules_the_functions_import() -> None:
     # When the modules their imports can load are collected
     shipped_for_nothing = set(modules) - import_closure(handlers, graph, set(modules))
     # Then every module of the layer is among them (code only the CLI runs belongs in crr_cli)
-    assert shipped_for_nothing == set()
+    assert shipped_for_nothing == NOT_YET_IN_THE_FUNCTIONS
 
 
 def test_no_module_of_the_layer_or_of_the_functions_imports_the_cli() -> None:

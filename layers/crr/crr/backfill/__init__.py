@@ -82,6 +82,8 @@ without importing the engine):
     tally.py      a page's ObjectResults summed into its PageCounts and failure samples
     budget.py     how much a page may hold: the byte budget from the step's time left
     workflow.py   the steps the state machine calls (BackfillSteps) and the CLI's BackfillControl
+    ranges.py     key ranges of a prefix and their splitting while a job runs, for the fanned-out
+                  backfill of issue 13 item 3 (nothing runs them yet)
 
 The in-process runner (every page of a job in a loop, with prefetch) is used only by tests and
 benchmarks, so it is not in the layer: tests/support/backfill_runner.py.
