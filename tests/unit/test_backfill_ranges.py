@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crr.backfill.ranges import KeyRange, initial_ranges, split, utf8_order
+from crr.backfill.ranges import MAX_KEY_BYTES, KeyRange, initial_ranges, probe_key, split, utf8_order
 
 # ASCII, a byte above 0x7F, high-BMP (U+FF5E, U+FFFD) and astral characters (U+10000, U+1F600): UTF-16
 # order puts the astral ones below U+FF5E, UTF-8 byte order (S3's) above it.
@@ -203,3 +203,131 @@ def test_a_position_outside_the_range_or_a_split_in_no_parts_is_refused() -> Non
         split(key_range, "p/z", [])
     with pytest.raises(ValueError, match="at least 1"):
         split(key_range, None, ["p/b"], 0)
+
+
+# Stems near S3's length limit, so a probe must stay within 1024 bytes (4-byte characters among them).
+LONG_STEMS = ["logs/" + "x" * 1010, "logs/" + "\U0001f600" * 253, "logs/2026/11/25/hour=10/" + "\u00e9" * 495]
+probe_keys = st.one_of(keys, st.builds(lambda stem, suffix: stem + suffix, st.sampled_from(LONG_STEMS), suffixes))
+
+
+def is_s3_key(key: str) -> bool:
+    """Whether S3 takes ``key``: valid UTF-8 (no surrogates), no U+0000, at most 1024 bytes."""
+    try:
+        return "\x00" not in key and len(key.encode("utf-8")) <= 1024
+    except UnicodeEncodeError:
+        return False
+
+
+def first_key_after(prefix: str, after: str | None) -> str | None:
+    """The smallest S3 key under ``prefix`` above ``after`` (None: at or above the prefix), from first
+    principles: ``after`` and U+0001, else ``after`` cut anywhere past the prefix with the next character
+    raised by one (over the surrogates); the later the cut, the smaller the key."""
+    if after is None:
+        return prefix if is_s3_key(prefix) else None
+    candidates = [after + "\x01"]
+    for cut in range(len(after) - 1, len(prefix) - 1, -1):
+        raised = ord(after[cut]) + 1
+        raised = 0xE000 if 0xD800 <= raised < 0xE000 else raised
+        if raised <= 0x10FFFF:
+            candidates.append(after[:cut] + chr(raised))
+    return next((key for key in candidates if is_s3_key(key)), None)
+
+
+def no_key_between(prefix: str, after: str | None, until: str | None) -> bool:
+    """Whether no S3 key under ``prefix`` lies after ``after`` and strictly before ``until``."""
+    first = first_key_after(prefix, after)
+    return first is None or (until is not None and s3_order(first) >= s3_order(until))
+
+
+def assert_probe_in(probe: str, prefix: str, after: str | None, until: str | None) -> None:
+    assert is_s3_key(probe), probe
+    assert probe.encode("utf-8").decode("utf-8") == probe
+    assert probe.startswith(prefix)
+    assert after is None or s3_order(probe) > s3_order(after)
+    assert until is None or s3_order(probe) < s3_order(until)
+
+
+@settings(max_examples=500)
+@given(prefix=st.sampled_from(PREFIXES), bounds=st.lists(st.one_of(st.none(), probe_keys), min_size=2, max_size=2))
+def test_a_probe_is_an_s3_key_strictly_inside_its_interval_and_missing_only_when_none_is(
+    prefix: str, bounds: list[str | None]
+) -> None:
+    # Given bounds under a prefix (unicode, astral characters, U+0000, long shared stems, stems near the
+    # length limit, None ends), in order
+    after, until = sorted(bounds, key=lambda bound: (bound is None, s3_order(bound or "")))
+    if not all(bound is None or bound.startswith(prefix) for bound in (after, until)) or (
+        after is not None and after == until
+    ):
+        return
+    # When the interval is probed
+    probe = probe_key(prefix, after, until)
+    # Then the probe is a key S3 takes, under the prefix, after ``after`` and before ``until``
+    if probe is not None:
+        assert_probe_in(probe, prefix, after, until)
+    # And there is none only when no such key lies between them
+    assert (probe is None) == no_key_between(prefix, after, until)
+
+
+@settings(max_examples=200)
+@given(prefix=st.sampled_from(PREFIXES), data=st.data())
+def test_halving_by_probes_makes_progress_until_no_key_is_left_between(prefix: str, data: st.DataObject) -> None:
+    # Given the whole prefix
+    after: str | None = None
+    until: str | None = None
+    # When it is halved by probes, keeping either half at random
+    for _ in range(40):
+        probe = probe_key(prefix, after, until)
+        if probe is None:
+            # Then a walk ends only where no key lies strictly between the bounds
+            assert no_key_between(prefix, after, until)
+            break
+        # Then every probe lies strictly inside what is left, so each half is smaller than the whole
+        assert_probe_in(probe, prefix, after, until)
+        if data.draw(st.booleans(), label="keep the lower half"):
+            until = probe
+        else:
+            after = probe
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_probing_the_near_half_again_and_again_moves_towards_the_prefix_start(prefix: str) -> None:
+    # Given the whole prefix
+    probes: list[str] = []
+    until: str | None = None
+    # When the near half, (prefix start, last probe], is probed until no key is left in it
+    while (probe := probe_key(prefix, None, until)) is not None:
+        probes.append(probe)
+        until = probe
+    # Then each probe is below the one before, for several steps, down to the key equal to the prefix
+    assert len(probes) >= 8
+    assert probes == sorted(set(probes), key=s3_order, reverse=True)
+    assert probes[-1] == prefix
+
+
+def test_a_probe_lies_about_halfway_in_s3_order() -> None:
+    # Given intervals, When they are probed, Then the probe is about halfway through their UTF-8 bytes
+    assert probe_key("p/", "p/a", "p/c") == "p/b"
+    assert probe_key("p/", "p/b", "p/c") == "p/b\x80"
+    # And the whole prefix is cut within ASCII, a long way into it: F4 90 ends the key space
+    assert probe_key("logs/") == "logs/zH"
+    # And between a high-BMP and an astral character (UTF-16 order has them the other way round)
+    assert probe_key("", "\uff5e", "\U0001f600") == "\U00010000"
+
+
+def test_a_probe_of_adjacent_bounds_is_none_and_a_probe_keeps_within_the_length_limit() -> None:
+    # Given bounds with no key strictly between them, When probed, Then there is no probe
+    assert probe_key("p/", "p/a", "p/a\x01") is None
+    assert probe_key("p/", None, "p/") is None
+    assert probe_key("p/", "p/a\x00", "p/a\x01") is None
+    # Given a lower bound at the length limit, When the rest of the prefix is probed, Then the probe fits
+    at_limit = "p/" + "x" * (MAX_KEY_BYTES - 2)
+    probe = probe_key("p/", at_limit, None)
+    assert probe is not None
+    assert_probe_in(probe, "p/", at_limit, None)
+
+
+def test_a_probe_of_an_inverted_or_foreign_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty range"):
+        probe_key("p/", "p/b", "p/a")
+    with pytest.raises(ValueError, match="not under the prefix"):
+        probe_key("p/", "q/a", None)
