@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from crr.adapters.dynamodb import DynamoRules
+from crr.composition import forget_warm_objects
 from crr.rules import RuleStatus
 from tests.support.aws import client, create_bucket, create_rules_table
 from tests.support.events import load_body, load_event, sqs_event
@@ -74,18 +75,26 @@ def test_a_batch_replicates_its_objects_and_dead_letters_the_malformed_record_wi
 
 
 def test_a_paused_rule_writes_no_replica_even_after_an_enabled_rule_warmed_the_process(deployed: Any) -> None:
-    """The isolation guard: this module's first test replicates under the same rule, enabled, in this
-    process; nothing that test warmed (clients, the rule cache) may answer for this one."""
+    """The isolation guard, in one test so that no test distribution can split it: what an enabled rule
+    warmed in this process (clients, the rule cache) must not answer once the warm objects are forgotten,
+    as tests/conftest.py forgets them between tests."""
     handler, s3 = deployed
-    # Given the rule paused, and an object in the source with its notification
+    destination = client("s3", "us-east-1")
+    # Given the enabled rule replicated an object in this process, warming its rule cache
+    s3.put_object(Bucket=SRC, Key="warm/first.csv", Body=b"a,b\n")
+    assert handler.lambda_handler(sqs_event(notification_for(s3, "warm/first.csv")), FakeLambdaContext()) == {
+        "batchItemFailures": []
+    }
+    assert [o["Key"] for o in destination.list_objects_v2(Bucket=DST)["Contents"]] == ["warm/first.csv"]
+    # And the boundary between two tests passes, then the rule is paused and another object written
+    forget_warm_objects()
     DynamoRules(client("dynamodb", "us-west-1"), TABLE).set_status("demo", RuleStatus.PAUSED)
     s3.put_object(Bucket=SRC, Key="reports/2026/summary.csv", Body=b"a,b\n")
-    event = sqs_event(notification_for(s3, "reports/2026/summary.csv"))
-    # When the handler runs
-    response = handler.lambda_handler(event, FakeLambdaContext())
-    # Then the record is acknowledged and no replica is written
+    # When the handler runs for the new object
+    response = handler.lambda_handler(sqs_event(notification_for(s3, "reports/2026/summary.csv")), FakeLambdaContext())
+    # Then the record is acknowledged and no replica of it is written
     assert response["batchItemFailures"] == []
-    assert "Contents" not in client("s3", "us-east-1").list_objects_v2(Bucket=DST)
+    assert [o["Key"] for o in destination.list_objects_v2(Bucket=DST)["Contents"]] == ["warm/first.csv"]
 
 
 def test_a_dead_letter_dates_its_first_failure_from_the_first_delivery(deployed: Any) -> None:
