@@ -292,3 +292,25 @@ def test_notification_filters_match_the_form_url_encoded_key(
     keys = eventually(lambda: received(queues["encoded"][0]), what="the encoded filter's record")
     assert keys == ["my+dir/caf%C3%A9/a+b.txt"]
     assert received(queues["raw"][0]) == []
+
+
+def test_a_listing_in_url_encoding_encodes_the_start_after_and_delimiter_it_echoes(local_cloud: LocalCloud) -> None:
+    """With `encoding-type=url` ListObjectsV2 returns the `Delimiter`, `Prefix`, `Key` and `StartAfter`
+    elements URL-encoded, so a key (or a StartAfter) holding a character XML 1.0 cannot carry, such as a
+    control character, still makes a readable answer; botocore asks for it and decodes it.
+
+    AWS: "ListObjectsV2" (Amazon S3 API Reference), EncodingType,
+    https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html
+    """
+    # Given keys around one that holds a control character
+    s3 = local_cloud.client("s3", WEST)
+    bucket = _bucket(local_cloud, WEST, "par-list")
+    for key in ("k/\x01", "k/\x18x", "k/zz"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    # When a listing starts after a key with control characters, with a delimiter (as a backfill probes
+    # for a key between two others)
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="k/", StartAfter="k/\x18\x19", Delimiter="\x02", MaxKeys=1)
+    # Then the answer is readable: the next key in UTF-8 byte order, and the StartAfter and Delimiter asked
+    # for, once botocore has decoded them
+    assert [item["Key"] for item in listed["Contents"]] == ["k/\x18x"]
+    assert (listed["StartAfter"], listed["Delimiter"]) == ("k/\x18\x19", "\x02")

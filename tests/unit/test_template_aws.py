@@ -242,3 +242,32 @@ def test_step_functions_handlers_do_not_trace_their_large_results(sam: dict[str,
     for function in ("LargeCopyFunction", "BackfillFunction"):
         variables = resources[function]["Properties"]["Environment"]["Variables"]
         assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false", function
+
+
+def test_the_backfill_role_may_write_a_job_s_ranges_in_one_transaction(sam: dict[str, Any]) -> None:
+    # Given the BackfillFunction's role (the local cloud does not check DynamoDB calls against IAM)
+    resources, _ = deployed(sam)
+    backfill = role_statements(resources, "BackfillFunctionRole")
+    replicate = role_statements(resources, "ReplicateFunctionRole")
+    table = {"Fn::GetAtt": ["RulesTable", "Arn"]}
+    # Then it may read a job's ranges together and record a page with a TransactWriteItems, whose
+    # actions IAM authorises as the per-item actions (ConditionCheck as dynamodb:ConditionCheckItem):
+    # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
+    for action in ("dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"):
+        assert granted(backfill, action) == [table], action
+    # And the live path gets neither, which it does not need
+    for action in ("dynamodb:Query", "dynamodb:ConditionCheckItem"):
+        assert granted(replicate, action) == [], action
+
+
+def test_the_backfill_function_knows_how_many_ranges_a_job_may_copy_at_once(sam: dict[str, Any]) -> None:
+    # Given the default parameters, Then the BackfillFunction is told the stack's cap on a job's fan-out
+    defaults, _ = deployed(sam)
+    variables = defaults["BackfillFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["BACKFILL_MAX_RANGES"] == "16"
+    # And the cap cannot exceed the 40 iterations an inline Map runs at once
+    # (https://docs.aws.amazon.com/step-functions/latest/dg/state-map-inline.html)
+    parameter = sam["Parameters"]["BackfillMaxRanges"]
+    assert (parameter["MinValue"], parameter["MaxValue"]) == (1, 40)
+    with pytest.raises(cfn_checks.TemplateCheckError):
+        cfn_checks.check_parameters(sam, {**BUCKETS, "BackfillMaxRanges": "41"})

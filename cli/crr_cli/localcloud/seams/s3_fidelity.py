@@ -23,6 +23,11 @@ checks each against the AWS documentation it follows):
 * **Notification filters match the encoded key.** S3 matches prefix/suffix filter rules against the key
   as it appears in the event record, form-URL-encoded (space as `+`, `/` kept, other reserved and
   non-ASCII characters as `%XX`), and records carry that form; moto matched the raw key and encoded `/`.
+* **Listings asked for URL encoding encode StartAfter and Delimiter too.** With `encoding-type=url`
+  (which botocore always sends, decoding the answer) ListObjectsV2 returns `Delimiter`, `Prefix`, `Key`
+  and `StartAfter` URL-encoded; moto echoed `StartAfter` raw, so a StartAfter holding a character XML
+  cannot carry (a control character, as the backfill's probes between two keys may) made its answer
+  unreadable: a 500 after botocore's retries.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 from moto.core.utils import extract_region_from_aws_authorization
 from moto.iam.access_control import PermissionResult
@@ -279,6 +284,31 @@ def _encoded_event_keys(original: Callable[..., dict[str, Any]]) -> Callable[...
     return get_s3_event
 
 
+# ---------------------------------------------------------------- listings in URL encoding
+
+
+def _url_encoded_echoes(original: Callable[..., Any]) -> Callable[..., Any]:
+    """ListObjectsV2 with `encoding-type=url` encodes the StartAfter and Delimiter it echoes, as it
+    encodes Prefix and Key (moto encodes those two already)."""
+
+    def list_objects_v2(self: Any) -> Any:
+        if self.querystring.get("encoding-type", [None])[0] != "url":
+            return original(self)
+        serialized = self.serialized
+
+        def encoding_echoes(action_result: Any) -> Any:
+            result = action_result.result
+            for field in ("StartAfter", "Delimiter"):
+                if isinstance(result, dict) and result.get(field):
+                    result[field] = quote(result[field])
+            return serialized(action_result)
+
+        self.serialized = encoding_echoes  # this request's response object only (one per request)
+        return original(self)
+
+    return list_objects_v2
+
+
 def install() -> None:
     """Install the seams in this process (idempotent). Run after `s3_events.install()`, before serving."""
     global _installed  # noqa: PLW0603 - process-wide patch state
@@ -291,4 +321,5 @@ def install() -> None:
     setattr(S3Response, "_key_response", _region_checked(S3Response._key_response, bucket_level=False))  # noqa: B010
     setattr(s3_models.Notification, "_key_matches", _key_matches)  # noqa: B010
     notifications._get_s3_event = _encoded_event_keys(notifications._get_s3_event)
+    setattr(S3Response, "list_objects_v2", _url_encoded_echoes(S3Response.list_objects_v2))  # noqa: B010
     _installed = True

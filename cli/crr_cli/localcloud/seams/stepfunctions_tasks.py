@@ -8,7 +8,10 @@ cannot run code without Docker, while the local cloud has its own Lambda API (`l
 `arn:aws:states:::states:startExecution` task, which hands the ASL's PascalCase parameters
 (`StateMachineArn`, `Input`, `Name`) unchanged to the camelCase Step Functions API (a States.Runtime
 error, KeyError 'StateMachineArn') and returns the API's camelCase answer: they are converted both
-ways through botocore's shapes, as Step Functions does (`ExecutionArn`, ...).
+ways through botocore's shapes, as Step Functions does (`ExecutionArn`, ...). And it keeps a stopped
+execution stopped: moto lets a state that the stop interrupted fail the execution afterwards (an
+inline Map's aborted iterations always do, a Lambda task cut off mid-call sometimes), so StopExecution
+ended in FAILED (States.Runtime) where Step Functions reports ABORTED and runs nothing more.
 
 `route_step_functions_tasks()` may run at any time (the local cloud calls it right after start, through
 `POST /_crr/endpoints` and `/_crr/task-endpoints`).
@@ -29,6 +32,8 @@ from botocore.config import Config
 
 _BOTO_CLIENT_MODULE = "moto.stepfunctions.parser.asl.utils.boto_client"
 _SFN_TASK_MODULE = "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn"
+_ENVIRONMENT_MODULE = "moto.stepfunctions.parser.asl.eval.environment"
+_PROGRAM_STATE_MODULE = "moto.stepfunctions.parser.asl.eval.program_state"
 _routed_endpoints: dict[str, str] = {}
 _TASK_CLIENT_LOCK = threading.Lock()
 _task_clients: dict[tuple[str, str, str], Any] = {}
@@ -136,9 +141,28 @@ def _fix_start_execution_task() -> None:
     task.crr_shaped = True
 
 
+def _keep_stopped_executions_stopped() -> None:
+    """An execution (or a Map iteration's frame) that StopExecution stopped ignores the failures its
+    interrupted states raise afterwards, so it ends ABORTED as on AWS (idempotent)."""
+    environment: Any = importlib.import_module(_ENVIRONMENT_MODULE).Environment
+    if getattr(environment, "crr_stays_stopped", False):
+        return
+    stopped = importlib.import_module(_PROGRAM_STATE_MODULE).ProgramStopped
+    original = environment.set_error
+
+    def set_error(self: Any, error: Any) -> None:
+        with self._state_mutex:  # the lock set_stop holds: a stop and a failure do not interleave
+            if isinstance(self._program_state, stopped):
+                return
+            original(self, error)
+
+    environment.set_error = set_error
+    environment.crr_stays_stopped = True
+
+
 def route_step_functions_tasks(endpoints: Mapping[str, str]) -> None:
     """Send Step Functions service tasks for these boto3 services to these endpoints (idempotent),
-    and fix the `states:startExecution` task (see the module docstring).
+    fix the `states:startExecution` task and keep stopped executions stopped (see the module docstring).
 
     moto's task states build their clients with `boto_client_for`, imported by name into each task
     module when Step Functions first runs; the module's function is replaced (imported lazily here,
@@ -146,6 +170,7 @@ def route_step_functions_tasks(endpoints: Mapping[str, str]) -> None:
     """
     _routed_endpoints.update(endpoints)
     _fix_start_execution_task()
+    _keep_stopped_executions_stopped()
     module: Any = importlib.import_module(_BOTO_CLIENT_MODULE)
     original = module.boto_client_for
     if getattr(original, "crr_routing", False):
