@@ -19,6 +19,11 @@ NOT_YET_IN_THE_FUNCTIONS = {
     # the key ranges of a fanned-out backfill, which the backfill workflow takes up when its jobs fan out
     # over ranges (issue 13 item 3)
     "crr.backfill.ranges",
+    # the inventory-driven backfill (issue 13 item 4), which the backfill workflow takes up when a job's
+    # work items may be an S3 Inventory report's data files
+    "crr.backfill.inventory",
+    "crr.backfill.inventory_pages",
+    "crr.adapters.inventory_s3",
 }
 
 

@@ -27,7 +27,7 @@ from crr.errors import LedgerConflictError, RuleNotFoundError
 from crr.failures import FailureKind, FailureReason
 from crr.models import LedgerEntry, ProgressDelta, QueueDepth, QueueMessage, TombstoneRecord
 from crr.ports import objects, queues, services, table
-from crr.ports.objects import FastCopier, Inspector, Listing, ObjectStore, PageListing, WiringProbe
+from crr.ports.objects import FastCopier, Inspector, InventoryFiles, Listing, ObjectStore, PageListing, WiringProbe
 from crr.ports.queues import (
     BacklogAgeGauge,
     DeadLetterQueue,
@@ -67,6 +67,7 @@ from tests.support.fakes import (
     FakeFailureLog,
     FakeFailureMetric,
     FakeFastCopier,
+    FakeInventoryFiles,
     FakeKeyHandOver,
     FakeLargeCopyLauncher,
     FakeLedger,
@@ -98,6 +99,7 @@ def test_every_fake_is_assignable_to_its_port() -> None:
     fast_copier: FastCopier = FakeFastCopier(s3)
     counting_copier: FastCopier = CountingCopier()
     listing: Listing = FakeListing()
+    inventory_files: InventoryFiles = FakeInventoryFiles(s3)
     wiring_probe: WiringProbe = FakeWiringProbe()
     replication_queue: ReplicationQueue = FakeReplicationQueue()
     failed_messages: FailedMessages = FakeFailedMessages()
@@ -136,6 +138,7 @@ def test_every_fake_is_assignable_to_its_port() -> None:
             fast_copier,
             counting_copier,
             listing,
+            inventory_files,
             wiring_probe,
             replication_queue,
             failed_messages,
@@ -175,6 +178,7 @@ FAKES: list[tuple[type, type]] = [
     (FastCopier, FakeFastCopier),
     (FastCopier, CountingCopier),
     (Listing, FakeListing),
+    (InventoryFiles, FakeInventoryFiles),
     (WiringProbe, FakeWiringProbe),
     (ReplicationQueue, FakeReplicationQueue),
     (FailedMessages, FakeFailedMessages),

@@ -158,6 +158,16 @@ class BackfillEngine:
             next_request=next_request,
         )
 
+    def copy_fetched(self, rule: ReplicationRule, request: PageRequest, page: FetchedPage) -> PageTally:
+        """Copy a page this engine did not list (an S3 Inventory report's rows, crr.backfill.inventory_pages)
+        by the same rules, and queue its failed keys; no count, no cursor. Raises BackfillRefusedError and
+        BackfillPageError as ``copy_page`` does."""
+        self._check(rule, request)
+        tally = self._copy(rule, request, page)
+        if tally.failed_keys:
+            self._queue(rule, request, tally.failed_keys)
+        return tally
+
     def _check(self, rule: ReplicationRule, request: PageRequest) -> tuple[str, ...]:
         if rule.rule_id != request.rule_id or plan_digest(rule) != request.plan:
             raise BackfillRefusedError(
