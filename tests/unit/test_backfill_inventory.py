@@ -131,7 +131,7 @@ def rewrite_manifest(world: World, manifest: str, **changes: object) -> None:
 def test_the_manifest_is_read_as_s3_documents_it() -> None:
     # Given a report written in S3 Inventory's documented format, in two data files
     world = World()
-    created = datetime(2026, 11, 24, 3, 15, tzinfo=UTC)
+    created = datetime(2026, 11, 26, 3, 15, tzinfo=UTC)
     manifest = world.report([world.put(f"k{index}") for index in range(4)], files=2, created_at=created)
     # When it is opened for the rule
     report = world.pages.open(world.rule, manifest)
@@ -141,7 +141,7 @@ def test_the_manifest_is_read_as_s3_documents_it() -> None:
     assert report.manifest.created_at == created
     assert len(report.manifest.files) == 2
     assert report.location == InventoryLocation(REPORTS, manifest.removeprefix(f"s3://{REPORTS}/"))
-    assert manifest.endswith("/2026-11-24T03-15Z/manifest.json")
+    assert manifest.endswith("/2026-11-26T03-15Z/manifest.json")
 
 
 def test_keys_are_url_decoded_spaces_plus_signs_and_unicode_alike() -> None:
@@ -198,6 +198,8 @@ def test_rows_of_other_buckets_delete_markers_old_versions_and_other_prefixes_ar
         ({"fileSchema": "Bucket, Size, ETag"}, "has no Key column"),
         ({"fileSchema": "Bucket, Key, Size"}, "has no ETag column"),
         ({"creationTimestamp": "yesterday"}, "is not an S3 Inventory manifest"),
+        # made the day before the rule (T0): what was written in between is in neither the report nor the live path
+        ({"creationTimestamp": str(int((T0.timestamp() - 86400) * 1000))}, "before rule r existed"),
     ],
 )
 def test_a_report_crr_cannot_use_is_refused_saying_why(changes: dict[str, object], message: str) -> None:

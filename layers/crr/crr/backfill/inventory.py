@@ -127,12 +127,21 @@ class InventorySchema:
 
 
 def check_manifest(manifest: InventoryManifest, rule: ReplicationRule, location: InventoryLocation) -> InventorySchema:
-    """The report's schema, once the report is known to describe ``rule``'s source bucket in CSV with the
-    fields crr needs. Raises InventoryManifestError saying which of these does not hold."""
+    """The report's schema, once the report is known to describe ``rule``'s source bucket, to have been
+    made after the rule existed (so every object is in the report or came by the live path), and to be
+    CSV with the fields crr needs. Raises InventoryManifestError saying which of these does not hold."""
     if manifest.source_bucket != rule.source_bucket:
         raise InventoryManifestError(
             f"the S3 Inventory report {location} lists bucket {manifest.source_bucket!r}, not "
             f"{rule.source_bucket!r}, the source bucket of rule {rule.rule_id}"
+        )
+    if manifest.created_at < rule.created_at:
+        # Objects written between the report's scan and the rule are in neither: the report does not
+        # list them and no notification reached the live path (the rule did not exist yet).
+        raise InventoryManifestError(
+            f"the S3 Inventory report {location} was made at {manifest.created_at:%Y-%m-%dT%H:%MZ}, before rule "
+            f"{rule.rule_id} existed ({rule.created_at.astimezone(UTC):%Y-%m-%dT%H:%MZ}): objects written in "
+            "between would be missed; use a report made after the rule was added"
         )
     if manifest.file_format.upper() != SUPPORTED_FORMAT:
         raise InventoryManifestError(
