@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import quote_plus
 
-from crr.backfill.inventory_pages import InventoryPageRequest, InventoryPageResult, InventoryPages
+from crr.backfill.inventory_pages import (
+    DEFAULT_ROWS_PER_STEP,
+    InventoryPageRequest,
+    InventoryPageResult,
+    InventoryPages,
+)
 from crr.backfill.models import plan_digest
 from crr.rules import ReplicationRule
 
@@ -172,11 +177,12 @@ def run_inventory(
     manifest: str,
     *,
     page_size: int = 1000,
+    max_rows: int = DEFAULT_ROWS_PER_STEP,
     max_bytes: int | None = None,
     job_id: str = "inventory-job",
 ) -> list[InventoryPageResult]:
-    """Every page of every data file of the report, one after another in this process (as the workflow's
-    workers would take them, without the job store): what each page did, in order."""
+    """Every step of every data file of the report, one after another in this process (as the workflow's
+    workers would take them, without the job store): what each step did, in order."""
     report = pages.open(rule, manifest)
     results: list[InventoryPageResult] = []
     for index in range(len(report.manifest.files)):
@@ -191,6 +197,7 @@ def run_inventory(
                 file_index=index,
                 start_row=row,
                 page_size=page_size,
+                max_rows=max_rows,
             )
             result = pages.copy_page(rule, report, request, max_bytes=max_bytes)
             results.append(result)

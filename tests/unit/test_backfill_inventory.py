@@ -99,8 +99,12 @@ class World:
         made = InventoryReport(SRC, REPORTS, rows_in_files(rows, files), **fields)  # type: ignore[arg-type]
         return made.write(self.s3.put)
 
-    def run(self, manifest: str, *, page_size: int = 1000, max_bytes: int | None = None) -> list[InventoryPageResult]:
-        return run_inventory(self.pages, self.rule, manifest, page_size=page_size, max_bytes=max_bytes)
+    def run(self, manifest: str, *, page_size: int = 1000, max_rows: int = 10_000) -> list[InventoryPageResult]:
+        return run_inventory(self.pages, self.rule, manifest, page_size=page_size, max_rows=max_rows)
+
+    def request(self, manifest: str, **fields: int) -> InventoryPageRequest:
+        plan = plan_digest(self.rule)
+        return InventoryPageRequest(job_id="j", rule_id="r", plan=plan, sequence=1, manifest=manifest, **fields)
 
     def body(self, key: str) -> bytes | None:
         found = self.s3.current(DST, key)
@@ -294,23 +298,62 @@ def test_a_file_of_several_gzip_members_is_read_whole() -> None:
     assert list(csv_rows(parts, "f")) == [["a", "1"], ["b", "2"]]
 
 
-def test_a_page_read_stops_downloading_once_it_has_its_rows() -> None:
+def test_a_batch_read_stops_downloading_once_it_has_its_rows() -> None:
     # Given a report of one large data file, read in small chunks
     world = World()
-    rows = [world.put(f"k{index:04d}") for index in range(400)]
-    manifest = world.report(rows)
+    manifest = world.report([world.put(f"k{index:04d}") for index in range(400)])
     report = world.pages.open(world.rule, manifest)
-    request = InventoryPageRequest(
-        job_id="j", rule_id="r", plan=plan_digest(world.rule), sequence=1, manifest=manifest, file_index=0, page_size=10
-    )
-    # When one page of 10 rows is fetched
+    # When one batch of 10 objects is taken, and the reading stops there
     world.files.chunks_read = 0
-    page = world.pages.fetch(world.rule, report, request, max_bytes=None)
+    batches = world.pages.batches(world.rule, report, world.request(manifest, file_index=0, page_size=10))
+    batch = next(batches)
+    batches.close()
     # Then it holds 10 objects and far fewer chunks than the file were downloaded
-    assert [entry.key for entry in page.page.entries] == [f"k{index:04d}" for index in range(10)]
-    assert (page.next_row, page.end_of_file) == (10, False)
+    assert [entry.key for entry in batch.page.entries] == [f"k{index:04d}" for index in range(10)]
+    assert (batch.next_row, batch.end_of_file) == (10, False)
     whole = -(-report.manifest.files[0].size // world.files.chunk_bytes)
     assert world.files.chunks_read < whole / 4
+
+
+def test_a_step_consumes_at_most_its_rows_and_the_next_goes_on_from_its_row() -> None:
+    # Given 10 objects in one data file
+    world = World()
+    manifest = world.report([world.put(f"k{index}") for index in range(10)])
+    world.files.requests.clear()
+    # When it is backfilled 4 rows a step, 2 objects a batch
+    results = world.run(manifest, page_size=2, max_rows=4)
+    # Then each step took 4 rows (2 batches) on from the last, over one read of the file each
+    assert [(result.next_row, result.end_of_file, result.counts.copied) for result in results] == [
+        (4, False, 4),
+        (8, False, 4),
+        (10, True, 2),
+    ]
+    assert len(world.files.requests) == 1 + 3  # the manifest, then one GetObject per step
+    assert world.s3.keys(DST) == {f"k{index}" for index in range(10)}
+
+
+def test_a_batch_holds_no_more_bytes_than_its_budget() -> None:
+    world = World()
+    manifest = world.report([world.put(f"k{index}", b"x" * 100) for index in range(5)])
+    report = world.pages.open(world.rule, manifest)
+    batches = list(world.pages.batches(world.rule, report, world.request(manifest, file_index=0), max_bytes=250))
+    assert [len(list(batch.page.entries)) for batch in batches] == [2, 2, 1]
+    assert [(batch.next_row, batch.end_of_file) for batch in batches] == [(2, False), (4, False), (5, True)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.text(st.characters(exclude_categories=["Cs"]), max_size=12), min_size=1, max_size=40),
+    st.integers(min_value=0, max_value=45),
+    st.integers(min_value=1, max_value=64),
+)
+def test_rows_skipped_as_lines_are_the_rows_a_full_read_would_pass_over(keys: list[str], skip: int, chunk: int) -> None:
+    # Given a data file of any keys, in chunks of any size
+    body = InventoryReport(SRC, REPORTS, [[InventoryRow(key or "k", 1, "e", T0) for key in keys]]).data_files()
+    (data,) = body.values()
+    chunks = [data[start : start + chunk] for start in range(0, len(data), chunk)]
+    # When rows are read after skipping ``skip`` of them, Then they are the full read's rows from there
+    assert list(csv_rows(chunks, "f", skip=skip)) == list(csv_rows([data], "f"))[skip:]
 
 
 def test_the_md5_is_checked_over_every_chunk() -> None:
@@ -423,15 +466,6 @@ def test_s3_requests_per_object_stay_within_the_listing_backfills_budget() -> No
     s3_requests = len(world.files.requests) + len(world.listing.requests) + world.copier.calls
     assert totals(results).copied == 3000
     assert s3_requests / 3000 <= 1.1
-
-
-def test_a_page_holds_no_more_bytes_than_its_budget() -> None:
-    world = World()
-    manifest = world.report([world.put(f"k{index}", b"x" * 100) for index in range(5)])
-    results = world.run(manifest, max_bytes=250)
-    assert [result.counts.listed for result in results] == [2, 2, 1]
-    assert [result.next_row for result in results] == [2, 4, 5]
-    assert [result.end_of_file for result in results] == [False, False, True]
 
 
 def test_a_failed_copy_is_handed_to_the_replication_queue_and_the_page_goes_on() -> None:

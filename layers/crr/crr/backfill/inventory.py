@@ -180,6 +180,8 @@ class RowParser:
             raise InventoryRowError(
                 file_key, row, f"{len(fields)} field(s) where the manifest's schema has {len(self.schema.columns)}"
             )
+        if any("\n" in value or "\r" in value for value in fields):
+            raise InventoryRowError(file_key, row, "a field holds a line break, which no S3 Inventory field does")
         values = dict(zip(self.schema.columns, fields, strict=True))
         if values.get("Bucket", self.source_bucket) != self.source_bucket:
             return None
@@ -228,11 +230,33 @@ def checked(chunks: Iterable[bytes], data_file: InventoryDataFile) -> Iterator[b
         )
 
 
-def csv_rows(chunks: Iterable[bytes], file_key: str) -> Iterator[list[str]]:
+def csv_rows(chunks: Iterable[bytes], file_key: str, *, skip: int = 0) -> Iterator[list[str]]:
     """The CSV rows of a gzip-compressed data file given as a stream of byte chunks, decompressed as they
-    come (memory holds a chunk and a row, whatever the file's size). Raises InventoryChecksumError when
-    the bytes are not gzip, or end before the gzip stream does; InventoryRowError for text not UTF-8."""
-    return csv.reader(_lines(_gunzipped(chunks, file_key), file_key))
+    come (memory holds a chunk and a row, whatever the file's size), after the first ``skip`` rows.
+
+    The rows skipped are counted as lines, without parsing them (a tenth of the CPU): a row of S3
+    Inventory is one line, since its keys are URL-encoded and no other field holds a line break;
+    ``RowParser.parse`` refuses a row that does (so the two counts cannot disagree on a report crr
+    accepts). Raises InventoryChecksumError when the bytes are not gzip, or end before the gzip stream
+    does; InventoryRowError for text not UTF-8."""
+    return csv.reader(_lines(_after_lines(_gunzipped(chunks, file_key), skip), file_key, skip))
+
+
+def _after_lines(data: Iterator[bytes], skip: int) -> Iterator[bytes]:
+    """``data`` from the start of line ``skip`` (counted from 0) on."""
+    for block in data:
+        if skip == 0:
+            yield block
+            continue
+        ends = block.count(b"\n")
+        if ends < skip:
+            skip -= ends
+            continue
+        start = -1
+        for _ in range(skip):
+            start = block.index(b"\n", start + 1)
+        skip = 0
+        yield block[start + 1 :]
 
 
 def _gunzipped(chunks: Iterable[bytes], file_key: str) -> Iterator[bytes]:
@@ -255,9 +279,9 @@ def _gunzipped(chunks: Iterable[bytes], file_key: str) -> Iterator[bytes]:
         raise InventoryChecksumError(f"S3 Inventory file {file_key} is not gzip-compressed CSV: {exc}") from exc
 
 
-def _lines(data: Iterator[bytes], file_key: str) -> Iterator[str]:
+def _lines(data: Iterator[bytes], file_key: str, skipped: int) -> Iterator[str]:
     pending = b""
-    line_number = 0
+    line_number = skipped
     for block in data:
         pending += block
         *whole, pending = pending.split(b"\n")

@@ -26,8 +26,10 @@ only), one or two ListObjectsV2 of the destination, and a CopyObject per object 
 from __future__ import annotations
 
 import itertools
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,6 +66,9 @@ NOT_LISTED: tuple[int, str] = (-1, "")
 # Rows passed over in one page at most, kept or dropped (other buckets, old versions, other prefixes):
 # a page whose rows are nearly all dropped still ends, after a bounded amount of CPU.
 MAX_ROWS_PER_PAGE = 100_000
+# Rows one step consumes at most (about 25 s of copies at 32 in flight and 80 ms each): each step reads its
+# file from the start, so ten batches a step pass over a tenth of the rows that one batch a step would.
+DEFAULT_ROWS_PER_STEP = 10_000
 _LAST_CODE_POINT = 0x10FFFF
 _SURROGATES = range(0xD800, 0xE000)
 _MAX_KEY_BYTES = 1024
@@ -83,7 +88,8 @@ class InventoryPageRequest(_Model):
     manifest: str = Field(min_length=1, description="s3://BUCKET/KEY of the report's manifest.json")
     file_index: int = Field(ge=0, description="which of the manifest's data files")
     start_row: int = Field(default=0, ge=0, description="rows of the file consumed before this page")
-    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="objects per copy batch")
+    max_rows: int = Field(default=DEFAULT_ROWS_PER_STEP, ge=1, description="rows one step consumes at most")
 
 
 class InventoryPageResult(_Model):
@@ -127,14 +133,50 @@ class FileCount:
 
 
 @dataclass(frozen=True)
-class RowsPage:
+class RowsBatch:
     """Rows of one data file, as a page triage can decide: ``page.entries`` are the kept rows' objects and
     ``page.destination`` what the destination holds of them (NOT_LISTED where it was not listed)."""
 
-    start_row: int
     next_row: int
     end_of_file: bool
     page: FetchedPage
+
+
+class _RowCursor:
+    """A data file's rows from a row on, over one open stream: handed out a batch at a time."""
+
+    def __init__(self, rows: Iterator[list[str]], report: InventoryReport, data_file: InventoryDataFile, row: int):
+        self._rows = rows
+        self._report = report
+        self._data_file = data_file
+        self._held: list[str] | None = None  # a row read but left for the next batch (the byte budget)
+        self.row = row
+        self.end_of_file = False
+
+    def take(self, page_size: int, max_bytes: int | None) -> list[ListedObject]:
+        """Up to ``page_size`` objects (and ``max_bytes`` bytes, but at least one object) from the next
+        rows, passing over at most MAX_ROWS_PER_PAGE rows; sets ``end_of_file`` once no row is left."""
+        entries: list[ListedObject] = []
+        budget = max_bytes
+        start = self.row
+        while len(entries) < page_size and self.row - start < MAX_ROWS_PER_PAGE:
+            fields = self._held if self._held is not None else next(self._rows, None)
+            self._held = None
+            if fields is None:
+                self.end_of_file = True
+                break
+            entry = self._report.parser.parse(fields, file_key=self._data_file.key, row=self.row + 1)
+            if entry is not None and entries and budget is not None and entry.size > budget:
+                self._held = fields  # the byte budget ends the batch before this row: the next starts with it
+                break
+            self.row += 1
+            if entry is not None:
+                entries.append(entry)
+                budget = None if budget is None else budget - entry.size
+        if not self.end_of_file and self._held is None:
+            self._held = next(self._rows, None)
+            self.end_of_file = self._held is None
+        return entries
 
 
 class InventoryPages:
@@ -173,47 +215,39 @@ class InventoryPages:
         raises."""
         data_file = report.data_file(file_index)
         rows = objects = size = 0
-        for rows, fields in enumerate(self._rows(report, data_file), start=1):
-            entry = report.parser.parse(fields, file_key=data_file.key, row=rows)
-            if entry is not None:
-                objects += 1
-                size += entry.size
+        with closing(self._stream(report, data_file)) as stream:
+            for rows, fields in enumerate(csv_rows(checked(stream, data_file), data_file.key), start=1):
+                entry = report.parser.parse(fields, file_key=data_file.key, row=rows)
+                if entry is not None:
+                    objects += 1
+                    size += entry.size
         return FileCount(rows=rows, objects=objects, bytes=size)
 
-    def fetch(
-        self, rule: ReplicationRule, report: InventoryReport, request: InventoryPageRequest, *, max_bytes: int | None
-    ) -> RowsPage:
-        """The rows of ``request``'s file from its ``start_row``: up to ``page_size`` objects (and
-        ``max_bytes`` bytes, but at least one object), and what the destination holds of them. Raises
-        as ``count`` does."""
+    def batches(
+        self,
+        rule: ReplicationRule,
+        report: InventoryReport,
+        request: InventoryPageRequest,
+        *,
+        max_bytes: int | None = None,
+    ) -> Generator[RowsBatch, None, None]:
+        """Batches of ``request``'s file from its ``start_row``, each of up to ``page_size`` objects (and
+        ``max_bytes`` bytes, but at least one object) with what the destination holds of them, over ONE
+        GetObject of the file, until its end or until the caller stops. Raises as ``count`` does."""
         data_file = report.data_file(request.file_index)
-        stream = self._files.stream(report.location.bucket, report.region, data_file.key)
-        entries: list[ListedObject] = []
-        row = request.start_row
-        budget = max_bytes
-        end_of_file = True
-        try:
-            rows = itertools.islice(csv_rows(checked(stream, data_file), data_file.key), request.start_row, None)
-            for fields in rows:
-                entry = report.parser.parse(fields, file_key=data_file.key, row=row + 1)
-                if entry is not None and entries and budget is not None and entry.size > budget:
-                    end_of_file = False  # the byte budget ends the page before this row: the next starts with it
-                    break
-                row += 1
-                if entry is not None:
-                    entries.append(entry)
-                    budget = None if budget is None else budget - entry.size
-                if len(entries) >= request.page_size or row - request.start_row >= MAX_ROWS_PER_PAGE:
-                    end_of_file = next(rows, None) is None
-                    break
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()  # an early stop downloads no more of the file
-        segments = _segments(entries, listing_prefixes(rule.prefixes))
-        destination = self._destination(rule, segments)
-        cursor = ListingCursor()  # a listing's cursor means nothing here; the file's row does
-        return RowsPage(request.start_row, row, end_of_file, FetchedPage(cursor, cursor, segments, destination))
+        prefixes = listing_prefixes(rule.prefixes)
+        # An early stop closes the stream, so no more of the file is downloaded.
+        with closing(self._stream(report, data_file)) as stream:
+            rows = csv_rows(checked(stream, data_file), data_file.key, skip=request.start_row)
+            cursor = _RowCursor(rows, report, data_file, request.start_row)
+            while True:
+                entries = cursor.take(request.page_size, max_bytes)
+                segments = _segments(entries, prefixes)
+                start = ListingCursor()  # a listing's cursor means nothing here; the file's row does
+                page = FetchedPage(start, start, segments, self._destination(rule, segments))
+                yield RowsBatch(cursor.row, cursor.end_of_file, page)
+                if cursor.end_of_file:
+                    return
 
     def copy_page(
         self,
@@ -222,33 +256,51 @@ class InventoryPages:
         request: InventoryPageRequest,
         *,
         max_bytes: int | None = None,
+        seconds_left: Callable[[], float] = lambda: math.inf,
     ) -> InventoryPageResult:
-        """Read a page of ``request``'s data file and copy it by the listing backfill's rules.
+        """Copy up to ``request.max_rows`` rows of ``request``'s data file, a batch of ``page_size`` objects
+        at a time, by the listing backfill's rules, over one read of the file; stops early once the step
+        has less than half its time left after a batch (``seconds_left``). One step covers many batches
+        because each step reads its file from the start (gzip cannot be entered in the middle): fewer,
+        longer steps pass over fewer rows in all.
 
         Raises BackfillRefusedError (paused rule, another plan), BackfillPageError (a read or the
         destination listing failed for a reason worth a retry, or failed keys could not be queued), and
         InventoryError subclasses (the report itself cannot be used: no retry helps)."""
         started = self._monotonic()
+        half_time = seconds_left() / 2
+        counts = PageCounts()
+        failures: list[FailedKey] = []
+        listing_request = _as_listing_request(request)
+        next_row, end_of_file = request.start_row, False
+        batches = self.batches(rule, report, request, max_bytes=max_bytes)
         try:
-            rows = self.fetch(rule, report, request, max_bytes=max_bytes)
+            while not end_of_file and next_row - request.start_row < request.max_rows:
+                batch = next(batches)
+                tally = self._engine.copy_fetched(rule, listing_request, batch.page)
+                counts = counts.plus(tally.counts())
+                failures = (failures + tally.failures)[:MAX_FAILURE_SAMPLES]
+                next_row, end_of_file = batch.next_row, batch.end_of_file
+                if seconds_left() < half_time:
+                    break
         except StorageError as exc:
             raise BackfillPageError(rule.rule_id, request.job_id, request.sequence, str(exc), exc.code) from exc
-        tally = self._engine.copy_fetched(rule, _as_listing_request(request), rows.page)
+        finally:
+            batches.close()
         return InventoryPageResult(
             job_id=request.job_id,
             rule_id=request.rule_id,
             sequence=request.sequence,
             file_index=request.file_index,
-            next_row=rows.next_row,
-            end_of_file=rows.end_of_file,
-            counts=tally.counts(),
-            failures=tally.failures,
+            next_row=next_row,
+            end_of_file=end_of_file,
+            counts=counts,
+            failures=failures,
             elapsed_seconds=max(0.0, self._monotonic() - started),
         )
 
-    def _rows(self, report: InventoryReport, data_file: InventoryDataFile) -> Iterator[list[str]]:
-        stream = self._files.stream(report.location.bucket, report.region, data_file.key)
-        return csv_rows(checked(stream, data_file), data_file.key)
+    def _stream(self, report: InventoryReport, data_file: InventoryDataFile) -> Generator[bytes, None, None]:
+        yield from self._files.stream(report.location.bucket, report.region, data_file.key)
 
     def _destination(self, rule: ReplicationRule, segments: list[ListedSegment]) -> dict[str, tuple[int, str]]:
         destination: dict[str, tuple[int, str]] = {}
