@@ -24,13 +24,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import quote_plus
 
-from crr.backfill.inventory_pages import (
-    DEFAULT_ROWS_PER_STEP,
-    InventoryPageRequest,
-    InventoryPageResult,
-    InventoryPages,
-)
-from crr.backfill.models import plan_digest
+from crr.backfill.fanout import initial_range_id
+from crr.backfill.inventory_pages import InventoryPages
+from crr.backfill.models import PageRequest, PageResult, WorkKind, plan_digest
 from crr.rules import ReplicationRule
 
 # The documented order of the fields; a report holds Bucket and Key, the version fields when it lists
@@ -177,29 +173,30 @@ def run_inventory(
     manifest: str,
     *,
     page_size: int = 1000,
-    max_rows: int = DEFAULT_ROWS_PER_STEP,
     max_bytes: int | None = None,
     job_id: str = "inventory-job",
-) -> list[InventoryPageResult]:
-    """Every step of every data file of the report, one after another in this process (as the workflow's
-    workers would take them, without the job store): what each step did, in order."""
+) -> list[PageResult]:
+    """Every step of every data file of the report, one file after another in this process (as the
+    workflow's workers would take them, without the job store): what each step did, in order."""
     report = pages.open(rule, manifest)
-    results: list[InventoryPageResult] = []
-    for index in range(len(report.manifest.files)):
-        row, end = 0, False
-        while not end:
-            request = InventoryPageRequest(
+    results: list[PageResult] = []
+    for index, data_file in enumerate(report.manifest.files):
+        row, done, counted, sequence = 0, False, False, 1
+        while not done:
+            request = PageRequest(
                 job_id=job_id,
                 rule_id=rule.rule_id,
                 plan=plan_digest(rule),
-                sequence=len(results) + 1,
-                manifest=manifest,
-                file_index=index,
-                start_row=row,
+                range_id=initial_range_id(index),
+                sequence=sequence,
+                kind=WorkKind.INVENTORY,
+                inventory=manifest,
+                file=data_file.key,
+                row=row,
+                count_complete=counted,
                 page_size=page_size,
-                max_rows=max_rows,
             )
-            result = pages.copy_page(rule, report, request, max_bytes=max_bytes)
+            result = pages.copy_page(rule, request, max_bytes=max_bytes)
             results.append(result)
-            row, end = result.next_row, result.end_of_file
+            row, done, counted, sequence = result.row, result.done, True, sequence + 1
     return results

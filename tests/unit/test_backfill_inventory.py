@@ -24,14 +24,10 @@ from crr.backfill.inventory import (
     csv_rows,
     parse_manifest,
 )
-from crr.backfill.inventory_pages import (
-    InventoryPageRequest,
-    InventoryPageResult,
-    InventoryPages,
-    start_after_below,
-)
-from crr.backfill.models import PageCounts, plan_digest
+from crr.backfill.inventory_pages import InventoryPages, start_after_below
+from crr.backfill.models import BackfillJob, BackfillStatus, PageCounts, PageResult, WorkKind
 from crr.backfill.reconcile import reconciler
+from crr.backfill.workflow import BackfillControl, BackfillSteps
 from crr.errors import (
     BackfillRefusedError,
     InventoryAccessDeniedError,
@@ -44,7 +40,10 @@ from crr.errors import (
 from crr.replication import Replicator
 from crr.rules import ReplicationRule, RuleStatus
 from tests.support import rules
+from tests.support.backfill_runner import run_fanned_out
 from tests.support.fakes import (
+    FakeBackfillExecutions,
+    FakeBackfillJobs,
     FakeFastCopier,
     FakeInventoryFiles,
     FakeLedger,
@@ -99,19 +98,16 @@ class World:
         made = InventoryReport(SRC, REPORTS, rows_in_files(rows, files), **fields)  # type: ignore[arg-type]
         return made.write(self.s3.put)
 
-    def run(self, manifest: str, *, page_size: int = 1000, max_rows: int = 10_000) -> list[InventoryPageResult]:
-        return run_inventory(self.pages, self.rule, manifest, page_size=page_size, max_rows=max_rows)
-
-    def request(self, manifest: str, **fields: int) -> InventoryPageRequest:
-        plan = plan_digest(self.rule)
-        return InventoryPageRequest(job_id="j", rule_id="r", plan=plan, sequence=1, manifest=manifest, **fields)
+    def run(self, manifest: str, *, page_size: int = 1000, rows_per_step: int = 10_000) -> list[PageResult]:
+        pages = InventoryPages(self.files, self.listing, self.engine, rows_per_step=rows_per_step)
+        return run_inventory(pages, self.rule, manifest, page_size=page_size)
 
     def body(self, key: str) -> bytes | None:
         found = self.s3.current(DST, key)
         return None if found is None else found.body
 
 
-def totals(results: list[InventoryPageResult]) -> PageCounts:
+def totals(results: list[PageResult]) -> PageCounts:
     summed = PageCounts()
     for result in results:
         summed = summed.plus(result.counts)
@@ -190,7 +186,7 @@ def test_rows_of_other_buckets_delete_markers_old_versions_and_other_prefixes_ar
     # Then only the rule's latest object is taken, and every row was consumed
     assert totals(results).listed == 1
     assert world.s3.keys(DST) == {"docs/kept"}
-    assert results[-1].next_row == len(rows)
+    assert results[-1].row == len(rows)
 
 
 @pytest.mark.parametrize(
@@ -234,7 +230,7 @@ def test_a_missing_manifest_or_data_file_is_named() -> None:
     world.s3.remove(REPORTS, data_key)
     # When it is read, Then the error names the missing file (and the missing manifest likewise)
     with pytest.raises(InventoryFileMissingError, match=re.escape(f"s3://{REPORTS}/{data_key} does not exist")):
-        world.pages.count(report, 0)
+        world.pages.count(report, report.manifest.files[0])
     with pytest.raises(InventoryFileMissingError, match=re.escape("nothing/manifest.json does not exist")):
         world.pages.open(world.rule, f"s3://{REPORTS}/nothing/manifest.json")
 
@@ -256,7 +252,7 @@ def test_a_data_file_whose_md5_is_not_the_manifests_is_refused() -> None:
     world.s3.put(REPORTS, data_key, gzip.compress(f'"{SRC}","other","1","{T0.isoformat()}","x","",""\n'.encode()))
     # When it is counted (read whole), Then the checksum names the file
     with pytest.raises(InventoryChecksumError, match=f"{data_key} has MD5 .* not the manifest's"):
-        world.pages.count(report, 0)
+        world.pages.count(report, report.manifest.files[0])
 
 
 def test_a_data_file_that_is_not_gzip_is_refused() -> None:
@@ -265,7 +261,7 @@ def test_a_data_file_that_is_not_gzip_is_refused() -> None:
     report = world.pages.open(world.rule, manifest)
     world.s3.put(REPORTS, report.manifest.files[0].key, b"plain,text\n")
     with pytest.raises(InventoryChecksumError, match="is not gzip-compressed CSV"):
-        world.pages.count(report, 0)
+        world.pages.count(report, report.manifest.files[0])
 
 
 @pytest.mark.parametrize(
@@ -305,7 +301,7 @@ def test_a_batch_read_stops_downloading_once_it_has_its_rows() -> None:
     report = world.pages.open(world.rule, manifest)
     # When one batch of 10 objects is taken, and the reading stops there
     world.files.chunks_read = 0
-    batches = world.pages.batches(world.rule, report, world.request(manifest, file_index=0, page_size=10))
+    batches = world.pages.batches(world.rule, report, report.manifest.files[0], page_size=10)
     batch = next(batches)
     batches.close()
     # Then it holds 10 objects and far fewer chunks than the file were downloaded
@@ -321,14 +317,15 @@ def test_a_step_consumes_at_most_its_rows_and_the_next_goes_on_from_its_row() ->
     manifest = world.report([world.put(f"k{index}") for index in range(10)])
     world.files.requests.clear()
     # When it is backfilled 4 rows a step, 2 objects a batch
-    results = world.run(manifest, page_size=2, max_rows=4)
+    results = world.run(manifest, page_size=2, rows_per_step=4)
     # Then each step took 4 rows (2 batches) on from the last, over one read of the file each
-    assert [(result.next_row, result.end_of_file, result.counts.copied) for result in results] == [
+    assert [(result.row, result.done, result.counts.copied) for result in results] == [
         (4, False, 4),
         (8, False, 4),
         (10, True, 2),
     ]
-    assert len(world.files.requests) == 1 + 3  # the manifest, then one GetObject per step
+    # the manifest for the run and for each step, the file counted once, then read once per step
+    assert len(world.files.requests) == 1 + 3 + 1 + 3
     assert world.s3.keys(DST) == {f"k{index}" for index in range(10)}
 
 
@@ -336,7 +333,7 @@ def test_a_batch_holds_no_more_bytes_than_its_budget() -> None:
     world = World()
     manifest = world.report([world.put(f"k{index}", b"x" * 100) for index in range(5)])
     report = world.pages.open(world.rule, manifest)
-    batches = list(world.pages.batches(world.rule, report, world.request(manifest, file_index=0), max_bytes=250))
+    batches = list(world.pages.batches(world.rule, report, report.manifest.files[0], max_bytes=250))
     assert [len(list(batch.page.entries)) for batch in batches] == [2, 2, 1]
     assert [(batch.next_row, batch.end_of_file) for batch in batches] == [(2, False), (4, False), (5, True)]
 
@@ -388,7 +385,7 @@ def test_every_object_of_a_report_of_several_files_is_copied_with_its_metadata()
     assert totals(results).copied == 25
     assert world.s3.keys(DST) == {f"k{index:02d}" for index in range(25)}
     assert world.s3.current(DST, "k07").metadata == {"m": "k07"}  # type: ignore[union-attr]
-    assert sum(result.end_of_file for result in results) == 3
+    assert sum(result.done for result in results) == 3
 
 
 def test_an_object_deleted_after_the_report_is_superseded_not_resurrected() -> None:
@@ -482,7 +479,7 @@ def test_counting_a_file_gives_the_objects_the_rule_takes() -> None:
     rows = [world.put("docs/a", b"12345"), world.put("docs/b", b"1"), world.put("other/c")]
     manifest = world.report(rows)
     report = world.pages.open(world.rule, manifest)
-    count = world.pages.count(report, 0)
+    count = world.pages.count(report, report.manifest.files[0])
     assert (count.rows, count.objects, count.bytes) == (3, 2, 6)
 
 
@@ -498,9 +495,110 @@ def test_a_paused_rule_refuses_an_inventory_page() -> None:
 def test_an_empty_report_copies_nothing() -> None:
     world = World()
     results = world.run(world.report([], files=1))
-    assert [(result.counts.listed, result.end_of_file) for result in results] == [(0, True)]
+    assert [(result.counts.listed, result.done) for result in results] == [(0, True)]
 
 
 def test_the_report_helper_encodes_keys_as_form_data() -> None:
     # the encoding the tests' reports use: a space as "+", "+" itself as %2B, UTF-8 bytes as %XX
     assert encode_key("a b+c/ü") == "a+b%2Bc/%C3%BC"
+
+
+# ---- a job whose work items are the report's data files ----------------------------------------
+
+
+def inventory_steps(world: World, *, rows_per_step: int = 10_000) -> tuple[BackfillSteps, FakeBackfillJobs]:
+    jobs = FakeBackfillJobs(lambda: T0)
+    pages = InventoryPages(world.files, world.listing, world.engine, rows_per_step=rows_per_step)
+    return BackfillSteps(world.engine, jobs, FakeRules(world.rule), clock=lambda: T0, inventory=pages), jobs
+
+
+def inventory_job(jobs: FakeBackfillJobs, world: World, manifest: str, *, page_size: int = 1000) -> BackfillJob:
+    job = BackfillJob.start(world.rule, at=T0, inventory=manifest, page_size=page_size)
+    jobs.create(job)
+    return job
+
+
+def test_a_job_fans_out_over_the_reports_data_files_and_counts_them_as_it_first_reads_each() -> None:
+    # Given 40 objects and a report of them in 5 data files
+    world = World()
+    manifest = world.report([world.put(f"k{index:02d}") for index in range(40)], files=5)
+    steps, jobs = inventory_steps(world, rows_per_step=3)
+    job = inventory_job(jobs, world, manifest, page_size=2)
+    seen: list[float | None] = []
+    # When 3 workers run the job, 3 rows a step
+    final = run_fanned_out(steps, job, workers=3, on_page=lambda stored, _: seen.append(stored.progress().percent))
+    # Then each data file was a work item, never split, read to its end; every object copied once
+    items = jobs.ranges(job.rule_id, job.job_id)
+    assert [(item.kind, item.file, item.row, item.done) for item in items] == [
+        (WorkKind.INVENTORY, data_file, 8, True) for data_file in world.pages.open(world.rule, manifest).files()
+    ]
+    assert (final.status, final.totals.copied, final.counted, final.ranges_made) == (
+        BackfillStatus.SUCCEEDED,
+        40,
+        40,
+        5,
+    )
+    assert sorted(world.copier.copied) == [f"k{index:02d}" for index in range(40)]
+    # and the percentage, known once every file was first read, never went backwards
+    known = [percent for percent in seen if percent is not None]
+    assert known == sorted(known)
+    assert known[-1] == 100.0
+
+
+def test_a_stopped_inventory_job_resumes_each_file_from_its_row() -> None:
+    # Given a job whose workers stopped after 2 steps each (as an execution continuing as new does)
+    world = World()
+    manifest = world.report([world.put(f"k{index:02d}") for index in range(30)], files=2)
+    steps, jobs = inventory_steps(world, rows_per_step=4)
+    job = inventory_job(jobs, world, manifest)
+    paused = run_fanned_out(steps, job, workers=2, steps_per_worker=2)
+    rows = sorted(item.row for item in jobs.ranges(job.rule_id, job.job_id))
+    # When it runs again
+    final = run_fanned_out(steps, paused, workers=2)
+    # Then the first run stopped mid-file, and the second went on from each file's row: each object once
+    assert paused.status is BackfillStatus.RUNNING
+    assert rows == [8, 8]
+    assert final.status is BackfillStatus.SUCCEEDED
+    assert sorted(world.copier.copied) == [f"k{index:02d}" for index in range(30)]
+
+
+def test_a_corrupted_data_file_fails_the_job_before_anything_of_it_is_copied() -> None:
+    # Given a report whose only data file was replaced after the manifest was written
+    world = World()
+    manifest = world.report([world.put("a"), world.put("b")])
+    data_key = world.pages.open(world.rule, manifest).files()[0]
+    body = world.files.read(REPORTS, WEST, data_key)
+    world.s3.put(REPORTS, data_key, gzip.compress(gzip.decompress(body).replace(b'"a"', b'"c"')))
+    steps, jobs = inventory_steps(world)
+    # When the job runs, Then it fails with the checksum's reason, and nothing was copied
+    with pytest.raises(InventoryChecksumError):
+        run_fanned_out(steps, inventory_job(jobs, world, manifest), workers=1)
+    failed = jobs.latest(world.rule.rule_id)
+    assert failed is not None
+    assert failed.status is BackfillStatus.FAILED
+    assert "InventoryChecksumError" in (failed.failure_reason or "")
+    assert world.s3.keys(DST) == set()
+
+
+def test_a_report_of_another_bucket_fails_the_plan_with_the_reason() -> None:
+    world = World()
+    other = InventoryReport("another-bucket", REPORTS, [[world.put("a")]]).write(world.s3.put)
+    steps, jobs = inventory_steps(world)
+    with pytest.raises(InventoryManifestError, match="lists bucket 'another-bucket'"):
+        run_fanned_out(steps, inventory_job(jobs, world, other), workers=1)
+
+
+def test_a_start_from_a_report_does_not_resume_a_listing_job_nor_a_job_of_another_report() -> None:
+    # Given an unfinished listing job of the rule
+    world = World()
+    jobs, executions = FakeBackfillJobs(lambda: T0), FakeBackfillExecutions()
+    control = BackfillControl(jobs, FakeRules(world.rule), executions, clock=lambda: T0)
+    listing = control.start(world.rule.rule_id)
+    # When a start names a report, and then the same report again
+    from_report = control.start(world.rule.rule_id, inventory="s3://reports/a/manifest.json")
+    again = control.start(world.rule.rule_id, inventory="s3://reports/a/manifest.json")
+    # Then the report gets a job of its own, which the second start resumes (its execution ran meanwhile)
+    assert from_report.job.job_id != listing.job.job_id
+    assert not from_report.resumed
+    assert from_report.job.inventory == "s3://reports/a/manifest.json"
+    assert again.job.job_id == from_report.job.job_id

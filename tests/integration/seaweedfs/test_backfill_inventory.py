@@ -98,4 +98,4 @@ def test_a_report_is_backfilled_and_changes_since_it_was_made_are_left_to_the_li
     assert (replica["Metadata"], replica["ContentType"]) == ({"k": "v"}, "text/x")
     # and the counts of its files agree with what the pages took, each file's MD5 checked
     opened = pages.open(rule, manifest)
-    assert sum(pages.count(opened, index).objects for index in range(3)) == 39
+    assert sum(pages.count(opened, data_file).objects for data_file in opened.manifest.files) == 39

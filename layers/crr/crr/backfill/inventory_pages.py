@@ -32,9 +32,8 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from crr.backfill.engine import BackfillEngine
+from crr.backfill.fanout import initial_range_id
 from crr.backfill.inventory import (
     InventoryDataFile,
     InventoryLocation,
@@ -48,13 +47,17 @@ from crr.backfill.inventory import (
 from crr.backfill.models import (
     DEFAULT_PAGE_SIZE,
     MAX_FAILURE_SAMPLES,
+    BackfillJob,
+    BackfillRange,
     FailedKey,
-    ListingCursor,
     PageCounts,
     PageRequest,
+    PageResult,
+    WorkKind,
     listing_prefixes,
 )
-from crr.backfill.pages import FetchedPage, ListedSegment
+from crr.backfill.pages import FetchedPage, ListedSpan
+from crr.backfill.ranges import KeyRange
 from crr.errors import BackfillPageError, InventoryManifestError, StorageError
 from crr.models import MAX_PAGE_SIZE, ListedObject
 from crr.ports.objects import InventoryFiles, PageListing
@@ -74,38 +77,6 @@ _SURROGATES = range(0xD800, 0xE000)
 _MAX_KEY_BYTES = 1024
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class InventoryPageRequest(_Model):
-    """One step of an inventory job: which data file of the report, from which row."""
-
-    job_id: str = Field(min_length=1)
-    rule_id: str = Field(min_length=1)
-    plan: str = Field(min_length=1)
-    sequence: int = Field(ge=1, description="this page's number in the job, from 1")
-    manifest: str = Field(min_length=1, description="s3://BUCKET/KEY of the report's manifest.json")
-    file_index: int = Field(ge=0, description="which of the manifest's data files")
-    start_row: int = Field(default=0, ge=0, description="rows of the file consumed before this page")
-    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="objects per copy batch")
-    max_rows: int = Field(default=DEFAULT_ROWS_PER_STEP, ge=1, description="rows one step consumes at most")
-
-
-class InventoryPageResult(_Model):
-    """What a page did: its counts (deltas), the file's cursor after it, and whether the file is done."""
-
-    job_id: str
-    rule_id: str
-    sequence: int = Field(ge=1)
-    file_index: int = Field(ge=0)
-    next_row: int = Field(ge=0)
-    end_of_file: bool
-    counts: PageCounts
-    failures: list[FailedKey] = Field(default_factory=list, max_length=MAX_FAILURE_SAMPLES)
-    elapsed_seconds: float = Field(ge=0)
-
-
 @dataclass(frozen=True)
 class InventoryReport:
     """A manifest read and checked for a rule: the data files to read, and how to read their rows."""
@@ -115,12 +86,16 @@ class InventoryReport:
     manifest: InventoryManifest
     parser: RowParser
 
-    def data_file(self, index: int) -> InventoryDataFile:
-        if not 0 <= index < len(self.manifest.files):
-            raise InventoryManifestError(
-                f"the S3 Inventory report {self.location} has {len(self.manifest.files)} data file(s), no file {index}"
-            )
-        return self.manifest.files[index]
+    def files(self) -> list[str]:
+        """The keys of the report's data files, in the manifest's order."""
+        return [data_file.key for data_file in self.manifest.files]
+
+    def data_file(self, key: str | None) -> InventoryDataFile:
+        """The manifest's entry of the data file ``key``. Raises InventoryManifestError when it lists none."""
+        found = next((data_file for data_file in self.manifest.files if data_file.key == key), None)
+        if found is None:
+            raise InventoryManifestError(f"the S3 Inventory report {self.location} lists no data file {key!r}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -153,13 +128,13 @@ class _RowCursor:
         self.row = row
         self.end_of_file = False
 
-    def take(self, page_size: int, max_bytes: int | None) -> list[ListedObject]:
+    def take(self, page_size: int, max_bytes: int | None, max_rows: int = MAX_ROWS_PER_PAGE) -> list[ListedObject]:
         """Up to ``page_size`` objects (and ``max_bytes`` bytes, but at least one object) from the next
-        rows, passing over at most MAX_ROWS_PER_PAGE rows; sets ``end_of_file`` once no row is left."""
+        rows, passing over at most ``max_rows`` rows; sets ``end_of_file`` once no row is left."""
         entries: list[ListedObject] = []
         budget = max_bytes
         start = self.row
-        while len(entries) < page_size and self.row - start < MAX_ROWS_PER_PAGE:
+        while len(entries) < page_size and self.row - start < max_rows:
             fields = self._held if self._held is not None else next(self._rows, None)
             self._held = None
             if fields is None:
@@ -189,11 +164,15 @@ class InventoryPages:
         listing: PageListing,
         engine: BackfillEngine,
         *,
+        rows_per_step: int = DEFAULT_ROWS_PER_STEP,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        if rows_per_step < 1:
+            raise ValueError(f"rows_per_step must be at least 1, got {rows_per_step}")
         self._files = files
         self._listing = listing
         self._engine = engine
+        self._rows_per_step = rows_per_step
         self._monotonic = monotonic
 
     def open(self, rule: ReplicationRule, manifest: str) -> InventoryReport:
@@ -207,13 +186,12 @@ class InventoryPages:
         schema = check_manifest(found, rule, location)
         return InventoryReport(location, rule.source_region, found, RowParser.for_rule(schema, rule))
 
-    def count(self, report: InventoryReport, file_index: int) -> FileCount:
-        """Read data file ``file_index`` whole (one GetObject, streamed), check its MD5 against the
-        manifest's, and count its rows and the objects the rule takes from them.
+    def count(self, report: InventoryReport, data_file: InventoryDataFile) -> FileCount:
+        """Read ``data_file`` whole (one GetObject, streamed), check its MD5 against the manifest's, and count
+        its rows and the objects the rule takes from them.
 
         Raises InventoryChecksumError, InventoryRowError (naming the file and row), and what ``open``
         raises."""
-        data_file = report.data_file(file_index)
         rows = objects = size = 0
         with closing(self._stream(report, data_file)) as stream:
             for rows, fields in enumerate(csv_rows(checked(stream, data_file), data_file.key), start=1):
@@ -227,82 +205,123 @@ class InventoryPages:
         self,
         rule: ReplicationRule,
         report: InventoryReport,
-        request: InventoryPageRequest,
+        data_file: InventoryDataFile,
         *,
+        row: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
         max_bytes: int | None = None,
+        max_rows: int | None = None,
     ) -> Generator[RowsBatch, None, None]:
-        """Batches of ``request``'s file from its ``start_row``, each of up to ``page_size`` objects (and
+        """Batches of ``data_file``'s rows after the first ``row``, each of up to ``page_size`` objects (and
         ``max_bytes`` bytes, but at least one object) with what the destination holds of them, over ONE
-        GetObject of the file, until its end or until the caller stops. Raises as ``count`` does."""
-        data_file = report.data_file(request.file_index)
+        GetObject of the file, until its end, until ``max_rows`` rows are consumed, or until the caller
+        stops. Raises as ``count`` does."""
         prefixes = listing_prefixes(rule.prefixes)
         # An early stop closes the stream, so no more of the file is downloaded.
         with closing(self._stream(report, data_file)) as stream:
-            rows = csv_rows(checked(stream, data_file), data_file.key, skip=request.start_row)
-            cursor = _RowCursor(rows, report, data_file, request.start_row)
+            cursor = _RowCursor(csv_rows(checked(stream, data_file), data_file.key, skip=row), report, data_file, row)
             while True:
-                entries = cursor.take(request.page_size, max_bytes)
+                rows_left = MAX_ROWS_PER_PAGE if max_rows is None else max_rows - (cursor.row - row)
+                entries = cursor.take(page_size, max_bytes, min(rows_left, MAX_ROWS_PER_PAGE))
                 segments = _segments(entries, prefixes)
-                start = ListingCursor()  # a listing's cursor means nothing here; the file's row does
-                page = FetchedPage(start, start, segments, self._destination(rule, segments))
+                span = ListedSpan(start=None, entries=entries, done=cursor.end_of_file)
+                # The key range means nothing here (the file's row says where the work stands).
+                page = FetchedPage(KeyRange(""), span, self._destination(rule, segments))
                 yield RowsBatch(cursor.row, cursor.end_of_file, page)
-                if cursor.end_of_file:
+                if cursor.end_of_file or (max_rows is not None and cursor.row - row >= max_rows):
                     return
+
+    def plan_ranges(self, rule: ReplicationRule, job: BackfillJob) -> list[BackfillRange]:
+        """An inventory job's work items: one per data file of its report, in the manifest's order, nothing
+        read yet. Raises InventoryManifestError (including for a report that lists no data file) and what
+        ``open`` raises."""
+        if job.inventory is None:
+            raise InventoryManifestError(f"backfill {job.job_id} of rule {job.rule_id} names no S3 Inventory report")
+        report = self.open(rule, job.inventory)
+        if not report.manifest.files:
+            raise InventoryManifestError(f"the S3 Inventory report {report.location} lists no data file")
+        return [
+            BackfillRange(
+                rule_id=job.rule_id,
+                job_id=job.job_id,
+                range_id=initial_range_id(index),
+                kind=WorkKind.INVENTORY,
+                file=data_file.key,
+            )
+            for index, data_file in enumerate(report.manifest.files)
+        ]
 
     def copy_page(
         self,
         rule: ReplicationRule,
-        report: InventoryReport,
-        request: InventoryPageRequest,
+        request: PageRequest,
         *,
         max_bytes: int | None = None,
         seconds_left: Callable[[], float] = lambda: math.inf,
-    ) -> InventoryPageResult:
-        """Copy up to ``request.max_rows`` rows of ``request``'s data file, a batch of ``page_size`` objects
-        at a time, by the listing backfill's rules, over one read of the file; stops early once the step
-        has less than half its time left after a batch (``seconds_left``). One step covers many batches
-        because each step reads its file from the start (gzip cannot be entered in the middle): fewer,
-        longer steps pass over fewer rows in all.
+    ) -> PageResult:
+        """One step of an inventory work item: the first time, count its data file (a whole read, which
+        checks its MD5); then copy up to ``rows_per_step`` rows from ``request.row``, a batch of
+        ``page_size`` objects at a time, by the listing backfill's rules, over one read of the file. Stops
+        early once the step has less than half its time left after a batch (``seconds_left``). A step
+        covers many batches because each step reads its file from the start (gzip cannot be entered in
+        the middle): fewer, longer steps pass over fewer rows in all.
 
         Raises BackfillRefusedError (paused rule, another plan), BackfillPageError (a read or the
         destination listing failed for a reason worth a retry, or failed keys could not be queued), and
         InventoryError subclasses (the report itself cannot be used: no retry helps)."""
         started = self._monotonic()
         half_time = seconds_left() / 2
-        counts = PageCounts()
-        failures: list[FailedKey] = []
-        listing_request = _as_listing_request(request)
-        next_row, end_of_file = request.start_row, False
-        batches = self.batches(rule, report, request, max_bytes=max_bytes)
+        self._engine.check(rule, request)
+        counts, failures = PageCounts(), list[FailedKey]()
         try:
-            while not end_of_file and next_row - request.start_row < request.max_rows:
-                batch = next(batches)
-                tally = self._engine.copy_fetched(rule, listing_request, batch.page)
-                counts = counts.plus(tally.counts())
-                failures = (failures + tally.failures)[:MAX_FAILURE_SAMPLES]
-                next_row, end_of_file = batch.next_row, batch.end_of_file
-                if seconds_left() < half_time:
-                    break
+            report = self.open(rule, request.inventory or "")
+            data_file = report.data_file(request.file)
+            counted = None if request.count_complete else self.count(report, data_file)
+            row, end_of_file = request.row, False
+            batches = self.batches(
+                rule,
+                report,
+                data_file,
+                row=request.row,
+                page_size=request.page_size,
+                max_bytes=max_bytes,
+                max_rows=self._rows_per_step,
+            )
+            with closing(batches):
+                for batch in batches:
+                    tally = self._engine.copy_fetched(rule, request, batch.page)
+                    counts = counts.plus(tally.counts())
+                    failures = (failures + tally.failures)[:MAX_FAILURE_SAMPLES]
+                    row, end_of_file = batch.next_row, batch.end_of_file
+                    if seconds_left() < half_time:
+                        break
         except StorageError as exc:
             raise BackfillPageError(rule.rule_id, request.job_id, request.sequence, str(exc), exc.code) from exc
-        finally:
-            batches.close()
-        return InventoryPageResult(
+        return PageResult(
             job_id=request.job_id,
             rule_id=request.rule_id,
+            plan=request.plan,
+            range_id=request.range_id,
             sequence=request.sequence,
-            file_index=request.file_index,
-            next_row=next_row,
-            end_of_file=end_of_file,
+            kind=WorkKind.INVENTORY,
             counts=counts,
+            cursor=None,
+            done=end_of_file,
+            count_cursor=None,
+            count_complete=True,
+            count_completed=counted is not None,
+            counted=counted.objects if counted is not None else 0,
+            counted_bytes=counted.bytes if counted is not None else 0,
             failures=failures,
             elapsed_seconds=max(0.0, self._monotonic() - started),
+            file=request.file,
+            row=row,
         )
 
     def _stream(self, report: InventoryReport, data_file: InventoryDataFile) -> Generator[bytes, None, None]:
         yield from self._files.stream(report.location.bucket, report.region, data_file.key)
 
-    def _destination(self, rule: ReplicationRule, segments: list[ListedSegment]) -> dict[str, tuple[int, str]]:
+    def _destination(self, rule: ReplicationRule, segments: list[_Segment]) -> dict[str, tuple[int, str]]:
         destination: dict[str, tuple[int, str]] = {}
         for segment in segments:
             keys = [entry.sort_key for entry in segment.entries]
@@ -312,7 +331,7 @@ class InventoryPages:
                 destination.update(dict.fromkeys((entry.key for entry in segment.entries), NOT_LISTED))
         return destination
 
-    def _destination_range(self, rule: ReplicationRule, segment: ListedSegment) -> dict[str, tuple[int, str]]:
+    def _destination_range(self, rule: ReplicationRule, segment: _Segment) -> dict[str, tuple[int, str]]:
         """What the destination holds of a sorted segment's keys, listed from just below its first key until
         past its last; NOT_LISTED for keys the listing did not reach within its request budget."""
         wanted = {entry.key for entry in segment.entries}
@@ -341,12 +360,21 @@ class InventoryPages:
         return found | dict.fromkeys(unseen, NOT_LISTED)
 
 
-def _segments(entries: list[ListedObject], prefixes: tuple[str, ...]) -> list[ListedSegment]:
+@dataclass(frozen=True)
+class _Segment:
+    """Rows of a batch under one listing prefix, the destination listed for them from ``after`` on."""
+
+    prefix: str
+    after: str | None
+    entries: list[ListedObject]
+
+
+def _segments(entries: list[ListedObject], prefixes: tuple[str, ...]) -> list[_Segment]:
     """The entries cut where their listing prefix changes, each run starting just below its first key."""
-    segments: list[ListedSegment] = []
+    segments: list[_Segment] = []
     for prefix, run in itertools.groupby(entries, key=lambda entry: _prefix_of(entry.key, prefixes)):
         members = list(run)
-        segments.append(ListedSegment(prefix, start_after_below(members[0].key), members))
+        segments.append(_Segment(prefix, start_after_below(members[0].key), members))
     return segments
 
 
@@ -366,15 +394,3 @@ def start_after_below(key: str) -> str | None:
     lowered = stem + chr(below)
     padded = lowered + chr(_LAST_CODE_POINT)
     return padded if len(padded.encode("utf-8", "surrogatepass")) <= _MAX_KEY_BYTES else lowered
-
-
-def _as_listing_request(request: InventoryPageRequest) -> PageRequest:
-    """The engine's request for a page it did not list: the job, the plan and the page's number, which
-    its checks, logs and errors name (its cursors are a listing's and stay at their start)."""
-    return PageRequest(
-        job_id=request.job_id,
-        rule_id=request.rule_id,
-        plan=request.plan,
-        sequence=request.sequence,
-        page_size=request.page_size,
-    )
