@@ -4,6 +4,7 @@ listing backfill's rules (skip, pinned copy, superseded, ledger, queue)."""
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import re
@@ -25,7 +26,7 @@ from crr.backfill.inventory import (
     parse_manifest,
 )
 from crr.backfill.inventory_pages import InventoryPages, start_after_below
-from crr.backfill.models import BackfillJob, BackfillStatus, PageCounts, PageResult, WorkKind
+from crr.backfill.models import BackfillJob, BackfillRange, BackfillStatus, PageCounts, PageResult, WorkKind
 from crr.backfill.reconcile import reconciler
 from crr.backfill.workflow import BackfillControl, BackfillSteps
 from crr.errors import (
@@ -39,6 +40,7 @@ from crr.errors import (
 )
 from crr.replication import Replicator
 from crr.rules import ReplicationRule, RuleStatus
+from crr_cli.backfill_command import add_backfill_parser, describe_job, range_lines
 from tests.support import rules
 from tests.support.backfill_runner import run_fanned_out
 from tests.support.fakes import (
@@ -602,3 +604,31 @@ def test_a_start_from_a_report_does_not_resume_a_listing_job_nor_a_job_of_anothe
     assert not from_report.resumed
     assert from_report.job.inventory == "s3://reports/a/manifest.json"
     assert again.job.job_id == from_report.job.job_id
+
+
+def test_the_cli_names_the_report_its_data_files_and_the_row_each_stands_at() -> None:
+    # Given an inventory job with one file read up to row 2500
+    job = BackfillJob.start(make_rule(), at=T0, inventory="s3://reports/inv/manifest.json").model_copy(
+        update={"ranges_made": 2, "ranges_open": 2, "ranges_uncounted": 1}
+    )
+    item = BackfillRange(
+        rule_id="r",
+        job_id=job.job_id,
+        range_id="0000",
+        kind=WorkKind.INVENTORY,
+        file="inv/data/a.csv.gz",
+        row=2500,
+        count_complete=True,
+    )
+    # When the CLI describes them, Then it names the report, the files and where each stands
+    assert "from the S3 Inventory report s3://reports/inv/manifest.json: 2 data file(s), 2 open" in describe_job(job)
+    assert range_lines([item]) == ['file 0000 "inv/data/a.csv.gz": 2,500 rows read  pages 0  listed 0  open']
+
+
+def test_the_cli_refuses_an_inventory_that_is_not_an_s3_location() -> None:
+    parser = argparse.ArgumentParser()
+    add_backfill_parser(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["backfill", "start", "r", "--inventory", "manifest.json"])
+    parsed = parser.parse_args(["backfill", "start", "r", "--inventory", "s3://reports/inv/manifest.json"])
+    assert parsed.inventory == "s3://reports/inv/manifest.json"
