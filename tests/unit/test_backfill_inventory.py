@@ -9,7 +9,7 @@ import gzip
 import json
 import re
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
@@ -591,19 +591,24 @@ def test_a_report_of_another_bucket_fails_the_plan_with_the_reason() -> None:
 
 
 def test_a_start_from_a_report_does_not_resume_a_listing_job_nor_a_job_of_another_report() -> None:
-    # Given an unfinished listing job of the rule
+    # Given an unfinished listing job of the rule (each start a second later than the one before)
     world = World()
+    moments = iter(T0 + timedelta(seconds=second) for second in range(10))
     jobs, executions = FakeBackfillJobs(lambda: T0), FakeBackfillExecutions()
-    control = BackfillControl(jobs, FakeRules(world.rule), executions, clock=lambda: T0)
+    control = BackfillControl(jobs, FakeRules(world.rule), executions, clock=lambda: next(moments))
     listing = control.start(world.rule.rule_id)
-    # When a start names a report, and then the same report again
+    # When a start names a report, then the same report again, then another report
     from_report = control.start(world.rule.rule_id, inventory="s3://reports/a/manifest.json")
     again = control.start(world.rule.rule_id, inventory="s3://reports/a/manifest.json")
-    # Then the report gets a job of its own, which the second start resumes (its execution ran meanwhile)
+    other = control.start(world.rule.rule_id, inventory="s3://reports/b/manifest.json")
+    # Then the report gets a job of its own, which the same report's start finds (its execution runs),
+    # and another report gets another job
     assert from_report.job.job_id != listing.job.job_id
     assert not from_report.resumed
     assert from_report.job.inventory == "s3://reports/a/manifest.json"
-    assert again.job.job_id == from_report.job.job_id
+    assert (again.job.job_id, again.already_running) == (from_report.job.job_id, True)
+    assert other.job.job_id not in {listing.job.job_id, from_report.job.job_id}
+    assert other.job.inventory == "s3://reports/b/manifest.json"
 
 
 def test_the_cli_names_the_report_its_data_files_and_the_row_each_stands_at() -> None:
