@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoRules
 from crr.adapters.stepfunctions import StepFunctionsExecutions
+from crr.backfill.inventory import InventoryLocation
 from crr.backfill.models import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_WORKERS,
@@ -20,9 +21,10 @@ from crr.backfill.models import (
     BackfillJob,
     BackfillRange,
     BackfillStatus,
+    WorkKind,
 )
 from crr.backfill.workflow import BackfillControl, StartedBackfill
-from crr.errors import CrrError
+from crr.errors import CrrError, InventoryManifestError
 from crr.models import MAX_PAGE_SIZE
 from crr_cli.operations.status import humanize_bytes, humanize_seconds
 from crr_cli.stack import CrrStack, StackNotFoundError, discover_stack
@@ -59,6 +61,13 @@ def _ranges(text: str) -> int:
     return value
 
 
+def _manifest(text: str) -> str:
+    try:
+        return str(InventoryLocation.parse(text))
+    except InventoryManifestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def add_backfill_parser(subparsers: Any) -> None:
     backfill = subparsers.add_parser(
         "backfill",
@@ -80,6 +89,14 @@ def add_backfill_parser(subparsers: Any) -> None:
         default=DEFAULT_WORKERS,
         help=f"key ranges copied at once (1-{MAX_WORKERS}, at most the stack's BackfillMaxRanges; "
         f"default {DEFAULT_WORKERS}); a resumed job takes the new number",
+    )
+    start.add_argument(
+        "--inventory",
+        type=_manifest,
+        metavar="s3://BUCKET/PATH/manifest.json",
+        help="copy the objects an S3 Inventory report (CSV) of the source bucket lists instead of listing it: "
+        "each data file of the report is a work item, --ranges of them copied at once (the stack needs "
+        "InventoryBucket=BUCKET; see docs/backfill.md)",
     )
     start.add_argument("--page-size", type=_page_size, default=DEFAULT_PAGE_SIZE, help="keys per page (1-1000)")
     start.add_argument(
@@ -111,7 +128,7 @@ def backfill_control(clients: ClientFactory, stack: CrrStack) -> BackfillControl
     )
 
 
-def start_backfill(clients: ClientFactory, stack: CrrStack, rule_id: str, **options: int) -> StartedBackfill:
+def start_backfill(clients: ClientFactory, stack: CrrStack, rule_id: str, **options: Any) -> StartedBackfill:
     return backfill_control(clients, stack).start(rule_id, **options)
 
 
@@ -120,7 +137,11 @@ def _start(args: argparse.Namespace) -> int:
     stack = discover_stack(clients, args.stack, args.region)
     control = backfill_control(clients, stack)
     started = control.start(
-        args.rule_id, workers=args.ranges, page_size=args.page_size, steps_per_worker=args.steps_per_worker
+        args.rule_id,
+        workers=args.ranges,
+        page_size=args.page_size,
+        steps_per_worker=args.steps_per_worker,
+        inventory=args.inventory,
     )
     if args.json and not args.wait:
         print(json.dumps(_started_document(started), indent=2))
@@ -145,8 +166,9 @@ def describe_start(started: StartedBackfill) -> str:
         if started.replaced
         else ""
     )
+    source = f" from the S3 Inventory report {job.inventory}" if job.inventory else ""
     return (
-        f"backfill {job.job_id} of rule {job.rule_id} {verb}, {job.workers} range(s) at once "
+        f"backfill {job.job_id} of rule {job.rule_id}{source} {verb}, {job.workers} range(s) at once "
         f"({started.execution_arn}){replaced}"
     )
 
@@ -239,6 +261,11 @@ def describe_job(job: BackfillJob) -> str:
     ]
     if job.legacy:
         lines.append("  a single-cursor job of an earlier release: `crr backfill start` starts a new job")
+    elif job.inventory:
+        lines.append(
+            f"  from the S3 Inventory report {job.inventory}: {job.ranges_made} data file(s), {job.ranges_open} "
+            f"open, {job.ranges_uncounted} not read yet; {job.workers} at once"
+        )
     else:
         lines.append(
             f"  ranges: {job.ranges_made} made, {job.ranges_open} open, {job.ranges_uncounted} still counting; "
@@ -268,6 +295,12 @@ def range_lines(ranges: list[BackfillRange]) -> list[str]:
             if item.claim
             else ""
         )
+        if item.kind is WorkKind.INVENTORY:
+            lines.append(
+                f"file {item.range_id} {bound(item.file, '')}: {item.row:,} rows read  pages {item.pages}  "
+                f"listed {item.totals.listed:,}  {state}{claim}"
+            )
+            continue
         bounds = f"({bound(item.after, 'start')}, {bound(item.until, 'end')}]"
         lines.append(
             f"range {item.range_id} {bound(item.prefix, '')}: {bounds}  "

@@ -32,13 +32,13 @@ from crr.adapters.dynamodb import (
     DynamoTombstones,
 )
 from crr.backfill.fanout import initial_ranges, page_record
-from crr.backfill.models import BackfillJob, BackfillRange, BackfillStatus, PageCounts, PageResult
+from crr.backfill.models import BackfillJob, BackfillRange, BackfillStatus, PageCounts, PageResult, WorkKind
 from crr.backfill.ranges import KeyRange
 from crr.errors import BackfillJobConflictError, BackfillJobNotFoundError, LedgerConflictError, RuleNotFoundError
 from crr.failures import FailureKind, FailureReason
 from crr.models import LedgerEntry, ProgressDelta, QueueDepth, QueueMessage, TombstoneRecord
 from crr.ports import objects, queues, services, table
-from crr.ports.objects import FastCopier, Inspector, Listing, ObjectStore, PageListing, WiringProbe
+from crr.ports.objects import FastCopier, Inspector, InventoryFiles, Listing, ObjectStore, PageListing, WiringProbe
 from crr.ports.queues import (
     BacklogAgeGauge,
     DeadLetterQueue,
@@ -78,6 +78,7 @@ from tests.support.fakes import (
     FakeFailureLog,
     FakeFailureMetric,
     FakeFastCopier,
+    FakeInventoryFiles,
     FakeKeyHandOver,
     FakeLargeCopyLauncher,
     FakeLedger,
@@ -109,6 +110,7 @@ def test_every_fake_is_assignable_to_its_port() -> None:
     fast_copier: FastCopier = FakeFastCopier(s3)
     counting_copier: FastCopier = CountingCopier()
     listing: Listing = FakeListing()
+    inventory_files: InventoryFiles = FakeInventoryFiles(s3)
     wiring_probe: WiringProbe = FakeWiringProbe()
     replication_queue: ReplicationQueue = FakeReplicationQueue()
     failed_messages: FailedMessages = FakeFailedMessages()
@@ -147,6 +149,7 @@ def test_every_fake_is_assignable_to_its_port() -> None:
             fast_copier,
             counting_copier,
             listing,
+            inventory_files,
             wiring_probe,
             replication_queue,
             failed_messages,
@@ -186,6 +189,7 @@ FAKES: list[tuple[type, type]] = [
     (FastCopier, FakeFastCopier),
     (FastCopier, CountingCopier),
     (Listing, FakeListing),
+    (InventoryFiles, FakeInventoryFiles),
     (WiringProbe, FakeWiringProbe),
     (ReplicationQueue, FakeReplicationQueue),
     (FailedMessages, FakeFailedMessages),
@@ -662,3 +666,40 @@ def test_a_failed_job_refuses_pages_until_an_execution_runs_it_again(backend: Ta
         5,
     )
     assert jobs.record_page(page).pages == 1
+
+
+def test_an_inventory_job_keeps_its_report_and_each_data_file_its_row(backend: Table) -> None:
+    # Given a job from an S3 Inventory report, one work item per data file, never split
+    jobs = backend.backfill_jobs
+    job = BackfillJob.start(make_rule(), at=T0, workers=4, inventory="s3://reports/inv/manifest.json")
+    jobs.create(job)
+    files = [
+        BackfillRange(rule_id="r1", job_id=job.job_id, range_id=f"{index:04d}", kind=WorkKind.INVENTORY, file=key)
+        for index, key in enumerate(["inv/data/a.csv.gz", "inv/data/b.csv.gz"])
+    ]
+    stored = jobs.add_ranges("r1", job.job_id, files)
+    item = files[0]
+    jobs.claim("r1", job.job_id, item.range_id, WORKER, None)
+    # When a step of the first file is recorded (its count made as it was first read)
+    step = page_of(job, item, 1, kind=WorkKind.INVENTORY, file=item.file, row=2500, cursor=None, count_cursor=None)
+    recorded = jobs.record_page(
+        page_record(
+            step.model_copy(update={"count_complete": True, "count_completed": True}),
+            WORKER,
+            ranges_open=2,
+            workers=4,
+            at=T0,
+        )
+    )
+    # Then the job names its report, the file stands at its row with its count complete, and nothing was split
+    assert jobs.get("r1", job.job_id).inventory == "s3://reports/inv/manifest.json"
+    assert (recorded.kind, recorded.file, recorded.row, recorded.count_complete) == (
+        WorkKind.INVENTORY,
+        "inv/data/a.csv.gz",
+        2500,
+        True,
+    )
+    after = jobs.get("r1", job.job_id)
+    assert (stored.ranges_made, after.ranges_made, after.ranges_open, after.ranges_uncounted) == (2, 2, 2, 1)
+    request = recorded.request(job.ref, page_size=1000, count_pages=4, probe=True, inventory=after.inventory)
+    assert (request.inventory, request.file, request.row) == (after.inventory, "inv/data/a.csv.gz", 2500)

@@ -22,6 +22,7 @@ from crr.adapters.dynamodb import (
     DynamoRules,
     DynamoTombstones,
 )
+from crr.adapters.inventory_s3 import S3InventoryFiles
 from crr.adapters.listing import S3Listing
 from crr.adapters.notifications import ChangeRoute, S3BucketNotifications, WiringCheck
 from crr.adapters.s3 import S3ObjectStore
@@ -29,6 +30,7 @@ from crr.adapters.sqs import SqsDeadLetterQueue, SqsFailedMessages, SqsKeyHandOv
 from crr.adapters.sqs_batch import SqsBatchSender
 from crr.adapters.stepfunctions import StepFunctionsLargeCopies
 from crr.backfill.engine import BackfillEngine
+from crr.backfill.inventory_pages import InventoryPages
 from crr.backfill.reconcile import reconciler
 from crr.backfill.workflow import BackfillSteps
 from crr.breaker import BreakerSettings, DeleteBreaker
@@ -160,8 +162,9 @@ def _backfill_steps_for(settings: FunctionSettings) -> BackfillSteps:
     clients = backfill_clients()
     dynamodb = _clients().client("dynamodb", settings.region)
     replicator = _replicator_for(settings)
+    listing = S3Listing(clients)
     engine = BackfillEngine(
-        S3Listing(clients),
+        listing,
         S3FastCopier(clients, S3ObjectStore(clients)),
         DynamoLedger(dynamodb, settings.rules_table_name),
         reconciler(replicator),
@@ -177,6 +180,7 @@ def _backfill_steps_for(settings: FunctionSettings) -> BackfillSteps:
         copy_share=settings.backfill_concurrency,
         copy_bytes_per_second=settings.copy_bytes_per_second,
         max_workers=settings.backfill_max_ranges,
+        inventory=InventoryPages(S3InventoryFiles(clients), listing, engine),
     )
 
 

@@ -306,3 +306,50 @@ class BackfillJobNotFoundError(BackfillError):
 
 class BackfillJobConflictError(BackfillError):
     """A page result arrived out of order, or the job's status forbids the change asked for."""
+
+
+# ---- inventory-driven backfill -----------------------------------------------------------------
+
+
+class InventoryError(BackfillError):
+    """An S3 Inventory report cannot drive a backfill as asked. No retry fixes it: the job fails with
+    this reason (a transient failure to read the report is a StorageError instead, and is retried)."""
+
+
+class InventoryManifestError(InventoryError):
+    """The manifest is unreadable, or describes a report crr cannot use for this rule (another source
+    bucket, a format other than CSV, a schema without the fields crr needs)."""
+
+
+class InventoryFileMissingError(InventoryError):
+    """A file of the report (the manifest, or a data file it lists) is not where the report says."""
+
+    def __init__(self, bucket: str, key: str, detail: str = "NoSuchKey") -> None:
+        super().__init__(f"the S3 Inventory file s3://{bucket}/{key} does not exist ({detail})")
+        self.bucket = bucket
+        self.key = key
+
+
+class InventoryAccessDeniedError(InventoryError):
+    """The stack may not read a file of the report (the BackfillFunction's InventoryBucket grant)."""
+
+    def __init__(self, bucket: str, key: str, detail: str = "AccessDenied") -> None:
+        super().__init__(
+            f"reading the S3 Inventory file s3://{bucket}/{key} was denied ({detail}): deploy the stack with "
+            f"InventoryBucket={bucket} so the BackfillFunction may read the report"
+        )
+        self.bucket = bucket
+        self.key = key
+
+
+class InventoryChecksumError(InventoryError):
+    """A data file's MD5 is not the one the manifest gives: it was truncated, replaced or corrupted."""
+
+
+class InventoryRowError(InventoryError):
+    """A row of a data file does not fit the manifest's schema."""
+
+    def __init__(self, file_key: str, row: int, detail: str) -> None:
+        super().__init__(f"S3 Inventory file {file_key}, row {row}: {detail}")
+        self.file_key = file_key
+        self.row = row

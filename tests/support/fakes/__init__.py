@@ -10,6 +10,7 @@ Import them from here: ``from tests.support.fakes import FakeS3, FakeLedger``.
 from tests.support.fakes.objects import (
     FakeBucket,
     FakeFastCopier,
+    FakeInventoryFiles,
     FakeListing,
     FakePageListing,
     FakeS3,
@@ -51,6 +52,7 @@ __all__ = [
     "FakeFailureLog",
     "FakeFailureMetric",
     "FakeFastCopier",
+    "FakeInventoryFiles",
     "FakeKeyHandOver",
     "FakeLargeCopyLauncher",
     "FakeLedger",

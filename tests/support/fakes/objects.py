@@ -1,6 +1,6 @@
 """In-memory fakes of the S3 ports (``crr.ports.objects``): ``FakeS3`` (ObjectStore, Inspector),
-``FakePageListing`` (PageListing), ``FakeFastCopier`` (FastCopier), ``FakeListing`` (Listing) and
-``FakeWiringProbe`` (WiringProbe).
+``FakePageListing`` (PageListing), ``FakeFastCopier`` (FastCopier), ``FakeListing`` (Listing),
+``FakeInventoryFiles`` (InventoryFiles) and ``FakeWiringProbe`` (WiringProbe).
 
 ``FakeS3`` keeps S3's semantics that replication depends on: versions, CopySource pinning by VersionId and
 If-Match, TaggingDirective=COPY, delete markers (tests/integration/seaweedfs/test_object_store_contract.py
@@ -24,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 from crr.errors import (
     BucketMissingError,
     DestinationChangedError,
+    InventoryAccessDeniedError,
+    InventoryFileMissingError,
     SourceChangedError,
     SourceGoneError,
 )
@@ -526,6 +528,40 @@ class FakeListing:
         for start in range(0, len(keys), self.page_size):
             self.fetches.append((bucket, prefix))
             yield [objects[key] for key in keys[start : start + self.page_size]]
+
+
+class FakeInventoryFiles:
+    """Fake of ``crr.ports.objects.InventoryFiles`` over a FakeS3's current objects (put the report there
+    with ``tests.support.inventory``). ``requests`` logs each GetObject (bucket, key); ``chunks_read`` counts
+    the chunks streams handed out, so a test sees an early stop download no more. ``denied`` keys answer
+    as S3 does without the read permission."""
+
+    def __init__(self, s3: FakeS3, chunk_bytes: int = 64) -> None:
+        self.s3 = s3
+        self.chunk_bytes = chunk_bytes
+        self.denied: set[str] = set()
+        self.requests: list[tuple[str, str]] = []
+        self.chunks_read = 0
+
+    def _body(self, bucket: str, key: str) -> bytes:
+        self.requests.append((bucket, key))
+        if key in self.denied:
+            raise InventoryAccessDeniedError(bucket, key)
+        if bucket not in self.s3.buckets:
+            raise InventoryFileMissingError(bucket, key, "NoSuchBucket")
+        found = self.s3.current(bucket, key)
+        if found is None:
+            raise InventoryFileMissingError(bucket, key)
+        return found.body
+
+    def read(self, bucket: str, region: str, key: str) -> bytes:
+        return self._body(bucket, key)
+
+    def stream(self, bucket: str, region: str, key: str) -> Iterator[bytes]:
+        body = self._body(bucket, key)
+        for start in range(0, len(body), self.chunk_bytes):
+            self.chunks_read += 1
+            yield body[start : start + self.chunk_bytes]
 
 
 class FakeWiringProbe:

@@ -354,6 +354,7 @@ class FakeBackfillJobs:
                     "count_complete": page.count_complete,
                     "done": page.done,
                     "pages": page.sequence,
+                    "row": page.row,
                     "totals": item.totals.plus(page.counts),
                     "counted": item.counted + page.counted,
                     "counted_bytes": item.counted_bytes + page.counted_bytes,

@@ -88,6 +88,9 @@ without importing the engine):
     workflow.py   the steps the state machine calls (BackfillSteps) and the CLI's BackfillControl
     ranges.py     key ranges of a prefix: bounds, splitting, where to probe
     fanout.py     which range a worker takes, when a range is split and how its count is shared out
+    inventory.py  an S3 Inventory report read as S3 documents it: the manifest, its checks, gzip CSV rows
+    inventory_pages.py  a job from a report: one work item per data file, copied a batch of rows at a
+                  time by the same triage and copy pool (``BackfillEngine.copy_fetched``)
 
 The in-process runner (a job's workers as threads, stepping as the state machine does) is used only by
 tests and benchmarks, so it is not in the layer: tests/support/backfill_runner.py.

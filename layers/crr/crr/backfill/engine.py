@@ -176,6 +176,21 @@ class BackfillEngine:
             elapsed_seconds=max(0.0, self._monotonic() - started),
         )
 
+    def check(self, rule: ReplicationRule, request: PageRequest | JobRef) -> None:
+        """Raises BackfillRefusedError when ``request``'s job may not run for ``rule`` (paused, or planned for
+        another rule), before a page this engine did not list is read."""
+        self._check(rule, request)
+
+    def copy_fetched(self, rule: ReplicationRule, request: PageRequest, page: FetchedPage) -> PageTally:
+        """Copy a page this engine did not list (an S3 Inventory report's rows, crr.backfill.inventory_pages)
+        by the same rules, and queue its failed keys; no count, no cursor. Raises BackfillRefusedError and
+        BackfillPageError as ``copy_page`` does."""
+        self._check(rule, request)
+        tally = self._copy(rule, request, page)
+        if tally.failed_keys:
+            self._queue(rule, request, tally.failed_keys)
+        return tally
+
     def plan_ranges(self, rule: ReplicationRule, job: JobRef, wanted: int) -> list[KeyRange]:
         """The ranges a new job starts with: one per listing prefix, divided by probes into up to
         ``wanted`` (see ``PageLister.presplit``).

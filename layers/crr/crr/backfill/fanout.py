@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from crr.backfill.models import BackfillRange, PageResult, RangePage
+from crr.backfill.models import BackfillRange, PageResult, RangePage, WorkKind
 from crr.backfill.ranges import KeyRange, split, utf8_order
 
 # Open ranges kept per worker: one worked, one spare.
@@ -103,7 +103,8 @@ def page_record(result: PageResult, worker: str, *, ranges_open: int, workers: i
     was_uncounted = not result.count_complete or result.count_completed
     parts = pieces_wanted(ranges_open, workers)
     pieces: tuple[KeyRange, ...] = ()
-    if not result.done and parts >= 2:
+    # An inventory's data file is never split: the report's files are the fan-out.
+    if not result.done and parts >= 2 and result.kind is WorkKind.KEYS:
         boundaries = split_keys(result.ahead, result.count_cursor, parts)
         pieces = split(result.key_range(), result.cursor, boundaries, parts)
     until, count_cursor, count_complete = result.until, result.count_cursor, result.count_complete
@@ -148,6 +149,7 @@ def page_record(result: PageResult, worker: str, *, ranges_open: int, workers: i
         opened=len(new_ranges) - int(result.done),
         uncounted=uncounted_after - int(was_uncounted),
         new_ranges=new_ranges,
+        row=result.row,
     )
 
 

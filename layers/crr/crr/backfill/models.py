@@ -91,10 +91,11 @@ MAX_AHEAD_KEYS = 32
 
 
 class WorkKind(StrEnum):
-    """What a work item of a job is. Only key ranges so far; the field lets the rules table and the step
-    payloads hold other kinds (an inventory file's rows) beside them without a new schema."""
+    """What a work item of a job is: a key range listed with ListObjectsV2, or the rows of one data file of
+    an S3 Inventory report (crr.backfill.inventory_pages), where it stands by ``row``, not by key."""
 
     KEYS = "keys"  # the keys of a prefix between two bounds, listed with ListObjectsV2
+    INVENTORY = "inventory"  # the rows of one data file of the job's S3 Inventory report, never split
 
 
 class JobRef(_Model):
@@ -123,6 +124,9 @@ class PageRequest(_Model):
     page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     count_pages: int = Field(default=DEFAULT_COUNT_PAGES, ge=0, le=MAX_COUNT_PAGES)
     probe: bool = Field(default=False, description="the job wants more ranges: probe ahead for a boundary")
+    inventory: str | None = Field(default=None, description="kind inventory: s3://BUCKET/KEY of the manifest")
+    file: str | None = Field(default=None, description="kind inventory: the key of the data file")
+    row: int = Field(default=0, ge=0, description="kind inventory: rows of the data file consumed")
 
     def key_range(self) -> KeyRange:
         """The range's bounds (not where it stands)."""
@@ -152,6 +156,8 @@ class PageResult(_Model):
     counted: int = Field(default=0, ge=0, description="objects this step's count listed")
     counted_bytes: int = Field(default=0, ge=0)
     ahead: list[str] = Field(default_factory=list, max_length=MAX_AHEAD_KEYS)
+    file: str | None = Field(default=None, description="kind inventory: the key of the data file")
+    row: int = Field(default=0, ge=0, description="kind inventory: rows of the data file consumed after it")
     failures: list[FailedKey] = Field(default_factory=list, max_length=MAX_FAILURE_SAMPLES)
     elapsed_seconds: float = Field(ge=0)
 
@@ -191,12 +197,16 @@ class BackfillRange(_Model):
     counted: int = Field(default=0, ge=0)
     counted_bytes: int = Field(default=0, ge=0)
     active_seconds: float = Field(default=0.0, ge=0)
+    file: str | None = Field(default=None, description="kind inventory: the key of the data file")
+    row: int = Field(default=0, ge=0, description="kind inventory: rows of the data file consumed")
 
     def key_range(self) -> KeyRange:
         return KeyRange(self.prefix, self.after, self.until)
 
-    def request(self, job: JobRef, *, page_size: int, count_pages: int, probe: bool) -> PageRequest:
-        """The request of this range's next page."""
+    def request(
+        self, job: JobRef, *, page_size: int, count_pages: int, probe: bool, inventory: str | None = None
+    ) -> PageRequest:
+        """The request of this range's next page (``inventory``: the job's report, for its data files)."""
         return PageRequest(
             job_id=job.job_id,
             rule_id=job.rule_id,
@@ -213,6 +223,9 @@ class BackfillRange(_Model):
             page_size=page_size,
             count_pages=count_pages,
             probe=probe,
+            inventory=inventory if self.kind is WorkKind.INVENTORY else None,
+            file=self.file,
+            row=self.row,
         )
 
 
@@ -240,6 +253,7 @@ class RangePage(_Model):
     opened: int = Field(description="change of the job's ranges_open")
     uncounted: int = Field(description="change of the job's ranges_uncounted")
     new_ranges: list[BackfillRange] = Field(default_factory=list)
+    row: int = Field(default=0, ge=0, description="kind inventory: rows of the data file consumed")
 
 
 class BackfillProgress(_Model):
@@ -287,6 +301,9 @@ class BackfillJob(_Model):
     ranges_open: int = Field(default=0, ge=0)
     ranges_uncounted: int = Field(default=0, ge=0)
     legacy: bool = False
+    inventory: str | None = Field(
+        default=None, description="s3://BUCKET/KEY of the S3 Inventory manifest whose data files are the work items"
+    )
 
     @classmethod
     def start(
@@ -298,9 +315,10 @@ class BackfillJob(_Model):
         count_pages: int = DEFAULT_COUNT_PAGES,
         workers: int = DEFAULT_WORKERS,
         job_id: str | None = None,
+        inventory: str | None = None,
     ) -> BackfillJob:
-        """A new job over every object of ``rule``'s prefixes, nothing done yet (its ranges are made by
-        the workflow's plan step)."""
+        """A new job over every object of ``rule``'s prefixes (or of the S3 Inventory report whose manifest
+        is at ``inventory``), nothing done yet (its work items are made by the workflow's plan step)."""
         return cls(
             job_id=job_id or new_job_id(at),
             rule_id=rule.rule_id,
@@ -310,6 +328,7 @@ class BackfillJob(_Model):
             page_size=page_size,
             count_pages=count_pages,
             workers=workers,
+            inventory=inventory,
         )
 
     @property

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from crr.backfill.budget import page_byte_budget
 from crr.backfill.engine import BackfillEngine
 from crr.backfill.fanout import claim_order, initial_ranges, page_record, wants_more_ranges, worker_token
+from crr.backfill.inventory_pages import InventoryPages
 from crr.backfill.models import (
     DEFAULT_COUNT_PAGES,
     DEFAULT_PAGE_SIZE,
@@ -45,6 +46,7 @@ from crr.backfill.models import (
     JobRef,
     PageRequest,
     PageResult,
+    WorkKind,
     plan_digest,
 )
 from crr.errors import BackfillJobConflictError, BackfillPageError, BackfillRefusedError, CrrError, StepError
@@ -234,6 +236,8 @@ class BackfillSteps:
     # The most workers a job may run at once here (the stack's BackfillMaxRanges): a plan asking for
     # more gets this many.
     max_workers: int = DEFAULT_MAX_WORKERS
+    # Jobs driven by an S3 Inventory report: their work items are its data files (None: no such job runs).
+    inventory: InventoryPages | None = None
 
     def run(
         self,
@@ -288,7 +292,11 @@ class BackfillSteps:
         Raises BackfillRefusedError (paused or changed rule), BackfillPageError (source not listable)."""
         workers = min(step.workers, self.max_workers)
         job = self.jobs.get(step.job.rule_id, step.job.job_id)
-        if not job.planned:
+        if not job.planned and job.inventory is not None:
+            rule = self.rules.get(job.rule_id)
+            self.engine.check(rule, job.ref)
+            job = self.jobs.add_ranges(job.rule_id, job.job_id, self._inventory().plan_ranges(rule, job))
+        elif not job.planned:
             pieces = self.engine.plan_ranges(self.rules.get(job.rule_id), job.ref, workers)
             job = self.jobs.add_ranges(job.rule_id, job.job_id, initial_ranges(job.rule_id, job.job_id, pieces))
         if job.workers != workers:
@@ -328,11 +336,13 @@ class BackfillSteps:
     def copy_page(self, request: PageRequest, remaining_seconds: Callable[[], float]) -> PageResult:
         try:
             with self.live_scope(lambda: remaining_seconds() / self.copy_share):
-                return self.engine.copy_page(
-                    self.rules.get(request.rule_id),
-                    request,
-                    max_bytes=page_byte_budget(self.copy_bytes_per_second, remaining_seconds()),
-                )
+                max_bytes = page_byte_budget(self.copy_bytes_per_second, remaining_seconds())
+                rule = self.rules.get(request.rule_id)
+                if request.kind is WorkKind.INVENTORY:
+                    return self._inventory().copy_page(
+                        rule, request, max_bytes=max_bytes, seconds_left=remaining_seconds
+                    )
+                return self.engine.copy_page(rule, request, max_bytes=max_bytes)
         except BackfillPageError as exc:
             if exc.code in PERMANENT_S3_CODES:
                 # Its own name, which the state machine does not retry: no retry fixes a denial.
@@ -356,7 +366,14 @@ class BackfillSteps:
 
     @staticmethod
     def _request(job: BackfillJob, item: BackfillRange, *, probe: bool) -> PageRequest:
-        return item.request(job.ref, page_size=job.page_size, count_pages=job.count_pages, probe=probe)
+        return item.request(
+            job.ref, page_size=job.page_size, count_pages=job.count_pages, probe=probe, inventory=job.inventory
+        )
+
+    def _inventory(self) -> InventoryPages:
+        if self.inventory is None:
+            raise BackfillRefusedError("this BackfillFunction was built without S3 Inventory support")
+        return self.inventory
 
 
 @dataclass(frozen=True)
@@ -385,11 +402,16 @@ class BackfillControl:
         page_size: int = DEFAULT_PAGE_SIZE,
         count_pages: int = DEFAULT_COUNT_PAGES,
         steps_per_worker: int | None = None,
+        inventory: str | None = None,
     ) -> StartedBackfill:
         """Resume the rule's unfinished job (same rule, same prefixes), each range from its own cursor and
         with ``workers`` as its fan-out now, or start a new job over every object; a job whose execution is
         still running is left to it. A job stored by a single-cursor release is not resumed: a new job
-        replaces it (``StartedBackfill.replaced``). ``steps_per_worker`` defaults to 1000 // workers."""
+        replaces it (``StartedBackfill.replaced``). ``steps_per_worker`` defaults to 1000 // workers.
+
+        ``inventory`` (s3://BUCKET/KEY of an S3 Inventory manifest): the job's work items are that report's
+        data files instead of key ranges; an unfinished job resumes only if it was started from the same
+        report (a listing job and a report's job never stand in for each other)."""
         rule = self.rules.get(rule_id)
         if not rule.enabled:
             # Its pages would be refused one by one (a paused rule copies nothing): say so now.
@@ -400,7 +422,13 @@ class BackfillControl:
             latest = self.jobs.mark_succeeded(rule_id, latest.job_id, self.clock())
         unfinished = latest is not None and not latest.done and latest.status is not BackfillStatus.SUCCEEDED
         replaced = latest.job_id if latest is not None and unfinished and latest.legacy else None
-        resumable = unfinished and latest is not None and not latest.legacy and latest.plan == plan_digest(rule)
+        resumable = (
+            unfinished
+            and latest is not None
+            and not latest.legacy
+            and latest.plan == plan_digest(rule)
+            and latest.inventory == inventory
+        )
         if resumable and latest is not None:
             if latest.execution_arn and self.executions.status(latest.execution_arn) == "RUNNING":
                 return StartedBackfill(latest, latest.execution_arn, resumed=True, already_running=True)
@@ -408,7 +436,12 @@ class BackfillControl:
             chain = round_of(job.execution_arn) + 1
         else:
             job = BackfillJob.start(
-                rule, at=self.clock(), page_size=page_size, count_pages=count_pages, workers=workers
+                rule,
+                at=self.clock(),
+                page_size=page_size,
+                count_pages=count_pages,
+                workers=workers,
+                inventory=inventory,
             )
             self.jobs.create(job)
             chain = 1

@@ -158,6 +158,27 @@ class FastCopier(Protocol):
         ...
 
 
+class InventoryFiles(Protocol):
+    """The files of an S3 Inventory report (its manifest.json and CSV.gz data files), read from the bucket
+    they are in. Bytes only: what they mean is ``crr.backfill.inventory``'s.
+
+    Implemented by ``crr.adapters.inventory_s3.S3InventoryFiles``; in tests by
+    ``tests.support.fakes.FakeInventoryFiles``."""
+
+    def read(self, bucket: str, region: str, key: str) -> bytes:
+        """The whole object (ONE GetObject), for the manifest: a few KiB.
+
+        Raises InventoryFileMissingError (no such key or bucket), InventoryAccessDeniedError, and
+        StorageError subclasses for anything a retry may fix."""
+        ...
+
+    def stream(self, bucket: str, region: str, key: str) -> Iterator[bytes]:
+        """The object's bytes as they arrive (ONE GetObject), in chunks; memory holds one chunk at a time.
+        Stop consuming early and the rest is never downloaded. Raises as ``read`` does, also mid-stream
+        (a connection cut: StorageError)."""
+        ...
+
+
 class Listing(Protocol):
     """A whole bucket listing as a stream of pages (verify's: it walks both buckets side by side).
 

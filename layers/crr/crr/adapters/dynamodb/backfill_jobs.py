@@ -88,6 +88,7 @@ def _job_item(job: BackfillJob) -> dict[str, Any]:
             "ranges_made": job.ranges_made,
             "ranges_open": job.ranges_open,
             "ranges_uncounted": job.ranges_uncounted,
+            "inventory": job.inventory,
             **{name: getattr(job.totals, name) for name in _COUNTERS},
         }
     )
@@ -129,6 +130,7 @@ def _job_from(raw: dict[str, Any]) -> BackfillJob:
         counted_bytes=int(item.get("counted_bytes", 0)),
         active_seconds=float(item.get("active_seconds", 0)),
         legacy=legacy,
+        inventory=item.get("inventory"),
         **ranges,
     )
 
@@ -154,6 +156,8 @@ def _range_item(item: BackfillRange) -> dict[str, Any]:
             "counted": item.counted,
             "counted_bytes": item.counted_bytes,
             "active_seconds": item.active_seconds,
+            "file": item.file,
+            "row": item.row,
             **{name: getattr(item.totals, name) for name in _COUNTERS},
         }
     )
@@ -179,6 +183,8 @@ def _range_from(raw: dict[str, Any]) -> BackfillRange:
         counted=int(item.get("counted", 0)),
         counted_bytes=int(item.get("counted_bytes", 0)),
         active_seconds=float(item.get("active_seconds", 0)),
+        file=item.get("file"),
+        row=int(item.get("row", 0)),
     )
 
 
@@ -383,6 +389,7 @@ class DynamoBackfillJobs:
                 "count_complete": page.count_complete,
                 "done": page.done,
                 "pages": page.sequence,
+                "row": page.row,
             },
             deltas,
             "#pages = :previous AND #claim = :worker",
