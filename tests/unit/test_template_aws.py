@@ -251,13 +251,26 @@ def test_the_backfill_role_may_write_a_job_s_ranges_in_one_transaction(sam: dict
     replicate = role_statements(resources, "ReplicateFunctionRole")
     table = {"Fn::GetAtt": ["RulesTable", "Arn"]}
     # Then it may read a job's ranges together and record a page with a TransactWriteItems, whose
-    # actions IAM authorises as the per-item actions (ConditionCheck as dynamodb:ConditionCheckItem):
+    # actions IAM authorises as the per-item actions (here Update and Put; the backfill's transaction
+    # holds no ConditionCheck, so dynamodb:ConditionCheckItem is not granted):
     # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
-    for action in ("dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"):
+    for action in ("dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem"):
         assert granted(backfill, action) == [table], action
-    # And the live path gets neither, which it does not need
-    for action in ("dynamodb:Query", "dynamodb:ConditionCheckItem"):
-        assert granted(replicate, action) == [], action
+    assert granted(backfill, "dynamodb:ConditionCheckItem") == []
+    # And the live path may not Query, which it does not need
+    assert granted(replicate, "dynamodb:Query") == []
+
+
+def test_the_backfill_role_reads_inventory_reports_only_from_the_named_bucket(sam: dict[str, Any]) -> None:
+    # Given a stack deployed without and with an InventoryBucket
+    without, _ = deployed(sam)
+    named, _ = deployed(sam, InventoryBucket="inv-reports")
+    # Then only the named bucket's objects may be read, and only with GetObject
+    assert "ReadInventoryReports" not in {s.get("Sid") for s in role_statements(without, "BackfillFunctionRole")}
+    statements = [s for s in role_statements(named, "BackfillFunctionRole") if s.get("Sid") == "ReadInventoryReports"]
+    assert len(statements) == 1
+    assert statements[0]["Action"] == "s3:GetObject"
+    assert statements[0]["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${InventoryBucket}/*"}
 
 
 def test_the_backfill_function_knows_how_many_ranges_a_job_may_copy_at_once(sam: dict[str, Any]) -> None:
