@@ -39,7 +39,6 @@ from crr.backfill.workflow import (
     StartedBackfill,
 )
 from crr.errors import (
-    BackfillJobConflictError,
     BackfillPageError,
     BackfillRefusedError,
     RuleNotFoundError,
@@ -419,7 +418,7 @@ def test_a_retried_record_step_counts_the_page_once() -> None:
     assert len(jobs.recorded) == 1
 
 
-def test_a_record_from_a_worker_that_lost_its_range_is_refused() -> None:
+def test_a_worker_that_lost_its_range_records_nothing_and_claims_another() -> None:
     s3 = bucket_with("k1", "k2", "k3")
     rule = make_rule()
     steps, jobs = steps_for(rule, s3)
@@ -431,10 +430,12 @@ def test_a_record_from_a_worker_that_lost_its_range_is_refused() -> None:
     # Given a worker of a newer execution took the range over meanwhile
     newer = "arn:aws:states:us-west-1:1:execution:crr-backfill:j-r2#0"
     assert jobs.claim("r1", job.job_id, claimed.request.range_id, newer, WORKER) is not None
-    # When the old worker records its page, Then it is refused, and nothing of it is counted
-    with pytest.raises(BackfillJobConflictError, match="holds it"):
-        steps.run(RecordPageStep(action="record_page", result=result, worker=WORKER, workers=1))  # type: ignore[arg-type]
+    # When the old worker records its page
+    recorded = steps.run(RecordPageStep(action="record_page", result=result, worker=WORKER, workers=1))  # type: ignore[arg-type]
+    # Then it is told to claim another range, and nothing of its page is counted (the holder lists it again)
+    assert recorded == RecordedPage(range_done=True, next_request=None)
     assert jobs.get("r1", job.job_id).totals.listed == 0
+    assert jobs.ranges("r1", job.job_id)[0].claim == newer
 
 
 def test_a_release_drops_the_workers_claims_so_the_next_execution_takes_them_at_their_cursor() -> None:
