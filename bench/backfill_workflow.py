@@ -141,7 +141,10 @@ def lambda_steps(sfn: Any, execution_arn: str) -> Iterator[str]:
     previous: dict[int, int] = {}
     entered: dict[int, str] = {}
     scheduled: list[int] = []
-    for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
+    pages = sfn.get_paginator("get_execution_history").paginate(
+        executionArn=execution_arn, PaginationConfig={"PageSize": 1000}
+    )
+    for page in pages:
         for event in page["events"]:
             previous[event["id"]] = event.get("previousEventId", 0)
             if event["type"] == "TaskStateEntered":

@@ -76,7 +76,9 @@ class BackfillStack:
 
     def history(self, execution_arn: str) -> list[dict[str, Any]]:
         sfn = self.cloud.client("stepfunctions", WEST)
-        pages = sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn)
+        pages = sfn.get_paginator("get_execution_history").paginate(
+            executionArn=execution_arn, PaginationConfig={"PageSize": 1000}
+        )
         return [event for page in pages for event in page["events"]]
 
 
