@@ -20,12 +20,12 @@ from crr.adapters.backfill_s3 import S3FastCopier, fast_timestamps, parse_timest
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoLedger, DynamoProgress, DynamoRules
 from crr.adapters.dynamodb.items import to_value
-from crr.adapters.dynamodb.keys import backfill_range_sk, backfill_sk, rule_pk
+from crr.adapters.dynamodb.keys import backfill_range_sk, backfill_sk, backfill_tally_sk, rule_pk
 from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
 from crr.backfill.engine import BackfillEngine
-from crr.backfill.fanout import initial_ranges
-from crr.backfill.models import BackfillJob, BackfillStatus
+from crr.backfill.fanout import initial_ranges, page_record
+from crr.backfill.models import BackfillJob, BackfillStatus, PageCounts, PageResult
 from crr.backfill.ranges import KeyRange
 from crr.backfill.reconcile import reconciler
 from crr.backfill.workflow import BackfillSteps
@@ -301,6 +301,59 @@ def test_a_job_and_its_ranges_live_beside_its_rule_and_the_newest_job_is_the_lat
     assert latest is not None
     assert (latest.job_id, latest.ranges_made) == (newer.job_id, 1)
     assert jobs.latest("r3") is None
+
+
+def test_a_page_that_opens_and_closes_no_range_leaves_the_job_item_to_the_worker_s_tally(
+    jobs: DynamoBackfillJobs,
+) -> None:
+    # Given a job of two ranges, each held by a worker of its own
+    job = BackfillJob.start(make_rule(), at=T0, workers=2)
+    jobs.create(job)
+    jobs.add_ranges("r1", job.job_id, initial_ranges("r1", job.job_id, [KeyRange("a/"), KeyRange("b/")]))
+    first, second = jobs.ranges("r1", job.job_id)
+    workers = ("arn:exec:r1#0", "arn:exec:r1#1")
+    for item, worker in zip((first, second), workers, strict=True):
+        jobs.claim("r1", job.job_id, item.range_id, worker, None)
+    # When each records a page that neither splits nor ends its range
+    for item, worker in zip((first, second), workers, strict=True):
+        page = PageResult(
+            job_id=job.job_id,
+            rule_id="r1",
+            plan=job.plan,
+            range_id=item.range_id,
+            sequence=1,
+            prefix=item.prefix,
+            counts=PageCounts(listed=10, copied=10, bytes_listed=100, bytes_copied=100),
+            cursor=f"{item.prefix}k009",
+            done=False,
+            count_cursor=f"{item.prefix}k009",
+            count_complete=False,
+            counted=10,
+            counted_bytes=100,
+            elapsed_seconds=2.0,
+        )
+        jobs.record_page(page_record(page, worker, ranges_open=2, workers=2, at=T0))
+    # Then the job item itself was not written (no transaction of a plain page contends for it: DynamoDB
+    # cancels a transaction whose item another one is writing, TransactionConflict, see
+    # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-conflict-handling)
+    db = client("dynamodb", WEST)
+    raw = db.get_item(TableName=TABLE, Key={"pk": {"S": rule_pk("r1")}, "sk": {"S": backfill_sk(job.job_id)}})
+    assert raw["Item"]["pages"] == {"N": "0"}
+    # And each worker slot has its own tally, which reading the job adds to its counts
+    tallies = [
+        db.get_item(TableName=TABLE, Key={"pk": {"S": rule_pk("r1")}, "sk": {"S": backfill_tally_sk(job.job_id, i)}})
+        for i in (0, 1)
+    ]
+    assert [tally["Item"]["listed"] for tally in tallies] == [{"N": "10"}, {"N": "10"}]
+    read = jobs.get("r1", job.job_id)
+    assert (read.pages, read.totals.listed, read.totals.copied, read.counted, read.active_seconds) == (
+        2,
+        20,
+        20,
+        20,
+        4.0,
+    )
+    assert jobs.latest("r1") == read
 
 
 def test_a_job_stored_by_the_single_cursor_release_reads_as_a_legacy_job(jobs: DynamoBackfillJobs) -> None:

@@ -36,6 +36,13 @@ def test_every_item_of_the_table_has_the_documented_keys() -> None:
     assert keys.held_sk("a/b") == "HELD#a/b"
     assert keys.tombstone_sk("a/b") == "TOMB#a/b"
     assert keys.backfill_sk("20261204T120000-abc") == "BACKFILL#20261204T120000-abc"
+    assert keys.backfill_range_sk("j1", "0003") == "BACKFILL#j1#RANGE#0003"
+    assert keys.backfill_tally_sk("j1", 7) == "BACKFILL#j1#TALLY#007"
+    # And a job's ranges and tallies name their job, and neither is among the other's
+    for sort_key in (keys.backfill_range_sk("j1", "0003"), keys.backfill_tally_sk("j1", 7)):
+        assert keys.backfill_job_of(sort_key) == "j1"
+    assert not keys.backfill_tally_sk("j1", 7).startswith(keys.backfill_ranges_prefix("j1"))
+    assert not keys.backfill_range_sk("j1", "0003").startswith(keys.backfill_tallies_prefix("j1"))
     assert (keys.failure_pk("m-1"), keys.FAILURE_SK) == ("FAILURE#m-1", "FAILURE")
 
 

@@ -644,7 +644,10 @@ def test_a_split_lands_with_its_page_and_the_last_page_lets_the_job_succeed(back
     assert jobs.mark_succeeded("r1", job.job_id, T0 + timedelta(hours=2)) == finished
 
 
-def test_a_failed_job_refuses_pages_until_an_execution_runs_it_again(backend: Table) -> None:
+def test_a_failed_job_keeps_the_pages_of_steps_still_in_flight_until_a_resume_takes_their_ranges(
+    backend: Table,
+) -> None:
+    # Given a job whose worker holds a range, and the job marked failed (another worker's page failed)
     jobs = backend.backfill_jobs
     job = planned(jobs, KeyRange("a/"), workers=1)
     [item] = jobs.ranges("r1", job.job_id)
@@ -654,10 +657,12 @@ def test_a_failed_job_refuses_pages_until_an_execution_runs_it_again(backend: Ta
         BackfillStatus.FAILED,
         "ListObjectsV2 on bf-src failed: AccessDenied",
     )
-    page = page_record(page_of(job, item, 1), WORKER, ranges_open=1, workers=1, at=T0)
-    with pytest.raises(BackfillJobConflictError):
-        jobs.record_page(page)
-    assert jobs.ranges("r1", job.job_id)[0].pages == 0  # the range's part of the page did not land either
+    # When the worker's step, in flight meanwhile, records its page
+    first = page_record(page_of(job, item, 1), WORKER, ranges_open=1, workers=1, at=T0)
+    # Then it lands (its copies were made), and the job counts it
+    assert jobs.record_page(first).pages == 1
+    assert jobs.get("r1", job.job_id).pages == 1
+    # When the job is resumed and a worker of the new execution takes the stale claim
     resumed = jobs.set_execution("r1", job.job_id, "arn:exec:r2", T0, workers=5)
     assert (resumed.status, resumed.execution_arn, resumed.failure_reason, resumed.workers) == (
         BackfillStatus.RUNNING,
@@ -665,7 +670,12 @@ def test_a_failed_job_refuses_pages_until_an_execution_runs_it_again(backend: Ta
         None,
         5,
     )
-    assert jobs.record_page(page).pages == 1
+    taken = jobs.claim("r1", job.job_id, item.range_id, "arn:exec:r2#0", WORKER)
+    assert taken is not None
+    # Then a later page of the old worker no longer lands: the range is the new worker's
+    late = page_record(page_of(job, taken, 2), WORKER, ranges_open=1, workers=1, at=T0)
+    assert jobs.record_page(late).pages == 1
+    assert jobs.get("r1", job.job_id).pages == 1
 
 
 def test_an_inventory_job_keeps_its_report_and_each_data_file_its_row(backend: Table) -> None:

@@ -6,12 +6,24 @@ named by the last sort key under ``BACKFILL#`` (one Query, then one GetItem of t
 
 A page of a range is recorded with ONE TransactWriteItems: an Update of the range (its cursors, page
 count and counts; condition: the page before this one is its last recorded, and this worker holds it),
-an Update of the job (ADD the page's counts and the changes of its open and uncounted ranges; condition:
-still running), and a Put per range split off (condition: not there yet). So a page is counted once and
-a split loses no key: all of it lands, or none. When the range's condition fails, the answer carries the
-range as stored (``ReturnValuesOnConditionCheckFailure``), which tells a retried step (the page is
-recorded already, or another worker holds the range now: return the range) from a conflict, at no
-extra read.
+an Update of the worker slot's tally ``BACKFILL#<job id>#TALLY#<worker index>`` (ADD the page's counts),
+and, only when the page opens, closes or finishes counting a range, an Update of the job (ADD the
+changes of its made, open and uncounted ranges) and a Put per range split off (condition: not there
+yet). So a page is counted once and a split loses no key: all of it lands, or none. When the range's
+condition fails, the answer carries the range as stored (``ReturnValuesOnConditionCheckFailure``), which
+tells a retried step (the page is recorded already, or another worker holds the range now: return the
+range) from a conflict, at no extra read.
+
+Why tallies: DynamoDB refuses a transaction while another is in progress on one of its items
+(TransactionConflict), and every worker records a page every few seconds. Were the page counts ADDed to
+the job item, up to 40 workers would contend for that one item on every page; a slot's tally is written
+by one worker at a time, and the job item only when ranges open or close. Reading a job adds its
+tallies (one Query, at most 40 items) to the job item's counts: each only grows, so the sum never goes
+backwards between two reads.
+
+The job's status guards no page: a step of a failed or stopped execution that ends after the job was
+marked failed is still recorded (its copies were made), and it cannot run past a resume, since the
+resumed execution's workers take the range's claim first, and a page lands only for its range's holder.
 
 IAM: TransactWriteItems needs no action of its own, only each item's (dynamodb:UpdateItem and
 dynamodb:PutItem here): https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
@@ -35,8 +47,11 @@ from crr.adapters.dynamodb.keys import (
     backfill_range_sk,
     backfill_ranges_prefix,
     backfill_sk,
+    backfill_tallies_prefix,
+    backfill_tally_sk,
     rule_pk,
 )
+from crr.backfill.fanout import worker_index
 from crr.backfill.models import BackfillJob, BackfillRange, BackfillStatus, PageCounts, RangePage, WorkKind
 from crr.errors import BackfillJobConflictError, BackfillJobNotFoundError
 
@@ -53,6 +68,8 @@ MAX_TRANSACTION_ITEMS = 100
 # (TransactionConflict): tried again at once a few times, with a little jitter, before the step fails.
 TRANSACTION_ATTEMPTS = 4
 _COUNTERS = tuple(PageCounts.model_fields)
+# What a tally adds to its job's item when the job is read.
+_TALLIED = (*_COUNTERS, "pages", "counted", "counted_bytes", "active_seconds")
 
 
 def _iso(moment: datetime) -> str:
@@ -216,7 +233,7 @@ def _update(
     return {
         "Key": key,
         "UpdateExpression": " ".join(clauses),
-        "ConditionExpression": condition,
+        **({"ConditionExpression": condition} if condition else {}),
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
         **extra,
@@ -255,7 +272,47 @@ class DynamoBackfillJobs:
             found = self._db.get_item(TableName=self._table, Key=self._key(rule_id, job_id), ConsistentRead=True)
         except ClientError as exc:
             raise state_error(exc, "GetItem") from exc
-        return _job_from(found["Item"]) if "Item" in found else None
+        return self._with_tallies(_job_from(found["Item"])) if "Item" in found else None
+
+    def _with_tallies(self, job: BackfillJob) -> BackfillJob:
+        """``job`` with its worker slots' tallies added to its counts (see the module's docstring)."""
+        arguments: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :tallies)",
+            "ExpressionAttributeValues": {
+                ":pk": to_value(rule_pk(job.rule_id)),
+                ":tallies": to_value(backfill_tallies_prefix(job.job_id)),
+            },
+            "ConsistentRead": True,
+        }
+        sums: dict[str, float] = dict.fromkeys(_TALLIED, 0)
+        updated_at = job.updated_at
+        while True:
+            try:
+                page = self._db.query(**arguments)
+            except ClientError as exc:
+                raise state_error(exc, "Query") from exc
+            for raw in page.get("Items", []):
+                item = {name: from_value(value) for name, value in raw.items()}
+                for name in _TALLIED:
+                    sums[name] += float(item.get(name, 0))
+                if item.get("updated_at"):
+                    updated_at = max(updated_at, datetime.fromisoformat(str(item["updated_at"])))
+            if "LastEvaluatedKey" not in page:
+                break
+            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        if not any(sums.values()):
+            return job
+        return job.model_copy(
+            update={
+                "totals": job.totals.plus(PageCounts(**{name: int(sums[name]) for name in _COUNTERS})),
+                "pages": job.pages + int(sums["pages"]),
+                "counted": job.counted + int(sums["counted"]),
+                "counted_bytes": job.counted_bytes + int(sums["counted_bytes"]),
+                "active_seconds": job.active_seconds + sums["active_seconds"],
+                "updated_at": updated_at,
+            }
+        )
 
     def get(self, rule_id: str, job_id: str) -> BackfillJob:
         """Raises BackfillJobNotFoundError, StateStoreError."""
@@ -397,25 +454,37 @@ class DynamoBackfillJobs:
             values={":previous": page.sequence - 1, ":worker": page.worker},
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
-        job_adds = {**deltas, "pages": 1}
-        for name, change in (
-            ("ranges_made", len(page.new_ranges)),
-            ("ranges_open", page.opened),
-            ("ranges_uncounted", page.uncounted),
-        ):
-            if change:
-                job_adds[name] = change
-        job_update = _update(
-            self._key(page.rule_id, page.job_id),
+        tally_update = _update(
+            {
+                "pk": to_value(rule_pk(page.rule_id)),
+                "sk": to_value(backfill_tally_sk(page.job_id, worker_index(page.worker))),
+            },
             {"updated_at": now},
-            job_adds,
-            "#status = :running",
-            names={"#status": "status"},
-            values={":running": BackfillStatus.RUNNING.value},
+            {**deltas, "pages": 1},
+            "",
         )
+        job_adds = {
+            name: change
+            for name, change in (
+                ("ranges_made", len(page.new_ranges)),
+                ("ranges_open", page.opened),
+                ("ranges_uncounted", page.uncounted),
+            )
+            if change
+        }
+        job_updates: list[dict[str, Any]] = []
+        if job_adds:
+            job_update = _update(
+                self._key(page.rule_id, page.job_id),
+                {"updated_at": now},
+                job_adds,
+                "attribute_exists(pk)",
+            )
+            job_updates.append({"Update": {"TableName": self._table, **job_update}})
         items: list[dict[str, Any]] = [
             {"Update": {"TableName": self._table, **range_update}},
-            {"Update": {"TableName": self._table, **job_update}},
+            {"Update": {"TableName": self._table, **tally_update}},
+            *job_updates,
             *(
                 {
                     "Put": {
@@ -434,7 +503,7 @@ class DynamoBackfillJobs:
                 reasons: list[Any] = list(exc.response.get("CancellationReasons", []))
                 codes = [str(reason.get("Code", "None")) for reason in reasons]
                 if error_code(exc) == "TransactionCanceledException" and "ConditionalCheckFailed" in codes:
-                    return self._not_recorded(page, codes, reasons)
+                    return self._not_recorded(page, codes, reasons, job_in_transaction=bool(job_updates))
                 conflict = error_code(exc) == "TransactionConflictException" or "TransactionConflict" in codes
                 if conflict and attempt < TRANSACTION_ATTEMPTS:
                     self._pause(random.uniform(0.01, 0.05) * attempt)
@@ -447,7 +516,9 @@ class DynamoBackfillJobs:
             raise BackfillJobConflictError(f"backfill {page.job_id} has no range {page.range_id}")
         return stored
 
-    def _not_recorded(self, page: RangePage, codes: list[str], reasons: list[Any]) -> BackfillRange:
+    def _not_recorded(
+        self, page: RangePage, codes: list[str], reasons: list[Any], *, job_in_transaction: bool
+    ) -> BackfillRange:
         if codes[0] == "ConditionalCheckFailed":
             old = reasons[0].get("Item")
             stored = _range_from(old) if old else self._range(page.rule_id, page.job_id, page.range_id)
@@ -460,7 +531,8 @@ class DynamoBackfillJobs:
                 f"backfill {page.job_id}, range {page.range_id}: page {page.sequence} of {page.worker} arrived, "
                 f"but {stored.pages} page(s) are recorded and {stored.claim or 'no worker'} holds it"
             )
-        if codes[1] == "ConditionalCheckFailed":
+        # The items are the range, the tally (no condition), then the job when its counters change.
+        if job_in_transaction and codes[2] == "ConditionalCheckFailed":
             job = self.get(page.rule_id, page.job_id)
             raise BackfillJobConflictError(
                 f"backfill {job.job_id} of rule {job.rule_id} is {job.status.value}: page {page.sequence} of range "
@@ -583,7 +655,7 @@ class DynamoBackfillJobs:
                 f"backfill {job_id} of rule {rule_id} cannot become {status.value}: it is {job.status.value}"
                 + ("" if job.done else f", with {job.ranges_open} range(s) open")
             ) from exc
-        return _job_from(updated["Attributes"])
+        return self._with_tallies(_job_from(updated["Attributes"]))
 
     def _key(self, rule_id: str, job_id: str) -> dict[str, Any]:
         return {"pk": to_value(rule_pk(rule_id)), "sk": to_value(backfill_sk(job_id))}

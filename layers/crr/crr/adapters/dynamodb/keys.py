@@ -17,6 +17,8 @@ pk                                    sk                         item
                                                                  aggregate (counts, open/uncounted ranges)
 ``RULE#<rule id>``                    ``BACKFILL#<job id>#``     one range of a backfill job: bounds, cursors,
                                       ``RANGE#<range id>``       pages, claim, its own counts
+``RULE#<rule id>``                    ``BACKFILL#<job id>#``     one worker slot's share of the job's page counts
+                                      ``TALLY#<worker index>``   (added to the job item's when it is read)
 ``FAILURE#<message id>``              ``FAILURE``                why a queue message failed, and how often
 ====================================  =========================  ==================================================
 
@@ -46,6 +48,8 @@ FAILURE_PK_PREFIX = "FAILURE#"
 BACKFILL_SK_PREFIX = "BACKFILL#"
 # Between a job id and a range id in a range's sort key (job ids hold no ``#``).
 _RANGE_INFIX = "#RANGE#"
+# Between a job id and a worker slot in a tally's sort key.
+_TALLY_INFIX = "#TALLY#"
 # Held deletes, plain and hashed (``HELD#`` and ``HELDH#``): one begins_with finds both.
 HELD_SK_PREFIX = "HELD"
 
@@ -104,8 +108,19 @@ def backfill_ranges_prefix(job_id: str) -> str:
     return f"{BACKFILL_SK_PREFIX}{job_id}{_RANGE_INFIX}"
 
 
+def backfill_tally_sk(job_id: str, slot: int) -> str:
+    """The page counts of one worker slot of a backfill job (a Query of the job's tallies is a
+    ``begins_with`` on ``backfill_tallies_prefix``)."""
+    return f"{backfill_tallies_prefix(job_id)}{slot:03d}"
+
+
+def backfill_tallies_prefix(job_id: str) -> str:
+    """What the sort keys of a job's tallies begin with."""
+    return f"{BACKFILL_SK_PREFIX}{job_id}{_TALLY_INFIX}"
+
+
 def backfill_job_of(sort_key: str) -> str:
-    """The job id a backfill sort key (a job's or one of its ranges') names."""
+    """The job id a backfill sort key (a job's, one of its ranges' or tallies') names."""
     return sort_key.removeprefix(BACKFILL_SK_PREFIX).split("#", 1)[0]
 
 
