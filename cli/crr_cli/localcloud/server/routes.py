@@ -14,12 +14,22 @@ process fails loudly. Paths under `/_crr/` are the local cloud's own, which no A
 
 All but the last are served by the main process only. The seams are imported when a route first
 needs them: they load moto's S3, SQS and IAM, which a DynamoDB-only process never needs.
+
+DynamoDB requests are served one at a time. DynamoDB makes each write atomic and isolates each
+transaction from every other request
+(https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-isolation);
+moto, served by a threaded server, does neither: a conditional write checks and writes in two steps, and
+TransactWriteItems deep-copies the whole table first and puts that copy back when the transaction is
+cancelled, erasing what other requests wrote meanwhile, or fails with a 500 when one writes while it
+copies. crr's backfill workers and copy threads write at once, so the local cloud serialises them
+(tests/parity/test_parity_dynamodb.py).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Iterable
 
 from crr_cli.localcloud.server.request_counter import Environ, StartResponse, WsgiApp, signing_service
@@ -54,6 +64,7 @@ class LocalCloudRoutes:
         self._app = app
         self._services = services
         self._elsewhere: dict[str, str] = {}  # boto3 service name -> endpoint
+        self._dynamodb_serial = threading.Lock()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or ""
@@ -69,6 +80,10 @@ class LocalCloudRoutes:
             )
         if service in self._elsewhere:
             return self._refuse(start_response, f"{service} is served at {self._elsewhere[service]}, not here")
+        if service == "dynamodb":
+            with self._dynamodb_serial:
+                # The body is read inside the lock: a WSGI app may do its work as it is iterated.
+                return list(self._app(environ, start_response))
         return self._app(environ, start_response)
 
     def _control(self, path: str, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
