@@ -1,0 +1,884 @@
+"""Scale-out in one run (issue 13): the live path per invocation, the fanned-out backfill at 1-16 ranges, a
+cost model per million 1 KiB objects at AWS list prices, and a projection of large backfills.
+
+    python -m bench.scale [--quick] [--copy-threads 4] [--backfill-objects N] [--live-objects N]
+
+Prints, under the latency model (10 ms same-region, 60 ms cross-region round trips):
+1. Live path (bench/replicate.py's --per-invocation machinery on the local cloud, IAM off): objects/s per
+   invocation and Lambda ms per object, one record at a time vs RecordConcurrency 10, at batch 10 and at
+   batch 50 (with a 1 s window); the S3 requests and DynamoDB writes per object the local cloud's server
+   side counted; in full mode also put → replica p99 at 50 PutObject/s (bench/replicate.py's rate mode).
+2. Backfill (tests/support/backfill_runner.run_fanned_out on SeaweedFS, as bench/backfill.py: the real S3
+   adapters over HTTP, the latency model on the clients, the destination bucket the cross-region side;
+   ledger, job store and queue in memory): objects/s at 1, 2, 4, 8 (and 16 in full mode) ranges, each as a
+   multiple of the 1-range rate, and S3 requests per object. Each range gets a small copy pool
+   (--copy-threads, default 4): this machine's 2 cores would otherwise bind 8 ranges x 32 threads on CPU,
+   while on AWS each range is a Lambda with its own CPU, so the ratio printed is what fan-out buys when
+   every range waits on latency.
+3. Cost per million 1 KiB objects, live and backfilled, from the requests counted and the durations
+   measured, at the list prices below, beside S3 Replication and AWS Data Transfer Hub.
+4. A projection (assumptions printed): hours to backfill 100 M and 1 B objects at the default fan-out and
+   at the template's maximum (BackfillMaxRanges' MaxValue).
+5. The issue's targets with met / NOT met, and a last line:
+   scale: backfill <x>x at 8 ranges, live <y>x per invocation, <z> USD per million objects
+
+--quick finishes in under 5 minutes here (fewer objects, no 16 ranges, no p99 run). Prints figures; never
+fails on time; exits non-zero only on errors. Run from the repository root with the project's venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+try:
+    from bench import backfill as backfill_bench
+    from bench import replicate
+    from crr_cli.localcloud.deploy.cfn_yaml import load_cfn_template
+    from crr_cli.localcloud.lambda_.latency import LatencyModel
+    from tests.support.fakes import FakeLedger
+    from tests.support.seaweedfs import running_seaweedfs
+except ModuleNotFoundError as missing:  # run as a file, the repository root is not importable
+    raise SystemExit("run from the repository root as: python -m bench.scale [options]") from missing
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
+BACKFILL_ASL = ROOT / "statemachine" / "backfill.asl.json"
+LATENCY = LatencyModel(10, 60)
+OBJECT_BYTES = 1024
+MILLION = 1_000_000
+
+# ---- AWS list prices, us-east-1, as checked on 2026-12-04 --------------------------------------------
+# Each was looked up with the search tool that day; `checked` says what was found and where. The AWS pages
+# for S3 and Lambda render their price cells by script, so their figures were read from the pages named.
+
+
+@dataclass(frozen=True)
+class Price:
+    usd: float
+    unit: str
+    checked: str
+
+
+PRICES_AS_OF = "2026-12-04"
+S3_CLASS_A = Price(
+    0.005,
+    "per 1,000 PUT, COPY, POST, LIST requests (S3 Standard)",
+    "confirmed: c3x.dev/blog/s3-request-fees-explained, cloudkaramchari.com (source page "
+    "aws.amazon.com/s3/pricing renders its cells by script)",
+)
+S3_CLASS_B = Price(
+    0.0004,
+    "per 1,000 GET, HEAD and all other requests (S3 Standard)",
+    "confirmed: c3x.dev/blog/s3-request-fees-explained (same source page)",
+)
+INTER_REGION_TRANSFER = Price(
+    0.02,
+    "per GB, S3 to another US region",
+    "confirmed: repost.aws/articles/ARjzluyMS8RbeOOK4MGXRG6Q (verified Jan 2026), bitsand.cloud",
+)
+DYNAMODB_WRITE = Price(
+    0.625,
+    "per million on-demand write request units",
+    "confirmed: airbyte.com/data-engineering-resources/dynamodb-pricing (after the Nov 2024 50% cut, "
+    "AWS News Blog post updated 2025-01-31)",
+)
+DYNAMODB_READ = Price(
+    0.125,
+    "per million on-demand read request units",
+    "confirmed: same page as the write price",
+)
+SQS_STANDARD = Price(
+    0.40,
+    "per million requests, standard queue (each 64 KB chunk a request)",
+    "confirmed: cloudburn.io/blog/amazon-sqs-pricing (March 2026), factualminds.com (June 2026)",
+)
+LAMBDA_ARM_GB_SECOND = Price(
+    0.0000133334,
+    "per GB-second, Arm, first 7.5 billion GB-s a month",
+    "confirmed: cloudchipr.com/blog/aws-lambda-pricing (source page aws.amazon.com/lambda/pricing)",
+)
+LAMBDA_X86_GB_SECOND = Price(
+    0.0000166667,
+    "per GB-second, x86, first 6 billion GB-s a month",
+    "confirmed: cloudchipr.com/blog/aws-lambda-pricing",
+)
+LAMBDA_REQUESTS = Price(
+    0.20,
+    "per million requests",
+    "confirmed: git.mcrn.ar lambda cost notes, kodekloud (source page aws.amazon.com/lambda/pricing)",
+)
+STEP_FUNCTIONS_STANDARD = Price(
+    0.025,
+    "per 1,000 state transitions, Standard workflows",
+    "confirmed: aws.amazon.com/step-functions/pricing (US East (N. Virginia) $0.0250)",
+)
+# Comparisons. S3 Replication bills the replica's PUT (one class A request per object) plus the transfer.
+DATA_TRANSFER_HUB_PER_MILLION = Price(
+    10.4,
+    "per million small objects, AWS Data Transfer Hub",
+    "NOT confirmed: issue 13's figure; no published source was found by search on 2026-12-04",
+)
+PRICE_TABLE = (
+    S3_CLASS_A,
+    S3_CLASS_B,
+    INTER_REGION_TRANSFER,
+    DYNAMODB_WRITE,
+    DYNAMODB_READ,
+    SQS_STANDARD,
+    LAMBDA_ARM_GB_SECOND,
+    LAMBDA_X86_GB_SECOND,
+    LAMBDA_REQUESTS,
+    STEP_FUNCTIONS_STANDARD,
+    DATA_TRANSFER_HUB_PER_MILLION,
+)
+
+# ---- the issue's targets --------------------------------------------------------------------------------
+TARGET_BACKFILL_RATIO_AT_8 = 6.0
+TARGET_BACKFILL_REQUESTS_PER_OBJECT = 1.1
+TARGET_LIVE_RATIO = 6.0
+TARGET_LIVE_USD_PER_MILLION = 6.0
+TARGET_BILLION_HOURS = 24.0
+# docs/performance.md, "A batch applied concurrently": at 50 PutObject/s, 1000 objects, --latency-ms 10,60
+# --no-iam, MaximumConcurrency 2, one record at a time ("1 (before)"), p99 was 52.9 s.
+P99_BEFORE_MS = 52_900.0
+P99_RUN = {"objects": 1000, "rate": 50.0, "concurrency": 2}
+
+# ---- what a request costs, by kind ------------------------------------------------------------------------
+# S3 bills DELETE and the abort of a multipart upload nothing; GET, HEAD and the other reads are class B;
+# every write and every LIST is class A (https://aws.amazon.com/s3/pricing/, "Requests & data retrievals").
+S3_FREE_PREFIXES = ("Delete", "Abort")
+S3_CLASS_B_PREFIXES = ("Get", "Head")
+
+
+def s3_request_class(operation: str) -> str:
+    """'A', 'B' or 'free': how S3 prices one request of ``operation`` (a boto3 operation name)."""
+    if operation.startswith(S3_FREE_PREFIXES):
+        return "free"
+    if operation.startswith(S3_CLASS_B_PREFIXES):
+        return "B"
+    return "A"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What replicating or backfilling one object consumes, in the units AWS bills."""
+
+    s3_class_a: float = 0.0
+    s3_class_b: float = 0.0
+    transfer_gb: float = 0.0
+    dynamodb_write_units: float = 0.0
+    dynamodb_read_units: float = 0.0
+    sqs_requests: float = 0.0
+    lambda_gb_seconds: float = 0.0
+    lambda_requests: float = 0.0
+    state_transitions: float = 0.0
+    lambda_arm: bool = True
+
+
+def cost_per_million(usage: Usage) -> dict[str, float]:
+    """USD per million objects, by line of the bill (in print order)."""
+    lambda_price = LAMBDA_ARM_GB_SECOND if usage.lambda_arm else LAMBDA_X86_GB_SECOND
+    return {
+        "S3 PUT/COPY/LIST requests": usage.s3_class_a * MILLION / 1000 * S3_CLASS_A.usd,
+        "S3 GET/HEAD requests": usage.s3_class_b * MILLION / 1000 * S3_CLASS_B.usd,
+        "inter-region transfer": usage.transfer_gb * MILLION * INTER_REGION_TRANSFER.usd,
+        "DynamoDB writes": usage.dynamodb_write_units * DYNAMODB_WRITE.usd,
+        "DynamoDB reads": usage.dynamodb_read_units * DYNAMODB_READ.usd,
+        "SQS requests": usage.sqs_requests * SQS_STANDARD.usd,
+        "Lambda duration": usage.lambda_gb_seconds * MILLION * lambda_price.usd,
+        "Lambda requests": usage.lambda_requests * LAMBDA_REQUESTS.usd,
+        "Step Functions transitions": usage.state_transitions * MILLION / 1000 * STEP_FUNCTIONS_STANDARD.usd,
+    }
+
+
+def s3_replication_per_million(object_bytes: int = OBJECT_BYTES) -> dict[str, float]:
+    """S3 Replication's bill per million objects: the replica's PUT and the inter-region transfer."""
+    return cost_per_million(Usage(s3_class_a=1.0, transfer_gb=object_bytes / 2**30))
+
+
+def split_requests(per_object: Mapping[str, float]) -> tuple[float, float, float, float]:
+    """(S3 class A, S3 class B, DynamoDB writes, DynamoDB reads) per object from ``<service>:<op>``
+    counts per object. A DynamoDB request is counted as one request unit: crr's items are under 1 KB
+    (a write unit) and 4 KB (a strongly consistent read unit); a transaction costs two units per item."""
+    class_a = class_b = writes = reads = 0.0
+    for name, count in per_object.items():
+        service, _, operation = name.partition(":")
+        if service == "s3":
+            kind = s3_request_class(operation)
+            class_a += count if kind == "A" else 0.0
+            class_b += count if kind == "B" else 0.0
+        elif service == "dynamodb" and operation in replicate.DYNAMODB_WRITES:
+            writes += count * (2 if operation == "TransactWriteItems" else 1)
+        elif service == "dynamodb" and operation in ("GetItem", "BatchGetItem", "Query"):
+            reads += count
+    return class_a, class_b, writes, reads
+
+
+def sqs_requests_per_live_object(batch: int) -> float:
+    """S3's SendMessage of the notification, then the event source's ReceiveMessage (at most 10 messages
+    a call) and DeleteMessageBatch (at most 10 entries) of its batch. The event source's empty long polls
+    of an idle queue are not per object and are left out."""
+    calls_per_batch = math.ceil(batch / 10)
+    return 1.0 + 2 * calls_per_batch / batch
+
+
+def live_usage(
+    requests_per_object: Mapping[str, float], lambda_ms_per_object: float, *, batch: int, memory_mb: int, arm: bool
+) -> Usage:
+    class_a, class_b, writes, reads = split_requests(requests_per_object)
+    return Usage(
+        s3_class_a=class_a,
+        s3_class_b=class_b,
+        transfer_gb=OBJECT_BYTES / 2**30,
+        dynamodb_write_units=writes,
+        dynamodb_read_units=reads,
+        sqs_requests=sqs_requests_per_live_object(batch),
+        lambda_gb_seconds=lambda_ms_per_object / 1000 * memory_mb / 1024,
+        lambda_requests=1 / batch,
+        lambda_arm=arm,
+    )
+
+
+@dataclass(frozen=True)
+class BackfillUsageInputs:
+    """A backfill's measured or modelled consumption, per object."""
+
+    s3_per_object: Mapping[str, float]  # "s3:<op>" → requests / object, as the clients counted them
+    ledger_writes: float  # conditional PutItem per object
+    ledger_reads: float  # items read by BatchGetItem per object (one read unit each)
+    job_write_units_per_page: float  # the range and the job, updated in one transaction per page
+    objects_per_page: float
+    lambda_seconds_per_object: float
+    lambda_invocations_per_page: float
+    transitions_per_page: int
+
+
+def backfill_usage(inputs: BackfillUsageInputs, *, memory_mb: int, arm: bool) -> Usage:
+    class_a, class_b, _, _ = split_requests(inputs.s3_per_object)
+    return Usage(
+        s3_class_a=class_a,
+        s3_class_b=class_b,
+        transfer_gb=OBJECT_BYTES / 2**30,
+        dynamodb_write_units=inputs.ledger_writes + inputs.job_write_units_per_page / inputs.objects_per_page,
+        dynamodb_read_units=inputs.ledger_reads,
+        lambda_gb_seconds=inputs.lambda_seconds_per_object * memory_mb / 1024,
+        lambda_requests=inputs.lambda_invocations_per_page / inputs.objects_per_page,
+        state_transitions=inputs.transitions_per_page / inputs.objects_per_page,
+        lambda_arm=arm,
+    )
+
+
+def over_target(lines: Mapping[str, float], target: float, *, kept: Iterable[str]) -> list[tuple[str, float]]:
+    """The lines beyond ``kept`` (the ones any replicator pays, e.g. the copy itself and its transfer),
+    largest first, that together make up how far ``lines`` total above ``target``; [] when at or under."""
+    excess = sum(lines.values()) - target
+    if excess <= 0:
+        return []
+    kept_lines = set(kept)
+    found: list[tuple[str, float]] = []
+    for name, usd in sorted(lines.items(), key=lambda item: -item[1]):
+        if name in kept_lines or usd <= 0:
+            continue
+        found.append((name, usd))
+        excess -= usd
+        if excess <= 0:
+            break
+    return found
+
+
+# ---- the projection ---------------------------------------------------------------------------------------
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance.html: at least 3,500
+# PUT/COPY/POST/DELETE and 5,500 GET/HEAD requests per second per partitioned prefix.
+S3_COPIES_PER_SECOND_PER_PREFIX = 3500
+# A 1000-key ListObjectsV2 page takes ~0.3 s (issue 13): one lister per range tops out near 3,300 keys/s.
+LISTED_KEYS_PER_SECOND_PER_RANGE = 1000 / 0.3
+# docs/performance.md: a boto3 request costs 1.0-1.3 ms of one core; Lambda gives one vCPU at 1,769 MB.
+CPU_SECONDS_PER_COPY = 0.0012
+MB_PER_VCPU = 1769
+
+
+@dataclass(frozen=True)
+class ProjectionAssumptions:
+    copy_threads: int  # copies in flight per range on AWS (BackfillConcurrency's default)
+    cross_region_copy_seconds: float  # one CopyObject's round trip
+    efficiency: float  # the measured share of threads / latency one range reached on this machine
+    memory_mb: int  # the BackfillFunction's MemorySize
+
+    def latency_bound(self) -> float:
+        return self.efficiency * self.copy_threads / self.cross_region_copy_seconds
+
+    def cpu_bound(self) -> float:
+        return (self.memory_mb / MB_PER_VCPU) / CPU_SECONDS_PER_COPY
+
+    def per_range_rate(self) -> float:
+        """Objects/s of one range on AWS: the least of what its copy threads wait for, what its share of a
+        vCPU can issue, and what one lister can list."""
+        return min(self.latency_bound(), self.cpu_bound(), LISTED_KEYS_PER_SECOND_PER_RANGE)
+
+
+def job_rate(per_range: float, ranges: int) -> float:
+    return per_range * ranges
+
+
+def hours_to_backfill(objects: float, rate_per_second: float) -> float:
+    return objects / rate_per_second / 3600
+
+
+def prefixes_needed(rate_per_second: float) -> int:
+    """Partitioned destination prefixes S3 needs to absorb ``rate_per_second`` copies."""
+    return max(1, math.ceil(rate_per_second / S3_COPIES_PER_SECOND_PER_PREFIX))
+
+
+# ---- what the template and the state machine say ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TemplateFacts:
+    replicate_memory_mb: int
+    backfill_memory_mb: int
+    arm: bool
+    default_ranges: int
+    max_ranges: int | None  # BackfillMaxRanges' MaxValue; None when the template has no such parameter
+    default_copy_threads: int
+
+
+def template_facts(template: Mapping[str, Any]) -> TemplateFacts:
+    function_globals = template.get("Globals", {}).get("Function", {})
+    resources, parameters = template["Resources"], template.get("Parameters", {})
+
+    def memory(name: str) -> int:
+        return int(resources[name]["Properties"].get("MemorySize", function_globals.get("MemorySize", 128)))
+
+    architectures = resources["ReplicateFunction"]["Properties"].get(
+        "Architectures", function_globals.get("Architectures", ["x86_64"])
+    )
+    max_ranges = parameters.get("BackfillMaxRanges", {})
+    return TemplateFacts(
+        replicate_memory_mb=memory("ReplicateFunction"),
+        backfill_memory_mb=memory("BackfillFunction"),
+        arm=architectures == ["arm64"],
+        default_ranges=8,
+        max_ranges=int(max_ranges["MaxValue"]) if "MaxValue" in max_ranges else None,
+        default_copy_threads=int(parameters.get("BackfillConcurrency", {}).get("Default", 32)),
+    )
+
+
+def _states(definition: Mapping[str, Any]) -> Iterable[tuple[dict[str, Any], str, dict[str, Any]]]:
+    """(states, name, state) of a definition and of every Map's processor inside it."""
+    states = definition.get("States", {})
+    for name, state in states.items():
+        yield states, name, state
+        for inner in ("ItemProcessor", "Iterator"):
+            if inner in state:
+                yield from _states(state[inner])
+
+
+def transitions_per_page(definition: Mapping[str, Any]) -> int:
+    """State transitions a page costs in steady state: from the state that runs the copy_page step,
+    following Next (a Choice's Default: another page of the same range) until it runs again."""
+    for states, name, state in _states(definition):
+        payload = state.get("Parameters", {}).get("Payload", {})
+        if payload.get("action") != "copy_page":
+            continue
+        transitions, current = 0, name
+        while transitions < len(states):
+            transitions += 1
+            step = states[current]
+            current = step.get("Next") or step.get("Default")
+            if current is None or current == name:
+                return transitions
+        raise ValueError(f"the page loop from {name} does not come back to it")
+    raise ValueError("no state runs the copy_page step")
+
+
+# ---- the last line ----------------------------------------------------------------------------------------
+
+
+def last_line(backfill_ratio: float | None, live_ratio: float | None, live_usd_per_million: float | None) -> str:
+    def number(value: float | None, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    return (
+        f"scale: backfill {number(backfill_ratio, 1)}x at 8 ranges, live {number(live_ratio, 1)}x per invocation, "
+        f"{number(live_usd_per_million, 2)} USD per million objects"
+    )
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+# ---- measurements -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class LiveFigures:
+    rows: list[replicate.InvocationFigures] = field(default_factory=list)
+    stream: replicate.StreamFigures | None = None
+
+    def row(self, batch: int, record_concurrency: int) -> replicate.InvocationFigures | None:
+        return next(
+            (r for r in self.rows if r.batch == batch and r.record_concurrency == record_concurrency),
+            None,
+        )
+
+    def ratio(self, batch: int = 10) -> tuple[float, float] | None:
+        """(objects/s per invocation, Lambda ms per object) of 10 at once over one at a time."""
+        sequential, parallel = self.row(batch, 1), self.row(batch, 10)
+        if sequential is None or parallel is None or not sequential.objects_per_second:
+            return None
+        return (
+            parallel.objects_per_second / sequential.objects_per_second,
+            sequential.lambda_ms_per_object / max(parallel.lambda_ms_per_object, 1e-9),
+        )
+
+
+def measure_live(objects: int, batches: list[tuple[int, list[int]]], *, p99: bool) -> LiveFigures:
+    figures = LiveFigures()
+    for batch, concurrencies in batches:
+        for record_concurrency in concurrencies:
+            print(f"  measuring: batch {batch}, {record_concurrency} record(s) at once ...", flush=True)
+            figures.rows.append(
+                replicate.measure_invocations(objects, batch, record_concurrency, enforce_iam=False, latency=LATENCY)
+            )
+    if p99:
+        print(f"  measuring: put → replica at {P99_RUN['rate']:g}/s ...", flush=True)
+        figures.stream = replicate.measure_stream(
+            int(P99_RUN["objects"]),
+            P99_RUN["rate"],
+            OBJECT_BYTES,
+            180.0,
+            int(P99_RUN["concurrency"]),
+            enforce_iam=False,
+            latency=LATENCY,
+        )
+    return figures
+
+
+def print_live(figures: LiveFigures, objects: int) -> None:
+    print(f"\n== live path: ReplicateFunction per invocation ({objects} x 1 KiB objects, local cloud, IAM off) ==")
+    print(
+        "  batch | window | records at once | ms/invocation | objects/s per invocation | Lambda ms/object |"
+        " S3 req/object | DynamoDB writes/object | GetItem/object"
+    )
+    for row in figures.rows:
+        window = "1 s" if row.batch > 10 else "0"
+        print(
+            f"  {row.batch:>5} | {window:>6} | {row.record_concurrency:>15} | {row.ms_per_invocation:>13.0f} |"
+            f" {row.objects_per_second:>24.1f} | {row.lambda_ms_per_object:>16.1f} | {row.s3_per_object:>13.3f} |"
+            f" {row.dynamodb_writes_per_object:>22.3f} | {row.dynamodb_reads_per_object:>14.3f}"
+        )
+    for batch in sorted({row.batch for row in figures.rows}):
+        if (ratio := figures.ratio(batch)) is not None:
+            print(
+                f"  batch {batch}: 10 at once is {ratio[0]:.1f}x the objects/s per invocation of one at a time,"
+                f" Lambda ms per object / {ratio[1]:.1f}"
+            )
+    if figures.stream is not None:
+        stream = figures.stream
+        p50, p95, p99 = (stream.percentile_ms(f) for f in (0.5, 0.95, 0.99))
+        print(
+            f"  put → replica at {P99_RUN['rate']:g} PutObject/s, {stream.objects} objects, RecordConcurrency 10"
+            f" (default), MaximumConcurrency {P99_RUN['concurrency']} (as the before figure):"
+            f" {stream.objects_per_second:.1f} objects/s; {_ms(p50)} p50, {_ms(p95)} p95, {_ms(p99)} p99"
+        )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+@dataclass(frozen=True)
+class BackfillRun:
+    ranges: int
+    objects: int
+    seconds: float
+    s3_per_object: dict[str, float]
+    ledger_writes_per_object: float
+    ledger_reads_per_object: float
+    pages: int
+    active_seconds: float
+    steps: dict[str, int]
+
+    @property
+    def objects_per_second(self) -> float:
+        return self.objects / self.seconds
+
+    @property
+    def s3_requests_per_object(self) -> float:
+        return sum(self.s3_per_object.values())
+
+
+class CountingLedger(FakeLedger):
+    """The in-memory ledger, also counting the items the backfill reads a page at a time (BatchGetItem:
+    one read unit per item on AWS)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batch_read_items = 0
+        self._count_lock = threading.Lock()
+
+    def read_many(self, rule_id: str, keys: list[str]) -> dict[str, Any]:
+        with self._count_lock:
+            self.batch_read_items += len(keys)
+        return super().read_many(rule_id, keys)
+
+
+def _fan_out_runner() -> Any:
+    """tests/support/backfill_runner.run_fanned_out, or None on a branch that does not have it yet."""
+    return getattr(importlib.import_module("tests.support.backfill_runner"), "run_fanned_out", None)
+
+
+def fan_out_available() -> bool:
+    return _fan_out_runner() is not None
+
+
+def measure_backfill_run(
+    server: Any, objects: int, ranges: int, copy_threads: int, page_size: int
+) -> BackfillRun:  # pragma: no cover - needs SeaweedFS and i13-core's run_fanned_out
+    from crr.adapters.clients import ClientFactory
+    from crr.adapters.listing import S3Listing
+    from crr.backfill.models import BackfillJob
+    from crr.backfill.workflow import BackfillSteps
+    from tests.support.fakes import FakeBackfillJobs, FakeRules
+
+    destination = f"bench-scale-{ranges}-ranges"
+    server.create_bucket(destination)
+    counts: Counter[str] = Counter()
+    clients = ClientFactory(session=backfill_bench.counting_session(server, counts, LATENCY, destination))
+    # The whole bucket, not one range per prefix: the ranges come from probing and splitting alone.
+    rule = backfill_bench.bench_rule(destination, 0)
+    ledger = CountingLedger()
+    jobs = FakeBackfillJobs(clock=lambda: datetime.now(UTC))
+    job = BackfillJob.start(rule, at=datetime.now(UTC), page_size=page_size)
+    jobs.create(job)
+    steps_counted: Counter[str] = Counter()
+    # The pool is the engine's, shared by the ranges' workers: copy_threads each.
+    with backfill_bench.make_engine(clients, S3Listing(clients), ledger, rule, copy_threads * ranges) as engine:
+        steps = BackfillSteps(engine=engine, jobs=jobs, rules=FakeRules(rule))
+        started = time.perf_counter()
+        finished = _fan_out_runner()(steps, job, workers=ranges)
+        seconds = time.perf_counter() - started
+    copied = backfill_bench.empty(server, destination)
+    if copied != objects or finished.totals.listed != objects:
+        raise RuntimeError(f"{ranges} ranges: listed {finished.totals.listed}, copied {copied} of {objects}")
+    return BackfillRun(
+        ranges=ranges,
+        objects=objects,
+        seconds=seconds,
+        s3_per_object={f"s3:{op}": n / objects for op, n in counts.items()},
+        ledger_writes_per_object=ledger.writes / objects,
+        ledger_reads_per_object=ledger.batch_read_items / objects,
+        pages=finished.pages,
+        active_seconds=finished.active_seconds,
+        steps=dict(steps_counted),
+    )
+
+
+def measure_backfill(
+    objects: int, fan_outs: list[int], copy_threads: int, page_size: int
+) -> list[BackfillRun]:  # pragma: no cover - needs SeaweedFS
+    keys = backfill_bench.source_keys(objects, 50)
+    runs: list[BackfillRun] = []
+    shm = backfill_bench.SHM if backfill_bench.SHM.is_dir() else None
+    with (
+        tempfile.TemporaryDirectory(prefix="crr-bench-scale-", dir=shm) as scratch,
+        running_seaweedfs(Path(scratch) / "seaweedfs") as server,
+    ):
+        server.create_bucket(backfill_bench.SOURCE)
+        print(f"  uploading {objects} objects of 1 KiB under 50 prefixes to SeaweedFS ...", flush=True)
+        backfill_bench.upload(server, keys, OBJECT_BYTES)
+        backfill_bench.warm_up(server, keys)
+        for ranges in fan_outs:
+            print(f"  measuring: {ranges} range(s) ...", flush=True)
+            runs.append(measure_backfill_run(server, objects, ranges, copy_threads, page_size))
+    return runs
+
+
+def print_backfill(runs: list[BackfillRun], copy_threads: int, page_size: int) -> None:
+    print(
+        f"\n== backfill: fanned out over ranges (SeaweedFS, {copy_threads} copy threads per range, pages of"
+        f" {page_size}, the whole bucket as one rule: no ranges known in advance) =="
+    )
+    print(
+        f"  why {copy_threads} threads per range: on AWS each range is a Lambda with its own CPU, waiting on"
+        " latency; here 2 cores serve every range and the server, so 8 x 32 threads would measure this"
+        " machine's CPU. The ratio is what fan-out buys when each range waits on latency."
+    )
+    if not runs:
+        print("  not measured: tests/support/backfill_runner.run_fanned_out is not on this branch yet")
+        return
+    base = runs[0].objects_per_second
+    print("  ranges | objects | seconds | objects/s | vs 1 range | S3 req/object | pages | per op")
+    for run in runs:
+        ops = " ".join(f"{name.split(':', 1)[1]}={n:.4f}" for name, n in sorted(run.s3_per_object.items()))
+        print(
+            f"  {run.ranges:>6} | {run.objects:>7} | {run.seconds:>7.1f} | {run.objects_per_second:>9.0f} |"
+            f" {run.objects_per_second / base:>9.1f}x | {run.s3_requests_per_object:>13.3f} | {run.pages:>5} | {ops}"
+        )
+
+
+def backfill_ratio_at(runs: list[BackfillRun], ranges: int) -> float | None:
+    base = next((run for run in runs if run.ranges == 1), None)
+    found = next((run for run in runs if run.ranges == ranges), None)
+    if base is None or found is None:
+        return None
+    return found.objects_per_second / base.objects_per_second
+
+
+# ---- report ---------------------------------------------------------------------------------------------
+
+
+def print_prices() -> None:
+    print(f"\n  list prices, us-east-1, checked {PRICES_AS_OF}:")
+    for price in PRICE_TABLE:
+        print(f"    ${price.usd:<12g} {price.unit}  [{price.checked}]")
+
+
+def cost_table(columns: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """The cost lines of each column side by side (USD per million objects), with a total row."""
+    names = list(dict.fromkeys(name for lines in columns.values() for name in lines))
+    width = max(len(title) for title in columns) + 2
+    rows = ["  " + f"{'USD per million objects':<28}" + "".join(f"{title:>{width}}" for title in columns)]
+    for name in [*names, "total"]:
+        cells = []
+        for lines in columns.values():
+            usd = sum(lines.values()) if name == "total" else lines.get(name, 0.0)
+            cells.append(f"{usd:>{width}.3f}" if usd else f"{'-':>{width}}")
+        rows.append(f"  {name:<28}" + "".join(cells))
+    return rows
+
+
+@dataclass
+class Outcome:
+    backfill_ratio: float | None = None
+    live_ratio: float | None = None
+    live_usd: float | None = None
+    verdicts: list[tuple[str, str, bool | None]] = field(default_factory=list)
+
+
+def report_cost_and_projection(
+    live: LiveFigures, runs: list[BackfillRun], facts: TemplateFacts, copy_threads: int, page_size: int
+) -> Outcome:
+    outcome = Outcome()
+    print("\n== cost per million 1 KiB objects ==")
+    print_prices()
+    replication = s3_replication_per_million()
+    columns: dict[str, Mapping[str, float]] = {}
+    default_row = live.row(10, 10)
+    if default_row is not None:
+        usage = live_usage(
+            default_row.requests_per_object,
+            default_row.lambda_ms_per_object,
+            batch=10,
+            memory_mb=facts.replicate_memory_mb,
+            arm=facts.arm,
+        )
+        lines = cost_per_million(usage)
+        print(
+            f"\n  assumptions (live): batch 10, RecordConcurrency 10; requests per object as counted "
+            f"({usage.s3_class_a:.3f} class A, {usage.s3_class_b:.3f} class B S3, {usage.dynamodb_write_units:.3f}"
+            f" DynamoDB writes, {usage.dynamodb_read_units:.3f} reads); SQS {usage.sqs_requests:.2f} requests (S3's"
+            f" SendMessage + the event source's receive and delete per 10); Lambda"
+            f" {default_row.lambda_ms_per_object:.1f} ms per object at {facts.replicate_memory_mb} MB"
+            f" {'arm64' if facts.arm else 'x86_64'}"
+        )
+        columns["crr live"] = lines
+        outcome.live_usd = sum(lines.values())
+        difference = over_target(
+            lines, TARGET_LIVE_USD_PER_MILLION, kept=("S3 PUT/COPY/LIST requests", "inter-region transfer")
+        )
+        outcome.verdicts.append(
+            (
+                f"live <= ${TARGET_LIVE_USD_PER_MILLION:.2f} per million, all-in: ${outcome.live_usd:.2f}",
+                ""
+                if not difference
+                else "over by "
+                f"${outcome.live_usd - TARGET_LIVE_USD_PER_MILLION:.2f}: beyond the copy and its transfer, "
+                + ", ".join(f"{name} ${usd:.2f}" for name, usd in difference),
+                outcome.live_usd <= TARGET_LIVE_USD_PER_MILLION,
+            )
+        )
+    eight = next((run for run in runs if run.ranges == 8), runs[-1] if runs else None)
+    if eight is not None:
+        transitions = transitions_per_page(json.loads(BACKFILL_ASL.read_text()))
+        pages = max(eight.pages, 1)
+        invocations = sum(eight.steps.values()) / pages if eight.steps else 2.0
+        inputs = BackfillUsageInputs(
+            s3_per_object=eight.s3_per_object,
+            ledger_writes=eight.ledger_writes_per_object,
+            ledger_reads=eight.ledger_reads_per_object,
+            job_write_units_per_page=4.0,
+            objects_per_page=eight.objects / pages,
+            lambda_seconds_per_object=eight.active_seconds / eight.objects,
+            lambda_invocations_per_page=invocations,
+            transitions_per_page=transitions,
+        )
+        usage = backfill_usage(inputs, memory_mb=facts.backfill_memory_mb, arm=facts.arm)
+        print(
+            f"\n  assumptions (backfill, the {eight.ranges}-range run): {eight.objects / pages:.0f} objects per page;"
+            f" S3 {sum(eight.s3_per_object.values()):.4f} requests per object as counted; ledger"
+            f" {eight.ledger_writes_per_object:.3f} writes and {eight.ledger_reads_per_object:.3f} item reads per"
+            f" object as counted; 4 write units per page for the page's transaction (the range and the job, 2"
+            f" units per item: modelled, the job store is in memory); {invocations:.1f} Lambda invocations and"
+            f" {transitions} state transitions per page (from statemachine/backfill.asl.json's page loop); Lambda"
+            f" time {eight.active_seconds / eight.objects * 1000:.1f} ms per object as measured with"
+            f" {copy_threads} copy threads at {facts.backfill_memory_mb} MB (with the default"
+            f" {facts.default_copy_threads} threads a page takes about {copy_threads}/{facts.default_copy_threads}"
+            " of that time)"
+        )
+        columns["crr backfill"] = cost_per_million(usage)
+    columns["S3 Replication"] = replication
+    print()
+    for row in cost_table(columns):
+        print(row)
+    print(
+        f"  AWS Data Transfer Hub: {DATA_TRANSFER_HUB_PER_MILLION.usd:.2f} USD per million small objects"
+        f"  [{DATA_TRANSFER_HUB_PER_MILLION.checked}]"
+    )
+
+    print("\n== projection: hours to backfill on AWS ==")
+    base = next((run for run in runs if run.ranges == 1), None)
+    if base is None:
+        print("  not computed: no 1-range backfill rate was measured")
+    else:
+        efficiency = base.objects_per_second / (copy_threads / (LATENCY.cross_region_ms / 1000))
+        assumptions = ProjectionAssumptions(
+            copy_threads=facts.default_copy_threads,
+            cross_region_copy_seconds=LATENCY.cross_region_ms / 1000,
+            efficiency=min(efficiency, 1.0),
+            memory_mb=facts.backfill_memory_mb,
+        )
+        per_range = assumptions.per_range_rate()
+        print(
+            f"  per range: computed as copy threads / latency x the efficiency measured here, capped by CPU and"
+            f" listing: {facts.default_copy_threads} threads / {LATENCY.cross_region_ms:g} ms x"
+            f" {assumptions.efficiency:.2f} (1 range measured {base.objects_per_second:.0f} objects/s of"
+            f" {copy_threads} / {LATENCY.cross_region_ms:g} ms = {copy_threads / LATENCY.cross_region_ms * 1000:.0f})"
+            f" = {assumptions.latency_bound():.0f}/s; CPU {facts.backfill_memory_mb} MB / {MB_PER_VCPU} MB per vCPU /"
+            f" {CPU_SECONDS_PER_COPY * 1000:.1f} ms per copy = {assumptions.cpu_bound():.0f}/s; one lister"
+            f" {LISTED_KEYS_PER_SECOND_PER_RANGE:.0f} keys/s: {per_range:.0f} objects/s per range"
+        )
+        print(
+            f"  S3 absorbs {S3_COPIES_PER_SECOND_PER_PREFIX} COPY/s per partitioned prefix of the destination"
+            " (https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance.html): a job above"
+            " that needs its keys under several prefixes, which S3 partitions as the rate grows (503 SlowDown,"
+            " retried, meanwhile); ranges list independently, so listing scales with them"
+        )
+        maximum = facts.max_ranges
+        max_note = "BackfillMaxRanges MaxValue in template.yaml"
+        if maximum is None:
+            maximum, max_note = 40, "BackfillMaxRanges is not in template.yaml on this branch: the design's 40"
+        billion_hours: float | None = None
+        for ranges, label in ((facts.default_ranges, "default"), (maximum, max_note)):
+            rate = job_rate(per_range, ranges)
+            hundred_million = hours_to_backfill(100e6, rate)
+            billion = hours_to_backfill(1e9, rate)
+            if ranges == maximum:
+                billion_hours = billion
+            print(
+                f"  {ranges:>3} ranges ({label}): {rate:,.0f} objects/s; 100 M objects in {hundred_million:.1f} h,"
+                f" 1 B in {billion:.1f} h; needs >= {prefixes_needed(rate)} partitioned destination prefix(es)"
+            )
+        if billion_hours is not None:
+            outcome.verdicts.append(
+                (
+                    f"1 B objects <= {TARGET_BILLION_HOURS:.0f} h at {maximum} ranges: {billion_hours:.1f} h",
+                    "",
+                    billion_hours <= TARGET_BILLION_HOURS,
+                )
+            )
+    return outcome
+
+
+def print_targets(live: LiveFigures, runs: list[BackfillRun], outcome: Outcome) -> None:
+    print("\n== targets (issue 13) ==")
+    ratio = backfill_ratio_at(runs, 8)
+    outcome.backfill_ratio = ratio
+    eight = next((run for run in runs if run.ranges == 8), None)
+    if ratio is None or eight is None:
+        print(f"  backfill at 8 ranges >= {TARGET_BACKFILL_RATIO_AT_8:.0f}x 1 range: not measured")
+    else:
+        requests = eight.s3_requests_per_object
+        print(
+            f"  backfill at 8 ranges >= {TARGET_BACKFILL_RATIO_AT_8:.0f}x 1 range: {ratio:.1f}x"
+            f"  {verdict(ratio >= TARGET_BACKFILL_RATIO_AT_8)}"
+        )
+        print(
+            f"  backfill <= {TARGET_BACKFILL_REQUESTS_PER_OBJECT} S3 requests per object at 8 ranges: {requests:.3f}"
+            f"  {verdict(requests <= TARGET_BACKFILL_REQUESTS_PER_OBJECT)}"
+        )
+    live_ratio = live.ratio(10)
+    if live_ratio is None:
+        print(f"  live >= {TARGET_LIVE_RATIO:.0f}x per invocation at batch 10: not measured")
+    else:
+        outcome.live_ratio = live_ratio[0]
+        print(
+            f"  live >= {TARGET_LIVE_RATIO:.0f}x objects/s per invocation at batch 10: {live_ratio[0]:.1f}x"
+            f"  {verdict(live_ratio[0] >= TARGET_LIVE_RATIO)}"
+        )
+        print(
+            f"  live Lambda ms per object down by the same factor: / {live_ratio[1]:.1f}"
+            f"  {verdict(live_ratio[1] >= TARGET_LIVE_RATIO)}"
+        )
+    if live.stream is None:
+        print("  put → replica p99 at 50/s no worse than before: not measured (full mode only)")
+    else:
+        p99 = live.stream.percentile_ms(0.99)
+        met = p99 is not None and len(live.stream.latencies) == live.stream.objects and p99 <= P99_BEFORE_MS
+        print(
+            f"  put → replica p99 at 50/s <= {P99_BEFORE_MS:.0f} ms (docs/performance.md, before): {_ms(p99)}"
+            f" ({len(live.stream.latencies)}/{live.stream.objects} replicated)  {verdict(met)}"
+        )
+    for text, note, target_met in outcome.verdicts:
+        print(f"  {text}  {verdict(bool(target_met))}" + (f"  ({note})" if note else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="under 5 minutes: fewer objects, no 16 ranges, no p99")
+    parser.add_argument("--copy-threads", type=int, default=4, help="copy threads per range (default 4)")
+    parser.add_argument("--page-size", type=int, default=1000, help="keys per backfill page (default 1000)")
+    parser.add_argument("--backfill-objects", type=int, help="objects in the backfill's source (4000 quick, 12000)")
+    parser.add_argument("--live-objects", type=int, help="objects per live measurement (100 quick, 300)")
+    args = parser.parse_args(argv)
+    backfill_objects = args.backfill_objects or (4000 if args.quick else 12_000)
+    live_objects = args.live_objects or (100 if args.quick else 300)
+    fan_outs = [1, 2, 4, 8] if args.quick else [1, 2, 4, 8, 16]
+    batches = [(10, [1, 10]), (50, [10])] if args.quick else [(10, [1, 10]), (50, [1, 10])]
+    facts = template_facts(load_cfn_template(TEMPLATE))
+    started = time.monotonic()
+    mode = "quick" if args.quick else "full"
+    print(
+        f"bench/scale ({mode}): latency model {LATENCY.same_region_ms:g} ms same-region,"
+        f" {LATENCY.cross_region_ms:g} ms cross-region; 2-core machine shared by crr, the emulators and SeaweedFS"
+    )
+
+    live = measure_live(live_objects, batches, p99=not args.quick)
+    print_live(live, live_objects)
+    runs: list[BackfillRun] = []
+    if fan_out_available():
+        runs = measure_backfill(backfill_objects, fan_outs, args.copy_threads, args.page_size)
+    print_backfill(runs, args.copy_threads, args.page_size)
+    outcome = report_cost_and_projection(live, runs, facts, args.copy_threads, args.page_size)
+    print_targets(live, runs, outcome)
+    print(f"\n({mode} run: {time.monotonic() - started:.0f} s)")
+    print(last_line(outcome.backfill_ratio, outcome.live_ratio, outcome.live_usd))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
