@@ -91,38 +91,38 @@ INTER_REGION_TRANSFER = Price(
 )
 DYNAMODB_WRITE = Price(
     0.625,
-    "per million on-demand write request units",
+    "per million DynamoDB on-demand write request units",
     "confirmed: airbyte.com/data-engineering-resources/dynamodb-pricing (after the Nov 2024 50% cut, "
     "AWS News Blog post updated 2025-01-31)",
 )
 DYNAMODB_READ = Price(
     0.125,
-    "per million on-demand read request units",
+    "per million DynamoDB on-demand read request units",
     "confirmed: same page as the write price",
 )
 SQS_STANDARD = Price(
     0.40,
-    "per million requests, standard queue (each 64 KB chunk a request)",
+    "per million SQS requests, standard queue (each 64 KB chunk a request)",
     "confirmed: cloudburn.io/blog/amazon-sqs-pricing (March 2026), factualminds.com (June 2026)",
 )
 LAMBDA_ARM_GB_SECOND = Price(
     0.0000133334,
-    "per GB-second, Arm, first 7.5 billion GB-s a month",
+    "per Lambda GB-second, Arm, first 7.5 billion GB-s a month",
     "confirmed: cloudchipr.com/blog/aws-lambda-pricing (source page aws.amazon.com/lambda/pricing)",
 )
 LAMBDA_X86_GB_SECOND = Price(
     0.0000166667,
-    "per GB-second, x86, first 6 billion GB-s a month",
+    "per Lambda GB-second, x86, first 6 billion GB-s a month",
     "confirmed: cloudchipr.com/blog/aws-lambda-pricing",
 )
 LAMBDA_REQUESTS = Price(
     0.20,
-    "per million requests",
+    "per million Lambda requests",
     "confirmed: git.mcrn.ar lambda cost notes, kodekloud (source page aws.amazon.com/lambda/pricing)",
 )
 STEP_FUNCTIONS_STANDARD = Price(
     0.025,
-    "per 1,000 state transitions, Standard workflows",
+    "per 1,000 Step Functions Standard state transitions",
     "confirmed: aws.amazon.com/step-functions/pricing (US East (N. Virginia) $0.0250)",
 )
 # Comparisons. S3 Replication bills the replica's PUT (one class A request per object) plus the transfer.
@@ -186,6 +186,12 @@ class Usage:
     lambda_requests: float = 0.0
     state_transitions: float = 0.0
     lambda_arm: bool = True
+
+
+# The lines any replicator pays for a copy across regions: what a cost target cannot be met without.
+ANY_REPLICATOR_PAYS = ("S3 PUT/COPY/LIST requests", "inter-region transfer")
+# A page is recorded by one TransactWriteItems of the range and the job: 2 write units per item.
+JOB_WRITE_UNITS_PER_PAGE = 4.0
 
 
 def cost_per_million(usage: Usage) -> dict[str, float]:
@@ -645,7 +651,8 @@ def backfill_ratio_at(runs: list[BackfillRun], ranges: int) -> float | None:
 def print_prices() -> None:
     print(f"\n  list prices, us-east-1, checked {PRICES_AS_OF}:")
     for price in PRICE_TABLE:
-        print(f"    ${price.usd:<12g} {price.unit}  [{price.checked}]")
+        usd = f"{price.usd:.10f}".rstrip("0").rstrip(".")
+        print(f"    ${usd:<13} {price.unit}  [{price.checked}]")
 
 
 def cost_table(columns: Mapping[str, Mapping[str, float]]) -> list[str]:
@@ -670,138 +677,144 @@ class Outcome:
     verdicts: list[tuple[str, str, bool | None]] = field(default_factory=list)
 
 
-def report_cost_and_projection(
-    live: LiveFigures, runs: list[BackfillRun], facts: TemplateFacts, copy_threads: int, page_size: int
-) -> Outcome:
+def live_cost(row: replicate.InvocationFigures, facts: TemplateFacts) -> dict[str, float]:
+    usage = live_usage(
+        row.requests_per_object,
+        row.lambda_ms_per_object,
+        batch=row.batch,
+        memory_mb=facts.replicate_memory_mb,
+        arm=facts.arm,
+    )
+    print(
+        f"  assumptions (live, batch {row.batch}, RecordConcurrency {row.record_concurrency}): requests per object"
+        f" as counted ({usage.s3_class_a:.3f} class A, {usage.s3_class_b:.3f} class B S3,"
+        f" {usage.dynamodb_write_units:.3f} DynamoDB writes, {usage.dynamodb_read_units:.3f} reads, one unit"
+        f" each); SQS {usage.sqs_requests:.2f} requests (S3's SendMessage, the event source's receive and delete"
+        f" per 10); Lambda {row.lambda_ms_per_object:.1f} ms per object at {facts.replicate_memory_mb} MB"
+        f" {'arm64' if facts.arm else 'x86_64'}, {usage.lambda_requests:.2f} invocations per object"
+    )
+    return cost_per_million(usage)
+
+
+def backfill_cost(run: BackfillRun, facts: TemplateFacts, copy_threads: int) -> dict[str, float]:
+    transitions = transitions_per_page(json.loads(BACKFILL_ASL.read_text()))
+    pages = max(run.pages, 1)
+    # copy_page and record_page per page, plus the claims, counted; 2 per page when not counted.
+    invocations = sum(run.steps.values()) / pages if run.steps else 2.0
+    inputs = BackfillUsageInputs(
+        s3_per_object=run.s3_per_object,
+        ledger_writes=run.ledger_writes_per_object,
+        ledger_reads=run.ledger_reads_per_object,
+        job_write_units_per_page=JOB_WRITE_UNITS_PER_PAGE,
+        objects_per_page=run.objects / pages,
+        lambda_seconds_per_object=run.active_seconds / run.objects,
+        lambda_invocations_per_page=invocations,
+        transitions_per_page=transitions,
+    )
+    print(
+        f"  assumptions (backfill, the {run.ranges}-range run): {run.objects / pages:.0f} objects per page;"
+        f" S3 {run.s3_requests_per_object:.4f} requests per object as counted; ledger"
+        f" {run.ledger_writes_per_object:.3f} writes and {run.ledger_reads_per_object:.3f} item reads per object"
+        f" as counted; {JOB_WRITE_UNITS_PER_PAGE:g} write units per page for the page's transaction (the range and"
+        f" the job, 2 units per item: modelled, the job store is in memory); {invocations:.1f} Lambda invocations"
+        f" and {transitions} state transitions per page (statemachine/backfill.asl.json's page loop); Lambda"
+        f" {run.active_seconds / run.objects * 1000:.1f} ms per object as measured with {copy_threads} copy"
+        f" threads at {facts.backfill_memory_mb} MB (the default {facts.default_copy_threads} threads would take"
+        f" about {copy_threads}/{facts.default_copy_threads} of that time)"
+    )
+    return cost_per_million(backfill_usage(inputs, memory_mb=facts.backfill_memory_mb, arm=facts.arm))
+
+
+def report_cost(live: LiveFigures, runs: list[BackfillRun], facts: TemplateFacts, copy_threads: int) -> Outcome:
     outcome = Outcome()
     print("\n== cost per million 1 KiB objects ==")
     print_prices()
-    replication = s3_replication_per_million()
+    print()
     columns: dict[str, Mapping[str, float]] = {}
-    default_row = live.row(10, 10)
-    if default_row is not None:
-        usage = live_usage(
-            default_row.requests_per_object,
-            default_row.lambda_ms_per_object,
-            batch=10,
-            memory_mb=facts.replicate_memory_mb,
-            arm=facts.arm,
-        )
-        lines = cost_per_million(usage)
-        print(
-            f"\n  assumptions (live): batch 10, RecordConcurrency 10; requests per object as counted "
-            f"({usage.s3_class_a:.3f} class A, {usage.s3_class_b:.3f} class B S3, {usage.dynamodb_write_units:.3f}"
-            f" DynamoDB writes, {usage.dynamodb_read_units:.3f} reads); SQS {usage.sqs_requests:.2f} requests (S3's"
-            f" SendMessage + the event source's receive and delete per 10); Lambda"
-            f" {default_row.lambda_ms_per_object:.1f} ms per object at {facts.replicate_memory_mb} MB"
-            f" {'arm64' if facts.arm else 'x86_64'}"
-        )
-        columns["crr live"] = lines
+    if (default_row := live.row(10, 10)) is not None:
+        lines = columns["crr live"] = live_cost(default_row, facts)
         outcome.live_usd = sum(lines.values())
-        difference = over_target(
-            lines, TARGET_LIVE_USD_PER_MILLION, kept=("S3 PUT/COPY/LIST requests", "inter-region transfer")
-        )
+        difference = over_target(lines, TARGET_LIVE_USD_PER_MILLION, kept=ANY_REPLICATOR_PAYS)
         outcome.verdicts.append(
             (
                 f"live <= ${TARGET_LIVE_USD_PER_MILLION:.2f} per million, all-in: ${outcome.live_usd:.2f}",
                 ""
                 if not difference
-                else "over by "
-                f"${outcome.live_usd - TARGET_LIVE_USD_PER_MILLION:.2f}: beyond the copy and its transfer, "
-                + ", ".join(f"{name} ${usd:.2f}" for name, usd in difference),
+                else f"over by ${outcome.live_usd - TARGET_LIVE_USD_PER_MILLION:.2f}: beyond the copy and its"
+                " transfer, " + ", ".join(f"{name} ${usd:.2f}" for name, usd in difference),
                 outcome.live_usd <= TARGET_LIVE_USD_PER_MILLION,
             )
         )
+    if (batch_50 := live.row(50, 10)) is not None:
+        columns["crr live b50"] = live_cost(batch_50, facts)
     eight = next((run for run in runs if run.ranges == 8), runs[-1] if runs else None)
     if eight is not None:
-        transitions = transitions_per_page(json.loads(BACKFILL_ASL.read_text()))
-        pages = max(eight.pages, 1)
-        invocations = sum(eight.steps.values()) / pages if eight.steps else 2.0
-        inputs = BackfillUsageInputs(
-            s3_per_object=eight.s3_per_object,
-            ledger_writes=eight.ledger_writes_per_object,
-            ledger_reads=eight.ledger_reads_per_object,
-            job_write_units_per_page=4.0,
-            objects_per_page=eight.objects / pages,
-            lambda_seconds_per_object=eight.active_seconds / eight.objects,
-            lambda_invocations_per_page=invocations,
-            transitions_per_page=transitions,
-        )
-        usage = backfill_usage(inputs, memory_mb=facts.backfill_memory_mb, arm=facts.arm)
-        print(
-            f"\n  assumptions (backfill, the {eight.ranges}-range run): {eight.objects / pages:.0f} objects per page;"
-            f" S3 {sum(eight.s3_per_object.values()):.4f} requests per object as counted; ledger"
-            f" {eight.ledger_writes_per_object:.3f} writes and {eight.ledger_reads_per_object:.3f} item reads per"
-            f" object as counted; 4 write units per page for the page's transaction (the range and the job, 2"
-            f" units per item: modelled, the job store is in memory); {invocations:.1f} Lambda invocations and"
-            f" {transitions} state transitions per page (from statemachine/backfill.asl.json's page loop); Lambda"
-            f" time {eight.active_seconds / eight.objects * 1000:.1f} ms per object as measured with"
-            f" {copy_threads} copy threads at {facts.backfill_memory_mb} MB (with the default"
-            f" {facts.default_copy_threads} threads a page takes about {copy_threads}/{facts.default_copy_threads}"
-            " of that time)"
-        )
-        columns["crr backfill"] = cost_per_million(usage)
-    columns["S3 Replication"] = replication
+        columns["crr backfill"] = backfill_cost(eight, facts, copy_threads)
+    columns["S3 Replication"] = s3_replication_per_million()
     print()
     for row in cost_table(columns):
         print(row)
+    print("  S3 Replication: the replica's PUT and the transfer; crr's S3 PUT/COPY line is its CopyObject")
     print(
         f"  AWS Data Transfer Hub: {DATA_TRANSFER_HUB_PER_MILLION.usd:.2f} USD per million small objects"
         f"  [{DATA_TRANSFER_HUB_PER_MILLION.checked}]"
     )
+    return outcome
 
+
+def report_projection(runs: list[BackfillRun], facts: TemplateFacts, copy_threads: int, outcome: Outcome) -> None:
     print("\n== projection: hours to backfill on AWS ==")
+    cross_seconds = LATENCY.cross_region_ms / 1000
     base = next((run for run in runs if run.ranges == 1), None)
     if base is None:
-        print("  not computed: no 1-range backfill rate was measured")
+        efficiency, measured = 1.0, "no 1-range rate measured: threads / latency alone"
     else:
-        efficiency = base.objects_per_second / (copy_threads / (LATENCY.cross_region_ms / 1000))
-        assumptions = ProjectionAssumptions(
-            copy_threads=facts.default_copy_threads,
-            cross_region_copy_seconds=LATENCY.cross_region_ms / 1000,
-            efficiency=min(efficiency, 1.0),
-            memory_mb=facts.backfill_memory_mb,
+        ideal = copy_threads / cross_seconds
+        efficiency = min(base.objects_per_second / ideal, 1.0)
+        measured = (
+            f"1 range measured {base.objects_per_second:.0f} objects/s of {copy_threads} / {cross_seconds * 1000:g}"
         )
-        per_range = assumptions.per_range_rate()
+        measured += f" ms = {ideal:.0f}"
+    assumptions = ProjectionAssumptions(
+        copy_threads=facts.default_copy_threads,
+        cross_region_copy_seconds=cross_seconds,
+        efficiency=efficiency,
+        memory_mb=facts.backfill_memory_mb,
+    )
+    per_range = assumptions.per_range_rate()
+    print(
+        f"  per range, computed as copy threads / latency x the efficiency measured here, capped by CPU and"
+        f" listing: {facts.default_copy_threads} threads (BackfillConcurrency) / {cross_seconds * 1000:g} ms x"
+        f" {efficiency:.2f} ({measured}) = {assumptions.latency_bound():.0f}/s; CPU: {facts.backfill_memory_mb} MB"
+        f" / {MB_PER_VCPU} MB per vCPU / {CPU_SECONDS_PER_COPY * 1000:.1f} ms per copy ="
+        f" {assumptions.cpu_bound():.0f}/s; one lister: {LISTED_KEYS_PER_SECOND_PER_RANGE:.0f} keys/s."
+        f" So {per_range:.0f} objects/s per range"
+    )
+    print(
+        f"  S3 absorbs {S3_COPIES_PER_SECOND_PER_PREFIX} COPY/s per partitioned prefix"
+        " (https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance.html): a faster job needs"
+        " its keys under several prefixes, which S3 partitions as the rate grows (503 SlowDown, retried,"
+        " meanwhile); each range lists on its own, so listing grows with the ranges"
+    )
+    maximum, max_note = facts.max_ranges, "the template's maximum, BackfillMaxRanges MaxValue"
+    if maximum is None:
+        maximum, max_note = 40, "BackfillMaxRanges is not in template.yaml on this branch: the design's 40"
+    billion_hours = math.inf
+    for ranges, label in ((facts.default_ranges, "the default"), (maximum, max_note)):
+        rate = job_rate(per_range, ranges)
+        billion_hours = hours_to_backfill(1e9, rate)
         print(
-            f"  per range: computed as copy threads / latency x the efficiency measured here, capped by CPU and"
-            f" listing: {facts.default_copy_threads} threads / {LATENCY.cross_region_ms:g} ms x"
-            f" {assumptions.efficiency:.2f} (1 range measured {base.objects_per_second:.0f} objects/s of"
-            f" {copy_threads} / {LATENCY.cross_region_ms:g} ms = {copy_threads / LATENCY.cross_region_ms * 1000:.0f})"
-            f" = {assumptions.latency_bound():.0f}/s; CPU {facts.backfill_memory_mb} MB / {MB_PER_VCPU} MB per vCPU /"
-            f" {CPU_SECONDS_PER_COPY * 1000:.1f} ms per copy = {assumptions.cpu_bound():.0f}/s; one lister"
-            f" {LISTED_KEYS_PER_SECOND_PER_RANGE:.0f} keys/s: {per_range:.0f} objects/s per range"
+            f"  {ranges:>3} ranges ({label}): {rate:,.0f} objects/s; 100 M objects in"
+            f" {hours_to_backfill(100e6, rate):.1f} h, 1 B in {billion_hours:.1f} h; >= {prefixes_needed(rate)}"
+            " partitioned destination prefix(es)"
         )
-        print(
-            f"  S3 absorbs {S3_COPIES_PER_SECOND_PER_PREFIX} COPY/s per partitioned prefix of the destination"
-            " (https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance.html): a job above"
-            " that needs its keys under several prefixes, which S3 partitions as the rate grows (503 SlowDown,"
-            " retried, meanwhile); ranges list independently, so listing scales with them"
+    outcome.verdicts.append(
+        (
+            f"1 B objects backfilled <= {TARGET_BILLION_HOURS:.0f} h at {maximum} ranges: {billion_hours:.1f} h",
+            "",
+            billion_hours <= TARGET_BILLION_HOURS,
         )
-        maximum = facts.max_ranges
-        max_note = "BackfillMaxRanges MaxValue in template.yaml"
-        if maximum is None:
-            maximum, max_note = 40, "BackfillMaxRanges is not in template.yaml on this branch: the design's 40"
-        billion_hours: float | None = None
-        for ranges, label in ((facts.default_ranges, "default"), (maximum, max_note)):
-            rate = job_rate(per_range, ranges)
-            hundred_million = hours_to_backfill(100e6, rate)
-            billion = hours_to_backfill(1e9, rate)
-            if ranges == maximum:
-                billion_hours = billion
-            print(
-                f"  {ranges:>3} ranges ({label}): {rate:,.0f} objects/s; 100 M objects in {hundred_million:.1f} h,"
-                f" 1 B in {billion:.1f} h; needs >= {prefixes_needed(rate)} partitioned destination prefix(es)"
-            )
-        if billion_hours is not None:
-            outcome.verdicts.append(
-                (
-                    f"1 B objects <= {TARGET_BILLION_HOURS:.0f} h at {maximum} ranges: {billion_hours:.1f} h",
-                    "",
-                    billion_hours <= TARGET_BILLION_HOURS,
-                )
-            )
-    return outcome
+    )
 
 
 def print_targets(live: LiveFigures, runs: list[BackfillRun], outcome: Outcome) -> None:
@@ -873,7 +886,8 @@ def main(argv: list[str] | None = None) -> int:
     if fan_out_available():
         runs = measure_backfill(backfill_objects, fan_outs, args.copy_threads, args.page_size)
     print_backfill(runs, args.copy_threads, args.page_size)
-    outcome = report_cost_and_projection(live, runs, facts, args.copy_threads, args.page_size)
+    outcome = report_cost(live, runs, facts, args.copy_threads)
+    report_projection(runs, facts, args.copy_threads, outcome)
     print_targets(live, runs, outcome)
     print(f"\n({mode} run: {time.monotonic() - started:.0f} s)")
     print(last_line(outcome.backfill_ratio, outcome.live_ratio, outcome.live_usd))
