@@ -3,9 +3,11 @@ vs a bare boto3 CopyObject loop, same run, same server; then the engine's peak m
 
 The source holds ``--objects`` objects (10,000 by default) of ``--size`` bytes (1 KiB) under ``--prefixes``
 prefixes (50). Each tool copies the whole bucket server side into an empty bucket of its own:
-- ``crr``           the backfill engine in this process (tests/support/backfill_runner.run_job): its real S3 adapters
-                    (ListObjectsV2 pages + one CopyObject per object), page after page with the next page
-                    listed while one is copied; the ledger, job store and replication queue are IN MEMORY
+- ``crr``           the fanned-out backfill in this process (tests/support/backfill_runner.run_fanned_out):
+                    ``--ranges`` workers claiming key ranges and copying their pages through the workflow's
+                    steps, sharing one engine (its real S3 adapters: ListObjectsV2 pages + one CopyObject
+                    per object, ``--concurrency`` copy threads in all); the ledger, job store and
+                    replication queue are IN MEMORY
                     (tests/support), so the figures are S3's share of a backfill (in AWS each copied object
                     also costs one conditional DynamoDB PutItem, made on the same worker thread);
 - ``aws s3 sync``   awscli v1 from .bench-venv (bench/peers.sh creates it), as a user would type it;
@@ -19,7 +21,7 @@ Memory: tracemalloc's peak while the engine runs a whole job, (a) on SeaweedFS a
 that keeps nothing (in AWS it is a table), and (b) on synthetic in-memory buckets (keys computed, nothing
 stored) at 10,000 and 100,000 objects: creating 100,000 objects on SeaweedFS would take minutes here.
 
-    python -m bench.backfill [--objects 10000] [--prefixes 50] [--size 1024] [--concurrency 32]
+    python -m bench.backfill [--objects 10000] [--prefixes 50] [--size 1024] [--concurrency 32] [--ranges 8]
                              [--runs 1] [--data-dir DIR] [--no-peers] [--no-memory]
                              [--memory-objects 10000 100000] [--latency-ms 10,60]
 
@@ -58,8 +60,9 @@ from crr.adapters.clients import ClientFactory
 from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
 from crr.backfill.engine import DEFAULT_CONCURRENCY, BackfillEngine
-from crr.backfill.models import BackfillJob
+from crr.backfill.models import DEFAULT_WORKERS, MAX_WORKERS, BackfillJob
 from crr.backfill.reconcile import reconciler
+from crr.backfill.workflow import BackfillSteps
 from crr.ports.objects import PageListing
 from crr.ports.table import KeyLedger
 from crr.replication import Replicator
@@ -69,7 +72,7 @@ from crr_cli.localcloud.lambda_.latency import summary as latency_summary
 
 try:
     from bench.large import peer_environment, peers_bin, rotate_rounds, run_command, startup
-    from tests.support.backfill_runner import run_job, run_pages
+    from tests.support.backfill_runner import prefix_requests, run_fanned_out, run_range
     from tests.support.fakes import FakeBackfillJobs, FakeLedger, FakeProgress, FakeReplicationQueue, FakeRules
     from tests.support.seaweedfs import CONFIG, SeaweedFS, running_seaweedfs, with_latency
     from tests.support.synthetic import CountingCopier, DiscardingLedger, SyntheticListing
@@ -165,17 +168,19 @@ def run_crr(
     concurrency: int,
     counts: Counter[str],
     *,
+    ranges: int = DEFAULT_WORKERS,
     latency: LatencyModel | None = None,
 ) -> None:
-    """A whole backfill job in this process, recorded page by page in an in-memory job store."""
+    """A whole backfill job in this process, ``ranges`` workers recording pages in an in-memory job store."""
     counts.clear()
     clients = ClientFactory(session=counting_session(server, counts, latency, destination))
     rule = bench_rule(destination, prefixes)
     jobs = FakeBackfillJobs(clock=lambda: datetime.now(UTC))
-    job = BackfillJob.start(rule, at=datetime.now(UTC))
+    job = BackfillJob.start(rule, at=datetime.now(UTC), workers=ranges)
     jobs.create(job)
     with make_engine(clients, S3Listing(clients), FakeLedger(), rule, concurrency) as engine:
-        finished = run_job(engine, rule, jobs, job)
+        steps = BackfillSteps(engine, jobs, FakeRules(rule), max_workers=MAX_WORKERS)
+        finished = run_fanned_out(steps, job, workers=ranges)
     if finished.totals.copied != finished.totals.listed:
         raise RuntimeError(f"crr did not copy everything: {finished.totals}")
 
@@ -275,10 +280,11 @@ def peak_on_server(server: SeaweedFS, prefixes: int, concurrency: int) -> tuple[
     listing = S3Listing(clients)
     listing.list_page(SOURCE, SOURCE_REGION, "", start_after=None, max_keys=1)  # clients built before tracing
     with make_engine(clients, listing, DiscardingLedger(), rule, concurrency) as engine:
-        request = BackfillJob.start(rule, at=T0).next_request()
         tracemalloc.start()
         try:
-            listed = sum(result.counts.listed for result in run_pages(engine, rule, request))
+            listed = sum(
+                result.counts.listed for request in prefix_requests(rule) for result in run_range(engine, rule, request)
+            )
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -306,10 +312,11 @@ def peak_synthetic(objects: int, prefixes: int, concurrency: int) -> float:
         concurrency=concurrency,
     )
     with engine:
-        request = BackfillJob.start(rule, at=T0).next_request()
         tracemalloc.start()
         try:
-            listed = sum(result.counts.listed for result in run_pages(engine, rule, request))
+            listed = sum(
+                result.counts.listed for request in prefix_requests(rule) for result in run_range(engine, rule, request)
+            )
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -344,13 +351,21 @@ def peers(server: SeaweedFS, scratch: Path) -> list[Row]:
     return [aws, rclone]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=10_000, help="objects in the source (default 10000)")
     parser.add_argument("--prefixes", type=int, default=50, help="prefixes they are spread over (default 50)")
     parser.add_argument("--size", type=int, default=1024, help="bytes per object (default 1024)")
     parser.add_argument(
         "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="crr's copy threads (default %(default)s)"
+    )
+    parser.add_argument(
+        "--ranges",
+        type=int,
+        choices=range(1, MAX_WORKERS + 1),
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"key ranges crr copies at once, 1-{MAX_WORKERS} (default %(default)s)",
     )
     parser.add_argument("--runs", type=int, default=1, help="rounds (one copy per tool each); medians printed")
     parser.add_argument(
@@ -370,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.objects < 1 or not 1 <= args.prefixes <= 100:
         parser.error("--objects must be positive and --prefixes 1-100 (a rule's limit)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
 
     keys = source_keys(args.objects, args.prefixes)
     data_dir = args.data_dir or (SHM if SHM.is_dir() else None)
@@ -387,9 +407,16 @@ def main(argv: list[str] | None = None) -> int:
             counts: Counter[str] = Counter()
             crr = Row(
                 "crr",
-                note=f"{args.concurrency} copy threads, next page prefetched; ledger, job store and queue in memory",
+                note=f"{args.ranges} ranges at once, {args.concurrency} copy threads in all; ledger, job store and "
+                "queue in memory",
                 copy=lambda destination: run_crr(
-                    server, destination, args.prefixes, args.concurrency, counts, latency=args.latency_ms
+                    server,
+                    destination,
+                    args.prefixes,
+                    args.concurrency,
+                    counts,
+                    ranges=args.ranges,
+                    latency=args.latency_ms,
                 ),
             )
             ceiling = Row(

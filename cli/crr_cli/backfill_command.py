@@ -1,4 +1,5 @@
-"""`crr backfill start RULE [--wait]` and `crr backfill status RULE [--json]`: copy what predates a rule."""
+"""`crr backfill start RULE [--ranges N] [--wait]` and `crr backfill status RULE [--ranges] [--json]`: copy what
+predates a rule, over up to N key ranges at once."""
 
 from __future__ import annotations
 
@@ -12,8 +13,15 @@ from typing import Any, TextIO
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoRules
 from crr.adapters.stepfunctions import StepFunctionsExecutions
-from crr.backfill.models import DEFAULT_PAGE_SIZE, BackfillJob, BackfillStatus
-from crr.backfill.workflow import DEFAULT_PAGES_PER_EXECUTION, BackfillControl, StartedBackfill
+from crr.backfill.models import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_WORKERS,
+    MAX_WORKERS,
+    BackfillJob,
+    BackfillRange,
+    BackfillStatus,
+)
+from crr.backfill.workflow import BackfillControl, StartedBackfill
 from crr.errors import CrrError
 from crr.models import MAX_PAGE_SIZE
 from crr_cli.operations.status import humanize_bytes, humanize_seconds
@@ -44,31 +52,48 @@ def _positive(text: str) -> int:
     return value
 
 
+def _ranges(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"ranges at once must be 1-{MAX_WORKERS}, not {text}")
+    return value
+
+
 def add_backfill_parser(subparsers: Any) -> None:
     backfill = subparsers.add_parser(
         "backfill",
         help="copy the objects that predate a rule (a Step Functions workflow), with progress",
         description=(
             "Copies every object under the rule's prefixes that the destination lacks or holds differently, "
-            "one listing page per step, next to live replication (it never overwrites a newer write nor "
-            "brings back a deleted object). An interrupted or failed job resumes from its last recorded page."
+            "next to live replication (it never overwrites a newer write nor brings back a deleted object). "
+            "The key space is divided into ranges, split further while the job runs, and up to --ranges of "
+            "them are copied at once. An interrupted or failed job resumes every range from its own cursor."
         ),
     )
     actions = backfill.add_subparsers(dest="backfill_action", required=True)
     start = actions.add_parser("start", help="start the rule's backfill, or resume its unfinished job")
     start.add_argument("rule_id", metavar="RULE")
     start.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
+    start.add_argument(
+        "--ranges",
+        type=_ranges,
+        default=DEFAULT_WORKERS,
+        help=f"key ranges copied at once (1-{MAX_WORKERS}, at most the stack's BackfillMaxRanges; "
+        f"default {DEFAULT_WORKERS}); a resumed job takes the new number",
+    )
     start.add_argument("--page-size", type=_page_size, default=DEFAULT_PAGE_SIZE, help="keys per page (1-1000)")
     start.add_argument(
-        "--pages-per-execution",
+        "--steps-per-worker",
         type=_positive,
-        default=DEFAULT_PAGES_PER_EXECUTION,
-        help="pages one execution runs before it continues as a new one (history limit)",
+        default=None,
+        help="steps each range worker runs before the execution continues as a new one (history limit; "
+        "default 1000 / ranges)",
     )
     start.add_argument("--json", action="store_true")
     start.set_defaults(func=_start)
     status = actions.add_parser("status", help="the rule's newest backfill job: counts, percent, rate, ETA")
     status.add_argument("rule_id", metavar="RULE")
+    status.add_argument("--ranges", action="store_true", help="a line per key range: bounds, pages, listed, claim")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
 
@@ -94,7 +119,9 @@ def _start(args: argparse.Namespace) -> int:
     clients = ClientFactory()
     stack = discover_stack(clients, args.stack, args.region)
     control = backfill_control(clients, stack)
-    started = control.start(args.rule_id, page_size=args.page_size, pages_per_execution=args.pages_per_execution)
+    started = control.start(
+        args.rule_id, workers=args.ranges, page_size=args.page_size, steps_per_worker=args.steps_per_worker
+    )
     if args.json and not args.wait:
         print(json.dumps(_started_document(started), indent=2))
         return 0
@@ -111,8 +138,17 @@ def describe_start(started: StartedBackfill) -> str:
     job = started.job
     if started.already_running:
         return f"backfill {job.job_id} of rule {job.rule_id} is already running ({started.execution_arn})"
-    verb = f"resumed at page {job.pages + 1}" if started.resumed else "started"
-    return f"backfill {job.job_id} of rule {job.rule_id} {verb} ({started.execution_arn})"
+    verb = f"resumed with {job.ranges_open} open range(s) after {job.pages} page(s)" if started.resumed else "started"
+    replaced = (
+        f"; the unfinished single-cursor backfill {started.replaced} cannot be resumed by this release, "
+        "so this job starts over (objects already copied are skipped)"
+        if started.replaced
+        else ""
+    )
+    return (
+        f"backfill {job.job_id} of rule {job.rule_id} {verb}, {job.workers} range(s) at once "
+        f"({started.execution_arn}){replaced}"
+    )
 
 
 def follow(
@@ -148,14 +184,15 @@ def follow(
             idle_since = monotonic()
         elif monotonic() - idle_since > HANDOVER_GRACE_SECONDS:
             raise BackfillInterruptedError(
-                f"backfill {job.job_id} stopped at page {job.pages} ({job.execution_arn} is not running); "
+                f"backfill {job.job_id} stopped after {job.pages} page(s) with {job.ranges_open} range(s) open "
+                f"({job.execution_arn} is not running); "
                 f"`crr backfill start {rule_id}` resumes it"
             )
         sleep(poll_seconds)
 
 
 def progress_line(job: BackfillJob) -> str:
-    """``[#######.......]  48.0%  4,800/10,000 objects  4.7 MiB  812/s  ETA 6.4s``; before the total is
+    """``[#######.......]  48.0%  4,800/10,000 objects  4.7 MiB  812/s  ETA 6.4s``; before every range is
     counted: ``4,800 objects (counting: 8,000 so far)``."""
     progress = job.progress()
     rate = f"{progress.objects_per_second:,.0f}/s" if progress.objects_per_second else "-/s"
@@ -176,22 +213,67 @@ def _status(args: argparse.Namespace) -> int:
     if job is None:
         print(json.dumps(None) if args.json else f"rule {args.rule_id} has no backfill job")
         return 0
+    ranges = control.ranges(job.rule_id, job.job_id) if args.ranges else None
     if args.json:
-        print(json.dumps(_job_document(job), indent=2))
+        document = _job_document(job)
+        if ranges is not None:
+            document["ranges"] = [item.model_dump(mode="json") for item in ranges]
+        print(json.dumps(document, indent=2))
         return 0
+    print(describe_job(job))
+    if ranges is not None:
+        for line in range_lines(ranges):
+            print(f"  {line}")
+    return 0
+
+
+def describe_job(job: BackfillJob) -> str:
+    """What `crr backfill status` says of a job (read from its one item)."""
     totals = job.totals
-    print(f"backfill {job.job_id} of rule {job.rule_id}: {job.status.value}")
-    print(f"  {progress_line(job)}")
-    print(
+    lines = [
+        f"backfill {job.job_id} of rule {job.rule_id}: {job.status.value}",
+        f"  {progress_line(job)}",
         f"  pages {job.pages}; listed {totals.listed:,} ({humanize_bytes(totals.bytes_listed)}): copied "
         f"{totals.copied:,} ({humanize_bytes(totals.bytes_copied)}), skipped {totals.skipped:,}, superseded "
-        f"{totals.superseded:,}, failed {totals.failed:,} (handed to the replication queue)"
-    )
+        f"{totals.superseded:,}, failed {totals.failed:,} (handed to the replication queue)",
+    ]
+    if job.legacy:
+        lines.append("  a single-cursor job of an earlier release: `crr backfill start` starts a new job")
+    else:
+        lines.append(
+            f"  ranges: {job.ranges_made} made, {job.ranges_open} open, {job.ranges_uncounted} still counting; "
+            f"{job.workers} at once"
+        )
     finished = f", finished {job.finished_at:%Y-%m-%d %H:%M:%S}Z" if job.finished_at else ""
-    print(f"  started {job.created_at:%Y-%m-%d %H:%M:%S}Z{finished}; execution {job.execution_arn or '-'}")
+    lines.append(f"  started {job.created_at:%Y-%m-%d %H:%M:%S}Z{finished}; execution {job.execution_arn or '-'}")
     if job.failure_reason:
-        print(f"  failure: {job.failure_reason}")
-    return 0
+        lines.append(f"  failure: {job.failure_reason}")
+    return "\n".join(lines)
+
+
+def range_lines(ranges: list[BackfillRange]) -> list[str]:
+    """A line per range, in key order: ``(after, until]  pages 3  listed 3,000  done|open|counting  claim``."""
+
+    def bound(key: str | None, default: str) -> str:
+        return json.dumps(key, ensure_ascii=False) if key is not None else default
+
+    ordered = sorted(
+        ranges, key=lambda item: (item.prefix.encode(), item.after is not None, (item.after or "").encode())
+    )
+    lines = []
+    for item in ordered:
+        state = "done" if item.done else ("open" if item.count_complete else "open, counting")
+        claim = (
+            f"  held by worker {item.claim.rsplit('#', 1)[1]} of {item.claim.rsplit(':', 1)[-1].rsplit('#', 1)[0]}"
+            if item.claim
+            else ""
+        )
+        bounds = f"({bound(item.after, 'start')}, {bound(item.until, 'end')}]"
+        lines.append(
+            f"range {item.range_id} {bound(item.prefix, '')}: {bounds}  "
+            f"pages {item.pages}  listed {item.totals.listed:,}  {state}{claim}"
+        )
+    return lines
 
 
 def _job_document(job: BackfillJob) -> dict[str, Any]:

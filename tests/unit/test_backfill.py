@@ -17,7 +17,6 @@ from crr.backfill.engine import BACKFILL_CONFIGURATION_ID, BackfillEngine
 from crr.backfill.models import (
     BackfillJob,
     BackfillStatus,
-    ListingCursor,
     ObjectOutcome,
     PageCounts,
     PageRequest,
@@ -26,6 +25,7 @@ from crr.backfill.models import (
     plan_digest,
 )
 from crr.backfill.reconcile import reconciler
+from crr.backfill.workflow import BackfillPageRefusedError, BackfillSteps
 from crr.errors import (
     AccessDeniedError,
     BackfillPageError,
@@ -38,7 +38,7 @@ from crr.models import LedgerEntry
 from crr.replication import Replicator
 from crr.rules import PeerRule, ReplicationRule, RuleStatus
 from tests.support import rules
-from tests.support.backfill_runner import run_job, run_pages
+from tests.support.backfill_runner import prefix_requests, run_fanned_out, run_range
 from tests.support.fakes import (
     FakeBackfillJobs,
     FakeFastCopier,
@@ -106,10 +106,16 @@ class World:
         )
 
     def request(self, page_size: int = 1000, count_pages: int = 4) -> PageRequest:
-        return BackfillJob.start(self.rule, at=T0, page_size=page_size, count_pages=count_pages).next_request()
+        """The first page of a range over the rule's first prefix."""
+        return prefix_requests(self.rule, page_size=page_size, count_pages=count_pages)[0]
 
     def run(self, page_size: int = 1000, count_pages: int = 4) -> list[PageResult]:
-        return list(run_pages(self.engine, self.rule, self.request(page_size, count_pages)))
+        """Every page of one range per prefix, prefix after prefix (the engine alone, nothing split)."""
+        requests = prefix_requests(self.rule, page_size=page_size, count_pages=count_pages)
+        return [result for request in requests for result in run_range(self.engine, self.rule, request)]
+
+    def steps(self, jobs: FakeBackfillJobs, engine: BackfillEngine | None = None) -> BackfillSteps:
+        return BackfillSteps(engine or self.engine, jobs, FakeRules(self.rule), clock=lambda: T0)
 
     def body(self, key: str, bucket: str = DST) -> bytes | None:
         found = self.s3.current(bucket, key)
@@ -193,24 +199,28 @@ def test_overlapping_prefixes_are_listed_once() -> None:
     assert sorted(world.copier.copied) == ["logs/a/1", "logs/a/2", "logs/b"]
 
 
-def test_small_prefixes_fill_one_page_instead_of_costing_a_step_each() -> None:
-    # Given 10 prefixes of 2 objects
-    world = World(make_rule(*[f"p{n}/" for n in range(10)]))
+def test_a_page_lists_within_its_range_and_stops_at_its_upper_bound() -> None:
+    # Given keys a0..a9 and a range (a2, a6] of them
+    world = World(make_rule())
     for n in range(10):
-        world.put(f"p{n}/a")
-        world.put(f"p{n}/b")
-    # When pages hold 7 keys
-    results = world.run(page_size=7, count_pages=0)
-    # Then pages are full until the end, not one per prefix
-    assert [result.counts.listed for result in results] == [7, 7, 6]
-    assert results[0].cursor == ListingCursor(prefix_index=3, after="p3/a")
-    assert world.s3.keys(DST) == world.s3.keys(SRC)
+        world.put(f"a{n}")
+    request = world.request(page_size=3, count_pages=0).model_copy(update={"after": "a2", "until": "a6"})
+    # When the range is copied in pages of 3
+    results = list(run_range(world.engine, world.rule, request))
+    # Then exactly its keys were copied, the listing started after its lower bound, and the last page
+    # ended the range without one more request
+    assert sorted(world.copier.copied) == ["a3", "a4", "a5", "a6"]
+    assert [(result.counts.listed, result.cursor, result.done) for result in results] == [
+        (3, "a5", False),
+        (1, "a6", True),
+    ]
+    assert [request[2] for request in world.listing.requests if request[0] == SRC] == ["a2", "a5"]
 
 
 def test_an_empty_bucket_is_done_in_one_step() -> None:
     world = World(make_rule())
     [result] = world.run()
-    assert (result.done, result.counts.listed, result.count.complete, result.next_request) == (True, 0, True, None)
+    assert (result.done, result.counts.listed, result.count_complete, result.cursor) == (True, 0, True, None)
 
 
 # ---- skipping ----------------------------------------------------------------------------------
@@ -553,7 +563,9 @@ def test_when_failed_keys_cannot_be_queued_the_page_fails_as_a_whole() -> None:
 def test_a_missing_source_bucket_fails_the_page_with_a_clear_error() -> None:
     world = World(make_rule())
     del world.s3.buckets[SRC]
-    with pytest.raises(BackfillPageError, match=r"page 1: ListObjectsV2 on src-bucket failed: NoSuchBucket") as caught:
+    with pytest.raises(
+        BackfillPageError, match=r"page 1: range 0000: ListObjectsV2 on src-bucket failed: NoSuchBucket"
+    ) as caught:
         world.run()
     assert caught.value.code == "NoSuchBucket"
 
@@ -589,30 +601,31 @@ def test_a_job_planned_for_another_incarnation_of_the_rule_is_refused() -> None:
 # ---- jobs: resume, counting ----------------------------------------------------------------------
 
 
-def test_an_interrupted_job_resumes_after_the_last_recorded_page() -> None:
-    # Given a job over 20 objects that stopped after 2 pages of 4
-    world = World(make_rule())
-    for index in range(20):
-        world.put(f"k{index:02d}")
+def test_an_interrupted_job_resumes_each_range_from_its_own_cursor() -> None:
+    # Given a job over 40 objects in two prefixes that stopped after each of its 2 workers ran 2 steps
+    world = World(make_rule("a/", "b/"))
+    keys = [f"{prefix}k{index:02d}" for prefix in ("a/", "b/") for index in range(20)]
+    for key in keys:
+        world.put(key)
     jobs = FakeBackfillJobs(clock=lambda: T0)
-    job = BackfillJob.start(world.rule, at=T0, page_size=4, count_pages=1)
+    job = BackfillJob.start(world.rule, at=T0, page_size=4, count_pages=1, workers=2)
     jobs.create(job)
-    stopped = run_job(world.engine, world.rule, jobs, job, max_pages=2)
-    assert (stopped.pages, stopped.cursor, stopped.status) == (2, ListingCursor(after="k07"), BackfillStatus.RUNNING)
-    first_listings = len(world.listing.requests)
-    # When it is resumed from the store
-    resumed = run_job(world.engine, world.rule, jobs, jobs.get("r", job.job_id))
-    # Then it listed on from k07, copied every object exactly once, and succeeded at 100 %
-    assert world.listing.requests[first_listings][:3] == (SRC, "", "k07")
-    assert sorted(world.copier.copied) == [f"k{index:02d}" for index in range(20)]
-    assert (resumed.status, resumed.pages, resumed.totals.listed, resumed.totals.copied) == (
+    stopped = run_fanned_out(world.steps(jobs), job, workers=2, steps_per_worker=2)
+    assert (stopped.status, stopped.done, stopped.pages) == (BackfillStatus.RUNNING, False, 4)
+    assert all(item.claim is None for item in jobs.ranges("r", job.job_id))  # released at the quota
+    # When it is resumed, with another number of workers
+    resumed = run_fanned_out(world.steps(jobs), jobs.get("r", job.job_id), workers=3)
+    # Then every object was copied exactly once, and the job succeeded at 100 %
+    assert sorted(world.copier.copied) == keys
+    assert (resumed.status, resumed.totals.listed, resumed.totals.copied, resumed.counted) == (
         BackfillStatus.SUCCEEDED,
-        5,
-        20,
-        20,
+        40,
+        40,
+        40,
     )
     assert resumed.progress().percent == 100.0
-    assert jobs.recorded == [1, 2, 3, 4, 5]
+    # And no page of any range was recorded twice
+    assert len(jobs.recorded) == len(set(jobs.recorded)) == resumed.pages
 
 
 def test_a_page_failure_marks_the_job_failed_with_its_reason() -> None:
@@ -622,34 +635,33 @@ def test_a_page_failure_marks_the_job_failed_with_its_reason() -> None:
     jobs = FakeBackfillJobs(clock=lambda: T0)
     job = BackfillJob.start(world.rule, at=T0)
     jobs.create(job)
-    with pytest.raises(BackfillPageError):
-        run_job(world.engine, world.rule, jobs, job)
+    with pytest.raises(BackfillPageRefusedError):
+        run_fanned_out(world.steps(jobs), job, workers=2)
     failed = jobs.get("r", job.job_id)
     assert failed.status is BackfillStatus.FAILED
     assert "NoSuchBucket" in (failed.failure_reason or "")
 
 
-def test_the_count_runs_ahead_of_the_copy_until_the_total_is_known() -> None:
-    # Given 40 objects, pages of 4, and 2 count pages per step
+def test_the_count_runs_ahead_of_the_copy_until_the_range_is_counted() -> None:
+    # Given 40 objects, one range, pages of 4, and 2 count pages per step
     world = World(make_rule())
     for index in range(40):
         world.put(f"k{index:02d}")
-    jobs = FakeBackfillJobs(clock=lambda: T0)
-    job = BackfillJob.start(world.rule, at=T0, page_size=4, count_pages=2)
-    jobs.create(job)
-    seen: list[tuple[int, int, bool, float | None]] = []
-
-    def watch(stored: BackfillJob, _result: PageResult) -> None:
-        progress = stored.progress()
-        seen.append((stored.totals.listed, stored.count.objects, stored.count.complete, progress.percent))
-
-    run_job(world.engine, world.rule, jobs, job, on_page=watch)
-    # Then the count is 3 pages ahead after each step, known after 4 steps, and the percentage only rises
-    assert seen[:4] == [(4, 12, False, None), (8, 20, False, None), (12, 28, False, None), (16, 36, False, None)]
-    assert seen[4] == (20, 40, True, 50.0)
-    percents = [percent for *_, percent in seen if percent is not None]
-    assert percents == sorted(percents)
-    assert percents[-1] == 100.0
+    # When the range is copied page after page
+    results = list(run_range(world.engine, world.rule, world.request(page_size=4, count_pages=2)))
+    # Then each step counted its own page (at no request) and two more, until the count reached the end
+    seen = [(result.cursor, result.count_cursor, result.count_complete, result.counted) for result in results[:5]]
+    assert seen == [
+        ("k03", "k11", False, 12),
+        ("k07", "k19", False, 8),
+        ("k11", "k27", False, 8),
+        ("k15", "k35", False, 8),
+        ("k19", "k39", True, 4),
+    ]
+    assert sum(result.counted for result in results) == 40
+    assert [result.count_completed for result in results].count(True) == 1
+    # And the last key of each page counted ahead is named as known to lie ahead (a split boundary)
+    assert results[0].ahead == ["k07", "k11"]
     # And counting cost one listing per page it counted beyond the first (which the copy's listing counted)
     assert world.listing.count(SRC) == 10 + 9
 
@@ -659,20 +671,24 @@ def test_objects_added_behind_the_count_never_push_the_percentage_to_100_before_
     for index in range(8):
         world.put(f"k{index}")
     jobs = FakeBackfillJobs(clock=lambda: T0)
-    job = BackfillJob.start(world.rule, at=T0, page_size=2, count_pages=10)
+    job = BackfillJob.start(world.rule, at=T0, page_size=2, count_pages=10, workers=1)
     jobs.create(job)
     percents: list[float | None] = []
+    added = threading.Event()
 
     def add_behind_the_count(stored: BackfillJob, result: PageResult) -> None:
         percents.append(stored.progress().percent)
-        if result.sequence == 1:
+        if not added.is_set():
+            added.set()
             for index in range(8):  # written after the count ended, ahead of the copy
                 world.put(f"z{index}")
 
-    final = run_job(world.engine, world.rule, jobs, job, on_page=add_behind_the_count)
+    final = run_fanned_out(world.steps(jobs), job, workers=1, on_page=add_behind_the_count)
     # Then 16 objects were processed against a count of 8, and the percentage held below 100 until done
-    assert (final.totals.listed, final.count.objects) == (16, 8)
-    assert percents == [25.0, 50.0, 75.0, 99.9, 99.9, 99.9, 99.9, 100.0]
+    assert (final.totals.listed, final.counted) == (16, 8)
+    assert percents[0] == 25.0
+    assert all(percent is not None and percent <= 99.9 for percent in percents[:-1])
+    assert percents == sorted(percents, key=lambda percent: percent or 0.0)
     assert final.progress().percent == 100.0
 
 
@@ -729,12 +745,13 @@ def _peak_kib(objects: int) -> float:
         FakeReplicationQueue(),
         concurrency=4,
     )
-    request = BackfillJob.start(rule, at=T0, page_size=200).next_request()
+    requests = prefix_requests(rule, page_size=200)
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        for _result in run_pages(engine, rule, request):
-            pass
+        for request in requests:
+            for _result in run_range(engine, rule, request):
+                pass
         return tracemalloc.get_traced_memory()[1] / 1024
     finally:
         tracemalloc.stop()
@@ -763,13 +780,13 @@ def test_progress_rate_and_eta_come_from_time_spent_in_steps() -> None:
     for index in range(6):
         world.put(f"k{index}")
     jobs = FakeBackfillJobs(clock=lambda: T0 + timedelta(seconds=1))
-    job = BackfillJob.start(world.rule, at=T0, page_size=2, count_pages=4)
+    job = BackfillJob.start(world.rule, at=T0, page_size=2, count_pages=4, workers=1)
     jobs.create(job)
-    stored = run_job(engine, world.rule, jobs, job, max_pages=1)
+    stored = run_fanned_out(world.steps(jobs, engine), job, workers=1, steps_per_worker=1)
     progress = stored.progress()
     assert (progress.processed, progress.total) == (2, 6)
     assert progress.percent == pytest.approx(33.333, abs=0.01)
-    assert progress.objects_per_second == pytest.approx(1.0)  # 2 objects in a 2-second step
+    assert progress.objects_per_second == pytest.approx(1.0)  # 2 objects in a 2-second step, one range open
     assert progress.eta_seconds == pytest.approx(4.0)
 
 
@@ -784,8 +801,17 @@ def test_a_page_holds_no_more_bytes_than_its_budget_and_the_next_page_goes_on_fr
     # Then it copied three objects only, and the page after it copies the rest
     assert first.counts.copied == 3
     assert not first.done
-    assert first.next_request is not None
-    rest = world.engine.copy_page(world.rule, first.next_request)
+    rest = world.engine.copy_page(
+        world.rule,
+        world.request().model_copy(
+            update={
+                "sequence": 2,
+                "cursor": first.cursor,
+                "count_cursor": first.count_cursor,
+                "count_complete": first.count_complete,
+            }
+        ),
+    )
     assert rest.counts.copied == 7
     assert rest.done
     assert {key for key in keys if world.body(key) == b"x" * 100} == set(keys)

@@ -19,22 +19,17 @@ from botocore.utils import parse_timestamp as botocore_parse_timestamp
 from crr.adapters.backfill_s3 import S3FastCopier, fast_timestamps, parse_timestamp
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoLedger, DynamoProgress, DynamoRules
-from crr.adapters.dynamodb.keys import backfill_sk, rule_pk
+from crr.adapters.dynamodb.items import to_value
+from crr.adapters.dynamodb.keys import backfill_range_sk, backfill_sk, rule_pk
 from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
 from crr.backfill.engine import BackfillEngine
-from crr.backfill.models import (
-    BackfillJob,
-    BackfillStatus,
-    CountProgress,
-    ListingCursor,
-    PageCounts,
-    PageResult,
-)
+from crr.backfill.fanout import initial_ranges
+from crr.backfill.models import BackfillJob, BackfillStatus
+from crr.backfill.ranges import KeyRange
 from crr.backfill.reconcile import reconciler
+from crr.backfill.workflow import BackfillSteps
 from crr.errors import (
-    BackfillJobConflictError,
-    BackfillJobNotFoundError,
     BucketMissingError,
     SourceGoneError,
     StateStoreError,
@@ -43,7 +38,7 @@ from crr.models import ListedObject
 from crr.replication import Replicator
 from tests.support import rules
 from tests.support.aws import client, create_bucket, create_rules_table
-from tests.support.backfill_runner import run_job
+from tests.support.backfill_runner import run_fanned_out
 from tests.support.fakes import FakeReplicationQueue
 
 WEST, EAST = "us-west-1", "us-east-1"
@@ -245,11 +240,14 @@ def test_a_job_over_moto_copies_every_object_under_the_prefixes(buckets: tuple[A
         S3Listing(clients), S3FastCopier(clients), ledger, reconciler(live), FakeReplicationQueue(), concurrency=8
     )
     jobs = DynamoBackfillJobs(dynamodb, TABLE)
-    job = BackfillJob.start(rule, at=T0, page_size=7, count_pages=2)
+    job = BackfillJob.start(rule, at=T0, page_size=7, count_pages=2, workers=1)
     jobs.create(job)
-    # When the job runs to the end
+    # When the job runs to the end (one worker: moto's in-process DynamoDB does not make a conditional
+    # write atomic against another thread's, as DynamoDB does)
     with engine:
-        final = run_job(engine, rule, jobs, job)
+        final = run_fanned_out(
+            BackfillSteps(engine, jobs, DynamoRules(dynamodb, TABLE, cache_seconds=0)), job, workers=1
+        )
     # Then every prefixed object is in the destination with its metadata and tags, none outside
     listed = {item["Key"] for item in east.list_objects_v2(Bucket=DST)["Contents"]}
     assert listed == set(keys)
@@ -261,11 +259,10 @@ def test_a_job_over_moto_copies_every_object_under_the_prefixes(buckets: tuple[A
         29,
         1,
     )
-    assert final.count == CountProgress(cursor=ListingCursor(prefix_index=3), objects=30, bytes=120, complete=True)
-    # And the S3 requests are one copy per copied object plus the listings: pages of 7 over prefixes of 10
-    # cross into the next prefix, so 5 pages took 7 source and 7 destination requests, and counting 6
+    assert (final.counted, final.counted_bytes, final.ranges_open, final.ranges_uncounted) == (30, 120, 0, 0)
+    # And the S3 requests are one copy per copied object plus the listings, well under 1.1 per object
     assert clients.calls["CopyObject"] == 29
-    assert clients.calls["ListObjectsV2"] == 7 + 7 + 6
+    assert clients.calls["CopyObject"] + clients.calls["ListObjectsV2"] <= 1.1 * 30 + 20
     assert ledger.read("r1", "a/00") is not None
 
 
@@ -273,7 +270,7 @@ def index_of(key: str) -> int:
     return int(key.rsplit("/", 1)[-1]) % 10 if key[-1].isdigit() else 0
 
 
-# ---- the job store -----------------------------------------------------------------------------------
+# ---- the job store's layout (its behaviour: tests/unit/test_fakes_conform.py) --------------------------
 
 
 @pytest.fixture
@@ -283,127 +280,61 @@ def jobs(aws: None) -> DynamoBackfillJobs:
     return DynamoBackfillJobs(dynamodb, TABLE, clock=lambda: T0 + timedelta(minutes=5))
 
 
-def _page(job: BackfillJob, sequence: int, *, done: bool = False, after: str | None = "k") -> PageResult:
-    return PageResult(
-        job_id=job.job_id,
-        rule_id=job.rule_id,
-        plan=job.plan,
-        sequence=sequence,
-        counts=PageCounts(listed=10, copied=7, skipped=2, failed=1, bytes_listed=100, bytes_copied=70),
-        cursor=ListingCursor(prefix_index=1 if done else 0, after=None if done else f"{after}{sequence}"),
-        done=done,
-        count=CountProgress(cursor=ListingCursor(prefix_index=1), objects=40, bytes=400, complete=True),
-        elapsed_seconds=1.5,
-    )
-
-
-def test_a_job_is_stored_and_found_again_and_the_newest_is_the_latest(jobs: DynamoBackfillJobs) -> None:
-    # Given two jobs of one rule, a second apart, and one of another rule
+def test_a_job_and_its_ranges_live_beside_its_rule_and_the_newest_job_is_the_latest(jobs: DynamoBackfillJobs) -> None:
+    # Given two jobs of one rule, a second apart, the older with ranges (which sort after its own item)
     older = BackfillJob.start(make_rule(), at=T0)
     newer = BackfillJob.start(make_rule(), at=T0 + timedelta(seconds=1))
-    other = BackfillJob.start(make_rule().model_copy(update={"rule_id": "r2"}), at=T0 + timedelta(hours=1))
-    for job in (newer, older, other):
+    for job in (older, newer):
         jobs.create(job)
-    # Then each reads back equal, and the newest of the rule is its latest
-    assert jobs.get("r1", older.job_id) == older
-    assert jobs.latest("r1") == newer
-    assert jobs.latest("r3") is None
-    with pytest.raises(BackfillJobNotFoundError, match="no backfill job 'nope'"):
-        jobs.get("r1", "nope")
-    with pytest.raises(BackfillJobConflictError, match="already has a backfill"):
-        jobs.create(older)
-
-
-def test_a_job_lives_beside_its_rule_in_the_table(jobs: DynamoBackfillJobs) -> None:
-    job = BackfillJob.start(make_rule(), at=T0)
-    jobs.create(job)
-    item = client("dynamodb", WEST).get_item(
-        TableName=TABLE, Key={"pk": {"S": rule_pk("r1")}, "sk": {"S": backfill_sk(job.job_id)}}
-    )
+    jobs.add_ranges("r1", older.job_id, initial_ranges("r1", older.job_id, [KeyRange("a/"), KeyRange("b/")]))
+    db = client("dynamodb", WEST)
+    item = db.get_item(TableName=TABLE, Key={"pk": {"S": rule_pk("r1")}, "sk": {"S": backfill_sk(newer.job_id)}})
     assert item["Item"]["status"] == {"S": "running"}
-
-
-def test_recording_a_page_adds_its_counts_and_moves_the_cursors(jobs: DynamoBackfillJobs) -> None:
-    job = BackfillJob.start(make_rule(), at=T0)
-    jobs.create(job)
-    jobs.record_page(_page(job, 1))
-    stored = jobs.record_page(_page(job, 2))
-    assert stored.pages == 2
-    assert stored.totals == PageCounts(listed=20, copied=14, skipped=4, failed=2, bytes_listed=200, bytes_copied=140)
-    assert stored.cursor == ListingCursor(prefix_index=0, after="k2")
-    assert (stored.count.objects, stored.count.complete, stored.active_seconds) == (40, True, 3.0)
-    assert stored.updated_at == T0 + timedelta(minutes=5)
-    assert stored == jobs.get("r1", job.job_id)
-    assert stored.progress().percent == 50.0
-
-
-def test_a_retried_page_is_not_counted_twice(jobs: DynamoBackfillJobs) -> None:
-    # Given a page recorded, then the same page delivered again by a retried step
-    job = BackfillJob.start(make_rule(), at=T0)
-    jobs.create(job)
-    first = jobs.record_page(_page(job, 1))
-    again = jobs.record_page(_page(job, 1, after="other"))
-    # Then the second delivery changed nothing, and pages go on after it
-    assert again == first
-    assert again.totals.listed == 10
-    assert jobs.record_page(_page(job, 2)).totals.listed == 20
-
-
-def test_a_page_out_of_order_is_refused(jobs: DynamoBackfillJobs) -> None:
-    job = BackfillJob.start(make_rule(), at=T0)
-    jobs.create(job)
-    with pytest.raises(BackfillJobConflictError, match="page 3 arrived, but only 0 page"):
-        jobs.record_page(_page(job, 3))
-    assert jobs.get("r1", job.job_id).pages == 0
-
-
-def test_the_last_page_clears_the_cursor_key_and_lets_the_job_succeed(jobs: DynamoBackfillJobs) -> None:
-    job = BackfillJob.start(make_rule(), at=T0)
-    jobs.create(job)
-    jobs.record_page(_page(job, 1))
-    with pytest.raises(BackfillJobConflictError, match="cannot become succeeded: it is running, with pages left"):
-        jobs.mark_succeeded("r1", job.job_id, T0)
-    last = jobs.record_page(_page(job, 2, done=True))
-    assert (last.done, last.cursor) == (True, ListingCursor(prefix_index=1))
-    finished = jobs.mark_succeeded("r1", job.job_id, T0 + timedelta(hours=1))
-    assert (finished.status, finished.finished_at) == (BackfillStatus.SUCCEEDED, T0 + timedelta(hours=1))
-    assert jobs.mark_succeeded("r1", job.job_id, T0 + timedelta(hours=2)) == finished  # asked twice: no change
-    with pytest.raises(BackfillJobConflictError, match="cannot become failed: it is succeeded"):
-        jobs.mark_failed("r1", job.job_id, "late", T0)
-    with pytest.raises(BackfillJobConflictError, match="cannot become running"):
-        jobs.set_execution("r1", job.job_id, "arn:aws:states:us-west-1:1:execution:m:x", T0)
-
-
-def test_a_failed_job_keeps_its_reason_and_runs_again_under_a_new_execution(jobs: DynamoBackfillJobs) -> None:
-    job = BackfillJob.start(make_rule(), at=T0)
-    jobs.create(job)
-    jobs.record_page(_page(job, 1))
-    failed = jobs.mark_failed("r1", job.job_id, "ListObjectsV2 on bf-src failed: AccessDenied", T0)
-    assert (failed.status, failed.failure_reason) == (
-        BackfillStatus.FAILED,
-        "ListObjectsV2 on bf-src failed: AccessDenied",
+    ranged = db.get_item(
+        TableName=TABLE, Key={"pk": {"S": rule_pk("r1")}, "sk": {"S": backfill_range_sk(older.job_id, "0001")}}
     )
-    # A page arriving for a failed job is refused until the job runs again
-    with pytest.raises(BackfillJobConflictError, match="is failed"):
-        jobs.record_page(_page(job, 2))
-    arn = "arn:aws:states:us-west-1:123456789012:execution:Backfill:r1-2"
-    resumed = jobs.set_execution("r1", job.job_id, arn, T0 + timedelta(hours=1))
-    assert (resumed.status, resumed.execution_arn, resumed.failure_reason, resumed.finished_at) == (
-        BackfillStatus.RUNNING,
-        arn,
-        None,
-        None,
-    )
-    assert resumed.next_request().sequence == 2
-    assert resumed.next_request().cursor == ListingCursor(after="k1")
+    assert (ranged["Item"]["prefix"], ranged["Item"]["kind"]) == ({"S": "b/"}, {"S": "keys"})
+    # Then the newest job is the latest; and with ranges of its own, still
+    assert jobs.latest("r1") == newer
+    jobs.add_ranges("r1", newer.job_id, initial_ranges("r1", newer.job_id, [KeyRange("")]))
+    latest = jobs.latest("r1")
+    assert latest is not None
+    assert (latest.job_id, latest.ranges_made) == (newer.job_id, 1)
+    assert jobs.latest("r3") is None
 
 
-def test_status_changes_of_a_missing_job_say_so(jobs: DynamoBackfillJobs) -> None:
-    with pytest.raises(BackfillJobNotFoundError):
-        jobs.mark_failed("r1", "nope", "x", T0)
+def test_a_job_stored_by_the_single_cursor_release_reads_as_a_legacy_job(jobs: DynamoBackfillJobs) -> None:
+    # Given a job item written by the release before ranges (one cursor, no format)
     job = BackfillJob.start(make_rule(), at=T0)
-    with pytest.raises(BackfillJobNotFoundError):
-        jobs.record_page(_page(job, 1))
+    old = {
+        "pk": rule_pk("r1"),
+        "sk": backfill_sk(job.job_id),
+        "job_id": job.job_id,
+        "rule_id": "r1",
+        "plan": job.plan,
+        "status": "failed",
+        "created_at": T0.isoformat(),
+        "updated_at": T0.isoformat(),
+        "page_size": 1000,
+        "count_pages": 4,
+        "pages": 3,
+        "cursor_prefix": 0,
+        "cursor_after": "k2999",
+        "done": False,
+        "count_prefix": 0,
+        "count_after": "k6999",
+        "counted": 7000,
+        "counted_bytes": 7000,
+        "count_complete": False,
+        "listed": 3000,
+        "copied": 3000,
+        "active_seconds": 30,
+    }
+    client("dynamodb", WEST).put_item(TableName=TABLE, Item={name: to_value(value) for name, value in old.items()})
+    # When it is read, Then its counts show, it is unfinished, and it is marked legacy (never resumed)
+    read = jobs.get("r1", job.job_id)
+    assert (read.legacy, read.done, read.pages, read.totals.listed, read.counted) == (True, False, 3, 3000, 7000)
+    assert read.progress().percent is None
 
 
 def test_a_missing_table_is_a_state_store_error(aws: None) -> None:

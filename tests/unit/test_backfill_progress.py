@@ -1,4 +1,4 @@
-"""Backfill progress: percent complete and ETA as pure functions, and a job's progress as pages are recorded."""
+"""Backfill progress: percent complete and ETA as pure functions, and a job's progress read from its item alone."""
 
 from __future__ import annotations
 
@@ -12,15 +12,11 @@ from hypothesis import strategies as st
 from crr.backfill.models import (
     PERCENT_CAP,
     BackfillJob,
-    CountProgress,
-    ListingCursor,
     PageCounts,
-    PageResult,
     eta_seconds,
     new_job_id,
     percent_complete,
 )
-from crr.errors import BackfillJobConflictError
 from tests.support.rules import make_rule
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -69,7 +65,7 @@ def test_percent_examples() -> None:
     elapsed=st.floats(min_value=1e-3, max_value=1e7, allow_nan=False),
 )
 def test_eta_is_what_is_left_at_the_rate_so_far(processed: int, total: int, elapsed: float) -> None:
-    eta = eta_seconds(processed, total, elapsed, done=False)
+    eta = eta_seconds(processed, total, processed / elapsed, done=False)
     assert eta is not None
     assert eta >= 0
     assert eta == pytest.approx(max(total - processed, 0) * elapsed / processed)
@@ -85,7 +81,7 @@ def test_at_a_steady_rate_the_eta_only_shrinks(total: int, rate: float, fraction
     etas: list[float] = []
     for fraction in moments:
         processed = max(1, int(total * fraction))
-        eta = eta_seconds(processed, total, processed / rate, done=False)
+        eta = eta_seconds(processed, total, rate, done=False)
         assert eta is not None
         etas.append(eta)
     assert all(later <= earlier * (1 + 1e-9) + 1e-9 for earlier, later in pairwise(etas))
@@ -94,70 +90,82 @@ def test_at_a_steady_rate_the_eta_only_shrinks(total: int, rate: float, fraction
 def test_eta_is_unknown_before_the_total_or_any_progress_and_zero_when_done() -> None:
     assert eta_seconds(10, None, 5.0, done=False) is None
     assert eta_seconds(0, 100, 5.0, done=False) is None
-    assert eta_seconds(10, 100, 0.0, done=False) is None
+    assert eta_seconds(10, 100, None, done=False) is None
     assert eta_seconds(10, 100, 5.0, done=True) == 0.0
 
 
-# ---- a job's progress as pages are recorded ---------------------------------------------------------
+# ---- a job's progress, from its item alone ----------------------------------------------------------
 
 
-def _result(job: BackfillJob, sequence: int, listed: int, counted: int, *, complete: bool, done: bool) -> PageResult:
-    return PageResult(
-        job_id=job.job_id,
-        rule_id=job.rule_id,
-        plan=job.plan,
-        sequence=sequence,
-        counts=PageCounts(listed=listed, copied=listed, bytes_listed=listed, bytes_copied=listed),
-        cursor=ListingCursor(prefix_index=1 if done else 0, after=None if done else f"k{sequence}"),
-        done=done,
-        count=CountProgress(objects=counted, bytes=counted, complete=complete),
-        elapsed_seconds=1.0,
+def _job(**fields: object) -> BackfillJob:
+    return BackfillJob.start(make_rule(created_at=T0), at=T0).model_copy(update=fields)
+
+
+def test_the_rate_is_page_time_per_object_times_the_workers_that_can_run() -> None:
+    # Given 8 workers that spent 100 s of page time in all listing 4,000 objects, 3 ranges still open
+    job = _job(
+        workers=8,
+        totals=PageCounts(listed=4000),
+        active_seconds=100.0,
+        ranges_made=10,
+        ranges_open=3,
+        ranges_uncounted=0,
+        counted=10_000,
     )
+    progress = job.progress()
+    # Then the rate counts 3 ranges at once (no more can run), and the ETA is what is left at that rate
+    assert progress.objects_per_second == pytest.approx(40 * 3)
+    assert progress.eta_seconds == pytest.approx(6000 / 120)
+    assert (progress.percent, progress.total, progress.done) == (40.0, 10_000, False)
+    # And with more ranges open than workers, the workers bound it
+    assert job.model_copy(update={"ranges_open": 20}).progress().objects_per_second == pytest.approx(40 * 8)
+
+
+def test_the_total_is_unknown_until_every_range_is_counted_and_done_needs_ranges() -> None:
+    # A job not planned yet has no range: it is not done, and has no total
+    unplanned = _job()
+    assert (unplanned.done, unplanned.progress().total, unplanned.progress().percent) == (False, None, None)
+    # A range still counting: counted so far, no total
+    counting = _job(ranges_made=4, ranges_open=2, ranges_uncounted=1, counted=900, totals=PageCounts(listed=500))
+    assert (counting.progress().total, counting.progress().counted_so_far, counting.progress().percent) == (
+        None,
+        900,
+        None,
+    )
+    # Every range done: 100 %, ETA 0
+    done = _job(ranges_made=4, ranges_open=0, ranges_uncounted=0, counted=900, totals=PageCounts(listed=900))
+    assert (done.done, done.progress().percent, done.progress().eta_seconds) == (True, 100.0, 0.0)
 
 
 @given(
-    pages=st.lists(st.integers(min_value=0, max_value=1000), min_size=1, max_size=25),
-    extra=st.integers(min_value=0, max_value=3000),
-    count_after=st.integers(min_value=0, max_value=25),
-    retries=st.lists(st.integers(min_value=0, max_value=24), max_size=5),
+    deltas=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=1000), st.integers(min_value=0, max_value=1000), st.booleans()),
+        min_size=1,
+        max_size=30,
+    ),
 )
-def test_a_jobs_percentage_never_goes_backwards_nor_above_100(
-    pages: list[int], extra: int, count_after: int, retries: list[int]
-) -> None:
-    # Given pages recorded in order (some delivered twice, as a retried step is), a count that completes
-    # part way, and objects written meanwhile that the count missed (``extra`` fewer counted)
-    job = BackfillJob.start(make_rule(created_at=T0), at=T0, page_size=1000)
-    total = max(sum(pages) - extra, 0)
+def test_a_jobs_percentage_never_goes_backwards_as_its_counters_grow(deltas: list[tuple[int, int, bool]]) -> None:
+    # Given a job's listed and counted totals that only grow (counted stops once every range is counted),
+    # and ranges that finish one by one
+    job = _job(ranges_made=len(deltas), ranges_open=len(deltas), ranges_uncounted=len(deltas), active_seconds=1.0)
     shown: list[float] = []
-    for sequence, listed in enumerate(pages, start=1):
-        complete = sequence >= count_after
-        done = sequence == len(pages)
-        result = _result(job, sequence, listed, total if complete else 0, complete=complete, done=done)
-        job = job.with_page(result, T0 + timedelta(seconds=sequence))
-        if sequence - 1 in retries:
-            job = job.with_page(result, T0)  # the same page again: no change
+    for listed, counted, counted_a_range in deltas:
+        uncounted = max(job.ranges_uncounted - int(counted_a_range), 0)
+        job = job.model_copy(
+            update={
+                "totals": PageCounts(listed=job.totals.listed + listed),
+                "counted": job.counted + (counted if job.ranges_uncounted else 0),
+                "ranges_uncounted": uncounted,
+                "ranges_open": job.ranges_open - 1,
+            }
+        )
         percent = job.progress().percent
         if percent is not None:
             shown.append(percent)
-    # Then the figures rise monotonically within 0..100 and the job ends at 100 with every object counted once
+    # Then the figures rise monotonically within 0..100, and end at 100
     assert shown == sorted(shown)
     assert all(0.0 <= percent <= 100.0 for percent in shown)
     assert shown[-1] == 100.0
-    assert job.totals.listed == sum(pages)
-    assert job.pages == len(pages)
-
-
-def test_a_page_that_skips_one_is_refused() -> None:
-    job = BackfillJob.start(make_rule(created_at=T0), at=T0)
-    with pytest.raises(BackfillJobConflictError, match="page 2 arrived, but only 0 are recorded"):
-        job.with_page(_result(job, 2, 5, 0, complete=False, done=False), T0)
-
-
-def test_a_finished_job_has_no_next_request() -> None:
-    job = BackfillJob.start(make_rule(created_at=T0), at=T0)
-    job = job.with_page(_result(job, 1, 5, 5, complete=True, done=True), T0)
-    with pytest.raises(BackfillJobConflictError, match="no page left"):
-        job.next_request()
 
 
 def test_job_ids_sort_by_creation_time() -> None:

@@ -14,12 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crr.backfill.engine import BackfillEngine
-from crr.backfill.models import BackfillJob
 from crr.backfill.reconcile import reconciler
 from crr.errors import CrrError
 from crr.events import ChangeEvent, ChangeKind, parse_notification
 from crr.replication import Replicator
-from tests.support.backfill_runner import run_pages
+from tests.support.backfill_runner import prefix_requests, run_range
 from tests.support.fakes import (
     FakeFastCopier,
     FakeLedger,
@@ -142,9 +141,9 @@ def _scenario(
             QueueNotices(pending, scheduler),
             concurrency=1,
         )
-        request = BackfillJob.start(rule, at=T0, page_size=page_size, count_pages=1).next_request()
-        for _result in run_pages(engine, rule, request, prefetch=False):
-            pass
+        for request in prefix_requests(rule, page_size=page_size, count_pages=1):
+            for _result in run_range(engine, rule, request):
+                pass
         done["backfill"] = True
 
     def worker() -> None:

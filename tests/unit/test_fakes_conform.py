@@ -7,8 +7,9 @@ Three checks keep them alike:
   kinds), and every Protocol in ``crr.ports`` has a fake or a stated reason for having none; each fake's
   docstring names its port, and each port's docstring names its fake;
 - by behaviour: the table fakes whose adapters run under ``moto.mock_aws`` (``crr.adapters.dynamodb``: the
-  key ledger, tombstones, progress, failure log and rules) pass the same checks as those adapters: a
-  conditional write refused when fenced, read-after-write, an absent key.
+  key ledger, tombstones, progress, failure log, rules and backfill jobs) pass the same checks as those
+  adapters: a conditional write refused when fenced, read-after-write, an absent key, a page recorded
+  once with its split all or nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +23,18 @@ from typing import Any, Protocol
 import pytest
 
 import crr.ports
-from crr.adapters.dynamodb import DynamoFailureLog, DynamoLedger, DynamoProgress, DynamoRules, DynamoTombstones
-from crr.errors import LedgerConflictError, RuleNotFoundError
+from crr.adapters.dynamodb import (
+    DynamoBackfillJobs,
+    DynamoFailureLog,
+    DynamoLedger,
+    DynamoProgress,
+    DynamoRules,
+    DynamoTombstones,
+)
+from crr.backfill.fanout import initial_ranges, page_record
+from crr.backfill.models import BackfillJob, BackfillRange, BackfillStatus, PageCounts, PageResult
+from crr.backfill.ranges import KeyRange
+from crr.errors import BackfillJobConflictError, BackfillJobNotFoundError, LedgerConflictError, RuleNotFoundError
 from crr.failures import FailureKind, FailureReason
 from crr.models import LedgerEntry, ProgressDelta, QueueDepth, QueueMessage, TombstoneRecord
 from crr.ports import objects, queues, services, table
@@ -287,6 +298,7 @@ class Table:
     progress_source: ProgressSource
     failure_log: FailureLog
     rules_of: Callable[..., Rules]
+    backfill_jobs: BackfillJobs
 
 
 def clock_from(start: datetime) -> Callable[[], datetime]:
@@ -305,6 +317,7 @@ def fake_table() -> Table:
         progress_source=progress,
         failure_log=FakeFailureLog(clock=clock_from(T0)),
         rules_of=FakeRules,
+        backfill_jobs=FakeBackfillJobs(clock=lambda: T0),
     )
 
 
@@ -332,6 +345,7 @@ def dynamodb_table() -> Table:
         progress_source=DynamoProgressReader(db, TABLE),
         failure_log=DynamoFailureLog(db, TABLE, clock=clock_from(T0)),
         rules_of=rules_of,
+        backfill_jobs=DynamoBackfillJobs(db, TABLE, clock=lambda: T0),
     )
 
 
@@ -488,3 +502,162 @@ def test_rules_are_found_by_source_bucket_and_by_id(backend: Table) -> None:
     assert rules.list() == [logs, photos]
     with pytest.raises(RuleNotFoundError):
         rules.get("unknown")
+
+
+# ---- backfill jobs and their ranges ----------------------------------------------------------------
+
+EXECUTION = "arn:aws:states:us-west-1:1:execution:crr-backfill:j-r1"
+WORKER = f"{EXECUTION}#0"
+
+
+def planned(jobs: BackfillJobs, *pieces: KeyRange, workers: int = 2) -> BackfillJob:
+    job = BackfillJob.start(make_rule(), at=T0, workers=workers)
+    jobs.create(job)
+    return jobs.add_ranges(job.rule_id, job.job_id, initial_ranges(job.rule_id, job.job_id, pieces))
+
+
+def page_of(job: BackfillJob, item: BackfillRange, sequence: int, **fields: Any) -> PageResult:
+    values: dict[str, Any] = {
+        "job_id": job.job_id,
+        "rule_id": job.rule_id,
+        "plan": job.plan,
+        "range_id": item.range_id,
+        "sequence": sequence,
+        "prefix": item.prefix,
+        "after": item.after,
+        "until": item.until,
+        "counts": PageCounts(listed=10, copied=7, skipped=3, bytes_listed=100, bytes_copied=70),
+        "cursor": f"{item.prefix}k{sequence * 10:03d}",
+        "done": False,
+        "count_cursor": f"{item.prefix}k{sequence * 10 + 30:03d}",
+        "count_complete": False,
+        "counted": 10 if sequence > 1 else 40,
+        "counted_bytes": 100,
+        "elapsed_seconds": 1.5,
+    }
+    return PageResult(**{**values, **fields})
+
+
+def test_a_job_starts_without_ranges_and_its_first_ranges_are_stored_once(backend: Table) -> None:
+    jobs = backend.backfill_jobs
+    job = BackfillJob.start(make_rule(), at=T0)
+    jobs.create(job)
+    with pytest.raises(BackfillJobConflictError):
+        jobs.create(job)
+    assert (jobs.get("r1", job.job_id), jobs.latest("r1"), jobs.ranges("r1", job.job_id)) == (job, job, [])
+    # When its first ranges are added, twice (a retried plan), the second time other ones
+    first = initial_ranges("r1", job.job_id, [KeyRange("a/"), KeyRange("b/", None, "b/m"), KeyRange("b/", "b/m")])
+    stored = jobs.add_ranges("r1", job.job_id, first)
+    again = jobs.add_ranges("r1", job.job_id, initial_ranges("r1", job.job_id, [KeyRange("")]))
+    # Then the first ones are kept, and the job counts them open and uncounted
+    assert jobs.ranges("r1", job.job_id) == first
+    assert stored == again
+    assert (stored.ranges_made, stored.ranges_open, stored.ranges_uncounted, stored.planned) == (3, 3, 3, True)
+    # And the job is still the rule's latest, its ranges beside it in the table
+    assert jobs.latest("r1") == stored
+    with pytest.raises(BackfillJobNotFoundError):
+        jobs.get("r1", "nope")
+
+
+def test_a_range_is_claimed_by_one_worker_and_taken_over_only_from_the_claim_expected(backend: Table) -> None:
+    jobs = backend.backfill_jobs
+    job = planned(backend.backfill_jobs, KeyRange("a/"))
+    [item] = jobs.ranges("r1", job.job_id)
+    taken = jobs.claim("r1", job.job_id, item.range_id, WORKER, None)
+    assert taken is not None
+    assert taken.claim == WORKER
+    # A second worker expecting it free loses; one expecting this claim (a stale one) takes it over
+    assert jobs.claim("r1", job.job_id, item.range_id, f"{EXECUTION}#1", None) is None
+    newer = "arn:aws:states:us-west-1:1:execution:crr-backfill:j-r2#0"
+    assert jobs.claim("r1", job.job_id, item.range_id, newer, WORKER) is not None
+    # A release drops only the releasing worker's claims
+    assert jobs.release("r1", job.job_id, WORKER) == 0
+    assert jobs.release("r1", job.job_id, newer) == 1
+    assert jobs.ranges("r1", job.job_id)[0].claim is None
+
+
+def test_a_page_is_recorded_once_in_its_range_and_its_job(backend: Table) -> None:
+    jobs = backend.backfill_jobs
+    job = planned(jobs, KeyRange("a/"), workers=1)  # one range open, one worker: 2 wanted, no split asked
+    [item] = jobs.ranges("r1", job.job_id)
+    jobs.claim("r1", job.job_id, item.range_id, WORKER, None)
+    first = page_record(page_of(job, item, 1), WORKER, ranges_open=2, workers=1, at=T0)
+    recorded = jobs.record_page(first)
+    # A retried step: the same page again changes nothing and answers the range as recorded
+    assert jobs.record_page(first) == recorded
+    second = jobs.record_page(page_record(page_of(job, item, 2), WORKER, ranges_open=2, workers=1, at=T0))
+    assert (second.pages, second.cursor, second.count_cursor, second.totals.listed, second.counted) == (
+        2,
+        "a/k020",
+        "a/k050",
+        20,
+        50,
+    )
+    stored = jobs.get("r1", job.job_id)
+    assert (stored.pages, stored.totals.copied, stored.counted, stored.active_seconds) == (2, 14, 50, 3.0)
+    # A page out of order, or from a worker that does not hold the range, is refused and changes nothing
+    with pytest.raises(BackfillJobConflictError):
+        jobs.record_page(page_record(page_of(job, item, 4), WORKER, ranges_open=2, workers=1, at=T0))
+    with pytest.raises(BackfillJobConflictError):
+        jobs.record_page(page_record(page_of(job, item, 3), f"{EXECUTION}#9", ranges_open=2, workers=1, at=T0))
+    assert jobs.get("r1", job.job_id) == stored
+
+
+def test_a_split_lands_with_its_page_and_the_last_page_lets_the_job_succeed(backend: Table) -> None:
+    jobs = backend.backfill_jobs
+    job = planned(jobs, KeyRange("a/"), workers=2)
+    [item] = jobs.ranges("r1", job.job_id)
+    jobs.claim("r1", job.job_id, item.range_id, WORKER, None)
+    # When a page with keys known ahead is recorded while the job wants more ranges
+    ahead = ["a/k020", "a/k030", "a/k040", "a/k050"]
+    page = page_record(page_of(job, item, 1, ahead=ahead), WORKER, ranges_open=1, workers=2, at=T0)
+    assert len(page.new_ranges) == 3
+    jobs.record_page(page)
+    # Then the range now ends at the first boundary and three pieces joined it, in one write
+    ranges = jobs.ranges("r1", job.job_id)
+    assert sorted((item.after, item.until) for item in ranges if item.after is not None) == [
+        ("a/k020", "a/k030"),
+        ("a/k030", "a/k040"),
+        ("a/k040", None),
+    ]
+    stored = jobs.get("r1", job.job_id)
+    assert (stored.ranges_made, stored.ranges_open) == (4, 4)
+    assert stored.ranges_uncounted == sum(not item.count_complete for item in ranges)
+    with pytest.raises(BackfillJobConflictError):
+        jobs.mark_succeeded("r1", job.job_id, T0)
+    # When every range's last page is recorded, Then the job is done and may succeed (once)
+    for piece in jobs.ranges("r1", job.job_id):
+        claimed = jobs.claim("r1", job.job_id, piece.range_id, WORKER, piece.claim)
+        assert claimed is not None
+        last = page_of(job, claimed, claimed.pages + 1, until=claimed.until, after=claimed.after, done=True)
+        last = last.model_copy(update={"count_complete": True, "count_completed": not claimed.count_complete})
+        jobs.record_page(page_record(last, WORKER, ranges_open=4, workers=2, at=T0))
+    done = jobs.get("r1", job.job_id)
+    assert (done.done, done.ranges_open, done.ranges_uncounted) == (True, 0, 0)
+    finished = jobs.mark_succeeded("r1", job.job_id, T0 + timedelta(hours=1))
+    assert finished.status is BackfillStatus.SUCCEEDED
+    assert jobs.mark_succeeded("r1", job.job_id, T0 + timedelta(hours=2)) == finished
+
+
+def test_a_failed_job_refuses_pages_until_an_execution_runs_it_again(backend: Table) -> None:
+    jobs = backend.backfill_jobs
+    job = planned(jobs, KeyRange("a/"), workers=1)
+    [item] = jobs.ranges("r1", job.job_id)
+    jobs.claim("r1", job.job_id, item.range_id, WORKER, None)
+    failed = jobs.mark_failed("r1", job.job_id, "ListObjectsV2 on bf-src failed: AccessDenied", T0)
+    assert (failed.status, failed.failure_reason) == (
+        BackfillStatus.FAILED,
+        "ListObjectsV2 on bf-src failed: AccessDenied",
+    )
+    page = page_record(page_of(job, item, 1), WORKER, ranges_open=1, workers=1, at=T0)
+    with pytest.raises(BackfillJobConflictError):
+        jobs.record_page(page)
+    assert jobs.ranges("r1", job.job_id)[0].pages == 0  # the range's part of the page did not land either
+    resumed = jobs.set_execution("r1", job.job_id, "arn:exec:r2", T0, workers=5)
+    assert (resumed.status, resumed.execution_arn, resumed.failure_reason, resumed.workers) == (
+        BackfillStatus.RUNNING,
+        "arn:exec:r2",
+        None,
+        5,
+    )
+    assert jobs.record_page(page).pages == 1

@@ -15,7 +15,7 @@ from botocore.stub import Stubber
 
 from crr.adapters.dynamodb import DynamoFailureLog, DynamoProgress, DynamoRules
 from crr.adapters.dynamodb.keys import rule_pk
-from crr.backfill.models import BackfillJob, CountProgress, PageCounts
+from crr.backfill.models import BackfillJob, PageCounts
 from crr.errors import RuleNotFoundError, StateStoreError, StatusProbeError
 from crr.failures import FailureKind, FailureReason
 from crr.models import FailureCount, ProgressDelta, QueueDepth, QueueMessage, RuleProgress
@@ -116,12 +116,15 @@ def stack_status(
 
 def backfill_job(rule: ReplicationRule, *, processed: int, counted: int, seconds: float) -> BackfillJob:
     """A running job that has dealt with ``processed`` objects of ``counted`` in ``seconds``."""
-    job = BackfillJob.start(rule, at=NOW, job_id="20261125T095000000000Z-abc123")
+    job = BackfillJob.start(rule, at=NOW, job_id="20261125T095000000000Z-abc123", workers=4)
     return job.model_copy(
         update={
             "pages": 3,
-            "totals": PageCounts(listed=processed, copied=processed),
-            "count": CountProgress(objects=counted, complete=True),
+            "totals": PageCounts(listed=processed, copied=processed, bytes_copied=processed * 10),
+            "counted": counted,
+            "ranges_made": 6,
+            "ranges_open": 1,  # one range left: one page at a time
+            "ranges_uncounted": 0,
             "active_seconds": seconds,
         }
     )
@@ -372,6 +375,7 @@ def test_a_rule_shows_its_backfill_percent_and_eta_once_the_total_is_counted() -
     assert (backfill.status, backfill.processed, backfill.total) == ("running", 250, 1000)
     assert backfill.percent_complete == 25.0
     assert backfill.eta_seconds == 30.0
+    assert (backfill.objects_per_second, backfill.bytes_copied, backfill.ranges_open) == (25.0, 2500, 1)
     assert render_text(report).splitlines()[4].endswith("25.0% ETA 30s")
 
 

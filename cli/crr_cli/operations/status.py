@@ -54,10 +54,15 @@ class BackfillHealth(BaseModel):
     total: int | None = Field(description="objects counted; null until the counting pass is complete")
     percent_complete: float | None = Field(description="null until the total is known; never goes backwards")
     eta_seconds: float | None = None
+    objects_per_second: float | None = Field(default=None, description="over the ranges that can run at once")
+    bytes_copied: int = 0
+    ranges_open: int = Field(default=0, description="key ranges not done yet")
+    workers: int = Field(default=1, description="ranges copied at once")
     failure_reason: str | None = None
 
 
 def backfill_health(job: BackfillJob) -> BackfillHealth:
+    """The job's aggregate, from its one item (its ranges are not read)."""
     progress = job.progress()
     return BackfillHealth(
         job_id=job.job_id,
@@ -66,6 +71,10 @@ def backfill_health(job: BackfillJob) -> BackfillHealth:
         total=progress.total,
         percent_complete=progress.percent,
         eta_seconds=progress.eta_seconds,
+        objects_per_second=progress.objects_per_second,
+        bytes_copied=progress.bytes_copied,
+        ranges_open=progress.ranges_open,
+        workers=progress.workers,
         failure_reason=job.failure_reason,
     )
 

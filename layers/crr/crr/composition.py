@@ -176,6 +176,7 @@ def _backfill_steps_for(settings: FunctionSettings) -> BackfillSteps:
         live_scope=replicator.invocation_scope,
         copy_share=settings.backfill_concurrency,
         copy_bytes_per_second=settings.copy_bytes_per_second,
+        max_workers=settings.backfill_max_ranges,
     )
 
 

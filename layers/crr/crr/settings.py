@@ -42,6 +42,8 @@ class FunctionSettings(BaseModel):
     large_copy_state_machine_arn: str | None = None
     # Backfill: objects copied at once by one page step, and whether SSE-KMS sources may exist.
     backfill_concurrency: int = Field(default=32, ge=1, le=256)
+    # Backfill: the most ranges one job works at once (its workers; a job asking for more gets this many).
+    backfill_max_ranges: int = Field(default=16, ge=1, le=40)
     sse_kms_sources: bool = False
     # Live path: messages of one queue batch applied at once (records of one key stay in order).
     record_concurrency: int = Field(default=DEFAULT_RECORD_CONCURRENCY, ge=1, le=64)
@@ -68,6 +70,7 @@ class FunctionSettings(BaseModel):
             "copy_bytes_per_second": env.get("COPY_BYTES_PER_SECOND", str(100 * 1024**2)),
             "large_copy_state_machine_arn": env.get("LARGE_COPY_STATE_MACHINE_ARN") or None,
             "backfill_concurrency": env.get("BACKFILL_CONCURRENCY", "32"),
+            "backfill_max_ranges": env.get("BACKFILL_MAX_RANGES", "16"),
             "sse_kms_sources": env.get("SSE_KMS_SOURCES", "false"),
             "record_concurrency": env.get("RECORD_CONCURRENCY", str(DEFAULT_RECORD_CONCURRENCY)),
         }
@@ -90,6 +93,7 @@ class FunctionSettings(BaseModel):
                 "part_size_bytes": "PART_SIZE_BYTES",
                 "copy_bytes_per_second": "COPY_BYTES_PER_SECOND",
                 "backfill_concurrency": "BACKFILL_CONCURRENCY",
+                "backfill_max_ranges": "BACKFILL_MAX_RANGES",
                 "sse_kms_sources": "SSE_KMS_SOURCES",
                 "record_concurrency": "RECORD_CONCURRENCY",
             }

@@ -16,11 +16,12 @@ from crr.adapters.s3 import S3ObjectStore
 from crr.backfill.engine import BackfillEngine
 from crr.backfill.models import BackfillJob
 from crr.backfill.reconcile import reconciler
+from crr.backfill.workflow import BackfillSteps
 from crr.errors import SourceChangedError
-from crr.models import ListedObject, ListingPage
+from crr.models import ListedObject
 from crr.replication import Replicator
 from crr.rules import ReplicationRule
-from tests.support.backfill_runner import run_job
+from tests.support.backfill_runner import run_fanned_out
 from tests.support.fakes import FakeBackfillJobs, FakeLedger, FakeProgress, FakeReplicationQueue, FakeRules
 from tests.support.rules import make_rule
 from tests.support.seaweedfs import SeaweedFS
@@ -90,20 +91,18 @@ def test_a_source_overwritten_since_it_was_listed_is_refused(seaweedfs: SeaweedF
         s3.head_object(Bucket=rule.destination_bucket, Key="docs/a")
 
 
-class OverwritingListing(S3Listing):
-    """Lists for real, then overwrites ``key`` in the source: as a user writing right after the listing."""
+class OverwritingCopier(S3FastCopier):
+    """Copies for real, but first overwrites ``key`` in the source: as a user writing after the listing
+    and before the copy (whichever listing of the job saw the key: its page's, its count's or a probe)."""
 
-    def __init__(self, clients: ClientFactory, s3: Any, bucket: str, key: str) -> None:
+    def __init__(self, clients: ClientFactory, s3: Any, key: str) -> None:
         super().__init__(clients)
-        self._s3, self._bucket, self._key = s3, bucket, key
+        self._s3, self._key = s3, key
 
-    def list_page(
-        self, bucket: str, region: str, prefix: str, *, start_after: str | None, max_keys: int
-    ) -> ListingPage:
-        page = super().list_page(bucket, region, prefix, start_after=start_after, max_keys=max_keys)
-        if bucket == self._bucket and any(entry.key == self._key for entry in page.entries):
-            self._s3.put_object(Bucket=self._bucket, Key=self._key, Body=b"written after the listing")
-        return page
+    def copy_listed(self, rule: ReplicationRule, entry: ListedObject) -> str | None:
+        if entry.key == self._key:
+            self._s3.put_object(Bucket=rule.source_bucket, Key=self._key, Body=b"written after the listing")
+        return super().copy_listed(rule, entry)
 
 
 def test_a_job_skips_what_is_there_and_leaves_a_later_write_to_the_live_path(
@@ -120,15 +119,15 @@ def test_a_job_skips_what_is_there_and_leaves_a_later_write_to_the_live_path(
     clients = ClientFactory(session=seaweedfs.session())
     ledger = FakeLedger()
     live = Replicator(FakeRules(rule), S3ObjectStore(clients), ledger, FakeProgress())
-    # (a user overwrites docs/07 right after the first page is listed)
-    listing = OverwritingListing(clients, s3, rule.source_bucket, "docs/07")
-    engine = BackfillEngine(listing, S3FastCopier(clients), ledger, reconciler(live), FakeReplicationQueue())
+    # (a user overwrites docs/07 after it is listed, just before its copy)
+    copier = OverwritingCopier(clients, s3, "docs/07")
+    engine = BackfillEngine(S3Listing(clients), copier, ledger, reconciler(live), FakeReplicationQueue())
     jobs = FakeBackfillJobs(clock=lambda: T0)
-    job = BackfillJob.start(rule, at=T0, page_size=5, count_pages=1)
+    job = BackfillJob.start(rule, at=T0, page_size=5, count_pages=1, workers=2)
     jobs.create(job)
-    # When the job runs
+    # When the job runs with two workers
     with engine:
-        final = run_job(engine, rule, jobs, job)
+        final = run_fanned_out(BackfillSteps(engine, jobs, FakeRules(rule), clock=lambda: T0), job, workers=2)
     # Then the already replicated object was skipped, the overwritten one refused (superseded), the rest
     # copied with their metadata, and nothing outside the prefixes
     assert (final.totals.listed, final.totals.skipped, final.totals.superseded, final.totals.copied) == (17, 1, 1, 15)

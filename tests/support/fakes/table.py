@@ -5,11 +5,11 @@ failure log and rules behave as their DynamoDB adapters do on what replication r
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from crr.backfill.models import BackfillJob, BackfillStatus, PageResult
+from crr.backfill.models import BackfillJob, BackfillRange, BackfillStatus, RangePage
 from crr.errors import BackfillJobConflictError, BackfillJobNotFoundError, LedgerConflictError, RuleNotFoundError
 from crr.failures import FailureReason, FailureRecord
 from crr.models import (
@@ -261,65 +261,167 @@ class FakeBreakerStore:
 
 
 class FakeBackfillJobs:
-    """Fake of ``crr.ports.table.BackfillJobs`` and ``BackfillSource``, with the job store's once-per-page
-    semantics (``BackfillJob.with_page``); ``jobs`` are there from the start, ``clock`` stamps updates."""
+    """Fake of ``crr.ports.table.BackfillJobs`` and ``BackfillSource``, with the job store's semantics: a
+    page recorded once per sequence while its worker holds the range, the job's aggregate and a split
+    applied with it all or nothing. Thread-safe (the fanned-out runner records from several threads).
+    ``jobs`` are there from the start, ``clock`` stamps updates; ``recorded`` lists (range id, sequence)
+    of every page actually recorded; ``before_record`` runs just before a page is applied (where another
+    worker may get in first)."""
 
     def __init__(
         self, clock: Callable[[], datetime] = lambda: datetime.now(UTC), *, jobs: Iterable[BackfillJob] = ()
     ) -> None:
         self.jobs: dict[tuple[str, str], BackfillJob] = {(job.rule_id, job.job_id): job for job in jobs}
+        self.stored_ranges: dict[tuple[str, str], dict[str, BackfillRange]] = {}
         self.clock = clock
-        self.recorded: list[int] = []
+        self.recorded: list[tuple[str, int]] = []
+        self.before_record: Callable[[RangePage], None] | None = None
+        self._lock = threading.RLock()
 
     def create(self, job: BackfillJob) -> None:
-        if (job.rule_id, job.job_id) in self.jobs:
-            raise BackfillJobConflictError(f"job {job.job_id} exists")
-        self.jobs[(job.rule_id, job.job_id)] = job
+        with self._lock:
+            if (job.rule_id, job.job_id) in self.jobs:
+                raise BackfillJobConflictError(f"job {job.job_id} exists")
+            self.jobs[(job.rule_id, job.job_id)] = job
 
     def get(self, rule_id: str, job_id: str) -> BackfillJob:
-        if (rule_id, job_id) not in self.jobs:
-            raise BackfillJobNotFoundError(rule_id, job_id)
-        return self.jobs[(rule_id, job_id)]
+        with self._lock:
+            if (rule_id, job_id) not in self.jobs:
+                raise BackfillJobNotFoundError(rule_id, job_id)
+            return self.jobs[(rule_id, job_id)]
 
     def latest(self, rule_id: str) -> BackfillJob | None:
-        mine = sorted(job_id for rule, job_id in self.jobs if rule == rule_id)
-        return self.jobs[(rule_id, mine[-1])] if mine else None
+        with self._lock:
+            mine = sorted(job_id for rule, job_id in self.jobs if rule == rule_id)
+            return self.jobs[(rule_id, mine[-1])] if mine else None
 
-    def record_page(self, result: PageResult) -> BackfillJob:
-        job = self.get(result.rule_id, result.job_id)
-        if job.status is not BackfillStatus.RUNNING and result.sequence > job.pages:
-            raise BackfillJobConflictError(f"job {job.job_id} is {job.status.value}")
-        job = job.with_page(result, self.clock())
-        self.jobs[(job.rule_id, job.job_id)] = job
-        self.recorded.append(result.sequence)
-        return job
+    def add_ranges(self, rule_id: str, job_id: str, ranges: Sequence[BackfillRange]) -> BackfillJob:
+        with self._lock:
+            job = self.get(rule_id, job_id)
+            if job.planned:
+                return job
+            self.stored_ranges[(rule_id, job_id)] = {item.range_id: item for item in ranges}
+            return self._set(
+                rule_id,
+                job_id,
+                ranges_made=len(ranges),
+                ranges_open=sum(not item.done for item in ranges),
+                ranges_uncounted=sum(not item.count_complete for item in ranges),
+            )
+
+    def ranges(self, rule_id: str, job_id: str, *, open_only: bool = False) -> list[BackfillRange]:
+        with self._lock:
+            stored = self.stored_ranges.get((rule_id, job_id), {})
+            return [stored[name] for name in sorted(stored) if not (open_only and stored[name].done)]
+
+    def claim(
+        self, rule_id: str, job_id: str, range_id: str, worker: str, expected: str | None
+    ) -> BackfillRange | None:
+        with self._lock:
+            stored = self.stored_ranges.get((rule_id, job_id), {})
+            item = stored.get(range_id)
+            if item is None or item.done or item.claim != expected:
+                return None
+            stored[range_id] = item.model_copy(update={"claim": worker})
+            return stored[range_id]
+
+    def record_page(self, page: RangePage) -> BackfillRange:
+        if self.before_record is not None:
+            self.before_record(page)
+        with self._lock:
+            job = self.get(page.rule_id, page.job_id)
+            stored = self.stored_ranges.get((page.rule_id, page.job_id), {})
+            item = stored.get(page.range_id)
+            if item is None:
+                raise BackfillJobConflictError(f"job {page.job_id} has no range {page.range_id}")
+            if item.pages >= page.sequence:
+                return item  # a retried step: recorded once already
+            if item.pages != page.sequence - 1 or item.claim != page.worker:
+                raise BackfillJobConflictError(
+                    f"range {page.range_id}: page {page.sequence} of {page.worker} arrived, but {item.pages} "
+                    f"page(s) are recorded and {item.claim} holds it"
+                )
+            if job.status is not BackfillStatus.RUNNING:
+                raise BackfillJobConflictError(f"job {job.job_id} is {job.status.value}")
+            for new in page.new_ranges:
+                if new.range_id in stored:
+                    raise BackfillJobConflictError(f"range {new.range_id} exists")
+            stored[page.range_id] = item.model_copy(
+                update={
+                    "until": page.until,
+                    "cursor": page.cursor,
+                    "count_cursor": page.count_cursor,
+                    "count_complete": page.count_complete,
+                    "done": page.done,
+                    "pages": page.sequence,
+                    "totals": item.totals.plus(page.counts),
+                    "counted": item.counted + page.counted,
+                    "counted_bytes": item.counted_bytes + page.counted_bytes,
+                    "active_seconds": item.active_seconds + page.elapsed_seconds,
+                }
+            )
+            stored.update({new.range_id: new for new in page.new_ranges})
+            self._set(
+                page.rule_id,
+                page.job_id,
+                pages=job.pages + 1,
+                totals=job.totals.plus(page.counts),
+                counted=job.counted + page.counted,
+                counted_bytes=job.counted_bytes + page.counted_bytes,
+                active_seconds=job.active_seconds + page.elapsed_seconds,
+                ranges_made=job.ranges_made + len(page.new_ranges),
+                ranges_open=job.ranges_open + page.opened,
+                ranges_uncounted=job.ranges_uncounted + page.uncounted,
+                updated_at=self.clock(),
+            )
+            self.recorded.append((page.range_id, page.sequence))
+            return stored[page.range_id]
+
+    def release(self, rule_id: str, job_id: str, worker: str) -> int:
+        with self._lock:
+            stored = self.stored_ranges.get((rule_id, job_id), {})
+            held = [name for name, item in stored.items() if item.claim == worker]
+            for name in held:
+                stored[name] = stored[name].model_copy(update={"claim": None})
+            return len(held)
 
     def _set(self, rule_id: str, job_id: str, **changes: object) -> BackfillJob:
-        job = self.get(rule_id, job_id).model_copy(update=changes)
-        self.jobs[(rule_id, job_id)] = job
-        return job
+        with self._lock:
+            job = self.get(rule_id, job_id).model_copy(update=changes)
+            self.jobs[(rule_id, job_id)] = job
+            return job
 
     def mark_succeeded(self, rule_id: str, job_id: str, at: datetime) -> BackfillJob:
-        if not self.get(rule_id, job_id).done:
-            raise BackfillJobConflictError("pages left")
-        return self._set(rule_id, job_id, status=BackfillStatus.SUCCEEDED, finished_at=at, updated_at=at)
+        with self._lock:
+            job = self.get(rule_id, job_id)
+            if job.status is BackfillStatus.SUCCEEDED:
+                return job
+            if not job.done:
+                raise BackfillJobConflictError("ranges left")
+            return self._set(rule_id, job_id, status=BackfillStatus.SUCCEEDED, finished_at=at, updated_at=at)
 
     def mark_failed(self, rule_id: str, job_id: str, reason: str, at: datetime) -> BackfillJob:
-        if self.get(rule_id, job_id).status is BackfillStatus.SUCCEEDED:
-            raise BackfillJobConflictError("succeeded")
-        return self._set(
-            rule_id, job_id, status=BackfillStatus.FAILED, failure_reason=reason, finished_at=at, updated_at=at
-        )
+        with self._lock:
+            if self.get(rule_id, job_id).status is BackfillStatus.SUCCEEDED:
+                raise BackfillJobConflictError("succeeded")
+            return self._set(
+                rule_id, job_id, status=BackfillStatus.FAILED, failure_reason=reason, finished_at=at, updated_at=at
+            )
 
-    def set_execution(self, rule_id: str, job_id: str, execution_arn: str, at: datetime) -> BackfillJob:
-        if self.get(rule_id, job_id).status is BackfillStatus.SUCCEEDED:
-            raise BackfillJobConflictError("succeeded")
-        return self._set(
-            rule_id,
-            job_id,
-            status=BackfillStatus.RUNNING,
-            execution_arn=execution_arn,
-            failure_reason=None,
-            finished_at=None,
-            updated_at=at,
-        )
+    def set_execution(
+        self, rule_id: str, job_id: str, execution_arn: str, at: datetime, *, workers: int | None = None
+    ) -> BackfillJob:
+        with self._lock:
+            if self.get(rule_id, job_id).status is BackfillStatus.SUCCEEDED:
+                raise BackfillJobConflictError("succeeded")
+            changes: dict[str, object] = {"workers": workers} if workers is not None else {}
+            return self._set(
+                rule_id,
+                job_id,
+                status=BackfillStatus.RUNNING,
+                execution_arn=execution_arn,
+                failure_reason=None,
+                finished_at=None,
+                updated_at=at,
+                **changes,
+            )

@@ -1,17 +1,18 @@
-"""Backfill: copy the objects that predate a rule, one listing page per step, next to live replication.
+"""Backfill: copy the objects that predate a rule, over key ranges worked at once, next to live replication.
 
-A job walks the rule's prefixes (none: the whole bucket) in S3's key order, one page of at most
-``page_size`` keys per step; a cursor (prefix index + the last key listed) says where it is and is
-stored in the job after every page, so an interrupted job resumes with the page after the last one
-recorded. The cursor is a key given as ``StartAfter`` rather than a continuation token: it is readable,
-means the same to every S3-compatible server, and lists the destination over the same range. Memory
-holds one page (two while the in-process runner of the tests and benches prefetches), whatever the
-bucket holds.
+A job divides the rule's prefixes (none: the whole bucket) into key ranges (ranges.py): one per prefix at
+first, divided by probes into up to the job's workers, and split further while the job runs whenever a
+range turns out large (fanout.py). Up to ``workers`` ranges are copied at once (the workflow's Map,
+workflow.py), each one page of at most ``page_size`` keys per step, in S3's key order. Each range keeps
+its own cursor (the last key consumed) in its item of the rules table, so an interrupted job resumes
+every range from where it stood. The cursor is a key given as ``StartAfter`` rather than a continuation
+token: it is readable, means the same to every S3-compatible server, and lists the destination over the
+same range. Memory holds one page per step, whatever the bucket holds.
 
 One step, ``BackfillEngine.copy_page`` (engine.py):
-1. lists one source page (one ListObjectsV2 request; several only when the page crosses into the next
-   prefix) and the destination over the same key range (``StartAfter`` = the cursor's key, stopping once
-   the destination listing passes the page's last key: usually one request);
+1. lists one source page of its range (one ListObjectsV2 request: ``Prefix`` = the range's prefix,
+   ``StartAfter`` = its cursor, keys past its upper bound dropped) and the destination over the same keys
+   (stopping once the destination listing passes the page's last key: usually one request);
 2. skips every object already replicated: for a one-way rule, one the destination lists with the same
    size and ETag; for any rule, one the ledger says crr applied at exactly the listed write (ETag and
    Last-Modified; one BatchGetItem per 100 keys present on both sides), which is how an SSE-KMS
@@ -21,9 +22,12 @@ One step, ``BackfillEngine.copy_page`` (engine.py):
    along without being read), pinned by ``CopySourceIfMatch`` to the listed ETag, with the rule's storage
    class and, where both buckets use ACLs, the source's grants;
 4. records each copied key in the ledger, conditionally on "no entry yet";
-5. counts ahead, while the page is copied: a counting cursor lists up to ``count_pages`` further pages,
-   keys only, until the total is known, so a job shows a percentage (``percent_complete``) long before
-   it ends. The count starts with the copy's own first page, so it never lags behind the copy.
+5. counts ahead, while the page is copied: the range's counting cursor lists up to ``count_pages``
+   further pages of it, keys only, until its end, so a job shows a percentage (``percent_complete``) once
+   every range is counted, long before it ends. The count starts with the copy's own first page, so it
+   never lags behind the copy; the last key of each page it lists is a boundary the range can be split
+   at, and when the job wants more ranges a probe (ListObjectsV2 ``MaxKeys=1`` from halfway through
+   what nobody listed yet) finds one far ahead.
 
 Why this never overwrites a newer live write, nor resurrects a deleted object
 -----------------------------------------------------------------------------
@@ -82,9 +86,9 @@ without importing the engine):
     tally.py      a page's ObjectResults summed into its PageCounts and failure samples
     budget.py     how much a page may hold: the byte budget from the step's time left
     workflow.py   the steps the state machine calls (BackfillSteps) and the CLI's BackfillControl
-    ranges.py     key ranges of a prefix and their splitting while a job runs, for the fanned-out
-                  backfill of issue 13 item 3 (nothing runs them yet)
+    ranges.py     key ranges of a prefix: bounds, splitting, where to probe
+    fanout.py     which range a worker takes, when a range is split and how its count is shared out
 
-The in-process runner (every page of a job in a loop, with prefetch) is used only by tests and
-benchmarks, so it is not in the layer: tests/support/backfill_runner.py.
+The in-process runner (a job's workers as threads, stepping as the state machine does) is used only by
+tests and benchmarks, so it is not in the layer: tests/support/backfill_runner.py.
 """

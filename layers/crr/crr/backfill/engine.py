@@ -7,18 +7,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Self
 
 from crr.backfill.copying import PageCopier
-from crr.backfill.models import (
-    CountProgress,
-    PageRequest,
-    PageResult,
-    listing_prefixes,
-    plan_digest,
-)
-from crr.backfill.pages import FetchedPage, PageLister
+from crr.backfill.models import MAX_WORKERS, JobRef, PageRequest, PageResult, listing_prefixes, plan_digest
+from crr.backfill.pages import CountAhead, FetchedPage, PageLister, later, thin_out
+from crr.backfill.ranges import KeyRange
 from crr.backfill.reconcile import Reconcile
 from crr.backfill.tally import SKIPPED, PageTally, error_code
 from crr.backfill.triage import plan_page
@@ -37,7 +33,8 @@ NOTICE_BATCH_SIZE = 10  # SendMessageBatch takes at most 10 messages
 
 class BackfillEngine:
     """Copies backfill pages. Thread-safe; holds two thread pools (``close`` them, or use the engine as a
-    context manager): the copy pool of ``concurrency`` workers and the count's one worker.
+    context manager): the copy pool of ``concurrency`` workers and the count's (one thread per page
+    copied at once: one in a Lambda step).
     ``concurrency=1`` copies and counts in the calling thread.
 
     Why two pools: the count lists ahead while the page is copied, and it must never take a copy's
@@ -91,7 +88,7 @@ class BackfillEngine:
             count_pool.shutdown(wait=True)
 
     def copy_page(self, rule: ReplicationRule, request: PageRequest, *, max_bytes: int | None = None) -> PageResult:
-        """List one page of the rule's source and copy it (see the package's docstring).
+        """List one page of the request's range and copy it (see the package's docstring).
 
         Raises BackfillRefusedError when the rule is paused or is not the rule the job was planned
         for, and BackfillPageError when the page cannot be listed or copied as a whole (nothing of it
@@ -102,30 +99,38 @@ class BackfillEngine:
         return self.process(rule, request, page, started=started)
 
     def fetch(self, rule: ReplicationRule, request: PageRequest, *, max_bytes: int | None = None) -> FetchedPage:
-        """List ``request``'s source page and the destination over its key range (no copy yet). With
+        """List ``request``'s source page and the destination over its keys (no copy yet). With
         ``max_bytes`` (the step's byte budget) the page ends early once its objects would exceed it
         (it always holds one object); the next page goes on from there.
 
         Raises BackfillRefusedError and BackfillPageError as ``copy_page`` does.
         """
-        prefixes = self._check(rule, request)
+        self._check(rule, request)
         try:
-            return self._lister.fetch(rule, prefixes, request.cursor, request.page_size, max_bytes=max_bytes)
+            return self._lister.fetch(rule, request, max_bytes=max_bytes)
         except StorageError as exc:
-            raise BackfillPageError(rule.rule_id, request.job_id, request.sequence, str(exc), exc.code) from exc
+            raise self._page_error(request, exc) from exc
 
     def process(self, rule: ReplicationRule, request: PageRequest, page: FetchedPage, *, started: float) -> PageResult:
-        """Copy a fetched page, queue its failed keys, advance the count; the step's result.
+        """Copy a fetched page, queue its failed keys, advance the count (and probe ahead when the request
+        asks); the step's result.
 
         Raises BackfillPageError as ``copy_page`` does.
         """
-        prefixes = self._check(rule, request)
+        self._check(rule, request)
 
-        def count_ahead() -> CountProgress:
-            return self._lister.count_ahead(rule, prefixes, request, page)
+        def look_ahead() -> CountAhead:
+            count = self._lister.count_ahead(rule, request, page)
+            if not request.probe or page.done or count.complete:
+                # A counted range has at most ``count_pages`` pages left past its copy, each page of the
+                # count already a boundary: a probe could only cut what little is left.
+                return count
+            # Probe past everything counted, so the key found cuts the part nobody listed yet in two.
+            found = self._lister.probe(rule, page.key_range, later(page.next_cursor, count.cursor))
+            return replace(count, ahead=[*count.ahead, found]) if found is not None else count
 
         # The count lists while the page is copied (its requests wait on the server as the copies do).
-        counting = self._counter().submit(count_ahead) if self._concurrency > 1 else None
+        counting = self._counter().submit(look_ahead) if self._concurrency > 1 else None
         try:
             tally = self._copy(rule, request, page)
             if tally.failed_keys:
@@ -135,30 +140,50 @@ class BackfillEngine:
                 wait([counting])  # no request of this step outlives it
             raise
         try:
-            count = counting.result() if counting is not None else count_ahead()
+            count = counting.result() if counting is not None else look_ahead()
         except StorageError as exc:
-            raise BackfillPageError(rule.rule_id, request.job_id, request.sequence, str(exc), exc.code) from exc
-        done = page.next_cursor.prefix_index >= len(prefixes)
-        next_request = None
-        if not done:
-            next_request = request.model_copy(
-                update={"sequence": request.sequence + 1, "cursor": page.next_cursor, "count": count}
-            )
+            raise self._page_error(request, exc) from exc
         return PageResult(
             job_id=request.job_id,
             rule_id=request.rule_id,
             plan=request.plan,
+            range_id=request.range_id,
             sequence=request.sequence,
+            kind=request.kind,
+            prefix=request.prefix,
+            after=request.after,
+            until=request.until,
             counts=tally.counts(),
             cursor=page.next_cursor,
-            done=done,
-            count=count,
+            done=page.done,
+            count_cursor=count.cursor,
+            count_complete=count.complete,
+            count_completed=count.complete and not request.count_complete,
+            counted=count.objects,
+            counted_bytes=count.bytes,
+            ahead=thin_out(count.ahead),
             failures=tally.failures,
             elapsed_seconds=max(0.0, self._monotonic() - started),
-            next_request=next_request,
         )
 
-    def _check(self, rule: ReplicationRule, request: PageRequest) -> tuple[str, ...]:
+    def plan_ranges(self, rule: ReplicationRule, job: JobRef, wanted: int) -> list[KeyRange]:
+        """The ranges a new job starts with: one per listing prefix, divided by probes into up to
+        ``wanted`` (see ``PageLister.presplit``).
+
+        Raises BackfillRefusedError as ``copy_page`` does, BackfillPageError when the source cannot be
+        listed."""
+        prefixes = self._check(rule, job)
+        try:
+            return self._lister.presplit(rule, [KeyRange(prefix) for prefix in prefixes], wanted)
+        except StorageError as exc:
+            raise BackfillPageError(rule.rule_id, job.job_id, 0, str(exc), exc.code) from exc
+
+    def _page_error(self, request: PageRequest, exc: StorageError) -> BackfillPageError:
+        return BackfillPageError(
+            request.rule_id, request.job_id, request.sequence, f"range {request.range_id}: {exc}", exc.code
+        )
+
+    def _check(self, rule: ReplicationRule, request: PageRequest | JobRef) -> tuple[str, ...]:
         if rule.rule_id != request.rule_id or plan_digest(rule) != request.plan:
             raise BackfillRefusedError(
                 f"backfill {request.job_id} was planned for another rule {request.rule_id} (plan {request.plan}) "
@@ -188,7 +213,9 @@ class BackfillEngine:
     def _counter(self) -> ThreadPoolExecutor:
         with self._pool_lock:
             if self._count_pool is None:
-                self._count_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crr-backfill-count")
+                # One count per page at a time: one thread in a Lambda step; in a process running several
+                # pages at once (the tests' fanned-out runner) one per page, never more than a job's workers.
+                self._count_pool = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="crr-backfill-count")
             return self._count_pool
 
     def _queue(self, rule: ReplicationRule, request: PageRequest, keys: list[str]) -> None:

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crr.errors import BackfillJobConflictError
+from crr.backfill.ranges import KeyRange
 from crr.models import MAX_PAGE_SIZE
 from crr.rules import ReplicationRule
 
@@ -40,29 +40,6 @@ MAX_FAILURE_SAMPLES = 10
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ListingCursor(_Model):
-    """Where a listing stands: the index of the prefix being listed and the last key listed under it
-    (None: the prefix's start). ``prefix_index`` equal to the number of prefixes: the listing is over."""
-
-    prefix_index: int = Field(default=0, ge=0)
-    after: str | None = Field(default=None, min_length=1)
-
-    def position(self) -> tuple[int, int, bytes]:
-        """Orders cursors as the listing advances (keys compare by their UTF-8 bytes, as S3 sorts them)."""
-        if self.after is None:
-            return (self.prefix_index, 0, b"")
-        return (self.prefix_index, 1, self.after.encode("utf-8", "surrogatepass"))
-
-
-class CountProgress(_Model):
-    """The counting pass: how far it has listed, and what it has counted so far."""
-
-    cursor: ListingCursor = Field(default_factory=ListingCursor)
-    objects: int = Field(default=0, ge=0)
-    bytes: int = Field(default=0, ge=0)
-    complete: bool = False
 
 
 class ObjectOutcome(StrEnum):
@@ -100,34 +77,86 @@ class FailedKey(_Model):
     reason: str
 
 
+# How many ranges of a job are worked at once (its workers, the Map's items): AWS runs at most 40
+# iterations of an inline Map state at once, so more workers would only wait.
+MAX_WORKERS = 40
+
+
+DEFAULT_WORKERS = 8
+
+
+# Keys a page result names as known to lie ahead (split boundaries): enough for any split
+# (``crr.backfill.fanout``), and at 1 KiB a key at most a small part of a state's 256 KiB.
+MAX_AHEAD_KEYS = 32
+
+
+class WorkKind(StrEnum):
+    """What a work item of a job is. Only key ranges so far; the field lets the rules table and the step
+    payloads hold other kinds (an inventory file's rows) beside them without a new schema."""
+
+    KEYS = "keys"  # the keys of a prefix between two bounds, listed with ListObjectsV2
+
+
+class JobRef(_Model):
+    """Names a job in the step payloads: which rule, which job, and the plan it was started for."""
+
+    rule_id: str = Field(min_length=1)
+    job_id: str = Field(min_length=1)
+    plan: str = Field(min_length=1, description="plan_digest of the rule the job was started for")
+
+
 class PageRequest(_Model):
-    """One step's input: which job, which page, where the copy and the count stand."""
+    """One page step's input: which range of which job, its bounds, where its copy and count stand."""
 
     job_id: str = Field(min_length=1)
     rule_id: str = Field(min_length=1)
     plan: str = Field(min_length=1, description="plan_digest of the rule the job was started for")
-    sequence: int = Field(ge=1, description="this page's number in the job, from 1")
-    cursor: ListingCursor = Field(default_factory=ListingCursor)
-    count: CountProgress = Field(default_factory=CountProgress)
+    range_id: str = Field(min_length=1)
+    sequence: int = Field(ge=1, description="this page's number in its range, from 1")
+    kind: WorkKind = WorkKind.KEYS
+    prefix: str = ""
+    after: str | None = Field(default=None, description="the range's lower bound (exclusive); None: the prefix's start")
+    until: str | None = Field(default=None, description="the range's upper bound (inclusive); None: the prefix's end")
+    cursor: str | None = Field(default=None, description="the last key consumed; None: none yet (list from after)")
+    count_cursor: str | None = Field(default=None, description="the last key the count listed; None: from after")
+    count_complete: bool = False
     page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     count_pages: int = Field(default=DEFAULT_COUNT_PAGES, ge=0, le=MAX_COUNT_PAGES)
+    probe: bool = Field(default=False, description="the job wants more ranges: probe ahead for a boundary")
+
+    def key_range(self) -> KeyRange:
+        """The range's bounds (not where it stands)."""
+        return KeyRange(self.prefix, self.after, self.until)
 
 
 class PageResult(_Model):
-    """One step's output: the page's counts (deltas, added to the job), the cursors after it (absolute),
-    and the next step's request (None once ``done``). A few KiB of JSON at most."""
+    """One page step's output: the page's counts and what it counted (deltas, added to the job and its
+    range), where the range's copy and count stand after it (absolute), and keys known to lie ahead in
+    the range (where it may be split). A few KiB of JSON at most."""
 
     job_id: str
     rule_id: str
     plan: str
+    range_id: str
     sequence: int = Field(ge=1)
+    kind: WorkKind = WorkKind.KEYS
+    prefix: str = ""
+    after: str | None = None
+    until: str | None = None
     counts: PageCounts
-    cursor: ListingCursor
-    done: bool
-    count: CountProgress
+    cursor: str | None
+    done: bool = Field(description="the range has no key left")
+    count_cursor: str | None
+    count_complete: bool
+    count_completed: bool = Field(default=False, description="this step's count reached the range's end")
+    counted: int = Field(default=0, ge=0, description="objects this step's count listed")
+    counted_bytes: int = Field(default=0, ge=0)
+    ahead: list[str] = Field(default_factory=list, max_length=MAX_AHEAD_KEYS)
     failures: list[FailedKey] = Field(default_factory=list, max_length=MAX_FAILURE_SAMPLES)
     elapsed_seconds: float = Field(ge=0)
-    next_request: PageRequest | None = None
+
+    def key_range(self) -> KeyRange:
+        return KeyRange(self.prefix, self.after, self.until)
 
 
 class BackfillStatus(StrEnum):
@@ -136,21 +165,106 @@ class BackfillStatus(StrEnum):
     FAILED = "failed"
 
 
+class BackfillRange(_Model):
+    """A job's work item as stored in the rules table (``RULE#<rule>`` / ``BACKFILL#<job>#RANGE#<range>``):
+    a key range (crr.backfill.ranges.KeyRange), where its copy and its count stand, who holds it and
+    what its pages did.
+
+    ``claim`` is the worker token holding it (``<execution arn>#<worker index>``); a claim made by another
+    execution than the one now running the job is stale (one execution at a time runs a job), so any
+    worker may take the range over. ``pages`` guards the sequence: a page is recorded once."""
+
+    rule_id: str = Field(min_length=1)
+    job_id: str = Field(min_length=1)
+    range_id: str = Field(min_length=1)
+    kind: WorkKind = WorkKind.KEYS
+    prefix: str = ""
+    after: str | None = None
+    until: str | None = None
+    cursor: str | None = None
+    count_cursor: str | None = None
+    count_complete: bool = False
+    pages: int = Field(default=0, ge=0)
+    done: bool = False
+    claim: str | None = None
+    totals: PageCounts = Field(default_factory=PageCounts)
+    counted: int = Field(default=0, ge=0)
+    counted_bytes: int = Field(default=0, ge=0)
+    active_seconds: float = Field(default=0.0, ge=0)
+
+    def key_range(self) -> KeyRange:
+        return KeyRange(self.prefix, self.after, self.until)
+
+    def request(self, job: JobRef, *, page_size: int, count_pages: int, probe: bool) -> PageRequest:
+        """The request of this range's next page."""
+        return PageRequest(
+            job_id=job.job_id,
+            rule_id=job.rule_id,
+            plan=job.plan,
+            range_id=self.range_id,
+            sequence=self.pages + 1,
+            kind=self.kind,
+            prefix=self.prefix,
+            after=self.after,
+            until=self.until,
+            cursor=self.cursor,
+            count_cursor=self.count_cursor,
+            count_complete=self.count_complete,
+            page_size=page_size,
+            count_pages=count_pages,
+            probe=probe,
+        )
+
+
+class RangePage(_Model):
+    """A page of a range as the job store records it, in ONE transaction: the range's new state (its
+    ``until`` moves down when it is split), the page's deltas (added to the range and to the job), the
+    job's counters of open and uncounted ranges moved by ``opened`` and ``uncounted``, and the ranges
+    split off it. Recorded only while ``worker`` holds the range and its last recorded page is
+    ``sequence - 1`` (made by crr.backfill.fanout.page_record)."""
+
+    rule_id: str
+    job_id: str
+    range_id: str
+    sequence: int = Field(ge=1)
+    worker: str = Field(min_length=1)
+    until: str | None
+    cursor: str | None
+    count_cursor: str | None
+    count_complete: bool
+    done: bool
+    counts: PageCounts
+    counted: int = Field(ge=0)
+    counted_bytes: int = Field(ge=0)
+    elapsed_seconds: float = Field(ge=0)
+    opened: int = Field(description="change of the job's ranges_open")
+    uncounted: int = Field(description="change of the job's ranges_uncounted")
+    new_ranges: list[BackfillRange] = Field(default_factory=list)
+
+
 class BackfillProgress(_Model):
-    """What `crr status` and a progress bar show."""
+    """What `crr status` and a progress bar show, from the job item alone."""
 
     processed: int
-    total: int | None = Field(description="objects counted; None until the counting pass is complete")
+    total: int | None = Field(description="objects counted; None until every range's count is complete")
     counted_so_far: int
     percent: float | None
     objects_per_second: float | None
     eta_seconds: float | None
     bytes_copied: int
+    ranges_open: int
+    workers: int
     done: bool
 
 
 class BackfillJob(_Model):
-    """A backfill job as stored in the rules table (``RULE#<rule>`` / ``BACKFILL#<job id>``)."""
+    """A backfill job as stored in the rules table (``RULE#<rule>`` / ``BACKFILL#<job id>``): its settings,
+    status, and the aggregate of its ranges, which every recorded page ADDs to (so reading this one item
+    tells the whole job's progress). Its ranges are items of their own (``BackfillRange``).
+
+    ``ranges_open`` counts the ranges not done and ``ranges_uncounted`` those whose count has not reached
+    their end; both move in the same transaction as the page or split that changes them. ``legacy``: the
+    job was stored by a single-cursor release; it is shown but never resumed (a new job replaces it)."""
 
     job_id: str = Field(min_length=1)
     rule_id: str = Field(min_length=1)
@@ -163,12 +277,16 @@ class BackfillJob(_Model):
     failure_reason: str | None = None
     page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     count_pages: int = Field(default=DEFAULT_COUNT_PAGES, ge=0, le=MAX_COUNT_PAGES)
-    pages: int = Field(default=0, ge=0, description="pages recorded so far")
-    cursor: ListingCursor = Field(default_factory=ListingCursor)
-    done: bool = False
+    workers: int = Field(default=DEFAULT_WORKERS, ge=1, le=MAX_WORKERS)
+    pages: int = Field(default=0, ge=0, description="pages recorded so far, over every range")
     totals: PageCounts = Field(default_factory=PageCounts)
-    count: CountProgress = Field(default_factory=CountProgress)
-    active_seconds: float = Field(default=0.0, ge=0, description="time spent in page steps")
+    counted: int = Field(default=0, ge=0)
+    counted_bytes: int = Field(default=0, ge=0)
+    active_seconds: float = Field(default=0.0, ge=0, description="time spent in page steps, summed over workers")
+    ranges_made: int = Field(default=0, ge=0, description="ranges created; 0 until the job is planned")
+    ranges_open: int = Field(default=0, ge=0)
+    ranges_uncounted: int = Field(default=0, ge=0)
+    legacy: bool = False
 
     @classmethod
     def start(
@@ -178,9 +296,11 @@ class BackfillJob(_Model):
         at: datetime,
         page_size: int = DEFAULT_PAGE_SIZE,
         count_pages: int = DEFAULT_COUNT_PAGES,
+        workers: int = DEFAULT_WORKERS,
         job_id: str | None = None,
     ) -> BackfillJob:
-        """A new job over every object of ``rule``'s prefixes, nothing done yet."""
+        """A new job over every object of ``rule``'s prefixes, nothing done yet (its ranges are made by
+        the workflow's plan step)."""
         return cls(
             job_id=job_id or new_job_id(at),
             rule_id=rule.rule_id,
@@ -189,62 +309,49 @@ class BackfillJob(_Model):
             updated_at=at,
             page_size=page_size,
             count_pages=count_pages,
+            workers=workers,
         )
 
-    def next_request(self) -> PageRequest:
-        """The request of the page after the last one recorded. Raises BackfillJobConflictError when done."""
-        if self.done:
-            raise BackfillJobConflictError(f"backfill {self.job_id} of rule {self.rule_id} has no page left")
-        return PageRequest(
-            job_id=self.job_id,
-            rule_id=self.rule_id,
-            plan=self.plan,
-            sequence=self.pages + 1,
-            cursor=self.cursor,
-            count=self.count,
-            page_size=self.page_size,
-            count_pages=self.count_pages,
-        )
+    @property
+    def ref(self) -> JobRef:
+        return JobRef(rule_id=self.rule_id, job_id=self.job_id, plan=self.plan)
 
-    def with_page(self, result: PageResult, at: datetime) -> BackfillJob:
-        """This job with ``result`` recorded: what the job store does atomically. A result already recorded
-        (same or lower sequence) leaves the job unchanged; a result that skips a page raises
-        BackfillJobConflictError."""
-        if result.job_id != self.job_id:
-            raise BackfillJobConflictError(f"page of job {result.job_id} given to job {self.job_id}")
-        if result.sequence <= self.pages:
-            return self
-        if result.sequence != self.pages + 1:
-            raise BackfillJobConflictError(
-                f"backfill {self.job_id}: page {result.sequence} arrived, but only {self.pages} are recorded"
-            )
-        return self.model_copy(
-            update={
-                "pages": result.sequence,
-                "cursor": result.cursor,
-                "done": result.done,
-                "count": result.count,
-                "totals": self.totals.plus(result.counts),
-                "active_seconds": self.active_seconds + result.elapsed_seconds,
-                "updated_at": at,
-            }
-        )
+    @property
+    def planned(self) -> bool:
+        """Whether its ranges exist."""
+        return self.ranges_made > 0
+
+    @property
+    def done(self) -> bool:
+        """Every range is done (so every key under the rule's prefixes was listed once)."""
+        return self.planned and self.ranges_open == 0
+
+    @property
+    def count_complete(self) -> bool:
+        return self.planned and self.ranges_uncounted == 0
 
     def progress(self) -> BackfillProgress:
+        """Percent, rate and ETA from this item alone.
+
+        The rate is objects listed per second of page time (``active_seconds`` sums every worker's page
+        steps) times the workers that can run at once, ``min(workers, ranges_open)``: a job of 8 workers
+        over 8 open ranges lists 8 pages in the time one page takes. A finished job has no open range:
+        its rate is given at ``min(workers, ranges_made)``. Both counts only grow and the total is fixed
+        once counted, so the percentage never goes backwards."""
         processed = self.totals.listed
+        parallel = min(self.workers, self.ranges_made if self.done else self.ranges_open) or 1
+        rate = processed / self.active_seconds * parallel if self.active_seconds > 0 and processed > 0 else None
+        total = self.counted if self.count_complete else None
         return BackfillProgress(
             processed=processed,
-            total=self.count.objects if self.count.complete else None,
-            counted_so_far=self.count.objects,
-            percent=percent_complete(processed, self.count.objects, count_complete=self.count.complete, done=self.done),
-            objects_per_second=processed / self.active_seconds if self.active_seconds > 0 else None,
-            eta_seconds=eta_seconds(
-                processed,
-                self.count.objects if self.count.complete else None,
-                self.active_seconds,
-                done=self.done,
-            ),
+            total=total,
+            counted_so_far=self.counted,
+            percent=percent_complete(processed, self.counted, count_complete=self.count_complete, done=self.done),
+            objects_per_second=rate,
+            eta_seconds=eta_seconds(processed, total, rate, done=self.done),
             bytes_copied=self.totals.bytes_copied,
+            ranges_open=self.ranges_open,
+            workers=self.workers,
             done=self.done,
         )
 
@@ -285,11 +392,10 @@ def percent_complete(processed: int, counted: int, *, count_complete: bool, done
     return min(PERCENT_CAP, max(0.0, processed * 100.0 / counted))
 
 
-def eta_seconds(processed: int, total: int | None, elapsed_seconds: float, *, done: bool) -> float | None:
-    """Seconds left at the rate so far (remaining / rate); 0 when done, None while unknowable."""
+def eta_seconds(processed: int, total: int | None, objects_per_second: float | None, *, done: bool) -> float | None:
+    """Seconds left at ``objects_per_second`` (remaining / rate); 0 when done, None while unknowable."""
     if done:
         return 0.0
-    if total is None or processed <= 0 or elapsed_seconds <= 0:
+    if total is None or processed <= 0 or not objects_per_second:
         return None
-    remaining = max(total - processed, 0)
-    return remaining / (processed / elapsed_seconds)
+    return max(total - processed, 0) / objects_per_second

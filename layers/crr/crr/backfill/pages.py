@@ -1,156 +1,237 @@
-"""Listing for the backfill: one page of the source filled across the rule's prefixes, the destination
-over the same key range, and the counting pass that lists ahead of the copy.
+"""Listing for the backfill, within one key range (crr.backfill.ranges.KeyRange): a page of the source,
+the destination over the same keys, the counting pass that lists ahead of the copy, and the probes that
+find keys far ahead (where a range can be split).
+
+Every listing of a range is ``Prefix`` = the range's prefix, ``StartAfter`` = where it stands (the
+range's ``after`` at first) and stops at the first key past the range's ``until``: a range never lists a
+key of another.
 
 Raises StorageError as the listing does; the engine turns it into the page's failure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from crr.backfill.budget import within_bytes
-from crr.backfill.models import CountProgress, ListingCursor, PageRequest
+from crr.backfill.models import MAX_AHEAD_KEYS, PageRequest
+from crr.backfill.ranges import KeyRange, probe_key, split, utf8_order
 from crr.errors import StorageError
 from crr.models import MAX_PAGE_SIZE, ListedObject
 from crr.ports.objects import PageListing
 from crr.rules import ReplicationRule
 
+# Probes one page step may send looking for a key far ahead (each halves the interval when it finds
+# nothing): a page of 1000 objects costs ~1000 CopyObject, so 8 ListObjectsV2 more are under 1%.
+MAX_PROBES = 8
+
 
 @dataclass(frozen=True)
-class ListedSegment:
-    """The part of a page listed under one prefix: the objects after ``after``."""
+class ListedSpan:
+    """Keys of a range listed from ``start`` (exclusive; None: the range's start): ``entries`` in key
+    order, ``next_start`` the last key listed (or ``start``), and ``done`` when the range has nothing
+    after it."""
 
-    prefix: str
-    after: str | None
+    start: str | None
     entries: list[ListedObject]
+    done: bool
+
+    @property
+    def next_start(self) -> str | None:
+        return self.entries[-1].key if self.entries else self.start
 
 
 @dataclass(frozen=True)
 class FetchedPage:
-    """A listed page: the source objects and, per key, what the destination holds (size, ETag)."""
+    """A listed page of a range: the source objects and, per key, what the destination holds (size, ETag)."""
 
-    cursor: ListingCursor
-    next_cursor: ListingCursor
-    segments: list[ListedSegment]
+    key_range: KeyRange
+    span: ListedSpan
     destination: dict[str, tuple[int, str]]
 
     @property
-    def entries(self) -> Iterator[ListedObject]:
-        for segment in self.segments:
-            yield from segment.entries
+    def entries(self) -> list[ListedObject]:
+        return self.span.entries
+
+    @property
+    def next_cursor(self) -> str | None:
+        return self.span.next_start
+
+    @property
+    def done(self) -> bool:
+        return self.span.done
+
+
+@dataclass(frozen=True)
+class CountAhead:
+    """The count of a range after a page step: where it stands, whether it reached the range's end, what
+    this step counted, and the last key of each page it listed past the copy (split boundaries)."""
+
+    cursor: str | None
+    complete: bool
+    objects: int = 0
+    bytes: int = 0
+    ahead: list[str] = field(default_factory=list)
+
+
+def later(first: str | None, second: str | None) -> str | None:
+    """The later of two positions in a range (None: its start)."""
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return first if utf8_order(first) >= utf8_order(second) else second
 
 
 class PageLister:
-    """Lists pages of a rule's buckets through ``PageListing``. Stateless, so thread-safe."""
+    """Lists ranges of a rule's buckets through ``PageListing``. Stateless, so thread-safe."""
 
     def __init__(self, listing: PageListing) -> None:
         self._listing = listing
 
-    def fetch(
-        self,
-        rule: ReplicationRule,
-        prefixes: tuple[str, ...],
-        cursor: ListingCursor,
-        page_size: int,
-        *,
-        max_bytes: int | None = None,
-    ) -> FetchedPage:
-        """The source page from ``cursor`` (at most ``page_size`` objects, and ``max_bytes`` bytes but
-        at least one object) and what the destination holds of its keys."""
-        segments, next_cursor = self._fill(
-            rule.source_bucket, rule.source_region, prefixes, cursor, page_size, max_bytes=max_bytes
+    def fetch(self, rule: ReplicationRule, request: PageRequest, *, max_bytes: int | None = None) -> FetchedPage:
+        """The source page of ``request``'s range from its cursor (at most ``page_size`` objects, and
+        ``max_bytes`` bytes but at least one object) and what the destination holds of its keys."""
+        key_range = request.key_range()
+        span = self.list_span(
+            rule.source_bucket,
+            rule.source_region,
+            key_range,
+            later(request.after, request.cursor),
+            request.page_size,
+            max_bytes=max_bytes,
         )
-        destination: dict[str, tuple[int, str]] = {}
-        for segment in segments:
-            destination.update(self._destination_range(rule, segment))
-        return FetchedPage(cursor, next_cursor, segments, destination)
+        return FetchedPage(key_range, span, self._destination_range(rule, key_range, span))
 
-    def count_ahead(
-        self, rule: ReplicationRule, prefixes: tuple[str, ...], request: PageRequest, page: FetchedPage
-    ) -> CountProgress:
-        """The count after this page: the page itself when the count stood where the copy does (at no
-        request), then up to ``request.count_pages`` further pages listed, keys only."""
-        count = request.count
-        if count.complete:
-            return count
-        if count.cursor.position() == request.cursor.position():
+    def count_ahead(self, rule: ReplicationRule, request: PageRequest, page: FetchedPage) -> CountAhead:
+        """The range's count after this page: the page itself when the count stood where the copy does (at
+        no request), then up to ``request.count_pages`` further pages listed, keys only."""
+        if request.count_complete:
+            return CountAhead(request.count_cursor, True)
+        cursor, complete, objects, size = request.count_cursor, False, 0, 0
+        if cursor == request.cursor:
             # The count has not got ahead of the copy: the page just listed counts, at no request.
-            count = CountProgress(
-                cursor=page.next_cursor,
-                objects=count.objects + sum(len(segment.entries) for segment in page.segments),
-                bytes=count.bytes + sum(entry.size for entry in page.entries),
-                complete=page.next_cursor.prefix_index >= len(prefixes),
-            )
+            objects, size = len(page.entries), sum(entry.size for entry in page.entries)
+            cursor, complete = page.next_cursor, page.done
+        ahead: list[str] = []
         for _ in range(request.count_pages):
-            if count.complete:
+            if complete:
                 break
-            segments, cursor = self._fill(
-                rule.source_bucket, rule.source_region, prefixes, count.cursor, request.page_size
+            span = self.list_span(
+                rule.source_bucket,
+                rule.source_region,
+                page.key_range,
+                later(request.after, cursor),
+                request.page_size,
             )
-            count = CountProgress(
-                cursor=cursor,
-                objects=count.objects + sum(len(s.entries) for s in segments),
-                bytes=count.bytes + sum(e.size for s in segments for e in s.entries),
-                complete=cursor.prefix_index >= len(prefixes),
-            )
-        return count
+            objects += len(span.entries)
+            size += sum(entry.size for entry in span.entries)
+            cursor, complete = span.next_start, span.done
+            if span.entries:
+                ahead.append(span.entries[-1].key)
+        return CountAhead(cursor, complete, objects, size, ahead)
 
-    def _fill(
+    def probe(self, rule: ReplicationRule, key_range: KeyRange, low: str | None) -> str | None:
+        """A key of the source in ``key_range`` after ``low`` (a position in it; None: its start), found by
+        a ListObjectsV2 with ``MaxKeys=1`` from about halfway through ``(low, until]`` in the key space,
+        halving toward ``low`` while the answer lies past the range; None after ``MAX_PROBES`` probes or
+        once no point is left between them."""
+        high = key_range.until
+        for _ in range(MAX_PROBES):
+            point = probe_key(key_range.prefix, low, high)
+            if point is None:
+                return None
+            listed = self._listing.list_page(
+                rule.source_bucket, rule.source_region, key_range.prefix, start_after=point, max_keys=1
+            )
+            found = listed.entries[0].key if listed.entries else None
+            if found is not None and key_range.contains(found):
+                return found
+            # No key of the range lies past the point: look in the nearer half.
+            high = point
+        return None
+
+    def presplit(self, rule: ReplicationRule, ranges: list[KeyRange], wanted: int) -> list[KeyRange]:
+        """``ranges`` divided, by probes alone (nothing is known of the keys), into up to ``wanted``
+        ranges, each holding at least one key found when it was cut. A range is cut in two at a key found
+        about halfway through it, when a key follows it in the range (so neither half is empty); the
+        ranges are taken in turn, so every prefix is divided before any is divided again."""
+        result = list(ranges)
+        stuck: set[KeyRange] = set()
+        while len(result) < wanted:
+            divided = False
+            for key_range in list(result):
+                if len(result) >= wanted:
+                    break
+                if key_range in stuck:
+                    continue
+                pieces = self._halves(rule, key_range)
+                if pieces is None:
+                    stuck.add(key_range)
+                    continue
+                index = result.index(key_range)
+                result[index : index + 1] = pieces
+                divided = True
+            if not divided:
+                break
+        return result
+
+    def _halves(self, rule: ReplicationRule, key_range: KeyRange) -> tuple[KeyRange, ...] | None:
+        middle = self.probe(rule, key_range, key_range.after)
+        if middle is None:
+            return None
+        listed = self._listing.list_page(
+            rule.source_bucket, rule.source_region, key_range.prefix, start_after=middle, max_keys=1
+        )
+        following = listed.entries[0].key if listed.entries else None
+        if following is None or not key_range.contains(following):
+            return None
+        return split(key_range, None, [middle, following], parts=2)
+
+    def list_span(
         self,
         bucket: str,
         region: str,
-        prefixes: tuple[str, ...],
-        cursor: ListingCursor,
+        key_range: KeyRange,
+        start: str | None,
         page_size: int,
         *,
         max_bytes: int | None = None,
-    ) -> tuple[list[ListedSegment], ListingCursor]:
-        """Up to ``page_size`` objects from ``cursor`` on: one request, more only when a prefix ends before
-        the page is full (the next prefix fills the rest, so small prefixes do not cost a step each)."""
-        segments: list[ListedSegment] = []
-        room = page_size
-        index, after = cursor.prefix_index, cursor.after
-        while room > 0 and index < len(prefixes):
-            listed = self._listing.list_page(bucket, region, prefixes[index], start_after=after, max_keys=room)
-            entries = listed.entries[:room]
-            if max_bytes is not None:
-                kept = within_bytes(entries, max_bytes, at_least_one=not segments)
-                max_bytes -= sum(entry.size for entry in kept)
-                if len(kept) < len(entries):  # the byte budget ends the page here
-                    if kept:
-                        segments.append(ListedSegment(prefixes[index], after, kept))
-                        after = kept[-1].key
-                    break
-            if not listed.truncated and len(entries) == len(listed.entries):
-                if entries:
-                    segments.append(ListedSegment(prefixes[index], after, entries))
-                    room -= len(entries)
-                index, after = index + 1, None
-                continue
-            if not entries:
-                # Without a key to start after, the listing cannot go on (S3 never answers so).
-                raise StorageError("ListObjectsV2", bucket, None, "EmptyTruncatedPage", "a truncated page held no key")
-            segments.append(ListedSegment(prefixes[index], after, entries))
-            room -= len(entries)
-            after = entries[-1].key
-            break  # the prefix goes on: the next step lists from here
-        return segments, ListingCursor(prefix_index=index, after=after)
+    ) -> ListedSpan:
+        """Up to ``page_size`` keys of ``key_range`` after ``start``: ONE request."""
+        listed = self._listing.list_page(bucket, region, key_range.prefix, start_after=start, max_keys=page_size)
+        entries = listed.entries[:page_size]
+        in_range = [entry for entry in entries if not key_range.is_past_end(entry.key)]
+        done = (
+            len(in_range) < len(entries)
+            or (not listed.truncated and len(entries) == len(listed.entries))
+            or bool(in_range and in_range[-1].key == key_range.until)
+        )
+        if max_bytes is not None:
+            kept = within_bytes(in_range, max_bytes, at_least_one=True)
+            if len(kept) < len(in_range):  # the byte budget ends the page here; the next goes on from it
+                in_range, done = kept, False
+        if not done and not in_range:
+            # Without a key to start after, the listing cannot go on (S3 never answers so).
+            raise StorageError("ListObjectsV2", bucket, None, "EmptyTruncatedPage", "a truncated page held no key")
+        return ListedSpan(start, in_range, done)
 
-    def _destination_range(self, rule: ReplicationRule, segment: ListedSegment) -> dict[str, tuple[int, str]]:
-        """What the destination holds of the segment's keys: listed from the segment's start until the
-        listing passes its last key (usually one request). Only the segment's keys are kept."""
-        if not segment.entries:
+    def _destination_range(
+        self, rule: ReplicationRule, key_range: KeyRange, span: ListedSpan
+    ) -> dict[str, tuple[int, str]]:
+        """What the destination holds of the span's keys: listed from the span's start until the listing
+        passes its last key (usually one request). Only the span's keys are kept."""
+        if not span.entries:
             return {}
-        wanted = {entry.key for entry in segment.entries}
-        last = segment.entries[-1].sort_key
+        wanted = {entry.key for entry in span.entries}
+        last = span.entries[-1].sort_key
         found: dict[str, tuple[int, str]] = {}
-        after = segment.after
+        after = span.start
         while True:
             listed = self._listing.list_page(
                 rule.destination_bucket,
                 rule.destination_region,
-                segment.prefix,
+                key_range.prefix,
                 start_after=after,
                 max_keys=MAX_PAGE_SIZE,
             )
@@ -162,3 +243,10 @@ class PageLister:
             if not listed.truncated or not listed.entries:
                 return found
             after = listed.entries[-1].key
+
+
+def thin_out(keys: list[str], most: int = MAX_AHEAD_KEYS) -> list[str]:
+    """At most ``most`` of ``keys``, spread evenly over them (the last one kept)."""
+    if len(keys) <= most:
+        return keys
+    return [keys[(index + 1) * len(keys) // most - 1] for index in range(most)]

@@ -1,6 +1,7 @@
-"""Key ranges of a rule's prefix, the work items of a fanned-out backfill (issue 13 item 3, first step).
+"""Key ranges of a rule's prefix, the work items of a fanned-out backfill.
 
-Pure: no boto3, no I/O. Nothing runs it yet; a later step makes each range a job's unit of work.
+Pure: no boto3, no I/O. A job's ranges are stored as ``crr.backfill.models.BackfillRange``; when and how
+much to split them is ``crr.backfill.fanout``.
 
 A range is the keys under ``prefix`` that lie after ``after`` (exclusive) and up to ``until`` (inclusive)
 in S3's listing order, ``None`` standing for the prefix's start or end. The bounds are shaped after
@@ -11,7 +12,7 @@ exactly one of them whether or not an object has that key. ``after=None`` rather
 because ``StartAfter=prefix`` would skip an object whose key *is* the prefix (an empty name under it).
 
 Order: S3 lists keys in the binary order of their UTF-8 encoding, so every comparison here is made on
-``utf8_order(key)``, the order ``ListingCursor.position`` already uses. (Python's ``str`` order, by code
+``utf8_order(key)``. (Python's ``str`` order, by code
 point, happens to agree with it; UTF-16 order, which Java, JavaScript and .NET strings sort by, does not:
 it puts astral characters such as U+1F600 below high-BMP ones such as U+FF5E. Comparing the bytes S3
 compares keeps the contract explicit instead of resting on that coincidence.)
@@ -39,11 +40,11 @@ The invariants the property tests hold it to: after any sequence of listings and
 disjoint, and their union is the original range minus what was consumed; so listing every range to its
 end yields every key exactly once.
 
-What a later step does with it: the backfill job keeps its ranges and each range's position (instead of
-today's single ``ListingCursor``), a Step Functions Map runs up to N ranges at once with today's page step
-inside each, each range resumes from its own position, and a range whose page came back full is split
-before its next page, the pieces after the first joining the job's queue of ranges. The live-write race
-rules stay per object and are untouched by where a range begins or ends.
+How a job uses it: the job keeps its ranges and each range's position, a Step Functions Map runs up to N
+ranges at once with the page step inside each, each range resumes from its own position, and a range
+whose page came back full is split when its page is recorded, the pieces after the first joining the
+job's open ranges. The live-write race rules stay per object and are untouched by where a range begins
+or ends.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from dataclasses import dataclass
 
 
 def utf8_order(key: str) -> bytes:
-    """The sort key S3 lists ``key`` by: its UTF-8 bytes (``surrogatepass``: as ``ListingCursor`` does)."""
+    """The sort key S3 lists ``key`` by: its UTF-8 bytes (``surrogatepass``, so any str has one)."""
     return key.encode("utf-8", "surrogatepass")
 
 

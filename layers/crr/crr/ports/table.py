@@ -4,11 +4,11 @@ says why."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from crr.backfill.models import BackfillJob, PageResult
+from crr.backfill.models import BackfillJob, BackfillRange, RangePage
 from crr.failures import FailureReason, FailureRecord
 from crr.models import (
     BreakerRecord,
@@ -217,12 +217,15 @@ class BreakerSource(Protocol):
 
 
 class BackfillJobs(Protocol):
-    """Where backfill jobs are kept, and how a page's result is recorded into its job once.
+    """Where backfill jobs and their ranges are kept, how workers take ranges, and how a page of a range is
+    recorded once (with the job's aggregate and any split, in one transaction).
 
     Implemented by ``crr.adapters.dynamodb.DynamoBackfillJobs``; in tests by
     ``tests.support.fakes.FakeBackfillJobs``."""
 
-    def create(self, job: BackfillJob) -> None: ...
+    def create(self, job: BackfillJob) -> None:
+        """Raises BackfillJobConflictError when the job exists."""
+        ...
 
     def get(self, rule_id: str, job_id: str) -> BackfillJob:
         """Raises BackfillJobNotFoundError."""
@@ -230,16 +233,46 @@ class BackfillJobs(Protocol):
 
     def latest(self, rule_id: str) -> BackfillJob | None: ...
 
-    def record_page(self, result: PageResult) -> BackfillJob:
-        """Add the page's counts and move the cursors, once per page sequence (a retried step is not
-        counted twice). Raises BackfillJobConflictError for a page out of order."""
+    def add_ranges(self, rule_id: str, job_id: str, ranges: Sequence[BackfillRange]) -> BackfillJob:
+        """Store the job's first ranges and set its counters from them (``ranges_made``, ``ranges_open``,
+        ``ranges_uncounted``), unless it has ranges already (then nothing changes); the job after it.
+        Raises BackfillJobNotFoundError."""
         ...
 
-    def mark_succeeded(self, rule_id: str, job_id: str, at: datetime) -> BackfillJob: ...
+    def ranges(self, rule_id: str, job_id: str, *, open_only: bool = False) -> list[BackfillRange]:
+        """The job's ranges (only those not done with ``open_only``), in range id order."""
+        ...
+
+    def claim(
+        self, rule_id: str, job_id: str, range_id: str, worker: str, expected: str | None
+    ) -> BackfillRange | None:
+        """Give the range to ``worker`` if it is open and still held by ``expected`` (None: by no one); the
+        range after it, or None when another worker took it first or it is done."""
+        ...
+
+    def record_page(self, page: RangePage) -> BackfillRange:
+        """Record a page of a range: once per sequence and only while ``page.worker`` holds the range, with
+        the job's aggregate and the ranges split off, all or nothing. A page already recorded (a retried
+        step) returns the range as it is. Raises BackfillJobConflictError for a page out of order, a range
+        another worker holds, or a job no longer running."""
+        ...
+
+    def release(self, rule_id: str, job_id: str, worker: str) -> int:
+        """Drop ``worker``'s claims on the job's ranges (each goes on from its cursor under whoever takes it
+        next); how many it held."""
+        ...
+
+    def mark_succeeded(self, rule_id: str, job_id: str, at: datetime) -> BackfillJob:
+        """Raises BackfillJobConflictError while ranges are open."""
+        ...
 
     def mark_failed(self, rule_id: str, job_id: str, reason: str, at: datetime) -> BackfillJob: ...
 
-    def set_execution(self, rule_id: str, job_id: str, execution_arn: str, at: datetime) -> BackfillJob: ...
+    def set_execution(
+        self, rule_id: str, job_id: str, execution_arn: str, at: datetime, *, workers: int | None = None
+    ) -> BackfillJob:
+        """The execution now running the job (running again), and with ``workers`` its new fan-out."""
+        ...
 
 
 class BackfillSource(Protocol):

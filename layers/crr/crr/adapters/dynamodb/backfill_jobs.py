@@ -1,14 +1,26 @@
-"""Backfill jobs in the RulesTable: ``RULE#<rule id>`` / ``BACKFILL#<job id>``.
+"""Backfill jobs and their ranges in the RulesTable: ``RULE#<rule id>`` / ``BACKFILL#<job id>`` and
+``BACKFILL#<job id>#RANGE#<range id>``.
 
-Job ids sort by creation time, so the newest job of a rule is one Query (descending, limit 1) away.
-A page is recorded with one UpdateItem that ADDs the page's counts and SETs the cursors, conditional on
-the job's page count being the page's sequence less one: a retried step cannot count a page twice, nor
-move the cursor back.
+Job ids sort by creation time and a job's ranges sort right after it, so the newest job of a rule is
+named by the last sort key under ``BACKFILL#`` (one Query, then one GetItem of the job).
+
+A page of a range is recorded with ONE TransactWriteItems: an Update of the range (its cursors, page
+count and counts; condition: the page before this one is its last recorded, and this worker holds it),
+an Update of the job (ADD the page's counts and the changes of its open and uncounted ranges; condition:
+still running), and a Put per range split off (condition: not there yet). So a page is counted once and
+a split loses no key: all of it lands, or none. When the range's condition fails, the answer carries the
+range as stored (``ReturnValuesOnConditionCheckFailure``), which tells a retried step (the page is
+recorded already: return the range) from a conflict, at no extra read.
+
+IAM: TransactWriteItems needs no action of its own, only each item's (dynamodb:UpdateItem and
+dynamodb:PutItem here): https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +28,15 @@ from botocore.exceptions import ClientError
 
 from crr.adapters.clients import error_code
 from crr.adapters.dynamodb.items import from_value, state_error, to_value
-from crr.adapters.dynamodb.keys import BACKFILL_SK_PREFIX, backfill_sk, rule_pk
-from crr.backfill.models import BackfillJob, BackfillStatus, CountProgress, ListingCursor, PageCounts, PageResult
+from crr.adapters.dynamodb.keys import (
+    BACKFILL_SK_PREFIX,
+    backfill_job_of,
+    backfill_range_sk,
+    backfill_ranges_prefix,
+    backfill_sk,
+    rule_pk,
+)
+from crr.backfill.models import BackfillJob, BackfillRange, BackfillStatus, PageCounts, RangePage, WorkKind
 from crr.errors import BackfillJobConflictError, BackfillJobNotFoundError
 
 if TYPE_CHECKING:
@@ -25,6 +44,13 @@ if TYPE_CHECKING:
 
 
 MAX_FAILURE_REASON_CHARS = 2000
+# The item layout written since jobs fan out over ranges; an item without it is a single-cursor job.
+JOB_FORMAT = 2
+# TransactWriteItems takes at most 100 items.
+MAX_TRANSACTION_ITEMS = 100
+# Every worker's page updates the job item, so two transactions on it now and then collide
+# (TransactionConflict): tried again at once a few times, with a little jitter, before the step fails.
+TRANSACTION_ATTEMPTS = 4
 _COUNTERS = tuple(PageCounts.model_fields)
 
 
@@ -32,34 +58,38 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
-def _job_item(job: BackfillJob) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "pk": rule_pk(job.rule_id),
-        "sk": backfill_sk(job.job_id),
-        "job_id": job.job_id,
-        "rule_id": job.rule_id,
-        "plan": job.plan,
-        "status": job.status.value,
-        "created_at": _iso(job.created_at),
-        "updated_at": _iso(job.updated_at),
-        "finished_at": _iso(job.finished_at) if job.finished_at else None,
-        "execution_arn": job.execution_arn,
-        "failure_reason": job.failure_reason,
-        "page_size": job.page_size,
-        "count_pages": job.count_pages,
-        "pages": job.pages,
-        "cursor_prefix": job.cursor.prefix_index,
-        "cursor_after": job.cursor.after,
-        "done": job.done,
-        "count_prefix": job.count.cursor.prefix_index,
-        "count_after": job.count.cursor.after,
-        "counted": job.count.objects,
-        "counted_bytes": job.count.bytes,
-        "count_complete": job.count.complete,
-        "active_seconds": job.active_seconds,
-        **{name: getattr(job.totals, name) for name in _COUNTERS},
-    }
+def _clean(values: dict[str, Any]) -> dict[str, Any]:
     return {name: to_value(value) for name, value in values.items() if value is not None}
+
+
+def _job_item(job: BackfillJob) -> dict[str, Any]:
+    return _clean(
+        {
+            "pk": rule_pk(job.rule_id),
+            "sk": backfill_sk(job.job_id),
+            "format": JOB_FORMAT,
+            "job_id": job.job_id,
+            "rule_id": job.rule_id,
+            "plan": job.plan,
+            "status": job.status.value,
+            "created_at": _iso(job.created_at),
+            "updated_at": _iso(job.updated_at),
+            "finished_at": _iso(job.finished_at) if job.finished_at else None,
+            "execution_arn": job.execution_arn,
+            "failure_reason": job.failure_reason,
+            "page_size": job.page_size,
+            "count_pages": job.count_pages,
+            "workers": job.workers,
+            "pages": job.pages,
+            "counted": job.counted,
+            "counted_bytes": job.counted_bytes,
+            "active_seconds": job.active_seconds,
+            "ranges_made": job.ranges_made,
+            "ranges_open": job.ranges_open,
+            "ranges_uncounted": job.ranges_uncounted,
+            **{name: getattr(job.totals, name) for name in _COUNTERS},
+        }
+    )
 
 
 def _job_from(raw: dict[str, Any]) -> BackfillJob:
@@ -68,6 +98,18 @@ def _job_from(raw: dict[str, Any]) -> BackfillJob:
     def moment(name: str) -> datetime | None:
         return datetime.fromisoformat(str(item[name])) if item.get(name) else None
 
+    legacy = "format" not in item
+    if legacy:
+        # A single-cursor job: its one cursor is read as one range, open until its listing ended.
+        ranges = {
+            "ranges_made": 1,
+            "ranges_open": 0 if item.get("done") else 1,
+            "ranges_uncounted": 0 if item.get("count_complete") else 1,
+            "workers": 1,
+        }
+    else:
+        ranges = {name: int(item.get(name, 0)) for name in ("ranges_made", "ranges_open", "ranges_uncounted")}
+        ranges["workers"] = int(item["workers"])
     return BackfillJob(
         job_id=str(item["job_id"]),
         rule_id=str(item["rule_id"]),
@@ -80,29 +122,115 @@ def _job_from(raw: dict[str, Any]) -> BackfillJob:
         failure_reason=item.get("failure_reason"),
         page_size=int(item["page_size"]),
         count_pages=int(item["count_pages"]),
-        pages=int(item["pages"]),
-        cursor=ListingCursor(prefix_index=int(item["cursor_prefix"]), after=item.get("cursor_after")),
-        done=bool(item["done"]),
+        pages=int(item.get("pages", 0)),
         totals=PageCounts(**{name: int(item.get(name, 0)) for name in _COUNTERS}),
-        count=CountProgress(
-            cursor=ListingCursor(prefix_index=int(item["count_prefix"]), after=item.get("count_after")),
-            objects=int(item["counted"]),
-            bytes=int(item["counted_bytes"]),
-            complete=bool(item["count_complete"]),
-        ),
+        counted=int(item.get("counted", 0)),
+        counted_bytes=int(item.get("counted_bytes", 0)),
+        active_seconds=float(item.get("active_seconds", 0)),
+        legacy=legacy,
+        **ranges,
+    )
+
+
+def _range_item(item: BackfillRange) -> dict[str, Any]:
+    return _clean(
+        {
+            "pk": rule_pk(item.rule_id),
+            "sk": backfill_range_sk(item.job_id, item.range_id),
+            "job_id": item.job_id,
+            "rule_id": item.rule_id,
+            "range_id": item.range_id,
+            "kind": item.kind.value,
+            "prefix": item.prefix,
+            "after": item.after,
+            "until": item.until,
+            "cursor": item.cursor,
+            "count_cursor": item.count_cursor,
+            "count_complete": item.count_complete,
+            "pages": item.pages,
+            "done": item.done,
+            "claim": item.claim,
+            "counted": item.counted,
+            "counted_bytes": item.counted_bytes,
+            "active_seconds": item.active_seconds,
+            **{name: getattr(item.totals, name) for name in _COUNTERS},
+        }
+    )
+
+
+def _range_from(raw: dict[str, Any]) -> BackfillRange:
+    item = {name: from_value(value) for name, value in raw.items()}
+    return BackfillRange(
+        rule_id=str(item["rule_id"]),
+        job_id=str(item["job_id"]),
+        range_id=str(item["range_id"]),
+        kind=WorkKind(str(item.get("kind", WorkKind.KEYS.value))),
+        prefix=str(item.get("prefix", "")),
+        after=item.get("after"),
+        until=item.get("until"),
+        cursor=item.get("cursor"),
+        count_cursor=item.get("count_cursor"),
+        count_complete=bool(item.get("count_complete", False)),
+        pages=int(item.get("pages", 0)),
+        done=bool(item.get("done", False)),
+        claim=item.get("claim"),
+        totals=PageCounts(**{name: int(item.get(name, 0)) for name in _COUNTERS}),
+        counted=int(item.get("counted", 0)),
+        counted_bytes=int(item.get("counted_bytes", 0)),
         active_seconds=float(item.get("active_seconds", 0)),
     )
+
+
+def _update(
+    key: dict[str, Any], sets: dict[str, Any], adds: dict[str, Any], condition: str, **extra: Any
+) -> dict[str, Any]:
+    """An Update of a transaction (or an UpdateItem's arguments): SET ``sets`` (None values REMOVEd),
+    ADD ``adds``, on ``condition`` (whose ``#name`` and ``:value`` placeholders ``extra`` may define
+    through ``names`` and ``values``)."""
+    names: dict[str, str] = dict(extra.pop("names", {}))
+    values: dict[str, Any] = {placeholder: to_value(value) for placeholder, value in extra.pop("values", {}).items()}
+    set_parts, remove_parts, add_parts = [], [], []
+    for index, (name, value) in enumerate(sets.items()):
+        names[f"#s{index}"] = name
+        if value is None:
+            remove_parts.append(f"#s{index}")
+        else:
+            set_parts.append(f"#s{index} = :s{index}")
+            values[f":s{index}"] = to_value(value)
+    for index, (name, value) in enumerate(adds.items()):
+        names[f"#a{index}"] = name
+        add_parts.append(f"#a{index} :a{index}")
+        values[f":a{index}"] = to_value(value)
+    clauses = [
+        f"{verb} {', '.join(parts)}"
+        for verb, parts in (("SET", set_parts), ("REMOVE", remove_parts), ("ADD", add_parts))
+        if parts
+    ]
+    return {
+        "Key": key,
+        "UpdateExpression": " ".join(clauses),
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+        **extra,
+    }
 
 
 class DynamoBackfillJobs:
     """``crr.ports.table.BackfillJobs`` over DynamoDB (the rules table)."""
 
     def __init__(
-        self, client: DynamoDBClient, table_name: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        pause: Callable[[float], None] = time.sleep,
     ) -> None:
         self._db = client
         self._table = table_name
         self._clock = clock
+        self._pause = pause
 
     def create(self, job: BackfillJob) -> None:
         """Raises BackfillJobConflictError when a job with this id exists, StateStoreError otherwise."""
@@ -130,105 +258,250 @@ class DynamoBackfillJobs:
         return job
 
     def latest(self, rule_id: str) -> BackfillJob | None:
-        """The newest job of the rule (one Query), or None."""
+        """The newest job of the rule, or None: the last backfill sort key names it (a Query of one key),
+        then its item is read."""
         try:
             found = self._db.query(
                 TableName=self._table,
                 KeyConditionExpression="pk = :pk AND begins_with(sk, :jobs)",
                 ExpressionAttributeValues={":pk": to_value(rule_pk(rule_id)), ":jobs": to_value(BACKFILL_SK_PREFIX)},
+                ProjectionExpression="sk",
                 ScanIndexForward=False,
                 Limit=1,
-                ConsistentRead=True,
             )
         except ClientError as exc:
             raise state_error(exc, "Query") from exc
         items = found.get("Items", [])
-        return _job_from(items[0]) if items else None
+        if not items:
+            return None
+        return self.find(rule_id, backfill_job_of(str(from_value(items[0]["sk"]))))
 
-    def record_page(self, result: PageResult) -> BackfillJob:
-        """Add the page's counts and set the cursors, once: a page already recorded returns the job as it is.
-
-        Raises BackfillJobConflictError when pages before this one are missing or the job has finished,
-        BackfillJobNotFoundError, StateStoreError.
-        """
-        now = self._clock()
-        adds = ", ".join(f"#{name} :{name}" for name in [*_COUNTERS, "active_seconds"])
-        sets = [
-            "#pages = :sequence",
-            "#cursor_prefix = :cursor_prefix",
-            "#done = :done",
-            "#count_prefix = :count_prefix",
-            "#counted = :counted",
-            "#counted_bytes = :counted_bytes",
-            "#count_complete = :count_complete",
-            "#updated_at = :now",
-        ]
-        removes: list[str] = []
-        values: dict[str, Any] = {
-            **{f":{name}": getattr(result.counts, name) for name in _COUNTERS},
-            ":active_seconds": result.elapsed_seconds,
-            ":sequence": result.sequence,
-            ":previous": result.sequence - 1,
-            ":cursor_prefix": result.cursor.prefix_index,
-            ":done": result.done,
-            ":count_prefix": result.count.cursor.prefix_index,
-            ":counted": result.count.objects,
-            ":counted_bytes": result.count.bytes,
-            ":count_complete": result.count.complete,
-            ":now": _iso(now),
-            ":running": BackfillStatus.RUNNING.value,
-        }
-        for name, after in (("cursor_after", result.cursor.after), ("count_after", result.count.cursor.after)):
-            if after is None:
-                removes.append(f"#{name}")
-            else:
-                sets.append(f"#{name} = :{name}")
-                values[f":{name}"] = after
-        expression = f"ADD {adds} SET {', '.join(sets)}" + (f" REMOVE {', '.join(removes)}" if removes else "")
-        names = [*_COUNTERS, "active_seconds", "pages", "cursor_prefix", "cursor_after", "done", "count_prefix"]
-        names += ["count_after", "counted", "counted_bytes", "count_complete", "updated_at", "status"]
+    def add_ranges(self, rule_id: str, job_id: str, ranges: Sequence[BackfillRange]) -> BackfillJob:
+        """One transaction when the ranges fit (with the job's counters); beyond that the ranges are put
+        first (then they are one per prefix, the same on every try, so a retry rewrites them alike) and
+        the counters last. Raises BackfillJobNotFoundError, StateStoreError."""
+        counters = _update(
+            self._key(rule_id, job_id),
+            {
+                "ranges_made": len(ranges),
+                "ranges_open": sum(not item.done for item in ranges),
+                "ranges_uncounted": sum(not item.count_complete for item in ranges),
+                "updated_at": _iso(self._clock()),
+            },
+            {},
+            "attribute_exists(pk) AND (attribute_not_exists(#made) OR #made = :zero)",
+            names={"#made": "ranges_made"},
+            values={":zero": 0},
+        )
+        if len(ranges) < MAX_TRANSACTION_ITEMS:
+            puts = [{"Put": {"TableName": self._table, "Item": _range_item(item)}} for item in ranges]
+            try:
+                self._db.transact_write_items(
+                    TransactItems=[*puts, {"Update": {"TableName": self._table, **counters}}]  # type: ignore[list-item, typeddict-item]
+                )
+            except ClientError as exc:
+                if error_code(exc) != "TransactionCanceledException":
+                    raise state_error(exc, "TransactWriteItems") from exc
+            return self.get(rule_id, job_id)
+        for item in ranges:
+            try:
+                self._db.put_item(TableName=self._table, Item=_range_item(item))
+            except ClientError as exc:
+                raise state_error(exc, "PutItem") from exc
         try:
-            updated = self._db.update_item(
-                TableName=self._table,
-                Key=self._key(result.rule_id, result.job_id),
-                UpdateExpression=expression,
-                # The page before this one is the last recorded, and the job is still running.
-                ConditionExpression="#pages = :previous AND #status = :running",
-                ExpressionAttributeNames={f"#{name}": name for name in names if f"#{name}" in expression}
-                | {"#pages": "pages", "#status": "status"},
-                ExpressionAttributeValues={name: to_value(value) for name, value in values.items()},
-                ReturnValues="ALL_NEW",
-            )
+            self._db.update_item(TableName=self._table, **counters)
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise state_error(exc, "UpdateItem") from exc
-            return self._already_recorded(result)
-        return _job_from(updated["Attributes"])
+        return self.get(rule_id, job_id)
 
-    def _already_recorded(self, result: PageResult) -> BackfillJob:
-        job = self.get(result.rule_id, result.job_id)
-        if job.pages >= result.sequence:
-            return job  # a retried step: the page counted once already
-        if job.status is not BackfillStatus.RUNNING:
+    def ranges(self, rule_id: str, job_id: str, *, open_only: bool = False) -> list[BackfillRange]:
+        """Every range of the job (one Query, paged), in range id order."""
+        arguments: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :ranges)",
+            "ExpressionAttributeValues": {
+                ":pk": to_value(rule_pk(rule_id)),
+                ":ranges": to_value(backfill_ranges_prefix(job_id)),
+            },
+            "ConsistentRead": True,
+        }
+        if open_only:
+            arguments["FilterExpression"] = "#done = :false"
+            arguments["ExpressionAttributeNames"] = {"#done": "done"}
+            arguments["ExpressionAttributeValues"][":false"] = to_value(False)
+        found: list[BackfillRange] = []
+        while True:
+            try:
+                page = self._db.query(**arguments)
+            except ClientError as exc:
+                raise state_error(exc, "Query") from exc
+            found.extend(_range_from(raw) for raw in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return found
+            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def claim(
+        self, rule_id: str, job_id: str, range_id: str, worker: str, expected: str | None
+    ) -> BackfillRange | None:
+        """One conditional UpdateItem. Raises StateStoreError."""
+        held = "attribute_not_exists(#claim)" if expected is None else "#claim = :expected"
+        update = _update(
+            self._range_key(rule_id, job_id, range_id),
+            {"claim": worker},
+            {},
+            f"attribute_exists(pk) AND #done = :false AND {held}",
+            names={"#done": "done"} | ({"#claim": "claim"}),
+            values={":false": False} | ({":expected": expected} if expected is not None else {}),
+            ReturnValues="ALL_NEW",
+        )
+        try:
+            updated = self._db.update_item(TableName=self._table, **update)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise state_error(exc, "UpdateItem") from exc
+        return _range_from(updated["Attributes"])
+
+    def record_page(self, page: RangePage) -> BackfillRange:
+        """See the module's docstring. Raises BackfillJobConflictError, StateStoreError."""
+        now = _iso(self._clock())
+        counts = {name: getattr(page.counts, name) for name in _COUNTERS}
+        deltas = {
+            **counts,
+            "counted": page.counted,
+            "counted_bytes": page.counted_bytes,
+            "active_seconds": page.elapsed_seconds,
+        }
+        range_update = _update(
+            self._range_key(page.rule_id, page.job_id, page.range_id),
+            {
+                "until": page.until,
+                "cursor": page.cursor,
+                "count_cursor": page.count_cursor,
+                "count_complete": page.count_complete,
+                "done": page.done,
+                "pages": page.sequence,
+            },
+            deltas,
+            "#pages = :previous AND #claim = :worker",
+            names={"#pages": "pages", "#claim": "claim"},
+            values={":previous": page.sequence - 1, ":worker": page.worker},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        job_adds = {**deltas, "pages": 1}
+        for name, change in (
+            ("ranges_made", len(page.new_ranges)),
+            ("ranges_open", page.opened),
+            ("ranges_uncounted", page.uncounted),
+        ):
+            if change:
+                job_adds[name] = change
+        job_update = _update(
+            self._key(page.rule_id, page.job_id),
+            {"updated_at": now},
+            job_adds,
+            "#status = :running",
+            names={"#status": "status"},
+            values={":running": BackfillStatus.RUNNING.value},
+        )
+        items: list[dict[str, Any]] = [
+            {"Update": {"TableName": self._table, **range_update}},
+            {"Update": {"TableName": self._table, **job_update}},
+            *(
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": _range_item(new),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+                for new in page.new_ranges
+            ),
+        ]
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                self._db.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+            except ClientError as exc:
+                reasons: list[Any] = list(exc.response.get("CancellationReasons", []))
+                codes = [str(reason.get("Code", "None")) for reason in reasons]
+                if error_code(exc) == "TransactionCanceledException" and "ConditionalCheckFailed" in codes:
+                    return self._not_recorded(page, codes, reasons)
+                conflict = error_code(exc) == "TransactionConflictException" or "TransactionConflict" in codes
+                if conflict and attempt < TRANSACTION_ATTEMPTS:
+                    self._pause(random.uniform(0.01, 0.05) * attempt)
+                    continue
+                raise state_error(exc, "TransactWriteItems") from exc
+            break
+        # The transaction answers nothing: the range as written is read back (its bounds and totals whole).
+        stored = self._range(page.rule_id, page.job_id, page.range_id)
+        if stored is None:
+            raise BackfillJobConflictError(f"backfill {page.job_id} has no range {page.range_id}")
+        return stored
+
+    def _not_recorded(self, page: RangePage, codes: list[str], reasons: list[Any]) -> BackfillRange:
+        if codes[0] == "ConditionalCheckFailed":
+            old = reasons[0].get("Item")
+            stored = _range_from(old) if old else self._range(page.rule_id, page.job_id, page.range_id)
+            if stored is None:
+                raise BackfillJobConflictError(f"backfill {page.job_id} has no range {page.range_id}")
+            if stored.pages >= page.sequence:
+                return stored  # a retried step: the page counted once already
             raise BackfillJobConflictError(
-                f"backfill {job.job_id} of rule {job.rule_id} is {job.status.value}: page {result.sequence} "
-                "was not recorded (resume the job to go on)"
+                f"backfill {page.job_id}, range {page.range_id}: page {page.sequence} of {page.worker} arrived, "
+                f"but {stored.pages} page(s) are recorded and {stored.claim or 'no worker'} holds it"
+            )
+        if codes[1] == "ConditionalCheckFailed":
+            job = self.get(page.rule_id, page.job_id)
+            raise BackfillJobConflictError(
+                f"backfill {job.job_id} of rule {job.rule_id} is {job.status.value}: page {page.sequence} of range "
+                f"{page.range_id} was not recorded (resume the job to go on)"
             )
         raise BackfillJobConflictError(
-            f"backfill {job.job_id} of rule {job.rule_id}: page {result.sequence} arrived, "
-            f"but only {job.pages} page(s) are recorded"
+            f"backfill {page.job_id}, range {page.range_id}: a range split off page {page.sequence} exists already"
         )
 
+    def _range(self, rule_id: str, job_id: str, range_id: str) -> BackfillRange | None:
+        try:
+            found = self._db.get_item(
+                TableName=self._table, Key=self._range_key(rule_id, job_id, range_id), ConsistentRead=True
+            )
+        except ClientError as exc:
+            raise state_error(exc, "GetItem") from exc
+        return _range_from(found["Item"]) if "Item" in found else None
+
+    def release(self, rule_id: str, job_id: str, worker: str) -> int:
+        """Each range ``worker`` holds: its claim removed, on the condition it still holds it."""
+        released = 0
+        for item in self.ranges(rule_id, job_id):
+            if item.claim != worker:
+                continue
+            update = _update(
+                self._range_key(rule_id, job_id, item.range_id),
+                {"claim": None},
+                {},
+                "#claim = :worker",
+                names={"#claim": "claim"},
+                values={":worker": worker},
+            )
+            try:
+                self._db.update_item(TableName=self._table, **update)
+                released += 1
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise state_error(exc, "UpdateItem") from exc
+        return released
+
     def mark_succeeded(self, rule_id: str, job_id: str, at: datetime) -> BackfillJob:
-        """Succeeded once every page is recorded. Raises BackfillJobConflictError when pages are left."""
+        """Succeeded once every range is done. Raises BackfillJobConflictError while ranges are open."""
         return self._set_status(
             rule_id,
             job_id,
             BackfillStatus.SUCCEEDED,
-            "SET #status = :status, #finished_at = :at, #updated_at = :at REMOVE #failure_reason",
-            {":at": _iso(at)},
-            condition="#done = :true AND #status <> :status",
-            condition_values={":true": True},
+            {"finished_at": _iso(at), "updated_at": _iso(at), "failure_reason": None},
+            condition="#made > :zero AND #open = :zero AND #status <> :status",
+            names={"#made": "ranges_made", "#open": "ranges_open"},
+            values={":zero": 0},
         )
 
     def mark_failed(self, rule_id: str, job_id: str, reason: str, at: datetime) -> BackfillJob:
@@ -237,23 +510,36 @@ class DynamoBackfillJobs:
             rule_id,
             job_id,
             BackfillStatus.FAILED,
-            "SET #status = :status, #failure_reason = :reason, #finished_at = :at, #updated_at = :at",
-            {":reason": reason[:MAX_FAILURE_REASON_CHARS] or "-", ":at": _iso(at)},
+            {
+                "failure_reason": reason[:MAX_FAILURE_REASON_CHARS] or "-",
+                "finished_at": _iso(at),
+                "updated_at": _iso(at),
+            },
             condition="#status <> :succeeded",
-            condition_values={":succeeded": BackfillStatus.SUCCEEDED.value},
+            values={":succeeded": BackfillStatus.SUCCEEDED.value},
         )
 
-    def set_execution(self, rule_id: str, job_id: str, execution_arn: str, at: datetime) -> BackfillJob:
+    def set_execution(
+        self, rule_id: str, job_id: str, execution_arn: str, at: datetime, *, workers: int | None = None
+    ) -> BackfillJob:
         """The execution now running the job (a fresh one after continue-as-new or a resume): the job is
-        running again. Raises BackfillJobConflictError once succeeded."""
+        running again, with ``workers`` its fan-out when given. Raises BackfillJobConflictError once
+        succeeded."""
+        sets: dict[str, Any] = {
+            "execution_arn": execution_arn,
+            "updated_at": _iso(at),
+            "failure_reason": None,
+            "finished_at": None,
+        }
+        if workers is not None:
+            sets["workers"] = workers
         return self._set_status(
             rule_id,
             job_id,
             BackfillStatus.RUNNING,
-            "SET #status = :status, #execution_arn = :arn, #updated_at = :at REMOVE #failure_reason, #finished_at",
-            {":arn": execution_arn, ":at": _iso(at)},
+            sets,
             condition="#status <> :succeeded",
-            condition_values={":succeeded": BackfillStatus.SUCCEEDED.value},
+            values={":succeeded": BackfillStatus.SUCCEEDED.value},
         )
 
     def _set_status(
@@ -261,28 +547,23 @@ class DynamoBackfillJobs:
         rule_id: str,
         job_id: str,
         status: BackfillStatus,
-        expression: str,
-        values: dict[str, Any],
+        sets: dict[str, Any],
         *,
         condition: str,
-        condition_values: dict[str, Any],
+        names: dict[str, str] | None = None,
+        values: dict[str, Any],
     ) -> BackfillJob:
-        names = ["status", "finished_at", "updated_at", "failure_reason", "execution_arn", "done"]
+        update = _update(
+            self._key(rule_id, job_id),
+            {"status": status.value, **sets},
+            {},
+            f"attribute_exists(pk) AND {condition}",
+            names={"#status": "status", **(names or {})},
+            values=({":status": status.value} if ":status" in condition else {}) | values,
+            ReturnValues="ALL_NEW",
+        )
         try:
-            updated = self._db.update_item(
-                TableName=self._table,
-                Key=self._key(rule_id, job_id),
-                UpdateExpression=expression,
-                ConditionExpression=f"attribute_exists(pk) AND {condition}",
-                ExpressionAttributeNames={
-                    f"#{name}": name for name in names if f"#{name}" in expression or f"#{name}" in condition
-                },
-                ExpressionAttributeValues={
-                    name: to_value(value)
-                    for name, value in {":status": status.value, **values, **condition_values}.items()
-                },
-                ReturnValues="ALL_NEW",
-            )
+            updated = self._db.update_item(TableName=self._table, **update)
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise state_error(exc, "UpdateItem") from exc
@@ -291,9 +572,12 @@ class DynamoBackfillJobs:
                 return job  # asked twice: already so
             raise BackfillJobConflictError(
                 f"backfill {job_id} of rule {rule_id} cannot become {status.value}: it is {job.status.value}"
-                + ("" if job.done else f", with pages left after page {job.pages}")
+                + ("" if job.done else f", with {job.ranges_open} range(s) open")
             ) from exc
         return _job_from(updated["Attributes"])
 
     def _key(self, rule_id: str, job_id: str) -> dict[str, Any]:
         return {"pk": to_value(rule_pk(rule_id)), "sk": to_value(backfill_sk(job_id))}
+
+    def _range_key(self, rule_id: str, job_id: str, range_id: str) -> dict[str, Any]:
+        return {"pk": to_value(rule_pk(rule_id)), "sk": to_value(backfill_range_sk(job_id, range_id))}

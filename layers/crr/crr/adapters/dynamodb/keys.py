@@ -13,7 +13,10 @@ pk                                    sk                         item
 ``RULE#<rule id>``                    ``BREAKER``                the delete breaker's sliding counts and state
 ``RULE#<rule id>``                    ``HELD#<object key>``      a delete held while the breaker is open
 ``RULE#<rule id>``                    ``TOMB#<object key>``      two-way: the delete marker the rule made, its stamp
-``RULE#<rule id>``                    ``BACKFILL#<job id>``      a backfill job: cursors, counts, status
+``RULE#<rule id>``                    ``BACKFILL#<job id>``      a backfill job: status, settings, the ranges'
+                                                                 aggregate (counts, open/uncounted ranges)
+``RULE#<rule id>``                    ``BACKFILL#<job id>#``     one range of a backfill job: bounds, cursors,
+                                      ``RANGE#<range id>``       pages, claim, its own counts
 ``FAILURE#<message id>``              ``FAILURE``                why a queue message failed, and how often
 ====================================  =========================  ==================================================
 
@@ -38,8 +41,11 @@ _SOURCE_CLAIM_PK_PREFIX = "SRC#"
 _DESTINATION_CLAIM_PK_PREFIX = "DST#"
 # The failure log's partitions, which `crr status` finds with a filtered Scan (there is no index).
 FAILURE_PK_PREFIX = "FAILURE#"
-# A rule's backfill jobs; job ids sort by creation time, so the newest is the last of this range.
+# A rule's backfill jobs and their ranges; job ids sort by creation time, so the newest job's items are the
+# last of this range.
 BACKFILL_SK_PREFIX = "BACKFILL#"
+# Between a job id and a range id in a range's sort key (job ids hold no ``#``).
+_RANGE_INFIX = "#RANGE#"
 # Held deletes, plain and hashed (``HELD#`` and ``HELDH#``): one begins_with finds both.
 HELD_SK_PREFIX = "HELD"
 
@@ -85,6 +91,22 @@ def tombstone_sk(key: str) -> str:
 def backfill_sk(job_id: str) -> str:
     """A backfill job, in its rule's partition."""
     return f"{BACKFILL_SK_PREFIX}{job_id}"
+
+
+def backfill_range_sk(job_id: str, range_id: str) -> str:
+    """A range of a backfill job, in its rule's partition (after the job's item: a Query of the job's
+    ranges is a ``begins_with`` on ``backfill_ranges_prefix``)."""
+    return f"{backfill_ranges_prefix(job_id)}{range_id}"
+
+
+def backfill_ranges_prefix(job_id: str) -> str:
+    """What the sort keys of a job's ranges begin with."""
+    return f"{BACKFILL_SK_PREFIX}{job_id}{_RANGE_INFIX}"
+
+
+def backfill_job_of(sort_key: str) -> str:
+    """The job id a backfill sort key (a job's or one of its ranges') names."""
+    return sort_key.removeprefix(BACKFILL_SK_PREFIX).split("#", 1)[0]
 
 
 def failure_pk(message_id: str) -> str:
