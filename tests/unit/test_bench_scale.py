@@ -249,7 +249,6 @@ def test_main_ends_with_the_last_line(monkeypatch: pytest.MonkeyPatch, capsys: p
 
     monkeypatch.setattr(scale, "measure_live", live)
     monkeypatch.setattr(scale, "measure_backfill", backfill)
-    monkeypatch.setattr(scale, "fan_out_available", lambda: True)
 
     # When the bench runs
     assert scale.main(["--quick"]) == 0
