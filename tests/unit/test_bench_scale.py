@@ -103,6 +103,17 @@ def test_backfill_usage_spreads_the_per_page_costs_over_the_page() -> None:
     assert lines["SQS requests"] == 0
 
 
+def test_per_page_requests_are_spread_over_the_products_page_size() -> None:
+    # Given requests counted in pages of 125: a copy per object, the listings and settings per page
+    counted = {"s3:CopyObject": 1.0, "s3:ListObjectsV2": 0.04, "s3:GetBucketEncryption": 0.008}
+
+    # When they are restated for pages of 1000
+    restated = scale.at_page_size(counted, 125, 1000)
+
+    # Then the copies stay one per object and the per-page requests fall eightfold
+    assert restated == pytest.approx({"s3:CopyObject": 1.0, "s3:ListObjectsV2": 0.005, "s3:GetBucketEncryption": 0.001})
+
+
 def test_over_target_names_the_largest_extra_lines_that_make_up_the_excess() -> None:
     # Given a bill of $6.80 against a $6.00 target, the copy and its transfer being unavoidable
     lines = {"copy": 5.0, "transfer": 0.02, "head": 0.40, "writes": 0.64, "queue": 0.48, "lambda": 0.26}
