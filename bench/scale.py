@@ -460,14 +460,28 @@ class LiveFigures:
         )
 
 
-def measure_live(objects: int, batches: list[tuple[int, list[int]]], *, p99: bool) -> LiveFigures:
-    figures = LiveFigures()
-    for batch, concurrencies in batches:
-        for record_concurrency in concurrencies:
-            print(f"  measuring: batch {batch}, {record_concurrency} record(s) at once ...", flush=True)
-            figures.rows.append(
+def median_round(rounds: list[replicate.InvocationFigures]) -> replicate.InvocationFigures:
+    """The round whose objects/s per invocation is the median (the lower middle of an even count)."""
+    ordered = sorted(rounds, key=lambda figures: figures.objects_per_second)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def measure_live(objects: int, batches: list[tuple[int, list[int]]], *, p99: bool, rounds: int = 1) -> LiveFigures:
+    """Each setting ``rounds`` times, the settings interleaved within a round so that the other load on
+    this machine, which drifts over minutes, weighs on each alike; the median round of each is kept."""
+    settings = [(batch, record_concurrency) for batch, concurrencies in batches for record_concurrency in concurrencies]
+    measured: dict[tuple[int, int], list[replicate.InvocationFigures]] = {setting: [] for setting in settings}
+    for round_number in range(1, rounds + 1):
+        for batch, record_concurrency in settings:
+            print(
+                f"  measuring: batch {batch}, {record_concurrency} record(s) at once, round {round_number}/{rounds}"
+                " ...",
+                flush=True,
+            )
+            measured[(batch, record_concurrency)].append(
                 replicate.measure_invocations(objects, batch, record_concurrency, enforce_iam=False, latency=LATENCY)
             )
+    figures = LiveFigures(rows=[median_round(measured[setting]) for setting in settings])
     if p99:
         print(f"  measuring: put → replica at {P99_RUN['rate']:g}/s ...", flush=True)
         figures.stream = replicate.measure_stream(
@@ -483,7 +497,10 @@ def measure_live(objects: int, batches: list[tuple[int, list[int]]], *, p99: boo
 
 
 def print_live(figures: LiveFigures, objects: int) -> None:
-    print(f"\n== live path: ReplicateFunction per invocation ({objects} x 1 KiB objects, local cloud, IAM off) ==")
+    print(
+        f"\n== live path: ReplicateFunction per invocation ({objects} x 1 KiB objects, local cloud, IAM off;"
+        " the median round of each setting) =="
+    )
     print(
         "  batch | window | records at once | ms/invocation | objects/s per invocation | Lambda ms/object |"
         " S3 req/object | DynamoDB writes/object | GetItem/object"
@@ -980,6 +997,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="under 5 minutes: fewer objects, no 16 ranges, no p99")
     parser.add_argument("--copy-threads", type=int, default=4, help="copy threads per range (default 4)")
+    parser.add_argument("--rounds", type=int, help="rounds of each live setting, medians kept (1 quick, 3 full)")
     parser.add_argument(
         "--no-backfill", dest="backfill", action="store_false", help="skip the backfill (no SeaweedFS needed)"
     )
@@ -1004,7 +1022,7 @@ def main(argv: list[str] | None = None) -> int:
         f" {LATENCY.cross_region_ms:g} ms cross-region; 2-core machine shared by crr, the emulators and SeaweedFS"
     )
 
-    live = measure_live(live_objects, batches, p99=not args.quick)
+    live = measure_live(live_objects, batches, p99=not args.quick, rounds=args.rounds or (1 if args.quick else 3))
     print_live(live, live_objects)
     runs: list[BackfillRun] = []
     if args.backfill:

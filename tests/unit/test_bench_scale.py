@@ -224,6 +224,26 @@ def test_last_line_has_the_issues_format() -> None:
     assert LAST_LINE.match(line)
 
 
+def test_the_median_round_is_kept_of_each_live_setting() -> None:
+    # Given three rounds of one setting, the machine busier in one of them
+    def round_at(objects_per_second: float) -> replicate.InvocationFigures:
+        return replicate.InvocationFigures(
+            batch=10,
+            record_concurrency=10,
+            invocations=10,
+            handled=100,
+            replicated=100,
+            ms_per_invocation=10_000 / objects_per_second,
+            objects_per_second=objects_per_second,
+            lambda_ms_per_object=1000 / objects_per_second,
+            requests_per_object={},
+        )
+
+    # Then the middle one is kept, and of two the slower (the figure never flatters)
+    assert scale.median_round([round_at(30.0), round_at(55.0), round_at(50.0)]).objects_per_second == 50.0
+    assert scale.median_round([round_at(55.0), round_at(50.0)]).objects_per_second == 50.0
+
+
 def test_main_ends_with_the_last_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     # Given measurements stood in for: the live path at 1 and 10 records at once, and backfills at 1-8 ranges
     def invocation(batch: int, record_concurrency: int, ms_per_object: float) -> replicate.InvocationFigures:
@@ -239,7 +259,7 @@ def test_main_ends_with_the_last_line(monkeypatch: pytest.MonkeyPatch, capsys: p
             requests_per_object={"s3:HeadObject": 1.0, "s3:CopyObject": 1.0, "dynamodb:PutItem": 1.0},
         )
 
-    def live(objects: int, batches: list[tuple[int, list[int]]], *, p99: bool) -> scale.LiveFigures:
+    def live(objects: int, batches: list[tuple[int, list[int]]], *, p99: bool, rounds: int = 1) -> scale.LiveFigures:
         return scale.LiveFigures(rows=[invocation(10, 1, 120.0), invocation(10, 10, 18.0), invocation(50, 10, 16.0)])
 
     def backfill(objects: int, fan_outs: list[int], copy_threads: int, page_size: int) -> list[scale.BackfillRun]:
