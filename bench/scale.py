@@ -1,20 +1,23 @@
 """Scale-out in one run (issue 13): the live path per invocation, the fanned-out backfill at 1-16 ranges, a
 cost model per million 1 KiB objects at AWS list prices, and a projection of large backfills.
 
-    python -m bench.scale [--quick] [--copy-threads 4] [--backfill-objects N] [--live-objects N]
+    python -m bench.scale [--quick] [--copy-threads 4] [--page-size N] [--backfill-objects N]
+                          [--live-objects N] [--rounds N] [--no-backfill]
 
 Prints, under the latency model (10 ms same-region, 60 ms cross-region round trips):
 1. Live path (bench/replicate.py's --per-invocation machinery on the local cloud, IAM off): objects/s per
    invocation and Lambda ms per object, one record at a time vs RecordConcurrency 10, at batch 10 and at
    batch 50 (with a 1 s window); the S3 requests and DynamoDB writes per object the local cloud's server
-   side counted; in full mode also put → replica p99 at 50 PutObject/s (bench/replicate.py's rate mode).
+   side counted. Full mode measures each setting in 3 interleaved rounds and keeps the median, and adds
+   put → replica p99 at 50 PutObject/s (bench/replicate.py's rate mode).
 2. Backfill (tests/support/backfill_runner.run_fanned_out on SeaweedFS, as bench/backfill.py: the real S3
    adapters over HTTP, the latency model on the clients, the destination bucket the cross-region side;
    ledger, job store and queue in memory): objects/s at 1, 2, 4, 8 (and 16 in full mode) ranges, each as a
-   multiple of the 1-range rate, and S3 requests per object. Each range gets a small copy pool
-   (--copy-threads, default 4): this machine's 2 cores would otherwise bind 8 ranges x 32 threads on CPU,
-   while on AWS each range is a Lambda with its own CPU, so the ratio printed is what fan-out buys when
-   every range waits on latency.
+   multiple of the 1-range rate, and S3 requests per object. Each range copies on an engine of its own with
+   a small pool (--copy-threads, default 4): this machine's 2 cores would otherwise bind 8 ranges x 32
+   threads on CPU, while on AWS each range is a Lambda with its own CPU, so the ratio printed is what
+   fan-out buys when every range waits on latency. Pages default to 1000 x copy threads / 32 keys, as
+   long in time as a page of 1000 on AWS.
 3. Cost per million 1 KiB objects, live and backfilled, from the requests counted and the durations
    measured, at the list prices below, beside S3 Replication and AWS Data Transfer Hub.
 4. A projection (assumptions printed): hours to backfill 100 M and 1 B objects at the default fan-out and
@@ -797,7 +800,11 @@ def backfill_cost(run: BackfillRun, facts: TemplateFacts, per_range_rate: float)
     """Priced as on AWS: the requests per page counted here spread over the product's pages of 1000, and
     the Lambda time per object the projection's per-range rate gives (the bench's small pools and pages
     are there to measure the fan-out's ratio, not a Lambda's duration)."""
-    transitions = transitions_per_page(json.loads(BACKFILL_ASL.read_text()))
+    try:
+        transitions, where = transitions_per_page(json.loads(BACKFILL_ASL.read_text())), "its page loop"
+    except ValueError as unreadable:
+        # The design's loop: CopyPage, RecordProgress, More?, the step count, CopyPage again.
+        transitions, where = 4, f"the design's loop; the file's could not be walked: {unreadable}"
     pages = max(run.pages, 1)
     objects_per_page = run.objects / pages
     # copy_page, record_page and release as counted, and one claim per range: the idle polls of a worker
@@ -822,7 +829,7 @@ def backfill_cost(run: BackfillRun, facts: TemplateFacts, per_range_rate: float)
         f" {run.ledger_writes_per_object:.3f} writes and {run.ledger_reads_per_object:.3f} item reads per object"
         f" as counted; {JOB_WRITE_UNITS_PER_PAGE:g} write units per page (one transaction of the range and the"
         f" job, 2 units per item: modelled, the job store is in memory); {invocations:.1f} Lambda invocations"
-        f" and {transitions} state transitions per page (statemachine/backfill.asl.json's page loop; idle polls"
+        f" and {transitions} state transitions per page (statemachine/backfill.asl.json, {where}; idle polls"
         f" left out); Lambda {1000 / per_range_rate:.2f} ms per object at {facts.backfill_memory_mb} MB (the"
         f" projection's {per_range_rate:.0f} objects/s per range; {run.active_seconds / run.objects * 1000:.1f} ms"
         " measured here with the bench's small pool)"
