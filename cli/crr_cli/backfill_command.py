@@ -277,7 +277,7 @@ def range_lines(ranges: list[BackfillRange]) -> list[str]:
 
 
 def _job_document(job: BackfillJob) -> dict[str, Any]:
-    return {**job.model_dump(mode="json"), "progress": job.progress().model_dump(mode="json")}
+    return {**job.model_dump(mode="json"), "done": job.done, "progress": job.progress().model_dump(mode="json")}
 
 
 def _started_document(started: StartedBackfill) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from crr.backfill.models import (
     listing_prefixes,
     plan_digest,
 )
+from crr.backfill.pages import MAX_PROBES, PageLister
+from crr.backfill.ranges import KeyRange
 from crr.backfill.reconcile import reconciler
 from crr.backfill.workflow import BackfillPageRefusedError, BackfillSteps
 from crr.errors import (
@@ -828,3 +830,34 @@ def test_a_page_whose_first_object_exceeds_the_budget_still_holds_that_object() 
     assert result.counts.copied == 1
     assert world.body("big") == b"x" * 1000
     assert world.body("small") is None
+
+
+# ---- probing for split boundaries -----------------------------------------------------------------
+
+
+def test_a_probe_finds_keys_far_ahead_even_when_keys_bunch_under_a_long_stem() -> None:
+    # Given 2,000 keys sharing the stem "data/000" (halving the whole key space toward them would take
+    # about eight probes per byte of it)
+    world = World(make_rule())
+    keys = [f"data/{index:08d}/obj" for index in range(2000)]
+    for key in keys:
+        world.put(key)
+    lister = PageLister(world.listing)
+    # When the part of the bucket after key 100 is probed
+    found = lister.probe(world.rule, KeyRange(""), keys[100])
+    # Then two consecutive keys come back, far past the position, within the probe budget
+    assert len(found) == 2
+    assert keys.index(found[1]) == keys.index(found[0]) + 1
+    assert keys.index(found[0]) >= 500
+    assert len(world.listing.requests) <= MAX_PROBES
+    assert all(request[3] == 2 for request in world.listing.requests)  # MaxKeys=2 each
+
+
+def test_a_probe_of_a_bounded_range_stays_inside_it_and_finds_nothing_in_an_empty_one() -> None:
+    world = World(make_rule())
+    for key in ["a1", "a2", "m1", "m2", "z1"]:
+        world.put(key)
+    lister = PageLister(world.listing)
+    inside = lister.probe(world.rule, KeyRange("", "a2", "m2"), "a2")
+    assert inside == ["m1", "m2"]
+    assert lister.probe(world.rule, KeyRange("", "m2", "y"), "m2") == []

@@ -18,6 +18,7 @@ from crr.backfill.fanout import (
     initial_ranges,
     page_record,
     pieces_wanted,
+    split_keys,
     wants_more_ranges,
     worker_token,
 )
@@ -108,7 +109,8 @@ def test_a_splits_pieces_share_out_the_count_so_every_key_is_counted_exactly_onc
         )
         == left
     )
-    assert len(page.new_ranges) == max(0, min(pieces_wanted(1, 8), len(set(ahead))) - 1)
+    cuts = split_keys(ahead, keys[count], pieces_wanted(1, 8))
+    assert len(page.new_ranges) == max(0, min(pieces_wanted(1, 8), len(cuts)) - 1)
     # And what each piece will still count, with what was counted before, is every key exactly once
     counted_before = set(keys[: count + 1]) if not complete else set(keys)
     still: list[str] = []
@@ -126,6 +128,17 @@ def test_a_splits_pieces_share_out_the_count_so_every_key_is_counted_exactly_onc
     # And the job's count of uncounted ranges moves by the pieces still counting, less the range itself
     assert page.uncounted == sum(not done for *_, done in pieces) - int(not complete)
     assert page.opened == len(page.new_ranges)
+
+
+def test_a_range_is_cut_at_the_probed_key_first_so_the_unknown_part_is_halved() -> None:
+    # Given counted pages ending at c1..c4 (the count cursor) and a probe that found p1, p2 past it
+    ahead = ["c1", "c2", "c3", "c4", "p1", "p2"]
+    # When the range is cut in two, Then at the probed key (the upper piece holds p2)
+    assert split_keys(ahead, "c4", 2) == ["p1", "p2"]
+    # And in four: two cuts among the counted pages, spread, then the probed one
+    assert split_keys(ahead, "c4", 4) == ["c2", "c4", "p1", "p2"]
+    # And without two probed keys, the counted pages' keys as they are
+    assert split_keys(["c1", "c2", "p1"], "c2", 2) == ["c1", "c2", "p1"]
 
 
 def test_a_piece_inherits_the_count_by_where_the_count_cursor_stands() -> None:

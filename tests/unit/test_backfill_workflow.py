@@ -13,7 +13,7 @@ import pytest
 
 from crr.backfill.engine import BackfillEngine
 from crr.backfill.fanout import initial_ranges
-from crr.backfill.models import BackfillJob, BackfillStatus, PageCounts, PageResult
+from crr.backfill.models import BackfillJob, BackfillRange, BackfillStatus, PageCounts, PageResult
 from crr.backfill.ranges import KeyRange
 from crr.backfill.reconcile import reconciler
 from crr.backfill.workflow import (
@@ -36,9 +36,9 @@ from crr.backfill.workflow import (
     RecordPageStep,
     RegisterStep,
     ReleaseStep,
+    StartedBackfill,
 )
 from crr.errors import (
-    BackfillJobConflictError,
     BackfillPageError,
     BackfillRefusedError,
     RuleNotFoundError,
@@ -47,7 +47,14 @@ from crr.errors import (
 from crr.large_copy import LargeObjectSettings
 from crr.replication import Replicator
 from crr.rules import ReplicationRule, RuleStatus
-from crr_cli.backfill_command import BackfillInterruptedError, follow, progress_line
+from crr_cli.backfill_command import (
+    BackfillInterruptedError,
+    describe_job,
+    describe_start,
+    follow,
+    progress_line,
+    range_lines,
+)
 from tests.support.backfill_runner import prefix_requests
 from tests.support.events import load_event
 from tests.support.fakes import (
@@ -411,7 +418,7 @@ def test_a_retried_record_step_counts_the_page_once() -> None:
     assert len(jobs.recorded) == 1
 
 
-def test_a_record_from_a_worker_that_lost_its_range_is_refused() -> None:
+def test_a_worker_that_lost_its_range_records_nothing_and_claims_another() -> None:
     s3 = bucket_with("k1", "k2", "k3")
     rule = make_rule()
     steps, jobs = steps_for(rule, s3)
@@ -423,10 +430,12 @@ def test_a_record_from_a_worker_that_lost_its_range_is_refused() -> None:
     # Given a worker of a newer execution took the range over meanwhile
     newer = "arn:aws:states:us-west-1:1:execution:crr-backfill:j-r2#0"
     assert jobs.claim("r1", job.job_id, claimed.request.range_id, newer, WORKER) is not None
-    # When the old worker records its page, Then it is refused, and nothing of it is counted
-    with pytest.raises(BackfillJobConflictError, match="holds it"):
-        steps.run(RecordPageStep(action="record_page", result=result, worker=WORKER, workers=1))  # type: ignore[arg-type]
+    # When the old worker records its page
+    recorded = steps.run(RecordPageStep(action="record_page", result=result, worker=WORKER, workers=1))  # type: ignore[arg-type]
+    # Then it is told to claim another range, and nothing of its page is counted (the holder lists it again)
+    assert recorded == RecordedPage(range_done=True, next_request=None)
     assert jobs.get("r1", job.job_id).totals.listed == 0
+    assert jobs.ranges("r1", job.job_id)[0].claim == newer
 
 
 def test_a_release_drops_the_workers_claims_so_the_next_execution_takes_them_at_their_cursor() -> None:
@@ -635,3 +644,64 @@ def test_the_function_answers_a_claim_with_the_next_page_of_a_range_as_json() ->
     assert (claimed.request.sequence, claimed.request.cursor, claimed.request.probe) == (1, None, True)
     held = [item for item in jobs.ranges("demo", job.job_id) if item.claim == event["worker"]]
     assert [item.range_id for item in held] == [claimed.request.range_id]
+
+
+# ---- the CLI's words --------------------------------------------------------------------------------
+
+
+def test_backfill_start_takes_ranges_within_the_inline_maps_limit_and_status_takes_a_ranges_flag() -> None:
+    from crr_cli.main import build_parser
+
+    parser = build_parser()
+    start = parser.parse_args(["backfill", "start", "r1", "--ranges", "16"])
+    assert (start.ranges, start.page_size, start.steps_per_worker) == (16, 1000, None)
+    assert parser.parse_args(["backfill", "start", "r1"]).ranges == 8
+    for refused in ("0", "41"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["backfill", "start", "r1", "--ranges", refused])
+    assert parser.parse_args(["backfill", "status", "r1", "--ranges"]).ranges is True
+
+
+def test_a_start_says_how_many_ranges_run_and_which_old_job_it_replaced() -> None:
+    control, jobs, executions = control_with(make_rule())
+    first = control.start("r1", workers=4)
+    assert describe_start(first).startswith(f"backfill {first.job.job_id} of rule r1 started, 4 range(s) at once (")
+    # Given the job failed with ranges open, When it is resumed, Then the start says where it stands
+    for name in executions.started:
+        executions.status_of[name] = "FAILED"
+    replace_job(
+        jobs,
+        first.job.model_copy(update={"status": BackfillStatus.FAILED, "ranges_made": 9, "ranges_open": 5, "pages": 12}),
+    )
+    resumed = control.start("r1", workers=2)
+    assert "resumed with 5 open range(s) after 12 page(s), 2 range(s) at once" in describe_start(resumed)
+    # And a start that replaced a single-cursor job says the old one cannot be resumed
+    replaced = StartedBackfill(first.job, "arn:x", resumed=False, already_running=False, replaced="old")
+    assert "the unfinished single-cursor backfill old cannot be resumed" in describe_start(replaced)
+
+
+def test_backfill_status_shows_the_aggregate_and_a_line_per_range_in_key_order() -> None:
+    rule = make_rule("logs/")
+    job = running_job(rule, processed=400, counted=1000).model_copy(update={"ranges_made": 3, "ranges_open": 2})
+    text = describe_job(job)
+    assert "ranges: 3 made, 2 open, 0 still counting; 1 at once" in text
+    assert "pages 2; listed 400" in text
+    worker = "arn:aws:states:us-west-1:1:execution:crr-backfill:j1-r2#3"
+    ranges = [
+        BackfillRange(rule_id="r1", job_id="j1", range_id="0001", prefix="logs/", after="logs/m", claim=worker),
+        BackfillRange(
+            rule_id="r1",
+            job_id="j1",
+            range_id="0000",
+            prefix="logs/",
+            until="logs/m",
+            pages=4,
+            done=True,
+            count_complete=True,
+            totals=PageCounts(listed=4000),
+        ),
+    ]
+    assert range_lines(ranges) == [
+        'range 0000 "logs/": (start, "logs/m"]  pages 4  listed 4,000  done',
+        'range 0001 "logs/": ("logs/m", end]  pages 0  listed 0  open, counting  held by worker 3 of j1-r2',
+    ]

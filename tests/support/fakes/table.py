@@ -334,9 +334,9 @@ class FakeBackfillJobs:
             item = stored.get(page.range_id)
             if item is None:
                 raise BackfillJobConflictError(f"job {page.job_id} has no range {page.range_id}")
-            if item.pages >= page.sequence:
-                return item  # a retried step: recorded once already
-            if item.pages != page.sequence - 1 or item.claim != page.worker:
+            if item.pages >= page.sequence or item.claim != page.worker:
+                return item  # a retried step (recorded once already), or the range is another worker's now
+            if item.pages != page.sequence - 1:
                 raise BackfillJobConflictError(
                     f"range {page.range_id}: page {page.sequence} of {page.worker} arrived, but {item.pages} "
                     f"page(s) are recorded and {item.claim} holds it"

@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from typing import Self
 
 from crr.backfill.copying import PageCopier
-from crr.backfill.models import MAX_WORKERS, JobRef, PageRequest, PageResult, listing_prefixes, plan_digest
+from crr.backfill.models import (
+    MAX_AHEAD_KEYS,
+    MAX_WORKERS,
+    JobRef,
+    PageRequest,
+    PageResult,
+    listing_prefixes,
+    plan_digest,
+)
 from crr.backfill.pages import CountAhead, FetchedPage, PageLister, later, thin_out
 from crr.backfill.ranges import KeyRange
 from crr.backfill.reconcile import Reconcile
@@ -120,14 +128,16 @@ class BackfillEngine:
         self._check(rule, request)
 
         def look_ahead() -> CountAhead:
-            count = self._lister.count_ahead(rule, request, page)
+            counted = self._lister.count_ahead(rule, request, page)
+            # Room for the two keys a probe finds.
+            count = replace(counted, ahead=thin_out(counted.ahead, MAX_AHEAD_KEYS - 2))
             if not request.probe or page.done or count.complete:
                 # A counted range has at most ``count_pages`` pages left past its copy, each page of the
                 # count already a boundary: a probe could only cut what little is left.
                 return count
             # Probe past everything counted, so the key found cuts the part nobody listed yet in two.
             found = self._lister.probe(rule, page.key_range, later(page.next_cursor, count.cursor))
-            return replace(count, ahead=[*count.ahead, found]) if found is not None else count
+            return replace(count, ahead=[*count.ahead, *found])
 
         # The count lists while the page is copied (its requests wait on the server as the copies do).
         counting = self._counter().submit(look_ahead) if self._concurrency > 1 else None
@@ -161,7 +171,7 @@ class BackfillEngine:
             count_completed=count.complete and not request.count_complete,
             counted=count.objects,
             counted_bytes=count.bytes,
-            ahead=thin_out(count.ahead),
+            ahead=count.ahead,
             failures=tally.failures,
             elapsed_seconds=max(0.0, self._monotonic() - started),
         )

@@ -102,7 +102,10 @@ def page_record(result: PageResult, worker: str, *, ranges_open: int, workers: i
     ``ahead`` keys), each with its share of the count (``count_state``)."""
     was_uncounted = not result.count_complete or result.count_completed
     parts = pieces_wanted(ranges_open, workers)
-    pieces = () if result.done or parts < 2 else split(result.key_range(), result.cursor, result.ahead, parts)
+    pieces: tuple[KeyRange, ...] = ()
+    if not result.done and parts >= 2:
+        boundaries = split_keys(result.ahead, result.count_cursor, parts)
+        pieces = split(result.key_range(), result.cursor, boundaries, parts)
     until, count_cursor, count_complete = result.until, result.count_cursor, result.count_complete
     new_ranges: list[BackfillRange] = []
     if len(pieces) >= 2:
@@ -146,6 +149,29 @@ def page_record(result: PageResult, worker: str, *, ranges_open: int, workers: i
         uncounted=uncounted_after - int(was_uncounted),
         new_ranges=new_ranges,
     )
+
+
+def split_keys(ahead: Sequence[str], count_cursor: str | None, parts: int) -> list[str]:
+    """The keys to cut a range at (``ranges.split`` cuts at all of them but the last, which the last
+    piece holds), chosen among those known ahead so the pieces are as even as can be told.
+
+    Keys up to the count cursor end the pages the count listed (a page of keys apart); keys past it were
+    found by a probe halfway through the part nobody listed yet, whose size is unknown and, in a large
+    range, far larger than the few pages counted. So when a probe found two keys, the cut at the first
+    halves that unknown part, and the other pieces are cut from the counted pages evenly; otherwise the
+    counted pages' keys are used as they are. Cutting at page keys alone would leave the whole unknown
+    part as one piece, to be cut again a few pages further on by whoever takes it: a job would make a
+    range for every few pages instead of a few ranges per worker."""
+    counted = sorted(
+        {key for key in ahead if count_cursor is None or utf8_order(key) <= utf8_order(count_cursor)},
+        key=utf8_order,
+    )
+    probed = sorted(set(ahead) - set(counted), key=utf8_order)
+    if len(probed) < 2:
+        return [*counted, *probed]
+    room = parts - 2  # cuts left for the counted pages, beside the one at the probe
+    spread = [counted[(index + 1) * len(counted) // room - 1] for index in range(room)] if room and counted else []
+    return [*dict.fromkeys(spread), *probed[:2]]
 
 
 def initial_range_id(index: int) -> str:

@@ -21,9 +21,9 @@ from crr.models import MAX_PAGE_SIZE, ListedObject
 from crr.ports.objects import PageListing
 from crr.rules import ReplicationRule
 
-# Probes one page step may send looking for a key far ahead (each halves the interval when it finds
-# nothing): a page of 1000 objects costs ~1000 CopyObject, so 8 ListObjectsV2 more are under 1%.
-MAX_PROBES = 8
+# Probes one page step may send looking for a key far ahead: a page of 1000 objects costs ~1000
+# CopyObject, so 12 ListObjectsV2 more are about 1%, and only while the job wants more ranges.
+MAX_PROBES = 12
 
 
 @dataclass(frozen=True)
@@ -131,31 +131,59 @@ class PageLister:
                 ahead.append(span.entries[-1].key)
         return CountAhead(cursor, complete, objects, size, ahead)
 
-    def probe(self, rule: ReplicationRule, key_range: KeyRange, low: str | None) -> str | None:
-        """A key of the source in ``key_range`` after ``low`` (a position in it; None: its start), found by
-        a ListObjectsV2 with ``MaxKeys=1`` from about halfway through ``(low, until]`` in the key space,
-        halving toward ``low`` while the answer lies past the range; None after ``MAX_PROBES`` probes or
-        once no point is left between them."""
-        high = key_range.until
-        for _ in range(MAX_PROBES):
-            point = probe_key(key_range.prefix, low, high)
-            if point is None:
-                return None
+    def probe(self, rule: ReplicationRule, key_range: KeyRange, low: str | None) -> list[str]:
+        """Up to two consecutive keys of the source in ``key_range`` after ``low`` (a position in it; None:
+        its start), about halfway through what lies there, each probe a ListObjectsV2 with ``MaxKeys=2``;
+        none when no key was found within ``MAX_PROBES`` requests. Two keys, because a range is cut at a
+        key with another above it (so the upper piece holds one).
+
+        First at ``probe_key``, halfway through ``(low, until]`` in the key space. Keys bunch: when none
+        lies past that point, halving the key space toward ``low`` would take about eight probes per byte
+        of the stem the keys share. So the search gallops instead: from the shortest stem of ``low`` to
+        the longest, it asks for the first key after every key that shares that stem (``data/1`` then
+        ``data/01``... past ``data/0042``), and the first answer in the range is a key roughly an order
+        of magnitude beyond ``low``. One more probe halfway between ``low`` and that key finds one near
+        the middle of what lies between them."""
+        prefix = key_range.prefix
+        asked = 0
+
+        def ask(point: str | None) -> list[str]:
+            nonlocal asked
+            asked += 1
             listed = self._listing.list_page(
-                rule.source_bucket, rule.source_region, key_range.prefix, start_after=point, max_keys=1
+                rule.source_bucket, rule.source_region, prefix, start_after=point, max_keys=2
             )
-            found = listed.entries[0].key if listed.entries else None
-            if found is not None and key_range.contains(found):
-                return found
-            # No key of the range lies past the point: look in the nearer half.
-            high = point
-        return None
+            return [entry.key for entry in listed.entries[:2] if key_range.contains(entry.key)]
+
+        halfway = probe_key(prefix, low, key_range.until)
+        if halfway is None:
+            return []
+        found = ask(halfway)
+        if found:
+            return found
+        if low is None:
+            first = ask(None)  # gallop from the range's first key
+            if not first:
+                return []
+            low = first[0]
+        far: list[str] = []
+        for point in _reaching_points(prefix, low, below=halfway):
+            if asked >= MAX_PROBES:
+                return []
+            far = ask(point)
+            if far:
+                break
+        if not far:
+            return []
+        middle = probe_key(prefix, low, far[0]) if asked < MAX_PROBES else None
+        nearer = ask(middle) if middle is not None else []
+        return nearer if len(nearer) == 2 and utf8_order(nearer[0]) > utf8_order(low) else far
 
     def presplit(self, rule: ReplicationRule, ranges: list[KeyRange], wanted: int) -> list[KeyRange]:
         """``ranges`` divided, by probes alone (nothing is known of the keys), into up to ``wanted``
         ranges, each holding at least one key found when it was cut. A range is cut in two at a key found
-        about halfway through it, when a key follows it in the range (so neither half is empty); the
-        ranges are taken in turn, so every prefix is divided before any is divided again."""
+        about halfway through it, when another key follows it in the range (so neither half is empty);
+        the ranges are taken in turn, so every prefix is divided before any is divided again."""
         result = list(ranges)
         stuck: set[KeyRange] = set()
         while len(result) < wanted:
@@ -165,28 +193,16 @@ class PageLister:
                     break
                 if key_range in stuck:
                     continue
-                pieces = self._halves(rule, key_range)
-                if pieces is None:
+                found = self.probe(rule, key_range, key_range.after)
+                if len(found) < 2:
                     stuck.add(key_range)
                     continue
                 index = result.index(key_range)
-                result[index : index + 1] = pieces
+                result[index : index + 1] = split(key_range, None, found, parts=2)
                 divided = True
             if not divided:
                 break
         return result
-
-    def _halves(self, rule: ReplicationRule, key_range: KeyRange) -> tuple[KeyRange, ...] | None:
-        middle = self.probe(rule, key_range, key_range.after)
-        if middle is None:
-            return None
-        listed = self._listing.list_page(
-            rule.source_bucket, rule.source_region, key_range.prefix, start_after=middle, max_keys=1
-        )
-        following = listed.entries[0].key if listed.entries else None
-        if following is None or not key_range.contains(following):
-            return None
-        return split(key_range, None, [middle, following], parts=2)
 
     def list_span(
         self,
@@ -243,6 +259,23 @@ class PageLister:
             if not listed.truncated or not listed.entries:
                 return found
             after = listed.entries[-1].key
+
+
+def _reaching_points(prefix: str, low: str, *, below: str) -> list[str]:
+    """Points past ``low`` (a key under ``prefix``), farthest first and below ``below``: for each stem of
+    ``low`` longer than the prefix, shortest first, the stem with its next character raised by one (the
+    smallest string above every key that begins with the stem and that character)."""
+    points = []
+    for depth in range(len(prefix), len(low)):
+        raised = ord(low[depth]) + 1
+        if raised in range(0xD800, 0xE000):
+            raised = 0xE000
+        if raised > 0x10FFFF:
+            continue
+        point = low[:depth] + chr(raised)
+        if utf8_order(point) < utf8_order(below):
+            points.append(point)
+    return points
 
 
 def thin_out(keys: list[str], most: int = MAX_AHEAD_KEYS) -> list[str]:

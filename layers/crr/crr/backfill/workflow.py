@@ -154,7 +154,8 @@ class Claimed(_Step):
 
 
 class RecordedPage(_Step):
-    """After a page: whether its range is done, else the range's next page."""
+    """After a page: whether this worker is done with its range (the range is done, or another worker
+    holds it now), else the range's next page."""
 
     range_done: bool
     next_request: PageRequest | None
@@ -340,12 +341,15 @@ class BackfillSteps:
 
     def record_page(self, result: PageResult, worker: str, workers: int) -> RecordedPage:
         """Record the page in its range and the job (splitting the range when the job wants more ranges);
-        the range's next page, unless it is done. Raises BackfillJobConflictError (see
-        ``BackfillJobs.record_page``)."""
+        the range's next page, unless it is done or no longer this worker's. Raises
+        BackfillJobConflictError (see ``BackfillJobs.record_page``)."""
         job = self.jobs.get(result.rule_id, result.job_id)
         page = page_record(result, worker, ranges_open=job.ranges_open, workers=workers, at=self.clock())
         stored = self.jobs.record_page(page)
-        if stored.done:
+        if stored.done or stored.claim != worker:
+            # Done; or another worker holds the range now (it took over a claim it found stale, or a
+            # store without atomic conditions let two claims through): that worker lists these keys again,
+            # and this one claims another range.
             return RecordedPage(range_done=True, next_request=None)
         probe = wants_more_ranges(job.ranges_open + page.opened, workers)
         return RecordedPage(range_done=False, next_request=self._request(job, stored, probe=probe))

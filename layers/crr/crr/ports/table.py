@@ -253,8 +253,9 @@ class BackfillJobs(Protocol):
     def record_page(self, page: RangePage) -> BackfillRange:
         """Record a page of a range: once per sequence and only while ``page.worker`` holds the range, with
         the job's aggregate and the ranges split off, all or nothing. A page already recorded (a retried
-        step) returns the range as it is. Raises BackfillJobConflictError for a page out of order, a range
-        another worker holds, or a job no longer running."""
+        step) returns the range as it is; so does a page of a range another worker holds now (nothing of
+        it is recorded: the range's ``claim`` names the holder, who lists those keys again). Raises
+        BackfillJobConflictError for a page out of order or a job no longer running."""
         ...
 
     def release(self, rule_id: str, job_id: str, worker: str) -> int:

@@ -10,7 +10,8 @@ an Update of the job (ADD the page's counts and the changes of its open and unco
 still running), and a Put per range split off (condition: not there yet). So a page is counted once and
 a split loses no key: all of it lands, or none. When the range's condition fails, the answer carries the
 range as stored (``ReturnValuesOnConditionCheckFailure``), which tells a retried step (the page is
-recorded already: return the range) from a conflict, at no extra read.
+recorded already, or another worker holds the range now: return the range) from a conflict, at no
+extra read.
 
 IAM: TransactWriteItems needs no action of its own, only each item's (dynamodb:UpdateItem and
 dynamodb:PutItem here): https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
@@ -445,8 +446,9 @@ class DynamoBackfillJobs:
             stored = _range_from(old) if old else self._range(page.rule_id, page.job_id, page.range_id)
             if stored is None:
                 raise BackfillJobConflictError(f"backfill {page.job_id} has no range {page.range_id}")
-            if stored.pages >= page.sequence:
-                return stored  # a retried step: the page counted once already
+            if stored.pages >= page.sequence or stored.claim != page.worker:
+                # A retried step (the page counted once already), or the range is another worker's now.
+                return stored
             raise BackfillJobConflictError(
                 f"backfill {page.job_id}, range {page.range_id}: page {page.sequence} of {page.worker} arrived, "
                 f"but {stored.pages} page(s) are recorded and {stored.claim or 'no worker'} holds it"
