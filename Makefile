@@ -55,7 +55,7 @@ define make_venv
 	@[ -x $(1)/bin/python ] || { echo "creating $(1)"; $(PYTHON) -m venv $(1); }
 endef
 
-.PHONY: help venv sam-venv checkov-venv lint format build test test-unit test-integration test-e2e demo bench bench-large bench-backfill bench-backfill-workflow bench-two-way clean distclean
+.PHONY: help venv sam-venv checkov-venv lint format build test test-unit test-integration test-e2e demo bench bench-large bench-backfill bench-backfill-workflow bench-two-way bench-scale bench-scale-quick clean distclean
 
 help: ## List the targets (this text)
 	@echo "usage: make TARGET   (PYTHON=$(PYTHON), SAM CLI $(SAM_CLI_VERSION))"
@@ -142,6 +142,12 @@ bench-backfill-workflow: venv ## The whole backfill state machine on the local c
 
 bench-two-way: venv ## Two-way sync: replicator writes, nudges and S3 requests per user change
 	$(VENV)/bin/python -m bench.two_way $(BENCH_ARGS)
+
+bench-scale: venv ## Scale-out: live path per invocation, backfill at 1-16 ranges, cost per million, projection (~15 min)
+	$(VENV)/bin/python -m bench.scale $(BENCH_ARGS)
+
+bench-scale-quick: venv ## bench-scale in under 5 minutes: fewer objects, no 16 ranges, no p99 run
+	$(VENV)/bin/python -m bench.scale --quick $(BENCH_ARGS)
 
 clean: ## Remove build output and caches (keeps the venvs)
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .local-cloud build dist *.egg-info

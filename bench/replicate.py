@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
+from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,23 @@ def report(
     print("  targets: ≤ 2 S3 requests and ≤ 1 DynamoDB write per object; p50 ≤ 200 ms, p99 ≤ 1000 ms")
 
 
-def run(
+@dataclass(frozen=True)
+class StreamFigures:
+    """What one steady-rate run measured: each replicated object's put → replica latency (ms) and the
+    requests the replicator made, counted on the server side."""
+
+    objects: int
+    latencies: list[float]
+    counts: dict[str, int]
+    spans: str
+    objects_per_second: float
+    latency_line: str
+
+    def percentile_ms(self, fraction: float) -> float | None:
+        return percentile(self.latencies, fraction) if self.latencies else None
+
+
+def measure_stream(
     objects: int,
     rate: float,
     size: int,
@@ -175,15 +192,16 @@ def run(
     enforce_iam: bool,
     latency: LatencyModel | None = None,
     record_concurrency: int | None = None,
-) -> int:
+) -> StreamFigures | None:
+    """Write ``objects`` at ``rate`` per second into a stack on a fresh local cloud and time each replica;
+    None when the warm-up never replicated (the stack is broken, see .local-cloud/logs)."""
     keys = [f"bench/{index:06d}" for index in range(objects)]
     with LocalCloud(enforce_iam=enforce_iam, latency=latency) as cloud:
         cloud.start()
         extra = {"RecordConcurrency": str(record_concurrency)} if record_concurrency else None
         queue_url = deploy(cloud, concurrency, extra)
         if not warm_up(cloud, queue_url):
-            print("warm-up objects never replicated; see .local-cloud/logs", file=sys.stderr)
-            return 1
+            return None
         cloud.request_counts(reset=True)
         delayed_before = cloud.latency_counts()
         started = time.time()
@@ -197,19 +215,51 @@ def run(
     # A replica is visible once its CopyObject is stored (S3 reads are strongly consistent).
     latencies = [(replicas[key] - put_at[key]) * 1000 for key in keys if key in replicas and key in put_at]
     last = max((replicas[key] for key in keys if key in replicas), default=written)
-    spans = f"written in {written - started:.1f}s, last replica {last - started:.1f}s after the first put"
-    latency_line = latency_model.summary(delayed, latency) if latency else "latency model: off"
+    return StreamFigures(
+        objects=objects,
+        latencies=latencies,
+        counts=counts,
+        spans=f"written in {written - started:.1f}s, last replica {last - started:.1f}s after the first put",
+        objects_per_second=len(latencies) / max(last - started, 1e-9),
+        latency_line=latency_model.summary(delayed, latency) if latency else "latency model: off",
+    )
+
+
+def run(
+    objects: int,
+    rate: float,
+    size: int,
+    deadline_s: float,
+    concurrency: int,
+    *,
+    enforce_iam: bool,
+    latency: LatencyModel | None = None,
+    record_concurrency: int | None = None,
+) -> int:
+    figures = measure_stream(
+        objects,
+        rate,
+        size,
+        deadline_s,
+        concurrency,
+        enforce_iam=enforce_iam,
+        latency=latency,
+        record_concurrency=record_concurrency,
+    )
+    if figures is None:
+        print("warm-up objects never replicated; see .local-cloud/logs", file=sys.stderr)
+        return 1
     report(
         objects=objects,
         rate=rate,
         size=size,
-        latencies=latencies,
-        counts=counts,
-        spans=spans,
-        objects_per_second=len(latencies) / max(last - started, 1e-9),
-        latency_line=latency_line,
+        latencies=figures.latencies,
+        counts=figures.counts,
+        spans=figures.spans,
+        objects_per_second=figures.objects_per_second,
+        latency_line=figures.latency_line,
     )
-    return 0 if len(latencies) == objects else 1
+    return 0 if len(figures.latencies) == objects else 1
 
 
 def _since(now: dict[str, dict[str, int]], before: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -270,9 +320,37 @@ def invoke_batches(cloud: LocalCloud, queue_url: str, batch: int, function: str)
     return handled, durations
 
 
+@dataclass(frozen=True)
+class InvocationFigures:
+    """Full batches handed to the ReplicateFunction one invocation at a time: its durations, and the
+    requests it made per object handled (``<service>:<operation>`` → requests / object)."""
+
+    batch: int
+    record_concurrency: int
+    invocations: int
+    handled: int
+    replicated: int
+    ms_per_invocation: float
+    objects_per_second: float
+    lambda_ms_per_object: float
+    requests_per_object: dict[str, float]
+
+    @property
+    def s3_per_object(self) -> float:
+        return sum(self.requests_per_object.get(f"s3:{op}", 0.0) for op in S3_REPLICATOR_OPS)
+
+    @property
+    def dynamodb_writes_per_object(self) -> float:
+        return sum(self.requests_per_object.get(f"dynamodb:{op}", 0.0) for op in DYNAMODB_WRITES)
+
+    @property
+    def dynamodb_reads_per_object(self) -> float:
+        return self.requests_per_object.get("dynamodb:GetItem", 0.0)
+
+
 def measure_invocations(
     objects: int, batch: int, record_concurrency: int, *, enforce_iam: bool, latency: LatencyModel | None
-) -> dict[str, float]:
+) -> InvocationFigures:
     """One local cloud whose ReplicateFunction applies ``record_concurrency`` records at once: the
     figures of full batches handed to it one invocation at a time."""
     parameters = {"RecordConcurrency": str(record_concurrency), "BatchSize": str(batch)}
@@ -303,17 +381,20 @@ def measure_invocations(
         replicated = len([key for key in cloud.write_times(DESTINATION) if key.startswith("bench/")])
     total_ms = sum(durations)
     per_object = max(handled, 1)
-    return {
-        "record_concurrency": record_concurrency,
-        "invocations": len(durations),
-        "replicated": replicated,
-        "ms_per_invocation": total_ms / max(len(durations), 1),
-        "objects_per_second": handled / (total_ms / 1000) if total_ms else 0.0,
-        "lambda_ms_per_object": total_ms / per_object,
-        "s3_per_object": sum(counts.get(f"s3:{op}", 0) for op in S3_REPLICATOR_OPS) / per_object,
-        "dynamodb_writes_per_object": sum(counts.get(f"dynamodb:{op}", 0) for op in DYNAMODB_WRITES) / per_object,
-        "dynamodb_reads_per_object": counts.get("dynamodb:GetItem", 0) / per_object,
-    }
+    return InvocationFigures(
+        batch=batch,
+        record_concurrency=record_concurrency,
+        invocations=len(durations),
+        handled=handled,
+        replicated=replicated,
+        ms_per_invocation=total_ms / max(len(durations), 1),
+        objects_per_second=handled / (total_ms / 1000) if total_ms else 0.0,
+        lambda_ms_per_object=total_ms / per_object,
+        # The bench's own ReceiveMessage / DeleteMessageBatch stand in for the event source: not crr's.
+        requests_per_object={
+            operation: count / per_object for operation, count in counts.items() if not operation.startswith("sqs:")
+        },
+    )
 
 
 def per_invocation(
@@ -335,19 +416,19 @@ def per_invocation(
     )
     for row in rows:
         print(
-            f"  {row['record_concurrency']:>15.0f} | {row['invocations']:>11.0f} | {row['ms_per_invocation']:>13.0f} |"
-            f" {row['objects_per_second']:>24.1f} | {row['lambda_ms_per_object']:>16.1f} |"
-            f" {row['s3_per_object']:>13.3f} | {row['dynamodb_writes_per_object']:>22.3f} |"
-            f" {row['dynamodb_reads_per_object']:>14.3f}"
+            f"  {row.record_concurrency:>15d} | {row.invocations:>11d} | {row.ms_per_invocation:>13.0f} |"
+            f" {row.objects_per_second:>24.1f} | {row.lambda_ms_per_object:>16.1f} |"
+            f" {row.s3_per_object:>13.3f} | {row.dynamodb_writes_per_object:>22.3f} |"
+            f" {row.dynamodb_reads_per_object:>14.3f}"
         )
     base = rows[0]
     for row in rows[1:]:
         print(
-            f"  record concurrency {row['record_concurrency']:.0f}: "
-            f"{row['objects_per_second'] / max(base['objects_per_second'], 1e-9):.1f}x objects/s per invocation, "
-            f"Lambda ms per object / {base['lambda_ms_per_object'] / max(row['lambda_ms_per_object'], 1e-9):.1f}"
+            f"  record concurrency {row.record_concurrency}: "
+            f"{row.objects_per_second / max(base.objects_per_second, 1e-9):.1f}x objects/s per invocation, "
+            f"Lambda ms per object / {base.lambda_ms_per_object / max(row.lambda_ms_per_object, 1e-9):.1f}"
         )
-    return 0 if all(row["replicated"] == objects for row in rows) else 1
+    return 0 if all(row.replicated == objects for row in rows) else 1
 
 
 def main() -> int:
