@@ -23,9 +23,11 @@ import subprocess
 import sysconfig
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from crr.rules import ReplicationRule
 from crr_cli.localcloud.lambda_ import latency
 from crr_cli.localcloud.lambda_.latency import LatencyHook, LatencyModel
+from tests.support.rules import make_rule
 
 ACCESS_KEY = "crr-seaweedfs"
 SECRET_KEY = "crr-seaweedfs-secret"  # a throwaway credential of a loopback test server
@@ -298,3 +302,25 @@ def running_seaweedfs(
         finally:
             _stop(process)
         return
+
+
+SOURCE_REGION, DESTINATION_REGION = "us-west-1", "us-east-1"  # nominal: SeaweedFS has one region
+T0 = datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def backfill_rule(seaweedfs: SeaweedFS, rule_id: str, *extra_buckets: str) -> ReplicationRule:
+    """A rule over ``docs/`` and ``media/`` between two new buckets ``<rule id>-src-<suffix>`` and
+    ``<rule id>-dst-<suffix>`` (plus ``<name>-<suffix>`` for each of ``extra_buckets``), created at T0."""
+    suffix = uuid.uuid4().hex[:12]
+    made = make_rule(
+        rule_id=rule_id,
+        source_bucket=f"{rule_id}-src-{suffix}",
+        source_region=SOURCE_REGION,
+        destination_bucket=f"{rule_id}-dst-{suffix}",
+        destination_region=DESTINATION_REGION,
+        prefixes=("docs/", "media/"),
+        created_at=T0,
+    )
+    for bucket in (made.source_bucket, made.destination_bucket, *(f"{name}-{suffix}" for name in extra_buckets)):
+        seaweedfs.create_bucket(bucket)
+    return made

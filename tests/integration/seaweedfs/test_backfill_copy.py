@@ -3,8 +3,6 @@ and CopySourceIfMatch refusing a source overwritten since it was listed (moto ig
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,30 +21,14 @@ from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from tests.support.backfill_runner import run_fanned_out
 from tests.support.fakes import FakeBackfillJobs, FakeLedger, FakeProgress, FakeReplicationQueue, FakeRules
-from tests.support.rules import make_rule
-from tests.support.seaweedfs import SeaweedFS
+from tests.support.seaweedfs import T0, SeaweedFS, backfill_rule
 
 pytestmark = pytest.mark.integration
-
-SOURCE_REGION, DESTINATION_REGION = "us-west-1", "us-east-1"  # nominal: SeaweedFS has one region
-T0 = datetime(2026, 11, 25, tzinfo=UTC)
 
 
 @pytest.fixture
 def rule(seaweedfs: SeaweedFS) -> ReplicationRule:
-    suffix = uuid.uuid4().hex[:12]
-    made = make_rule(
-        rule_id="bf",
-        source_bucket=f"bf-src-{suffix}",
-        source_region=SOURCE_REGION,
-        destination_bucket=f"bf-dst-{suffix}",
-        destination_region=DESTINATION_REGION,
-        prefixes=("docs/", "media/"),
-        created_at=T0,
-    )
-    seaweedfs.create_bucket(made.source_bucket)
-    seaweedfs.create_bucket(made.destination_bucket)
-    return made
+    return backfill_rule(seaweedfs, "bf")
 
 
 def _entry(s3: Any, bucket: str, key: str) -> ListedObject:

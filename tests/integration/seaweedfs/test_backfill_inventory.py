@@ -5,8 +5,6 @@ an object deleted after the report is not resurrected, one overwritten after it 
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,30 +22,14 @@ from crr.replication import Replicator
 from crr.rules import ReplicationRule
 from tests.support.fakes import FakeLedger, FakeProgress, FakeReplicationQueue, FakeRules
 from tests.support.inventory import InventoryReport, InventoryRow, rows_in_files, run_inventory
-from tests.support.rules import make_rule
-from tests.support.seaweedfs import SeaweedFS
+from tests.support.seaweedfs import SeaweedFS, backfill_rule
 
 pytestmark = pytest.mark.integration
-
-SOURCE_REGION, DESTINATION_REGION = "us-west-1", "us-east-1"  # nominal: SeaweedFS has one region
-T0 = datetime(2026, 11, 25, tzinfo=UTC)
 
 
 @pytest.fixture
 def rule(seaweedfs: SeaweedFS) -> ReplicationRule:
-    suffix = uuid.uuid4().hex[:12]
-    made = make_rule(
-        rule_id="inv",
-        source_bucket=f"inv-src-{suffix}",
-        source_region=SOURCE_REGION,
-        destination_bucket=f"inv-dst-{suffix}",
-        destination_region=DESTINATION_REGION,
-        prefixes=("docs/", "media/"),
-        created_at=T0,
-    )
-    for bucket in (made.source_bucket, made.destination_bucket, f"inv-reports-{suffix}"):
-        seaweedfs.create_bucket(bucket)
-    return made
+    return backfill_rule(seaweedfs, "inv", "inv-reports")
 
 
 def _row(s3: Any, bucket: str, key: str) -> InventoryRow:

@@ -56,8 +56,8 @@ from crr.backfill.models import (
     WorkKind,
     listing_prefixes,
 )
-from crr.backfill.pages import FetchedPage, ListedSpan
-from crr.backfill.ranges import KeyRange
+from crr.backfill.pages import FetchedPage, ListedSpan, destination_holdings
+from crr.backfill.ranges import KeyRange, utf8_order
 from crr.errors import BackfillPageError, InventoryManifestError, StorageError
 from crr.models import MAX_PAGE_SIZE, ListedObject
 from crr.ports.objects import InventoryFiles, PageListing
@@ -334,29 +334,18 @@ class InventoryPages:
     def _destination_range(self, rule: ReplicationRule, segment: _Segment) -> dict[str, tuple[int, str]]:
         """What the destination holds of a sorted segment's keys, listed from just below its first key until
         past its last; NOT_LISTED for keys the listing did not reach within its request budget."""
-        wanted = {entry.key for entry in segment.entries}
-        last = segment.entries[-1].sort_key
-        found: dict[str, tuple[int, str]] = {}
-        after = segment.after
-        for _ in range(len(segment.entries) // MAX_PAGE_SIZE + 2):
-            listed = self._listing.list_page(
-                rule.destination_bucket,
-                rule.destination_region,
-                segment.prefix,
-                start_after=after,
-                max_keys=MAX_PAGE_SIZE,
-            )
-            for entry in listed.entries:
-                if entry.sort_key > last:
-                    return found
-                if entry.key in wanted:
-                    found[entry.key] = (entry.size, entry.etag)
-            if not listed.truncated or not listed.entries:
-                return found
-            after = listed.entries[-1].key
+        found, reached = destination_holdings(
+            self._listing,
+            rule,
+            segment.prefix,
+            segment.after,
+            segment.entries,
+            max_requests=len(segment.entries) // MAX_PAGE_SIZE + 2,
+        )
+        if reached is None:
+            return found
         # The budget ran out before the listing passed the last key: keys beyond are left to the ledger.
-        reached = after.encode("utf-8", "surrogatepass") if after is not None else b""
-        unseen = (entry.key for entry in segment.entries if entry.sort_key > reached)
+        unseen = (entry.key for entry in segment.entries if entry.sort_key > utf8_order(reached))
         return found | dict.fromkeys(unseen, NOT_LISTED)
 
 

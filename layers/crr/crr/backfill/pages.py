@@ -11,6 +11,7 @@ Raises StorageError as the listing does; the engine turns it into the page's fai
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from crr.backfill.budget import within_bytes
@@ -237,28 +238,44 @@ class PageLister:
     ) -> dict[str, tuple[int, str]]:
         """What the destination holds of the span's keys: listed from the span's start until the listing
         passes its last key (usually one request). Only the span's keys are kept."""
-        if not span.entries:
-            return {}
-        wanted = {entry.key for entry in span.entries}
-        last = span.entries[-1].sort_key
-        found: dict[str, tuple[int, str]] = {}
-        after = span.start
-        while True:
-            listed = self._listing.list_page(
-                rule.destination_bucket,
-                rule.destination_region,
-                key_range.prefix,
-                start_after=after,
-                max_keys=MAX_PAGE_SIZE,
-            )
-            for entry in listed.entries:
-                if entry.sort_key > last:
-                    return found
-                if entry.key in wanted:
-                    found[entry.key] = (entry.size, entry.etag)
-            if not listed.truncated or not listed.entries:
-                return found
-            after = listed.entries[-1].key
+        found, _ = destination_holdings(self._listing, rule, key_range.prefix, span.start, span.entries)
+        return found
+
+
+def destination_holdings(
+    listing: PageListing,
+    rule: ReplicationRule,
+    prefix: str,
+    start_after: str | None,
+    entries: Sequence[ListedObject],
+    *,
+    max_requests: int | None = None,
+) -> tuple[dict[str, tuple[int, str]], str | None]:
+    """What the destination holds (size, ETag) of ``entries``, source objects in key order under
+    ``prefix`` after ``start_after``: the destination listed from there until the listing passes the last
+    entry, at most ``max_requests`` ListObjectsV2 (None: no bound). Returns the holdings and, when the
+    bound ended the listing first, the last key it reached (None: it passed every entry)."""
+    if not entries:
+        return {}, None
+    wanted = {entry.key for entry in entries}
+    last = entries[-1].sort_key
+    found: dict[str, tuple[int, str]] = {}
+    after = start_after
+    requests = 0
+    while max_requests is None or requests < max_requests:
+        listed = listing.list_page(
+            rule.destination_bucket, rule.destination_region, prefix, start_after=after, max_keys=MAX_PAGE_SIZE
+        )
+        requests += 1
+        for entry in listed.entries:
+            if entry.sort_key > last:
+                return found, None
+            if entry.key in wanted:
+                found[entry.key] = (entry.size, entry.etag)
+        if not listed.truncated or not listed.entries:
+            return found, None
+        after = listed.entries[-1].key
+    return found, after
 
 
 def _reaching_points(prefix: str, low: str, *, below: str) -> list[str]:
