@@ -201,7 +201,7 @@ class Usage:
 
 # The lines any replicator pays for a copy across regions: what a cost target cannot be met without.
 ANY_REPLICATOR_PAYS = ("S3 PUT/COPY/LIST requests", "inter-region transfer")
-# A page is recorded by one TransactWriteItems of the range and the job: 2 write units per item.
+# A page is recorded by one TransactWriteItems of the range and its worker's tally: 2 write units per item.
 JOB_WRITE_UNITS_PER_PAGE = 4.0
 
 
@@ -276,7 +276,7 @@ class BackfillUsageInputs:
     s3_per_object: Mapping[str, float]  # "s3:<op>" → requests / object, as the clients counted them
     ledger_writes: float  # conditional PutItem per object
     ledger_reads: float  # items read by BatchGetItem per object (one read unit each)
-    job_write_units_per_page: float  # the range and the job, updated in one transaction per page
+    job_write_units_per_page: float  # the range and the worker's tally, updated in one transaction per page
     objects_per_page: float
     lambda_seconds_per_object: float
     lambda_invocations_per_page: float
@@ -827,10 +827,10 @@ def backfill_cost(run: BackfillRun, facts: TemplateFacts, per_range_rate: float)
         f" S3 {sum(s3.values()):.4f} requests per object ({run.s3_requests_per_object:.4f} counted in pages of"
         f" {objects_per_page:.0f}: the per-page ones spread over {DEFAULT_PAGE_SIZE}); ledger"
         f" {run.ledger_writes_per_object:.3f} writes and {run.ledger_reads_per_object:.3f} item reads per object"
-        f" as counted; {JOB_WRITE_UNITS_PER_PAGE:g} write units per page (one transaction of the range and the"
-        f" job, 2 units per item: modelled, the job store is in memory); {invocations:.1f} Lambda invocations"
-        f" and {transitions} state transitions per page (statemachine/backfill.asl.json, {where}; idle polls"
-        f" left out); Lambda {1000 / per_range_rate:.2f} ms per object at {facts.backfill_memory_mb} MB (the"
+        f" as counted; {JOB_WRITE_UNITS_PER_PAGE:g} write units per page (one transaction of the range and its"
+        f" worker's tally, 2 units per item: modelled, the job store is in memory); {invocations:.1f} Lambda"
+        f" invocations and {transitions} state transitions per page (statemachine/backfill.asl.json, {where}; idle"
+        f" polls left out); Lambda {1000 / per_range_rate:.2f} ms per object at {facts.backfill_memory_mb} MB (the"
         f" projection's {per_range_rate:.0f} objects/s per range; {run.active_seconds / run.objects * 1000:.1f} ms"
         " measured here with the bench's small pool)"
     )
