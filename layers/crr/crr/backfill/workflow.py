@@ -350,7 +350,7 @@ class BackfillSteps:
             raise
 
     def record_page(self, result: PageResult, worker: str, workers: int) -> RecordedPage:
-        """Record the page in its range and the job (splitting the range when the job wants more ranges);
+        """Record the page in its range and its worker's tally (splitting the range when the job wants more ranges);
         the range's next page, unless it is done or no longer this worker's. Raises
         BackfillJobConflictError (see ``BackfillJobs.record_page``)."""
         job = self.jobs.get(result.rule_id, result.job_id)
