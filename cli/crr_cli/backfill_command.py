@@ -110,7 +110,11 @@ def add_backfill_parser(subparsers: Any) -> None:
     start.set_defaults(func=_start)
     status = actions.add_parser("status", help="the rule's newest backfill job: counts, percent, rate, ETA")
     status.add_argument("rule_id", metavar="RULE")
-    status.add_argument("--ranges", action="store_true", help="a line per key range: bounds, pages, listed, claim")
+    status.add_argument(
+        "--ranges",
+        action="store_true",
+        help="a line per open key range: bounds, pages, listed, claim (a done range is gone; the job's totals keep it)",
+    )
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
 
@@ -246,6 +250,9 @@ def _status(args: argparse.Namespace) -> int:
     if ranges is not None:
         for line in range_lines(ranges):
             print(f"  {line}")
+        if not job.legacy:
+            # A range's item is deleted with its final page (the job's counts keep its totals).
+            print(f"  {job.ranges_made - len(ranges)} done range(s) not listed: their counts are in the job's")
     return 0
 
 

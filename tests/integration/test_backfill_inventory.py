@@ -77,7 +77,7 @@ def test_a_backfill_from_an_inventory_report_copies_what_it_lists_and_leaves_lat
     job = json.loads(shown.stdout)
     assert (job["status"], job["inventory"], job["ranges_made"], job["counted"]) == ("succeeded", manifest, 4, 40)
     assert (job["totals"]["listed"], job["totals"]["copied"], job["totals"]["superseded"]) == (40, 38, 2)
-    assert [item["kind"] for item in job["ranges"]] == ["inventory"] * 4
+    assert job["ranges"] == []  # each data file read to its end is gone from the store, as a done range is
 
 
 def run(cloud: LocalCloud, *args: str) -> Any:

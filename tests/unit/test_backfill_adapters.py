@@ -20,7 +20,13 @@ from crr.adapters.backfill_s3 import S3FastCopier, fast_timestamps, parse_timest
 from crr.adapters.clients import ClientFactory
 from crr.adapters.dynamodb import DynamoBackfillJobs, DynamoLedger, DynamoProgress, DynamoRules
 from crr.adapters.dynamodb.items import to_value
-from crr.adapters.dynamodb.keys import backfill_range_sk, backfill_sk, backfill_tally_sk, rule_pk
+from crr.adapters.dynamodb.keys import (
+    backfill_range_sk,
+    backfill_ranges_prefix,
+    backfill_sk,
+    backfill_tally_sk,
+    rule_pk,
+)
 from crr.adapters.listing import S3Listing
 from crr.adapters.s3 import S3ObjectStore
 from crr.backfill.engine import BackfillEngine
@@ -354,6 +360,64 @@ def test_a_page_that_opens_and_closes_no_range_leaves_the_job_item_to_the_worker
         4.0,
     )
     assert jobs.latest("r1") == read
+
+
+def test_a_range_is_deleted_with_its_final_page_so_the_range_query_reads_only_open_ones(
+    jobs: DynamoBackfillJobs,
+) -> None:
+    # Given a job of three ranges, a worker holding the first
+    job = BackfillJob.start(make_rule(), at=T0, workers=2)
+    jobs.create(job)
+    pieces = [KeyRange("a/"), KeyRange("b/"), KeyRange("c/")]
+    jobs.add_ranges("r1", job.job_id, initial_ranges("r1", job.job_id, pieces))
+    first = jobs.ranges("r1", job.job_id)[0]
+    worker = "arn:exec:r1#0"
+    jobs.claim("r1", job.job_id, first.range_id, worker, None)
+    # When its final page is recorded, twice (a retried step)
+    final = page_record(
+        PageResult(
+            job_id=job.job_id,
+            rule_id="r1",
+            plan=job.plan,
+            range_id=first.range_id,
+            sequence=1,
+            prefix="a/",
+            counts=PageCounts(listed=5, copied=5, bytes_listed=50, bytes_copied=50),
+            cursor="a/k004",
+            done=True,
+            count_cursor="a/k004",
+            count_complete=True,
+            count_completed=True,
+            counted=5,
+            counted_bytes=50,
+            elapsed_seconds=1.0,
+        ),
+        worker,
+        ranges_open=3,
+        workers=2,
+        at=T0,
+    )
+    assert jobs.record_page(final) == jobs.record_page(final)
+    # Then the range's item is gone, so the job's range Query reads (ScannedCount: before any
+    # FilterExpression, https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Query.FilterExpression.html)
+    # the two open ranges only
+    db = client("dynamodb", WEST)
+    range_key = {"pk": {"S": rule_pk("r1")}, "sk": {"S": backfill_range_sk(job.job_id, first.range_id)}}
+    gone = db.get_item(TableName=TABLE, Key=range_key)
+    assert "Item" not in gone
+    query = db.query(
+        TableName=TABLE,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :ranges)",
+        ExpressionAttributeValues={
+            ":pk": {"S": rule_pk("r1")},
+            ":ranges": {"S": backfill_ranges_prefix(job.job_id)},
+        },
+    )
+    assert query["ScannedCount"] == 2
+    assert first.range_id not in {item.range_id for item in jobs.ranges("r1", job.job_id, open_only=True)}
+    # And the job counted the page once and closed the range (its counts stay with the job)
+    stored = jobs.get("r1", job.job_id)
+    assert (stored.pages, stored.totals.copied, stored.counted, stored.ranges_open) == (1, 5, 5, 2)
 
 
 def test_a_job_stored_by_the_single_cursor_release_reads_as_a_legacy_job(jobs: DynamoBackfillJobs) -> None:

@@ -247,8 +247,9 @@ def test_a_fanned_out_job_interrupted_and_resumed_copies_every_key_exactly_once(
         0,
         0,
     )
-    # And its ranges tile each prefix: disjoint, in key order, every key in exactly one
-    ranges = jobs.ranges(rule.rule_id, job.job_id)
+    # And its ranges, all done (so gone from the store), tile each prefix: every key in exactly one
+    assert jobs.ranges(rule.rule_id, job.job_id) == []
+    ranges = list(jobs.finished_ranges[(rule.rule_id, job.job_id)].values())
     for key in wanted:
         assert sum(item.key_range().contains(key) for item in ranges) == 1
     assert sum(item.totals.listed for item in ranges) == len(wanted)

@@ -530,7 +530,9 @@ def test_a_job_fans_out_over_the_reports_data_files_and_counts_them_as_it_first_
     # When 3 workers run the job, 3 rows a step
     final = run_fanned_out(steps, job, workers=3, on_page=lambda stored, _: seen.append(stored.progress().percent))
     # Then each data file was a work item, never split, read to its end; every object copied once
-    items = jobs.ranges(job.rule_id, job.job_id)
+    assert jobs.ranges(job.rule_id, job.job_id) == []  # each went from the store with its final page
+    finished = jobs.finished_ranges[(job.rule_id, job.job_id)]
+    items = [finished[range_id] for range_id in sorted(finished)]
     assert [(item.kind, item.file, item.row, item.done) for item in items] == [
         (WorkKind.INVENTORY, data_file, 8, True) for data_file in world.pages.open(world.rule, manifest).files()
     ]

@@ -644,6 +644,31 @@ def test_a_split_lands_with_its_page_and_the_last_page_lets_the_job_succeed(back
     assert jobs.mark_succeeded("r1", job.job_id, T0 + timedelta(hours=2)) == finished
 
 
+def test_a_range_done_is_gone_from_the_open_ranges_and_its_retried_final_page_counts_once(backend: Table) -> None:
+    # Given a job of two ranges, a worker holding the first
+    jobs = backend.backfill_jobs
+    job = planned(jobs, KeyRange("a/"), KeyRange("b/"), workers=2)
+    first, second = jobs.ranges("r1", job.job_id)
+    jobs.claim("r1", job.job_id, first.range_id, WORKER, None)
+    # When the first range's final page is recorded, then again (a retried step)
+    last = page_of(job, first, 1, done=True).model_copy(update={"count_complete": True, "count_completed": True})
+    final = page_record(last, WORKER, ranges_open=2, workers=2, at=T0)
+    recorded = jobs.record_page(final)
+    after_first = jobs.get("r1", job.job_id)
+    retried = jobs.record_page(final)
+    # Then it answers the range done, both times, as its final page left it
+    assert (recorded.done, recorded.pages, recorded.claim, recorded.cursor) == (True, 1, WORKER, "a/k010")
+    assert retried == recorded
+    # And the range is no longer stored: the job's ranges are the open one only, and it cannot be claimed
+    assert jobs.ranges("r1", job.job_id) == [second]
+    assert jobs.ranges("r1", job.job_id, open_only=True) == [second]
+    assert jobs.claim("r1", job.job_id, first.range_id, f"{EXECUTION}#1", WORKER) is None
+    # And the job counted its page once, and the range closed
+    stored = jobs.get("r1", job.job_id)
+    assert stored == after_first
+    assert (stored.pages, stored.totals.copied, stored.ranges_made, stored.ranges_open) == (1, 7, 2, 1)
+
+
 def test_a_failed_job_keeps_the_pages_of_steps_still_in_flight_until_a_resume_takes_their_ranges(
     backend: Table,
 ) -> None:

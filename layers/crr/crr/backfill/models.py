@@ -255,6 +255,29 @@ class RangePage(_Model):
     new_ranges: list[BackfillRange] = Field(default_factory=list)
     row: int = Field(default=0, ge=0, description="kind inventory: rows of the data file consumed")
 
+    def final_range(self) -> BackfillRange:
+        """The range as this, its final page, left it: done, held by the page's worker. The store deletes
+        a range with its final page (its counts are the job's by then), so this is what a record, or a
+        retried one, answers; its kind and lower bound are not in the page, and its totals are this
+        page's only."""
+        return BackfillRange(
+            rule_id=self.rule_id,
+            job_id=self.job_id,
+            range_id=self.range_id,
+            until=self.until,
+            cursor=self.cursor,
+            count_cursor=self.count_cursor,
+            count_complete=self.count_complete,
+            pages=self.sequence,
+            done=True,
+            claim=self.worker,
+            totals=self.counts,
+            counted=self.counted,
+            counted_bytes=self.counted_bytes,
+            active_seconds=self.elapsed_seconds,
+            row=self.row,
+        )
+
 
 class BackfillProgress(_Model):
     """What `crr status` and a progress bar show, from the job item alone."""

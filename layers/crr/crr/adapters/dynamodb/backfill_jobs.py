@@ -6,6 +6,7 @@ named by the last sort key under ``BACKFILL#`` (one Query, then one GetItem of t
 
 A page of a range is recorded with ONE TransactWriteItems: an Update of the range (its cursors, page
 count and counts; condition: the page before this one is its last recorded, and this worker holds it),
+or, for the range's final page, a Delete of it on the same condition,
 an Update of the worker slot's tally ``BACKFILL#<job id>#TALLY#<worker index>`` (ADD the page's counts),
 and, only when the page opens, closes or finishes counting a range, an Update of the job (ADD the
 changes of its made, open and uncounted ranges) and a Put per range split off (condition: not there
@@ -13,6 +14,13 @@ yet). So a page is counted once and a split loses no key: all of it lands, or no
 condition fails, the answer carries the range as stored (``ReturnValuesOnConditionCheckFailure``), which
 tells a retried step (the page is recorded already, or another worker holds the range now: return the
 range) from a conflict, at no extra read.
+
+Why a done range is deleted: every claim, idle poll and release Queries the job's ranges, and a job of
+a billion objects makes thousands of them; a FilterExpression would still read (and bill) the done
+ones. Once done, a range's counts are already in its worker slot's tally and its job's counters, so
+nothing is lost, and the Query reads only open ranges. A range goes only when its final page is
+recorded, so a retried final page that finds its range gone was recorded already (it returns the range
+as that page left it). The filter on ``done`` stays for jobs whose done ranges were written before.
 
 Why tallies: DynamoDB refuses a transaction while another is in progress on one of its items
 (TransactionConflict), and every worker records a page every few seconds. Were the page counts ADDed to
@@ -25,8 +33,8 @@ The job's status guards no page: a step of a failed or stopped execution that en
 marked failed is still recorded (its copies were made), and it cannot run past a resume, since the
 resumed execution's workers take the range's claim first, and a page lands only for its range's holder.
 
-IAM: TransactWriteItems needs no action of its own, only each item's (dynamodb:UpdateItem and
-dynamodb:PutItem here): https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
+IAM: TransactWriteItems needs no action of its own, only each item's (dynamodb:UpdateItem,
+dynamodb:PutItem and dynamodb:DeleteItem here): https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
 """
 
 from __future__ import annotations
@@ -68,6 +76,8 @@ MAX_TRANSACTION_ITEMS = 100
 # (TransactionConflict): tried again at once a few times, with a little jitter, before the step fails.
 TRANSACTION_ATTEMPTS = 4
 _COUNTERS = tuple(PageCounts.model_fields)
+# A page lands only on its range's last recorded page, and only for the range's holder.
+_RANGE_HELD = "#pages = :previous AND #claim = :worker"
 # What a tally adds to its job's item when the job is read.
 _TALLIED = (*_COUNTERS, "pages", "counted", "counted_bytes", "active_seconds")
 
@@ -380,7 +390,8 @@ class DynamoBackfillJobs:
         return self.get(rule_id, job_id)
 
     def ranges(self, rule_id: str, job_id: str, *, open_only: bool = False) -> list[BackfillRange]:
-        """Every range of the job (one Query, paged), in range id order."""
+        """The job's ranges (one Query, paged), in range id order: only open ones are stored, since a range
+        is deleted with its final page (``open_only`` drops done ones a job stored before that)."""
         arguments: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :ranges)",
@@ -437,6 +448,8 @@ class DynamoBackfillJobs:
             "counted_bytes": page.counted_bytes,
             "active_seconds": page.elapsed_seconds,
         }
+        held_names = {"#pages": "pages", "#claim": "claim"}
+        held_values = {":previous": page.sequence - 1, ":worker": page.worker}
         range_update = _update(
             self._range_key(page.rule_id, page.job_id, page.range_id),
             {
@@ -449,11 +462,25 @@ class DynamoBackfillJobs:
                 "row": page.row,
             },
             deltas,
-            "#pages = :previous AND #claim = :worker",
-            names={"#pages": "pages", "#claim": "claim"},
-            values={":previous": page.sequence - 1, ":worker": page.worker},
+            _RANGE_HELD,
+            names=held_names,
+            values=held_values,
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
+        range_write: dict[str, Any] = {"Update": {"TableName": self._table, **range_update}}
+        if page.done:
+            # The final page deletes the range (see the module's docstring), on the same condition; a Delete
+            # takes only the names and values its condition uses (DynamoDB refuses unused ones).
+            range_write = {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": range_update["Key"],
+                    "ConditionExpression": _RANGE_HELD,
+                    "ExpressionAttributeNames": held_names,
+                    "ExpressionAttributeValues": {name: to_value(value) for name, value in held_values.items()},
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            }
         tally_update = _update(
             {
                 "pk": to_value(rule_pk(page.rule_id)),
@@ -482,7 +509,7 @@ class DynamoBackfillJobs:
             )
             job_updates.append({"Update": {"TableName": self._table, **job_update}})
         items: list[dict[str, Any]] = [
-            {"Update": {"TableName": self._table, **range_update}},
+            range_write,
             {"Update": {"TableName": self._table, **tally_update}},
             *job_updates,
             *(
@@ -510,6 +537,8 @@ class DynamoBackfillJobs:
                     continue
                 raise state_error(exc, "TransactWriteItems") from exc
             break
+        if page.done:
+            return page.final_range()
         # The transaction answers nothing: the range as written is read back (its bounds and totals whole).
         stored = self._range(page.rule_id, page.job_id, page.range_id)
         if stored is None:
@@ -523,7 +552,8 @@ class DynamoBackfillJobs:
             old = reasons[0].get("Item")
             stored = _range_from(old) if old else self._range(page.rule_id, page.job_id, page.range_id)
             if stored is None:
-                raise BackfillJobConflictError(f"backfill {page.job_id} has no range {page.range_id}")
+                # Gone: a range is deleted only with its final page, so this step was recorded already.
+                return page.final_range()
             if stored.pages >= page.sequence or stored.claim != page.worker:
                 # A retried step (the page counted once already), or the range is another worker's now.
                 return stored
