@@ -251,10 +251,10 @@ def test_the_backfill_role_may_write_a_job_s_ranges_in_one_transaction(sam: dict
     replicate = role_statements(resources, "ReplicateFunctionRole")
     table = {"Fn::GetAtt": ["RulesTable", "Arn"]}
     # Then it may read a job's ranges together and record a page with a TransactWriteItems, whose
-    # actions IAM authorises as the per-item actions (here Update and Put; the backfill's transaction
-    # holds no ConditionCheck, so dynamodb:ConditionCheckItem is not granted):
-    # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
-    for action in ("dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem"):
+    # actions IAM authorises as the per-item actions (Update, Put, and Delete of a range's item with its
+    # final page; the backfill's transaction holds no ConditionCheck, so dynamodb:ConditionCheckItem is
+    # not granted): https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
+    for action in ("dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem"):
         assert granted(backfill, action) == [table], action
     assert granted(backfill, "dynamodb:ConditionCheckItem") == []
     # And the live path may not Query, which it does not need
