@@ -256,6 +256,16 @@ EXECUTION = "arn:aws:states:us-west-1:1:execution:crr-backfill:j-r1"
 WORKER = f"{EXECUTION}#0"
 
 
+def first_page_copied(steps: BackfillSteps, job: BackfillJob) -> PageResult:
+    """The page a job's only worker claims first, copied (not recorded yet)."""
+    claimed = steps.run(ClaimStep(action="claim", job=job.ref, worker=WORKER, workers=1))
+    assert isinstance(claimed, Claimed)
+    assert claimed.request is not None
+    result = steps.run(CopyPageStep(action="copy_page", request=claimed.request))
+    assert isinstance(result, PageResult)
+    return result
+
+
 def test_the_steps_run_a_job_to_its_end_as_the_state_machine_chains_them() -> None:
     # Given 7 source objects in two prefixes and a job of pages of 3 with one worker
     s3 = bucket_with(*[f"a/{n}" for n in range(5)], "b/0", "b/1")
@@ -404,11 +414,8 @@ def test_a_retried_record_step_counts_the_page_once() -> None:
     rule = make_rule()
     steps, jobs = steps_for(rule, s3)
     job = planned_job(steps, jobs, rule, workers=1, page_size=2)
-    claimed = steps.run(ClaimStep(action="claim", job=job.ref, worker=WORKER, workers=1))
-    assert isinstance(claimed, Claimed)
-    assert claimed.request is not None
-    result = steps.run(CopyPageStep(action="copy_page", request=claimed.request))
-    record = RecordPageStep(action="record_page", result=result, worker=WORKER, workers=1)  # type: ignore[arg-type]
+    result = first_page_copied(steps, job)
+    record = RecordPageStep(action="record_page", result=result, worker=WORKER, workers=1)
     # When the record step runs twice (a retry after a lost answer)
     first = steps.run(record)
     second = steps.run(record)
@@ -423,15 +430,12 @@ def test_a_worker_that_lost_its_range_records_nothing_and_claims_another() -> No
     rule = make_rule()
     steps, jobs = steps_for(rule, s3)
     job = planned_job(steps, jobs, rule, workers=1, page_size=1)
-    claimed = steps.run(ClaimStep(action="claim", job=job.ref, worker=WORKER, workers=1))
-    assert isinstance(claimed, Claimed)
-    assert claimed.request is not None
-    result = steps.run(CopyPageStep(action="copy_page", request=claimed.request))
+    result = first_page_copied(steps, job)
     # Given a worker of a newer execution took the range over meanwhile
     newer = "arn:aws:states:us-west-1:1:execution:crr-backfill:j-r2#0"
-    assert jobs.claim("r1", job.job_id, claimed.request.range_id, newer, WORKER) is not None
+    assert jobs.claim("r1", job.job_id, result.range_id, newer, WORKER) is not None
     # When the old worker records its page
-    recorded = steps.run(RecordPageStep(action="record_page", result=result, worker=WORKER, workers=1))  # type: ignore[arg-type]
+    recorded = steps.run(RecordPageStep(action="record_page", result=result, worker=WORKER, workers=1))
     # Then it is told to claim another range, and nothing of its page is counted (the holder lists it again)
     assert recorded == RecordedPage(range_done=True, next_request=None)
     assert jobs.get("r1", job.job_id).totals.listed == 0
@@ -443,11 +447,8 @@ def test_a_release_drops_the_workers_claims_so_the_next_execution_takes_them_at_
     rule = make_rule()
     steps, jobs = steps_for(rule, s3)
     job = planned_job(steps, jobs, rule, workers=1, page_size=2)
-    claimed = steps.run(ClaimStep(action="claim", job=job.ref, worker=WORKER, workers=1))
-    assert isinstance(claimed, Claimed)
-    assert claimed.request is not None
-    result = steps.run(CopyPageStep(action="copy_page", request=claimed.request))
-    steps.run(RecordPageStep(action="record_page", result=result, worker=WORKER, workers=1))  # type: ignore[arg-type]
+    result = first_page_copied(steps, job)
+    steps.run(RecordPageStep(action="record_page", result=result, worker=WORKER, workers=1))
     # When the worker reaches its step quota and releases
     outcome = steps.run(ReleaseStep(action="release", job=job.ref, worker=WORKER))
     # Then it holds nothing, the job still runs, and another worker claims the range where it stands
