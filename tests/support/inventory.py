@@ -48,18 +48,7 @@ FIELD_ORDER = (
 # A report of current versions with the optional fields crr's documentation asks for.
 CURRENT_SCHEMA = ("Bucket", "Key", "Size", "LastModifiedDate", "ETag", "StorageClass", "IsMultipartUploaded")
 # A report of every version.
-VERSIONED_SCHEMA = (
-    "Bucket",
-    "Key",
-    "VersionId",
-    "IsLatest",
-    "IsDeleteMarker",
-    "Size",
-    "LastModifiedDate",
-    "ETag",
-    "StorageClass",
-    "IsMultipartUploaded",
-)
+VERSIONED_SCHEMA = FIELD_ORDER[: FIELD_ORDER.index("IsMultipartUploaded") + 1]
 
 
 @dataclass(frozen=True)
