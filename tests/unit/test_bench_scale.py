@@ -41,6 +41,20 @@ def test_s3_replication_costs_one_put_per_object_and_the_transfer() -> None:
     assert sum(lines.values()) == pytest.approx(5.019, abs=0.001)
 
 
+def test_a_faithful_live_copy_costs_at_least_the_copy_the_notification_and_one_source_read() -> None:
+    # Given the floor of a live copy that keeps crr's fidelity, per million 1 KiB objects
+    lines = scale.fidelity_floor_per_million()
+
+    # Then it is S3 Replication's bill plus S3's SendMessage of each notification ($0.40 per million SQS
+    # requests) and one class B read of the source ($0.0004 per 1,000)
+    beyond_s3_replication = sum(lines.values()) - sum(scale.s3_replication_per_million().values())
+    assert beyond_s3_replication == pytest.approx(0.40 + 0.40)
+    assert lines["SQS requests"] == pytest.approx(0.40)
+    assert lines["S3 GET/HEAD requests"] == pytest.approx(0.40)
+    # And with one on-demand DynamoDB write per object ($0.625 per million) it is over the $6 target
+    assert sum(lines.values()) + scale.DYNAMODB_WRITE.usd > scale.TARGET_LIVE_USD_PER_MILLION
+
+
 def test_live_usage_prices_each_counted_request_and_the_measured_duration() -> None:
     # Given what one live object cost in a batch of 10: a HEAD, a copy, a free delete, a ledger write, a
     # transaction and a read, and 20 ms of a 512 MB arm64 function
@@ -288,5 +302,8 @@ def test_main_ends_with_the_last_line(monkeypatch: pytest.MonkeyPatch, capsys: p
     # copy 5.00 + HEAD 0.40 + transfer 0.02 + ledger 0.625 + SQS 0.48 + Lambda 0.12 + 0.02 = 6.66 USD
     printed = capsys.readouterr().out.splitlines()
     assert any("backfill at 8 ranges >= 6x 1 range: 7.2x  met" in line for line in printed)
+    # And the live cost's verdict says why it cannot reach $6: the floor plus the ledger's write
+    assert any("floor of a live copy that keeps crr's fidelity: $5.82" in line for line in printed)
+    assert any("NOT met" in line and "already $6.44" in line for line in printed)
     assert printed[-1] == "scale: backfill 7.2x at 8 ranges, live 6.7x per invocation, 6.66 USD per million objects"
     assert LAST_LINE.match(printed[-1])
