@@ -41,18 +41,18 @@ def test_s3_replication_costs_one_put_per_object_and_the_transfer() -> None:
     assert sum(lines.values()) == pytest.approx(5.019, abs=0.001)
 
 
-def test_a_faithful_live_copy_costs_at_least_the_copy_the_notification_and_one_source_read() -> None:
-    # Given the floor of a live copy that keeps crr's fidelity, per million 1 KiB objects
-    lines = scale.fidelity_floor_per_million()
+def test_a_live_copy_with_a_per_key_ledger_costs_over_six_dollars_before_any_read_or_compute() -> None:
+    # Given the floor of a live copy that records its sequencer, per million 1 KiB objects
+    lines = scale.ledger_floor_per_million()
 
     # Then it is S3 Replication's bill plus S3's SendMessage of each notification ($0.40 per million SQS
-    # requests) and one class B read of the source ($0.0004 per 1,000)
+    # requests) and one on-demand DynamoDB write ($0.625 per million write units)
     beyond_s3_replication = sum(lines.values()) - sum(scale.s3_replication_per_million().values())
-    assert beyond_s3_replication == pytest.approx(0.40 + 0.40)
+    assert beyond_s3_replication == pytest.approx(0.40 + 0.625)
     assert lines["SQS requests"] == pytest.approx(0.40)
-    assert lines["S3 GET/HEAD requests"] == pytest.approx(0.40)
-    # And with one on-demand DynamoDB write per object ($0.625 per million) it is over the $6 target
-    assert sum(lines.values()) + scale.DYNAMODB_WRITE.usd > scale.TARGET_LIVE_USD_PER_MILLION
+    assert lines["DynamoDB writes"] == pytest.approx(0.625)
+    # And that alone is over the $6 target
+    assert sum(lines.values()) > scale.TARGET_LIVE_USD_PER_MILLION
 
 
 def test_live_usage_prices_each_counted_request_and_the_measured_duration() -> None:
@@ -302,8 +302,8 @@ def test_main_ends_with_the_last_line(monkeypatch: pytest.MonkeyPatch, capsys: p
     # copy 5.00 + HEAD 0.40 + transfer 0.02 + ledger 0.625 + SQS 0.48 + Lambda 0.12 + 0.02 = 6.66 USD
     printed = capsys.readouterr().out.splitlines()
     assert any("backfill at 8 ranges >= 6x 1 range: 7.2x  met" in line for line in printed)
-    # And the live cost's verdict says why it cannot reach $6: the floor plus the ledger's write
-    assert any("floor of a live copy that keeps crr's fidelity: $5.82" in line for line in printed)
-    assert any("NOT met" in line and "already $6.44" in line for line in printed)
+    # And the live cost's verdict says why it cannot reach $6: the copy, its notification and the ledger write
+    assert any("floor of a live copy with a per-key ledger: $6.04" in line for line in printed)
+    assert any("NOT met" in line and "one on-demand ledger write alone are $6.04" in line for line in printed)
     assert printed[-1] == "scale: backfill 7.2x at 8 ranges, live 6.7x per invocation, 6.66 USD per million objects"
     assert LAST_LINE.match(printed[-1])
