@@ -143,7 +143,7 @@ bench-backfill-workflow: venv ## The whole backfill state machine on the local c
 bench-two-way: venv ## Two-way sync: replicator writes, nudges and S3 requests per user change
 	$(VENV)/bin/python -m bench.two_way $(BENCH_ARGS)
 
-bench-scale: venv ## Scale-out: live path per invocation, backfill at 1-16 ranges, cost per million, projection (~15 min)
+bench-scale: venv ## Scale-out: live path per invocation, backfill at 1-16 ranges, cost per million, projection (~21 min)
 	$(VENV)/bin/python -m bench.scale $(BENCH_ARGS)
 
 bench-scale-quick: venv ## bench-scale in under 5 minutes: fewer objects, no 16 ranges, no p99 run

@@ -993,9 +993,9 @@ def report_projection(
         if fan_out_share is not None:
             cautious = rate * min(fan_out_share, 1.0)
             print(
-                f"      at the fan-out measured here ({fan_out_share:.0%} of 8 x 1 range, this machine's CPU and a"
-                f" small job included): {cautious:,.0f} objects/s; 100 M in {hours_to_backfill(100e6, cautious):.1f}"
-                f" h, 1 B in {hours_to_backfill(1e9, cautious):.1f} h"
+                f"      at the fan-out measured here ({fan_out_share:.0%} of 8 x 1 range, this machine's CPU and the"
+                f" job's start and end included): {cautious:,.0f} objects/s;"
+                f" 100 M in {hours_to_backfill(100e6, cautious):.1f} h, 1 B in {hours_to_backfill(1e9, cautious):.1f} h"
             )
     outcome.verdicts.append(
         (
