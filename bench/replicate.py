@@ -127,24 +127,31 @@ def write_steadily(cloud: LocalCloud, keys: list[str], rate: float, size: int) -
     return put_at
 
 
-def report(
-    *,
-    objects: int,
-    rate: float,
-    size: int,
-    latencies: list[float],
-    counts: dict[str, int],
-    spans: str,
-    objects_per_second: float,
-    latency_line: str,
-) -> None:
+@dataclass(frozen=True)
+class StreamFigures:
+    """What one steady-rate run measured: each replicated object's put → replica latency (ms) and the
+    requests the replicator made, counted on the server side."""
+
+    objects: int
+    latencies: list[float]
+    counts: dict[str, int]
+    spans: str
+    objects_per_second: float
+    latency_line: str
+
+    def percentile_ms(self, fraction: float) -> float | None:
+        return percentile(self.latencies, fraction) if self.latencies else None
+
+
+def report(figures: StreamFigures, *, rate: float, size: int) -> None:
+    objects, latencies, counts = figures.objects, figures.latencies, figures.counts
     replicated = max(len(latencies), 1)
     s3_ops = {op: counts[f"s3:{op}"] for op in S3_REPLICATOR_OPS if counts.get(f"s3:{op}")}
     writes = {op: counts[f"dynamodb:{op}"] for op in DYNAMODB_WRITES if counts.get(f"dynamodb:{op}")}
     sqs = {op.split(":")[1]: n for op, n in counts.items() if op.startswith("sqs:")}
     print(f"\ncrr real-time replication, local cloud (moto server), {objects} x {size} B objects at {rate:g}/s")
-    print(f"  {latency_line}")
-    print(f"  {spans}; replicated {len(latencies)}/{objects}, {objects_per_second:.1f} objects/s")
+    print(f"  {figures.latency_line}")
+    print(f"  {figures.spans}; replicated {len(latencies)}/{objects}, {figures.objects_per_second:.1f} objects/s")
     if latencies:
         print(
             f"  put → replica visible: p50 {percentile(latencies, 0.5):.0f} ms, p95 {percentile(latencies, 0.95):.0f}"
@@ -164,22 +171,6 @@ def report(
         + " ".join(f"{op}={n / replicated:.3f}" for op, n in sqs.items())
     )
     print("  targets: ≤ 2 S3 requests and ≤ 1 DynamoDB write per object; p50 ≤ 200 ms, p99 ≤ 1000 ms")
-
-
-@dataclass(frozen=True)
-class StreamFigures:
-    """What one steady-rate run measured: each replicated object's put → replica latency (ms) and the
-    requests the replicator made, counted on the server side."""
-
-    objects: int
-    latencies: list[float]
-    counts: dict[str, int]
-    spans: str
-    objects_per_second: float
-    latency_line: str
-
-    def percentile_ms(self, fraction: float) -> float | None:
-        return percentile(self.latencies, fraction) if self.latencies else None
 
 
 def measure_stream(
@@ -249,16 +240,7 @@ def run(
     if figures is None:
         print("warm-up objects never replicated; see .local-cloud/logs", file=sys.stderr)
         return 1
-    report(
-        objects=objects,
-        rate=rate,
-        size=size,
-        latencies=figures.latencies,
-        counts=figures.counts,
-        spans=figures.spans,
-        objects_per_second=figures.objects_per_second,
-        latency_line=figures.latency_line,
-    )
+    report(figures, rate=rate, size=size)
     return 0 if len(figures.latencies) == objects else 1
 
 
