@@ -238,11 +238,16 @@ def test_a_missing_manifest_or_data_file_is_named() -> None:
 
 
 def test_a_report_the_stack_may_not_read_says_which_grant_is_missing() -> None:
+    # Given a report whose manifest the stack is denied
     world = World()
     manifest = world.report([world.put("k")])
     world.files.denied.add(InventoryLocation.parse(manifest).key)
-    with pytest.raises(InventoryAccessDeniedError, match=f"InventoryBucket={REPORTS}"):
+    # When it is opened, Then the error names the grant to deploy with, and the key list an SSE-KMS report
+    # needs: the stack denies itself kms:Decrypt through S3 on any key not in SourceKmsKeyArns (template.yaml)
+    with pytest.raises(InventoryAccessDeniedError) as refused:
         world.pages.open(world.rule, manifest)
+    assert f"InventoryBucket={REPORTS}" in str(refused.value)
+    assert "SSE-KMS also needs its key in SourceKmsKeyArns" in str(refused.value)
 
 
 def test_a_data_file_whose_md5_is_not_the_manifests_is_refused() -> None:

@@ -336,7 +336,8 @@ class InventoryAccessDeniedError(InventoryError):
     def __init__(self, bucket: str, key: str, detail: str = "AccessDenied") -> None:
         super().__init__(
             f"reading the S3 Inventory file s3://{bucket}/{key} was denied ({detail}): deploy the stack with "
-            f"InventoryBucket={bucket} so the BackfillFunction may read the report"
+            f"InventoryBucket={bucket} so the BackfillFunction may read the report; a report encrypted with "
+            "SSE-KMS also needs its key in SourceKmsKeyArns (the stack may not decrypt through S3 with any other)"
         )
         self.bucket = bucket
         self.key = key
